@@ -14,5 +14,5 @@ SHARED_MNIST = REPO_ROOT.parent / "shared" / "data" / "mnist"
 def shared_mnist_dir():
     """Directory with the four real MNIST IDX .gz files; skips when this workplace's shared/ is absent."""
     if not (SHARED_MNIST / "train-images-idx3-ubyte.gz").exists():
-          pytest.skip(f"real MNIST IDX files not found at {SHARED_MNIST} (only present in the project workplace)")
+        pytest.skip(f"real MNIST IDX files not found at {SHARED_MNIST} (only present in the project workplace)")
     return SHARED_MNIST
