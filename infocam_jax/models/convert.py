@@ -1,0 +1,242 @@
+"""Import torchvision-format state dicts (``vgg16``, ``resnet50``) into our Flax variables.
+
+A state dict is a mapping ``name -> array`` with torchvision's names and layouts
+(``features.0.weight``, ``layer1.0.conv1.weight``, ``bn1.running_mean``, ...). Conversion:
+
+* Conv weight OIHW -> kernel HWIO; Dense weight [out, in] -> kernel [in, out];
+* BatchNorm weight/bias -> params scale/bias, running_mean/var -> batch_stats mean/var
+  (``num_batches_tracked`` is ignored);
+* the classifier is not imported: VGG's ``classifier.*`` and ResNet's ``fc.*`` are dropped and
+  ``head`` (and VGG's new ``conv6``) keep their fresh initialisation for ``num_classes``.
+  With ``include_head=True`` the WSOL-style keys ``conv6.*`` (VGG) and ``fc.*`` are imported
+  too (needed to compare against a complete PyTorch WSOL network).
+
+Files: ``.pth`` / ``.pt`` (read with torch, only if it is installed) or ``.npz`` with the same
+keys. Converted variables are written as ``.npz`` (keys ``"params/conv1/kernel"``, ...) or
+``.msgpack`` (flax serialisation) and read back with :func:`load_variables`. Nothing here
+downloads anything.
+"""
+import os
+from typing import Any, Dict, Mapping, Tuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from infocam_jax.models import resnet as resnet_lib
+from infocam_jax.models import vgg as vgg_lib
+
+ARCHS = {"vgg16": "vgg16_gap", "resnet50": "resnet50"}
+VGG16_FEATURE_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
+
+# kind -> (collection, leaf name, array transform)
+_KINDS = {
+    "conv": ("params", "kernel", lambda w: np.transpose(w, (2, 3, 1, 0))),
+    "dense": ("params", "kernel", lambda w: np.transpose(w, (1, 0))),
+    "bias": ("params", "bias", lambda w: w),
+    "bn_weight": ("params", "scale", lambda w: w),
+    "bn_bias": ("params", "bias", lambda w: w),
+    "bn_mean": ("batch_stats", "mean", lambda w: w),
+    "bn_var": ("batch_stats", "var", lambda w: w),
+}
+_BN = (("weight", "bn_weight"), ("bias", "bn_bias"), ("running_mean", "bn_mean"),
+       ("running_var", "bn_var"))
+
+
+def key_map(arch: str, include_head: bool = False) -> Dict[str, Tuple[Tuple[str, ...], str]]:
+    """torchvision key -> (our module path, kind) for every imported tensor.
+
+    Args:
+      arch: "vgg16" or "resnet50".
+      include_head: also map the WSOL head keys (VGG ``conv6.*``; ``fc.*``) onto ``head``.
+    """
+    mapping = {}
+    if arch == "vgg16":
+        names = [f"conv{b}_{l}" for b, layers in enumerate(vgg_lib.VGG16_BLOCKS, start=1)
+                 for l in range(1, len(layers) + 1)]
+        for idx, name in zip(VGG16_FEATURE_INDICES, names):
+            mapping[f"features.{idx}.weight"] = ((name,), "conv")
+            mapping[f"features.{idx}.bias"] = ((name,), "bias")
+        if include_head:
+            mapping["conv6.weight"] = (("conv6",), "conv")
+            mapping["conv6.bias"] = (("conv6",), "bias")
+    elif arch == "resnet50":
+        def conv_bn(tconv, tbn, path_conv, path_bn):
+            mapping[f"{tconv}.weight"] = (path_conv, "conv")
+            for suffix, kind in _BN:
+                mapping[f"{tbn}.{suffix}"] = (path_bn, kind)
+
+        conv_bn("conv1", "bn1", ("conv1",), ("bn1",))
+        for L, n in enumerate(resnet_lib.RESNET50_LAYERS, start=1):
+            for i in range(n):
+                t, f = f"layer{L}.{i}", f"layer{L}_{i}"
+                for j in (1, 2, 3):
+                    conv_bn(f"{t}.conv{j}", f"{t}.bn{j}", (f, f"conv{j}"), (f, f"bn{j}"))
+                if i == 0:
+                    conv_bn(f"{t}.downsample.0", f"{t}.downsample.1", (f, "downsample_conv"),
+                            (f, "downsample_bn"))
+    else:
+        raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(ARCHS)}")
+    if include_head:
+        mapping["fc.weight"] = (("head",), "dense")
+        mapping["fc.bias"] = (("head",), "bias")
+    return mapping
+
+
+def _ignored(arch: str, key: str, include_head: bool) -> bool:
+    if key.endswith("num_batches_tracked"):
+        return True
+    if include_head:
+        return False
+    return key.startswith("classifier.") if arch == "vgg16" else key.startswith("fc.")
+
+
+def convert_state_dict(arch: str, state_dict: Mapping[str, Any], variables: Mapping[str, Any],
+                       include_head: bool = False) -> Dict[str, Any]:
+    """Copies a torchvision state dict into (a copy of) initialised Flax variables.
+
+    Args:
+      arch: "vgg16" or "resnet50".
+      state_dict: torchvision key -> array (NumPy or torch tensor), float.
+      variables: variables of ``models.create(ARCHS[arch], num_classes)`` (from ``init``);
+        the layers not imported (head, VGG conv6) keep these values.
+      include_head: see :func:`key_map`.
+
+    Returns:
+      New variables (nested dicts of float32 NumPy arrays) with the imported weights.
+
+    Raises:
+      ValueError: listing missing keys, unexpected keys and shape mismatches.
+    """
+    mapping = key_map(arch, include_head)
+    state = {k[len("module."):] if k.startswith("module.") else k: v
+             for k, v in state_dict.items()}
+    missing = sorted(k for k in mapping if k not in state)
+    unexpected = sorted(k for k in state
+                        if k not in mapping and not _ignored(arch, k, include_head))
+    out = jax.tree_util.tree_map(lambda a: np.array(a, dtype=np.float32),
+                                 flax.core.unfreeze(variables))
+    mismatched = []
+    for key, (path, kind) in mapping.items():
+        if key not in state:
+            continue
+        collection, leaf, transform = _KINDS[kind]
+        value = transform(np.asarray(_to_numpy(state[key]), dtype=np.float32))
+        node = out.get(collection, {})
+        for p in path:
+            node = node.get(p, {}) if isinstance(node, dict) else {}
+        if leaf not in node:
+            mismatched.append(f"{key}: no target {collection}/{'/'.join(path)}/{leaf}")
+        elif node[leaf].shape != value.shape:
+            mismatched.append(f"{key}: shape {value.shape} after transpose, "
+                              f"expected {node[leaf].shape}")
+        else:
+            node[leaf] = value
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            f"state dict does not match {arch}: missing keys {missing}; "
+            f"unexpected keys {unexpected}; shape mismatches {mismatched}")
+    return out
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # torch.Tensor
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def load_state_dict(path: str) -> Dict[str, np.ndarray]:
+    """Reads a state dict from ``.npz`` or (when torch is importable) ``.pth``/``.pt``.
+
+    A ``.pth`` holding ``{"state_dict": ...}`` or ``{"model": ...}`` is unwrapped.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"state dict file not found: {path}")
+    if path.endswith(".npz"):
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+    if path.endswith((".pth", ".pt")):
+        try:
+            import torch  # pylint: disable=import-outside-toplevel
+        except ImportError as e:
+            raise ImportError(f"reading {path} needs torch; install it or convert the state "
+                              "dict to .npz with the same keys") from e
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for wrapper in ("state_dict", "model"):
+            if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+                state = state[wrapper]
+        return {k: _to_numpy(v) for k, v in state.items()}
+    raise ValueError(f"unsupported state dict file {path!r}: expected .npz, .pth or .pt")
+
+
+def convert_file(arch: str, path: str, num_classes: int, seed: int = 0,
+                 include_head: bool = False) -> Dict[str, Any]:
+    """Loads a torchvision state dict file and returns variables for ``num_classes`` classes.
+
+    The new layers are initialised from ``jax.random.key(seed)``.
+    """
+    from infocam_jax import models  # pylint: disable=import-outside-toplevel
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(ARCHS)}")
+    state = load_state_dict(path)
+    model = models.create(ARCHS[arch], num_classes)
+    variables = jax.jit(model.init)(jax.random.key(seed), jnp.zeros((1, 32, 32, 3), jnp.float32))
+    return convert_state_dict(arch, state, variables, include_head)
+
+
+def save_variables(variables: Mapping[str, Any], path: str) -> None:
+    """Writes variables as ``.npz`` (flattened "collection/module/.../leaf" keys) or ``.msgpack``."""
+    host = jax.tree_util.tree_map(np.asarray, flax.core.unfreeze(variables))
+    if path.endswith(".npz"):
+        flat = flax.traverse_util.flatten_dict(host, sep="/")
+        np.savez(path, **flat)
+    elif path.endswith(".msgpack"):
+        with open(path, "wb") as f:
+            f.write(flax.serialization.msgpack_serialize(host))
+    else:
+        raise ValueError(f"output path must end in .npz or .msgpack, got {path!r}")
+
+
+def load_variables(path: str) -> Dict[str, Any]:
+    """Reads variables written by :func:`save_variables` (nested dicts of NumPy arrays)."""
+    if path.endswith(".npz"):
+        with np.load(path) as f:
+            return flax.traverse_util.unflatten_dict({k: f[k] for k in f.files}, sep="/")
+    if path.endswith(".msgpack"):
+        with open(path, "rb") as f:
+            return flax.serialization.msgpack_restore(f.read())
+    raise ValueError(f"variables path must end in .npz or .msgpack, got {path!r}")
+
+
+def merge_pretrained(variables: Mapping[str, Any], pretrained: Mapping[str, Any],
+                     skip: Tuple[str, ...] = ("head",)) -> Dict[str, Any]:
+    """Overwrites initialised variables with pretrained ones (e.g. from :func:`load_variables`).
+
+    Args:
+      variables: freshly initialised model variables.
+      pretrained: converted variables of the same architecture.
+      skip: top-level module names kept from ``variables`` (default: the head, whose shape
+        depends on the number of classes).
+
+    Returns:
+      New variables (same structure and dtypes as ``variables``).
+
+    Raises:
+      ValueError: listing pretrained leaves without a target, targets without a pretrained
+        leaf, and shape mismatches.
+    """
+    flat_init = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables))
+    flat_pre = flax.traverse_util.flatten_dict(flax.core.unfreeze(pretrained))
+    keep = lambda k: len(k) > 1 and k[1] in skip  # k = (collection, module, ...)
+    missing = sorted("/".join(k) for k in flat_init if not keep(k) and k not in flat_pre)
+    unexpected = sorted("/".join(k) for k in flat_pre if not keep(k) and k not in flat_init)
+    mismatched = sorted(f"{'/'.join(k)}: {np.shape(flat_pre[k])} vs {np.shape(v)}"
+                        for k, v in flat_init.items()
+                        if not keep(k) and k in flat_pre and np.shape(flat_pre[k]) != v.shape)
+    if missing or unexpected or mismatched:
+        raise ValueError(f"pretrained variables do not match the model: missing {missing}; "
+                         f"unexpected {unexpected}; shape mismatches {mismatched}")
+    merged = {k: (v if keep(k) else jnp.asarray(flat_pre[k], dtype=v.dtype))
+              for k, v in flat_init.items()}
+    return flax.traverse_util.unflatten_dict(merged)

@@ -1,0 +1,37 @@
+"""Converts a torchvision-format state dict (vgg16 / resnet50) into infocam-jax variables.
+
+    python launch/convert_weights.py --arch=resnet50 --input=resnet50.pth \
+        --output=pretrained/resnet50.npz --num_classes=200
+
+The input is a local ``.pth``/``.pt`` (needs torch) or ``.npz`` with torchvision's keys; the
+output (``.npz`` or ``.msgpack``) is what ``config.pretrained`` points to. Nothing is downloaded.
+"""
+from absl import app, flags, logging
+import jax
+import numpy as np
+
+from infocam_jax.models import convert
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("arch", None, list(convert.ARCHS), "torchvision architecture of --input.")
+flags.DEFINE_string("input", None, "torchvision state dict (.pth/.pt or .npz).")
+flags.DEFINE_string("output", None, "converted variables (.npz or .msgpack).")
+flags.DEFINE_integer("num_classes", 1000, "classes of the re-initialised head.")
+flags.DEFINE_integer("seed", 0, "seed of the new layers' initialisation.")
+flags.DEFINE_bool("include_head", False, "also import WSOL head keys (conv6.*, fc.*).")
+flags.mark_flags_as_required(["arch", "input", "output"])
+
+
+def main(argv):
+    del argv
+    variables = convert.convert_file(FLAGS.arch, FLAGS.input, FLAGS.num_classes, FLAGS.seed,
+                                     FLAGS.include_head)
+    convert.save_variables(variables, FLAGS.output)
+    count = sum(int(np.size(a)) for a in jax.tree_util.tree_leaves(variables["params"]))
+    logging.info("wrote %s (%s, %d classes, %d parameters)", FLAGS.output, FLAGS.arch,
+                 FLAGS.num_classes, count)
+    print(f"wrote {FLAGS.output}: {FLAGS.arch}, {FLAGS.num_classes} classes, {count} parameters")
+
+
+if __name__ == "__main__":
+    app.run(main)
