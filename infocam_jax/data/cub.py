@@ -1,0 +1,272 @@
+"""CUB-200-2011 as a tensorflow-datasets builder (manual directory, array_record, no TensorFlow).
+
+Source: the official ``CUB_200_2011/`` directory (https://www.vision.caltech.edu/datasets/cub_200_2011/,
+file ``CUB_200_2011.tgz``)::
+
+    CUB_200_2011/images.txt              <image_id> <relative path under images/>
+    CUB_200_2011/image_class_labels.txt  <image_id> <class_id in 1..200>
+    CUB_200_2011/train_test_split.txt    <image_id> <1 = train, 0 = test>
+    CUB_200_2011/bounding_boxes.txt      <image_id> <x> <y> <width> <height>
+    CUB_200_2011/images/...              the JPEGs
+    CUB_200_2011/classes.txt             optional, <class_id> <name>
+
+Splits: ``train`` = the official training images (5,994); the official test images (5,794) are
+split per class, deterministically (``splits.stratified_halves``, seed 0), into ``validation``
+and ``test`` halves as in the paper (section 4).
+
+Records (``builder.as_data_source(split)[i]``): ``image`` uint8 [H, W, 3] (original size),
+``label`` int (0..199), ``boxes`` float32 [1, 4], ``box_labels`` int32 [1], ``image_id`` bytes.
+
+Box convention: the reference WSOL metadata (Choe et al., CVPR 2020, wsolevaluation) turns the
+official ``(x, y, w, h)`` into ``(x0, y0, x1, y1) = (x, y, x + w, y + h)`` in pixels of the
+original image, kept as floats until after resizing; we store exactly that, so ``x1`` may equal
+the image width (the transforms clip it to ``W - 1``). Evaluation then counts pixels inclusively.
+
+The tfds catalog builder ``caltech_birds2011`` is an alternative source when TensorFlow is
+installed (its generator needs TF): :func:`catalog_sources` reads it and adapts its records to
+the format above; it is never used in tests.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+
+import numpy as np
+
+from infocam_jax.data import builder_utils, splits
+
+NUM_CLASSES = 200
+DIRNAME = "CUB_200_2011"
+REQUIRED_FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt",
+                  "bounding_boxes.txt", "images")
+HOW_TO_GET = ("Download CUB_200_2011.tgz from https://www.vision.caltech.edu/datasets/cub_200_2011/ "
+              "(or https://data.caltech.edu/records/65de6-vhk41).")
+SPLIT_SEED = splits.DEFAULT_SPLIT_SEED
+
+MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
+{HOW_TO_GET} Extract it and pass the directory holding CUB_200_2011/ (or CUB_200_2011/ itself) as
+the manual dir (config.manual_dir); it must contain {', '.join(REQUIRED_FILES)}.
+"""
+
+
+def parse_annotations(root: pathlib.Path) -> dict:
+    """Parses and cross-checks the CUB annotation files.
+
+    Returns:
+      {"train": [...], "test": [...]} lists of example dicts (key, path, label 0-based,
+      box float32 [4] as (x, y, x+w, y+h)), and "class_names" (list of 200 str).
+
+    Raises:
+      AnnotationError: an id missing from a file, duplicated, a label outside 1..200, a bad
+        split flag or a non-positive box size.
+    """
+    err = builder_utils.AnnotationError
+
+    def as_map(name, num_fields):
+        path = root / name
+        out = {}
+        for row in builder_utils.parse_fields(path, num_fields):
+            if row[0] in out:
+                raise err(f"{path}: image id {row[0]} appears twice")
+            out[row[0]] = row[1:]
+        return out
+
+    images = as_map("images.txt", 2)
+    labels = as_map("image_class_labels.txt", 2)
+    split_flags = as_map("train_test_split.txt", 2)
+    bboxes = as_map("bounding_boxes.txt", 5)
+    for name, table in (("image_class_labels.txt", labels), ("train_test_split.txt", split_flags),
+                        ("bounding_boxes.txt", bboxes)):
+        missing = sorted(set(images) - set(table), key=_id_order)
+        extra = sorted(set(table) - set(images), key=_id_order)
+        if missing:
+            raise err(f"{root / name}: no entry for image ids {missing[:10]}"
+                      f"{' ...' if len(missing) > 10 else ''} listed in {root / 'images.txt'}")
+        if extra:
+            raise err(f"{root / name}: image ids {extra[:10]} are not in {root / 'images.txt'}")
+
+    out = {"train": [], "test": []}
+    for image_id in sorted(images, key=_id_order):
+        rel = images[image_id][0]
+        try:
+            label = int(labels[image_id][0])
+        except ValueError:
+            raise err(f"{root / 'image_class_labels.txt'}: bad label for id {image_id}") from None
+        if not 1 <= label <= NUM_CLASSES:
+            raise err(f"{root / 'image_class_labels.txt'}: label {label} of image id {image_id} "
+                      f"is outside 1..{NUM_CLASSES}")
+        flag = split_flags[image_id][0]
+        if flag not in ("0", "1"):
+            raise err(f"{root / 'train_test_split.txt'}: split flag {flag!r} of image id "
+                      f"{image_id} is not 0 or 1")
+        try:
+            x, y, w, h = (float(v) for v in bboxes[image_id])
+        except ValueError:
+            raise err(f"{root / 'bounding_boxes.txt'}: bad box for id {image_id}") from None
+        if w <= 0 or h <= 0:
+            raise err(f"{root / 'bounding_boxes.txt'}: box of image id {image_id} has "
+                      f"non-positive size {w}x{h}")
+        out["train" if flag == "1" else "test"].append({
+            "key": rel, "path": root / "images" / rel, "label": label - 1,
+            "box": np.array([x, y, x + w, y + h], np.float32)})
+    class_names = [f"class_{i + 1:03d}" for i in range(NUM_CLASSES)]
+    if (root / "classes.txt").exists():
+        for row in builder_utils.read_lines(root / "classes.txt"):
+            if len(row) >= 2 and row[0].isdigit() and 1 <= int(row[0]) <= NUM_CLASSES:
+                class_names[int(row[0]) - 1] = " ".join(row[1:])
+    out["class_names"] = class_names
+    return out
+
+
+def _id_order(image_id: str):
+    return (0, int(image_id), "") if image_id.isdigit() else (1, 0, image_id)
+
+
+def _make_builder_class():
+    import tensorflow_datasets as tfds
+
+    class InfocamCub(tfds.core.GeneratorBasedBuilder):
+        """CUB-200-2011 with boxes and the paper's validation/test split of the official test set."""
+
+        VERSION = tfds.core.Version("1.0.0")
+        RELEASE_NOTES = {"1.0.0": "Initial release."}
+        MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+
+        def _info(self):
+            return tfds.core.DatasetInfo(
+                builder=self,
+                description="CUB-200-2011 birds with one box per image (infocam-jax).",
+                features=tfds.features.FeaturesDict({
+                    "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+                    "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
+                    "boxes": tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
+                    "box_labels": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+                    "image_id": tfds.features.Text(),
+                }),
+                homepage="https://www.vision.caltech.edu/datasets/cub_200_2011/",
+                metadata=tfds.core.MetadataDict(),
+            )
+
+        def _split_generators(self, dl_manager):
+            root = builder_utils.resolve_root(dl_manager.manual_dir, DIRNAME, REQUIRED_FILES,
+                                              how_to_get=HOW_TO_GET)
+            ann = parse_annotations(root)
+            missing = [str(e["path"]) for e in ann["train"] + ann["test"]
+                       if not e["path"].is_file()]
+            if missing:
+                raise FileNotFoundError(
+                    f"{len(missing)} image files listed in {root / 'images.txt'} are missing, "
+                    f"e.g. {missing[:5]}. {HOW_TO_GET}")
+            test = ann["test"]
+            val_idx, test_idx = splits.stratified_halves(
+                [e["label"] for e in test], seed=SPLIT_SEED)
+            counts = np.bincount([e["label"] for e in ann["train"]], minlength=NUM_CLASSES)
+            self.info.metadata["train_label_counts"] = counts.tolist()
+            self.info.metadata["class_names"] = ann["class_names"]
+            return {
+                "train": self._generate_examples(ann["train"]),
+                "validation": self._generate_examples([test[i] for i in val_idx]),
+                "test": self._generate_examples([test[i] for i in test_idx]),
+            }
+
+        def _generate_examples(self, examples):
+            for e in examples:
+                data, height, width = builder_utils.encoded_rgb_image(e["path"])
+                builder_utils.check_box_in_image(e["box"], height, width, where=str(e["path"]))
+                yield e["key"], {
+                    "image": data,
+                    "label": e["label"],
+                    "boxes": e["box"][None, :],
+                    "box_labels": np.array([e["label"]], np.int32),
+                    "image_id": e["key"],
+                }
+
+    return InfocamCub
+
+
+_BUILDER_CLASS = None
+
+
+def builder_class():
+    """The tfds builder class (created on first use so importing this module stays cheap)."""
+    global _BUILDER_CLASS
+    if _BUILDER_CLASS is None:
+        _BUILDER_CLASS = _make_builder_class()
+    return _BUILDER_CLASS
+
+
+def prepare(*, data_dir: str | os.PathLike, manual_dir: str | os.PathLike | None):
+    """Builds (once) and returns the CUB builder; read with ``builder.as_data_source(split)``.
+
+    Args:
+      data_dir: tfds data dir where the array_record files are cached.
+      manual_dir: directory holding ``CUB_200_2011/`` (or that directory itself). Not needed
+        once the dataset has been prepared in ``data_dir``.
+
+    Raises:
+      FileNotFoundError: the manual files are missing (message says where to get them).
+      AnnotationError / ValueError: inconsistent annotations or a corrupt image (named).
+    """
+    import tensorflow_datasets as tfds
+
+    builder = builder_class()(data_dir=os.fspath(data_dir), file_format="array_record")
+    if not builder.is_prepared():
+        root = builder_utils.resolve_root(manual_dir, DIRNAME, REQUIRED_FILES,
+                                          how_to_get=HOW_TO_GET)
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+            manual_dir=os.fspath(root), try_download_gcs=False))
+    return builder
+
+
+def tensorflow_available() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+class _CatalogSplit:
+    """Adapts records of the catalog ``caltech_birds2011`` builder to this module's format."""
+
+    def __init__(self, source, indices=None):
+        self._source = source
+        self._indices = np.arange(len(source)) if indices is None else np.asarray(indices)
+
+    def __len__(self):
+        return len(self._indices)
+
+    def __getitem__(self, i):
+        r = self._source[int(self._indices[i])]
+        image = np.asarray(r["image"])
+        h, w = image.shape[:2]
+        # tfds BBoxFeature: normalised (ymin, xmin, ymax, xmax).
+        ymin, xmin, ymax, xmax = np.asarray(r["bbox"], np.float32)
+        box = np.array([[xmin * w, ymin * h, xmax * w, ymax * h]], np.float32)
+        label = int(r["label"])
+        return {"image": image, "label": label, "boxes": box,
+                "box_labels": np.array([label], np.int32)}
+
+
+def catalog_sources(*, data_dir: str | os.PathLike) -> dict:
+    """CUB from the tfds catalog builder ``caltech_birds2011`` (needs TensorFlow and a download).
+
+    Returns:
+      {"train", "validation", "test"} random-access sources of records in this module's format
+      (validation/test: the paper's halves of the catalog's test split).
+
+    Raises:
+      ImportError: TensorFlow is not installed (the catalog generator needs it).
+    """
+    if not tensorflow_available():
+        raise ImportError(
+            "the tfds catalog builder caltech_birds2011 needs TensorFlow (pip install tensorflow); "
+            f"without it use the manual directory: {MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder("caltech_birds2011", data_dir=os.fspath(data_dir),
+                           file_format="array_record")
+    builder.download_and_prepare()
+    train = builder.as_data_source("train")
+    test = builder.as_data_source("test")
+    labels = [int(test[i]["label"]) for i in range(len(test))]
+    val_idx, test_idx = splits.stratified_halves(labels, seed=SPLIT_SEED)
+    return {"train": _CatalogSplit(train), "validation": _CatalogSplit(test, val_idx),
+            "test": _CatalogSplit(test, test_idx)}

@@ -1,0 +1,223 @@
+"""Tiny-ImageNet as a tensorflow-datasets builder (manual directory, array_record, no TensorFlow).
+
+Source: the official ``tiny-imagenet-200/`` directory
+(http://cs231n.stanford.edu/tiny-imagenet-200.zip)::
+
+    tiny-imagenet-200/wnids.txt                         one WordNet id per line (200)
+    tiny-imagenet-200/words.txt                         <wnid> \\t <names>
+    tiny-imagenet-200/train/<wnid>/images/*.JPEG        500 images per class, 64x64
+    tiny-imagenet-200/train/<wnid>/<wnid>_boxes.txt     <file> \\t x0 \\t y0 \\t x1 \\t y1
+    tiny-imagenet-200/val/images/*.JPEG                 10,000 images
+    tiny-imagenet-200/val/val_annotations.txt           <file> \\t <wnid> \\t x0 \\t y0 \\t x1 \\t y1
+
+(the unlabeled ``test/`` directory is not used). Class ids are the positions of the wnids in
+sorted order (what ``torchvision.datasets.ImageFolder`` assigns to ``train/``). Boxes are the
+official inclusive pixel corners ``(x0, y0, x1, y1)``.
+
+Splits: ``train`` = official train; the official validation images (50 per class) are split
+per class, deterministically (``splits.stratified_halves``, seed 0), into ``validation`` and
+``test`` halves (the paper, section 4).
+
+Records: ``image`` uint8 [64, 64, 3] (grayscale files converted to RGB), ``label`` int,
+``boxes`` float32 [1, 4], ``box_labels`` int32 [1], ``image_id`` bytes.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+
+import numpy as np
+
+from infocam_jax.data import builder_utils, splits
+
+NUM_CLASSES = 200
+DIRNAME = "tiny-imagenet-200"
+REQUIRED_FILES = ("wnids.txt", "words.txt", "train", "val/images", "val/val_annotations.txt")
+HOW_TO_GET = "Download tiny-imagenet-200.zip from http://cs231n.stanford.edu/tiny-imagenet-200.zip."
+SPLIT_SEED = splits.DEFAULT_SPLIT_SEED
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
+
+MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
+{HOW_TO_GET} Unzip it and pass the directory holding tiny-imagenet-200/ (or tiny-imagenet-200/
+itself) as the manual dir (config.manual_dir); it must contain {', '.join(REQUIRED_FILES)}.
+"""
+
+
+def _list_images(directory: pathlib.Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _parse_box(row, path, lineno):
+    try:
+        return np.array([float(v) for v in row], np.float32)
+    except ValueError:
+        raise builder_utils.AnnotationError(f"{path}: line {lineno}: bad box {row}") from None
+
+
+def parse_annotations(root: pathlib.Path) -> dict:
+    """Parses and cross-checks the Tiny-ImageNet annotations.
+
+    Returns:
+      {"train": [...], "val": [...]} lists of example dicts (key, path, label, box float32 [4]),
+      "wnids" (sorted list) and "class_names" (words.txt names, same order).
+
+    Raises:
+      FileNotFoundError: a class directory or its boxes file is missing.
+      AnnotationError: duplicate/unknown wnids, an image without a box or a box without an image,
+        a validation annotation naming an unknown wnid, more than 200 classes.
+    """
+    err = builder_utils.AnnotationError
+    wnids = [row[0] for row in builder_utils.read_lines(root / "wnids.txt")]
+    if len(set(wnids)) != len(wnids):
+        raise err(f"{root / 'wnids.txt'}: duplicate wnids")
+    if not wnids or len(wnids) > NUM_CLASSES:
+        raise err(f"{root / 'wnids.txt'}: expected 1..{NUM_CLASSES} wnids, got {len(wnids)}")
+    wnids = sorted(wnids)
+    label_of = {w: i for i, w in enumerate(wnids)}
+    words = {}
+    with open(root / "words.txt", "r", encoding="utf-8") as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t", 1)
+            if len(parts) == 2:
+                words[parts[0]] = parts[1]
+    no_words = [w for w in wnids if w not in words]
+    if no_words:
+        raise err(f"{root / 'words.txt'}: no entry for wnids {no_words[:10]}")
+
+    train = []
+    for wnid in wnids:
+        class_dir = root / "train" / wnid
+        box_file = class_dir / f"{wnid}_boxes.txt"
+        for p in (class_dir / "images", box_file):
+            if not p.exists():
+                raise FileNotFoundError(f"missing {p} (wnid {wnid} is listed in "
+                                        f"{root / 'wnids.txt'}). {HOW_TO_GET}")
+        boxes = {}
+        for lineno, row in enumerate(builder_utils.parse_fields(box_file, 5), 1):
+            if row[0] in boxes:
+                raise err(f"{box_file}: line {lineno}: {row[0]} has two boxes")
+            boxes[row[0]] = _parse_box(row[1:], box_file, lineno)
+        files = _list_images(class_dir / "images")
+        no_box = sorted(set(files) - set(boxes))
+        no_file = sorted(set(boxes) - set(files))
+        if no_box:
+            raise err(f"{box_file}: no box for images {no_box[:10]} in {class_dir / 'images'}")
+        if no_file:
+            raise err(f"{box_file}: boxes for images {no_file[:10]} missing from "
+                      f"{class_dir / 'images'}")
+        train += [{"key": f"train/{wnid}/{name}", "path": class_dir / "images" / name,
+                   "label": label_of[wnid], "box": boxes[name]} for name in files]
+
+    ann_file = root / "val" / "val_annotations.txt"
+    val_ann = {}
+    for lineno, row in enumerate(builder_utils.parse_fields(ann_file, 6), 1):
+        name, wnid = row[0], row[1]
+        if wnid not in label_of:
+            raise err(f"{ann_file}: line {lineno}: unknown wnid {wnid} (not in wnids.txt)")
+        if name in val_ann:
+            raise err(f"{ann_file}: line {lineno}: {name} is annotated twice")
+        val_ann[name] = (label_of[wnid], _parse_box(row[2:], ann_file, lineno))
+    files = _list_images(root / "val" / "images")
+    no_ann = sorted(set(files) - set(val_ann))
+    no_file = sorted(set(val_ann) - set(files))
+    if no_ann:
+        raise err(f"{ann_file}: no annotation for images {no_ann[:10]} in {root / 'val/images'}")
+    if no_file:
+        raise err(f"{ann_file}: annotated images {no_file[:10]} missing from "
+                  f"{root / 'val/images'}")
+    val = [{"key": f"val/{name}", "path": root / "val" / "images" / name,
+            "label": val_ann[name][0], "box": val_ann[name][1]} for name in files]
+    return {"train": train, "val": val, "wnids": wnids,
+            "class_names": [words[w] for w in wnids]}
+
+
+def _make_builder_class():
+    import tensorflow_datasets as tfds
+
+    class InfocamTinyImagenet(tfds.core.GeneratorBasedBuilder):
+        """Tiny-ImageNet with boxes and the paper's validation/test split of the official val set."""
+
+        VERSION = tfds.core.Version("1.0.0")
+        RELEASE_NOTES = {"1.0.0": "Initial release."}
+        MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+
+        def _info(self):
+            return tfds.core.DatasetInfo(
+                builder=self,
+                description="Tiny-ImageNet (200 classes, 64x64) with one box per image.",
+                features=tfds.features.FeaturesDict({
+                    "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+                    "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
+                    "boxes": tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
+                    "box_labels": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+                    "image_id": tfds.features.Text(),
+                }),
+                homepage="http://cs231n.stanford.edu/tiny-imagenet-200.zip",
+                metadata=tfds.core.MetadataDict(),
+            )
+
+        def _split_generators(self, dl_manager):
+            root = builder_utils.resolve_root(dl_manager.manual_dir, DIRNAME, REQUIRED_FILES,
+                                              how_to_get=HOW_TO_GET)
+            ann = parse_annotations(root)
+            val = ann["val"]
+            val_idx, test_idx = splits.stratified_halves([e["label"] for e in val],
+                                                         seed=SPLIT_SEED)
+            counts = np.bincount([e["label"] for e in ann["train"]], minlength=NUM_CLASSES)
+            self.info.metadata["train_label_counts"] = counts.tolist()
+            self.info.metadata["wnids"] = ann["wnids"]
+            self.info.metadata["class_names"] = ann["class_names"]
+            return {
+                "train": self._generate_examples(ann["train"]),
+                "validation": self._generate_examples([val[i] for i in val_idx]),
+                "test": self._generate_examples([val[i] for i in test_idx]),
+            }
+
+        def _generate_examples(self, examples):
+            for e in examples:
+                data, height, width = builder_utils.encoded_rgb_image(e["path"])
+                builder_utils.check_box_in_image(e["box"], height, width, where=str(e["path"]))
+                yield e["key"], {
+                    "image": data,
+                    "label": e["label"],
+                    "boxes": e["box"][None, :],
+                    "box_labels": np.array([e["label"]], np.int32),
+                    "image_id": e["key"],
+                }
+
+    return InfocamTinyImagenet
+
+
+_BUILDER_CLASS = None
+
+
+def builder_class():
+    """The tfds builder class (created on first use so importing this module stays cheap)."""
+    global _BUILDER_CLASS
+    if _BUILDER_CLASS is None:
+        _BUILDER_CLASS = _make_builder_class()
+    return _BUILDER_CLASS
+
+
+def prepare(*, data_dir: str | os.PathLike, manual_dir: str | os.PathLike | None):
+    """Builds (once) and returns the Tiny-ImageNet builder; read with ``as_data_source(split)``.
+
+    Args:
+      data_dir: tfds data dir where the array_record files are cached.
+      manual_dir: directory holding ``tiny-imagenet-200/`` (or that directory itself); not
+        needed once prepared.
+
+    Raises:
+      FileNotFoundError: manual files missing (message says where to get them and put them).
+      AnnotationError / ValueError: inconsistent annotations or a corrupt image (named).
+    """
+    import tensorflow_datasets as tfds
+
+    builder = builder_class()(data_dir=os.fspath(data_dir), file_format="array_record")
+    if not builder.is_prepared():
+        root = builder_utils.resolve_root(manual_dir, DIRNAME, REQUIRED_FILES,
+                                          how_to_get=HOW_TO_GET)
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+            manual_dir=os.fspath(root), try_download_gcs=False))
+    return builder
