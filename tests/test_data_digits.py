@@ -1,4 +1,5 @@
 """Tests of the digit datasets: MNIST IDX reader, canvas composers, tfds digit builders."""
+
 import gzip
 import pathlib
 import sys
@@ -26,7 +27,7 @@ def _fake_mnist(rng, n):
     for i in range(n):
         x0, y0 = rng.integers(2, 12, 2)
         w, h = rng.integers(4, 14, 2)
-        images[i, y0:y0 + h, x0:x0 + w] = rng.integers(1, 256, (h, w))
+        images[i, y0 : y0 + h, x0 : x0 + w] = rng.integers(1, 256, (h, w))
     return images, (np.arange(n) % 10).astype(np.uint8)
 
 
@@ -68,10 +69,12 @@ def test_real_mnist(shared_mnist_dir):
     chex.assert_shape(data["test"][0], (10000, 28, 28))
     assert data["train"][0].dtype == np.uint8 and data["train"][1].dtype == np.uint8
     # class counts published with the files (shared/data/mnist/SOURCE.md)
-    np.testing.assert_array_equal(np.bincount(data["train"][1]),
-                                  [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949])
-    np.testing.assert_array_equal(np.bincount(data["test"][1]),
-                                  [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
+    np.testing.assert_array_equal(
+        np.bincount(data["train"][1]), [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    )
+    np.testing.assert_array_equal(
+        np.bincount(data["test"][1]), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    )
     assert data["train"][0].max() == 255 and data["train"][0].min() == 0
 
 
@@ -91,15 +94,29 @@ def _bad_files(fake):
         "wrong magic": ("train-images-idx3-ubyte", _idx_bytes(images, magic=2049), "magic"),
         "truncated data": ("train-images-idx3-ubyte", good[:-5], "truncated"),
         "truncated header": ("train-labels-idx1-ubyte", b"\x00\x00\x08\x01\x00", "truncated"),
-        "trailing bytes": ("train-labels-idx1-ubyte", _idx_bytes(labels) + b"\x00", "unexpected bytes"),
+        "trailing bytes": (
+            "train-labels-idx1-ubyte",
+            _idx_bytes(labels) + b"\x00",
+            "unexpected bytes",
+        ),
         "count mismatch": ("train-labels-idx1-ubyte", _idx_bytes(labels[:-1]), "mismatch"),
         "wrong dims": ("train-images-idx3-ubyte", _idx_bytes(images[:, :27, :]), "dims"),
         "label range": ("train-labels-idx1-ubyte", _idx_bytes(labels + 1), "outside 0..9"),
     }
 
 
-@pytest.mark.parametrize("case", ["wrong magic", "truncated data", "truncated header", "trailing bytes",
-                                  "count mismatch", "wrong dims", "label range"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "wrong magic",
+        "truncated data",
+        "truncated header",
+        "trailing bytes",
+        "count mismatch",
+        "wrong dims",
+        "label range",
+    ],
+)
 def test_idx_errors(tmp_path, fake_mnist, case):
     name, raw, phrase = _bad_files(fake_mnist)[case]
     directory = _write_mnist(tmp_path / "m", fake_mnist, overrides={name: raw})
@@ -123,8 +140,13 @@ def test_idx_missing(tmp_path, fake_mnist):
     (directory / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(FileNotFoundError, match="t10k-labels-idx1-ubyte") as err:
         mnist_idx.load_mnist(directory)
-    for expected in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-                     "yann.lecun.com", "tfds"):
+    for expected in (
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "yann.lecun.com",
+        "tfds",
+    ):
         assert expected in str(err.value)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         mnist_idx.load_mnist(tmp_path / "nowhere")
@@ -140,7 +162,9 @@ def test_tfds_mnist_not_prepared(tmp_path):
 
 def test_ink_boxes_against_loop():
     rng = np.random.default_rng(1)
-    images = (rng.random((40, 9, 13)) > 0.93).astype(np.uint8) * rng.integers(1, 9, (40, 9, 13)).astype(np.uint8)
+    images = (rng.random((40, 9, 13)) > 0.93).astype(np.uint8) * rng.integers(
+        1, 9, (40, 9, 13)
+    ).astype(np.uint8)
     images[3] = 0  # blank
     images[5] = 0
     images[5, 4, 7] = 2  # a single pixel
@@ -151,8 +175,10 @@ def test_ink_boxes_against_loop():
     np.testing.assert_array_equal(got[3], [-1, -1, -1, -1])
 
 
-@pytest.mark.parametrize("src,dst", [((8, 8), (20, 20)), ((28, 28), (22, 22)), ((28, 28), (45, 45)),
-                                     ((28, 28), (13, 37))])
+@pytest.mark.parametrize(
+    "src,dst",
+    [((8, 8), (20, 20)), ((28, 28), (22, 22)), ((28, 28), (45, 45)), ((28, 28), (13, 37))],
+)
 def test_resize_matches_pil_bilinear(src, dst):
     x = np.random.default_rng(2).random(src).astype(np.float32) * 255
     pil = np.asarray(Image.fromarray(x, mode="F").resize(dst[::-1], Image.BILINEAR))
@@ -167,6 +193,7 @@ def test_resize_matches_pil_bilinear(src, dst):
 
 def test_sklearn_digits(sk_digits):
     from sklearn.datasets import load_digits
+
     train, test = sk_digits["train"], sk_digits["test"]
     chex.assert_shape(train[0], (1198, 28, 28))
     chex.assert_shape(test[0], (599, 28, 28))
@@ -174,18 +201,29 @@ def test_sklearn_digits(sk_digits):
     assert train[0].max() == 255 and test[0].min() == 0
     # ink only in the centred 20x20 box, like MNIST's size normalisation
     both = np.concatenate([train[0], test[0]])
-    assert not both[:, :4].any() and not both[:, 24:].any() and not both[:, :, :4].any() and not both[:, :, 24:].any()
+    assert (
+        not both[:, :4].any()
+        and not both[:, 24:].any()
+        and not both[:, :, :4].any()
+        and not both[:, :, 24:].any()
+    )
     # stratified 2/3 split: per class round(2/3 * count) train digits
     bunch = load_digits()
     counts = np.bincount(bunch.target)
     np.testing.assert_array_equal(np.bincount(train[1], minlength=10), np.rint(counts * 2 / 3))
     np.testing.assert_array_equal(np.bincount(train[1]) + np.bincount(test[1]), counts)
-    # train + test is exactly the upsampled sklearn set (a partition, as multisets of (image, label))
-    up = np.clip(np.rint(composers.resize_images(bunch.images * 255 / 16, 20, 20)), 0, 255).astype(np.uint8)
-    full = sorted(np.pad(up, ((0, 0), (4, 4), (4, 4))).tobytes()[i * 784:(i + 1) * 784] + bytes([t])
-                  for i, t in enumerate(bunch.target))
-    ours = sorted(np.concatenate([train[0], test[0]]).tobytes()[i * 784:(i + 1) * 784] + bytes([t])
-                  for i, t in enumerate(np.concatenate([train[1], test[1]])))
+    # train + test is exactly the upsampled sklearn set (a partition: multisets of (image, label))
+    up = np.clip(np.rint(composers.resize_images(bunch.images * 255 / 16, 20, 20)), 0, 255).astype(
+        np.uint8
+    )
+    full = sorted(
+        np.pad(up, ((0, 0), (4, 4), (4, 4))).tobytes()[i * 784 : (i + 1) * 784] + bytes([t])
+        for i, t in enumerate(bunch.target)
+    )
+    ours = sorted(
+        np.concatenate([train[0], test[0]]).tobytes()[i * 784 : (i + 1) * 784] + bytes([t])
+        for i, t in enumerate(np.concatenate([train[1], test[1]]))
+    )
     assert ours == full
     # fixed split: independent of anything but split_seed
     again = composers.load_sklearn_digits()
@@ -228,7 +266,9 @@ def test_double_digit_labels_and_boxes(double, sk_digits):
     np.testing.assert_array_equal(double["labels"], want)
     np.testing.assert_array_equal(double["label"], np.argmax(want, axis=1))
     assert (double["box_labels"][~valid] == -1).all() and (double["boxes"][~valid] == 0).all()
-    np.testing.assert_array_equal(double["box_labels"][valid], labels[double["source_index"][valid]])
+    np.testing.assert_array_equal(
+        double["box_labels"][valid], labels[double["source_index"][valid]]
+    )
     # boxes inside their slot and exactly tight on the ink of the canvas slot (first 300 canvases)
     boxes = double["boxes"]
     assert (boxes[valid][:, [0, 1]] <= boxes[valid][:, [2, 3]]).all()
@@ -236,7 +276,7 @@ def test_double_digit_labels_and_boxes(double, sk_digits):
     assert (boxes[..., 3] <= 27).all() and (boxes[..., 2] <= 55).all() and (boxes >= 0).all()
     for i in range(300):
         for side in range(2):
-            slot = double["image"][i, :, 28 * side:28 * (side + 1), 0]
+            slot = double["image"][i, :, 28 * side : 28 * (side + 1), 0]
             if valid[i, side]:
                 np.testing.assert_array_equal(slot, images[double["source_index"][i, side]])
                 box = np.array(_ref_ink_box(slot)) + [28 * side, 0, 28 * side, 0]
@@ -276,7 +316,9 @@ def test_composer_bad_input(sk_digits):
 def test_cluttered_canvas(sk_digits, canvas_size, num_clutter):
     images, labels = sk_digits["test"]
     n = 200
-    out = composers.compose_cluttered(images, labels, n, 5, canvas_size=canvas_size, num_clutter=num_clutter)
+    out = composers.compose_cluttered(
+        images, labels, n, 5, canvas_size=canvas_size, num_clutter=num_clutter
+    )
     chex.assert_shape(out["image"], (n, canvas_size, canvas_size, 1))
     chex.assert_shape(out["boxes"], (n, 1, 4))
     assert out["image"].dtype == np.uint8
@@ -290,14 +332,21 @@ def test_cluttered_canvas(sk_digits, canvas_size, num_clutter):
     cluttered = 0
     for i in range(n):
         s, (x, y) = int(sizes[i]), out["target_offset"][i]
-        # resize_images equals PIL's float bilinear to 3e-5 (test above); reuse it so .5 ties round alike
-        frame = np.clip(np.rint(composers.resize_images(images[src[i]][None], s, s)[0]), 0, 255).astype(np.uint8)
+        # resize_images equals PIL's float bilinear to 3e-5 (tested above); reusing it makes .5
+        # ties round alike
+        frame = np.clip(
+            np.rint(composers.resize_images(images[src[i]][None], s, s)[0]), 0, 255
+        ).astype(np.uint8)
         target = np.zeros((canvas_size, canvas_size), np.uint8)
-        target[y:y + s, x:x + s] = frame
+        target[y : y + s, x : x + s] = frame
         canvas = out["image"][i, :, :, 0]
         x0, y0, x1, y1 = out["boxes"][i, 0].astype(int)
-        np.testing.assert_array_equal([x0, y0, x1, y1], _ref_ink_box(target))  # tight on the target's ink
-        np.testing.assert_array_equal(canvas[y0:y1 + 1, x0:x1 + 1], target[y0:y1 + 1, x0:x1 + 1])  # no clutter inside
+        np.testing.assert_array_equal(
+            [x0, y0, x1, y1], _ref_ink_box(target)
+        )  # tight on the target's ink
+        np.testing.assert_array_equal(
+            canvas[y0 : y1 + 1, x0 : x1 + 1], target[y0 : y1 + 1, x0 : x1 + 1]
+        )  # no clutter inside
         assert (canvas >= target).all()
         cluttered += bool((canvas > target).any())
     assert cluttered >= 0.95 * n  # clutter is really there (fragments may rarely be blank)
@@ -318,7 +367,12 @@ def test_cluttered_real_mnist(shared_mnist_dir):
     for i in range(100):
         c = out["image"][i, :, :, 0]
         x0, y0, x1, y1 = box[i]
-        assert c[y0, x0:x1 + 1].any() and c[y1, x0:x1 + 1].any() and c[y0:y1 + 1, x0].any() and c[y0:y1 + 1, x1].any()
+        assert (
+            c[y0, x0 : x1 + 1].any()
+            and c[y1, x0 : x1 + 1].any()
+            and c[y0 : y1 + 1, x0].any()
+            and c[y0 : y1 + 1, x1].any()
+        )
 
 
 # --------------------------------------------------------------------------- tfds builders
@@ -331,8 +385,9 @@ def _records(builder, split):
 
 @pytest.fixture(scope="module")
 def digits_builder(tmp_path_factory):
-    return digit_builders.prepare_digit_dataset("digits", data_dir=tmp_path_factory.mktemp("tfds"),
-                                                num_train=40, num_test=31, seed=2)
+    return digit_builders.prepare_digit_dataset(
+        "digits", data_dir=tmp_path_factory.mktemp("tfds"), num_train=40, num_test=31, seed=2
+    )
 
 
 def test_digits_builder_records(digits_builder, sk_digits):
@@ -363,16 +418,24 @@ def test_digits_builder_split_halves(digits_builder, sk_digits):
     for rec in val + test:
         np.testing.assert_array_equal(rec["image"], want["image"][rec["canvas_id"]])
     # a second call reuses the prepared files
-    again = digit_builders.prepare_digit_dataset("digits", data_dir=digits_builder.data_dir_root,
-                                                 num_train=40, num_test=31, seed=2)
+    again = digit_builders.prepare_digit_dataset(
+        "digits", data_dir=digits_builder.data_dir_root, num_train=40, num_test=31, seed=2
+    )
     assert again.data_dir == digits_builder.data_dir
     assert "tensorflow" not in sys.modules
 
 
 def test_cluttered_builder_from_manual_dir(tmp_path, fake_mnist):
     manual = _write_mnist(tmp_path / "mnist", fake_mnist)
-    builder = digit_builders.prepare_digit_dataset("cluttered_mnist", data_dir=tmp_path / "tfds", manual_dir=manual,
-                                                   num_train=20, num_test=10, seed=0, canvas_size=56)
+    builder = digit_builders.prepare_digit_dataset(
+        "cluttered_mnist",
+        data_dir=tmp_path / "tfds",
+        manual_dir=manual,
+        num_train=20,
+        num_test=10,
+        seed=0,
+        canvas_size=56,
+    )
     assert builder.builder_config.name == "train20_test10_seed0_56x56"
     want = composers.compose_cluttered(*fake_mnist["test"], 10, (0, 1), canvas_size=56)
     test = _records(builder, "test") + _records(builder, "validation")
@@ -387,36 +450,62 @@ def test_cluttered_builder_from_manual_dir(tmp_path, fake_mnist):
 
 
 def test_multi_mnist_builder_real(tmp_path, shared_mnist_dir):
-    builder = digit_builders.prepare_digit_dataset("multi_mnist", data_dir=tmp_path, manual_dir=shared_mnist_dir,
-                                                   num_train=30, num_test=20, seed=0)
+    builder = digit_builders.prepare_digit_dataset(
+        "multi_mnist",
+        data_dir=tmp_path,
+        manual_dir=shared_mnist_dir,
+        num_train=30,
+        num_test=20,
+        seed=0,
+    )
     images, labels = mnist_idx.load_mnist_split(shared_mnist_dir, "train")
     want = composers.compose_double_digit(images, labels, 30, (0, 0))
     train = _records(builder, "train")
     for i, rec in enumerate(train):
         np.testing.assert_array_equal(rec["image"], want["image"][i])
-    assert builder.info.splits["validation"].num_examples + builder.info.splits["test"].num_examples == 20
+    assert (
+        builder.info.splits["validation"].num_examples + builder.info.splits["test"].num_examples
+        == 20
+    )
     assert "tensorflow" not in sys.modules
 
 
 def test_builder_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte.gz") as err:
-        digit_builders.prepare_digit_dataset("multi_mnist", data_dir=tmp_path, manual_dir=tmp_path / "none",
-                                             num_train=5, num_test=4, seed=0)
+        digit_builders.prepare_digit_dataset(
+            "multi_mnist",
+            data_dir=tmp_path,
+            manual_dir=tmp_path / "none",
+            num_train=5,
+            num_test=4,
+            seed=0,
+        )
     assert "yann.lecun.com" in str(err.value)
     with pytest.raises(FileNotFoundError, match="manual_dir"):
-        digit_builders.prepare_digit_dataset("cluttered_mnist", data_dir=tmp_path, manual_dir=None,
-                                             num_train=5, num_test=4, seed=0)
+        digit_builders.prepare_digit_dataset(
+            "cluttered_mnist", data_dir=tmp_path, manual_dir=None, num_train=5, num_test=4, seed=0
+        )
     with pytest.raises(ValueError, match="name must be one of"):
-        digit_builders.prepare_digit_dataset("mnist", data_dir=tmp_path, num_train=5, num_test=4, seed=0)
+        digit_builders.prepare_digit_dataset(
+            "mnist", data_dir=tmp_path, num_train=5, num_test=4, seed=0
+        )
     with pytest.raises(ValueError, match="canvas_size"):
-        digit_builders.prepare_digit_dataset("digits", data_dir=tmp_path, num_train=5, num_test=4, seed=0,
-                                             canvas_size=64)
+        digit_builders.prepare_digit_dataset(
+            "digits", data_dir=tmp_path, num_train=5, num_test=4, seed=0, canvas_size=64
+        )
     with pytest.raises(ValueError, match="num_test"):
-        digit_builders.prepare_digit_dataset("digits", data_dir=tmp_path, num_train=5, num_test=1, seed=0)
+        digit_builders.prepare_digit_dataset(
+            "digits", data_dir=tmp_path, num_train=5, num_test=1, seed=0
+        )
 
 
 def test_dataset_spec():
     assert digit_builders.dataset_spec("digits") == {
-        "num_classes": 10, "multi_label": True, "max_boxes": 2, "channels": 1, "default_canvas_size": (28, 56)}
+        "num_classes": 10,
+        "multi_label": True,
+        "max_boxes": 2,
+        "channels": 1,
+        "default_canvas_size": (28, 56),
+    }
     assert digit_builders.dataset_spec("cluttered_mnist")["max_boxes"] == 1
     assert not digit_builders.dataset_spec("cluttered_mnist")["multi_label"]

@@ -25,6 +25,7 @@ Every composer returns a dict of NumPy arrays with one row per canvas::
 (double digit) or by resizing with a bilinear filter and rounding (cluttered), and boxes are
 measured on the pixels actually placed, so a box is exactly tight on the digit in the canvas.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -77,7 +78,7 @@ def bilinear_resize_matrix(in_size: int, out_size: int) -> np.ndarray:
     centres = (np.arange(out_size) + 0.5) * scale  # [out]
     x = np.arange(in_size) + 0.5  # input pixel centres
     weights = np.clip(1.0 - np.abs((x[None, :] - centres[:, None]) / filter_scale), 0.0, None)
-    # PIL only visits input pixels within `support` of the centre; the triangle is 0 beyond it anyway.
+    # PIL only visits input pixels within `support` of the centre; the triangle is 0 there anyway.
     return weights / weights.sum(axis=1, keepdims=True)
 
 
@@ -103,7 +104,9 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
-def _check_source(images: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _check_source(
+    images: np.ndarray, labels: np.ndarray, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     images = np.asarray(images)
     labels = np.asarray(labels)
     if images.ndim != 3 or images.shape[1:] != (DIGIT_SIZE, DIGIT_SIZE) or images.dtype != np.uint8:
@@ -112,21 +115,32 @@ def _check_source(images: np.ndarray, labels: np.ndarray, num_classes: int) -> t
         raise ValueError(f"labels must be [N] = [{images.shape[0]}], got shape {labels.shape}")
     if labels.size == 0:
         raise ValueError("images is empty: need at least one source digit per class")
-    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(f"labels must be integers in [0, {num_classes}), got {labels.dtype} "
-                         f"range [{labels.min()}, {labels.max()}]")
+    if (
+        not np.issubdtype(labels.dtype, np.integer)
+        or labels.min() < 0
+        or labels.max() >= num_classes
+    ):
+        raise ValueError(
+            f"labels must be integers in [0, {num_classes}), got {labels.dtype} "
+            f"range [{labels.min()}, {labels.max()}]"
+        )
     counts = np.bincount(labels, minlength=num_classes)
     if (counts == 0).any():
-        raise ValueError(f"every class needs at least one source image; missing classes "
-                         f"{np.flatnonzero(counts == 0).tolist()}")
+        raise ValueError(
+            f"every class needs at least one source image; missing classes "
+            f"{np.flatnonzero(counts == 0).tolist()}"
+        )
     blank = ~(images > 0).reshape(images.shape[0], -1).any(axis=1)
     if blank.any():
-        raise ValueError(f"source images without ink (all zero) at indices {np.flatnonzero(blank)[:10].tolist()}")
+        raise ValueError(
+            f"source images without ink (all zero) at indices {np.flatnonzero(blank)[:10].tolist()}"
+        )
     return images, labels.astype(np.int64)
 
 
-def _sample_digits(rng: np.random.Generator, labels: np.ndarray, shape: tuple[int, ...],
-                   num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _sample_digits(
+    rng: np.random.Generator, labels: np.ndarray, shape: tuple[int, ...], num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Draws a class uniformly, then an image of that class uniformly.
 
     Returns:
@@ -152,8 +166,9 @@ def _multi_hot(classes: np.ndarray, valid: np.ndarray, num_classes: int) -> np.n
 # --------------------------------------------------------------------------- sklearn digits
 
 
-def load_sklearn_digits(split_seed: int = 0, train_fraction: float = 2 / 3,
-                        ink_size: int = 20) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def load_sklearn_digits(
+    split_seed: int = 0, train_fraction: float = 2 / 3, ink_size: int = 20
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """scikit-learn's 1797 handwritten digits, upsampled to look like MNIST.
 
     Each 8x8 image (values 0..16) is scaled to 0..255, resized bilinearly to `ink_size` x
@@ -177,7 +192,7 @@ def load_sklearn_digits(split_seed: int = 0, train_fraction: float = 2 / 3,
     big = _to_uint8(resize_images(small, ink_size, ink_size))
     lo = (DIGIT_SIZE - ink_size) // 2
     frames = np.zeros((small.shape[0], DIGIT_SIZE, DIGIT_SIZE), np.uint8)
-    frames[:, lo:lo + ink_size, lo:lo + ink_size] = big
+    frames[:, lo : lo + ink_size, lo : lo + ink_size] = big
 
     keys = np.random.default_rng(split_seed).random(target.shape[0])
     order = np.lexsort((keys, target))
@@ -186,15 +201,24 @@ def load_sklearn_digits(split_seed: int = 0, train_fraction: float = 2 / 3,
     rank = np.empty_like(order)
     rank[order] = np.arange(order.shape[0]) - starts[target[order]]
     is_train = rank < np.rint(counts[target] * train_fraction)
-    return {"train": (frames[is_train], target[is_train].astype(np.uint8)),
-            "test": (frames[~is_train], target[~is_train].astype(np.uint8))}
+    return {
+        "train": (frames[is_train], target[is_train].astype(np.uint8)),
+        "test": (frames[~is_train], target[~is_train].astype(np.uint8)),
+    }
 
 
 # --------------------------------------------------------------------------- double digit
 
 
-def compose_double_digit(images: np.ndarray, labels: np.ndarray, num_canvases: int, seed, *,
-                         presence_prob: float = 0.7, num_classes: int = NUM_CLASSES) -> dict[str, np.ndarray]:
+def compose_double_digit(
+    images: np.ndarray,
+    labels: np.ndarray,
+    num_canvases: int,
+    seed,
+    *,
+    presence_prob: float = 0.7,
+    num_classes: int = NUM_CLASSES,
+) -> dict[str, np.ndarray]:
     """Double-digit canvases (paper section 3.3).
 
     A 28x56 canvas has a left slot (columns 0..27) and a right slot (columns 28..55). Each side
@@ -237,7 +261,7 @@ def compose_double_digit(images: np.ndarray, labels: np.ndarray, num_canvases: i
     canvas = np.zeros((num_canvases, DIGIT_SIZE, 2 * DIGIT_SIZE), np.uint8)
     for side in range(2):
         chosen = source[present[:, side], side]
-        canvas[present[:, side], :, side * DIGIT_SIZE:(side + 1) * DIGIT_SIZE] = images[chosen]
+        canvas[present[:, side], :, side * DIGIT_SIZE : (side + 1) * DIGIT_SIZE] = images[chosen]
     shift = np.array([[0, 0, 0, 0], [DIGIT_SIZE, 0, DIGIT_SIZE, 0]], np.int32)  # per side
     boxes = (ink_boxes(images)[source] + shift[None]).astype(np.float32)  # [n, 2, 4]
     boxes[~present] = 0
@@ -255,10 +279,18 @@ def compose_double_digit(images: np.ndarray, labels: np.ndarray, num_canvases: i
 # --------------------------------------------------------------------------- cluttered single digit
 
 
-def compose_cluttered(images: np.ndarray, labels: np.ndarray, num_canvases: int, seed, *,
-                      canvas_size: int = 64, scale_range: tuple[float, float] = (0.8, 1.6),
-                      num_clutter: int = 4, clutter_size: int = 8,
-                      num_classes: int = NUM_CLASSES) -> dict[str, np.ndarray]:
+def compose_cluttered(
+    images: np.ndarray,
+    labels: np.ndarray,
+    num_canvases: int,
+    seed,
+    *,
+    canvas_size: int = 64,
+    scale_range: tuple[float, float] = (0.8, 1.6),
+    num_clutter: int = 4,
+    clutter_size: int = 8,
+    num_classes: int = NUM_CLASSES,
+) -> dict[str, np.ndarray]:
     """Single-label cluttered canvases: one digit at a random position and scale among clutter.
 
     The target digit (class uniform, then image uniform within the class) is resized bilinearly
@@ -285,12 +317,16 @@ def compose_cluttered(images: np.ndarray, labels: np.ndarray, num_canvases: int,
     if not 0 < lo <= hi:
         raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
     if not 1 <= clutter_size <= DIGIT_SIZE or num_clutter < 0:
-        raise ValueError(f"need 1 <= clutter_size <= 28 and num_clutter >= 0, got {clutter_size}, {num_clutter}")
+        raise ValueError(
+            f"need 1 <= clutter_size <= 28 and num_clutter >= 0, got {clutter_size}, {num_clutter}"
+        )
     max_size = int(np.rint(DIGIT_SIZE * hi))
     needed = max_size + (clutter_size if num_clutter else 0)
     if canvas_size < needed:
-        raise ValueError(f"canvas_size={canvas_size} too small: need >= {needed} for scale_range={scale_range}, "
-                         f"clutter_size={clutter_size}")
+        raise ValueError(
+            f"canvas_size={canvas_size} too small: need >= {needed} for scale_range={scale_range}, "
+            f"clutter_size={clutter_size}"
+        )
     if num_canvases < 0:
         raise ValueError(f"num_canvases must be >= 0, got {num_canvases}")
     rng = np.random.default_rng(seed)
@@ -310,7 +346,9 @@ def compose_cluttered(images: np.ndarray, labels: np.ndarray, num_canvases: int,
         canvas[sel[:, None, None], rows[:, :, None], cols[:, None, :]] = frames
         local = ink_boxes(frames)
         if (local[:, 0] < 0).any():
-            raise ValueError("a resized target digit lost all its ink; use a larger scale_range low end")
+            raise ValueError(
+                "a resized target digit lost all its ink; use a larger scale_range low end"
+            )
         boxes[sel] = local + np.tile(offsets[sel], 2)
 
     if num_clutter:
@@ -319,12 +357,19 @@ def compose_cluttered(images: np.ndarray, labels: np.ndarray, num_canvases: int,
         crop_src = rng.integers(0, images.shape[0], (n, num_clutter))
         crop_at = rng.integers(margin, DIGIT_SIZE - c - margin + 1, (n, num_clutter, 2))  # (x, y)
         span = np.arange(c)
-        patches = images[crop_src[..., None, None], crop_at[..., 1, None, None] + span[:, None],
-                         crop_at[..., 0, None, None] + span[None, :]]  # [n, k, c, c]
+        patches = images[
+            crop_src[..., None, None],
+            crop_at[..., 1, None, None] + span[:, None],
+            crop_at[..., 0, None, None] + span[None, :],
+        ]  # [n, k, c, c]
         place = rng.integers(0, size - c + 1, (n, num_clutter, 2))
         for _ in range(10_000):  # redraw positions that touch the target box (vectorised rounds)
-            bad = ((place[..., 0] <= boxes[:, None, 2]) & (place[..., 0] + c - 1 >= boxes[:, None, 0])
-                   & (place[..., 1] <= boxes[:, None, 3]) & (place[..., 1] + c - 1 >= boxes[:, None, 1]))
+            bad = (
+                (place[..., 0] <= boxes[:, None, 2])
+                & (place[..., 0] + c - 1 >= boxes[:, None, 0])
+                & (place[..., 1] <= boxes[:, None, 3])
+                & (place[..., 1] + c - 1 >= boxes[:, None, 1])
+            )
             if not bad.any():
                 break
             place[bad] = rng.integers(0, size - c + 1, (int(bad.sum()), 2))

@@ -33,13 +33,15 @@ Record format (one canvas; decoded by ``as_data_source``)::
 On double-digit canvases both sides can hold the same digit: that class is in ``labels`` once
 and has two boxes; localisation counts a hit when the predicted box matches any box of the class.
 """
+
 from __future__ import annotations
 
 import abc
 import dataclasses
 import io
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -80,13 +82,19 @@ def config_name(num_train: int, num_test: int, seed: int, canvas_size: tuple[int
     return f"train{num_train}_test{num_test}_seed{seed}_{canvas_size[0]}x{canvas_size[1]}"
 
 
-def make_config(num_train: int, num_test: int, seed: int, canvas_size: tuple[int, int]) -> DigitCanvasConfig:
+def make_config(
+    num_train: int, num_test: int, seed: int, canvas_size: tuple[int, int]
+) -> DigitCanvasConfig:
     """A `DigitCanvasConfig` named by `config_name`."""
     return DigitCanvasConfig(
-        name=config_name(num_train, num_test, seed, canvas_size), num_train=num_train, num_test=num_test,
-        seed=seed, canvas_size=tuple(canvas_size),
+        name=config_name(num_train, num_test, seed, canvas_size),
+        num_train=num_train,
+        num_test=num_test,
+        seed=seed,
+        canvas_size=tuple(canvas_size),
         description=f"{num_train} train / {num_test} validation+test canvases of size "
-                    f"{canvas_size[0]}x{canvas_size[1]}, seed {seed}")
+        f"{canvas_size[0]}x{canvas_size[1]}, seed {seed}",
+    )
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -99,7 +107,7 @@ class _DigitCanvasBuilder(tfds.core.GeneratorBasedBuilder):
     """Shared generation logic; subclasses pick the digit source and the composer."""
 
     VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
     MAX_BOXES = 2
     MULTI_LABEL = True
 
@@ -108,14 +116,16 @@ class _DigitCanvasBuilder(tfds.core.GeneratorBasedBuilder):
         return tfds.core.DatasetInfo(
             builder=self,
             description=self.__class__.__doc__,
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(height, width, 1), encoding_format="png"),
-                "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
-                "labels": tfds.features.Tensor(shape=(NUM_CLASSES,), dtype=np.float32),
-                "boxes": tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
-                "box_labels": tfds.features.Tensor(shape=(None,), dtype=np.int32),
-                "canvas_id": np.int64,
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(height, width, 1), encoding_format="png"),
+                    "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
+                    "labels": tfds.features.Tensor(shape=(NUM_CLASSES,), dtype=np.float32),
+                    "boxes": tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
+                    "box_labels": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+                    "canvas_id": np.int64,
+                }
+            ),
             supervised_keys=("image", "label"),
             disable_shuffling=True,  # records stay in canvas order: record i of "train" is canvas i
             citation=_CITATION,
@@ -126,7 +136,9 @@ class _DigitCanvasBuilder(tfds.core.GeneratorBasedBuilder):
         """{"train": (uint8 [N, 28, 28], int [N]), "test": (...)} source digits."""
 
     @abc.abstractmethod
-    def _compose(self, images: np.ndarray, labels: np.ndarray, num: int, seed) -> dict[str, np.ndarray]:
+    def _compose(
+        self, images: np.ndarray, labels: np.ndarray, num: int, seed
+    ) -> dict[str, np.ndarray]:
         """Builds `num` canvases (a composers.* dict)."""
 
     def _split_generators(self, dl_manager):
@@ -141,36 +153,45 @@ class _DigitCanvasBuilder(tfds.core.GeneratorBasedBuilder):
             "test": self._generate_examples(test, test_idx),
         }
 
-    def _generate_examples(self, canvases: dict[str, np.ndarray], indices: np.ndarray) -> Iterator[tuple[int, Any]]:
+    def _generate_examples(
+        self, canvases: dict[str, np.ndarray], indices: np.ndarray
+    ) -> Iterator[tuple[int, Any]]:
         for i in indices:
             valid = canvases["box_valid"][i]
-            yield int(i), {
-                "image": _png(canvases["image"][i, :, :, 0]),
-                "label": int(canvases["label"][i]),
-                "labels": canvases["labels"][i],
-                "boxes": canvases["boxes"][i][valid],
-                "box_labels": canvases["box_labels"][i][valid],
-                "canvas_id": int(i),
-            }
+            yield (
+                int(i),
+                {
+                    "image": _png(canvases["image"][i, :, :, 0]),
+                    "label": int(canvases["label"][i]),
+                    "labels": canvases["labels"][i],
+                    "boxes": canvases["boxes"][i][valid],
+                    "box_labels": canvases["box_labels"][i][valid],
+                    "canvas_id": int(i),
+                },
+            )
 
 
 def _mnist_manual_source(dl_manager) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     try:
         manual_dir = dl_manager.manual_dir
     except AssertionError as err:  # tfds: "Manual directory ... does not exist or is empty"
-        raise FileNotFoundError(f"MNIST manual directory missing or empty ({err}). "
-                                f"{mnist_idx.WHERE_TO_GET_MNIST} Point manual_dir at that directory.") from err
+        raise FileNotFoundError(
+            f"MNIST manual directory missing or empty ({err}). "
+            f"{mnist_idx.WHERE_TO_GET_MNIST} Point manual_dir at that directory."
+        ) from err
     return mnist_idx.load_mnist(os.fspath(manual_dir))
 
 
 class Digits(_DigitCanvasBuilder):
-    """Double-digit canvases (28x56) from scikit-learn's 1797 handwritten digits, upsampled to 28x28.
+    """Double-digit canvases (28x56) from scikit-learn's 1797 handwritten digits (upsampled).
 
     Source digits are split 2/3 train, 1/3 test (stratified, fixed split seed 0), so train and
     validation/test canvases never share a source digit. No files or network needed.
     """
 
-    BUILDER_CONFIGS = [make_config(12000, 2000, 0, DOUBLE_DIGIT_CANVAS)]
+    BUILDER_CONFIGS: ClassVar[list[DigitCanvasConfig]] = [
+        make_config(12000, 2000, 0, DOUBLE_DIGIT_CANVAS)
+    ]
 
     def _load_source(self, dl_manager):
         return composers.load_sklearn_digits()
@@ -182,8 +203,12 @@ class Digits(_DigitCanvasBuilder):
 class MultiMnist(_DigitCanvasBuilder):
     """Double-digit MNIST canvases (28x56), paper section 3.3, from the MNIST IDX files."""
 
-    MANUAL_DOWNLOAD_INSTRUCTIONS = mnist_idx.WHERE_TO_GET_MNIST + " Point manual_dir at that directory."
-    BUILDER_CONFIGS = [make_config(60000, 10000, 0, DOUBLE_DIGIT_CANVAS)]
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        mnist_idx.WHERE_TO_GET_MNIST + " Point manual_dir at that directory."
+    )
+    BUILDER_CONFIGS: ClassVar[list[DigitCanvasConfig]] = [
+        make_config(60000, 10000, 0, DOUBLE_DIGIT_CANVAS)
+    ]
 
     def _load_source(self, dl_manager):
         return _mnist_manual_source(dl_manager)
@@ -196,8 +221,12 @@ class ClutteredMnist(_DigitCanvasBuilder):
     """Single-label canvases: one MNIST digit (scale 0.8-1.6 of 28 px, random position) among
     four 8x8 clutter fragments of other digits that never touch the target's box."""
 
-    MANUAL_DOWNLOAD_INSTRUCTIONS = mnist_idx.WHERE_TO_GET_MNIST + " Point manual_dir at that directory."
-    BUILDER_CONFIGS = [make_config(60000, 10000, 0, (DEFAULT_CLUTTERED_CANVAS,) * 2)]
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        mnist_idx.WHERE_TO_GET_MNIST + " Point manual_dir at that directory."
+    )
+    BUILDER_CONFIGS: ClassVar[list[DigitCanvasConfig]] = [
+        make_config(60000, 10000, 0, (DEFAULT_CLUTTERED_CANVAS,) * 2)
+    ]
     MAX_BOXES = 1
     MULTI_LABEL = False
 
@@ -205,8 +234,9 @@ class ClutteredMnist(_DigitCanvasBuilder):
         return _mnist_manual_source(dl_manager)
 
     def _compose(self, images, labels, num, seed):
-        return composers.compose_cluttered(images, labels, num, seed,
-                                           canvas_size=self.builder_config.canvas_size[0])
+        return composers.compose_cluttered(
+            images, labels, num, seed, canvas_size=self.builder_config.canvas_size[0]
+        )
 
 
 BUILDERS = {"digits": Digits, "multi_mnist": MultiMnist, "cluttered_mnist": ClutteredMnist}
@@ -222,26 +252,47 @@ def dataset_spec(name: str) -> dict[str, Any]:
     if name not in BUILDERS:
         raise ValueError(f"name must be one of {sorted(BUILDERS)}, got {name!r}")
     cls = BUILDERS[name]
-    return {"num_classes": NUM_CLASSES, "multi_label": cls.MULTI_LABEL, "max_boxes": cls.MAX_BOXES,
-            "channels": 1, "default_canvas_size": tuple(cls.BUILDER_CONFIGS[0].canvas_size)}
+    return {
+        "num_classes": NUM_CLASSES,
+        "multi_label": cls.MULTI_LABEL,
+        "max_boxes": cls.MAX_BOXES,
+        "channels": 1,
+        "default_canvas_size": tuple(cls.BUILDER_CONFIGS[0].canvas_size),
+    }
 
 
 def _canvas_size(name: str, canvas_size) -> tuple[int, int]:
     if name == "cluttered_mnist":
         if canvas_size is None:
             return (DEFAULT_CLUTTERED_CANVAS,) * 2
-        size = (int(canvas_size),) * 2 if np.ndim(canvas_size) == 0 else tuple(int(s) for s in canvas_size)
+        size = (
+            (int(canvas_size),) * 2
+            if np.ndim(canvas_size) == 0
+            else tuple(int(s) for s in canvas_size)
+        )
         if len(size) != 2 or size[0] != size[1]:
-            raise ValueError(f"canvas_size for cluttered_mnist must be an int S or a square (S, S), got {canvas_size}")
+            raise ValueError(
+                f"canvas_size for cluttered_mnist must be an int S or a square (S, S), "
+                f"got {canvas_size}"
+            )
         return size
     if canvas_size is not None and tuple(np.atleast_1d(canvas_size)) != DOUBLE_DIGIT_CANVAS:
-        raise ValueError(f"canvas_size for {name} is fixed at {DOUBLE_DIGIT_CANVAS} (None), got {canvas_size}")
+        raise ValueError(
+            f"canvas_size for {name} is fixed at {DOUBLE_DIGIT_CANVAS} (None), got {canvas_size}"
+        )
     return DOUBLE_DIGIT_CANVAS
 
 
-def prepare_digit_dataset(name: str, *, data_dir: str | os.PathLike | None, manual_dir: str | os.PathLike | None = None,
-                          num_train: int, num_test: int, seed: int,
-                          canvas_size: int | tuple[int, int] | None = None) -> tfds.core.DatasetBuilder:
+def prepare_digit_dataset(
+    name: str,
+    *,
+    data_dir: str | os.PathLike | None,
+    manual_dir: str | os.PathLike | None = None,
+    num_train: int,
+    num_test: int,
+    seed: int,
+    canvas_size: int | tuple[int, int] | None = None,
+) -> tfds.core.DatasetBuilder:
     """Generates (once; later calls reuse the files) and returns a digit dataset builder.
 
     No network access: "digits" needs no files, "multi_mnist" and "cluttered_mnist" read the four
@@ -267,20 +318,36 @@ def prepare_digit_dataset(name: str, *, data_dir: str | os.PathLike | None, manu
     """
     if name not in BUILDERS:
         raise ValueError(f"name must be one of {sorted(BUILDERS)}, got {name!r}")
-    for arg, value, low in (("num_train", num_train, 1), ("num_test", num_test, 2), ("seed", seed, 0)):
+    for arg, value, low in (
+        ("num_train", num_train, 1),
+        ("num_test", num_test, 2),
+        ("seed", seed, 0),
+    ):
         if int(value) != value or value < low:
             raise ValueError(f"{arg} must be an integer >= {low}, got {value!r}")
     size = _canvas_size(name, canvas_size)
     cls = BUILDERS[name]
     config = make_config(int(num_train), int(num_test), int(seed), size)
-    if config.name in cls.builder_configs:  # tfds refuses a new object named like a predefined config
+    if (
+        config.name in cls.builder_configs
+    ):  # tfds refuses a new object named like a predefined config
         config = cls.builder_configs[config.name]
-    builder = cls(config=config, data_dir=os.fspath(data_dir) if data_dir else None, file_format="array_record")
+    builder = cls(
+        config=config,
+        data_dir=os.fspath(data_dir) if data_dir else None,
+        file_format="array_record",
+    )
     if name != "digits" and not builder.is_prepared():
         if not manual_dir:
-            raise FileNotFoundError(f"{name} needs manual_dir (config.manual_dir) pointing at the MNIST files. "
-                                    f"{mnist_idx.WHERE_TO_GET_MNIST}")
-        mnist_idx.load_mnist(manual_dir)  # fail fast with a clear message, before tfds creates directories
-    download_config = tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir) if manual_dir else None)
+            raise FileNotFoundError(
+                f"{name} needs manual_dir (config.manual_dir) pointing at the MNIST files. "
+                f"{mnist_idx.WHERE_TO_GET_MNIST}"
+            )
+        mnist_idx.load_mnist(
+            manual_dir
+        )  # fail fast with a clear message, before tfds creates directories
+    download_config = tfds.download.DownloadConfig(
+        manual_dir=os.fspath(manual_dir) if manual_dir else None
+    )
     builder.download_and_prepare(download_config=download_config)
     return builder

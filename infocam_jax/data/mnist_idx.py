@@ -13,6 +13,7 @@ not match the format (wrong magic number, wrong dimensions, truncated or trailin
 and image counts that differ, labels outside 0..9, missing files) raises an error naming the
 file, never a silently wrong array.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -48,7 +49,9 @@ def _read_bytes(path: pathlib.Path) -> bytes:
     try:
         return gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as err:
-        raise ValueError(f"{path}: corrupt or truncated gzip stream ({err}). {WHERE_TO_GET_MNIST}") from err
+        raise ValueError(
+            f"{path}: corrupt or truncated gzip stream ({err}). {WHERE_TO_GET_MNIST}"
+        ) from err
 
 
 def read_idx(path: str | os.PathLike, expected_magic: int | None = None) -> np.ndarray:
@@ -74,22 +77,34 @@ def read_idx(path: str | os.PathLike, expected_magic: int | None = None) -> np.n
         raise ValueError(f"{path}: truncated IDX header ({len(data)} bytes). {WHERE_TO_GET_MNIST}")
     magic = int.from_bytes(data[:4], "big")
     zeros, dtype_code, ndim = data[0:2], data[2], data[3]
-    if zeros != b"\x00\x00" or dtype_code != 0x08 or (expected_magic is not None and magic != expected_magic):
+    if (
+        zeros != b"\x00\x00"
+        or dtype_code != 0x08
+        or (expected_magic is not None and magic != expected_magic)
+    ):
         want = f"{expected_magic}" if expected_magic is not None else "0x000008NN (uint8 IDX)"
-        raise ValueError(f"{path}: wrong IDX magic number {magic} (expected {want}); not an MNIST "
-                         f"IDX file or corrupt. {WHERE_TO_GET_MNIST}")
+        raise ValueError(
+            f"{path}: wrong IDX magic number {magic} (expected {want}); not an MNIST "
+            f"IDX file or corrupt. {WHERE_TO_GET_MNIST}"
+        )
     header_len = 4 + 4 * ndim
     if len(data) < header_len:
-        raise ValueError(f"{path}: truncated IDX header ({len(data)} < {header_len} bytes). {WHERE_TO_GET_MNIST}")
-    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+        raise ValueError(
+            f"{path}: truncated IDX header ({len(data)} < {header_len} bytes). {WHERE_TO_GET_MNIST}"
+        )
+    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected_len = header_len + int(np.prod(dims, dtype=np.int64))
     if len(data) < expected_len:
-        raise ValueError(f"{path}: truncated IDX data: header announces dims {dims} = "
-                         f"{expected_len - header_len} bytes but only {len(data) - header_len} follow. "
-                         f"{WHERE_TO_GET_MNIST}")
+        raise ValueError(
+            f"{path}: truncated IDX data: header announces dims {dims} = "
+            f"{expected_len - header_len} bytes but only {len(data) - header_len} follow. "
+            f"{WHERE_TO_GET_MNIST}"
+        )
     if len(data) > expected_len:
-        raise ValueError(f"{path}: {len(data) - expected_len} unexpected bytes after the IDX data "
-                         f"(dims {dims}); corrupt file. {WHERE_TO_GET_MNIST}")
+        raise ValueError(
+            f"{path}: {len(data) - expected_len} unexpected bytes after the IDX data "
+            f"(dims {dims}); corrupt file. {WHERE_TO_GET_MNIST}"
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape(dims)
 
 
@@ -97,7 +112,9 @@ def _find(directory: pathlib.Path, name: str) -> pathlib.Path:
     for candidate in (directory / f"{name}.gz", directory / name):
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"MNIST file {name}.gz (or {name}) not found in {directory}. {WHERE_TO_GET_MNIST}")
+    raise FileNotFoundError(
+        f"MNIST file {name}.gz (or {name}) not found in {directory}. {WHERE_TO_GET_MNIST}"
+    )
 
 
 def load_mnist_split(directory: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -117,15 +134,23 @@ def load_mnist_split(directory: str | os.PathLike, split: str) -> tuple[np.ndarr
     images = read_idx(image_path, IMAGES_MAGIC)
     labels = read_idx(label_path, LABELS_MAGIC)
     if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
-        raise ValueError(f"{image_path}: image dims {images.shape[1:]} (ndim {images.ndim}), expected "
-                         f"[N, 28, 28]. {WHERE_TO_GET_MNIST}")
+        raise ValueError(
+            f"{image_path}: image dims {images.shape[1:]} (ndim {images.ndim}), expected "
+            f"[N, 28, 28]. {WHERE_TO_GET_MNIST}"
+        )
     if labels.ndim != 1:
-        raise ValueError(f"{label_path}: label dims {labels.shape}, expected [N]. {WHERE_TO_GET_MNIST}")
+        raise ValueError(
+            f"{label_path}: label dims {labels.shape}, expected [N]. {WHERE_TO_GET_MNIST}"
+        )
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"MNIST count mismatch: {image_path} holds {images.shape[0]} images but "
-                         f"{label_path} holds {labels.shape[0]} labels. {WHERE_TO_GET_MNIST}")
+        raise ValueError(
+            f"MNIST count mismatch: {image_path} holds {images.shape[0]} images but "
+            f"{label_path} holds {labels.shape[0]} labels. {WHERE_TO_GET_MNIST}"
+        )
     if labels.size and labels.max() > 9:
-        raise ValueError(f"{label_path}: label {int(labels.max())} outside 0..9. {WHERE_TO_GET_MNIST}")
+        raise ValueError(
+            f"{label_path}: label {int(labels.max())} outside 0..9. {WHERE_TO_GET_MNIST}"
+        )
     return images, labels
 
 
@@ -144,7 +169,9 @@ def load_mnist(directory: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.n
     return {split: load_mnist_split(directory, split) for split in MNIST_FILES}
 
 
-def load_mnist_tfds(data_dir: str | os.PathLike | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def load_mnist_tfds(
+    data_dir: str | os.PathLike | None = None,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Loads MNIST from an already prepared tfds ``mnist`` (array_record format); never downloads.
 
     Prepare it once, where the network allows, with
@@ -162,15 +189,19 @@ def load_mnist_tfds(data_dir: str | os.PathLike | None = None) -> dict[str, tupl
 
     builder = tfds.builder("mnist", data_dir=None if data_dir is None else os.fspath(data_dir))
     if not builder.is_prepared():
-        raise FileNotFoundError(f"tfds 'mnist' is not prepared in {builder.data_dir}; this function never "
-                                f"downloads. {WHERE_TO_GET_MNIST}")
+        raise FileNotFoundError(
+            f"tfds 'mnist' is not prepared in {builder.data_dir}; this function never "
+            f"downloads. {WHERE_TO_GET_MNIST}"
+        )
     out = {}
     for split in MNIST_FILES:
         try:
             source = builder.as_data_source(split)
         except Exception as err:  # tfds raises NotImplementedError/ValueError by file format
-            raise ValueError(f"tfds 'mnist' in {builder.data_dir} cannot be read without TensorFlow "
-                             f"({err}); prepare it with file_format='array_record'.") from err
+            raise ValueError(
+                f"tfds 'mnist' in {builder.data_dir} cannot be read without TensorFlow "
+                f"({err}); prepare it with file_format='array_record'."
+            ) from err
         records = [source[i] for i in range(len(source))]
         images = np.stack([np.asarray(r["image"], np.uint8).reshape(IMAGE_SHAPE) for r in records])
         labels = np.asarray([r["label"] for r in records], np.uint8)
