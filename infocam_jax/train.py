@@ -1,0 +1,388 @@
+"""Training loop: data-parallel SGD over every device, orbax checkpoints, best-epoch selection.
+
+`train_and_evaluate(config, workdir)` trains `config.model` on `config.dataset` with the authors'
+optimiser (`optim.py`), validates after every `eval_every_epochs` epochs, keeps the last
+`keep_checkpoints` epochs and the best one by validation top-1 classification accuracy
+(`checkpointing.py`), then restores the best epoch, evaluates CAM / infoCAM / infoCAM+ on the
+test split, writes `results.json` / `results.md` and prints the table.
+
+Parallelism: `jax.pmap` of the per-device `train_state.train_step` over all devices of all
+processes (axis "batch"); each process reads its own shard of the data
+(`data.make_iterator(..., process_index, process_count)`) and splits it over its local devices.
+ResNet50's BatchNorm is synchronised across devices (the model's `axis_name`), so the result does
+not depend on the device count; running statistics are also `pmean`-ed.
+
+Determinism and resume: the data order is a function of (seed, epoch) and the ADL key of
+(seed, step, device), and a checkpoint is written at the end of every epoch; a run killed at any
+point and restarted with the same workdir continues from the last finished epoch and reaches the
+same state as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import time
+from typing import Any, Iterator, Mapping
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from infocam_jax import checkpointing
+from infocam_jax import optim
+from infocam_jax import train_state as ts
+
+PyTree = Any
+TRAIN_KEYS = ("image", "label", "labels")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when the training loss becomes NaN or infinite."""
+
+
+# ----------------------------------------------------------------------------- set-up
+
+def _is_main() -> bool:
+    return jax.process_index() == 0
+
+
+def _quiet_orbax_info_logs() -> None:
+    """Drops orbax's INFO chatter (several lines per save/restore) from the absl log."""
+
+    def keep(record) -> bool:
+        return record.levelno >= logging.WARNING or "orbax" not in record.pathname
+
+    logger = logging.get_absl_logger()
+    if not any(getattr(f, "__name__", "") == "keep" for f in logger.filters):
+        logger.addFilter(keep)
+
+
+def create_model(config: ml_collections.ConfigDict):
+    """`models.create(config.model, config.num_classes, **config.model_options)`, BN synced."""
+    from infocam_jax import models  # pylint: disable=import-outside-toplevel
+    options = dict(config.model_options)
+    options.setdefault("axis_name", ts.AXIS_NAME)
+    return models.create(config.model, int(config.num_classes), **options)
+
+
+def make_loss_fn(config: ml_collections.ConfigDict, label_prior: np.ndarray | None):
+    """(logits [b, M], batch) -> mean loss, per `config.loss` (priors for the PC losses).
+
+    Single-label losses read `batch["label"]` int32 [b]; multi-label ones `batch["labels"]`
+    float32 [b, M]. `label_prior` is float [M] (training-set frequencies).
+    """
+    from infocam_jax import losses  # pylint: disable=import-outside-toplevel
+    name = str(config.loss)
+    single = name in ("softmax", "pc_softmax")
+    multi = name in ("sigmoid", "pc_sigmoid")
+    if not (single or multi):
+        raise ValueError(f"config.loss must be one of softmax, pc_softmax, sigmoid, pc_sigmoid; "
+                         f"got {name!r}")
+    if multi != bool(config.multi_label):
+        raise ValueError(f"config.loss={name!r} does not fit config.multi_label="
+                         f"{bool(config.multi_label)} (sigmoid losses are for multi-label sets)")
+    priors = None
+    if name.startswith("pc_"):
+        if label_prior is None:
+            raise ValueError(f"loss {name!r} needs the training label prior")
+        priors = jnp.asarray(label_prior, jnp.float32)
+    target_key = "labels" if multi else "label"
+
+    def loss_fn(logits, batch):
+        return losses.loss(name, logits, batch[target_key], priors)
+
+    return loss_fn
+
+
+def _check_config(config: ml_collections.ConfigDict) -> None:
+    ts.check_batch_divisible(int(config.batch_size), "config.batch_size")
+    if int(config.eval_batch_size) % jax.process_count():
+        raise ValueError(f"config.eval_batch_size={config.eval_batch_size} must be divisible by "
+                         f"the number of processes ({jax.process_count()})")
+    if int(config.num_epochs) < 1:
+        raise ValueError(f"config.num_epochs must be >= 1, got {config.num_epochs}")
+
+
+def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def _summary_writer(workdir: str):
+    if not _is_main():
+        return None
+    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+    return SummaryWriter(logdir=os.path.join(workdir, "tensorboard"))
+
+
+def _write_scalars(writer, step: int, scalars: Mapping[str, float]) -> None:
+    if writer is None:
+        return
+    for name, value in scalars.items():
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            writer.add_scalar(name, value, step)
+    writer.flush()
+
+
+def _init_variables(config, model, image_shape) -> dict:
+    variables = ts.init_variables(model, jax.random.PRNGKey(int(config.seed)), image_shape)
+    if config.pretrained:
+        from infocam_jax.models import convert  # pylint: disable=import-outside-toplevel
+        skip = ("head", "conv6") if config.model == "vgg16_gap" else ("head",)
+        pretrained = convert.load_variables(str(config.pretrained))
+        variables = jax.tree.map(np.asarray, convert.merge_pretrained(variables, pretrained, skip))
+        logging.info("Loaded pretrained weights from %s (kept fresh: %s)", config.pretrained, skip)
+    return variables
+
+
+# ----------------------------------------------------------------------------- loops
+
+def _train_batches(config, epoch: int, batch_size: int, steps: int) -> Iterator[dict]:
+    """This process's shard of epoch `epoch`, exactly `steps` batches of the needed keys."""
+    from infocam_jax import data  # pylint: disable=import-outside-toplevel
+    it = data.make_iterator(
+        config, "train", training=True, batch_size=batch_size, epoch=epoch,
+        seed=int(config.seed), process_index=jax.process_index(),
+        process_count=jax.process_count())
+    n = 0
+    for batch in itertools.islice(it, steps):
+        yield {k: batch[k] for k in TRAIN_KEYS if k in batch}
+        n += 1
+    if n < steps:
+        raise RuntimeError(f"the training iterator of epoch {epoch} yielded {n} batches, "
+                           f"expected {steps} (data.steps_per_epoch)")
+
+
+def run_evaluation(config, model, variables, split: str) -> dict[str, float]:
+    """`evaluate.evaluate` on `split` with this process's shard; results are global."""
+    from infocam_jax import data, evaluate  # pylint: disable=import-outside-toplevel
+    it = data.make_iterator(
+        config, split, training=False,
+        batch_size=int(config.eval_batch_size) // jax.process_count(),
+        process_index=jax.process_index(), process_count=jax.process_count())
+    max_batches = int(config.get("max_eval_batches", 0)) or None
+    return evaluate.evaluate(config, model, variables, it,
+                             num_devices=jax.local_device_count(), max_batches=max_batches)
+
+
+def _fetch_metrics(pending: list[dict]) -> dict[str, float]:
+    """Mean over the pending steps of device metrics (already averaged across devices)."""
+    host = jax.device_get(pending)
+    keys = host[0].keys()
+    return {k: float(np.mean([np.asarray(m[k]).reshape(-1)[0] for m in host])) for k in keys}
+
+
+def _check_finite(metrics: Mapping[str, float], epoch: int, step: int) -> None:
+    loss = metrics.get("loss", 0.0)
+    if not math.isfinite(loss):
+        raise NonFiniteLossError(
+            f"training loss became {loss} by step {step} (epoch {epoch + 1}); aborting without "
+            f"saving this epoch. The last good checkpoint (if any) is kept in the workdir. "
+            f"Lower config.optimizer.learning_rate or check the input data.")
+
+
+def _progress_line(epoch, num_epochs, i, steps, step, metrics, lr, images_per_s, eta_s) -> str:
+    parts = [f"epoch {epoch + 1}/{num_epochs}", f"step {i}/{steps} ({100.0 * i / steps:.0f}%)",
+             f"global step {step}", f"loss {metrics['loss']:.4f}"]
+    if "accuracy" in metrics:
+        parts.append(f"acc {metrics['accuracy']:.3f}")
+    parts += [f"lr {lr:.3g}", f"{images_per_s:.1f} img/s", f"ETA {eta_s:.0f}s"]
+    return " | ".join(parts)
+
+
+def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Trains one model (one loss) in `workdir`; returns its test results. See module doc."""
+    _check_config(config)
+    from infocam_jax import data, evaluate  # pylint: disable=import-outside-toplevel
+    _quiet_orbax_info_logs()
+    os.makedirs(workdir, exist_ok=True)
+    if _is_main():
+        _write_config(config, workdir)
+    writer = _summary_writer(workdir)
+
+    info = data.get_info(config)
+    label_prior = np.asarray(info.label_prior, np.float64)
+    image_shape = tuple(int(s) for s in info.image_shape)
+    model = create_model(config)
+    loss_fn = make_loss_fn(config, label_prior)
+
+    global_batch = int(config.batch_size)
+    process_batch = global_batch // jax.process_count()
+    steps = int(data.steps_per_epoch(config, global_batch))
+    if config.get("max_steps_per_epoch", 0):
+        steps = min(steps, int(config.max_steps_per_epoch))
+    if steps < 1:
+        raise ValueError(f"no training step per epoch: {info.num_examples['train']} training "
+                         f"examples for config.batch_size={global_batch}")
+    num_epochs = int(config.num_epochs)
+
+    variables = _init_variables(config, model, image_shape)
+    from infocam_jax import models  # pylint: disable=import-outside-toplevel
+    mask = models.new_layer_mask(config.model, variables["params"])
+    tx, schedule = optim.create_optimizer(config.optimizer, steps, mask)
+    state = ts.create_train_state(variables, tx)
+
+    ckpt = checkpointing.Checkpointer(workdir, int(config.keep_checkpoints),
+                                      keep_best=bool(config.get("checkpoint_best", True)))
+    start_epoch, best_val, best_epoch = 0, -math.inf, 0
+    if ckpt.latest_epoch() is not None:
+        restored_vars, opt_state, extra = ckpt.restore_latest(state.variables, state.opt_state)
+        for key, want in (("loss", config.loss), ("model", config.model)):
+            if extra.get(key, want) != want:
+                raise ValueError(f"{workdir} holds a run with {key}={extra[key]!r}, but "
+                                 f"config.{key}={want!r}: use another --workdir")
+        state = ts.TrainState(step=np.asarray(extra["step"], np.int32),
+                              params=restored_vars["params"],
+                              batch_stats=dict(restored_vars.get("batch_stats", {})),
+                              opt_state=opt_state)
+        start_epoch = int(extra["epoch"])
+        best_val = extra.get("best_val_accuracy")
+        best_val = -math.inf if best_val is None else float(best_val)
+        best_epoch = int(extra.get("best_epoch", 0))
+        logging.info("Resumed from %s at epoch %d (step %d).", workdir, start_epoch, extra["step"])
+
+    p_step = ts.parallelize(lambda s, b, k: ts.train_step(
+        s, b, k, model=model, tx=tx, loss_fn=loss_fn, multi_label=bool(config.multi_label)))
+    p_state = ts.replicate(state)
+    p_key = ts.replicate(jax.random.PRNGKey(int(config.seed) + 1))
+    num_local = jax.local_device_count()
+    log_every = max(1, int(config.log_every_steps))
+    eval_every = int(config.eval_every_epochs)
+    logging.info("Training %s (%s loss) on %s: %d epochs x %d steps, global batch %d over %d "
+                 "device(s) in %d process(es).", config.model, config.loss, config.dataset,
+                 num_epochs, steps, global_batch, jax.device_count(), jax.process_count())
+
+    for epoch in range(start_epoch, num_epochs):
+        pending, t0, seen, epoch_start = [], time.time(), 0, time.time()
+        epoch_metrics = []
+        for i, batch in enumerate(_train_batches(config, epoch, process_batch, steps), start=1):
+            p_state, metrics = p_step(p_state, ts.shard_batch(batch, num_local), p_key)
+            pending.append(metrics)
+            seen += global_batch
+            step = epoch * steps + i
+            if i % log_every == 0 or i == steps:
+                m = _fetch_metrics(pending)
+                _check_finite(m, epoch, step)
+                epoch_metrics.append((m, len(pending)))
+                pending = []
+                elapsed = max(time.time() - t0, 1e-9)
+                lr = float(schedule(step - 1))
+                ips = seen / elapsed
+                eta = (time.time() - epoch_start) / i * (steps - i)
+                logging.info(_progress_line(epoch, num_epochs, i, steps, step, m, lr, ips, eta))
+                _write_scalars(writer, step, {"train/" + k: v for k, v in m.items()}
+                               | {"train/learning_rate": lr, "train/images_per_second": ips})
+                t0, seen = time.time(), 0
+        step = (epoch + 1) * steps
+        total = sum(n for _, n in epoch_metrics)
+        train_loss = sum(m["loss"] * n for m, n in epoch_metrics) / total
+
+        host_state = ts.unreplicate(p_state)
+        val_acc, is_best = None, False
+        if eval_every > 0 and ((epoch + 1) % eval_every == 0 or epoch + 1 == num_epochs):
+            t_eval = time.time()
+            val = run_evaluation(config, model, host_state.variables, "validation")
+            val_acc = float(val["accuracy"])
+            is_best = math.isfinite(val_acc) and val_acc > best_val
+            if is_best:
+                best_val, best_epoch = val_acc, epoch + 1
+            logging.info("epoch %d/%d: train loss %.4f, validation accuracy %.4f%s (%.1fs)",
+                         epoch + 1, num_epochs, train_loss, val_acc,
+                         " (best)" if is_best else f" (best {best_val:.4f} at epoch {best_epoch})",
+                         time.time() - t_eval)
+            _write_scalars(writer, step, {"eval/" + k: v for k, v in val.items()})
+        extra = {
+            "epoch": epoch + 1, "step": step, "train_loss": train_loss,
+            "val_accuracy": val_acc,
+            "best_val_accuracy": None if best_val == -math.inf else best_val,
+            "best_epoch": best_epoch, "label_prior": label_prior.tolist(),
+            "loss": str(config.loss), "model": str(config.model),
+            "num_classes": int(config.num_classes), "dataset": str(config.dataset),
+        }
+        ckpt.save(epoch + 1, host_state.variables, host_state.opt_state, extra, is_best)
+    ckpt.close()
+
+    variables, extra = checkpointing.restore_variables_from(workdir, "best")
+    logging.info("Evaluating epoch %d (validation accuracy %s) on the test split.",
+                 extra["epoch"], extra.get("val_accuracy"))
+    results = run_evaluation(config, model, variables, "test")
+    results["epoch"] = float(extra["epoch"])
+    if _is_main():
+        title = f"{config.dataset} / {config.model} / {config.loss} (epoch {extra['epoch']})"
+        evaluate.write_results(results, workdir, title=title)
+        _write_scalars(writer, int(extra["step"]), {"test/" + k: v for k, v in results.items()})
+        table = evaluate.format_table(results)
+        logging.info("Test results (%s):\n%s", title, table)
+        print(f"\n## {title}\n\n{table}", flush=True)
+    if writer is not None:
+        writer.close()
+    return results
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains, selects the best validation epoch and evaluates it on the test split.
+
+    Args:
+      config: experiment config (docs/interfaces.md fields; `configs/*.py`).
+      workdir: output directory (checkpoints, TensorBoard logs, config.json, results.*).
+        Restarting with the same workdir resumes.
+
+    Returns:
+      The test results dict of `evaluate.evaluate` (fractions in [0, 1]); when `config.heads`
+      lists several losses, `{loss: results}` with each model in `workdir/<loss>/`.
+    """
+    heads = tuple(config.get("heads", ()) or ())
+    if not heads:
+        return train_single(config, workdir)
+    all_results = {}
+    for head in heads:
+        sub = ml_collections.ConfigDict(config.to_dict())
+        sub.loss = head
+        sub.heads = ()
+        all_results[head] = train_single(sub, os.path.join(workdir, head))
+    if _is_main():
+        _write_heads_summary(all_results, workdir)
+    return all_results
+
+
+def _write_heads_summary(all_results: Mapping[str, Mapping[str, float]], workdir: str) -> None:
+    from infocam_jax import evaluate  # pylint: disable=import-outside-toplevel
+    parts = []
+    for head, results in all_results.items():
+        parts.append(f"## {head}\n\n{evaluate.format_table(results)}")
+    text = "\n".join(parts)
+    with open(os.path.join(workdir, "results.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump({h: {k: (None if isinstance(v, float) and math.isnan(v) else v)
+                       for k, v in r.items()} for h, r in all_results.items()},
+                  f, indent=2, sort_keys=True)
+    print("\n# Summary over heads\n\n" + text, flush=True)
+
+
+def restore_variables(config: ml_collections.ConfigDict, workdir: str, which: str = "best"
+                      ) -> tuple[dict, dict]:
+    """Variables of a finished or running training, for evaluation / visualisation.
+
+    Args:
+      config: the run's config; when it lists `heads` and `workdir` has no checkpoints of its
+        own, the sub-workdir of `config.loss` is used.
+      workdir: the run's workdir.
+      which: "best" (best validation top-1; falls back to latest) or "latest".
+
+    Returns:
+      (variables {"params", "batch_stats"?} of NumPy arrays, extra) with extra holding
+      "label_prior" (list, [M]), "epoch", "step", "val_accuracy", "best_val_accuracy", "loss".
+    """
+    if (config.get("heads") and not os.path.isdir(os.path.join(workdir, checkpointing.LATEST_DIR))
+            and os.path.isdir(os.path.join(workdir, str(config.loss)))):
+        workdir = os.path.join(workdir, str(config.loss))
+    _quiet_orbax_info_logs()
+    variables, extra = checkpointing.restore_variables_from(workdir, which)
+    if not variables.get("batch_stats"):
+        variables.pop("batch_stats", None)
+    return variables, extra

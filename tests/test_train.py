@@ -1,0 +1,260 @@
+"""Tests of the training stack: optimiser maths, data parallelism, multi-process lockstep,
+kill-and-resume, NaN abort and the batch-divisibility error.
+
+Multi-device runs happen in subprocesses (XLA_FLAGS must be set before JAX is imported); they
+use a tiny stand-in Conv-BatchNorm-GAP-Dense network defined in the worker below (a real
+model's BatchNorm at this size; VGG/ResNet would only add compile time) with the library's
+optimiser, loss and per-device step.
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import chex
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from infocam_jax import optim
+from infocam_jax import train_state as ts
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from configs import common  # noqa: E402  pylint: disable=g-import-not-at-top
+
+# Same global batches, seed and maths on 1 device, 4 devices or 2 processes: only the order of
+# float32 reductions differs, so parameters agree to float32 rounding.
+PARALLEL_ATOL = 1e-5
+PARALLEL_RTOL = 1e-5
+
+
+# ----------------------------------------------------------------------------- optimiser
+
+def _optimizer_config(**kw):
+    base = dict(learning_rate=0.1, lr_ratio=10.0, momentum=0.9, nesterov=True,
+                weight_decay=1e-2, decay_epochs=2, decay_factor=0.1)
+    base.update(kw)
+    return ml_collections.ConfigDict(base)
+
+
+def _torch_sgd_reference(params, grads_per_step, lrs, momentum, weight_decay, nesterov):
+    """NumPy statement of torch.optim.SGD.step (dampening 0) for one parameter group."""
+    p = {k: v.astype(np.float64).copy() for k, v in params.items()}
+    buf = {k: None for k in p}
+    for grads, lr in zip(grads_per_step, lrs):
+        for k in p:
+            d = grads[k] + weight_decay * p[k]
+            buf[k] = d.copy() if buf[k] is None else momentum * buf[k] + d
+            step = d + momentum * buf[k] if nesterov else buf[k]
+            p[k] = p[k] - lr * step
+    return p
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_optimizer_matches_pytorch_sgd_with_two_groups_and_step_decay(nesterov):
+    rng = np.random.default_rng(0)
+    params = {"body": rng.normal(size=(3, 2)).astype(np.float32),
+              "head": rng.normal(size=(2,)).astype(np.float32)}
+    mask = {"body": False, "head": True}
+    steps_per_epoch, num_steps = 3, 8  # decays after steps 6 (epoch 2)
+    grads = [{k: rng.normal(size=v.shape).astype(np.float32) for k, v in params.items()}
+             for _ in range(num_steps)]
+    oc = _optimizer_config(nesterov=nesterov)
+    tx, schedule = optim.create_optimizer(oc, steps_per_epoch, mask)
+    state = tx.init(params)
+    p = params
+    for g in grads:
+        updates, state = tx.update(g, state, p)
+        p = jax.tree.map(lambda a, u: a + u, p, updates)
+    lrs = [0.1 * 0.1 ** (s // (2 * steps_per_epoch)) for s in range(num_steps)]
+    np.testing.assert_allclose([float(schedule(s)) for s in range(num_steps)], lrs, rtol=1e-6)
+    ref_body = _torch_sgd_reference({"body": params["body"]}, [{"body": g["body"]} for g in grads],
+                                    lrs, 0.9, 1e-2, nesterov)
+    ref_head = _torch_sgd_reference({"head": params["head"]}, [{"head": g["head"]} for g in grads],
+                                    [10 * lr for lr in lrs], 0.9, 1e-2, nesterov)
+    np.testing.assert_allclose(p["body"], ref_body["body"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(p["head"], ref_head["head"], rtol=1e-5, atol=1e-6)
+
+
+def test_optimizer_single_group_without_mask_or_ratio_one():
+    params = {"w": np.ones((2,), np.float32)}
+    for mask, ratio in ((None, 10.0), ({"w": True}, 1.0)):
+        tx, _ = optim.create_optimizer(_optimizer_config(lr_ratio=ratio, weight_decay=0.0,
+                                                         momentum=0.0), 1, mask)
+        updates, _ = tx.update({"w": np.ones(2, np.float32)}, tx.init(params), params)
+        np.testing.assert_allclose(updates["w"], [-0.1, -0.1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("field,value", [("learning_rate", 0.0), ("decay_epochs", 0),
+                                         ("decay_factor", 1.5), ("momentum", 1.0),
+                                         ("lr_ratio", -1.0), ("weight_decay", -1e-4)])
+def test_optimizer_rejects_bad_settings(field, value):
+    with pytest.raises(ValueError, match=field):
+        optim.create_optimizer(_optimizer_config(**{field: value}), 4, None)
+
+
+def test_shard_batch_reshapes_and_rejects_uneven():
+    batch = {"image": np.arange(8 * 2, dtype=np.float32).reshape(8, 2), "label": np.arange(8)}
+    out = ts.shard_batch(batch, 4)
+    chex.assert_shape(out["image"], (4, 2, 2))
+    np.testing.assert_array_equal(out["label"][1], [2, 3])
+    with pytest.raises(ValueError, match="not divisible by 3"):
+        ts.shard_batch(batch, 3)
+
+
+# ----------------------------------------------------------------------------- parallel runs
+
+WORKER = textwrap.dedent('''
+    import json, os, sys
+    mode, out = sys.argv[1], sys.argv[2]
+    import jax
+    if mode == "dist":
+        pid, port = int(sys.argv[3]), sys.argv[4]
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=pid)
+    import flax.linen as nn
+    import flax
+    import ml_collections
+    import numpy as np
+    sys.path.insert(0, os.environ["REPO"])
+    from infocam_jax import optim, train, train_state as ts
+
+    class TinyBN(nn.Module):
+        """Conv-BatchNorm-ReLU-GAP-Dense returning (logits, features), BN synced on "batch"."""
+        @nn.compact
+        def __call__(self, x, train: bool = False):
+            x = nn.Conv(4, (3, 3), name="conv")(x)
+            x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                             axis_name="batch" if train else None, name="bn")(x)
+            feats = nn.relu(x)
+            return nn.Dense(3, name="head")(feats.mean((1, 2))), feats
+
+    config = ml_collections.ConfigDict(dict(loss="softmax", multi_label=False))
+    oc = ml_collections.ConfigDict(dict(learning_rate=0.1, lr_ratio=10.0, momentum=0.9,
+        nesterov=True, weight_decay=1e-4, decay_epochs=1, decay_factor=0.1))
+    model = TinyBN()
+    variables = ts.init_variables(model, jax.random.PRNGKey(0), (8, 8, 1))
+    mask = jax.tree_util.tree_map_with_path(lambda p, _: p[0].key == "head", variables["params"])
+    tx, _ = optim.create_optimizer(oc, 2, mask)
+    step = ts.parallelize(lambda s, b, k: ts.train_step(
+        s, b, k, model=model, tx=tx, loss_fn=train.make_loss_fn(config, None),
+        multi_label=False))
+    p_state = ts.replicate(ts.create_train_state(variables, tx))
+    key = ts.replicate(jax.random.PRNGKey(1))
+    rng = np.random.default_rng(0)
+    P, p = jax.process_count(), jax.process_index()
+    losses = []
+    for i in range(3):
+        image = rng.normal(size=(8, 8, 8, 1)).astype(np.float32) * (1 + i)
+        label = rng.integers(0, 3, size=8).astype(np.int32)
+        lo, hi = p * 8 // P, (p + 1) * 8 // P
+        batch = ts.shard_batch({"image": image[lo:hi], "label": label[lo:hi]},
+                               jax.local_device_count())
+        p_state, metrics = step(p_state, batch, key)
+        losses.append(float(ts.unreplicate(metrics)["loss"]))
+    state = ts.unreplicate(p_state)
+    flat = flax.traverse_util.flatten_dict(state.variables, sep="/")
+    errors = {}
+    if mode == "local" and jax.device_count() == 4:
+        for b in (6, 2):
+            try:
+                ts.check_batch_divisible(b)
+            except ValueError as e:
+                errors[str(b)] = str(e)
+        bad = ml_collections.ConfigDict(dict(batch_size=6, eval_batch_size=8, num_epochs=1))
+        try:
+            train.train_and_evaluate(bad, os.path.join(os.path.dirname(out), "bad_workdir"))
+        except ValueError as e:
+            errors["train_and_evaluate"] = str(e)
+    np.savez(out, **flat)
+    with open(out + ".json", "w") as f:
+        json.dump({"losses": losses, "devices": jax.device_count(),
+                   "local_devices": jax.local_device_count(), "errors": errors,
+                   "step": int(state.step)}, f)
+''')
+
+
+def _worker_env(devices: int) -> dict:
+    env = dict(os.environ, REPO=REPO, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    return env
+
+
+def _load(out):
+    with np.load(out) as f:
+        params = {k: f[k] for k in f.files}
+    with open(out + ".json") as f:
+        return params, json.load(f)
+
+
+@pytest.fixture(scope="module")
+def parallel_runs(tmp_path_factory):
+    """Runs the worker on 1 device and on 4 simulated devices (in parallel subprocesses)."""
+    tmp = tmp_path_factory.mktemp("parallel")
+    script = tmp / "worker.py"
+    script.write_text(WORKER)
+    procs, outs = {}, {}
+    for devices in (1, 4):
+        outs[devices] = str(tmp / f"local{devices}.npz")
+        procs[devices] = subprocess.Popen(
+            [sys.executable, str(script), "local", outs[devices]], env=_worker_env(devices),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    results = {}
+    for devices, proc in procs.items():
+        log, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"{devices}-device worker failed:\n{log[-3000:]}"
+        results[devices] = _load(outs[devices])
+    return tmp, script, results
+
+
+def test_four_devices_match_one_device(parallel_runs):
+    _, _, results = parallel_runs
+    (p1, info1), (p4, info4) = results[1], results[4]
+    assert info1["devices"] == 1 and info4["devices"] == 4
+    assert info1["step"] == info4["step"] == 3
+    assert set(p1) == set(p4)
+    assert any(k.startswith("batch_stats/bn/") for k in p1), "BN statistics are compared too"
+    for k in p1:
+        np.testing.assert_allclose(p4[k], p1[k], atol=PARALLEL_ATOL, rtol=PARALLEL_RTOL,
+                                   err_msg=k)
+    np.testing.assert_allclose(info4["losses"], info1["losses"], rtol=1e-5)
+    # The run did learn something: parameters moved from their initial values.
+    assert not np.allclose(p1["params/head/kernel"], 0.0)
+
+
+def test_batch_not_divisible_by_devices_is_a_clear_error(parallel_runs):
+    _, _, results = parallel_runs
+    errors = results[4][1]["errors"]
+    for key in ("6", "2", "train_and_evaluate"):
+        assert key in errors, f"no error raised for {key}"
+    assert "config.batch_size=6" in errors["6"] and "4" in errors["6"]
+    assert "multiple of the number of devices" in errors["train_and_evaluate"]
+
+
+def test_two_processes_train_in_lockstep(parallel_runs):
+    tmp, script, results = parallel_runs
+    portpicker = pytest.importorskip("portpicker")
+    port = str(portpicker.pick_unused_port())
+    outs = [str(tmp / f"dist{i}.npz") for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, str(script), "dist", outs[i], str(i), port],
+                              env=_worker_env(1), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+    if any(p.returncode for p in procs) and any(
+            "collective" in log.lower() and "not" in log.lower() for log in logs):
+        pytest.skip("this JAX build cannot run CPU multi-process collectives:\n"
+                    + logs[0][-1500:])
+    for i, p in enumerate(procs):
+        assert p.returncode == 0, f"process {i} failed:\n{logs[i][-3000:]}"
+    (d0, i0), (d1, i1) = _load(outs[0]), _load(outs[1])
+    p1, info1 = results[1]
+    assert i0["devices"] == i1["devices"] == 2 and i0["local_devices"] == 1
+    for k in p1:
+        np.testing.assert_array_equal(d0[k], d1[k], err_msg=f"processes diverged at {k}")
+        np.testing.assert_allclose(d0[k], p1[k], atol=PARALLEL_ATOL, rtol=PARALLEL_RTOL,
+                                   err_msg=k)
+    assert i0["losses"] == i1["losses"]
