@@ -405,6 +405,12 @@ def test_digits_builder_records(digits_builder, sk_digits):
         np.testing.assert_array_equal(rec["box_labels"], want["box_labels"][i][valid])
         np.testing.assert_array_equal(rec["labels"], want["labels"][i])
         assert rec["label"] == want["label"][i]
+    meta = digits_builder.info.metadata
+    np.testing.assert_array_equal(
+        meta["train_label_counts"], np.bincount(want["label"], minlength=10)
+    )
+    np.testing.assert_allclose(meta["train_labels_mean"], want["labels"].mean(axis=0), rtol=1e-6)
+    assert meta["class_names"] == [str(c) for c in range(10)] and meta["max_boxes"] == 2
     assert "tensorflow" not in sys.modules
 
 
@@ -422,6 +428,10 @@ def test_digits_builder_split_halves(digits_builder, sk_digits):
         "digits", data_dir=digits_builder.data_dir_root, num_train=40, num_test=31, seed=2
     )
     assert again.data_dir == digits_builder.data_dir
+    assert (
+        again.info.metadata["train_label_counts"]
+        == digits_builder.info.metadata["train_label_counts"]
+    )
     assert "tensorflow" not in sys.modules
 
 

@@ -30,6 +30,10 @@ Record format (one canvas; decoded by ``as_data_source``)::
     canvas_id   int64 scalar        index of the canvas in its generated set (train set, or the
                                     shared test set for validation/test)
 
+``builder.info.metadata`` holds ``class_names`` ("0".."9"), ``train_label_counts`` (counts of
+``label`` over the train split), ``train_labels_mean`` (mean multi-hot ``labels`` over the train
+split: the multi-label prior), ``max_boxes`` and ``multi_label``.
+
 On double-digit canvases both sides can hold the same digit: that class is in ``labels`` once
 and has two boxes; localisation counts a hit when the predicted box matches any box of the class.
 """
@@ -128,6 +132,7 @@ class _DigitCanvasBuilder(tfds.core.GeneratorBasedBuilder):
             ),
             supervised_keys=("image", "label"),
             disable_shuffling=True,  # records stay in canvas order: record i of "train" is canvas i
+            metadata=tfds.core.MetadataDict(),  # filled in _split_generators (see below)
             citation=_CITATION,
         )
 
@@ -147,6 +152,17 @@ class _DigitCanvasBuilder(tfds.core.GeneratorBasedBuilder):
         train = self._compose(*source["train"], cfg.num_train, (cfg.seed, 0))
         test = self._compose(*source["test"], cfg.num_test, (cfg.seed, 1))
         validation_idx, test_idx = splits.stratified_halves(test["label"], cfg.seed)
+        # Training-set label statistics so readers can get class priors without a pass over
+        # the records: counts of `label` [10] and the mean of the multi-hot `labels` [10].
+        self.info.metadata.update(
+            {
+                "class_names": [str(c) for c in range(NUM_CLASSES)],
+                "train_label_counts": np.bincount(train["label"], minlength=NUM_CLASSES).tolist(),
+                "train_labels_mean": train["labels"].mean(axis=0).astype(float).tolist(),
+                "max_boxes": self.MAX_BOXES,
+                "multi_label": self.MULTI_LABEL,
+            }
+        )
         return {
             "train": self._generate_examples(train, np.arange(cfg.num_train)),
             "validation": self._generate_examples(test, validation_idx),
