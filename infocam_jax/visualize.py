@@ -9,7 +9,7 @@ Host-side NumPy + Pillow only (no JAX, no matplotlib needed), so it can run anyw
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from PIL import Image, ImageDraw

@@ -1,0 +1,53 @@
+r"""Evaluates a trained workdir: CAM / infoCAM / infoCAM+ localisation and classification.
+
+Restores the best (or latest) checkpoint of ``--workdir``, runs the jitted, data-parallel eval
+step over the chosen split and writes ``results.json`` and ``results.md`` (the paper's Table 1
+or, for multi-label sets, Table 2 plus CAM vs infoCAM localisation).
+
+  python launch/evaluate.py --config configs/digits.py --workdir /tmp/digits \
+      --which best --split test
+"""
+import os
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from infocam_jax import data, evaluate, models, train
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir holding the checkpoints.")
+_WHICH = flags.DEFINE_enum("which", "best", ["best", "latest"], "Which checkpoint to restore.")
+_SPLIT = flags.DEFINE_enum("split", "test", ["test", "validation"], "Split to evaluate.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None,
+                                  "Where results.json/results.md go (default: --workdir).")
+_MAX_BATCHES = flags.DEFINE_integer("max_batches", None, "Stop after this many batches.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    config = _CONFIG.value
+    variables, extra = train.restore_variables(config, _WORKDIR.value, _WHICH.value)
+    logging.info("Restored the %s checkpoint of %s (%s)", _WHICH.value, _WORKDIR.value,
+                 {k: v for k, v in dict(extra or {}).items() if k != "label_prior"})
+    model = models.create(config.model, config.num_classes, **dict(config.model_options))
+    iterator = data.make_iterator(config, _SPLIT.value, training=False,
+                                  batch_size=config.eval_batch_size,
+                                  process_index=jax.process_index(),
+                                  process_count=jax.process_count())
+    results = evaluate.evaluate(config, model, variables, iterator,
+                                max_batches=_MAX_BATCHES.value)
+    print(evaluate.format_table(results))
+    if jax.process_index() == 0:
+        paths = evaluate.write_results(
+            results, _OUTPUT_DIR.value or _WORKDIR.value,
+            title=f"{os.path.basename(os.path.normpath(_WORKDIR.value))}: {_SPLIT.value} split, "
+                  f"{_WHICH.value} checkpoint")
+        logging.info("Wrote %s", ", ".join(paths))
+
+
+if __name__ == "__main__":
+    app.run(main)

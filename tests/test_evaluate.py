@@ -1,0 +1,294 @@
+"""Tests of infocam_jax.evaluate: results keys/ranges, padding, hand-built boxes, devices, files.
+
+Small stand-in models with the (logits, features) contract on 16x16 inputs keep compile time
+low; the maths of maps, boxes and metrics is tested in their own modules, so these tests check
+the wiring: which maps reach which counters, masking of padded examples, device/batch
+splitting, aggregation against a plain NumPy statement, and the written reports.
+"""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from infocam_jax import evaluate
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SIZE = 16
+NUM_CLASSES = 5
+NUM_THRESHOLDS = 10
+SINGLE_KEYS = {"num_images", "top1_cls", "top5_cls", "accuracy"} | {
+    f"{k}/{m}" for k in evaluate.MAP_KINDS
+    for m in ("gt_known_loc", "top1_loc", "max_box_acc", "max_box_acc_threshold",
+              "max_box_acc_v2", "max_box_acc_v2_iou30", "max_box_acc_v2_iou50",
+              "max_box_acc_v2_iou70")}
+
+
+class TinyNet(nn.Module):
+    """Conv (stride 2) -> ReLU -> features [B, 8, 8, 8] -> GAP -> Dense "head"."""
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        features = nn.relu(nn.Conv(8, (3, 3), strides=2, name="conv")(x))
+        return nn.Dense(self.num_classes, name="head")(features.mean((1, 2))), features
+
+
+class PassThrough(nn.Module):
+    """Features are the image itself ([B, H, W, C]); only the head has parameters."""
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        return nn.Dense(self.num_classes, name="head")(x.mean((1, 2))), x
+
+
+def make_config(**overrides):
+    config = ml_collections.ConfigDict({
+        "image_size": (SIZE, SIZE), "upsample": "bicubic", "region_size": 3, "cam_threshold": 0.2,
+        "iou_threshold": 0.5, "num_box_thresholds": NUM_THRESHOLDS, "multi_label": False,
+        "num_classes": NUM_CLASSES})
+    config.update(overrides)
+    return config
+
+
+def make_data(n=10, seed=0):
+    """n synthetic single-label examples, two GT slots (the second valid for some)."""
+    rng = np.random.default_rng(seed)
+    x0 = rng.integers(0, 8, (n, 2))
+    y0 = rng.integers(0, 8, (n, 2))
+    boxes = np.stack([x0, y0, x0 + rng.integers(2, 8, (n, 2)),
+                      y0 + rng.integers(2, 8, (n, 2))], -1).astype(np.int32)
+    return {
+        "image": rng.normal(size=(n, SIZE, SIZE, 1)).astype(np.float32),
+        "label": rng.integers(0, NUM_CLASSES, n).astype(np.int32),
+        "boxes": boxes,
+        "box_valid": np.stack([np.ones(n, bool), rng.uniform(size=n) < 0.5], -1),
+        "valid": np.ones(n, bool),
+    }
+
+
+def split_batches(data, size, pad=True, seed=1):
+    """Batches of ``size``; the last one padded with random *garbage* marked invalid."""
+    rng = np.random.default_rng(seed)
+    n = len(data["valid"])
+    out = []
+    for start in range(0, n, size):
+        batch = {k: v[start:start + size] for k, v in data.items()}
+        short = size - len(batch["valid"])
+        if pad and short:
+            garbage = make_data(short, seed=int(rng.integers(1000)))
+            garbage["valid"][:] = False
+            batch = {k: np.concatenate([batch[k], garbage[k]]) for k in batch}
+        out.append(batch)
+    return out
+
+
+def tiny_variables(model, channels=1):
+    return model.init(jax.random.PRNGKey(0), jnp.zeros((1, SIZE, SIZE, channels)))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model = TinyNet(NUM_CLASSES)
+    return model, tiny_variables(model), make_data()
+
+
+@pytest.fixture(scope="module")
+def one_batch_results(tiny):
+    model, variables, data = tiny
+    return evaluate.evaluate(make_config(), model, variables, [data], num_devices=1)
+
+
+def test_results_keys_and_ranges(one_batch_results):
+    res = one_batch_results
+    assert set(res) == SINGLE_KEYS
+    assert res["num_images"] == 10
+    for key, value in res.items():
+        if key != "num_images":
+            assert 0.0 <= value <= 1.0, (key, value)
+    assert res["accuracy"] == res["top1_cls"]
+    for kind in evaluate.MAP_KINDS:
+        assert res[f"{kind}/top1_loc"] <= min(res[f"{kind}/gt_known_loc"], res["top1_cls"])
+        v2 = [res[f"{kind}/max_box_acc_v2_iou{i}"] for i in (30, 50, 70)]
+        assert v2[0] >= v2[1] >= v2[2]
+        np.testing.assert_allclose(res[f"{kind}/max_box_acc_v2"], np.mean(v2), rtol=1e-6)
+
+
+def test_matches_numpy_statement(tiny, one_batch_results):
+    """Aggregation against NumPy from per-image IoUs of the same maps and boxes."""
+    from infocam_jax import boxes
+    model, variables, data = tiny
+    settings = evaluate.EvalSettings.from_config(make_config())
+    grid = settings.box_thresholds
+
+    @jax.jit
+    def per_image(variables, images, labels, gt, gt_valid):
+        out = evaluate.predict_maps(settings, model, variables, images, labels)
+        ious = {}
+        for kind, sm in out["scoremaps"].items():
+            ious[kind] = (
+                boxes.max_contour_iou(sm, np.array([0.2]), gt, gt_valid, multi_contour=False),
+                boxes.max_contour_iou(sm, grid, gt, gt_valid, multi_contour=False),
+                boxes.max_contour_iou(sm, grid, gt, gt_valid, multi_contour=True))
+        return out["logits"], ious
+
+    logits, ious = jax.device_get(per_image(variables, data["image"], data["label"],
+                                            data["boxes"], data["box_valid"]))
+    labels = data["label"]
+    order = np.argsort(-logits, axis=1, kind="stable")
+    top1 = order[:, 0] == labels
+    res = one_batch_results
+    np.testing.assert_allclose(res["top1_cls"], top1.mean())
+    np.testing.assert_allclose(res["top5_cls"], (order[:, :5] == labels[:, None]).any(1).mean())
+    for kind, (fixed, largest, multi) in ious.items():
+        gt_known = fixed[:, 0] >= 0.5
+        np.testing.assert_allclose(res[f"{kind}/gt_known_loc"], gt_known.mean())
+        np.testing.assert_allclose(res[f"{kind}/top1_loc"], (gt_known & top1).mean())
+        box_acc = (largest >= 0.5).mean(0)
+        np.testing.assert_allclose(res[f"{kind}/max_box_acc"], box_acc.max())
+        assert res[f"{kind}/max_box_acc_threshold"] == pytest.approx(grid[np.argmax(box_acc)])
+        v2 = [(multi >= d).mean(0).max() for d in (0.3, 0.5, 0.7)]
+        np.testing.assert_allclose(res[f"{kind}/max_box_acc_v2"], np.mean(v2), rtol=1e-6)
+
+
+@pytest.mark.parametrize("pad", [True, False], ids=["padded_garbage", "short_last_batch"])
+def test_padded_last_batch_counts_each_image_once(tiny, one_batch_results, pad):
+    model, variables, data = tiny
+    res = evaluate.evaluate(make_config(), model, variables, split_batches(data, 4, pad=pad),
+                            num_devices=1)
+    assert res == pytest.approx(one_batch_results, rel=1e-6)
+
+
+def _square_image(x0, y0, x1, y1, channels=1, channel=0):
+    image = np.zeros((SIZE, SIZE, channels), np.float32)
+    image[y0:y1 + 1, x0:x1 + 1, channel] = 1.0
+    return image
+
+
+def test_hand_built_square_gives_known_box():
+    """All feature mass in a known square: box (x0, y0, x_max+1, y_max+1), GT-known Loc 1."""
+    model = PassThrough(2)
+    variables = {"params": {"head": {"kernel": jnp.array([[1.0, -1.0]]),
+                                     "bias": jnp.zeros(2)}}}
+    squares = [(3, 4, 10, 9), (8, 1, 13, 12), (2, 2, 6, 6)]
+    batch = {
+        "image": np.stack([_square_image(*s) for s in squares]),
+        "label": np.zeros(3, np.int32),
+        # GT = the protocol's box of the square; the third (invalid) example's GT is far off.
+        "boxes": np.array([[[3, 4, 11, 10]], [[8, 1, 14, 13]], [[10, 10, 15, 15]]], np.int32),
+        "box_valid": np.ones((3, 1), bool),
+        "valid": np.array([True, True, False]),
+    }
+    config = make_config(num_classes=2)
+    settings = evaluate.EvalSettings.from_config(config)
+    out = jax.jit(lambda v, x, y: evaluate.predict_maps(settings, model, v, x, y))(
+        variables, batch["image"], batch["label"])
+    np.testing.assert_array_equal(out["boxes"]["cam"], [[3, 4, 11, 10], [8, 1, 14, 13],
+                                                        [2, 2, 7, 7]])
+    res = evaluate.evaluate(config, model, variables, [batch], num_devices=1)
+    assert res["num_images"] == 2
+    assert res["top1_cls"] == 1.0
+    for kind in evaluate.MAP_KINDS:  # region sums widen the box by one pixel: IoU still > 0.5
+        assert res[f"{kind}/gt_known_loc"] == 1.0, kind
+        assert res[f"{kind}/top1_loc"] == 1.0, kind
+        assert res[f"{kind}/max_box_acc"] == 1.0, kind
+    assert res["cam/max_box_acc_v2"] == 1.0
+
+
+def test_multi_label_hand_built():
+    """Two digits (classes 0 and 2) in their own channels; class 1 alone in a second image."""
+    model = PassThrough(3)
+    variables = {"params": {"head": {"kernel": jnp.eye(3), "bias": jnp.zeros(3)}}}
+    img0 = _square_image(1, 3, 6, 12, 3, 0) + _square_image(9, 2, 14, 11, 3, 2)
+    img1 = _square_image(4, 4, 11, 11, 3, 1)
+    batch = {
+        "image": np.stack([img0, img1]),
+        "label": np.array([0, 1], np.int32),
+        "labels": np.array([[1, 0, 1], [0, 1, 0]], np.float32),
+        "boxes": np.array([[[1, 3, 7, 13], [9, 2, 15, 12]], [[4, 4, 12, 12], [0, 0, 0, 0]]],
+                          np.int32),
+        "box_labels": np.array([[0, 2], [1, 0]], np.int32),
+        "box_valid": np.array([[True, True], [True, False]]),
+        "valid": np.ones(2, bool),
+    }
+    res = evaluate.evaluate(make_config(num_classes=3, multi_label=True), model, variables,
+                            [batch], num_devices=1)
+    expected = {"num_images", "cls_acc", "exact_match", "accuracy"} | {
+        f"digit_acc/{c}" for c in range(3)} | {
+        f"{k}/loc_acc{s}" for k in ("cam", "infocam") for s in ("", "/0", "/1", "/2")}
+    assert set(res) == expected
+    for key, value in res.items():
+        if key != "num_images":
+            assert value == 1.0, key
+    table = evaluate.format_table(res)
+    assert "| CAM | 100.00 | 100.00 | 100.00 | 100.00 |" in table
+    assert "| infoCAM |" in table
+
+
+def test_two_devices_match_one(one_batch_results):
+    """Two simulated CPU devices (subprocess) give the results of one device."""
+    script = textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {str(REPO / 'tests')!r})
+        import jax
+        assert jax.local_device_count() == 2, jax.devices()
+        import test_evaluate as t
+        from infocam_jax import evaluate
+        model = t.TinyNet(t.NUM_CLASSES)
+        data = t.make_data()
+        res = evaluate.evaluate(t.make_config(), model, t.tiny_variables(model),
+                                t.split_batches(data, 4), num_devices=2)
+        print("RESULTS" + json.dumps(res))
+    """)
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULTS")][-1]
+    assert json.loads(line[len("RESULTS"):]) == pytest.approx(one_batch_results, rel=1e-6)
+
+
+def test_write_results_writes_json_and_table(tmp_path, one_batch_results):
+    res = dict(one_batch_results, epoch=3.0)
+    json_path, md_path = evaluate.write_results(res, tmp_path / "w", title="tiny")
+    with open(json_path) as f:
+        assert json.load(f) == pytest.approx(res)
+    text = pathlib.Path(md_path).read_text()
+    assert text.startswith("# tiny\n")
+    assert "| Map | GT-known Loc | Top-1 Loc | Top-1 Cls | Top-5 Cls | MaxBoxAccV2 |" in text
+    for name, kind in (("CAM", "cam"), ("infoCAM", "infocam"), ("infoCAM+", "infocam_plus")):
+        row = (f"| {name} | {100 * res[kind + '/gt_known_loc']:.2f} | "
+               f"{100 * res[kind + '/top1_loc']:.2f} | {100 * res['top1_cls']:.2f} | ")
+        assert row in text
+    assert evaluate.format_table(res) in text
+
+
+def test_nan_is_written_as_null(tmp_path):
+    json_path, _ = evaluate.write_results({"cam/loc_acc/3": float("nan"), "num_images": 1.0},
+                                          tmp_path)
+    assert json.loads(pathlib.Path(json_path).read_text())["cam/loc_acc/3"] is None
+
+
+def test_bad_inputs_raise(tiny):
+    model, variables, data = tiny
+    with pytest.raises(ValueError, match="missing keys"):
+        evaluate.evaluate(make_config(), model, variables,
+                          [{k: v for k, v in data.items() if k != "boxes"}], num_devices=1)
+    with pytest.raises(ValueError, match="map_kinds"):
+        evaluate.EvalSettings.from_config(make_config(), map_kinds=("gradcam",))
+    with pytest.raises(ValueError, match="multi-label"):
+        evaluate.EvalSettings.from_config(make_config(multi_label=True),
+                                          map_kinds=("infocam_plus",))
+    with pytest.raises(ValueError, match="num_devices"):
+        evaluate.evaluate(make_config(), model, variables, [data], num_devices=64)
