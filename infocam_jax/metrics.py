@@ -1,0 +1,634 @@
+"""WSOL and classification metrics, with mergeable streaming counts.
+
+Definitions (the WSOL protocol of Choe et al., CVPR 2020, and the paper's fixed-threshold
+metrics). Boxes are int ``(x0, y0, x1, y1)`` with inclusive pixel coordinates.
+
+* IoU, inclusive convention: ``area = (x1-x0+1)(y1-y0+1)``, intersection width
+  ``max(min(x1, x1') - max(x0, x0') + 1, 0)`` (same for the height), ``IoU = I / (A + A' - I)``.
+  (The authors' released code did not clamp the intersection at 0, so two disjoint boxes
+  could get a positive "intersection"; we clamp.)
+* An image is *localised* at score threshold ``t`` and IoU threshold ``δ`` when the box(es)
+  ``boxes.max_contour_iou`` extracts from its score map at ``t`` reach ``IoU >= δ`` with at
+  least one valid ground-truth box (several GT boxes per image: padded ``[B, G, 4]`` plus
+  ``gt_valid [B, G]``; an image with no valid GT box is never localised).
+* Top-k classification: the label is among the k largest logits (``lax.top_k``; on ties the
+  lower class index ranks first).
+* GT-known Loc: localised at the fixed ``cam_threshold`` (0.2) and ``iou_threshold`` (0.5),
+  using the map of the ground-truth class and the largest connected component.
+* Top-1 Loc: top-1 classification correct **and** GT-known localised. (The protocol uses the
+  predicted class's map; when top-1 is correct that is the ground-truth class's map, so the two
+  definitions agree exactly.)
+* BoxAcc(t, δ): fraction of images localised; MaxBoxAcc(δ) = max_t BoxAcc(t, δ) over the
+  threshold list (default ``np.arange(0, 1, 0.01)``), largest component only;
+  MaxBoxAccV2 = mean over δ ∈ {0.3, 0.5, 0.7} of MaxBoxAcc(δ) with every contour's box
+  (``multi_contour=True``).
+* Multi-label (double-digit MNIST): label ``j`` is predicted present iff ``logit_j > 0``
+  (``σ(n) > 0.5``; also the PC-sigmoid rule under a uniform test-time prior); per-label
+  classification accuracy is the fraction of images where that prediction equals the
+  multi-hot target. Localisation is counted over (image, present label) pairs: the box of the
+  label's map at ``cam_threshold`` must reach IoU >= ``iou_threshold`` with one of the valid
+  GT boxes carrying that label.
+
+Streaming. Every ``*_counts`` function returns a ``flax.struct.dataclass`` of int32 counts
+(a pytree): add batches with ``a.merge(b)`` (``jax.tree.map(jnp.add, a, b)``), sum devices with
+``lax.psum(counts, axis_name)``, and call ``.result()`` for fractions in [0, 1] (NaN when
+nothing was counted). A ``valid [B]`` mask makes padded examples count zero times. Static
+settings (thresholds, ...) live in the pytree structure, so counts with different settings
+refuse to merge.
+
+Checks. Shapes/ranks are checked at trace time (``ValueError`` naming the argument).
+Value checks (labels in range, x0 <= x1 and y0 <= y1 on valid GT boxes, score maps in
+[0, 1]) run only on concrete values; under ``jit`` they cannot run. Score and IoU thresholds
+are compile-time constants: they must be concrete (Python / NumPy) values in [0, 1].
+
+Box extraction lives in ``infocam_jax.boxes`` (imported when first needed).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "V2_IOU_THRESHOLDS",
+    "iou",
+    "topk_correct",
+    "gt_known_loc_correct",
+    "top1_loc_correct",
+    "max_box_accuracy",
+    "max_box_accuracy_v2",
+    "BoxAccuracyCounts",
+    "box_accuracy_counts",
+    "LocalizationCounts",
+    "localization_counts",
+    "multilabel_cls_correct",
+    "multilabel_loc_correct",
+    "present_label_slots",
+    "MultiLabelCounts",
+    "multilabel_counts",
+]
+
+DEFAULT_THRESHOLDS = np.arange(0, 1, 0.01)
+V2_IOU_THRESHOLDS = (0.3, 0.5, 0.7)
+
+
+def _boxes_module():
+    # Imported lazily so that metrics (IoU, classification) works without boxes.
+    from infocam_jax import boxes
+    return boxes
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+# --------------------------------------------------------------------------------------------
+# Checks
+# --------------------------------------------------------------------------------------------
+def _check_thresholds(thresholds, name: str = "thresholds") -> tuple:
+    if isinstance(thresholds, jax.core.Tracer):
+        raise ValueError(f"{name} must be concrete (Python/NumPy) values, not traced")
+    values = np.atleast_1d(np.asarray(thresholds, np.float64))
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D list [T], got shape {values.shape}")
+    if not np.all((values >= 0) & (values <= 1)):
+        raise ValueError(
+            f"{name} must lie in [0, 1], got values in [{np.nanmin(values)}, "
+            f"{np.nanmax(values)}]")
+    return tuple(float(v) for v in values)
+
+
+def _check_scoremaps(scoremaps, name: str = "scoremaps", rank: int = 3):
+    scoremaps = jnp.asarray(scoremaps)
+    dims = "[B, H, W]" if rank == 3 else "[B, L, H, W]"
+    if scoremaps.ndim != rank:
+        raise ValueError(f"{name} must have shape {dims} (rank {rank}), got {scoremaps.shape}")
+    if _is_concrete(scoremaps) and scoremaps.size:
+        values = np.asarray(scoremaps)
+        if not np.all((values >= 0) & (values <= 1)):
+            raise ValueError(
+                f"{name} must lie in [0, 1] (see boxes.scoremaps), got values in "
+                f"[{np.nanmin(values)}, {np.nanmax(values)}] (NaN present: "
+                f"{bool(np.isnan(values).any())})")
+    return scoremaps.astype(jnp.float32)
+
+
+def _check_boxes_valid(boxes, valid, name: str):
+    """Concrete check of x0 <= x1, y0 <= y1 where ``valid`` (broadcastable to boxes[..., 0])."""
+    if not (_is_concrete(boxes) and _is_concrete(valid)):
+        return
+    b = np.asarray(boxes)
+    mask = np.broadcast_to(np.asarray(valid, bool), b.shape[:-1])
+    bad = mask & ((b[..., 2] < b[..., 0]) | (b[..., 3] < b[..., 1]))
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{name} must be (x0, y0, x1, y1) with x0 <= x1 and y0 <= y1, got {b[index].tolist()}"
+            f" at index {index}")
+
+
+def _check_gt(gt_boxes, gt_valid, batch: int):
+    gt_boxes = jnp.asarray(gt_boxes)
+    gt_valid = jnp.asarray(gt_valid)
+    if gt_boxes.ndim != 3 or gt_boxes.shape[0] != batch or gt_boxes.shape[2] != 4:
+        raise ValueError(
+            f"gt_boxes must have shape [B, G, 4] with B = {batch}, got shape {gt_boxes.shape}")
+    if not jnp.issubdtype(gt_boxes.dtype, jnp.integer):
+        raise ValueError(f"gt_boxes must be an integer array, got dtype {gt_boxes.dtype}")
+    if gt_valid.shape != gt_boxes.shape[:2]:
+        raise ValueError(
+            f"gt_valid must have shape [B, G] = {gt_boxes.shape[:2]}, got shape {gt_valid.shape}")
+    _check_boxes_valid(gt_boxes, gt_valid, "gt_boxes")
+    return gt_boxes.astype(jnp.int32), gt_valid.astype(bool)
+
+
+def _check_valid(valid, batch: int):
+    if valid is None:
+        return jnp.ones((batch,), bool)
+    valid = jnp.asarray(valid)
+    if valid.shape != (batch,):
+        raise ValueError(f"valid must have shape [B] = ({batch},), got shape {valid.shape}")
+    return valid.astype(bool)
+
+
+def _check_logits_labels(logits, labels):
+    logits = jnp.asarray(logits)
+    labels = jnp.asarray(labels)
+    if logits.ndim != 2:
+        raise ValueError(f"logits must have shape [B, M] (rank 2), got shape {logits.shape}")
+    batch, num_classes = logits.shape
+    if labels.shape != (batch,):
+        raise ValueError(f"labels must have shape [B] = ({batch},), got shape {labels.shape}")
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(f"labels must be an integer array, got dtype {labels.dtype}")
+    if _is_concrete(labels) and labels.size:
+        values = np.asarray(labels)
+        if values.min() < 0 or values.max() >= num_classes:
+            raise ValueError(
+                f"labels must lie in [0, {num_classes}) (M = logits.shape[1]), got values in "
+                f"[{values.min()}, {values.max()}]")
+    return logits, labels.astype(jnp.int32)
+
+
+# --------------------------------------------------------------------------------------------
+# Basic metrics
+# --------------------------------------------------------------------------------------------
+def iou(boxes_a, boxes_b):
+    """Inclusive-pixel IoU of boxes ``(x0, y0, x1, y1)``, broadcasting over leading axes.
+
+    ``I = max(min(x1a,x1b) - max(x0a,x0b) + 1, 0) · max(min(y1a,y1b) - max(y0a,y0b) + 1, 0)``,
+    ``IoU = I / ((x1a-x0a+1)(y1a-y0a+1) + (x1b-x0b+1)(y1b-y0b+1) - I)``.
+
+    Args:
+      boxes_a: int or float ``[..., 4]`` with x0 <= x1, y0 <= y1 (checked when concrete).
+      boxes_b: same, broadcastable against ``boxes_a``.
+
+    Returns:
+      float32 ``[...]`` (the broadcast leading shape).
+    """
+    a = jnp.asarray(boxes_a)
+    b = jnp.asarray(boxes_b)
+    for name, x in (("boxes_a", a), ("boxes_b", b)):
+        if x.ndim < 1 or x.shape[-1] != 4:
+            raise ValueError(f"{name} must have shape [..., 4] (x0, y0, x1, y1), got {x.shape}")
+        _check_boxes_valid(x, True, name)
+    a = a.astype(jnp.float32)
+    b = b.astype(jnp.float32)
+    iw = jnp.maximum(jnp.minimum(a[..., 2], b[..., 2]) - jnp.maximum(a[..., 0], b[..., 0]) + 1, 0)
+    ih = jnp.maximum(jnp.minimum(a[..., 3], b[..., 3]) - jnp.maximum(a[..., 1], b[..., 1]) + 1, 0)
+    inter = iw * ih
+    area_a = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
+    area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
+    return inter / (area_a + area_b - inter)
+
+
+def topk_correct(logits, labels, k: int = 1):
+    """Whether each label is among its image's ``k`` largest logits.
+
+    Args:
+      logits: float ``[B, M]``.
+      labels: int ``[B]`` in ``[0, M)``.
+      k: static int >= 1 (clipped to M).
+
+    Returns:
+      bool ``[B]``.
+    """
+    logits, labels = _check_logits_labels(logits, labels)
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    _, top = lax.top_k(logits, min(int(k), logits.shape[1]))
+    return jnp.any(top == labels[:, None], axis=1)
+
+
+def _max_iou(scoremaps, gt_boxes, gt_valid, thresholds: tuple, multi_contour: bool):
+    """``boxes.max_contour_iou`` -> float32 ``[B, T]``."""
+    out = _boxes_module().max_contour_iou(
+        scoremaps, np.asarray(thresholds, np.float64), gt_boxes, gt_valid,
+        multi_contour=bool(multi_contour))
+    return jnp.asarray(out, jnp.float32)
+
+
+def gt_known_loc_correct(scoremaps, gt_boxes, gt_valid, cam_threshold: float = 0.2,
+                         iou_threshold: float = 0.5):
+    """GT-known localisation per image: largest box at ``cam_threshold`` has IoU >= threshold.
+
+    Args:
+      scoremaps: float ``[B, H, W]`` in [0, 1], the ground-truth class's normalised maps.
+      gt_boxes: int ``[B, G, 4]``; gt_valid: bool ``[B, G]``.
+      cam_threshold: fraction of the map's maximum (static, in [0, 1]).
+      iou_threshold: static, in [0, 1].
+
+    Returns:
+      bool ``[B]``.
+    """
+    scoremaps = _check_scoremaps(scoremaps)
+    gt_boxes, gt_valid = _check_gt(gt_boxes, gt_valid, scoremaps.shape[0])
+    (t,) = _check_thresholds([cam_threshold], "cam_threshold")
+    (delta,) = _check_thresholds([iou_threshold], "iou_threshold")
+    return _max_iou(scoremaps, gt_boxes, gt_valid, (t,), False)[:, 0] >= delta
+
+
+def top1_loc_correct(logits, labels, scoremaps, gt_boxes, gt_valid, cam_threshold: float = 0.2,
+                     iou_threshold: float = 0.5):
+    """Top-1 localisation per image: top-1 classification correct and GT-known localised.
+
+    Args:
+      logits: float ``[B, M]``; labels: int ``[B]``.
+      scoremaps, gt_boxes, gt_valid, cam_threshold, iou_threshold: as in
+        :func:`gt_known_loc_correct`.
+
+    Returns:
+      bool ``[B]``.
+    """
+    return topk_correct(logits, labels, 1) & gt_known_loc_correct(
+        scoremaps, gt_boxes, gt_valid, cam_threshold, iou_threshold)
+
+
+# --------------------------------------------------------------------------------------------
+# MaxBoxAcc
+# --------------------------------------------------------------------------------------------
+@flax.struct.dataclass
+class BoxAccuracyCounts:
+    """Streaming BoxAcc counts.
+
+    Attributes:
+      correct: int32 ``[I, T]``: images localised per (IoU threshold, score threshold).
+      count: int32 ``[]``: images counted.
+      thresholds: static tuple of ``T`` score thresholds.
+      iou_thresholds: static tuple of ``I`` IoU thresholds.
+      multi_contour: static bool, every contour's box (True) or the largest only.
+    """
+    correct: jax.Array
+    count: jax.Array
+    thresholds: tuple = flax.struct.field(pytree_node=False, default=())
+    iou_thresholds: tuple = flax.struct.field(pytree_node=False, default=(0.5,))
+    multi_contour: bool = flax.struct.field(pytree_node=False, default=False)
+
+    @classmethod
+    def empty(cls, thresholds=DEFAULT_THRESHOLDS, iou_thresholds=(0.5,),
+              multi_contour: bool = False) -> "BoxAccuracyCounts":
+        thresholds = _check_thresholds(thresholds)
+        iou_thresholds = _check_thresholds(iou_thresholds, "iou_thresholds")
+        return cls(jnp.zeros((len(iou_thresholds), len(thresholds)), jnp.int32),
+                   jnp.zeros((), jnp.int32), thresholds, iou_thresholds, bool(multi_contour))
+
+    def merge(self, other: "BoxAccuracyCounts") -> "BoxAccuracyCounts":
+        return jax.tree.map(jnp.add, self, other)
+
+    def update(self, scoremaps, gt_boxes, gt_valid, valid=None) -> "BoxAccuracyCounts":
+        return self.merge(box_accuracy_counts(
+            scoremaps, gt_boxes, gt_valid, self.thresholds, self.iou_thresholds,
+            self.multi_contour, valid))
+
+    def result(self) -> dict:
+        """``box_acc`` [I, T], ``max_box_acc`` [I], ``best_threshold`` [I] (first argmax),
+        and ``mean_max_box_acc`` [] (MaxBoxAccV2 when the IoU thresholds are 0.3/0.5/0.7)."""
+        box_acc = self.correct.astype(jnp.float32) / self.count.astype(jnp.float32)
+        best = jnp.argmax(box_acc, axis=1)
+        max_box_acc = jnp.max(box_acc, axis=1)
+        return {
+            "box_acc": box_acc,
+            "max_box_acc": max_box_acc,
+            "best_threshold": jnp.asarray(self.thresholds, jnp.float32)[best],
+            "mean_max_box_acc": jnp.mean(max_box_acc),
+        }
+
+
+def box_accuracy_counts(scoremaps, gt_boxes, gt_valid, thresholds=DEFAULT_THRESHOLDS,
+                        iou_thresholds: Sequence[float] = (0.5,), multi_contour: bool = False,
+                        valid=None) -> BoxAccuracyCounts:
+    """BoxAcc counts of one batch: ``correct[i, t] = Σ_b valid_b · [maxIoU_b(t) >= δ_i]``.
+
+    Args:
+      scoremaps: float ``[B, H, W]`` in [0, 1].
+      gt_boxes: int ``[B, G, 4]``; gt_valid: bool ``[B, G]``.
+      thresholds: concrete ``[T]`` score thresholds in [0, 1].
+      iou_thresholds: concrete ``[I]`` IoU thresholds in [0, 1].
+      multi_contour: static; False = largest component's box, True = every contour's box.
+      valid: optional bool ``[B]``; False rows count zero times.
+
+    Returns:
+      :class:`BoxAccuracyCounts`.
+    """
+    scoremaps = _check_scoremaps(scoremaps)
+    batch = scoremaps.shape[0]
+    gt_boxes, gt_valid = _check_gt(gt_boxes, gt_valid, batch)
+    thresholds = _check_thresholds(thresholds)
+    iou_thresholds = _check_thresholds(iou_thresholds, "iou_thresholds")
+    valid = _check_valid(valid, batch)
+    best_iou = _max_iou(scoremaps, gt_boxes, gt_valid, thresholds, multi_contour)  # [B, T]
+    hit = best_iou[None, :, :] >= jnp.asarray(iou_thresholds, jnp.float32)[:, None, None]
+    hit = hit & valid[None, :, None]
+    return BoxAccuracyCounts(jnp.sum(hit, axis=1, dtype=jnp.int32),
+                             jnp.sum(valid, dtype=jnp.int32), thresholds, iou_thresholds,
+                             bool(multi_contour))
+
+
+def max_box_accuracy(scoremaps, gt_boxes, gt_valid, thresholds=DEFAULT_THRESHOLDS,
+                     iou_thresholds: Sequence[float] = (0.5,), multi_contour: bool = False,
+                     valid=None) -> dict:
+    """MaxBoxAcc of one set of maps (see the module docstring for the definition).
+
+    Args:
+      scoremaps: float ``[B, H, W]`` in [0, 1].
+      gt_boxes: int ``[B, G, 4]``; gt_valid: bool ``[B, G]``.
+      thresholds: concrete ``[T]`` score thresholds in [0, 1].
+      iou_thresholds: concrete ``[I]`` IoU thresholds in [0, 1].
+      multi_contour: False = largest component's box, True = every contour's box.
+      valid: optional bool ``[B]`` (an addition to the DESIGN signature): padded images.
+
+    Returns:
+      dict: ``box_acc`` float32 ``[I, T]`` (fraction of images correct), ``max_box_acc``
+      ``[I]`` (max over thresholds), ``best_threshold`` ``[I]`` (the first threshold reaching
+      it), ``mean_max_box_acc`` ``[]``.
+    """
+    return box_accuracy_counts(scoremaps, gt_boxes, gt_valid, thresholds, iou_thresholds,
+                               multi_contour, valid).result()
+
+
+def max_box_accuracy_v2(scoremaps, gt_boxes, gt_valid, thresholds=DEFAULT_THRESHOLDS,
+                        valid=None) -> dict:
+    """MaxBoxAccV2: :func:`max_box_accuracy` with IoU 0.3/0.5/0.7 and ``multi_contour=True``.
+
+    Returns:
+      The :func:`max_box_accuracy` dict plus ``max_box_acc_v2`` ``[]`` = mean of
+      ``max_box_acc`` over the three IoU thresholds.
+    """
+    result = max_box_accuracy(scoremaps, gt_boxes, gt_valid, thresholds, V2_IOU_THRESHOLDS,
+                              True, valid)
+    result["max_box_acc_v2"] = result["mean_max_box_acc"]
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Fixed-threshold localisation + classification
+# --------------------------------------------------------------------------------------------
+@flax.struct.dataclass
+class LocalizationCounts:
+    """Streaming counts of top-1/top-5 classification, GT-known Loc and Top-1 Loc.
+
+    Attributes (int32 scalars): ``top1_cls``, ``top5_cls``, ``gt_known_loc``, ``top1_loc``,
+    ``count``; static ``cam_threshold``, ``iou_threshold``.
+    """
+    top1_cls: jax.Array
+    top5_cls: jax.Array
+    gt_known_loc: jax.Array
+    top1_loc: jax.Array
+    count: jax.Array
+    cam_threshold: float = flax.struct.field(pytree_node=False, default=0.2)
+    iou_threshold: float = flax.struct.field(pytree_node=False, default=0.5)
+
+    @classmethod
+    def empty(cls, cam_threshold: float = 0.2, iou_threshold: float = 0.5):
+        zero = jnp.zeros((), jnp.int32)
+        (cam_threshold,) = _check_thresholds([cam_threshold], "cam_threshold")
+        (iou_threshold,) = _check_thresholds([iou_threshold], "iou_threshold")
+        return cls(zero, zero, zero, zero, zero, cam_threshold, iou_threshold)
+
+    def merge(self, other: "LocalizationCounts") -> "LocalizationCounts":
+        return jax.tree.map(jnp.add, self, other)
+
+    def update(self, logits, labels, scoremaps, gt_boxes, gt_valid, valid=None):
+        return self.merge(localization_counts(logits, labels, scoremaps, gt_boxes, gt_valid,
+                                              valid, self.cam_threshold, self.iou_threshold))
+
+    def result(self) -> dict:
+        """Fractions in [0, 1]: ``top1_cls``, ``top5_cls``, ``gt_known_loc``, ``top1_loc``."""
+        n = self.count.astype(jnp.float32)
+        return {name: getattr(self, name).astype(jnp.float32) / n
+                for name in ("top1_cls", "top5_cls", "gt_known_loc", "top1_loc")}
+
+
+def localization_counts(logits, labels, scoremaps, gt_boxes, gt_valid, valid=None,
+                        cam_threshold: float = 0.2, iou_threshold: float = 0.5
+                        ) -> LocalizationCounts:
+    """Counts of one batch for :class:`LocalizationCounts`.
+
+    Args:
+      logits: float ``[B, M]``; labels: int ``[B]`` (ground truth).
+      scoremaps: float ``[B, H, W]`` in [0, 1], the ground-truth class's maps.
+      gt_boxes: int ``[B, G, 4]``; gt_valid: bool ``[B, G]``.
+      valid: optional bool ``[B]``.
+      cam_threshold, iou_threshold: static floats in [0, 1].
+
+    Returns:
+      :class:`LocalizationCounts`.
+    """
+    logits, labels = _check_logits_labels(logits, labels)
+    valid = _check_valid(valid, logits.shape[0])
+    if jnp.asarray(scoremaps).shape[:1] != (logits.shape[0],):
+        raise ValueError(
+            f"scoremaps must have shape [B, H, W] with B = {logits.shape[0]}, got "
+            f"{jnp.asarray(scoremaps).shape}")
+    top1 = topk_correct(logits, labels, 1) & valid
+    top5 = topk_correct(logits, labels, 5) & valid
+    loc = gt_known_loc_correct(scoremaps, gt_boxes, gt_valid, cam_threshold,
+                               iou_threshold) & valid
+
+    def count(x):
+        return jnp.sum(x, dtype=jnp.int32)
+
+    (cam_threshold,) = _check_thresholds([cam_threshold], "cam_threshold")
+    (iou_threshold,) = _check_thresholds([iou_threshold], "iou_threshold")
+    return LocalizationCounts(count(top1), count(top5), count(loc), count(top1 & loc),
+                              count(valid), cam_threshold, iou_threshold)
+
+
+# --------------------------------------------------------------------------------------------
+# Multi-label
+# --------------------------------------------------------------------------------------------
+def _check_multihot(logits, targets):
+    logits = jnp.asarray(logits)
+    targets = jnp.asarray(targets)
+    if logits.ndim != 2:
+        raise ValueError(f"logits must have shape [B, M] (rank 2), got shape {logits.shape}")
+    if targets.shape != logits.shape:
+        raise ValueError(
+            f"targets must have shape [B, M] = {logits.shape} (multi-hot), got {targets.shape}")
+    return logits, targets
+
+
+def multilabel_cls_correct(logits, targets):
+    """Per-label correctness: ``(logits > 0) == (targets > 0.5)``.
+
+    Args:
+      logits: float ``[B, M]``; targets: multi-hot ``[B, M]`` (0/1, float or bool).
+
+    Returns:
+      bool ``[B, M]``.
+    """
+    logits, targets = _check_multihot(logits, targets)
+    return (logits > 0) == (targets.astype(jnp.float32) > 0.5)
+
+
+def present_label_slots(targets, max_labels: int):
+    """The first ``max_labels`` present labels of each image, in increasing label order.
+
+    Args:
+      targets: multi-hot ``[B, M]``.
+      max_labels: static ``L`` (<= M). Images with more than L present labels keep the L
+        lowest ones.
+
+    Returns:
+      ``(slot_labels int32 [B, L], slot_valid bool [B, L])``; invalid slots hold label 0.
+    """
+    targets = jnp.asarray(targets)
+    if targets.ndim != 2:
+        raise ValueError(f"targets must have shape [B, M] (rank 2), got {targets.shape}")
+    num_labels = targets.shape[1]
+    if not isinstance(max_labels, (int, np.integer)) or not 1 <= max_labels <= num_labels:
+        raise ValueError(f"max_labels must be an int in [1, {num_labels}], got {max_labels!r}")
+    present = targets.astype(jnp.float32) > 0.5
+    # Present labels first, then by label index: key = present * M + (M - 1 - index).
+    key = present.astype(jnp.int32) * num_labels + (num_labels - 1 - jnp.arange(num_labels))
+    _, order = lax.top_k(key, int(max_labels))
+    slot_valid = jnp.take_along_axis(present, order, axis=1)
+    return jnp.where(slot_valid, order, 0).astype(jnp.int32), slot_valid
+
+
+def multilabel_loc_correct(scoremaps, slot_labels, slot_valid, gt_boxes, box_labels,
+                           box_valid, cam_threshold: float = 0.2, iou_threshold: float = 0.5):
+    """Localisation per (image, label) slot.
+
+    Slot ``(b, l)`` is correct when the largest box of ``scoremaps[b, l]`` at
+    ``cam_threshold`` reaches IoU >= ``iou_threshold`` with a valid GT box of image ``b``
+    whose label is ``slot_labels[b, l]``.
+
+    Args:
+      scoremaps: float ``[B, L, H, W]`` in [0, 1]: the map of label ``slot_labels[b, l]``.
+      slot_labels: int ``[B, L]``; slot_valid: bool ``[B, L]`` (e.g. from
+        :func:`present_label_slots`, or ``L = M`` with every label and ``targets > 0.5``).
+      gt_boxes: int ``[B, G, 4]``; box_labels: int ``[B, G]``; box_valid: bool ``[B, G]``.
+      cam_threshold, iou_threshold: static floats in [0, 1].
+
+    Returns:
+      bool ``[B, L]`` (False on invalid slots).
+    """
+    scoremaps = _check_scoremaps(scoremaps, rank=4)
+    batch, slots, height, width = scoremaps.shape
+    slot_labels = jnp.asarray(slot_labels)
+    slot_valid = jnp.asarray(slot_valid)
+    for name, x in (("slot_labels", slot_labels), ("slot_valid", slot_valid)):
+        if x.shape != (batch, slots):
+            raise ValueError(f"{name} must have shape [B, L] = {(batch, slots)}, got {x.shape}")
+    gt_boxes, box_valid = _check_gt(gt_boxes, box_valid, batch)
+    box_labels = jnp.asarray(box_labels)
+    if box_labels.shape != box_valid.shape:
+        raise ValueError(
+            f"box_labels must have shape [B, G] = {box_valid.shape}, got {box_labels.shape}")
+    (t,) = _check_thresholds([cam_threshold], "cam_threshold")
+    (delta,) = _check_thresholds([iou_threshold], "iou_threshold")
+    num_gt = gt_boxes.shape[1]
+    pair_valid = box_valid[:, None, :] & (box_labels[:, None, :] == slot_labels[:, :, None])
+    best = _max_iou(
+        scoremaps.reshape(batch * slots, height, width),
+        jnp.broadcast_to(gt_boxes[:, None], (batch, slots, num_gt, 4)).reshape(-1, num_gt, 4),
+        pair_valid.reshape(batch * slots, num_gt), (t,), False)
+    return (best[:, 0].reshape(batch, slots) >= delta) & slot_valid.astype(bool)
+
+
+@flax.struct.dataclass
+class MultiLabelCounts:
+    """Streaming multi-label counts (double-digit MNIST).
+
+    Attributes:
+      cls_correct: int32 ``[M]``: images whose label-j prediction matches the target.
+      count: int32 ``[]``: images counted.
+      loc_correct: int32 ``[M]``: localised (image, present label j) pairs.
+      loc_count: int32 ``[M]``: (image, present label j) pairs counted.
+      cam_threshold, iou_threshold: static floats.
+    """
+    cls_correct: jax.Array
+    count: jax.Array
+    loc_correct: jax.Array
+    loc_count: jax.Array
+    cam_threshold: float = flax.struct.field(pytree_node=False, default=0.2)
+    iou_threshold: float = flax.struct.field(pytree_node=False, default=0.5)
+
+    @classmethod
+    def empty(cls, num_labels: int, cam_threshold: float = 0.2, iou_threshold: float = 0.5):
+        zeros = jnp.zeros((num_labels,), jnp.int32)
+        (cam_threshold,) = _check_thresholds([cam_threshold], "cam_threshold")
+        (iou_threshold,) = _check_thresholds([iou_threshold], "iou_threshold")
+        return cls(zeros, jnp.zeros((), jnp.int32), zeros, zeros, cam_threshold, iou_threshold)
+
+    def merge(self, other: "MultiLabelCounts") -> "MultiLabelCounts":
+        return jax.tree.map(jnp.add, self, other)
+
+    def update(self, logits, targets, scoremaps, slot_labels, slot_valid, gt_boxes,
+               box_labels, box_valid, valid=None) -> "MultiLabelCounts":
+        return self.merge(multilabel_counts(
+            logits, targets, scoremaps, slot_labels, slot_valid, gt_boxes, box_labels,
+            box_valid, valid, self.cam_threshold, self.iou_threshold))
+
+    def result(self) -> dict:
+        """Fractions: ``cls_acc`` [M] per label, ``mean_cls_acc`` [], ``loc_acc`` [M] per
+        label over its present pairs, ``loc_acc_all`` [] over all (image, present label)
+        pairs."""
+        cls_acc = self.cls_correct.astype(jnp.float32) / self.count.astype(jnp.float32)
+        return {
+            "cls_acc": cls_acc,
+            "mean_cls_acc": jnp.mean(cls_acc),
+            "loc_acc": self.loc_correct.astype(jnp.float32) / self.loc_count.astype(jnp.float32),
+            "loc_acc_all": (jnp.sum(self.loc_correct).astype(jnp.float32)
+                            / jnp.sum(self.loc_count).astype(jnp.float32)),
+        }
+
+
+def multilabel_counts(logits, targets, scoremaps, slot_labels, slot_valid, gt_boxes,
+                      box_labels, box_valid, valid=None, cam_threshold: float = 0.2,
+                      iou_threshold: float = 0.5) -> MultiLabelCounts:
+    """Counts of one batch for :class:`MultiLabelCounts`.
+
+    Args:
+      logits: float ``[B, M]``; targets: multi-hot ``[B, M]``.
+      scoremaps, slot_labels, slot_valid, gt_boxes, box_labels, box_valid: as in
+        :func:`multilabel_loc_correct`; slots should be the present labels (a slot whose
+        label is absent from ``targets`` is still counted as a pair).
+      valid: optional bool ``[B]``.
+      cam_threshold, iou_threshold: static floats in [0, 1].
+
+    Returns:
+      :class:`MultiLabelCounts`.
+    """
+    logits, targets = _check_multihot(logits, targets)
+    batch, num_labels = logits.shape
+    valid = _check_valid(valid, batch)
+    cls = multilabel_cls_correct(logits, targets) & valid[:, None]
+    loc = multilabel_loc_correct(scoremaps, slot_labels, slot_valid, gt_boxes, box_labels,
+                                 box_valid, cam_threshold, iou_threshold)
+    counted = jnp.asarray(slot_valid).astype(bool) & valid[:, None]
+    onehot = jax.nn.one_hot(jnp.asarray(slot_labels), num_labels, dtype=jnp.int32)  # [B,L,M]
+    (cam_threshold,) = _check_thresholds([cam_threshold], "cam_threshold")
+    (iou_threshold,) = _check_thresholds([iou_threshold], "iou_threshold")
+    return MultiLabelCounts(
+        jnp.sum(cls, axis=0, dtype=jnp.int32),
+        jnp.sum(valid, dtype=jnp.int32),
+        jnp.sum(onehot * (loc & counted)[..., None], axis=(0, 1), dtype=jnp.int32),
+        jnp.sum(onehot * counted[..., None], axis=(0, 1), dtype=jnp.int32),
+        cam_threshold, iou_threshold)
