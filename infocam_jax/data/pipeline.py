@@ -13,8 +13,8 @@ Reading stack (chosen deliberately):
   same number of full batches and every image is counted exactly once.
 * **Execution**: ``grain.MapDataset.source(indices).map(load).to_iter_dataset(ReadOptions)``:
   grain's thread pool decodes and transforms examples ahead of the consumer (PIL releases the
-  GIL while decoding/resizing) and keeps the output order deterministic; batching happens on the
-  consumer side (``IterDataset.batch``), where images are normalised in one vectorised step.
+  GIL while decoding/resizing, NumPy while normalising) and keeps the output order
+  deterministic; batching (a stack) happens on the consumer side (``IterDataset.batch``).
   No multiprocess workers (grain's multiprocessing needs parsed absl flags and a ``__main__``
   guard, and the host has few cores); ``config.data_threads`` (default 2) sets the pool size.
 * **Augmentation randomness**: example ``i`` of epoch ``e`` uses
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import threading
@@ -311,7 +312,8 @@ def _example_fn(config, opened: _Opened, src, *, training: bool, epoch: int, see
     m = opened.num_classes
     kwargs = dict(image_size=image_size, resize_size=int(config.get("resize_size", 0)),
                   eval_protocol=config.get("eval_protocol", "center_crop"), flip=opened.flip)
-    pad_image = np.zeros(image_size + (opened.channels,), np.uint8)
+    pad_image = transforms.normalize(np.zeros(image_size + (opened.channels,), np.uint8))
+    warned = []
 
     def load(index: int) -> dict:
         index = int(index)
@@ -338,6 +340,11 @@ def _example_fn(config, opened: _Opened, src, *, training: bool, epoch: int, see
         if box_labels.shape[0] != boxes.shape[0]:
             raise ValueError(f"{config.dataset} record {index}: {boxes.shape[0]} boxes but "
                              f"{box_labels.shape[0]} box_labels")
+        if kwargs["resize_size"] == 0 and image.shape[:2] != image_size and not warned:
+            warned.append(True)
+            logging.warning("%s: records are %s but config.image_size is %s and resize_size is 0: "
+                            "resizing every image (and its boxes) to image_size", config.dataset,
+                            image.shape[:2], image_size)
         rng = np.random.default_rng([int(seed), int(epoch), index]) if training else None
         image, int_boxes, visible = transforms.preprocess(image, boxes, training=training,
                                                           rng=rng, **kwargs)
@@ -352,7 +359,7 @@ def _example_fn(config, opened: _Opened, src, *, training: bool, epoch: int, see
         if not 0 <= label < m:
             raise ValueError(f"{config.dataset} record {index}: label {label} outside "
                              f"[0, {m})")
-        out = {"image": image, "label": np.int32(label), "boxes": padded,
+        out = {"image": transforms.normalize(image), "label": np.int32(label), "boxes": padded,
                "box_labels": padded_labels, "box_valid": valid_boxes, "valid": np.bool_(True)}
         if multi_label:
             if "labels" not in record:
@@ -369,10 +376,8 @@ def _example_fn(config, opened: _Opened, src, *, training: bool, epoch: int, see
 
 
 def collate(examples: Sequence[dict]) -> dict:
-    """Stacks per-example dicts into a batch and normalises the images (float32 [b,H,W,C])."""
-    batch = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
-    batch["image"] = transforms.normalize(batch["image"])
-    return batch
+    """Stacks per-example dicts (images already normalised, in the worker threads) into a batch."""
+    return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
 
 def make_iterator(config, split: str, *, training: bool, batch_size: int, epoch: int = 0,

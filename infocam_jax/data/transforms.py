@@ -25,6 +25,9 @@ from PIL import Image
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+# (x/255 - mean)/std == x * _SCALE - _SHIFT: one cast and two in-place passes.
+_SCALE = (1.0 / (255.0 * IMAGENET_STD)).astype(np.float32)
+_SHIFT = (IMAGENET_MEAN / IMAGENET_STD).astype(np.float32)
 
 EVAL_PROTOCOLS = ("center_crop", "resize")
 
@@ -145,12 +148,15 @@ def clip_boxes(boxes: np.ndarray, height: int, width: int):
 
 
 def normalize(image: np.ndarray) -> np.ndarray:
-    """uint8 [H, W, C] -> float32 [H, W, C]: RGB gets ImageNet mean/std, one channel gets x/255."""
+    """uint8 [..., C] -> float32 [..., C]: RGB gets ImageNet mean/std, one channel gets x/255."""
     image = np.asarray(image)
-    x = image.astype(np.float32) / 255.0
+    x = image.astype(np.float32)
     if image.shape[-1] == 3:
-        return (x - IMAGENET_MEAN) / IMAGENET_STD
+        x *= _SCALE
+        x -= _SHIFT
+        return x
     if image.shape[-1] == 1:
+        x *= np.float32(1.0 / 255.0)
         return x
     raise ValueError(f"image must have 1 or 3 channels; got shape {image.shape}")
 
