@@ -305,8 +305,8 @@ def test_composer_bad_input(sk_digits):
         composers.compose_double_digit(blank, labels, 5, 0)
     with pytest.raises(ValueError, match="presence_prob"):
         composers.compose_double_digit(images, labels, 5, 0, presence_prob=0.0)
-    with pytest.raises(ValueError, match="canvas_size=50 too small"):
-        composers.compose_cluttered(images, labels, 5, 0, canvas_size=50)
+    with pytest.raises(ValueError, match="canvas_size=54 too small"):
+        composers.compose_cluttered(images, labels, 5, 0, canvas_size=54)
 
 
 # --------------------------------------------------------------------------- cluttered
@@ -344,9 +344,10 @@ def test_cluttered_canvas(sk_digits, canvas_size, num_clutter):
         np.testing.assert_array_equal(
             [x0, y0, x1, y1], _ref_ink_box(target)
         )  # tight on the target's ink
+        gy0, gx0 = max(y0 - 2, 0), max(x0 - 2, 0)  # no clutter in the box grown by clutter_gap=2
         np.testing.assert_array_equal(
-            canvas[y0 : y1 + 1, x0 : x1 + 1], target[y0 : y1 + 1, x0 : x1 + 1]
-        )  # no clutter inside
+            canvas[gy0 : y1 + 3, gx0 : x1 + 3], target[gy0 : y1 + 3, gx0 : x1 + 3]
+        )
         assert (canvas >= target).all()
         cluttered += bool((canvas > target).any())
     assert cluttered >= 0.95 * n  # clutter is really there (fragments may rarely be blank)

@@ -289,6 +289,7 @@ def compose_cluttered(
     scale_range: tuple[float, float] = (0.8, 1.6),
     num_clutter: int = 4,
     clutter_size: int = 8,
+    clutter_gap: int = 2,
     num_classes: int = NUM_CLASSES,
 ) -> dict[str, np.ndarray]:
     """Single-label cluttered canvases: one digit at a random position and scale among clutter.
@@ -297,15 +298,18 @@ def compose_cluttered(
     from 28x28 to s x s with s = round(28 * scale), scale ~ U(scale_range), and placed with its
     s x s frame uniformly inside the canvas. Then `num_clutter` fragments of
     `clutter_size` x `clutter_size` pixels, cropped from the ink region of other random source
-    digits (as in cluttered MNIST), are pasted (pixel-wise max) at uniform positions that do not
-    intersect the target's ink box, so the target box stays exactly tight on the target digit.
+    digits (as in cluttered MNIST), are pasted (pixel-wise max) at uniform positions that keep
+    at least `clutter_gap` blank pixels from the target's ink box (so no fragment fuses with
+    the digit), and the target box stays exactly tight on the target digit.
 
     Args:
       images: uint8 [N, 28, 28] source digits; labels: int [N] in [0, num_classes).
       num_canvases: number of canvases; seed: generation seed (int or sequence of ints).
-      canvas_size: S, the square canvas side; must be >= max frame size + clutter_size.
+      canvas_size: S, the square canvas side; must be >= round(28 * scale_range[1]) +
+        clutter_size + clutter_gap (45 + 8 + 2 = 55 by default).
       scale_range: (low, high) scale of the 28-pixel frame.
       num_clutter: fragments per canvas (0 for none); clutter_size: fragment side (<= 28).
+      clutter_gap: minimum distance in pixels (>= 0) between a fragment and the target box.
 
     Returns:
       dict as in the module docstring with image uint8 [num_canvases, S, S, 1] and G = 1, plus
@@ -316,16 +320,17 @@ def compose_cluttered(
     lo, hi = scale_range
     if not 0 < lo <= hi:
         raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
-    if not 1 <= clutter_size <= DIGIT_SIZE or num_clutter < 0:
+    if not 1 <= clutter_size <= DIGIT_SIZE or num_clutter < 0 or clutter_gap < 0:
         raise ValueError(
-            f"need 1 <= clutter_size <= 28 and num_clutter >= 0, got {clutter_size}, {num_clutter}"
+            "need 1 <= clutter_size <= 28, num_clutter >= 0 and clutter_gap >= 0, got "
+            f"{clutter_size}, {num_clutter}, {clutter_gap}"
         )
     max_size = int(np.rint(DIGIT_SIZE * hi))
-    needed = max_size + (clutter_size if num_clutter else 0)
+    needed = max_size + (clutter_size + clutter_gap if num_clutter else 0)
     if canvas_size < needed:
         raise ValueError(
             f"canvas_size={canvas_size} too small: need >= {needed} for scale_range={scale_range}, "
-            f"clutter_size={clutter_size}"
+            f"clutter_size={clutter_size}, clutter_gap={clutter_gap}"
         )
     if num_canvases < 0:
         raise ValueError(f"num_canvases must be >= 0, got {num_canvases}")
@@ -363,12 +368,13 @@ def compose_cluttered(
             crop_at[..., 0, None, None] + span[None, :],
         ]  # [n, k, c, c]
         place = rng.integers(0, size - c + 1, (n, num_clutter, 2))
-        for _ in range(10_000):  # redraw positions that touch the target box (vectorised rounds)
+        near = boxes[:, None, :] + np.array([-1, -1, 1, 1]) * clutter_gap  # grown target box
+        for _ in range(10_000):  # redraw positions too close to the target (vectorised rounds)
             bad = (
-                (place[..., 0] <= boxes[:, None, 2])
-                & (place[..., 0] + c - 1 >= boxes[:, None, 0])
-                & (place[..., 1] <= boxes[:, None, 3])
-                & (place[..., 1] + c - 1 >= boxes[:, None, 1])
+                (place[..., 0] <= near[..., 2])
+                & (place[..., 0] + c - 1 >= near[..., 0])
+                & (place[..., 1] <= near[..., 3])
+                & (place[..., 1] + c - 1 >= near[..., 1])
             )
             if not bad.any():
                 break

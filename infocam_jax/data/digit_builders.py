@@ -110,6 +110,7 @@ def _png(image: np.ndarray) -> bytes:
 class _DigitCanvasBuilder(tfds.core.GeneratorBasedBuilder):
     """Shared generation logic; subclasses pick the digit source and the composer."""
 
+    # Bump when the generated canvases change: prepared data of the same version is reused.
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
     MAX_BOXES = 2
@@ -235,7 +236,7 @@ class MultiMnist(_DigitCanvasBuilder):
 
 class ClutteredMnist(_DigitCanvasBuilder):
     """Single-label canvases: one MNIST digit (scale 0.8-1.6 of 28 px, random position) among
-    four 8x8 clutter fragments of other digits that never touch the target's box."""
+    four 8x8 clutter fragments of other digits that stay >= 2 px away from the target box."""
 
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         mnist_idx.WHERE_TO_GET_MNIST + " Point manual_dir at that directory."
