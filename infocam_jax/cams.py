@@ -20,21 +20,19 @@ Region sums use ``lax.reduce_window`` (a sliding R x R sum with zero padding), n
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
 __all__ = [
+    "all_maps",
     "cam",
-    "region_sum",
     "infocam",
     "infocam_plus",
     "multilabel_cam",
     "multilabel_infocam",
-    "all_maps",
+    "region_sum",
 ]
 
 _PADDINGS = ("same", "full")

@@ -21,21 +21,19 @@ values; under ``jit`` they cannot run. There, an out-of-range integer label give
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
-    "softmax_cross_entropy",
-    "pc_softmax_cross_entropy",
-    "sigmoid_binary_cross_entropy",
-    "pc_sigmoid_binary_cross_entropy",
-    "per_example_loss",
-    "loss",
-    "estimate_priors",
     "LOSSES",
+    "estimate_priors",
+    "loss",
+    "pc_sigmoid_binary_cross_entropy",
+    "pc_softmax_cross_entropy",
+    "per_example_loss",
+    "sigmoid_binary_cross_entropy",
+    "softmax_cross_entropy",
 ]
 
 LOSSES = ("softmax", "pc_softmax", "sigmoid", "pc_sigmoid")
@@ -299,8 +297,8 @@ def loss(name: str, logits, targets, priors=None, weights=None, label_reduction:
 # --------------------------------------------------------------------------------------------
 # Priors
 # --------------------------------------------------------------------------------------------
-def estimate_priors(labels, num_classes: Optional[int] = None,
-                    floor: Optional[float] = None) -> np.ndarray:
+def estimate_priors(labels, num_classes: int | None = None,
+                    floor: float | None = None) -> np.ndarray:
     """Class or label frequencies of a training set, for the PC losses (host-side NumPy).
 
     * int ``labels [N]`` (single-label): ``p(y) = #{i: labels_i = y} / N``, ``[M]`` with

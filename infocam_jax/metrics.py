@@ -45,7 +45,7 @@ Box extraction lives in ``infocam_jax.boxes`` (imported when first needed).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import flax.struct
 import jax
@@ -56,21 +56,21 @@ from jax import lax
 __all__ = [
     "DEFAULT_THRESHOLDS",
     "V2_IOU_THRESHOLDS",
-    "iou",
-    "topk_correct",
+    "BoxAccuracyCounts",
+    "LocalizationCounts",
+    "MultiLabelCounts",
+    "box_accuracy_counts",
     "gt_known_loc_correct",
-    "top1_loc_correct",
+    "iou",
+    "localization_counts",
     "max_box_accuracy",
     "max_box_accuracy_v2",
-    "BoxAccuracyCounts",
-    "box_accuracy_counts",
-    "LocalizationCounts",
-    "localization_counts",
     "multilabel_cls_correct",
+    "multilabel_counts",
     "multilabel_loc_correct",
     "present_label_slots",
-    "MultiLabelCounts",
-    "multilabel_counts",
+    "top1_loc_correct",
+    "topk_correct",
 ]
 
 DEFAULT_THRESHOLDS = np.arange(0, 1, 0.01)
@@ -291,16 +291,16 @@ class BoxAccuracyCounts:
 
     @classmethod
     def empty(cls, thresholds=DEFAULT_THRESHOLDS, iou_thresholds=(0.5,),
-              multi_contour: bool = False) -> "BoxAccuracyCounts":
+              multi_contour: bool = False) -> BoxAccuracyCounts:
         thresholds = _check_thresholds(thresholds)
         iou_thresholds = _check_thresholds(iou_thresholds, "iou_thresholds")
         return cls(jnp.zeros((len(iou_thresholds), len(thresholds)), jnp.int32),
                    jnp.zeros((), jnp.int32), thresholds, iou_thresholds, bool(multi_contour))
 
-    def merge(self, other: "BoxAccuracyCounts") -> "BoxAccuracyCounts":
+    def merge(self, other: BoxAccuracyCounts) -> BoxAccuracyCounts:
         return jax.tree.map(jnp.add, self, other)
 
-    def update(self, scoremaps, gt_boxes, gt_valid, valid=None) -> "BoxAccuracyCounts":
+    def update(self, scoremaps, gt_boxes, gt_valid, valid=None) -> BoxAccuracyCounts:
         return self.merge(box_accuracy_counts(
             scoremaps, gt_boxes, gt_valid, self.thresholds, self.iou_thresholds,
             self.multi_contour, valid))
@@ -410,7 +410,7 @@ class LocalizationCounts:
         (iou_threshold,) = _check_thresholds([iou_threshold], "iou_threshold")
         return cls(zero, zero, zero, zero, zero, cam_threshold, iou_threshold)
 
-    def merge(self, other: "LocalizationCounts") -> "LocalizationCounts":
+    def merge(self, other: LocalizationCounts) -> LocalizationCounts:
         return jax.tree.map(jnp.add, self, other)
 
     def update(self, logits, labels, scoremaps, gt_boxes, gt_valid, valid=None):
@@ -577,11 +577,11 @@ class MultiLabelCounts:
         (iou_threshold,) = _check_thresholds([iou_threshold], "iou_threshold")
         return cls(zeros, jnp.zeros((), jnp.int32), zeros, zeros, cam_threshold, iou_threshold)
 
-    def merge(self, other: "MultiLabelCounts") -> "MultiLabelCounts":
+    def merge(self, other: MultiLabelCounts) -> MultiLabelCounts:
         return jax.tree.map(jnp.add, self, other)
 
     def update(self, logits, targets, scoremaps, slot_labels, slot_valid, gt_boxes,
-               box_labels, box_valid, valid=None) -> "MultiLabelCounts":
+               box_labels, box_valid, valid=None) -> MultiLabelCounts:
         return self.merge(multilabel_counts(
             logits, targets, scoremaps, slot_labels, slot_valid, gt_boxes, box_labels,
             box_valid, valid, self.cam_threshold, self.iou_threshold))

@@ -29,7 +29,8 @@ def np_iou(a, b):
     iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1, 0, None)
     ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1, 0, None)
     inter = iw * ih
-    area = lambda x: (x[..., 2] - x[..., 0] + 1) * (x[..., 3] - x[..., 1] + 1)  # noqa: E731
+    def area(x):
+        return (x[..., 2] - x[..., 0] + 1) * (x[..., 3] - x[..., 1] + 1)
     return inter / (area(a) + area(b) - inter)
 
 
@@ -189,7 +190,8 @@ def test_counts_merge_psum_and_valid_mask(backend, wsol_batch):
     whole = metrics.box_accuracy_counts(maps, gt_boxes, gt_valid, THRESHOLDS, (0.5,))
     first = metrics.box_accuracy_counts(maps[:5], gt_boxes[:5], gt_valid[:5], THRESHOLDS)
     # Second part padded to 5 with copies of image 0 marked invalid.
-    pad = lambda x: np.concatenate([x[5:], x[:2]])  # noqa: E731
+    def pad(x):
+        return np.concatenate([x[5:], x[:2]])
     second = metrics.box_accuracy_counts(pad(maps), pad(gt_boxes), pad(gt_valid), THRESHOLDS,
                                          valid=np.array([1, 1, 1, 0, 0], bool))
     merged = first.merge(second)
