@@ -210,6 +210,13 @@ def test_counts_merge_psum_and_valid_mask(backend, wsol_batch):
         ref_box_acc(maps, gt_boxes, gt_valid, THRESHOLDS, (0.5,), False), atol=1e-6)
 
 
+def test_box_counts_under_jit(backend, wsol_batch):
+    maps, gt_boxes, gt_valid = wsol_batch
+    acc = metrics.BoxAccuracyCounts.empty(THRESHOLDS, (0.3, 0.5, 0.7), True)
+    jitted = jax.jit(lambda a, *x: a.update(*x))(acc, maps, gt_boxes, gt_valid)
+    chex.assert_trees_all_equal(jitted, acc.update(maps, gt_boxes, gt_valid))
+
+
 def test_no_valid_gt_is_never_correct(backend, wsol_batch):
     maps, gt_boxes, _ = wsol_batch
     out = metrics.max_box_accuracy(maps, gt_boxes, np.zeros(gt_boxes.shape[:2], bool),
