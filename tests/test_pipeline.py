@@ -241,6 +241,9 @@ def test_cub_num_classes_mismatch(cub_config):
     bad = make_config(**{**cub_config.to_dict(), "num_classes": 10})
     with pytest.raises(ValueError, match="num_classes"):
         data.get_info(bad)
+    bad = make_config(**{**cub_config.to_dict(), "multi_label": True})
+    with pytest.raises(ValueError, match="multi_label"):
+        data.get_info(bad)
 
 
 def test_digits_pipeline(tmp_path):
@@ -259,3 +262,16 @@ def test_digits_pipeline(tmp_path):
     b = next(data.make_iterator(config, "train", training=True, batch_size=4))
     assert b["image"].shape == (4, 28, 56, 1) and b["labels"].shape == (4, 10)
     assert 0.0 <= b["image"].min() and b["image"].max() <= 1.0
+
+
+@pytest.mark.parametrize("dataset,needle", [("cub", "CUB_200_2011"),
+                                            ("tiny_imagenet", "tiny-imagenet-200")])
+def test_missing_manual_dir_error_through_pipeline(tmp_path, dataset, needle):
+    pytest.importorskip("tensorflow_datasets")
+    from infocam_jax.data import cub
+    if cub.tensorflow_available():
+        pytest.skip("TensorFlow installed: CUB would fall back to the catalog download")
+    config = make_config(dataset=dataset, data_dir=str(tmp_path / "tfds"),
+                         manual_dir=str(tmp_path / "absent"), num_classes=200, max_boxes=1)
+    with pytest.raises(FileNotFoundError, match=needle):
+        data.get_info(config)

@@ -250,7 +250,8 @@ def catalog_sources(*, data_dir: str | os.PathLike) -> dict:
 
     Returns:
       {"train", "validation", "test"} random-access sources of records in this module's format
-      (validation/test: the paper's halves of the catalog's test split).
+      (validation/test: the paper's halves of the catalog's test split), and
+      "train_label_counts" (int [200]).
 
     Raises:
       ImportError: TensorFlow is not installed (the catalog generator needs it).
@@ -266,7 +267,12 @@ def catalog_sources(*, data_dir: str | os.PathLike) -> dict:
     builder.download_and_prepare()
     train = builder.as_data_source("train")
     test = builder.as_data_source("test")
-    labels = [int(test[i]["label"]) for i in range(len(test))]
-    val_idx, test_idx = splits.stratified_halves(labels, seed=SPLIT_SEED)
+
+    def labels_of(split):
+        src = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
+        return np.array([int(src[i]["label"]) for i in range(len(src))], np.int64)
+
+    val_idx, test_idx = splits.stratified_halves(labels_of("test"), seed=SPLIT_SEED)
     return {"train": _CatalogSplit(train), "validation": _CatalogSplit(test, val_idx),
-            "test": _CatalogSplit(test, test_idx)}
+            "test": _CatalogSplit(test, test_idx),
+            "train_label_counts": np.bincount(labels_of("train"), minlength=NUM_CLASSES)}

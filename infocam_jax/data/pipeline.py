@@ -153,10 +153,31 @@ def _prepare_builder(config):
     raise ValueError(f"config.dataset must be one of {DATASETS}; got {name!r}")
 
 
+def _open_cub_catalog(config) -> _Opened:
+    """CUB through the tfds catalog builder (TensorFlow installed, no manual directory)."""
+    from infocam_jax.data import cub
+    if int(config.num_classes) != cub.NUM_CLASSES:
+        raise ValueError(f"config.num_classes={config.num_classes} but CUB has {cub.NUM_CLASSES}")
+    if config.multi_label:
+        raise ValueError("config.multi_label=True but CUB is single-label")
+    srcs = cub.catalog_sources(data_dir=data_dir(config))
+    counts = np.asarray(srcs["train_label_counts"], np.float64)
+    return _Opened("cub", srcs.__getitem__, cub.NUM_CLASSES, 3,
+                   bool(config.get("random_flip", True)), lambda _: counts / counts.sum())
+
+
 def _open_builder(config) -> _Opened:
     import tensorflow_datasets as tfds
 
-    builder = _prepare_builder(config)
+    try:
+        builder = _prepare_builder(config)
+    except FileNotFoundError:
+        from infocam_jax.data import cub
+        if config.dataset != "cub" or not cub.tensorflow_available():
+            raise
+        logging.warning("CUB manual directory not found; falling back to the tfds catalog "
+                        "builder caltech_birds2011 (TensorFlow is installed)")
+        return _open_cub_catalog(config)
     features = builder.info.features
     label_feature = features["label"] if "label" in features else None
     num_classes = int(config.num_classes)
@@ -165,6 +186,9 @@ def _open_builder(config) -> _Opened:
             raise ValueError(
                 f"config.num_classes={num_classes} but dataset {config.dataset!r} has "
                 f"{label_feature.num_classes} classes")
+    if config.multi_label and "labels" not in features:
+        raise ValueError(f"config.multi_label=True but dataset {config.dataset!r} has no "
+                         f"multi-hot 'labels' (single-label dataset)")
     channels = features["image"].shape[-1]
     sources: dict = {}
     lock = threading.Lock()
