@@ -275,3 +275,11 @@ def test_missing_manual_dir_error_through_pipeline(tmp_path, dataset, needle):
                          manual_dir=str(tmp_path / "absent"), num_classes=200, max_boxes=1)
     with pytest.raises(FileNotFoundError, match=needle):
         data.get_info(config)
+
+
+def test_flip_policy():
+    for name in ("digits", "multi_mnist", "cluttered_mnist"):
+        assert not pipeline.random_flip(make_config(dataset=name))
+    for name in ("cub", "tiny_imagenet", "synthetic"):
+        assert pipeline.random_flip(make_config(dataset=name))
+    assert not pipeline.random_flip(make_config(dataset="cub", random_flip=False))

@@ -74,7 +74,6 @@ class _Opened:
     sources: Callable[[str], Sequence[dict]]
     num_classes: int
     channels: int
-    flip: bool
     label_prior_fn: Callable[[bool], np.ndarray]
     class_names: tuple | None = None
 
@@ -108,6 +107,12 @@ def _prior_from_labels(labels: np.ndarray, num_classes: int, multi_label: bool) 
     return counts / max(counts.sum(), 1.0)
 
 
+def random_flip(config) -> bool:
+    """Training flips for natural images (cub, tiny_imagenet, synthetic), never for digits (a
+    mirrored digit is another glyph); ``config.random_flip`` overrides."""
+    return bool(config.get("random_flip", _FLIP_BY_DEFAULT.get(config.dataset, False)))
+
+
 def _open_synthetic(config) -> _Opened:
     sizes = synthetic.split_sizes(config.get("num_train_examples", 64),
                                   config.get("num_test_examples", 32))
@@ -129,8 +134,7 @@ def _open_synthetic(config) -> _Opened:
         return _prior_from_labels([src.label(i)[0] for i in range(len(src))],
                                   config.num_classes, False)
 
-    return _Opened("synthetic", srcs.__getitem__, int(config.num_classes), channels,
-                   bool(config.get("random_flip", True)), prior)
+    return _Opened("synthetic", srcs.__getitem__, int(config.num_classes), channels, prior)
 
 
 def _prepare_builder(config):
@@ -162,8 +166,7 @@ def _open_cub_catalog(config) -> _Opened:
         raise ValueError("config.multi_label=True but CUB is single-label")
     srcs = cub.catalog_sources(data_dir=data_dir(config))
     counts = np.asarray(srcs["train_label_counts"], np.float64)
-    return _Opened("cub", srcs.__getitem__, cub.NUM_CLASSES, 3,
-                   bool(config.get("random_flip", True)), lambda _: counts / counts.sum())
+    return _Opened("cub", srcs.__getitem__, cub.NUM_CLASSES, 3, lambda _: counts / counts.sum())
 
 
 def _open_builder(config) -> _Opened:
@@ -229,8 +232,7 @@ def _open_builder(config) -> _Opened:
         return value
 
     names = metadata.get("class_names")
-    flip = bool(config.get("random_flip", _FLIP_BY_DEFAULT.get(config.dataset, False)))
-    return _Opened(config.dataset, source, num_classes, int(channels), flip, prior,
+    return _Opened(config.dataset, source, num_classes, int(channels), prior,
                    tuple(names) if names else None)
 
 
@@ -337,7 +339,8 @@ def _example_fn(config, opened: _Opened, src, *, training: bool, epoch: int, see
     multi_label = bool(config.multi_label)
     m = opened.num_classes
     kwargs = dict(image_size=image_size, resize_size=int(config.get("resize_size", 0)),
-                  eval_protocol=config.get("eval_protocol", "center_crop"), flip=opened.flip)
+                  eval_protocol=config.get("eval_protocol", "center_crop"),
+                  flip=random_flip(config))
     pad_image = transforms.normalize(np.zeros(image_size + (opened.channels,), np.uint8))
     warned = []
 
