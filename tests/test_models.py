@@ -58,12 +58,12 @@ def test_output_shapes_and_feature_resolution(name, channels, size, fmap):
 def digits():
     model = models.create("digits_cnn", 10)
     x = jax.random.uniform(jax.random.key(1), (3, 28, 56, 1))
-    variables = jax.jit(model.init)(jax.random.key(0), x)
-    return model, variables, x
+    init = jax.jit(lambda key: model.init(key, x))  # one compilation for every seed
+    return model, init(jax.random.key(0)), x, init
 
 
 def test_digits_shapes_and_gap_consistency(digits):
-    model, variables, x = digits
+    model, variables, x, _ = digits
     logits, features = jax.jit(lambda v, x: model.apply(v, x))(variables, x)
     chex.assert_shape(logits, (3, 10))
     chex.assert_shape(features, (3, 7, 14, 64))
@@ -83,16 +83,15 @@ def test_digits_other_input_sizes(shape, fmap):
 
 
 def test_init_reproducible_from_seed(digits):
-    model, variables, x = digits
-    again = jax.jit(model.init)(jax.random.key(0), x)
-    chex.assert_trees_all_equal(variables, again)
-    other = jax.jit(model.init)(jax.random.key(1), x)
+    _, variables, _, init = digits
+    chex.assert_trees_all_equal(variables, init(jax.random.key(0)))
+    other = init(jax.random.key(1))
     assert not np.allclose(other["params"]["conv1_1"]["kernel"],
                            variables["params"]["conv1_1"]["kernel"])
 
 
 def test_jit_does_not_retrace(digits):
-    model, variables, x = digits
+    model, variables, x, _ = digits
 
     @jax.jit
     @chex.assert_max_traces(n=1)
@@ -152,7 +151,7 @@ def test_adl_random_branch_both_reachable_and_deterministic(adl_input):
 
 
 def test_adl_in_model_train_eval_and_maps(digits):
-    _, base_variables, x = digits
+    _, base_variables, x, _ = digits
     model = models.create("digits_cnn", 10, adl_positions="1M 32", adl_drop_rate=1.0)
     variables = base_variables  # ADL has no parameters: same variables
     plain_logits, _ = models.create("digits_cnn", 10).apply(variables, x)
@@ -175,7 +174,7 @@ def test_adl_in_model_train_eval_and_maps(digits):
 
 
 def test_adl_needs_rng_in_training(digits):
-    _, variables, x = digits
+    _, variables, x, _ = digits
     model = models.create("digits_cnn", 10, adl_positions="32")
     with pytest.raises(Exception, match="adl"):
         model.apply(variables, x, train=True)

@@ -87,9 +87,9 @@ def key_map(arch: str, include_head: bool = False) -> Dict[str, Tuple[Tuple[str,
 def _ignored(arch: str, key: str, include_head: bool) -> bool:
     if key.endswith("num_batches_tracked"):
         return True
-    if include_head:
-        return False
-    return key.startswith("classifier.") if arch == "vgg16" else key.startswith("fc.")
+    if arch == "vgg16" and key.startswith("classifier."):
+        return True  # torchvision's fully connected classifier has no WSOL counterpart
+    return not include_head and key.startswith("fc.")
 
 
 def convert_state_dict(arch: str, state_dict: Mapping[str, Any], variables: Mapping[str, Any],
@@ -122,7 +122,7 @@ def convert_state_dict(arch: str, state_dict: Mapping[str, Any], variables: Mapp
         if key not in state:
             continue
         collection, leaf, transform = _KINDS[kind]
-        value = transform(np.asarray(_to_numpy(state[key]), dtype=np.float32))
+        value = np.array(transform(np.asarray(_to_numpy(state[key]), dtype=np.float32)))  # copy
         node = out.get(collection, {})
         for p in path:
             node = node.get(p, {}) if isinstance(node, dict) else {}
@@ -174,14 +174,29 @@ def convert_file(arch: str, path: str, num_classes: int, seed: int = 0,
                  include_head: bool = False) -> Dict[str, Any]:
     """Loads a torchvision state dict file and returns variables for ``num_classes`` classes.
 
-    The new layers are initialised from ``jax.random.key(seed)``.
+    The layers the file does not provide (head; VGG conv6) are initialised as the models do
+    (conv kernels He-normal on fan-out, Dense kernel N(0, 0.01^2), zero biases) from a NumPy
+    generator seeded with ``seed``; this avoids compiling the whole model's init.
     """
     from infocam_jax import models  # pylint: disable=import-outside-toplevel
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(ARCHS)}")
     state = load_state_dict(path)
     model = models.create(ARCHS[arch], num_classes)
-    variables = jax.jit(model.init)(jax.random.key(seed), jnp.zeros((1, 32, 32, 3), jnp.float32))
+    abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    rng = np.random.default_rng(seed)
+
+    def fresh(path_, leaf):
+        name = path_[-1].key
+        if name == "kernel" and len(leaf.shape) == 4:  # HWIO, fan-out = k * k * O
+            std = np.sqrt(2.0 / (leaf.shape[0] * leaf.shape[1] * leaf.shape[3]))
+            return (rng.standard_normal(leaf.shape) * std).astype(np.float32)
+        if name == "kernel":
+            return (rng.standard_normal(leaf.shape) * 0.01).astype(np.float32)
+        value = 1.0 if name in ("scale", "var") else 0.0
+        return np.full(leaf.shape, value, np.float32)
+
+    variables = jax.tree_util.tree_map_with_path(fresh, abstract)
     return convert_state_dict(arch, state, variables, include_head)
 
 
