@@ -163,6 +163,9 @@ def test_get_info_synthetic():
     np.testing.assert_allclose(info.label_prior, want)
     single = data.get_info(make_config()).label_prior
     assert single.shape == (5,) and np.isclose(single.sum(), 1.0)
+    # file-based configs leave the sizes at 0: synthetic falls back to 64 / 32
+    sizes = data.get_info(make_config(num_train_examples=0, num_test_examples=0)).num_examples
+    assert sizes == {"train": 64, "validation": 16, "test": 16}
 
 
 def test_errors():

@@ -114,8 +114,9 @@ def random_flip(config) -> bool:
 
 
 def _open_synthetic(config) -> _Opened:
-    sizes = synthetic.split_sizes(config.get("num_train_examples", 64),
-                                  config.get("num_test_examples", 32))
+    # Configs of file-based sets leave the sizes at 0: fall back to a small default.
+    sizes = synthetic.split_sizes(config.get("num_train_examples", 0) or 64,
+                                  config.get("num_test_examples", 0) or 32)
     channels = int(config.get("synthetic_channels", 0)
                    or (1 if config.get("model", "") == "digits_cnn" else 3))
     make = lambda split: synthetic.SyntheticSource(
