@@ -1,0 +1,282 @@
+"""Score maps to boxes, following the WSOL evaluation protocol of Choe et al. (CVPR 2020).
+
+Pipeline (all batched and jit-compiled, no Python loop over images or thresholds):
+
+1. :func:`upsample` a ``[B, h, w]`` map to the image size like ``cv2.resize`` (``INTER_CUBIC``:
+   Keys kernel a = -0.75, half-pixel centres, replicated border; or ``INTER_LINEAR``).
+2. :func:`normalize` each map to [0, 1] by min-max (constant or non-finite map -> all zeros).
+3. For each threshold ``t``: quantise ``q = uint8(255 * s)`` (truncation, as ``np.uint8`` does),
+   foreground ``q > int(t * max(q))`` with the integer computed in float64 exactly as NumPy
+   does, 8-connected components, and either
+   * :func:`largest_box`: the bounding box of the component whose outer contour has the largest
+     area as ``cv2.contourArea`` measures it (polygon through the boundary pixel centres, so a
+     one-pixel-wide region has area 0); on equal areas the component whose first pixel in
+     raster order comes last wins (OpenCV lists contours in that order and Python's ``max``
+     keeps the first maximum); or
+   * :func:`max_contour_iou`: the best IoU with the ground truth over the boxes of every
+     contour ``cv2.findContours(RETR_TREE)`` lists: each component's outer contour and each
+     hole's contour (a hole, a 4-connected background region enclosed by a component, has a
+     contour through the foreground pixels around it, so its box is the hole's box grown by one
+     pixel).
+   A box is ``(x0, y0, x1, y1)`` with ``x1 = min(x_max + 1, W - 1)``, ``y1 = min(y_max + 1,
+   H - 1)`` (``cv2.boundingRect`` gives ``x + w`` and the protocol clips it); no foreground gives
+   ``(0, 0, 0, 0)``.
+
+How: level sets of a uint8 map are nested, so one union-find pass over the pixels in descending
+value order yields every component at every one of the 256 levels at once (see
+:mod:`infocam_jax._components`); the T thresholds are then a gather. The contour area of a
+component's outer contour equals the cell count (2x2 pixel cells fully inside count 1, cells
+with 3 of 4 pixels count 1/2) of the component with its holes filled, so the largest-box pass
+runs on the grayscale hole-filled map (whose level sets are exactly the filled top-level
+components; nested components are never the largest).
+
+Thresholds are host-side values (Python/NumPy, float64): the ``[T, 256]`` table of
+``int(t * m)`` is built on the host with NumPy. Under ``jit`` the score maps cannot be checked
+for range or NaN: values outside [0, 1] then give boxes of the clipped quantisation, silently.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from infocam_jax import _components
+
+_METHODS = ("bicubic", "bilinear")
+_CUBIC_A = -0.75
+
+
+# --------------------------------------------------------------------------------------------
+# Input checks
+# --------------------------------------------------------------------------------------------
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _check_maps(maps, name: str, unit_range: bool):
+    maps = jnp.asarray(maps)
+    if maps.ndim != 3:
+        raise ValueError(f"{name} must have shape [B, H, W] (rank 3), got shape {maps.shape}")
+    if min(maps.shape[1:]) < 1:
+        raise ValueError(f"{name} must have H, W >= 1, got shape {maps.shape}")
+    if unit_range and _is_concrete(maps) and maps.size:
+        values = np.asarray(maps)
+        if not np.all((values >= 0) & (values <= 1)):
+            finite = values[np.isfinite(values)]
+            span = f"[{finite.min()}, {finite.max()}]" if finite.size else "(none finite)"
+            raise ValueError(
+                f"{name} must lie in [0, 1] (use boxes.scoremaps / boxes.normalize), got finite "
+                f"values in {span}, NaN present: {bool(np.isnan(values).any())}")
+    return maps.astype(jnp.float32)
+
+
+def _check_thresholds(thresholds) -> np.ndarray:
+    if isinstance(thresholds, jax.core.Tracer):
+        raise ValueError("thresholds must be concrete host values (Python/NumPy [T]), not traced")
+    values = np.asarray(thresholds, np.float64)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"thresholds must be a non-empty 1-D array [T], got shape {values.shape}")
+    if not np.all((values >= 0) & (values <= 1)):
+        raise ValueError(f"thresholds must lie in [0, 1], got values in "
+                         f"[{np.nanmin(values)}, {np.nanmax(values)}]")
+    return values
+
+
+def _check_gt(gt_boxes, gt_valid, batch: int):
+    gt_boxes = jnp.asarray(gt_boxes)
+    gt_valid = jnp.asarray(gt_valid)
+    if gt_boxes.ndim != 3 or gt_boxes.shape[0] != batch or gt_boxes.shape[2] != 4:
+        raise ValueError(f"gt_boxes must have shape [B, G, 4] with B = {batch}, "
+                         f"got shape {gt_boxes.shape}")
+    if gt_valid.shape != gt_boxes.shape[:2]:
+        raise ValueError(f"gt_valid must have shape [B, G] = {gt_boxes.shape[:2]}, "
+                         f"got shape {gt_valid.shape}")
+    if _is_concrete(gt_boxes) and _is_concrete(gt_valid):
+        b, ok = np.asarray(gt_boxes), np.asarray(gt_valid, bool)
+        bad = ok & ((b[..., 2] < b[..., 0]) | (b[..., 3] < b[..., 1]))
+        if bad.any():
+            i, g = np.argwhere(bad)[0]
+            raise ValueError(f"gt_boxes must satisfy x0 <= x1 and y0 <= y1, got "
+                             f"gt_boxes[{i}, {g}] = {b[i, g].tolist()}")
+    return gt_boxes.astype(jnp.int32), gt_valid.astype(bool)
+
+
+def level_table(thresholds) -> np.ndarray:
+    """int32 ``[T, 256]``: ``int(t * m)`` for each threshold t and map maximum m = 0..255.
+
+    Computed in float64 exactly as the protocol's ``int(threshold * np.max(uint8_map))``.
+    """
+    t = _check_thresholds(thresholds)
+    return np.floor(t[:, None] * np.arange(256, dtype=np.float64)[None, :]).astype(np.int32)
+
+
+# --------------------------------------------------------------------------------------------
+# Upsampling and normalisation
+# --------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=32)
+def _resize_matrix(n_in: int, n_out: int, method: str) -> np.ndarray:
+    """float32 ``[n_out, n_in]`` interpolation weights of ``cv2.resize`` along one axis."""
+    scale = n_in / n_out
+    x = (np.arange(n_out) + 0.5) * scale - 0.5
+    sx = np.floor(x)
+    f = x - sx
+    sx = sx.astype(np.int64)
+    mat = np.zeros((n_out, n_in), np.float64)
+    rows = np.arange(n_out)
+    if method == "bilinear":
+        low = sx < 0
+        high = sx >= n_in - 1
+        f = np.where(low | high, 0.0, f)
+        sx = np.clip(sx, 0, n_in - 1)
+        np.add.at(mat, (rows, sx), 1.0 - f)
+        np.add.at(mat, (rows, np.minimum(sx + 1, n_in - 1)), f)
+        return mat.astype(np.float32)
+    a = _CUBIC_A
+    w0 = ((a * (f + 1) - 5 * a) * (f + 1) + 8 * a) * (f + 1) - 4 * a
+    w1 = ((a + 2) * f - (a + 3)) * f * f + 1
+    w2 = ((a + 2) * (1 - f) - (a + 3)) * (1 - f) * (1 - f) + 1
+    w3 = 1.0 - w0 - w1 - w2
+    for k, w in zip(range(-1, 3), (w0, w1, w2, w3)):
+        np.add.at(mat, (rows, np.clip(sx + k, 0, n_in - 1)), w)
+    return mat.astype(np.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("size", "method"))
+def _upsample(maps, size, method):
+    wy = jnp.asarray(_resize_matrix(maps.shape[1], size[0], method))
+    wx = jnp.asarray(_resize_matrix(maps.shape[2], size[1], method))
+    return jnp.einsum("Hh,bhw,Ww->bHW", wy, maps, wx, precision=jax.lax.Precision.HIGHEST)
+
+
+def upsample(maps, size, method: str = "bicubic"):
+    """Resize maps like ``cv2.resize(m, (W, H), interpolation=INTER_CUBIC | INTER_LINEAR)``.
+
+    Args:
+      maps: float ``[B, h, w]``.
+      size: ``(H, W)`` output size.
+      method: ``"bicubic"`` (Keys a = -0.75, replicated border) or ``"bilinear"``.
+
+    Returns:
+      float32 ``[B, H, W]`` (equal to OpenCV's up to float32 rounding of the summation order).
+    """
+    maps = _check_maps(maps, "maps", unit_range=False)
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    size = tuple(int(s) for s in size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"size must be (H, W) with H, W >= 1, got {size}")
+    return _upsample(maps, size, method)
+
+
+@jax.jit
+def _normalize(maps):
+    lo = jnp.min(maps, axis=(1, 2), keepdims=True)
+    hi = jnp.max(maps, axis=(1, 2), keepdims=True)
+    shifted = maps - lo
+    span = jnp.max(shifted, axis=(1, 2), keepdims=True)
+    bad = ~jnp.all(jnp.isfinite(maps), axis=(1, 2), keepdims=True) | (lo == hi)
+    # A true per-element division, as NumPy does: XLA would otherwise turn the division by a
+    # broadcast into a multiplication by a reciprocal, one ulp off for some values.
+    span = jax.lax.optimization_barrier(jnp.broadcast_to(jnp.where(bad, 1.0, span), maps.shape))
+    return jnp.where(bad, 0.0, shifted / span)
+
+
+def normalize(maps):
+    """Per-map min-max normalisation to [0, 1], as the protocol's ``normalize_scoremap``.
+
+    ``s = (m - min) / max(m - min)`` in float32; a constant map or one containing any NaN or
+    infinity becomes all zeros.
+
+    Args:
+      maps: float ``[B, H, W]``.
+
+    Returns:
+      float32 ``[B, H, W]`` in [0, 1].
+    """
+    return _normalize(_check_maps(maps, "maps", unit_range=False))
+
+
+def scoremaps(maps, size, method: str = "bicubic"):
+    """``normalize(upsample(maps, size, method))``: float32 ``[B, H, W]`` in [0, 1]."""
+    return normalize(upsample(maps, size, method))
+
+
+# --------------------------------------------------------------------------------------------
+# Boxes
+# --------------------------------------------------------------------------------------------
+def _quantize(scoremaps):
+    """uint8 quantisation ``np.uint8(s * 255)`` (float32 product, truncation) as int32."""
+    return jnp.clip(scoremaps * jnp.float32(255), 0, 255).astype(jnp.int32)
+
+
+def _levels(q, table):
+    """Per-image foreground level ``int(t * max(q))``: ``[B, T]`` int32."""
+    maxq = jnp.max(q, axis=(1, 2))
+    return jnp.take(table, maxq, axis=1).T
+
+
+@jax.jit
+def _largest_box(scoremaps, table):
+    _, h, w = scoremaps.shape
+    q = _quantize(scoremaps)
+    raw, found = _components.largest_components(_components.fill_holes(q))
+    boxes = jnp.stack([raw[..., 0], raw[..., 1], jnp.minimum(raw[..., 2] + 1, w - 1),
+                       jnp.minimum(raw[..., 3] + 1, h - 1)], axis=-1)
+    boxes = jnp.where(found[..., None], boxes, 0)
+    levels = _levels(q, table)
+    return jnp.take_along_axis(boxes, levels[..., None], axis=1)
+
+
+def largest_box(scoremaps, thresholds):
+    """Box of the largest contour at each threshold, as the WSOL protocol extracts it.
+
+    Args:
+      scoremaps: float ``[B, H, W]`` in [0, 1] (see :func:`scoremaps`).
+      thresholds: host array ``[T]`` in [0, 1] (Python/NumPy values, converted to float64).
+
+    Returns:
+      int32 ``[B, T, 4]`` boxes ``(x0, y0, x1, y1)``; ``(0, 0, 0, 0)`` where the foreground
+      ``q > int(t * max(q))`` is empty.
+    """
+    scoremaps = _check_maps(scoremaps, "scoremaps", unit_range=True)
+    table = jnp.asarray(level_table(thresholds))
+    return _largest_box(scoremaps, table)
+
+
+@jax.jit
+def _multi_iou(scoremaps, table, gt_boxes, gt_valid):
+    q = _quantize(scoremaps)
+    best = _components.best_contour_iou(q, gt_boxes, gt_valid)           # [B, 256]
+    per_t = jnp.take_along_axis(best, _levels(q, table), axis=1)         # [B, T]
+    empty = _components.iou_with_gt(jnp.zeros((q.shape[0], 1, 4), jnp.int32), gt_boxes,
+                                    gt_valid)
+    return jnp.where(per_t < 0, empty, per_t)
+
+
+def max_contour_iou(scoremaps, thresholds, gt_boxes, gt_valid, multi_contour: bool = False):
+    """Best IoU with the ground truth of the protocol's contour boxes, at each threshold.
+
+    The IoU counts pixels inclusively (``(x1 - x0 + 1) * (y1 - y0 + 1)``, intersection clamped
+    at 0) and is maximised over the valid GT boxes and over the contour boxes considered: only
+    the largest contour's box (``multi_contour=False``, MaxBoxAcc) or the box of every contour
+    ``cv2.findContours(RETR_TREE)`` lists, outer and hole contours alike (``True``,
+    MaxBoxAccV2). No foreground gives the box ``(0, 0, 0, 0)``, which is then scored.
+
+    Args:
+      scoremaps: float ``[B, H, W]`` in [0, 1].
+      thresholds: host array ``[T]`` in [0, 1].
+      gt_boxes: int ``[B, G, 4]`` ``(x0, y0, x1, y1)``, inclusive pixel coordinates.
+      gt_valid: bool ``[B, G]``; an image without a valid GT box scores 0.
+      multi_contour: static bool.
+
+    Returns:
+      float32 ``[B, T]``.
+    """
+    scoremaps = _check_maps(scoremaps, "scoremaps", unit_range=True)
+    gt_boxes, gt_valid = _check_gt(gt_boxes, gt_valid, scoremaps.shape[0])
+    table = jnp.asarray(level_table(thresholds))
+    if not multi_contour:
+        return _components.iou_with_gt(_largest_box(scoremaps, table), gt_boxes, gt_valid)
+    return _multi_iou(scoremaps, table, gt_boxes, gt_valid)
