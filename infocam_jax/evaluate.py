@@ -230,29 +230,36 @@ def _default_kernel_fn():
 
 # ----------------------------------------------------------------------------- counters
 
+def _stack(trees):
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _kind(tree, index: int):
+    return jax.tree_util.tree_map(lambda x: x[index], tree)
+
+
 def init_counts(settings: EvalSettings) -> dict[str, Any]:
     """Zero metric counters for one device: a pytree of ``metrics`` count dataclasses.
 
-    Single-label: per map kind a ``LocalizationCounts`` (top-1/top-5, GT-known, Top-1 Loc at
+    Every counter has a leading axis over ``settings.map_kinds`` (the kinds go through box
+    extraction together, vmapped, which compiles the box code once rather than per kind).
+    Single-label: a ``LocalizationCounts`` (top-1/top-5, GT-known, Top-1 Loc at
     ``cam_threshold``), a ``BoxAccuracyCounts`` (largest box, IoU ``iou_threshold``: MaxBoxAcc)
     and a ``BoxAccuracyCounts`` (every contour, IoU 0.3/0.5/0.7: MaxBoxAccV2).
-    Multi-label: per map kind a ``MultiLabelCounts``, plus the exact-match count.
+    Multi-label: a ``MultiLabelCounts``, plus the (kind-independent) exact-match count.
     """
     grid = settings.box_thresholds
+    n = len(settings.map_kinds)
     if settings.multi_label:
         return {"exact": jnp.zeros((), jnp.int32),
-                "ml": {k: metrics.MultiLabelCounts.empty(settings.num_classes,
-                                                         settings.cam_threshold,
-                                                         settings.iou_threshold)
-                       for k in settings.map_kinds}}
+                "ml": _stack([metrics.MultiLabelCounts.empty(
+                    settings.num_classes, settings.cam_threshold, settings.iou_threshold)] * n)}
     return {
-        "loc": {k: metrics.LocalizationCounts.empty(settings.cam_threshold,
-                                                    settings.iou_threshold)
-                for k in settings.map_kinds},
-        "box": {k: metrics.BoxAccuracyCounts.empty(grid, (settings.iou_threshold,), False)
-                for k in settings.map_kinds},
-        "box_v2": {k: metrics.BoxAccuracyCounts.empty(grid, V2_IOU_THRESHOLDS, True)
-                   for k in settings.map_kinds},
+        "loc": _stack([metrics.LocalizationCounts.empty(settings.cam_threshold,
+                                                        settings.iou_threshold)] * n),
+        "box": _stack([metrics.BoxAccuracyCounts.empty(
+            grid, (settings.iou_threshold,), False)] * n),
+        "box_v2": _stack([metrics.BoxAccuracyCounts.empty(grid, V2_IOU_THRESHOLDS, True)] * n),
     }
 
 
@@ -293,21 +300,29 @@ def eval_step(settings: EvalSettings, model, kernel_fn, variables, batch: Batch,
     return update(settings, logits, features, kernel, batch, valid, counts)
 
 
+def _stacked_scoremaps(settings, maps):
+    """``[kinds, ..., h, w]`` maps -> ``[kinds, ..., H, W]`` score maps in one call."""
+    flat = maps.reshape((-1,) + maps.shape[-2:])
+    sm = boxes.scoremaps(flat, settings.image_size, settings.upsample)
+    return sm.reshape(maps.shape[:-2] + tuple(settings.image_size))
+
+
 def _single_label_update(settings, logits, features, kernel, batch, valid, counts):
     labels = batch["label"].astype(jnp.int32)
     gt_boxes = batch["boxes"].astype(jnp.int32)
     gt_valid = batch["box_valid"].astype(bool)
     maps = class_maps(settings.map_kinds, features, kernel, labels, logits=logits,
                       region_size=settings.region_size)
-    new = {"loc": {}, "box": {}, "box_v2": {}}
+    sm = _stacked_scoremaps(settings, jnp.stack([maps[k] for k in settings.map_kinds]))
+
     # Top-1 Loc from the GT-class map: see the module docstring.
-    for kind in settings.map_kinds:
-        sm = boxes.scoremaps(maps[kind], settings.image_size, settings.upsample)
-        new["loc"][kind] = counts["loc"][kind].update(logits, labels, sm, gt_boxes, gt_valid,
-                                                      valid)
-        new["box"][kind] = counts["box"][kind].update(sm, gt_boxes, gt_valid, valid)
-        new["box_v2"][kind] = counts["box_v2"][kind].update(sm, gt_boxes, gt_valid, valid)
-    return new
+    def per_kind(loc, box, box_v2, sm):
+        return (loc.update(logits, labels, sm, gt_boxes, gt_valid, valid),
+                box.update(sm, gt_boxes, gt_valid, valid),
+                box_v2.update(sm, gt_boxes, gt_valid, valid))
+
+    loc, box, box_v2 = jax.vmap(per_kind)(counts["loc"], counts["box"], counts["box_v2"], sm)
+    return {"loc": loc, "box": box, "box_v2": box_v2}
 
 
 def _multi_label_update(settings, logits, features, kernel, batch, valid, counts):
@@ -315,20 +330,21 @@ def _multi_label_update(settings, logits, features, kernel, batch, valid, counts
     gt_boxes = batch["boxes"].astype(jnp.int32)                            # [B, G, 4]
     box_labels = batch["box_labels"].astype(jnp.int32)                     # [B, G]
     box_valid = batch["box_valid"].astype(bool)
-    b, g = box_labels.shape
+    g = box_labels.shape[1]
     # One slot per present label (at most G per image), matched to that label's box(es).
     slot_labels, slot_valid = metrics.present_label_slots(targets, min(g, settings.num_classes))
     exact = jnp.all(metrics.multilabel_cls_correct(logits, targets), axis=-1) & valid
-    new = {"exact": counts["exact"] + jnp.sum(exact, dtype=jnp.int32), "ml": {}}
-    for kind in settings.map_kinds:
-        maps = multilabel_class_maps(kind, features, kernel, slot_labels,
-                                     region_size=settings.region_size)    # [B, L, h, w]
-        sm = boxes.scoremaps(maps.reshape((-1,) + maps.shape[2:]), settings.image_size,
-                             settings.upsample).reshape((b, -1) + tuple(settings.image_size))
-        new["ml"][kind] = counts["ml"][kind].update(logits, targets, sm, slot_labels,
-                                                    slot_valid, gt_boxes, box_labels,
-                                                    box_valid, valid)
-    return new
+    maps = jnp.stack([multilabel_class_maps(k, features, kernel, slot_labels,
+                                            region_size=settings.region_size)
+                      for k in settings.map_kinds])                        # [kinds, B, L, h, w]
+    sm = _stacked_scoremaps(settings, maps)
+
+    def per_kind(ml, sm):
+        return ml.update(logits, targets, sm, slot_labels, slot_valid, gt_boxes, box_labels,
+                         box_valid, valid)
+
+    return {"exact": counts["exact"] + jnp.sum(exact, dtype=jnp.int32),
+            "ml": jax.vmap(per_kind)(counts["ml"], sm)}
 
 
 # ----------------------------------------------------------------------------- results
@@ -340,9 +356,9 @@ def _float(x) -> float:
 def finalize(settings: EvalSettings, counts: Mapping[str, Any]) -> dict[str, float]:
     """Turns summed counters (the structure of :func:`init_counts`) into the results dict."""
     res: dict[str, float] = {}
+    kinds = settings.map_kinds
     if settings.multi_label:
-        kinds = list(counts["ml"])
-        first = counts["ml"][kinds[0]]
+        first = _kind(counts["ml"], 0)
         n = int(first.count)
         res["num_images"] = float(n)
         cls = first.result()
@@ -351,28 +367,28 @@ def finalize(settings: EvalSettings, counts: Mapping[str, Any]) -> dict[str, flo
         res["cls_acc"] = _float(cls["mean_cls_acc"])
         res["exact_match"] = int(counts["exact"]) / n if n else float("nan")
         res["accuracy"] = res["cls_acc"]
-        for kind in kinds:
-            r = counts["ml"][kind].result()
+        for i, kind in enumerate(kinds):
+            r = _kind(counts["ml"], i).result()
             res[f"{kind}/loc_acc"] = _float(r["loc_acc_all"])
             for c in range(settings.num_classes):
                 res[f"{kind}/loc_acc/{c}"] = _float(r["loc_acc"][c])
         return res
-    kinds = list(counts["loc"])
-    res["num_images"] = float(int(counts["loc"][kinds[0]].count))
-    first = counts["loc"][kinds[0]].result()
-    res["top1_cls"] = _float(first["top1_cls"])
-    res["top5_cls"] = _float(first["top5_cls"])
+    first = _kind(counts["loc"], 0)
+    res["num_images"] = float(int(first.count))
+    cls = first.result()
+    res["top1_cls"] = _float(cls["top1_cls"])
+    res["top5_cls"] = _float(cls["top5_cls"])
     res["accuracy"] = res["top1_cls"]
-    for kind in kinds:
-        loc = counts["loc"][kind].result()
+    for i, kind in enumerate(kinds):
+        loc = _kind(counts["loc"], i).result()
         res[f"{kind}/gt_known_loc"] = _float(loc["gt_known_loc"])
         res[f"{kind}/top1_loc"] = _float(loc["top1_loc"])
-        box = counts["box"][kind].result()
+        box = _kind(counts["box"], i).result()
         res[f"{kind}/max_box_acc"] = _float(box["max_box_acc"][0])
         res[f"{kind}/max_box_acc_threshold"] = _float(box["best_threshold"][0])
-        v2 = counts["box_v2"][kind].result()
-        for i, iou in enumerate(V2_IOU_THRESHOLDS):
-            res[f"{kind}/max_box_acc_v2_iou{round(100 * iou)}"] = _float(v2["max_box_acc"][i])
+        v2 = _kind(counts["box_v2"], i).result()
+        for j, iou in enumerate(V2_IOU_THRESHOLDS):
+            res[f"{kind}/max_box_acc_v2_iou{round(100 * iou)}"] = _float(v2["max_box_acc"][j])
         res[f"{kind}/max_box_acc_v2"] = _float(v2["mean_max_box_acc"])
     return res
 
@@ -399,7 +415,14 @@ def make_eval_step(settings: EvalSettings, model, *, num_devices: int,
       ``f(replicated_variables, sharded_batch, sharded_counts) -> sharded_counts``; every
       input and output has a leading device axis; the counters' buffers are donated.
     """
-    step = functools.partial(eval_step, settings, model, kernel_fn or _default_kernel_fn())
+    return _make_eval_step(settings, model, num_devices, kernel_fn or _default_kernel_fn())
+
+
+@functools.lru_cache(maxsize=8)
+def _make_eval_step(settings, model, num_devices, kernel_fn):
+    # Cached so that repeated evaluations (every epoch of a training run) reuse the compiled
+    # step: settings, Flax modules and kernel functions are hashable.
+    step = functools.partial(eval_step, settings, model, kernel_fn)
     return jax.pmap(step, axis_name="batch", devices=jax.local_devices()[:num_devices],
                     donate_argnums=(2,))
 
