@@ -188,18 +188,21 @@ def test_max_box_accuracy_v2(backend, wsol_batch):
 def test_counts_merge_psum_and_valid_mask(backend, wsol_batch):
     maps, gt_boxes, gt_valid = wsol_batch
     whole = metrics.box_accuracy_counts(maps, gt_boxes, gt_valid, THRESHOLDS, (0.5,))
-    first = metrics.box_accuracy_counts(maps[:5], gt_boxes[:5], gt_valid[:5], THRESHOLDS)
-    # Second part padded to 5 with copies of image 0 marked invalid.
-    def pad(x):
-        return np.concatenate([x[5:], x[:2]])
-    second = metrics.box_accuracy_counts(pad(maps), pad(gt_boxes), pad(gt_valid), THRESHOLDS,
-                                         valid=np.array([1, 1, 1, 0, 0], bool))
+    # Two batches of 8 (one shape: one compilation), padded with copies marked invalid.
+    def part(x, lo, hi):
+        return np.concatenate([x[lo:hi], x[:8 - (hi - lo)]])
+
+    valid1, valid2 = np.arange(8) < 5, np.arange(8) < 3
+    first = metrics.box_accuracy_counts(part(maps, 0, 5), part(gt_boxes, 0, 5),
+                                        part(gt_valid, 0, 5), THRESHOLDS, valid=valid1)
+    second = metrics.box_accuracy_counts(part(maps, 5, 8), part(gt_boxes, 5, 8),
+                                         part(gt_valid, 5, 8), THRESHOLDS, valid=valid2)
     merged = first.merge(second)
     chex.assert_trees_all_equal(merged, whole)
     # Streaming update from empty gives the same.
     acc = metrics.BoxAccuracyCounts.empty(THRESHOLDS, (0.5,))
-    acc = acc.update(maps[:5], gt_boxes[:5], gt_valid[:5]).update(
-        pad(maps), pad(gt_boxes), pad(gt_valid), valid=np.array([1, 1, 1, 0, 0], bool))
+    acc = acc.update(part(maps, 0, 5), part(gt_boxes, 0, 5), part(gt_valid, 0, 5), valid1)
+    acc = acc.update(part(maps, 5, 8), part(gt_boxes, 5, 8), part(gt_valid, 5, 8), valid2)
     chex.assert_trees_all_equal(acc, whole)
     # Across devices: lax.psum of the pytree (vmap with a named axis stands in for pmap).
     stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), first, second)
@@ -227,32 +230,35 @@ def test_no_valid_gt_is_never_correct(backend, wsol_batch):
 # ------------------------------------------------------------------ fixed-threshold localisation
 @pytest.fixture(scope="module")
 def known_batch():
-    """4 images with one rectangle blob; GT matches it on images 0, 1, not on 2, 3; a 5th is
-    padding. Logits: top-1 right on 0, 2; label in top-5 (not top-1) on 1; wrong on 3."""
-    maps = np.zeros((5, 32, 32), np.float32)
+    """4 images with one rectangle blob; GT matches it on images 0, 1, not on 2, 3; images 4-7
+    are padding (copies of image 0). Logits: top-1 right on 0, 2; label in top-5 (not top-1)
+    on 1; wrong on 3. Batch 8, 32 x 32 like the other box tests (one compilation)."""
+    maps = np.zeros((8, 32, 32), np.float32)
     maps[:, 8:16, 4:20] = 1.0
     maps[:, 20:22, 25:27] = 0.5  # a smaller second blob
-    gt = np.zeros((5, 2, 4), np.int32)
+    gt = np.zeros((8, 2, 4), np.int32)
     gt[:, 0] = [4, 8, 19, 15]
     gt[2:4, 0] = [24, 24, 31, 31]
     gt[3, 1] = [25, 20, 26, 21]  # second GT box on the small blob: IoU 4/12 < 0.5
-    gt_valid = np.array([[1, 0], [1, 0], [1, 0], [1, 1], [1, 0]], bool)
-    logits = np.tile(np.arange(10, dtype=np.float32)[::-1], (5, 1))  # class 0 ranks first
-    labels = np.array([0, 3, 0, 8, 0], np.int32)
-    valid = np.array([1, 1, 1, 1, 0], bool)
+    gt_valid = np.zeros((8, 2), bool)
+    gt_valid[:, 0] = True
+    gt_valid[3, 1] = True
+    logits = np.tile(np.arange(10, dtype=np.float32)[::-1], (8, 1))  # class 0 ranks first
+    labels = np.array([0, 3, 0, 8, 0, 0, 0, 0], np.int32)
+    valid = np.arange(8) < 4
     return maps, gt, gt_valid, logits, labels, valid
 
 
 def test_gt_known_and_top1_loc(backend, known_batch):
     maps, gt, gt_valid, logits, labels, _ = known_batch
     np.testing.assert_array_equal(metrics.gt_known_loc_correct(maps, gt, gt_valid),
-                                  [1, 1, 0, 0, 1])
+                                  [1, 1, 0, 0, 1, 1, 1, 1])
     np.testing.assert_array_equal(metrics.top1_loc_correct(logits, labels, maps, gt, gt_valid),
-                                  [1, 0, 0, 0, 1])
+                                  [1, 0, 0, 0, 1, 1, 1, 1])
     # A GT box that only the small blob matches is missed at IoU 0.5 (largest box only).
-    gt_small = np.array([[[25, 20, 27, 22]]] * 5, np.int32)
+    gt_small = np.array([[[25, 20, 27, 22], [0, 0, 0, 0]]] * 8, np.int32)
     np.testing.assert_array_equal(
-        metrics.gt_known_loc_correct(maps, gt_small, np.ones((5, 1), bool)), [0] * 5)
+        metrics.gt_known_loc_correct(maps, gt_small, np.arange(2) < np.ones((8, 1))), [0] * 8)
 
 
 def test_localization_counts(backend, known_batch):
@@ -284,45 +290,48 @@ def test_multilabel_cls_correct_and_slots():
 
 
 def test_multilabel_counts(backend):
-    """Double-digit canvases 32 x 64: digit blobs left and/or right, maps per label slot."""
+    """Double-digit canvases: digit blobs left and/or right, one map per label slot.
+
+    4 images x 2 slots of 32 x 32 maps = the [8, 32, 32] shape of the other box tests."""
     num_labels = 4
-    maps = np.zeros((3, 2, 32, 64), np.float32)
-    maps[:, 0, 8:24, 4:24] = 1.0   # slot 0 map: lights the left digit
-    maps[:, 1, 8:24, 40:60] = 1.0  # slot 1 map: lights the right digit
+    maps = np.zeros((4, 2, 32, 32), np.float32)
+    maps[:, 0, 8:24, 2:14] = 1.0   # slot 0 map: lights the left digit
+    maps[:, 1, 8:24, 18:30] = 1.0  # slot 1 map: lights the right digit
     maps[2, 1] = 0.0
-    maps[2, 1, 8:24, 4:24] = 1.0   # image 2: slot 1's map lights the wrong digit
-    slot_labels = np.array([[1, 3], [2, 2], [0, 3]], np.int32)
-    slot_valid = np.array([[1, 1], [1, 0], [1, 1]], bool)
-    gt = np.array([[[4, 8, 23, 23], [40, 8, 59, 23]]] * 3, np.int32)
-    box_labels = np.array([[1, 3], [2, 2], [0, 3]], np.int32)
-    box_valid = np.array([[1, 1], [1, 1], [1, 1]], bool)
+    maps[2, 1, 8:24, 2:14] = 1.0   # image 2: slot 1's map lights the wrong digit
+    maps[3, 1] = 0.0               # image 3: one digit only
+    slot_labels = np.array([[1, 3], [2, 2], [0, 3], [1, 0]], np.int32)
+    slot_valid = np.array([[1, 1], [1, 0], [1, 1], [1, 0]], bool)
+    gt = np.array([[[2, 8, 13, 23], [18, 8, 29, 23]]] * 4, np.int32)
+    box_labels = np.array([[1, 3], [2, 2], [0, 3], [1, 0]], np.int32)
+    box_valid = np.array([[1, 1], [1, 1], [1, 1], [1, 0]], bool)
     # Image 1 has the digit 2 twice: one pair, correct if either GT box is matched.
     loc = metrics.multilabel_loc_correct(maps, slot_labels, slot_valid, gt, box_labels, box_valid)
-    np.testing.assert_array_equal(loc, [[1, 1], [1, 0], [1, 0]])
+    np.testing.assert_array_equal(loc, [[1, 1], [1, 0], [1, 0], [1, 0]])
     # A map against a GT box of another label does not count.
-    wrong_labels = np.array([[3, 1], [2, 2], [0, 3]], np.int32)
+    wrong_labels = np.array([[3, 1], [2, 2], [0, 3], [1, 0]], np.int32)
     np.testing.assert_array_equal(
         metrics.multilabel_loc_correct(maps, wrong_labels, slot_valid, gt, box_labels,
                                        box_valid)[0], [0, 0])
 
-    targets = np.zeros((3, num_labels), np.float32)
-    for b in range(3):
+    targets = np.zeros((4, num_labels), np.float32)
+    for b in range(4):
         targets[b, slot_labels[b][slot_valid[b]]] = 1
     logits = np.where(targets > 0, 1.0, -1.0).astype(np.float32)
     logits[0, 0] = 2.0  # one false positive on label 0
     counts = metrics.multilabel_counts(logits, targets, maps, slot_labels, slot_valid, gt,
                                        box_labels, box_valid)
     result = counts.result()
-    np.testing.assert_allclose(result["cls_acc"], [2 / 3, 1, 1, 1])
-    np.testing.assert_array_equal(counts.loc_count, [1, 1, 1, 2])
-    np.testing.assert_array_equal(counts.loc_correct, [1, 1, 1, 1])
+    np.testing.assert_allclose(result["cls_acc"], [3 / 4, 1, 1, 1])
+    np.testing.assert_array_equal(counts.loc_count, [1, 2, 1, 2])
+    np.testing.assert_array_equal(counts.loc_correct, [1, 2, 1, 1])
     np.testing.assert_allclose(result["loc_acc"], [1, 1, 1, 0.5])
-    np.testing.assert_allclose(result["loc_acc_all"], 4 / 5)
+    np.testing.assert_allclose(result["loc_acc_all"], 5 / 6)
     masked = metrics.MultiLabelCounts.empty(num_labels).update(
         logits, targets, maps, slot_labels, slot_valid, gt, box_labels, box_valid,
-        valid=np.array([1, 1, 0], bool))
-    np.testing.assert_array_equal(masked.loc_count, [0, 1, 1, 1])
-    assert int(masked.count) == 2
+        valid=np.array([1, 1, 0, 1], bool))
+    np.testing.assert_array_equal(masked.loc_count, [0, 2, 1, 1])
+    assert int(masked.count) == 3
 
 
 # ------------------------------------------------------------------ bad input
