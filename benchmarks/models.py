@@ -1,0 +1,196 @@
+"""Throughput of the backbones (jitted forward and train step) side by side with PyTorch eager.
+
+    python benchmarks/models.py                       # both backbones, batch 8, 224x224
+    python benchmarks/models.py --arch=resnet50 --rounds=5 --dtype=bfloat16
+
+For each backbone the JAX and PyTorch measurements alternate within every round (the machine
+is shared, so only ratios measured together mean anything); the median over rounds is
+printed as images/s with the JAX/PyTorch ratio. The train step is SGD with momentum 0.9 on
+softmax cross-entropy, BatchNorm in training mode. The PyTorch networks are written here
+(torchvision is not needed); they are skipped when torch is not installed. Results go to
+stdout only.
+"""
+import statistics
+import time
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from infocam_jax import models
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("arch", ["resnet50", "vgg16_gap"], "backbones to measure.")
+flags.DEFINE_integer("batch", 8, "batch size.")
+flags.DEFINE_integer("size", 224, "square input size.")
+flags.DEFINE_integer("num_classes", 200, "classes of the head.")
+flags.DEFINE_integer("rounds", 3, "alternating measurement rounds (median is reported).")
+flags.DEFINE_integer("iters", 2, "steps per measurement.")
+flags.DEFINE_string("dtype", "float32", "JAX compute dtype (bfloat16 changes results).")
+flags.DEFINE_bool("torch", True, "also measure PyTorch eager when torch is importable.")
+
+
+# --- JAX ---------------------------------------------------------------------------------------
+
+def jax_steps(arch, x, y):
+    """Returns (forward(), train_step()) closures that run one jitted step each and block."""
+    model = models.create(arch, FLAGS.num_classes, dtype=FLAGS.dtype)
+    variables = jax.jit(model.init)(jax.random.key(0), x[:1])
+    has_bn = "batch_stats" in variables
+    tx = optax.sgd(0.01, momentum=0.9)
+    # The train step donates its state: give it its own copy of the buffers.
+    params = jax.tree_util.tree_map(jnp.copy, variables["params"])
+    state = {"params": params,
+             "batch_stats": jax.tree_util.tree_map(jnp.copy, variables.get("batch_stats", {})),
+             "opt": tx.init(params)}
+
+    @jax.jit
+    def forward(variables, x):
+        return model.apply(variables, x, train=False)
+
+    def loss_fn(params, batch_stats, x, y):
+        v = {"params": params, **({"batch_stats": batch_stats} if has_bn else {})}
+        if has_bn:
+            (logits, _), upd = model.apply(v, x, train=True, mutable=["batch_stats"])
+            batch_stats = upd["batch_stats"]
+        else:
+            logits, _ = model.apply(v, x, train=True)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        return loss, batch_stats
+
+    @jax.jit
+    def train_step(state, x, y):
+        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state["params"], state["batch_stats"], x, y)
+        updates, opt = tx.update(grads, state["opt"], state["params"])
+        return {"params": optax.apply_updates(state["params"], updates), "batch_stats": stats,
+                "opt": opt}, loss
+
+    train_step_donated = jax.jit(train_step.__wrapped__, donate_argnums=(0,))
+    holder = {"state": state}
+
+    def run_forward():
+        jax.block_until_ready(forward(variables, x))
+
+    def run_train():
+        holder["state"], loss = train_step_donated(holder["state"], x, y)
+        jax.block_until_ready(loss)
+
+    return run_forward, run_train
+
+
+# --- PyTorch -----------------------------------------------------------------------------------
+
+def torch_steps(arch, x, y):
+    import torch  # pylint: disable=import-outside-toplevel
+    from torch import nn  # pylint: disable=import-outside-toplevel
+
+    class Bottleneck(nn.Module):
+        def __init__(self, inp, width, stride):
+            super().__init__()
+            self.body = nn.Sequential(
+                nn.Conv2d(inp, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(True),
+                nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width),
+                nn.ReLU(True), nn.Conv2d(width, width * 4, 1, bias=False),
+                nn.BatchNorm2d(width * 4))
+            self.down = None
+            if stride != 1 or inp != width * 4:
+                self.down = nn.Sequential(nn.Conv2d(inp, width * 4, 1, stride, bias=False),
+                                          nn.BatchNorm2d(width * 4))
+
+        def forward(self, x):
+            return torch.relu(self.body(x) + (x if self.down is None else self.down(x)))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            if arch == "resnet50":
+                layers = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
+                          nn.ReLU(True), nn.MaxPool2d(3, 2, 1)]
+                inp = 64
+                for n, width, stride in ((3, 64, 1), (4, 128, 2), (6, 256, 2), (3, 512, 1)):
+                    for i in range(n):
+                        layers.append(Bottleneck(inp, width, stride if i == 0 else 1))
+                        inp = width * 4
+            else:
+                layers, inp = [], 3
+                for v in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+                          512, 512, 512, 1024):
+                    if v == "M":
+                        layers.append(nn.MaxPool2d(2, 2))
+                    else:
+                        layers += [nn.Conv2d(inp, v, 3, padding=1), nn.ReLU(True)]
+                        inp = v
+            self.features = nn.Sequential(*layers)
+            self.fc = nn.Linear(inp, FLAGS.num_classes)
+
+        def forward(self, x):
+            f = self.features(x)
+            return self.fc(f.mean(dim=(2, 3))), f
+
+    net = Net()
+    tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    ty = torch.from_numpy(y.astype(np.int64))
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+
+    def run_forward():
+        net.eval()
+        with torch.no_grad():
+            net(tx)
+
+    def run_train():
+        net.train()
+        opt.zero_grad()
+        logits, _ = net(tx)
+        nn.functional.cross_entropy(logits, ty).backward()
+        opt.step()
+
+    return run_forward, run_train
+
+
+def _rate(fn, iters, batch):
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    return iters * batch / (time.perf_counter() - start)
+
+
+def main(argv):
+    del argv
+    try:
+        import torch  # pylint: disable=import-outside-toplevel,unused-import
+        have_torch = FLAGS.torch
+        torch_info = f"torch {torch.__version__} threads={torch.get_num_threads()}"
+    except ImportError:
+        have_torch, torch_info = False, "torch not installed"
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((FLAGS.batch, FLAGS.size, FLAGS.size, 3)).astype(np.float32)
+    y = rng.integers(0, FLAGS.num_classes, FLAGS.batch).astype(np.int32)
+    print(f"jax {jax.__version__} {jax.devices()[0].platform} dtype={FLAGS.dtype}; {torch_info}; "
+          f"batch {FLAGS.batch}, {FLAGS.size}x{FLAGS.size}, median of {FLAGS.rounds} rounds "
+          f"x {FLAGS.iters} steps")
+    for arch in FLAGS.arch:
+        runners = {"jax": jax_steps(arch, jnp.asarray(x), jnp.asarray(y))}
+        if have_torch:
+            runners["torch"] = torch_steps(arch, x, y)
+        for fwd, train in runners.values():  # warm-up / compile
+            fwd()
+            train()
+        rates = {(lib, kind): [] for lib in runners for kind in ("forward", "train")}
+        for _ in range(FLAGS.rounds):
+            for kind, idx in (("forward", 0), ("train", 1)):
+                for lib, fns in runners.items():
+                    rates[(lib, kind)].append(_rate(fns[idx], FLAGS.iters, FLAGS.batch))
+        for kind in ("forward", "train"):
+            j = statistics.median(rates[("jax", kind)])
+            line = f"{arch:10s} {kind:8s} jax {j:7.2f} img/s"
+            if have_torch:
+                t = statistics.median(rates[("torch", kind)])
+                line += f"   torch eager {t:7.2f} img/s   ratio jax/torch {j / t:5.2f}x"
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
