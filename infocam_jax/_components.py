@@ -106,110 +106,138 @@ def iou_with_gt(boxes, gt_boxes, gt_valid):
     return jax.vmap(_iou)(boxes, gt_boxes, gt_valid)
 
 
-def _lane_pass(values, allowed, gt_boxes, gt_valid, is_hole, *, height, width, mode):
-    """One union-find pass over one map; see :func:`level_table`."""
+def _batched_pass(values, allowed, gt_boxes, gt_valid, is_hole, *, height, width, mode):
+    """One union-find pass over a batch of maps (lanes in lockstep).
+
+    Written with an explicit batch axis rather than ``vmap``: a vmapped ``while_loop`` with a
+    per-lane predicate would select between old and new copies of the whole parent array at
+    every step.
+
+    Args:
+      values: int32 ``[B, H*W]`` in [0, 255].
+      allowed: bool ``[B, 8]`` neighbours that connect (all for 8-, no diagonals for 4-conn.).
+      gt_boxes, gt_valid: ``[B, G, 4]``, ``[B, G]`` (used by ``mode="iou"``).
+      is_hole: bool ``[B]``, lanes whose components are background (hole) regions.
+      mode: ``"area"`` keeps per level the largest-contour record (twice its area, first pixel,
+        box); ``"iou"`` keeps per level the best IoU of a record's contour box with the GT.
+
+    Returns:
+      The record table(s), ``[B, 256*256 + 1]`` (the last entry is a dump slot).
+    """
     n = height * width
+    batch = values.shape[0]
     big = jnp.int32(2**30)
     nbr = jnp.asarray(neighbour_table(height, width))
-    keys = (NUM_LEVELS - 1 - values) * n + jnp.arange(n, dtype=jnp.int32)
-    order = lax.sort(keys) % n                       # descending value, raster order within
+    keys = (NUM_LEVELS - 1 - values) * n + jnp.arange(n, dtype=jnp.int32)[None, :]
+    order = lax.sort(keys, dimension=1) % n           # descending value, raster order within
+    rows = jnp.arange(batch)[:, None]
     k8 = jnp.arange(8)
 
-    def fresh(fill):
-        return jnp.full((n + 1,), fill, jnp.int32)   # index n is a dump slot
+    def get(a, idx):
+        return a[rows, idx] if idx.ndim == 2 else a[rows[:, 0], idx]
 
-    state = dict(par=fresh(-1), size=fresh(0), first=fresh(0), x0=fresh(0), y0=fresh(0),
-                 x1=fresh(0), y1=fresh(0), s2=fresh(0), vlast=fresh(0))
-    if mode == "area":
-        state["tab"] = (jnp.full((_TRASH + 1,), -1, jnp.int32),) * 4   # s2, first, x0|x1, y0|y1
+    def put(a, idx, val):
+        return a.at[rows, idx].set(val) if idx.ndim == 2 else a.at[rows[:, 0], idx].set(val)
+
+    def fresh(fill):
+        return jnp.full((batch, n + 1), fill, jnp.int32)   # index n is a dump slot
+
+    # "sizeborn" packs a root's pixel count and the level at which its current record was
+    # born: size * 256 + level (one array: a separate level array gets copied by XLA at every
+    # step, as its new value would not depend on its old entries).
+    state = dict(par=fresh(-1), sizeborn=fresh(0), first=fresh(0), x0=fresh(0), y0=fresh(0),
+                 x1=fresh(0), y1=fresh(0), s2=fresh(0))
+    if mode == "area":       # s2, first, x0 | x1 << 16, y0 | y1 << 16
+        state["tab"] = tuple(jnp.full((batch, _TRASH + 1), -1, jnp.int32) for _ in range(4))
     else:
-        state["tab"] = jnp.full((_TRASH + 1,), -1.0, jnp.float32)
+        state["tab"] = jnp.full((batch, _TRASH + 1), -1.0, jnp.float32)
 
     def emit(tab, cell, live, r, st):
-        """Reduce the closing records of roots ``r`` (masked by ``live``) into the table."""
+        """Reduce the closing records of roots ``r`` [B, 8] (masked by ``live``) into the table."""
         cell = jnp.where(live, cell, _TRASH)
+        x0, y0, x1, y1 = (get(st[k], r) for k in ("x0", "y0", "x1", "y1"))
         if mode == "area":
-            ks2, kf = st["s2"][r], st["first"][r]
-            better = (ks2[None, :] > ks2[:, None]) | (
-                (ks2[None, :] == ks2[:, None]) & (kf[None, :] > kf[:, None]))
-            beaten = jnp.any(live[None, :] & (cell[None, :] == cell[:, None]) & better, axis=1)
+            ks2, kf = get(st["s2"], r), get(st["first"], r)
+            better = (ks2[:, None, :] > ks2[:, :, None]) | (
+                (ks2[:, None, :] == ks2[:, :, None]) & (kf[:, None, :] > kf[:, :, None]))
+            same = (cell[:, None, :] == cell[:, :, None]) & live[:, None, :]
+            beaten = jnp.any(same & better, axis=2)
             t_s2, t_f, t_bx, t_by = tab
-            cur_s2, cur_f = t_s2[cell], t_f[cell]
+            cur_s2, cur_f = get(t_s2, cell), get(t_f, cell)
             upd = live & ~beaten & ((ks2 > cur_s2) | ((ks2 == cur_s2) & (kf > cur_f)))
             idx = jnp.where(upd, cell, _TRASH)
-            bx = st["x0"][r] | (st["x1"][r] << 16)
-            by = st["y0"][r] | (st["y1"][r] << 16)
-            return (t_s2.at[idx].set(ks2), t_f.at[idx].set(kf), t_bx.at[idx].set(bx),
-                    t_by.at[idx].set(by))
-        x0, y0, x1, y1 = st["x0"][r], st["y0"][r], st["x1"][r], st["y1"][r]
-        # Hole contours run through the foreground pixels around the hole: one pixel wider.
-        grow = is_hole.astype(jnp.int32)
-        box = jnp.stack([x0 - grow, y0 - grow,
-                         jnp.minimum(x1 + 1 + grow, width - 1),
+            return (put(t_s2, idx, ks2), put(t_f, idx, kf), put(t_bx, idx, x0 | (x1 << 16)),
+                    put(t_by, idx, y0 | (y1 << 16)))
+        # A hole's contour runs through the foreground pixels around it: one pixel wider.
+        grow = is_hole.astype(jnp.int32)[:, None]
+        box = jnp.stack([x0 - grow, y0 - grow, jnp.minimum(x1 + 1 + grow, width - 1),
                          jnp.minimum(y1 + 1 + grow, height - 1)], axis=-1)
-        u = _iou(box, gt_boxes, gt_valid)
+        u = jax.vmap(_iou)(box, gt_boxes, gt_valid)
         frame = (x0 == 0) | (y0 == 0) | (x1 == width - 1) | (y1 == height - 1)
-        u = jnp.where(live & ~(is_hole & frame), u, -1.0)
-        return tab.at[cell].max(u)
+        u = jnp.where(live & ~(is_hole[:, None] & frame), u, -1.0)
+        return tab.at[rows, cell].max(u)
 
     def body(t, st):
         par = st["par"]
-        p = order[t]
-        v = values[p]
+        p = order[:, t]
+        v = get(values, p)
         py, px = p // width, p % width
-        nb = nbr[p]
+        nb = nbr[p]                                   # [B, 8]
         nbc = jnp.where(nb >= 0, nb, n)
-        proc = (nb >= 0) & (par[nbc] >= 0) & allowed
+        proc = (nb >= 0) & (get(par, nbc) >= 0) & allowed
 
+        # Find the neighbours' roots (par is read-only here: no copy of it in the loop).
         def not_root(r):
-            return jnp.any(proc & (par[r] != r))
+            return jnp.any(proc & (get(par, r) != r))
 
-        r = lax.while_loop(not_root, lambda r: jnp.where(proc, par[r], r),
-                           jnp.where(proc, par[nbc], n))
-        dup = jnp.any((r[None, :] == r[:, None]) & proc[None, :] & (k8[None, :] < k8[:, None]),
-                      axis=1)
+        r = lax.while_loop(not_root, lambda r: jnp.where(proc, get(par, r), r),
+                           jnp.where(proc, get(par, nbc), n))
+        dup = jnp.any((r[:, None, :] == r[:, :, None]) & proc[:, None, :]
+                      & (k8[None, :] < k8[:, None])[None], axis=2)
         valid = proc & ~dup
         rv = jnp.where(valid, r, n)                   # distinct neighbouring roots, else dump
-        sizes = jnp.where(valid, st["size"][rv], -1)
-        root = jnp.where(jnp.any(valid), rv[jnp.argmax(sizes)], p)
+        sizeborn = get(st["sizeborn"], rv)
+        sizes = jnp.where(valid, sizeborn, -1)
+        biggest = jnp.take_along_axis(rv, jnp.argmax(sizes, axis=1)[:, None], axis=1)[:, 0]
+        root = jnp.where(jnp.any(valid, axis=1), biggest, p)
 
         # Close the records of every root that changes (absorbed or growing).
-        hi = st["vlast"][rv] - 1
-        live = valid & (v <= hi)
-        tab = emit(st["tab"], v * NUM_LEVELS + hi, live, rv, st)
+        hi = (sizeborn & (NUM_LEVELS - 1)) - 1
+        live = valid & (v[:, None] <= hi)
+        tab = emit(st["tab"], v[:, None] * NUM_LEVELS + hi, live, rv, st)
 
         def merged(name, reduce, combine, own, empty):
-            return combine(own, reduce(jnp.where(valid, st[name][rv], empty)))
+            return combine(own, reduce(jnp.where(valid, get(st[name], rv), empty), axis=1))
 
         new = dict(
-            size=merged("size", jnp.sum, jnp.add, 1, 0),
+            sizeborn=(1 + jnp.sum(jnp.where(valid, sizeborn >> 8, 0), axis=1)) * NUM_LEVELS + v,
             first=merged("first", jnp.min, jnp.minimum, p, big),
             x0=merged("x0", jnp.min, jnp.minimum, px, big),
             y0=merged("y0", jnp.min, jnp.minimum, py, big),
             x1=merged("x1", jnp.max, jnp.maximum, px, -1),
             y1=merged("y1", jnp.max, jnp.maximum, py, -1),
-            vlast=v)
+        )
         if mode == "area":
             # Twice the contour-area gain: each 2x2 cell around p reaching 3 (4) pixels adds
             # a half (a whole) unit square.
-            ds2 = sum((proc[a].astype(jnp.int32) + proc[b] + proc[c]) >= 2 for a, b, c in _CELLS)
+            c = proc.astype(jnp.int32)
+            ds2 = sum((c[:, a] + c[:, b] + c[:, d]) >= 2 for a, b, d in _CELLS)
             new["s2"] = merged("s2", jnp.sum, jnp.add, ds2, 0)
         out = dict(st, tab=tab)
         for name, value in new.items():
-            out[name] = st[name].at[root].set(value)
-        par = par.at[jnp.where(proc, nbc, n)].set(root)   # path compression of the neighbours
-        par = par.at[rv].set(root)
-        out["par"] = par.at[p].set(root)
+            out[name] = put(st[name], root, value)
+        par = put(par, jnp.where(proc, nbc, n), root[:, None])   # compress the neighbours
+        par = put(par, rv, root[:, None])
+        out["par"] = put(par, p, root)
         return out
 
     state = lax.fori_loop(0, n, body, state)
     # The whole grid is one component at the end: close its record for levels [0, v - 1].
-    root = state["par"][order[n - 1]]
-    r = jnp.full((8,), n).at[0].set(root)
-    live = k8 == 0
-    hi = state["vlast"][r] - 1
-    tab = emit(state["tab"], hi, live & (hi >= 0), r, state)
-    return tab
+    root = get(state["par"], order[:, n - 1])
+    r = jnp.full((batch, 8), n).at[:, 0].set(root)
+    hi = (get(state["sizeborn"], r) & (NUM_LEVELS - 1)) - 1
+    live = (k8 == 0)[None, :] & (hi >= 0)
+    return emit(state["tab"], hi, live, r, state)
 
 
 def _best_per_level(tab, mode):
@@ -251,12 +279,9 @@ def largest_components(values):
       comes last), and bool ``[B, 256]`` whether ``{g > L}`` is non-empty.
     """
     b, h, w = values.shape
-    lane = functools.partial(_lane_pass, height=h, width=w, mode="area")
-    allowed = jnp.ones((8,), bool)
-    g0 = jnp.zeros((1, 4), jnp.int32)
-    v0 = jnp.zeros((1,), bool)
-    tabs = jax.vmap(lane, in_axes=(0, None, None, None, None))(
-        values.reshape(b, h * w), allowed, g0, v0, jnp.array(False))
+    tabs = _batched_pass(values.reshape(b, h * w), jnp.ones((b, 8), bool),
+                         jnp.zeros((b, 1, 4), jnp.int32), jnp.zeros((b, 1), bool),
+                         jnp.zeros((b,), bool), height=h, width=w, mode="area")
     return jax.vmap(functools.partial(_best_per_level, mode="area"))(tabs)
 
 
@@ -278,9 +303,9 @@ def best_contour_iou(values, gt_boxes, gt_valid):
     allowed = jnp.stack([jnp.ones((8,), bool), jnp.asarray(~_DIAGONAL)])
     allowed = jnp.repeat(allowed, b, axis=0)
     is_hole = jnp.repeat(jnp.array([False, True]), b)
-    lane = functools.partial(_lane_pass, height=h, width=w, mode="iou")
-    tabs = jax.vmap(lane)(lanes, allowed, jnp.concatenate([gt_boxes] * 2),
-                          jnp.concatenate([gt_valid] * 2), is_hole)
+    tabs = _batched_pass(lanes, allowed, jnp.concatenate([gt_boxes] * 2),
+                         jnp.concatenate([gt_valid] * 2), is_hole, height=h, width=w,
+                         mode="iou")
     best = jax.vmap(functools.partial(_best_per_level, mode="iou"))(tabs)
     comp, hole = best[:b], best[b:]
     # Background level L' of a hole lane is {255 - v > L'} = {v <= 254 - L'}.
