@@ -315,11 +315,27 @@ def _single_label_update(settings, logits, features, kernel, batch, valid, count
                       region_size=settings.region_size)
     sm = _stacked_scoremaps(settings, jnp.stack([maps[k] for k in settings.map_kinds]))
 
-    # Top-1 Loc from the GT-class map: see the module docstring.
+    top1 = metrics.topk_correct(logits, labels, 1) & valid
+    top5 = metrics.topk_correct(logits, labels, settings.top_k) & valid
+    # One largest-box pass serves GT-known Loc (threshold 0 of the list) and MaxBoxAcc (the
+    # grid): the box pass costs the same for any number of thresholds, so this halves the
+    # largest-box work compared with LocalizationCounts.update + BoxAccuracyCounts.update.
+    thresholds = np.concatenate([[settings.cam_threshold], settings.box_thresholds])
+
+    def count(x, axis=None):
+        return jnp.sum(x, axis=axis, dtype=jnp.int32)
+
     def per_kind(loc, box, box_v2, sm):
-        return (loc.update(logits, labels, sm, gt_boxes, gt_valid, valid),
-                box.update(sm, gt_boxes, gt_valid, valid),
-                box_v2.update(sm, gt_boxes, gt_valid, valid))
+        best = boxes.max_contour_iou(sm, thresholds, gt_boxes, gt_valid, multi_contour=False)
+        gt_known = (best[:, 0] >= loc.iou_threshold) & valid
+        # Top-1 Loc from the GT-class map: see the module docstring.
+        loc = loc.merge(loc.replace(top1_cls=count(top1), top5_cls=count(top5),
+                                    gt_known_loc=count(gt_known),
+                                    top1_loc=count(gt_known & top1), count=count(valid)))
+        hits = (best[None, :, 1:] >= jnp.asarray(box.iou_thresholds, jnp.float32)[:, None, None])
+        box = box.merge(box.replace(correct=count(hits & valid[None, :, None], axis=1),
+                                    count=count(valid)))
+        return loc, box, box_v2.update(sm, gt_boxes, gt_valid, valid)
 
     loc, box, box_v2 = jax.vmap(per_kind)(counts["loc"], counts["box"], counts["box_v2"], sm)
     return {"loc": loc, "box": box, "box_v2": box_v2}
