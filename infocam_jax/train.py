@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging as std_logging
 import math
 import os
 import time
@@ -54,7 +55,7 @@ def _quiet_orbax_info_logs() -> None:
     """Drops orbax's INFO chatter (several lines per save/restore) from the absl log."""
 
     def keep(record) -> bool:
-        return record.levelno >= logging.WARNING or "orbax" not in record.pathname
+        return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
 
     logger = logging.get_absl_logger()
     if not any(getattr(f, "__name__", "") == "keep" for f in logger.filters):

@@ -258,3 +258,140 @@ def test_two_processes_train_in_lockstep(parallel_runs):
         np.testing.assert_allclose(d0[k], p1[k], atol=PARALLEL_ATOL, rtol=PARALLEL_RTOL,
                                    err_msg=k)
     assert i0["losses"] == i1["losses"]
+
+
+# ----------------------------------------------------------------------------- full loop
+
+def _tiny_config(**overrides):
+    """Digits CNN (width 4) on synthetic 16x32 canvases: 2 steps per epoch, 1 eval batch."""
+    c = common.base_config()
+    c.dataset = "synthetic"
+    c.image_size = (16, 32)
+    c.num_train_examples = 32
+    c.num_test_examples = 16
+    c.model = "digits_cnn"
+    c.model_options.width = 4
+    c.num_classes = 10
+    c.multi_label = True
+    c.loss = "pc_sigmoid"
+    c.heads = ()
+    c.optimizer.learning_rate = 0.1
+    c.optimizer.lr_ratio = 1.0
+    c.optimizer.decay_epochs = 2
+    c.num_epochs = 3
+    c.batch_size = 8
+    c.eval_batch_size = 8
+    c.max_steps_per_epoch = 2
+    c.max_eval_batches = 1
+    c.keep_checkpoints = 2
+    c.log_every_steps = 1
+    for k, v in overrides.items():
+        c[k] = v
+    return c
+
+
+@pytest.fixture(scope="module")
+def train_lib():
+    pytest.importorskip("infocam_jax.evaluate",
+                        reason="infocam_jax.evaluate (or its boxes/metrics) is not importable yet")
+    from infocam_jax import train  # pylint: disable=import-outside-toplevel
+    return train
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(train_lib, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("uninterrupted"))
+    results = train_lib.train_and_evaluate(_tiny_config(), workdir)
+    return workdir, results
+
+
+def _killing_make_iterator(real, kill_epoch, after_batches):
+    """Wraps data.make_iterator: the training iterator of `kill_epoch` dies mid-epoch."""
+
+    def make_iterator(config, split, **kw):
+        it = real(config, split, **kw)
+        if split != "train" or kw.get("epoch") != kill_epoch:
+            return it
+
+        def dying():
+            for i, batch in enumerate(it):
+                if i == after_batches:
+                    raise KeyboardInterrupt("simulated kill")
+                yield batch
+        return dying()
+
+    return make_iterator
+
+
+def test_kill_and_resume_reaches_the_uninterrupted_state(train_lib, uninterrupted, tmp_path,
+                                                         monkeypatch):
+    from infocam_jax import checkpointing, data  # pylint: disable=import-outside-toplevel
+    workdir_a, results_a = uninterrupted
+    workdir_b = str(tmp_path)
+    config = _tiny_config()
+    # Killed in the middle of the third epoch (after two finished, checkpointed epochs).
+    monkeypatch.setattr(data, "make_iterator", _killing_make_iterator(data.make_iterator, 2, 1))
+    with pytest.raises(KeyboardInterrupt):
+        train_lib.train_and_evaluate(config, workdir_b)
+    monkeypatch.undo()
+    assert sorted(os.listdir(os.path.join(workdir_b, checkpointing.LATEST_DIR))) == ["1", "2"]
+    results_b = train_lib.train_and_evaluate(config, workdir_b)  # resumes at epoch 2
+    extras = {}
+    for which in ("latest", "best"):
+        va, ea = train_lib.restore_variables(config, workdir_a, which)
+        vb, eb = train_lib.restore_variables(config, workdir_b, which)
+        chex.assert_trees_all_equal(va, vb)
+        np.testing.assert_equal(ea, eb)
+        extras[which] = ea
+    assert extras["latest"]["epoch"] == 3 and extras["latest"]["step"] == 6
+    assert len(extras["latest"]["label_prior"]) == 10
+    np.testing.assert_equal(results_a, results_b)  # NaN (absent digit) == NaN here
+    # The optimiser state (momentum buffers, step counts) is identical too.
+    ref = train_lib.restore_variables(config, workdir_a, "latest")[0]
+    from infocam_jax import models, optim as optim_lib  # pylint: disable=import-outside-toplevel
+    tx, _ = optim_lib.create_optimizer(config.optimizer, 2,
+                                       models.new_layer_mask(config.model, ref["params"]))
+    target_opt = tx.init(ref["params"])
+    opts = [checkpointing.Checkpointer(w, 2).restore_latest(ref, target_opt)[1]
+            for w in (workdir_a, workdir_b)]
+    chex.assert_trees_all_equal(*opts)
+
+
+def test_best_checkpoint_is_the_best_validation_epoch(train_lib, tmp_path, monkeypatch):
+    real = train_lib.run_evaluation
+    scripted = iter([0.3, 0.7, 0.7])  # epoch 3 ties epoch 2: the earlier epoch stays best
+
+    def fake_run_evaluation(config, model, variables, split):
+        results = real(config, model, variables, split)
+        if split == "validation":
+            results["accuracy"] = next(scripted)
+        return results
+
+    monkeypatch.setattr(train_lib, "run_evaluation", fake_run_evaluation)
+    config = _tiny_config()
+    results = train_lib.train_and_evaluate(config, str(tmp_path))
+    _, best = train_lib.restore_variables(config, str(tmp_path), "best")
+    _, latest = train_lib.restore_variables(config, str(tmp_path), "latest")
+    assert (best["epoch"], best["val_accuracy"]) == (2, 0.7)
+    assert latest["epoch"] == 3 and latest["best_epoch"] == 2
+    assert results["epoch"] == 2.0  # the test split was evaluated with the best epoch
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["epoch"] == 2.0 and 0.0 <= on_disk["cls_acc"] <= 1.0
+
+
+def test_nan_loss_aborts_with_a_clear_message(train_lib, tmp_path, monkeypatch):
+    from infocam_jax import checkpointing, data  # pylint: disable=import-outside-toplevel
+    real = data.make_iterator
+
+    def poisoned(config, split, **kw):
+        # NaN targets (NaN images would not do: XLA's CPU max() maps relu(NaN) to 0 under jit).
+        for batch in real(config, split, **kw):
+            if split == "train":
+                batch = dict(batch, labels=np.full_like(batch["labels"], np.nan))
+            yield batch
+
+    monkeypatch.setattr(data, "make_iterator", poisoned)
+    with pytest.raises(train_lib.NonFiniteLossError, match=r"training loss became nan by step 1"):
+        train_lib.train_and_evaluate(_tiny_config(), str(tmp_path))
+    manager = checkpointing.Checkpointer(str(tmp_path), 1)
+    assert manager.latest_epoch() is None  # nothing saved from the poisoned epoch

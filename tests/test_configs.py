@@ -1,0 +1,172 @@
+"""Tests of configs/: every interface field, the authors' hyper-parameters, runlocal smoke runs."""
+import importlib.util
+import json
+import math
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from configs import common  # noqa: E402  pylint: disable=g-import-not-at-top
+
+TABLE1 = [f"{d}_{m}{a}" for d in ("cub", "tiny_imagenet") for m in ("vgg16_gap", "resnet50")
+          for a in ("", "_adl")]
+CONFIGS = ["digits", "multi_mnist", "cluttered_mnist"] + TABLE1
+
+# docs/interfaces.md "Config fields".
+INTERFACE_FIELDS = {
+    "dataset": str, "data_dir": str, "manual_dir": str, "num_train_examples": int,
+    "num_test_examples": int, "data_seed": int, "image_size": tuple, "resize_size": int,
+    "eval_protocol": str, "max_boxes": int, "model": str, "num_classes": int,
+    "multi_label": bool, "loss": str, "pretrained": str, "num_epochs": int, "batch_size": int,
+    "eval_batch_size": int, "seed": int, "region_size": int, "cam_threshold": float,
+    "iou_threshold": float, "num_box_thresholds": int, "upsample": str,
+    "keep_checkpoints": int, "log_every_steps": int, "eval_every_epochs": int, "runlocal": bool,
+}
+OPTIMIZER_FIELDS = ("learning_rate", "lr_ratio", "momentum", "nesterov", "weight_decay",
+                    "decay_epochs", "decay_factor")
+
+
+def load(name: str, arg: str | None = None):
+    path = REPO / "configs" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"cfg_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, module.get_config(arg)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_has_every_interface_field(name):
+    _, c = load(name)
+    for field, kind in INTERFACE_FIELDS.items():
+        assert field in c, f"{name}: missing {field}"
+        assert isinstance(c[field], kind), f"{name}.{field}={c[field]!r} is not {kind.__name__}"
+    for field in OPTIMIZER_FIELDS:
+        assert field in c.optimizer, f"{name}: missing optimizer.{field}"
+    for field in ("adl_positions", "adl_drop_rate", "adl_gamma"):
+        assert field in c.model_options
+    assert c.dataset in ("digits", "multi_mnist", "cluttered_mnist", "cub", "tiny_imagenet")
+    assert c.model in ("digits_cnn", "vgg16_gap", "resnet50")
+    assert c.loss in ("softmax", "pc_softmax", "sigmoid", "pc_sigmoid")
+    assert c.multi_label == (c.loss in ("sigmoid", "pc_sigmoid"))
+    assert c.eval_protocol in ("center_crop", "resize") and c.upsample in ("bicubic", "bilinear")
+    assert len(c.image_size) == 2 and c.runlocal is False
+    assert c.cam_threshold == 0.2 and c.iou_threshold == 0.5
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_docstring_gives_command_and_runtime(name):
+    module, _ = load(name)
+    doc = module.__doc__
+    assert f"python launch/train.py --config=configs/{name}.py --workdir=" in doc
+    assert "Expected runtime:" in doc
+
+
+@pytest.mark.parametrize("name", TABLE1)
+def test_table1_configs_use_the_authors_hyper_parameters(name):
+    _, c = load(name)
+    vgg, adl, cub = "vgg16" in name, name.endswith("_adl"), name.startswith("cub")
+    # info_cam/{CUB-200-2011,Tiny-ImageNet}/scripts/run_{vgg,resnet}.sh of the authors.
+    assert c.optimizer.learning_rate == (0.001 if vgg else 0.01)
+    assert c.batch_size == {(True, True): 30, (True, False): 128,
+                            (False, True): 1280, (False, False): 640}[(cub, vgg)]
+    assert (c.num_epochs, c.optimizer.decay_epochs, c.optimizer.decay_factor) == (200, 60, 0.1)
+    assert (c.optimizer.momentum, c.optimizer.nesterov, c.optimizer.weight_decay) == (0.9, True,
+                                                                                      1e-4)
+    assert c.optimizer.lr_ratio == 10.0
+    assert c.region_size == ((5 if vgg else 4) if cub else 3)
+    assert c.model_options.adl_positions == (("3M 4M 53" if vgg else "30 40 42") if adl else "")
+    assert c.model_options.adl_drop_rate == 0.75
+    assert c.loss == "softmax" and c.num_classes == 200 and not c.multi_label
+    assert c.image_size == ((224, 224) if cub else (64, 64))
+    if cub:
+        assert (c.resize_size, c.eval_protocol) == (256, "center_crop")
+
+
+def test_digits_and_multi_mnist_train_both_heads():
+    for name in ("digits", "multi_mnist"):
+        _, c = load(name)
+        assert tuple(c.heads) == ("sigmoid", "pc_sigmoid") and c.multi_label
+    _, c = load("multi_mnist")
+    assert pathlib.Path(c.manual_dir) == REPO.parent / "shared" / "data" / "mnist"
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_runlocal_shrinks_to_a_smoke_run(name):
+    _, full = load(name)
+    _, small = load(name, "runlocal")
+    assert small.runlocal and small.num_epochs == 1 and small.max_steps_per_epoch <= 2
+    assert small.batch_size <= full.batch_size and small.batch_size % 4 == 0
+    assert max(small.image_size) <= 64
+    assert small.model == full.model and small.loss == full.loss
+    assert common.shrink_for_runlocal(small.copy_and_resolve_references()) == small
+    with pytest.raises(ValueError, match="runlocal"):
+        load(name, "bogus")
+
+
+# ----------------------------------------------------------------------------- smoke runs
+
+SINGLE_KEYS = ["top1_cls", "top5_cls"] + [f"{k}/{m}" for k in ("cam", "infocam", "infocam_plus")
+                                          for m in ("gt_known_loc", "top1_loc", "max_box_acc",
+                                                    "max_box_acc_v2")]
+MULTI_KEYS = ["cls_acc", "exact_match"] + [f"digit_acc/{d}" for d in range(10)] + [
+    f"{k}/loc_acc" for k in ("cam", "infocam")]
+# ResNet50 / VGG16 smoke runs compile for 1-2 minutes each on CPU: two representatives run by
+# default, all eight with INFOCAM_FULL_SMOKE=1.
+DEFAULT_BIG = ("cub_vgg16_gap_adl", "tiny_imagenet_resnet50")
+
+
+def _check_results(path: pathlib.Path, multi_label: bool):
+    results = json.loads(path.read_text())
+    for key in (MULTI_KEYS if multi_label else SINGLE_KEYS):
+        assert key in results, f"{path}: missing {key}"
+        value = results[key]
+        assert value is not None and 0.0 <= value <= 1.0, f"{path}: {key}={value}"
+    for key, value in results.items():
+        if key.endswith(("loc", "acc", "cls", "match", "v2")) and value is not None:
+            assert 0.0 <= value <= 1.0, f"{path}: {key}={value}"
+    assert results["num_images"] > 0
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_runlocal_end_to_end_writes_results(name, tmp_path):
+    pytest.importorskip("infocam_jax.evaluate",
+                        reason="infocam_jax.evaluate (or its boxes/metrics) is not importable yet")
+    big = name in TABLE1
+    if big and name not in DEFAULT_BIG and os.environ.get("INFOCAM_FULL_SMOKE") != "1":
+        pytest.skip("VGG16/ResNet50 smoke compiles for 1-2 min on CPU; "
+                    "INFOCAM_FULL_SMOKE=1 runs all eight")
+    from infocam_jax import train  # pylint: disable=import-outside-toplevel
+    _, c = load(name, "runlocal")
+    c.dataset = "synthetic"
+    c.num_test_examples = 16
+    results = train.train_and_evaluate(c, str(tmp_path))
+    heads = tuple(c.heads)
+    workdirs = [tmp_path / h for h in heads] if heads else [tmp_path]
+    for wd in workdirs:
+        _check_results(wd / "results.json", c.multi_label)
+        assert (wd / "config.json").exists() and (wd / "results.md").exists()
+        assert any((wd / "tensorboard").iterdir())
+    if heads:
+        assert set(results) == set(heads)
+
+
+def test_launcher_runs_digits_runlocal(tmp_path):
+    pytest.importorskip("infocam_jax.evaluate",
+                        reason="infocam_jax.evaluate (or its boxes/metrics) is not importable yet")
+    cmd = [sys.executable, "launch/train.py", "--config=configs/digits.py:runlocal",
+           "--config.dataset=synthetic", "--config.heads=('pc_sigmoid',)",
+           "--config.optimizer.learning_rate=0.01", f"--workdir={tmp_path}"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = json.loads((tmp_path / "pc_sigmoid" / "config.json").read_text())
+    # runlocal was applied, and the command-line override survived it.
+    assert saved["runlocal"] and saved["max_steps_per_epoch"] == 2
+    assert math.isclose(saved["optimizer"]["learning_rate"], 0.01)
+    assert re.search(r"\| CAM \|", proc.stdout), proc.stdout[-2000:]
