@@ -59,15 +59,20 @@ def fill_holes(values):
     values = jnp.asarray(values, jnp.int32)
 
     def sweep(g, axis, reverse):
-        # g_j = max(v_j, min(g_j, g_{j-1})) along one axis, vectorised over the other two.
-        gs, vs = jnp.moveaxis(g, axis, 0), jnp.moveaxis(values, axis, 0)
+        # g_j = max(v_j, min(g_j, g_{j-1})) along one axis, in place, vectorised over the rest.
+        size = values.shape[axis]
 
-        def step(prev, gv):
-            new = jnp.maximum(gv[1], jnp.minimum(gv[0], prev))
-            return new, new
+        def step(i, g):
+            j = size - 1 - i if reverse else i
+            k = j + 1 if reverse else j - 1
+            prev = lax.dynamic_slice_in_dim(g, jnp.clip(k, 0, size - 1), 1, axis)
+            prev = jnp.where((k >= 0) & (k < size), prev, 0)      # outside the image: 0
+            cur = lax.dynamic_slice_in_dim(g, j, 1, axis)
+            val = lax.dynamic_slice_in_dim(values, j, 1, axis)
+            return lax.dynamic_update_slice_in_dim(
+                g, jnp.maximum(val, jnp.minimum(cur, prev)), j, axis)
 
-        _, out = lax.scan(step, jnp.zeros_like(gs[0]), (gs, vs), reverse=reverse)
-        return jnp.moveaxis(out, 0, axis)
+        return lax.fori_loop(0, size, step, g)
 
     def round_(g):
         for axis in (2, 1):
@@ -106,12 +111,18 @@ def iou_with_gt(boxes, gt_boxes, gt_valid):
     return jax.vmap(_iou)(boxes, gt_boxes, gt_valid)
 
 
+# Columns of the per-root attribute rows.
+_SB, _FIRST, _X0, _Y0, _X1, _Y1, _S2 = range(7)
+_NATTR = 8
+
+
 def _batched_pass(values, allowed, gt_boxes, gt_valid, is_hole, *, height, width, mode):
     """One union-find pass over a batch of maps (lanes in lockstep).
 
-    Written with an explicit batch axis rather than ``vmap``: a vmapped ``while_loop`` with a
+    Written with an explicit batch axis rather than ``vmap`` (a vmapped ``while_loop`` with a
     per-lane predicate would select between old and new copies of the whole parent array at
-    every step.
+    every step), and with each root's attributes packed in one row so that a step gathers and
+    scatters few indices (XLA's CPU gathers and scatters cost per index).
 
     Args:
       values: int32 ``[B, H*W]`` in [0, 255].
@@ -122,7 +133,9 @@ def _batched_pass(values, allowed, gt_boxes, gt_valid, is_hole, *, height, width
         box); ``"iou"`` keeps per level the best IoU of a record's contour box with the GT.
 
     Returns:
-      The record table(s), ``[B, 256*256 + 1]`` (the last entry is a dump slot).
+      The record table, ``[B, 256*256 + 1, 4]`` int32 (area: twice the area, first pixel,
+      ``x0 | x1 << 16``, ``y0 | y1 << 16``) or ``[B, 256*256 + 1]`` float32 (IoU); the last
+      entry is a dump slot.
     """
     n = height * width
     batch = values.shape[0]
@@ -132,42 +145,35 @@ def _batched_pass(values, allowed, gt_boxes, gt_valid, is_hole, *, height, width
     order = lax.sort(keys, dimension=1) % n           # descending value, raster order within
     rows = jnp.arange(batch)[:, None]
     k8 = jnp.arange(8)
+    slot_ids = jnp.arange(4)
 
     def get(a, idx):
         return a[rows, idx] if idx.ndim == 2 else a[rows[:, 0], idx]
 
-    def put(a, idx, val):
-        return a.at[rows, idx].set(val) if idx.ndim == 2 else a.at[rows[:, 0], idx].set(val)
-
-    def fresh(fill):
-        return jnp.full((batch, n + 1), fill, jnp.int32)   # index n is a dump slot
-
-    # "sizeborn" packs a root's pixel count and the level at which its current record was
-    # born: size * 256 + level (one array: a separate level array gets copied by XLA at every
-    # step, as its new value would not depend on its old entries).
-    state = dict(par=fresh(-1), sizeborn=fresh(0), first=fresh(0), x0=fresh(0), y0=fresh(0),
-                 x1=fresh(0), y1=fresh(0), s2=fresh(0))
-    if mode == "area":       # s2, first, x0 | x1 << 16, y0 | y1 << 16
-        state["tab"] = tuple(jnp.full((batch, _TRASH + 1), -1, jnp.int32) for _ in range(4))
+    # par: union-find parent (-1: not yet processed); attr: per-root rows. Index n is a dump.
+    # Column _SB packs the root's pixel count and the level its current record was born at:
+    # size * 256 + level.
+    par = jnp.full((batch, n + 1), -1, jnp.int32)
+    attr = jnp.zeros((batch, n + 1, _NATTR), jnp.int32)
+    if mode == "area":
+        tab = jnp.full((batch, _TRASH + 1, 4), -1, jnp.int32)
     else:
-        state["tab"] = jnp.full((batch, _TRASH + 1), -1.0, jnp.float32)
+        tab = jnp.full((batch, _TRASH + 1), -1.0, jnp.float32)
 
-    def emit(tab, cell, live, r, st):
-        """Reduce the closing records of roots ``r`` [B, 8] (masked by ``live``) into the table."""
+    def emit(tab, cell, live, rec):
+        """Reduce closing records ``rec`` [B, K, _NATTR] (masked by ``live``) into the table."""
         cell = jnp.where(live, cell, _TRASH)
-        x0, y0, x1, y1 = (get(st[k], r) for k in ("x0", "y0", "x1", "y1"))
+        x0, y0, x1, y1 = (rec[..., c] for c in (_X0, _Y0, _X1, _Y1))
         if mode == "area":
-            ks2, kf = get(st["s2"], r), get(st["first"], r)
+            ks2, kf = rec[..., _S2], rec[..., _FIRST]
             better = (ks2[:, None, :] > ks2[:, :, None]) | (
                 (ks2[:, None, :] == ks2[:, :, None]) & (kf[:, None, :] > kf[:, :, None]))
             same = (cell[:, None, :] == cell[:, :, None]) & live[:, None, :]
             beaten = jnp.any(same & better, axis=2)
-            t_s2, t_f, t_bx, t_by = tab
-            cur_s2, cur_f = get(t_s2, cell), get(t_f, cell)
-            upd = live & ~beaten & ((ks2 > cur_s2) | ((ks2 == cur_s2) & (kf > cur_f)))
-            idx = jnp.where(upd, cell, _TRASH)
-            return (put(t_s2, idx, ks2), put(t_f, idx, kf), put(t_bx, idx, x0 | (x1 << 16)),
-                    put(t_by, idx, y0 | (y1 << 16)))
+            cur = get(tab, cell)
+            upd = live & ~beaten & ((ks2 > cur[..., 0]) | ((ks2 == cur[..., 0]) & (kf > cur[..., 1])))
+            row = jnp.stack([ks2, kf, x0 | (x1 << 16), y0 | (y1 << 16)], axis=-1)
+            return tab.at[rows, jnp.where(upd, cell, _TRASH)].set(row)
         # A hole's contour runs through the foreground pixels around it: one pixel wider.
         grow = is_hole.astype(jnp.int32)[:, None]
         box = jnp.stack([x0 - grow, y0 - grow, jnp.minimum(x1 + 1 + grow, width - 1),
@@ -178,93 +184,109 @@ def _batched_pass(values, allowed, gt_boxes, gt_valid, is_hole, *, height, width
         return tab.at[rows, cell].max(u)
 
     def body(t, st):
-        par = st["par"]
+        par, attr, tab = st
         p = order[:, t]
         v = get(values, p)
         py, px = p // width, p % width
         nb = nbr[p]                                   # [B, 8]
         nbc = jnp.where(nb >= 0, nb, n)
-        proc = (nb >= 0) & (get(par, nbc) >= 0) & allowed
+        parent = get(par, nbc)
+        proc = (nb >= 0) & (parent >= 0) & allowed
 
-        # Find the neighbours' roots (par is read-only here: no copy of it in the loop).
         def not_root(r):
             return jnp.any(proc & (get(par, r) != r))
 
         r = lax.while_loop(not_root, lambda r: jnp.where(proc, get(par, r), r),
-                           jnp.where(proc, get(par, nbc), n))
+                           jnp.where(proc, parent, n))
         dup = jnp.any((r[:, None, :] == r[:, :, None]) & proc[:, None, :]
                       & (k8[None, :] < k8[:, None])[None], axis=2)
         valid = proc & ~dup
-        rv = jnp.where(valid, r, n)                   # distinct neighbouring roots, else dump
-        sizeborn = get(st["sizeborn"], rv)
-        sizes = jnp.where(valid, sizeborn, -1)
-        biggest = jnp.take_along_axis(rv, jnp.argmax(sizes, axis=1)[:, None], axis=1)[:, 0]
-        root = jnp.where(jnp.any(valid, axis=1), biggest, p)
+        # At most 4 distinct 8-connected components touch a pixel: compact to 4 slots.
+        pos = jnp.cumsum(valid, axis=1) - 1
+        pick = valid[:, :, None] & (pos[:, :, None] == slot_ids[None, None, :])   # [B, 8, 4]
+        svalid = jnp.any(pick, axis=1)
+        rv = jnp.where(svalid, jnp.sum(jnp.where(pick, r[:, :, None], 0), axis=1), n)
+        rec = get(attr, rv)                           # [B, 4, _NATTR]
+        sizeborn = jnp.where(svalid, rec[..., _SB], -1)
+        biggest = jnp.take_along_axis(rv, jnp.argmax(sizeborn, axis=1)[:, None], axis=1)[:, 0]
+        root = jnp.where(jnp.any(svalid, axis=1), biggest, p)
 
         # Close the records of every root that changes (absorbed or growing).
-        hi = (sizeborn & (NUM_LEVELS - 1)) - 1
-        live = valid & (v[:, None] <= hi)
-        tab = emit(st["tab"], v[:, None] * NUM_LEVELS + hi, live, rv, st)
+        hi = (rec[..., _SB] & (NUM_LEVELS - 1)) - 1
+        live = svalid & (v[:, None] <= hi)
+        tab = emit(tab, v[:, None] * NUM_LEVELS + hi, live, rec)
 
-        def merged(name, reduce, combine, own, empty):
-            return combine(own, reduce(jnp.where(valid, get(st[name], rv), empty), axis=1))
+        def merged(col, reduce, combine, own, empty):
+            return combine(own, reduce(jnp.where(svalid, rec[..., col], empty), axis=1))
 
-        new = dict(
-            sizeborn=(1 + jnp.sum(jnp.where(valid, sizeborn >> 8, 0), axis=1)) * NUM_LEVELS + v,
-            first=merged("first", jnp.min, jnp.minimum, p, big),
-            x0=merged("x0", jnp.min, jnp.minimum, px, big),
-            y0=merged("y0", jnp.min, jnp.minimum, py, big),
-            x1=merged("x1", jnp.max, jnp.maximum, px, -1),
-            y1=merged("y1", jnp.max, jnp.maximum, py, -1),
-        )
+        size = 1 + jnp.sum(jnp.where(svalid, rec[..., _SB] >> 8, 0), axis=1)
         if mode == "area":
             # Twice the contour-area gain: each 2x2 cell around p reaching 3 (4) pixels adds
             # a half (a whole) unit square.
             c = proc.astype(jnp.int32)
             ds2 = sum((c[:, a] + c[:, b] + c[:, d]) >= 2 for a, b, d in _CELLS)
-            new["s2"] = merged("s2", jnp.sum, jnp.add, ds2, 0)
-        out = dict(st, tab=tab)
-        for name, value in new.items():
-            out[name] = put(st[name], root, value)
-        par = put(par, jnp.where(proc, nbc, n), root[:, None])   # compress the neighbours
-        par = put(par, rv, root[:, None])
-        out["par"] = put(par, p, root)
-        return out
+            s2 = merged(_S2, jnp.sum, jnp.add, ds2, 0)
+        else:
+            s2 = jnp.zeros_like(p)
+        new = jnp.stack([
+            size * NUM_LEVELS + v,
+            merged(_FIRST, jnp.min, jnp.minimum, p, big),
+            merged(_X0, jnp.min, jnp.minimum, px, big),
+            merged(_Y0, jnp.min, jnp.minimum, py, big),
+            merged(_X1, jnp.max, jnp.maximum, px, -1),
+            merged(_Y1, jnp.max, jnp.maximum, py, -1),
+            s2, jnp.zeros_like(p)], axis=-1)
+        attr = attr.at[rows[:, 0], root].set(new)
+        # New parents: the pixel, the absorbed roots and (path compression) the neighbours.
+        targets = jnp.concatenate([p[:, None], rv, jnp.where(proc, nbc, n)], axis=1)
+        par = par.at[rows, targets].set(root[:, None])
+        return par, attr, tab
 
-    state = lax.fori_loop(0, n, body, state)
+    par, attr, tab = lax.fori_loop(0, n, body, (par, attr, tab))
     # The whole grid is one component at the end: close its record for levels [0, v - 1].
-    root = get(state["par"], order[:, n - 1])
-    r = jnp.full((batch, 8), n).at[:, 0].set(root)
-    hi = (get(state["sizeborn"], r) & (NUM_LEVELS - 1)) - 1
-    live = (k8 == 0)[None, :] & (hi >= 0)
-    return emit(state["tab"], hi, live, r, state)
+    root = get(par, order[:, n - 1])
+    rec = get(attr, root[:, None])                    # [B, 1, _NATTR]
+    hi = (rec[..., _SB] & (NUM_LEVELS - 1)) - 1
+    return emit(tab, hi, hi >= 0, rec)
 
 
 def _best_per_level(tab, mode):
-    """Reduce a [(lo, hi)] record table to the best record alive at each level L (lo<=L<=hi)."""
+    """Reduce a batch of [(lo, hi)] record tables to the best record alive at each level.
+
+    A record in cell (lo, hi) is the state of a component for the levels ``lo <= L <= hi``.
+
+    Returns:
+      ``mode="iou"``: float32 ``[B, 256]`` (-1: no record). ``mode="area"``: int32 raw boxes
+      ``[B, 256, 4]`` and bool ``[B, 256]`` whether any record is alive.
+    """
+    batch = tab.shape[0]
     lvl = jnp.arange(NUM_LEVELS)
-    mask = lvl[None, :] >= lvl[:, None]                # [L, hi]: hi >= L
+    mask = (lvl[None, :] >= lvl[:, None])[None]         # [1, L, hi]: hi >= L
     if mode != "area":
-        t = tab[:_TRASH].reshape(NUM_LEVELS, NUM_LEVELS)
-        prefix = lax.cummax(t, axis=0)                  # over lo <= L
-        return jnp.max(jnp.where(mask, prefix, -1.0), axis=1)
-    fields = tuple(f[:_TRASH].reshape(NUM_LEVELS, NUM_LEVELS) for f in tab)
+        t = tab[:, :_TRASH].reshape(batch, NUM_LEVELS, NUM_LEVELS)
+        prefix = lax.cummax(t, axis=1)                  # over lo <= L
+        return jnp.max(jnp.where(mask, prefix, -1.0), axis=2)
+    t = tab[:, :_TRASH].reshape(batch, NUM_LEVELS, NUM_LEVELS, 4)
 
-    def pick(a, b):
-        take_b = (b[0] > a[0]) | ((b[0] == a[0]) & (b[1] > a[1]))
-        return tuple(jnp.where(take_b, y, x) for x, y in zip(a, b))
+    def lexmax(a, b):
+        take_b = (b[..., 0] > a[..., 0]) | ((b[..., 0] == a[..., 0]) & (b[..., 1] > a[..., 1]))
+        return jnp.where(take_b[..., None], b, a)
 
-    s2, first, bx, by = lax.associative_scan(pick, fields, axis=0)
-    s2 = jnp.where(mask, s2, -1)
-    best_s2 = jnp.max(s2, axis=1, keepdims=True)
-    cand = (s2 == best_s2) & mask
-    f = jnp.where(cand, first, -1)
-    j = jnp.argmax(f, axis=1)
-    take = lambda a: jnp.take_along_axis(a, j[:, None], axis=1)[:, 0]
-    bx, by = take(bx), take(by)
-    found = best_s2[:, 0] >= 0
+    def step(carry, level):
+        # carry[hi]: best record with lo <= level; alive at this level when also hi >= level.
+        carry = lexmax(carry, t[:, level])
+        alive = jnp.where((lvl >= level)[None, :, None], carry, -1)          # [B, hi, 4]
+        best_s2 = jnp.max(alive[..., 0], axis=1, keepdims=True)
+        first = jnp.where(alive[..., 0] == best_s2, alive[..., 1], -1)
+        j = jnp.argmax(first, axis=1)
+        return carry, jnp.take_along_axis(alive, j[:, None, None], axis=1)[:, 0]
+
+    _, win = lax.scan(step, jnp.full((batch, NUM_LEVELS, 4), -1, jnp.int32), lvl)
+    win = jnp.moveaxis(win, 0, 1)                         # [B, L, 4]
+    bx, by = win[..., 2], win[..., 3]
+    found = win[..., 0] >= 0
     box = jnp.stack([bx & 0xFFFF, by & 0xFFFF, bx >> 16, by >> 16], axis=-1)
-    return jnp.where(found[:, None], box, 0), found
+    return jnp.where(found[..., None], box, 0), found
 
 
 def largest_components(values):
@@ -282,7 +304,7 @@ def largest_components(values):
     tabs = _batched_pass(values.reshape(b, h * w), jnp.ones((b, 8), bool),
                          jnp.zeros((b, 1, 4), jnp.int32), jnp.zeros((b, 1), bool),
                          jnp.zeros((b,), bool), height=h, width=w, mode="area")
-    return jax.vmap(functools.partial(_best_per_level, mode="area"))(tabs)
+    return _best_per_level(tabs, "area")
 
 
 def best_contour_iou(values, gt_boxes, gt_valid):
@@ -306,7 +328,7 @@ def best_contour_iou(values, gt_boxes, gt_valid):
     tabs = _batched_pass(lanes, allowed, jnp.concatenate([gt_boxes] * 2),
                          jnp.concatenate([gt_valid] * 2), is_hole, height=h, width=w,
                          mode="iou")
-    best = jax.vmap(functools.partial(_best_per_level, mode="iou"))(tabs)
+    best = _best_per_level(tabs, "iou")
     comp, hole = best[:b], best[b:]
     # Background level L' of a hole lane is {255 - v > L'} = {v <= 254 - L'}.
     hole = jnp.concatenate([hole[:, NUM_LEVELS - 2::-1], jnp.full((b, 1), -1.0)], axis=1)
