@@ -15,6 +15,7 @@ Single-label results (fractions in [0, 1]; ``K`` is a map kind such as ``cam``):
   K/max_box_acc_threshold   the score threshold reaching it
   K/max_box_acc_v2    MaxBoxAccV2: every contour's box, mean over IoU 0.3 / 0.5 / 0.7
   K/max_box_acc_v2_iou30, _iou50, _iou70
+  (the max_box_acc keys only with ``box_accuracy``, config ``eval_box_accuracy``, True)
 
 Top-1 Loc uses the GT-class map: when the top-1 class is right, the predicted-class map *is*
 the GT-class map, and when it is wrong Top-1 Loc fails whatever the box, so computing boxes for
@@ -73,6 +74,10 @@ class EvalSettings:
       multi_label: sigmoid multi-label evaluation (per-digit metrics) instead of single-label.
       num_classes: M.
       top_k: k of the top-k classification accuracy (5, capped at M).
+      box_accuracy: also compute MaxBoxAcc and MaxBoxAccV2 (single-label). False keeps only
+        the paper's fixed-threshold metrics (GT-known / Top-1 Loc) and classification: one
+        largest-box pass per map instead of a largest-box and an every-contour pass
+        (config field ``eval_box_accuracy``, default True).
     """
     image_size: tuple[int, int]
     upsample: str = "bicubic"
@@ -84,6 +89,7 @@ class EvalSettings:
     multi_label: bool = False
     num_classes: int = 10
     top_k: int = 5
+    box_accuracy: bool = True
 
     def __post_init__(self):
         unknown = [k for k in self.map_kinds if k not in KNOWN_MAP_KINDS]
@@ -116,6 +122,7 @@ class EvalSettings:
             "iou_threshold": float(config.iou_threshold),
             "num_box_thresholds": int(config.num_box_thresholds),
             "map_kinds": tuple(config.get("map_kinds", default_kinds)),
+            "box_accuracy": bool(config.get("eval_box_accuracy", True)),
             "multi_label": multi_label,
             "num_classes": int(config.num_classes),
         }
@@ -245,7 +252,8 @@ def init_counts(settings: EvalSettings) -> dict[str, Any]:
     extraction together, vmapped, which compiles the box code once rather than per kind).
     Single-label: a ``LocalizationCounts`` (top-1/top-5, GT-known, Top-1 Loc at
     ``cam_threshold``), a ``BoxAccuracyCounts`` (largest box, IoU ``iou_threshold``: MaxBoxAcc)
-    and a ``BoxAccuracyCounts`` (every contour, IoU 0.3/0.5/0.7: MaxBoxAccV2).
+    and a ``BoxAccuracyCounts`` (every contour, IoU 0.3/0.5/0.7: MaxBoxAccV2); the last two
+    only with ``settings.box_accuracy``.
     Multi-label: a ``MultiLabelCounts``, plus the (kind-independent) exact-match count.
     """
     grid = settings.box_thresholds
@@ -260,7 +268,9 @@ def init_counts(settings: EvalSettings) -> dict[str, Any]:
         "box": _stack([metrics.BoxAccuracyCounts.empty(
             grid, (settings.iou_threshold,), False)] * n),
         "box_v2": _stack([metrics.BoxAccuracyCounts.empty(grid, V2_IOU_THRESHOLDS, True)] * n),
-    }
+    } if settings.box_accuracy else {
+        "loc": _stack([metrics.LocalizationCounts.empty(settings.cam_threshold,
+                                                        settings.iou_threshold)] * n)}
 
 
 def _check_batch(batch: Batch, settings: EvalSettings):
@@ -337,6 +347,10 @@ def _single_label_update(settings, logits, features, kernel, batch, valid, count
                                     count=count(valid)))
         return loc, box, box_v2.update(sm, gt_boxes, gt_valid, valid)
 
+    if not settings.box_accuracy:
+        return {"loc": jax.vmap(
+            lambda loc, sm: loc.update(logits, labels, sm, gt_boxes, gt_valid, valid))(
+                counts["loc"], sm)}
     loc, box, box_v2 = jax.vmap(per_kind)(counts["loc"], counts["box"], counts["box_v2"], sm)
     return {"loc": loc, "box": box, "box_v2": box_v2}
 
@@ -399,6 +413,8 @@ def finalize(settings: EvalSettings, counts: Mapping[str, Any]) -> dict[str, flo
         loc = _kind(counts["loc"], i).result()
         res[f"{kind}/gt_known_loc"] = _float(loc["gt_known_loc"])
         res[f"{kind}/top1_loc"] = _float(loc["top1_loc"])
+        if not settings.box_accuracy:
+            continue
         box = _kind(counts["box"], i).result()
         res[f"{kind}/max_box_acc"] = _float(box["max_box_acc"][0])
         res[f"{kind}/max_box_acc_threshold"] = _float(box["best_threshold"][0])

@@ -123,6 +123,15 @@ def test_results_keys_and_ranges(one_batch_results):
         np.testing.assert_allclose(res[f"{kind}/max_box_acc_v2"], np.mean(v2), rtol=1e-6)
 
 
+def test_fixed_threshold_only_matches_full(tiny, one_batch_results):
+    """eval_box_accuracy=False: the paper's metrics only, equal to the full evaluation's."""
+    model, variables, data = tiny
+    res = evaluate.evaluate(make_config(eval_box_accuracy=False), model, variables, [data],
+                            num_devices=1)
+    assert set(res) == {k for k in SINGLE_KEYS if "max_box_acc" not in k}
+    assert res == pytest.approx({k: one_batch_results[k] for k in res}, rel=1e-6)
+
+
 def test_matches_numpy_statement(tiny, one_batch_results):
     """Aggregation against NumPy from per-image IoUs of the same maps and boxes."""
     from infocam_jax import boxes
