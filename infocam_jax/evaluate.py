@@ -384,7 +384,15 @@ def _float(x) -> float:
 
 
 def finalize(settings: EvalSettings, counts: Mapping[str, Any]) -> dict[str, float]:
-    """Turns summed counters (the structure of :func:`init_counts`) into the results dict."""
+    """Turns summed counters (the structure of :func:`init_counts`) into the results dict.
+
+    A fraction with nothing counted (e.g. a digit that never occurs) is NaN.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _finalize(settings, counts)
+
+
+def _finalize(settings, counts):
     res: dict[str, float] = {}
     kinds = settings.map_kinds
     if settings.multi_label:

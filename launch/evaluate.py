@@ -8,10 +8,15 @@ or, for multi-label sets, Table 2 plus CAM vs infoCAM localisation).
       --which best --split test
 """
 import os
+import pathlib
+import sys
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
 
 from infocam_jax import data, evaluate, models, train
 

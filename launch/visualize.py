@@ -8,11 +8,16 @@ of each map at ``config.cam_threshold`` green.
 """
 import functools
 import os
+import pathlib
+import sys
 
 import jax
 import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
 
 from infocam_jax import data, evaluate, models, train, visualize
 
