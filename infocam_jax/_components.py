@@ -147,18 +147,26 @@ def _batched_pass(values, allowed, gt_boxes, gt_valid, is_hole, *, height, width
     k8 = jnp.arange(8)
     slot_ids = jnp.arange(4)
 
+    # Arrays indexed per lane are stored flat, lane-major: 1-D gathers and scatters are
+    # cheaper per index on XLA's CPU backend than 2-D ones.
     def get(a, idx):
         return a[rows, idx] if idx.ndim == 2 else a[rows[:, 0], idx]
+
+    off_n = rows * (n + 1)
+    off_t = rows * (_TRASH + 1)
+
+    def fget(a, idx, off):
+        return a[(off if idx.ndim == 2 else off[:, 0]) + idx]
 
     # par: union-find parent (-1: not yet processed); attr: per-root rows. Index n is a dump.
     # Column _SB packs the root's pixel count and the level its current record was born at:
     # size * 256 + level.
-    par = jnp.full((batch, n + 1), -1, jnp.int32)
-    attr = jnp.zeros((batch, n + 1, _NATTR), jnp.int32)
+    par = jnp.full((batch * (n + 1),), -1, jnp.int32)
+    attr = jnp.zeros((batch * (n + 1), _NATTR), jnp.int32)
     if mode == "area":
-        tab = jnp.full((batch, _TRASH + 1, 4), -1, jnp.int32)
+        tab = jnp.full((batch * (_TRASH + 1), 4), -1, jnp.int32)
     else:
-        tab = jnp.full((batch, _TRASH + 1), -1.0, jnp.float32)
+        tab = jnp.full((batch * (_TRASH + 1),), -1.0, jnp.float32)
 
     def emit(tab, cell, live, rec):
         """Reduce closing records ``rec`` [B, K, _NATTR] (masked by ``live``) into the table."""
@@ -170,10 +178,10 @@ def _batched_pass(values, allowed, gt_boxes, gt_valid, is_hole, *, height, width
                 (ks2[:, None, :] == ks2[:, :, None]) & (kf[:, None, :] > kf[:, :, None]))
             same = (cell[:, None, :] == cell[:, :, None]) & live[:, None, :]
             beaten = jnp.any(same & better, axis=2)
-            cur = get(tab, cell)
+            cur = fget(tab, cell, off_t)
             upd = live & ~beaten & ((ks2 > cur[..., 0]) | ((ks2 == cur[..., 0]) & (kf > cur[..., 1])))
             row = jnp.stack([ks2, kf, x0 | (x1 << 16), y0 | (y1 << 16)], axis=-1)
-            return tab.at[rows, jnp.where(upd, cell, _TRASH)].set(row)
+            return tab.at[off_t + jnp.where(upd, cell, _TRASH)].set(row)
         # A hole's contour runs through the foreground pixels around it: one pixel wider.
         grow = is_hole.astype(jnp.int32)[:, None]
         box = jnp.stack([x0 - grow, y0 - grow, jnp.minimum(x1 + 1 + grow, width - 1),
@@ -181,7 +189,7 @@ def _batched_pass(values, allowed, gt_boxes, gt_valid, is_hole, *, height, width
         u = jax.vmap(_iou)(box, gt_boxes, gt_valid)
         frame = (x0 == 0) | (y0 == 0) | (x1 == width - 1) | (y1 == height - 1)
         u = jnp.where(live & ~(is_hole[:, None] & frame), u, -1.0)
-        return tab.at[rows, cell].max(u)
+        return tab.at[off_t + cell].max(u)
 
     def body(t, st):
         par, attr, tab = st
@@ -190,13 +198,13 @@ def _batched_pass(values, allowed, gt_boxes, gt_valid, is_hole, *, height, width
         py, px = p // width, p % width
         nb = nbr[p]                                   # [B, 8]
         nbc = jnp.where(nb >= 0, nb, n)
-        parent = get(par, nbc)
+        parent = fget(par, nbc, off_n)
         proc = (nb >= 0) & (parent >= 0) & allowed
 
         def not_root(r):
-            return jnp.any(proc & (get(par, r) != r))
+            return jnp.any(proc & (fget(par, r, off_n) != r))
 
-        r = lax.while_loop(not_root, lambda r: jnp.where(proc, get(par, r), r),
+        r = lax.while_loop(not_root, lambda r: jnp.where(proc, fget(par, r, off_n), r),
                            jnp.where(proc, parent, n))
         dup = jnp.any((r[:, None, :] == r[:, :, None]) & proc[:, None, :]
                       & (k8[None, :] < k8[:, None])[None], axis=2)
@@ -206,7 +214,7 @@ def _batched_pass(values, allowed, gt_boxes, gt_valid, is_hole, *, height, width
         pick = valid[:, :, None] & (pos[:, :, None] == slot_ids[None, None, :])   # [B, 8, 4]
         svalid = jnp.any(pick, axis=1)
         rv = jnp.where(svalid, jnp.sum(jnp.where(pick, r[:, :, None], 0), axis=1), n)
-        rec = get(attr, rv)                           # [B, 4, _NATTR]
+        rec = fget(attr, rv, off_n)                   # [B, 4, _NATTR]
         sizeborn = jnp.where(svalid, rec[..., _SB], -1)
         biggest = jnp.take_along_axis(rv, jnp.argmax(sizeborn, axis=1)[:, None], axis=1)[:, 0]
         root = jnp.where(jnp.any(svalid, axis=1), biggest, p)
@@ -236,18 +244,19 @@ def _batched_pass(values, allowed, gt_boxes, gt_valid, is_hole, *, height, width
             merged(_X1, jnp.max, jnp.maximum, px, -1),
             merged(_Y1, jnp.max, jnp.maximum, py, -1),
             s2, jnp.zeros_like(p)], axis=-1)
-        attr = attr.at[rows[:, 0], root].set(new)
+        attr = attr.at[off_n[:, 0] + root].set(new)
         # New parents: the pixel, the absorbed roots and (path compression) the neighbours.
         targets = jnp.concatenate([p[:, None], rv, jnp.where(proc, nbc, n)], axis=1)
-        par = par.at[rows, targets].set(root[:, None])
+        par = par.at[off_n + targets].set(root[:, None])
         return par, attr, tab
 
     par, attr, tab = lax.fori_loop(0, n, body, (par, attr, tab))
     # The whole grid is one component at the end: close its record for levels [0, v - 1].
-    root = get(par, order[:, n - 1])
-    rec = get(attr, root[:, None])                    # [B, 1, _NATTR]
+    root = fget(par, order[:, n - 1], off_n)
+    rec = fget(attr, root[:, None], off_n)            # [B, 1, _NATTR]
     hi = (rec[..., _SB] & (NUM_LEVELS - 1)) - 1
-    return emit(tab, hi, hi >= 0, rec)
+    tab = emit(tab, hi, hi >= 0, rec)
+    return tab.reshape((batch, _TRASH + 1) + tab.shape[1:])
 
 
 def _best_per_level(tab, mode):
