@@ -120,11 +120,17 @@ def main():
     for task, num, multi in rows:
         thresholds = np.arange(num) / num                    # np.arange(0, 1, 1/T) as the protocol
         if multi:
-            ours_fn = lambda: boxes.max_contour_iou(maps, thresholds, gt, valid, multi_contour=True)
-            ref_fn = lambda: opencv_v2(maps, thresholds, gt, valid)
+            def ours_fn(th=thresholds):
+                return boxes.max_contour_iou(maps, th, gt, valid, multi_contour=True)
+
+            def ref_fn(th=thresholds):
+                return opencv_v2(maps, th, gt, valid)
         else:
-            ours_fn = lambda: boxes.largest_box(maps, thresholds)
-            ref_fn = lambda: opencv_largest(maps, thresholds)
+            def ours_fn(th=thresholds):
+                return boxes.largest_box(maps, th)
+
+            def ref_fn(th=thresholds):
+                return opencv_largest(maps, th)
         start = time.perf_counter()
         jax.block_until_ready(ours_fn())
         compile_s = time.perf_counter() - start

@@ -61,6 +61,8 @@ def _check_maps(maps, name: str, unit_range: bool):
         raise ValueError(f"{name} must have shape [B, H, W] (rank 3), got shape {maps.shape}")
     if min(maps.shape[1:]) < 1:
         raise ValueError(f"{name} must have H, W >= 1, got shape {maps.shape}")
+    if unit_range and maps.shape[1] * maps.shape[2] >= 2**23:
+        raise ValueError(f"{name} must have H * W < 2**23 pixels, got shape {maps.shape}")
     if unit_range and _is_concrete(maps) and maps.size:
         values = np.asarray(maps)
         if not np.all((values >= 0) & (values <= 1)):
@@ -74,7 +76,8 @@ def _check_maps(maps, name: str, unit_range: bool):
 
 def _check_thresholds(thresholds) -> np.ndarray:
     if isinstance(thresholds, jax.core.Tracer):
-        raise ValueError("thresholds must be concrete host values (Python/NumPy [T]), not traced")
+        raise ValueError(  # noqa: TRY004 (a value error for the caller, as in metrics)
+            "thresholds must be concrete host values (Python/NumPy [T]), not traced")
     values = np.asarray(thresholds, np.float64)
     if values.ndim != 1 or values.size == 0:
         raise ValueError(f"thresholds must be a non-empty 1-D array [T], got shape {values.shape}")
