@@ -197,7 +197,7 @@ def test_hand_built_square_gives_known_box():
         "box_valid": np.ones((3, 1), bool),
         "valid": np.array([True, True, False]),
     }
-    config = make_config(num_classes=2)
+    config = make_config(num_classes=2, map_kinds=evaluate.KNOWN_MAP_KINDS)
     settings = evaluate.EvalSettings.from_config(config)
     out = jax.jit(lambda v, x, y: evaluate.predict_maps(settings, model, v, x, y))(
         variables, batch["image"], batch["label"])
@@ -206,11 +206,14 @@ def test_hand_built_square_gives_known_box():
     res = evaluate.evaluate(config, model, variables, [batch], num_devices=1)
     assert res["num_images"] == 2
     assert res["top1_cls"] == 1.0
-    for kind in evaluate.MAP_KINDS:  # region sums widen the box by one pixel: IoU still > 0.5
+    # Region sums widen the box by one pixel: IoU still > 0.5. With two classes of opposite
+    # weights the region rival of infoCAM+ (eq. 3) gives twice the CAM's region sum.
+    for kind in evaluate.KNOWN_MAP_KINDS:
         assert res[f"{kind}/gt_known_loc"] == 1.0, kind
         assert res[f"{kind}/top1_loc"] == 1.0, kind
         assert res[f"{kind}/max_box_acc"] == 1.0, kind
     assert res["cam/max_box_acc_v2"] == 1.0
+    assert "| infoCAM+ (region rival) | 100.00 | 100.00 | 100.00 |" in evaluate.format_table(res)
 
 
 def test_multi_label_hand_built():
