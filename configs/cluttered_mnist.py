@@ -8,7 +8,7 @@ Digits come from the MNIST IDX files in `manual_dir` (default <repo>/../shared/d
 
 Command:
     python launch/train.py --config=configs/cluttered_mnist.py --workdir=workdirs/cluttered_mnist
-Expected runtime: about 10-20 minutes on 2 CPU cores.
+Expected runtime: about 20-40 minutes on 2 idle CPU cores (10 epochs x 20k 64x64 canvases).
 """
 import pathlib
 import sys

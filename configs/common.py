@@ -29,7 +29,7 @@ def base_config() -> config_dict.ConfigDict:
     c.num_train_examples = 4000
     c.num_test_examples = 1000
     c.data_seed = 0
-    c.image_size = (32, 64)
+    c.image_size = (28, 56)
     c.resize_size = 0
     c.eval_protocol = "resize"
     c.max_boxes = 2

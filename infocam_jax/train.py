@@ -172,9 +172,10 @@ def run_evaluation(config, model, variables, split: str) -> dict[str, float]:
 
 def _fetch_metrics(pending: list[dict]) -> dict[str, float]:
     """Mean over the pending steps of device metrics (already averaged across devices)."""
-    host = jax.device_get(pending)
-    keys = host[0].keys()
-    return {k: float(np.mean([np.asarray(m[k]).reshape(-1)[0] for m in host])) for k in keys}
+    # First local replica (the values are identical on all devices after pmean); works when
+    # the pmap output spans other processes' devices too.
+    host = [ts.unreplicate(m) for m in pending]
+    return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
 
 
 def _check_finite(metrics: Mapping[str, float], epoch: int, step: int) -> None:

@@ -395,3 +395,27 @@ def test_nan_loss_aborts_with_a_clear_message(train_lib, tmp_path, monkeypatch):
         train_lib.train_and_evaluate(_tiny_config(), str(tmp_path))
     manager = checkpointing.Checkpointer(str(tmp_path), 1)
     assert manager.latest_epoch() is None  # nothing saved from the poisoned epoch
+
+
+@pytest.mark.skipif(os.environ.get("INFOCAM_FULL_SMOKE") != "1",
+                    reason="two launcher processes compile training and evaluation (~2 CPU-min); "
+                           "INFOCAM_FULL_SMOKE=1 runs it")
+def test_launcher_with_two_processes_and_jax_distributed(tmp_path):
+    """launch/train.py --jax_distributed on localhost: shared orbax checkpoints, one results.json."""
+    portpicker = pytest.importorskip("portpicker")
+    pytest.importorskip("infocam_jax.evaluate")
+    port = portpicker.pick_unused_port()
+    cmd = [sys.executable, "launch/train.py", "--config=configs/digits.py:runlocal",
+           "--config.dataset=synthetic", "--config.heads=('pc_sigmoid',)",
+           f"--workdir={tmp_path}", "--jax_distributed",
+           f"--coordinator_address=localhost:{port}", "--num_processes=2"]
+    procs = [subprocess.Popen(cmd + [f"--process_id={i}"], cwd=REPO, env=_worker_env(1),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(2)]
+    logs = [p.communicate(timeout=900)[0] for p in procs]
+    for i, p in enumerate(procs):
+        assert p.returncode == 0, f"process {i} failed:\n{logs[i][-3000:]}"
+    assert "2 global devices" in logs[0]
+    results = json.loads((tmp_path / "pc_sigmoid" / "results.json").read_text())
+    assert 0.0 <= results["cls_acc"] <= 1.0
+    assert "# Summary over heads" in logs[0] and "# Summary over heads" not in logs[1]
