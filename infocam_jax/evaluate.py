@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import math
 import os
@@ -507,9 +508,7 @@ def evaluate(config, model, variables, iterator: Iterable[Batch], *,
     p_variables = replicate(variables, num_devices)
     p_counts = replicate(init_counts(settings), num_devices)
     size = None
-    for i, batch in enumerate(iterator):
-        if max_batches is not None and i >= max_batches:
-            break
+    for i, batch in enumerate(itertools.islice(iterator, max_batches)):
         _check_batch(batch, settings)
         b = len(batch["valid"])
         if size is None:
