@@ -7,6 +7,7 @@ of each map at ``config.cam_threshold`` green.
       --num_images 8 --output /tmp/digits/figures/test_grid.png
 """
 import functools
+import itertools
 import os
 import pathlib
 import sys
@@ -29,11 +30,47 @@ _SPLIT = flags.DEFINE_enum("split", "test", ["test", "validation"], "Split to dr
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 8, "Images (columns) in the grid.")
 _CLASS = flags.DEFINE_enum("class_source", "gt", ["gt", "pred"],
                            "Draw the maps of the ground-truth or of the predicted class.")
+_CLASS_ID = flags.DEFINE_integer(
+    "class_id", None, "Draw this class's maps, on images that contain it (like the paper's "
+    "Figure 4, 'we aim to extract digit 0'); overrides --class_source.")
+_MAX_SCAN = 50  # batches searched for images containing --class_id
 _KINDS = flags.DEFINE_list("map_kinds", None,
                            "Map kinds (rows); default: all kinds the config evaluates.")
 _OUTPUT = flags.DEFINE_string("output", None,
                               "PNG path (default: <workdir>/figures/<split>_grid.png).")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _contains(batch, class_id):
+    """bool ``[b]``: valid examples showing ``class_id`` (label, multi-hot or a box label)."""
+    keep = np.asarray(batch["valid"], bool)
+    if class_id is None:
+        return keep
+    has = np.asarray(batch["label"]) == class_id
+    if "labels" in batch:
+        has |= np.asarray(batch["labels"])[:, class_id] > 0.5
+    if "box_labels" in batch:
+        has |= np.any((np.asarray(batch["box_labels"]) == class_id)
+                      & np.asarray(batch["box_valid"], bool), axis=1)
+    return keep & has
+
+
+def _select_images(config, n, class_id):
+    """The first ``n`` valid examples of the split (containing ``class_id`` when given)."""
+    if class_id is not None and not 0 <= class_id < config.num_classes:
+        raise app.UsageError(f"--class_id must be in [0, {config.num_classes}), got {class_id}")
+    iterator = data.make_iterator(config, _SPLIT.value, training=False, batch_size=n)
+    parts, found = [], 0
+    for batch in itertools.islice(iterator, _MAX_SCAN):
+        keep = _contains(batch, class_id)
+        parts.append({k: np.asarray(v)[keep] for k, v in batch.items()})
+        found += int(keep.sum())
+        if found >= n:
+            break
+    if not found:
+        raise app.UsageError(f"no image with class {class_id} in the first {_MAX_SCAN} "
+                             f"batches of the {_SPLIT.value} split")
+    return {k: np.concatenate([p[k] for p in parts])[:n] for k in parts[0]}
 
 
 def main(argv):
@@ -45,11 +82,11 @@ def main(argv):
     variables, _ = train.restore_variables(config, _WORKDIR.value, _WHICH.value)
     model = models.create(config.model, config.num_classes, **dict(config.model_options))
     n = _NUM_IMAGES.value
-    iterator = data.make_iterator(config, _SPLIT.value, training=False, batch_size=n)
-    batch = next(iter(iterator))
-    keep = np.asarray(batch["valid"], bool)
-    batch = {k: np.asarray(v)[keep] for k, v in batch.items()}
-    labels = batch["label"].astype(np.int32) if _CLASS.value == "gt" else None
+    batch = _select_images(config, n, _CLASS_ID.value)
+    if _CLASS_ID.value is not None:
+        labels = np.full(len(batch["valid"]), _CLASS_ID.value, np.int32)
+    else:
+        labels = batch["label"].astype(np.int32) if _CLASS.value == "gt" else None
     predict = jax.jit(functools.partial(evaluate.predict_maps, settings, model))
     out = jax.device_get(predict(variables, batch["image"], labels))
     gt_valid = batch["box_valid"]
