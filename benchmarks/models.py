@@ -29,14 +29,16 @@ flags.DEFINE_integer("num_classes", 200, "classes of the head.")
 flags.DEFINE_integer("rounds", 3, "alternating measurement rounds (median is reported).")
 flags.DEFINE_integer("iters", 2, "steps per measurement.")
 flags.DEFINE_string("dtype", "float32", "JAX compute dtype (bfloat16 changes results).")
+flags.DEFINE_list("conv_impl", ["explicit"], "JAX convolution implementations to compare "
+                  "(models.create conv_impl: explicit, xla), each measured as its own runner.")
 flags.DEFINE_bool("torch", True, "also measure PyTorch eager when torch is importable.")
 
 
 # --- JAX ---------------------------------------------------------------------------------------
 
-def jax_steps(arch, x, y):
+def jax_steps(arch, x, y, conv_impl):
     """Returns (forward(), train_step()) closures that run one jitted step each and block."""
-    model = models.create(arch, FLAGS.num_classes, dtype=FLAGS.dtype)
+    model = models.create(arch, FLAGS.num_classes, dtype=FLAGS.dtype, conv_impl=conv_impl)
     variables = jax.jit(model.init)(jax.random.key(0), x[:1])
     has_bn = "batch_stats" in variables
     tx = optax.sgd(0.01, momentum=0.9)
@@ -172,7 +174,8 @@ def main(argv):
           f"batch {FLAGS.batch}, {FLAGS.size}x{FLAGS.size}, median of {FLAGS.rounds} rounds "
           f"x {FLAGS.iters} steps")
     for arch in FLAGS.arch:
-        runners = {"jax": jax_steps(arch, jnp.asarray(x), jnp.asarray(y))}
+        runners = {f"jax[{impl}]": jax_steps(arch, jnp.asarray(x), jnp.asarray(y), impl)
+                   for impl in FLAGS.conv_impl}
         if have_torch:
             runners["torch"] = torch_steps(arch, x, y)
         for fwd, train in runners.values():  # warm-up / compile
@@ -184,12 +187,15 @@ def main(argv):
                 for lib, fns in runners.items():
                     rates[(lib, kind)].append(_rate(fns[idx], FLAGS.iters, FLAGS.batch))
         for kind in ("forward", "train"):
-            j = statistics.median(rates[("jax", kind)])
-            line = f"{arch:10s} {kind:8s} jax {j:7.2f} img/s"
-            if have_torch:
-                t = statistics.median(rates[("torch", kind)])
-                line += f"   torch eager {t:7.2f} img/s   ratio jax/torch {j / t:5.2f}x"
-            print(line, flush=True)
+            for lib in runners:
+                if lib == "torch":
+                    continue
+                j = statistics.median(rates[(lib, kind)])
+                line = f"{arch:10s} {kind:8s} {lib:14s} {j:7.2f} img/s"
+                if have_torch:
+                    t = statistics.median(rates[("torch", kind)])
+                    line += f"   torch eager {t:7.2f} img/s   ratio jax/torch {j / t:5.2f}x"
+                print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import pytest
 
 from infocam_jax import models
 from infocam_jax.models import adl as adl_lib
+from infocam_jax.models import layers
 
 
 def _param_count(tree):
@@ -24,8 +25,8 @@ def _abstract_variables(model, shape):
     ("vgg16_gap", 200, 19_639_304),
     ("resnet50", 1000, 25_557_032),
     ("resnet50", 200, 25_557_032 - 2_049_000 + 2048 * 200 + 200),      # 23,917,832
-    # 3x3 convs 1->16, 16->32, 32->32, 32->64, 64->64 with biases, Dense 64->10.
-    ("digits_cnn", 10, 160 + 4_640 + 9_248 + 18_496 + 36_928 + 650),   # 70,122
+    # 3x3 convs 1->16, 16->32, 32->32, 32->64 without biases, each + BN scale/bias; Dense 64->10.
+    ("digits_cnn", 10, 144 + 32 + 4_608 + 64 + 9_216 + 64 + 18_432 + 128 + 650),   # 33,338
 ])
 def test_parameter_counts_match_torchvision(name, num_classes, expected):
     channels = 1 if name == "digits_cnn" else 3
@@ -104,6 +105,40 @@ def test_jit_does_not_retrace(digits):
         loss(variables, x + step).block_until_ready()
 
 
+# --- convolution ---------------------------------------------------------------------------
+
+def _conv_numpy(x, kernel, stride, pad):
+    """Direct NHWC cross-correlation with zero padding (what torch's conv2d computes)."""
+    k = kernel.shape[0]
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    h = (xp.shape[1] - k) // stride + 1
+    w = (xp.shape[2] - k) // stride + 1
+    out = np.zeros((x.shape[0], h, w, kernel.shape[-1]), np.float64)
+    for i in range(k):
+        for j in range(k):
+            window = xp[:, i:i + stride * (h - 1) + 1:stride, j:j + stride * (w - 1) + 1:stride]
+            out += window @ kernel[i, j]
+    return out
+
+
+@pytest.mark.parametrize("size,k,stride", [(9, 7, 2), (8, 3, 1), (8, 3, 2), (7, 1, 1), (8, 1, 2)])
+def test_conv_forward_and_gradients(size, k, stride):
+    rng = np.random.default_rng(k * 10 + stride)
+    x = rng.standard_normal((2, size, size, 3)).astype(np.float32)
+    kernel = rng.standard_normal((k, k, 3, 4)).astype(np.float32)
+    out = layers.conv2d(jnp.asarray(x), jnp.asarray(kernel), stride, k // 2)
+    np.testing.assert_allclose(out, _conv_numpy(x, kernel, stride, k // 2), rtol=1e-4, atol=1e-4)
+
+    def grads(impl):
+        loss = lambda x, w: jnp.sum(jnp.sin(layers.conv2d(x, w, stride, k // 2, impl)))
+        return jax.grad(loss, argnums=(0, 1))(jnp.asarray(x), jnp.asarray(kernel))
+
+    # The explicit kernel gradient equals XLA's autodiff one.
+    chex.assert_trees_all_close(grads("explicit"), grads("xla"), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="explicit"):
+        layers.conv2d(jnp.asarray(x), jnp.asarray(kernel), stride, k // 2, "cudnn")
+
+
 # --- ADL -----------------------------------------------------------------------------------
 
 def _adl_numpy(x, drop, gamma):
@@ -152,32 +187,33 @@ def test_adl_random_branch_both_reachable_and_deterministic(adl_input):
 
 def test_adl_in_model_train_eval_and_maps(digits):
     _, base_variables, x, _ = digits
-    model = models.create("digits_cnn", 10, adl_positions="1M 32", adl_drop_rate=1.0)
+    model = models.create("digits_cnn", 10, adl_positions="1M 31", adl_drop_rate=1.0)
     variables = base_variables  # ADL has no parameters: same variables
     plain_logits, _ = models.create("digits_cnn", 10).apply(variables, x)
     eval_logits, state = model.apply(variables, x, train=False, mutable=["intermediates"])
     np.testing.assert_allclose(eval_logits[0], plain_logits, rtol=1e-6)
     maps = models.adl_maps(state)
-    assert set(maps) == {"1M", "32"}
+    assert set(maps) == {"1M", "31"}
     chex.assert_shape(maps["1M"], (3, 14, 28))
-    chex.assert_shape(maps["32"], (3, 7, 14))
+    chex.assert_shape(maps["31"], (3, 7, 14))
     (train_logits, features), state = model.apply(
-        variables, x, train=True, rngs={"adl": jax.random.key(0)}, mutable=["intermediates"])
+        variables, x, train=True, rngs={"adl": jax.random.key(0)},
+        mutable=["intermediates", "batch_stats"])
     maps = models.adl_maps(state)
     # drop_rate=1: the last ADL zeroes the most attended positions of the returned features.
-    attention = np.asarray(maps["32"])
+    attention = np.asarray(maps["31"])
     dropped = attention >= 0.9 * attention.max(axis=(1, 2), keepdims=True)
     assert dropped.any()
     np.testing.assert_array_equal(np.asarray(features)[dropped], 0.0)
-    np.testing.assert_array_equal(maps["32/selected"], (~dropped).astype(np.float32))
+    np.testing.assert_array_equal(maps["31/selected"], (~dropped).astype(np.float32))
     assert not np.allclose(train_logits, plain_logits)
 
 
 def test_adl_needs_rng_in_training(digits):
     _, variables, x, _ = digits
-    model = models.create("digits_cnn", 10, adl_positions="32")
+    model = models.create("digits_cnn", 10, adl_positions="31")
     with pytest.raises(Exception, match="adl"):
-        model.apply(variables, x, train=True)
+        model.apply(variables, x, train=True, mutable=["batch_stats"])
 
 
 # --- BatchNorm -----------------------------------------------------------------------------
@@ -238,6 +274,8 @@ def test_create_errors():
         models.create("resnet50", 10, adl_drop_rate=1.5)
     with pytest.raises(ValueError, match="num_classes"):
         models.create("digits_cnn", 0)
+    with pytest.raises(ValueError, match="conv_impl"):
+        models.create("resnet50", 3, conv_impl="winograd")
     with pytest.raises(ValueError, match="images"):
         models.create("digits_cnn", 10).init(jax.random.key(0), jnp.zeros((28, 56, 1)))
 

@@ -13,8 +13,9 @@ Usage::
 
 ``images`` are [B, H, W, C] float32 NHWC; ``logits`` [B, M] float32; ``features``
 [B, h, w, K] float32 is the map global average pooling consumes (so
-``logits == mean(features, (1, 2)) @ kernel + bias``). Only ``resnet50`` has BatchNorm
-(``"batch_stats" in variables``); ``mutable=["batch_stats"]`` is needed in training there only.
+``logits == mean(features, (1, 2)) @ kernel + bias``). ``resnet50`` and ``digits_cnn`` have
+BatchNorm (``"batch_stats" in variables``) and need ``mutable=["batch_stats"]`` in training;
+``vgg16_gap`` has none (passing the mutable list anyway is harmless).
 ADL attention maps for visualisation: add ``"intermediates"`` to ``mutable`` and read them with
 :func:`adl_maps`.
 """
@@ -25,13 +26,15 @@ import jax.numpy as jnp
 
 from infocam_jax.models.adl import ADL
 from infocam_jax.models.digits import digits_cnn
+from infocam_jax.models.layers import CONV_IMPLS
 from infocam_jax.models.resnet import ResNet50, resnet50
 from infocam_jax.models.vgg import ConvGAP, vgg16_gap
 
 __all__ = ["create", "classifier_kernel", "new_layer_mask", "adl_maps", "MODEL_NAMES",
            "ADL", "ConvGAP", "ResNet50"]
 
-_COMMON = ("adl_positions", "adl_drop_rate", "adl_gamma", "axis_name", "dtype")
+_COMMON = ("adl_positions", "adl_drop_rate", "adl_gamma", "axis_name", "dtype",
+           "conv_impl")
 _BUILDERS = {
     "vgg16_gap": (vgg16_gap, _COMMON),
     "resnet50": (resnet50, _COMMON),
@@ -48,8 +51,10 @@ def create(name: str, num_classes: int, **options: Any):
       num_classes: M >= 1, outputs of the classifier head.
       **options: adl_positions (str of position codes, "" = no ADL; VGG/digits "3M 4M 53"
         style, ResNet "30 40 42" style), adl_drop_rate (0.75), adl_gamma (0.9), axis_name
-        (BatchNorm sync axis; accepted and unused by the BN-free models), dtype (compute dtype,
+        (BatchNorm sync axis; accepted and unused by the BN-free vgg16_gap), dtype (compute dtype,
         e.g. "float32" (default) or "bfloat16"; parameters and outputs stay float32),
+        conv_impl ("explicit" (default): convolution kernel gradients as explicit matmuls,
+        faster on XLA:CPU; "xla": plain autodiff; same values up to rounding),
         width (digits_cnn only, base channel count, 16).
 
     Returns:
@@ -71,8 +76,11 @@ def create(name: str, num_classes: int, **options: Any):
     options = dict(options)
     if "dtype" in options:
         options["dtype"] = jnp.dtype(options["dtype"])
-    if name != "resnet50":
-        options.pop("axis_name", None)
+    if options.get("conv_impl", "explicit") not in CONV_IMPLS:
+        raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, "
+                         f"got {options['conv_impl']!r}")
+    if name == "vgg16_gap":
+        options.pop("axis_name", None)  # no BatchNorm
     return builder(num_classes, **options)
 
 

@@ -201,7 +201,7 @@ def convert_file(arch: str, path: str, num_classes: int, seed: int = 0,
 
 
 def save_variables(variables: Mapping[str, Any], path: str) -> None:
-    """Writes variables as ``.npz`` (flattened "collection/module/.../leaf" keys) or ``.msgpack``."""
+    """Writes variables as ``.npz`` (flat "collection/module/.../leaf" keys) or ``.msgpack``."""
     host = jax.tree_util.tree_map(np.asarray, flax.core.unfreeze(variables))
     if path.endswith(".npz"):
         flat = flax.traverse_util.flatten_dict(host, sep="/")

@@ -39,24 +39,25 @@ class Bottleneck(nn.Module):
     downsample: bool
     axis_name: Optional[str] = None
     dtype: Any = jnp.float32
+    conv_impl: str = "explicit"
 
     @nn.compact
     def __call__(self, x, train: bool):
+        def conv(features, k, strides, name):
+            return Conv(features, k, strides, use_bias=False, dtype=self.dtype,
+                        impl=self.conv_impl, name=name)
+
         def bn(name):
             return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                                 axis_name=self.axis_name if train else None, dtype=self.dtype,
                                 name=name)
 
-        out = nn.relu(bn("bn1")(Conv(self.width, 1, use_bias=False, dtype=self.dtype,
-                                     name="conv1")(x)))
-        out = nn.relu(bn("bn2")(Conv(self.width, 3, self.strides, use_bias=False,
-                                     dtype=self.dtype, name="conv2")(out)))
-        out = bn("bn3")(Conv(self.width * EXPANSION, 1, use_bias=False, dtype=self.dtype,
-                             name="conv3")(out))
+        out = nn.relu(bn("bn1")(conv(self.width, 1, 1, "conv1")(x)))
+        out = nn.relu(bn("bn2")(conv(self.width, 3, self.strides, "conv2")(out)))
+        out = bn("bn3")(conv(self.width * EXPANSION, 1, 1, "conv3")(out))
         if self.downsample:
-            x = bn("downsample_bn")(Conv(self.width * EXPANSION, 1, self.strides,
-                                         use_bias=False, dtype=self.dtype,
-                                         name="downsample_conv")(x))
+            x = bn("downsample_bn")(conv(self.width * EXPANSION, 1, self.strides,
+                                         "downsample_conv")(x))
         return nn.relu(out + x)
 
 
@@ -70,6 +71,7 @@ class ResNet50(nn.Module):
       adl_gamma: ADL drop threshold.
       axis_name: pmap/shard_map axis over which training BatchNorm statistics are averaged.
       dtype: compute dtype; parameters and outputs are float32.
+      conv_impl: "explicit" or "xla" (see ``layers.conv2d``; same values, different speed).
     """
     num_classes: int
     adl_positions: Tuple[str, ...] = ()
@@ -77,6 +79,7 @@ class ResNet50(nn.Module):
     adl_gamma: float = 0.9
     axis_name: Optional[str] = None
     dtype: Any = jnp.float32
+    conv_impl: str = "explicit"
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False):
@@ -93,8 +96,8 @@ class ResNet50(nn.Module):
         """
         if images.ndim != 4:
             raise ValueError(f"images must be [B, H, W, C], got shape {images.shape}")
-        x = Conv(64, 7, 2, use_bias=False, dtype=self.dtype, name="conv1")(
-            images.astype(self.dtype))
+        x = Conv(64, 7, 2, use_bias=False, dtype=self.dtype, impl=self.conv_impl,
+                 name="conv1")(images.astype(self.dtype))
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                          axis_name=self.axis_name if train else None, dtype=self.dtype,
                          name="bn1")(x)
@@ -104,7 +107,7 @@ class ResNet50(nn.Module):
                 zip(RESNET50_LAYERS, RESNET50_WIDTHS, RESNET50_STRIDES), start=1):
             for i in range(n):
                 x = Bottleneck(width, stride if i == 0 else 1, i == 0, self.axis_name,
-                               self.dtype, name=f"layer{L}_{i}")(x, train)
+                               self.dtype, self.conv_impl, name=f"layer{L}_{i}")(x, train)
                 if f"{L}{i}" in self.adl_positions:
                     x = adl_lib.ADL(self.adl_drop_rate, self.adl_gamma,
                                     name=f"adl_{L}{i}")(x, train)
@@ -117,8 +120,8 @@ class ResNet50(nn.Module):
 
 def resnet50(num_classes: int, adl_positions: str = "", adl_drop_rate: float = 0.75,
              adl_gamma: float = 0.9, axis_name: Optional[str] = None,
-             dtype: Any = jnp.float32) -> ResNet50:
+             dtype: Any = jnp.float32, conv_impl: str = "explicit") -> ResNet50:
     """ResNet50-WSOL for ``num_classes`` classes; see :class:`ResNet50`."""
     adl_lib.check_rates(adl_drop_rate, adl_gamma)
     codes = adl_lib.parse_positions(adl_positions, POSITION_CODES, "resnet50")
-    return ResNet50(num_classes, codes, adl_drop_rate, adl_gamma, axis_name, dtype)
+    return ResNet50(num_classes, codes, adl_drop_rate, adl_gamma, axis_name, dtype, conv_impl)

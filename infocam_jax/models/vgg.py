@@ -9,7 +9,7 @@ Parameter names (stable; ``convert.py`` maps torchvision keys onto them):
 ADL position codes: ``"{b}{l}"`` after conv{b}_{l}+ReLU and ``"{b}M"`` after pool{b}
 (e.g. the authors' ``"3M 4M 53"``).
 """
-from typing import Any, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -45,6 +45,13 @@ class ConvGAP(nn.Module):
       adl_drop_rate: ADL drop-mask probability.
       adl_gamma: ADL drop threshold.
       dtype: compute dtype; parameters stay float32, outputs are float32.
+      conv_impl: "explicit" or "xla" (see ``layers.conv2d``; same values, different speed).
+      batch_norm: BatchNorm (``bn{b}_{l}``) between each stack conv and its ReLU.
+      axis_name: BatchNorm sync axis in training (only with ``batch_norm``).
+      conv_fan: "fan_out" (torchvision's VGG init) or "fan_in" He-normal conv kernels
+        ("fan_in" keeps activation scale through a from-scratch network without BatchNorm).
+      head_std: the head kernel's initial N(0, std^2) (torchvision's VGG: 0.01); None = LeCun
+        normal (std 1/sqrt(K)), which starts a network trained from scratch much faster.
     """
     num_classes: int
     blocks: Tuple[Tuple[int, ...], ...] = VGG16_BLOCKS
@@ -54,6 +61,11 @@ class ConvGAP(nn.Module):
     adl_drop_rate: float = 0.75
     adl_gamma: float = 0.9
     dtype: Any = jnp.float32
+    conv_impl: str = "explicit"
+    batch_norm: bool = False
+    axis_name: Optional[str] = None
+    head_std: Optional[float] = 0.01
+    conv_fan: str = "fan_out"
 
     def _adl(self, x, code, train):
         if code not in self.adl_positions:
@@ -75,28 +87,37 @@ class ConvGAP(nn.Module):
         if images.ndim != 4:
             raise ValueError(f"images must be [B, H, W, C], got shape {images.shape}")
         x = images.astype(self.dtype)
+        conv_init = nn.initializers.variance_scaling(2.0, self.conv_fan, "normal")
         for b, (layers, pool) in enumerate(zip(self.blocks, self.pools), start=1):
             for l, channels in enumerate(layers, start=1):
-                x = nn.relu(Conv(channels, 3, dtype=self.dtype, name=f"conv{b}_{l}")(x))
+                x = Conv(channels, 3, use_bias=not self.batch_norm, dtype=self.dtype,
+                         impl=self.conv_impl, kernel_init=conv_init, name=f"conv{b}_{l}")(x)
+                if self.batch_norm:
+                    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                                     axis_name=self.axis_name if train else None,
+                                     dtype=self.dtype, name=f"bn{b}_{l}")(x)
+                x = nn.relu(x)
                 x = self._adl(x, f"{b}{l}", train)
             if pool:
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
                 x = self._adl(x, f"{b}M", train)
         if self.extra_conv:
-            x = nn.relu(Conv(self.extra_conv, 3, dtype=self.dtype,
-                             name=f"conv{len(self.blocks) + 1}")(x))
+            x = nn.relu(Conv(self.extra_conv, 3, dtype=self.dtype, impl=self.conv_impl,
+                             kernel_init=conv_init, name=f"conv{len(self.blocks) + 1}")(x))
         features = x.astype(jnp.float32)
         pooled = jnp.mean(features, axis=(1, 2))
-        logits = nn.Dense(self.num_classes, name="head",
-                          kernel_init=nn.initializers.normal(0.01))(pooled)
+        head_init = (nn.initializers.lecun_normal() if self.head_std is None
+                     else nn.initializers.normal(self.head_std))
+        logits = nn.Dense(self.num_classes, name="head", kernel_init=head_init)(pooled)
         return logits, features
 
 
 def vgg16_gap(num_classes: int, adl_positions: str = "", adl_drop_rate: float = 0.75,
-              adl_gamma: float = 0.9, dtype: Any = jnp.float32) -> ConvGAP:
+              adl_gamma: float = 0.9, dtype: Any = jnp.float32,
+              conv_impl: str = "explicit") -> ConvGAP:
     """VGG16-GAP for ``num_classes`` classes; see :class:`ConvGAP`."""
     adl_lib.check_rates(adl_drop_rate, adl_gamma)
     codes = adl_lib.parse_positions(adl_positions, position_codes(VGG16_BLOCKS, VGG16_POOLS),
                                     "vgg16_gap")
     return ConvGAP(num_classes, VGG16_BLOCKS, VGG16_POOLS, VGG16_CONV6, codes, adl_drop_rate,
-                   adl_gamma, dtype)
+                   adl_gamma, dtype, conv_impl)
