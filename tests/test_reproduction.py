@@ -1,0 +1,138 @@
+"""Keeps the paper's §3.3 pipeline honest, and checks launch/reproduce.py's own arithmetic.
+
+The end-to-end test builds a few hundred double-digit canvases from real MNIST, trains the
+digits CNN-GAP with a PC-sigmoid head for a short while through ``launch/reproduce.py`` (which
+calls ``train.train_and_evaluate``), and checks on the test canvases that infoCAM localises at
+least as well as CAM and that both are far above an input-blind random box.
+"""
+import importlib.util
+import json
+import pathlib
+
+import chex
+import numpy as np
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _load_reproduce():
+    spec = importlib.util.spec_from_file_location("reproduce",
+                                                  REPO_ROOT / "launch" / "reproduce.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+reproduce = _load_reproduce()
+
+
+def _unclamped_iou(a, b):
+    """The IoU of the authors' released evaluation code: the intersection is not clamped at 0."""
+    iw = min(a[2], b[2]) - max(a[0], b[0]) + 1
+    ih = min(a[3], b[3]) - max(a[1], b[1]) + 1
+    inter = iw * ih
+    area = lambda x: (x[2] - x[0] + 1) * (x[3] - x[1] + 1)
+    return inter / (area(a) + area(b) - inter)
+
+
+# ----------------------------------------------------------------------------- unit tests
+
+def test_iou_clamps_disjoint_boxes_where_the_authors_code_did_not():
+    a, b = [0, 0, 10, 10], [20, 20, 30, 30]
+    assert _unclamped_iou(a, b) == pytest.approx(81 / 161)  # 0.503: counted as a hit at 0.5
+    assert reproduce.iou_numpy(np.array(a), np.array(b)) == 0.0
+
+
+def test_iou_numpy_matches_library_iou():
+    from infocam_jax import metrics
+    rng = np.random.default_rng(0)
+    a = reproduce.random_boxes(rng, (64,), 28, 56)
+    b = reproduce.random_boxes(rng, (64,), 28, 56)
+    chex.assert_trees_all_close(reproduce.iou_numpy(a, b).astype(np.float32),
+                                np.asarray(metrics.iou(a, b)), rtol=1e-6)
+    # Known case: 3x3 vs 3x3 overlapping in 2x3 pixels -> 6 / (9 + 9 - 6).
+    assert reproduce.iou_numpy(np.array([0, 0, 2, 2]), np.array([1, 0, 3, 2])) == 0.5
+
+
+def test_random_boxes_are_ordered_and_inside():
+    boxes = reproduce.random_boxes(np.random.default_rng(1), (5, 100), 28, 56)
+    chex.assert_shape(boxes, (5, 100, 4))
+    assert np.all(boxes[..., 0] <= boxes[..., 2]) and np.all(boxes[..., 1] <= boxes[..., 3])
+    assert boxes[..., [0, 2]].min() >= 0 and boxes[..., [0, 2]].max() <= 55
+    assert boxes[..., [1, 3]].min() >= 0 and boxes[..., [1, 3]].max() <= 27
+
+
+def test_baselines_on_known_boxes():
+    gt = np.array([[0, 0, 27, 27], [28, 0, 55, 27], [4, 4, 23, 23], [30, 2, 40, 25]])
+    out = reproduce.baseline_accuracies(gt, (28, 56), draws=50, half_canvas=True)
+    # Half-canvas box: exact on the first two, IoU 400/784 on the third, 264/784 on the fourth.
+    assert out["half_canvas_box"] == pytest.approx(0.75)
+    # Full image (1568 px): IoU 784/1568 = 0.5 on the first two only.
+    assert out["full_image_box"] == pytest.approx(0.5)
+    assert 0.0 <= out["random_box"] < 0.5
+    with pytest.raises(ValueError, match="gt_boxes"):
+        reproduce.baseline_accuracies(np.zeros((0, 4)), (28, 56))
+
+
+def test_aggregate_is_mean_and_sample_std():
+    runs = [{"a": 0.5, "b": 1.0}, {"a": 0.7, "b": float("nan")}, {"a": 0.9, "b": 3.0}]
+    agg = reproduce.aggregate(runs)
+    assert agg["a"]["mean"] == pytest.approx(0.7)
+    assert agg["a"]["std"] == pytest.approx(np.std([0.5, 0.7, 0.9], ddof=1))
+    assert agg["b"]["mean"] == pytest.approx(2.0)  # NaN ignored
+    assert reproduce.pm(agg, "a") == "70.0 ± 20.0"
+    assert reproduce.pm(agg, "missing") == "-"
+
+
+def test_flatten_and_kinds_for_radius():
+    flat = reproduce.flatten({"test": {"3": {"x": 1.0}, "5": {"x": 2.0}}}, 3)
+    assert flat == {"test/R3/x": 1.0, "test/x": 1.0, "test/R5/x": 2.0}
+    assert reproduce.kinds_for_radius(("cam", "infocam"), 3, 3) == ("cam", "infocam")
+    assert reproduce.kinds_for_radius(("cam", "infocam"), 5, 3) == ("infocam",)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+@pytest.fixture(scope="module")
+def small_run(shared_mnist_dir, tmp_path_factory):
+    """A short PC-sigmoid training on a few hundred real double-digit MNIST canvases."""
+    import sys
+    sys.path.insert(0, str(REPO_ROOT))
+    from configs import multi_mnist
+    c = multi_mnist.get_config()
+    root = tmp_path_factory.mktemp("repro")
+    c.data_dir = str(root / "tfds")
+    c.manual_dir = str(shared_mnist_dir)
+    c.num_train_examples = 2400
+    c.num_test_examples = 400
+    c.heads = ("pc_sigmoid",)
+    c.model_options.width = 8         # a quarter of the FLOPs: many cheap steps
+    c.batch_size = 8
+    c.eval_batch_size = 200
+    c.num_epochs = 3                  # 900 steps
+    c.optimizer.learning_rate = 0.2
+    c.optimizer.decay_epochs = 2
+    c.eval_every_epochs = 3
+    c.log_every_steps = 10000
+    c.keep_checkpoints = 1
+    summary = reproduce.reproduce(c, str(root / "work"), seeds=[0], region_sizes=[3],
+                                  cam_thresholds=[0.2, 0.4, 0.6], log=lambda s: None)
+    return summary, root / "work"
+
+
+def test_infocam_not_below_cam_and_both_far_above_random(small_run):
+    summary, workdir = small_run
+    agg = summary["aggregate"]["pc_sigmoid"]
+    random_box = summary["baselines"]["random_box"]
+    assert random_box < 0.1, summary["baselines"]
+    # Each map at its score threshold chosen on the validation canvases, read on the test ones.
+    cam = agg["test/valsel/cam/loc_acc"]["mean"]
+    info = agg["test/valsel/infocam/loc_acc"]["mean"]
+    assert cam >= 2 * random_box + 0.05, (cam, random_box)
+    assert info >= 2 * random_box + 0.05, (info, random_box)
+    assert info >= cam - 0.02, (cam, info)  # tolerance: 400 test canvases, ~600 digits
+    on_disk = json.loads((workdir / "summary.json").read_text())
+    assert on_disk["aggregate"]["pc_sigmoid"]["test/valsel/cam/loc_acc"]["mean"] == \
+        pytest.approx(cam)
+    assert "| PC-sigmoid |" in (workdir / "summary.md").read_text()
