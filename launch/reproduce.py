@@ -93,9 +93,11 @@ def write_fan_in_init(config, seed: int, path: str, gain: float = 2.0) -> str:
     """Writes He-normal *fan-in* initial weights of ``config.model`` for ``config.pretrained``.
 
     Why: ``models.layers.Conv`` initialises He-normal on fan-*out* (torchvision's choice, made
-    for networks that are then loaded with pretrained weights). Trained from scratch, the small
-    ReLU ``digits_cnn`` then starts with GAP features ~17x smaller than with fan-in scaling and
-    SGD sits on the initial plateau for hundreds of steps (loss at the prior's entropy). Every
+    for networks that are then loaded with pretrained weights). Trained from scratch, the
+    BatchNorm-free ``digits_cnn`` of before 2026-11-25 10:19 started with GAP features ~17x
+    smaller than with fan-in scaling and SGD sat on the initial plateau for hundreds of steps
+    (loss at the prior's entropy). The current digits CNN has BatchNorm, so this is off by
+    default and kept for BatchNorm-free models. Every
     conv kernel ``[k, k, C_in, C_out]`` is redrawn from ``N(0, gain / (k*k*C_in))`` (seeded by
     ``seed``); biases stay zero; the head is not taken from this file (``merge_pretrained``
     keeps it freshly initialised).
@@ -691,7 +693,7 @@ def _json_clean(x):
 def reproduce(config, workdir: str, *, seeds: Sequence[int], region_sizes: Sequence[int],
               map_kinds: Sequence[str] | None = None, baseline_draws: int = 10,
               figure: str = "", figure_digit: int = 0, reevaluate: bool = False,
-              fan_in_init: bool = True, heads: Sequence[str] | None = None,
+              fan_in_init: bool = False, heads: Sequence[str] | None = None,
               eval_splits: Sequence[str] = SPLITS, init_from: str = "",
               cam_thresholds: Sequence[float] = (), log=print) -> dict:
     """Trains every (head, seed), evaluates at every R on validation and test, aggregates.
@@ -772,8 +774,10 @@ def reproduce(config, workdir: str, *, seeds: Sequence[int], region_sizes: Seque
                 train_s = time.time() - t0
                 variables, extra = train.restore_variables(sub, run_dir, "best")
                 t0 = time.time()
+                # Multi-label with a threshold grid: the grid covers every R in one compile.
+                eval_rs = [main_r] if (multi and cam_thresholds) else region_sizes
                 results = evaluate_checkpoint(evaluator, variables, split_batches,
-                                              region_sizes=region_sizes, main_region_size=main_r,
+                                              region_sizes=eval_rs, main_region_size=main_r,
                                               map_kinds=map_kinds)
                 eval_s = time.time() - t0
                 record = {"head": head, "seed": int(seed), "train_seconds": train_s,
@@ -796,6 +800,12 @@ def reproduce(config, workdir: str, *, seeds: Sequence[int], region_sizes: Seque
                 flat.update(_threshold_results(
                     evaluator, config, head, seed, run_dir, split_batches, cam_thresholds,
                     region_sizes, main_r, map_kinds, multi, reevaluate, grid_cache, log))
+                t_main = f"{float(config.cam_threshold):g}"
+                for s_ in eval_splits:
+                    for r in region_sizes:
+                        key = f"{s_}/t{t_main}/R{r}/infocam/loc_acc"
+                        if multi and key in flat:
+                            flat.setdefault(f"{s_}/R{r}/infocam/loc_acc", flat[key])
             flat["train_seconds"] = record["train_seconds"]
             flat["eval_seconds"] = record["eval_seconds"]
             flat["best_epoch"] = record["best_epoch"]
@@ -880,7 +890,7 @@ if __name__ == "__main__":
     flags.DEFINE_list("cam_thresholds", None,
                       "Score thresholds of an extra localisation sweep (selected on validation).")
     flags.DEFINE_string("init_from", "", "Directory of seed<k>/ runs to start seed k from.")
-    flags.DEFINE_bool("fan_in_init", True,
+    flags.DEFINE_bool("fan_in_init", False,
                       "Start from He-normal fan-in conv weights (see write_fan_in_init).")
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main)

@@ -104,16 +104,16 @@ def small_run(shared_mnist_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("repro")
     c.data_dir = str(root / "tfds")
     c.manual_dir = str(shared_mnist_dir)
-    c.num_train_examples = 2400
+    c.num_train_examples = 1600
     c.num_test_examples = 400
     c.heads = ("pc_sigmoid",)
-    c.model_options.width = 8         # a quarter of the FLOPs: many cheap steps
-    c.batch_size = 8
+    c.model_options.width = 8         # a quarter of the FLOPs of the default width
+    c.batch_size = 16
     c.eval_batch_size = 200
-    c.num_epochs = 3                  # 900 steps
-    c.optimizer.learning_rate = 0.2
-    c.optimizer.decay_epochs = 2
-    c.eval_every_epochs = 3
+    c.num_epochs = 2                  # 200 steps
+    c.optimizer.learning_rate = 0.05
+    c.optimizer.decay_epochs = 1
+    c.eval_every_epochs = 2
     c.log_every_steps = 10000
     c.keep_checkpoints = 1
     summary = reproduce.reproduce(c, str(root / "work"), seeds=[0], region_sizes=[3],
