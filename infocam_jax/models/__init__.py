@@ -18,6 +18,10 @@ BatchNorm (``"batch_stats" in variables``) and need ``mutable=["batch_stats"]`` 
 ``vgg16_gap`` has none (passing the mutable list anyway is harmless).
 ADL attention maps for visualisation: add ``"intermediates"`` to ``mutable`` and read them with
 :func:`adl_maps`.
+
+Pretrained backbones: ``launch/convert_weights.py`` turns a torchvision state dict into an
+``.npz``; load it into fresh variables with
+``convert.merge_pretrained(variables, convert.load_variables(path))`` (the head stays fresh).
 """
 from typing import Any, Dict
 
