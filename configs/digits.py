@@ -8,7 +8,7 @@ classification and CAM / infoCAM / infoCAM+ localisation tables are printed.
 
 Command (from the repository root):
     python launch/train.py --config=configs/digits.py --workdir=workdirs/digits
-Expected runtime: about 3-5 minutes on 2 idle CPU cores (both heads, 5 epochs each, with
+Expected runtime: about 3-5 minutes on 2 idle CPU cores (both heads, 6 epochs each, with
 validation every epoch and the final test evaluation).
 Smoke run: --config=configs/digits.py:runlocal (seconds).
 """
@@ -35,11 +35,12 @@ def get_config(arg: str | None = None):
     c.loss = "pc_sigmoid"
     c.heads = ("sigmoid", "pc_sigmoid")
     c.pretrained = ""
-    c.optimizer.learning_rate = 0.05
+    # digits_cnn has BatchNorm: 0.3 reaches train loss 0.06 in 4 epochs (0.05: 0.31).
+    c.optimizer.learning_rate = 0.3
     c.optimizer.lr_ratio = 1.0  # trained from scratch: no pretrained layers to protect
     c.optimizer.decay_epochs = 4
     c.optimizer.decay_factor = 0.1
-    c.num_epochs = 5
+    c.num_epochs = 6
     c.batch_size = 64
     c.eval_batch_size = 200
     c.region_size = 3
