@@ -99,6 +99,34 @@ def make_loss_fn(config: ml_collections.ConfigDict, label_prior: np.ndarray | No
     return loss_fn
 
 
+def usable_prior(label_prior, num_train: int, multi_label: bool) -> np.ndarray:
+    """The training-set prior, with labels never (or, multi-label, always) seen moved off 0 / 1.
+
+    The PC losses divide by the prior (PC-sigmoid also by ``1 - π``), so a label absent from a
+    small training set (a smoke run, a rare class) would make them undefined. Such priors are
+    clipped to half an example, ``[0.5 / N, 1 - 0.5 / N]`` (``[0.5 / N, ∞)`` single-label), with a
+    warning naming the labels; priors already inside the range are returned unchanged.
+
+    Args:
+      label_prior: float ``[M]`` class frequencies (single-label) or per-label presence rates.
+      num_train: ``N``, the number of training examples the prior was counted on.
+      multi_label: whether ``label_prior`` holds per-label presence rates.
+
+    Returns:
+      float64 ``[M]``.
+    """
+    prior = np.asarray(label_prior, np.float64)
+    floor = 0.5 / max(int(num_train), 1)
+    high = 1.0 - floor if multi_label else np.inf
+    clipped = np.clip(prior, floor, high)
+    moved = np.flatnonzero(clipped != prior)
+    if moved.size:
+        logging.warning("label prior of labels %s is %s on %d training examples: clipped to "
+                        "%s (half an example) so the PC losses stay finite", moved.tolist(),
+                        prior[moved].tolist(), num_train, clipped[moved].tolist())
+    return clipped
+
+
 def _check_config(config: ml_collections.ConfigDict) -> None:
     ts.check_batch_divisible(int(config.batch_size), "config.batch_size")
     if int(config.eval_batch_size) % jax.process_count():
@@ -207,7 +235,8 @@ def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, f
     writer = _summary_writer(workdir)
 
     info = data.get_info(config)
-    label_prior = np.asarray(info.label_prior, np.float64)
+    label_prior = usable_prior(info.label_prior, int(info.num_examples["train"]),
+                               bool(config.multi_label))
     image_shape = tuple(int(s) for s in info.image_shape)
     model = create_model(config)
     loss_fn = make_loss_fn(config, label_prior)

@@ -419,3 +419,15 @@ def test_launcher_with_two_processes_and_jax_distributed(tmp_path):
     results = json.loads((tmp_path / "pc_sigmoid" / "results.json").read_text())
     assert 0.0 <= results["cls_acc"] <= 1.0
     assert "# Summary over heads" in logs[0] and "# Summary over heads" not in logs[1]
+
+
+@pytest.mark.parametrize("multi_label, prior, expected", [
+    (True, [0.0, 0.25, 1.0], [0.05, 0.25, 0.95]),    # never / always present: half an example
+    (False, [0.0, 0.5, 0.5], [0.05, 0.5, 0.5]),      # unseen class; no upper clip single-label
+    (True, [0.1, 0.2, 0.7], [0.1, 0.2, 0.7]),        # already usable: unchanged
+])
+def test_usable_prior_moves_only_degenerate_labels(multi_label, prior, expected):
+    from infocam_jax import train  # pylint: disable=import-outside-toplevel
+    got = train.usable_prior(np.array(prior), num_train=10, multi_label=multi_label)
+    np.testing.assert_allclose(got, expected)
+    assert np.all(np.isfinite(np.log(got)))
