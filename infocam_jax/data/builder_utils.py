@@ -106,3 +106,22 @@ def check_box_in_image(box: np.ndarray, height: int, width: int, *, where: str) 
     if x1 < 0 or y1 < 0 or x0 > width - 1 or y0 > height - 1:
         raise AnnotationError(
             f"{where}: box {box.tolist()} lies outside the {width}x{height} image")
+
+
+def single_box_records(examples):
+    """Yields ``(key, record)`` for one-object images (CUB, Tiny-ImageNet).
+
+    Each example is a dict with ``key``, ``path``, ``label`` (int) and ``box`` (float32 ``[4]``,
+    ``(x0, y0, x1, y1)`` in original pixels); the image is read, validated and re-encoded once
+    (:func:`encoded_rgb_image`) and the box checked against its size.
+    """
+    for e in examples:
+        data, height, width = encoded_rgb_image(e["path"])
+        check_box_in_image(e["box"], height, width, where=str(e["path"]))
+        yield e["key"], {
+            "image": data,
+            "label": e["label"],
+            "boxes": e["box"][None, :],
+            "box_labels": np.array([e["label"]], np.int32),
+            "image_id": e["key"],
+        }

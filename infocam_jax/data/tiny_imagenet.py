@@ -175,16 +175,7 @@ def _make_builder_class():
             }
 
         def _generate_examples(self, examples):
-            for e in examples:
-                data, height, width = builder_utils.encoded_rgb_image(e["path"])
-                builder_utils.check_box_in_image(e["box"], height, width, where=str(e["path"]))
-                yield e["key"], {
-                    "image": data,
-                    "label": e["label"],
-                    "boxes": e["box"][None, :],
-                    "box_labels": np.array([e["label"]], np.int32),
-                    "image_id": e["key"],
-                }
+            return builder_utils.single_box_records(examples)
 
     return InfocamTinyImagenet
 
