@@ -125,3 +125,15 @@ def single_box_records(examples):
             "box_labels": np.array([e["label"]], np.int32),
             "image_id": e["key"],
         }
+
+
+def single_box_features(num_classes: int):
+    """The tfds feature spec of :func:`single_box_records` (RGB JPEG, one box per image)."""
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    return tfds.features.FeaturesDict({
+        "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+        "label": tfds.features.ClassLabel(num_classes=num_classes),
+        "boxes": tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
+        "box_labels": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+        "image_id": tfds.features.Text(),
+    })

@@ -146,13 +146,7 @@ def _make_builder_class():
             return tfds.core.DatasetInfo(
                 builder=self,
                 description="Tiny-ImageNet (200 classes, 64x64) with one box per image.",
-                features=tfds.features.FeaturesDict({
-                    "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-                    "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
-                    "boxes": tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
-                    "box_labels": tfds.features.Tensor(shape=(None,), dtype=np.int32),
-                    "image_id": tfds.features.Text(),
-                }),
+                features=builder_utils.single_box_features(NUM_CLASSES),
                 homepage="http://cs231n.stanford.edu/tiny-imagenet-200.zip",
                 metadata=tfds.core.MetadataDict(),
             )
