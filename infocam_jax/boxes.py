@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from infocam_jax import _components
+from infocam_jax import _checks, _components
 
 _METHODS = ("bicubic", "bilinear")
 _CUBIC_A = -0.75
@@ -51,8 +51,7 @@ _CUBIC_A = -0.75
 # --------------------------------------------------------------------------------------------
 # Input checks
 # --------------------------------------------------------------------------------------------
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
+_is_concrete = _checks.is_concrete
 
 
 def _check_maps(maps, name: str, unit_range: bool):

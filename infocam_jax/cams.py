@@ -20,10 +20,11 @@ Region sums use ``lax.reduce_window`` (a sliding R x R sum with zero padding), n
 """
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from infocam_jax import _checks
 
 __all__ = [
     "all_maps",
@@ -44,8 +45,7 @@ _HIGHEST = lax.Precision.HIGHEST
 # --------------------------------------------------------------------------------------------
 # Input checks
 # --------------------------------------------------------------------------------------------
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
+_is_concrete = _checks.is_concrete
 
 
 def _check_features_kernel(features, kernel):
@@ -66,18 +66,8 @@ def _check_features_kernel(features, kernel):
 
 def _check_labels(labels, batch: int, num_classes: int, name: str = "labels"):
     """Checks ``labels [B]`` int (values only when concrete); returns an int32 array."""
-    labels = jnp.asarray(labels)
-    if labels.shape != (batch,):
-        raise ValueError(f"{name} must have shape [B] = ({batch},), got shape {labels.shape}")
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise ValueError(f"{name} must be an integer array, got dtype {labels.dtype}")
-    if _is_concrete(labels) and labels.size:
-        lo, hi = int(np.min(np.asarray(labels))), int(np.max(np.asarray(labels)))
-        if lo < 0 or hi >= num_classes:
-            raise ValueError(
-                f"{name} must lie in [0, {num_classes}) (the kernel's M), got values in "
-                f"[{lo}, {hi}]")
-    return labels.astype(jnp.int32)
+    return _checks.check_labels(labels, batch, num_classes, name=name,
+                                classes_from="the kernel's M")
 
 
 def _check_region_size(region_size) -> int:

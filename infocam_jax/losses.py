@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from infocam_jax import _checks
+
 __all__ = [
     "LOSSES",
     "estimate_priors",
@@ -39,8 +41,7 @@ __all__ = [
 LOSSES = ("softmax", "pc_softmax", "sigmoid", "pc_sigmoid")
 
 
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
+_is_concrete = _checks.is_concrete
 
 
 def _check_logits(logits):
@@ -51,19 +52,8 @@ def _check_logits(logits):
 
 
 def _check_labels(labels, logits):
-    labels = jnp.asarray(labels)
-    batch, num_classes = logits.shape
-    if labels.shape != (batch,):
-        raise ValueError(f"labels must have shape [B] = ({batch},), got shape {labels.shape}")
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise ValueError(f"labels must be an integer array, got dtype {labels.dtype}")
-    if _is_concrete(labels) and labels.size:
-        values = np.asarray(labels)
-        if values.min() < 0 or values.max() >= num_classes:
-            raise ValueError(
-                f"labels must lie in [0, {num_classes}) (M = logits.shape[1]), got values in "
-                f"[{values.min()}, {values.max()}]")
-    return labels.astype(jnp.int32)
+    return _checks.check_labels(labels, logits.shape[0], logits.shape[1],
+                                classes_from="M = logits.shape[1]")
 
 
 def _check_targets(targets, logits):

@@ -53,6 +53,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from infocam_jax import _checks
+
 __all__ = [
     "DEFAULT_THRESHOLDS",
     "V2_IOU_THRESHOLDS",
@@ -83,8 +85,7 @@ def _boxes_module():
     return boxes
 
 
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
+_is_concrete = _checks.is_concrete
 
 
 # --------------------------------------------------------------------------------------------
@@ -158,21 +159,11 @@ def _check_valid(valid, batch: int):
 
 def _check_logits_labels(logits, labels):
     logits = jnp.asarray(logits)
-    labels = jnp.asarray(labels)
     if logits.ndim != 2:
         raise ValueError(f"logits must have shape [B, M] (rank 2), got shape {logits.shape}")
-    batch, num_classes = logits.shape
-    if labels.shape != (batch,):
-        raise ValueError(f"labels must have shape [B] = ({batch},), got shape {labels.shape}")
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise ValueError(f"labels must be an integer array, got dtype {labels.dtype}")
-    if _is_concrete(labels) and labels.size:
-        values = np.asarray(labels)
-        if values.min() < 0 or values.max() >= num_classes:
-            raise ValueError(
-                f"labels must lie in [0, {num_classes}) (M = logits.shape[1]), got values in "
-                f"[{values.min()}, {values.max()}]")
-    return logits, labels.astype(jnp.int32)
+    labels = _checks.check_labels(labels, logits.shape[0], logits.shape[1],
+                                  classes_from="M = logits.shape[1]")
+    return logits, labels
 
 
 # --------------------------------------------------------------------------------------------
