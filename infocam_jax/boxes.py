@@ -4,7 +4,8 @@ Pipeline (all batched and jit-compiled, no Python loop over images or thresholds
 
 1. :func:`upsample` a ``[B, h, w]`` map to the image size like ``cv2.resize`` (``INTER_CUBIC``:
    Keys kernel a = -0.75, half-pixel centres, replicated border; or ``INTER_LINEAR``).
-2. :func:`normalize` each map to [0, 1] by min-max (constant or non-finite map -> all zeros).
+2. :func:`normalize` each map to [0, 1]: min-max (the protocol, default) or ``max(m, 0) / max(m)``
+   (the paper's reading); a constant / non-positive or non-finite map -> all zeros.
 3. For each threshold ``t``: quantise ``q = uint8(255 * s)`` (truncation, as ``np.uint8`` does),
    foreground ``q > int(t * max(q))`` with the integer computed in float64 exactly as NumPy
    does, 8-connected components, and either
@@ -172,37 +173,69 @@ def upsample(maps, size, method: str = "bicubic"):
     return _upsample(maps, size, method)
 
 
-@jax.jit
-def _normalize(maps):
-    lo = jnp.min(maps, axis=(1, 2), keepdims=True)
-    hi = jnp.max(maps, axis=(1, 2), keepdims=True)
-    shifted = maps - lo
-    span = jnp.max(shifted, axis=(1, 2), keepdims=True)
-    bad = ~jnp.all(jnp.isfinite(maps), axis=(1, 2), keepdims=True) | (lo == hi)
+NORMALIZE_MODES = ("minmax", "max")
+
+
+def _true_divide(num, den):
     # A true per-element division, as NumPy does: XLA would otherwise turn the division by a
     # broadcast into a multiplication by a reciprocal, one ulp off for some values.
-    span = jax.lax.optimization_barrier(jnp.broadcast_to(jnp.where(bad, 1.0, span), maps.shape))
-    return jnp.where(bad, 0.0, shifted / span)
+    return num / jax.lax.optimization_barrier(jnp.broadcast_to(den, num.shape))
 
 
-def normalize(maps):
-    """Per-map min-max normalisation to [0, 1], as the protocol's ``normalize_scoremap``.
+@functools.partial(jax.jit, static_argnames=("mode",))
+def _normalize(maps, mode="minmax"):
+    finite = jnp.all(jnp.isfinite(maps), axis=(1, 2), keepdims=True)
+    hi = jnp.max(maps, axis=(1, 2), keepdims=True)
+    if mode == "max":
+        bad = ~finite | ~(hi > 0)
+        out = _true_divide(jnp.maximum(maps, 0.0), jnp.where(bad, 1.0, hi))
+        return jnp.where(bad, 0.0, out)
+    lo = jnp.min(maps, axis=(1, 2), keepdims=True)
+    shifted = maps - lo
+    span = jnp.max(shifted, axis=(1, 2), keepdims=True)
+    bad = ~finite | (lo == hi)
+    return jnp.where(bad, 0.0, _true_divide(shifted, jnp.where(bad, 1.0, span)))
 
-    ``s = (m - min) / max(m - min)`` in float32; a constant map or one containing any NaN or
-    infinity becomes all zeros.
+
+def _check_mode(mode: str) -> str:
+    if mode not in NORMALIZE_MODES:
+        raise ValueError(f"normalize mode must be one of {NORMALIZE_MODES}, got {mode!r}")
+    return mode
+
+
+def normalize(maps, mode: str = "minmax"):
+    """Per-map normalisation to [0, 1].
+
+    * ``"minmax"`` (default, the WSOL protocol's ``normalize_scoremap`` and the authors' CUB /
+      Tiny-ImageNet code): ``s = (m - min) / max(m - min)``; a constant map becomes all zeros.
+    * ``"max"`` (the paper's reading, §3.1: "more than 20% of the maximum"):
+      ``s = max(m, 0) / max(m)``; a map with no positive value becomes all zeros. Unlike
+      min-max it keeps the sign: a negative background stays at 0 instead of being lifted.
+
+    Computed in float32 with a true division; a map containing any NaN or infinity becomes
+    all zeros in both modes.
 
     Args:
       maps: float ``[B, H, W]``.
+      mode: ``"minmax"`` or ``"max"``.
 
     Returns:
       float32 ``[B, H, W]`` in [0, 1].
     """
-    return _normalize(_check_maps(maps, "maps", unit_range=False))
+    return _normalize(_check_maps(maps, "maps", unit_range=False), _check_mode(mode))
 
 
-def scoremaps(maps, size, method: str = "bicubic"):
-    """``normalize(upsample(maps, size, method))``: float32 ``[B, H, W]`` in [0, 1]."""
-    return normalize(upsample(maps, size, method))
+def scoremaps(maps, size, method: str = "bicubic", normalize: str = "minmax"):  # noqa: A002
+    """``normalize(upsample(maps, size, method), normalize)``: float32 ``[B, H, W]`` in [0, 1].
+
+    Args:
+      maps: float ``[B, h, w]`` maps at feature resolution.
+      size: ``(H, W)`` image size.
+      method: ``"bicubic"`` or ``"bilinear"`` (see :func:`upsample`).
+      normalize: ``"minmax"`` (protocol) or ``"max"`` (paper), see :func:`normalize`.
+    """
+    mode = _check_mode(normalize)
+    return _normalize(upsample(maps, size, method), mode)
 
 
 # --------------------------------------------------------------------------------------------

@@ -256,6 +256,46 @@ def test_normalize_matches_protocol():
     assert ours[0].min() == 0.0 and ours[0].max() == 1.0
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_max_normalize_matches_formula(seed):
+    # "max": max(m, 0) / max(m) per map, in float64 NumPy; no positive value -> zeros.
+    rng = np.random.default_rng(seed)
+    maps = rng.normal(size=(4, 9, 11)).astype(np.float32)
+    maps[1] = -np.abs(maps[1])             # no positive value
+    maps[2] = maps[2] * 1e3 - 5.0          # signed, large
+    got = np.asarray(boxes.normalize(maps, mode="max"))
+    expected = np.zeros_like(maps, np.float64)
+    for i, m in enumerate(maps.astype(np.float64)):
+        if m.max() > 0:
+            expected[i] = np.maximum(m, 0) / m.max()
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    assert got[1].max() == 0.0
+    assert got.min() >= 0.0 and got.max() <= 1.0
+
+
+def test_max_normalize_non_finite_and_zero_maps():
+    maps = np.ones((4, 3, 3), np.float32)
+    maps[0, 1, 1] = np.nan
+    maps[1, 0, 0] = np.inf
+    maps[2] = 0.0
+    maps[3, 2, 2] = -np.inf
+    for mode in boxes.NORMALIZE_MODES:
+        np.testing.assert_array_equal(np.asarray(boxes.normalize(maps, mode=mode)), 0.0)
+
+
+def test_scoremaps_max_reads_upsampled_map():
+    rng = np.random.default_rng(3)
+    maps = rng.normal(size=(2, 5, 6)).astype(np.float32)
+    up = np.asarray(boxes.upsample(maps, (20, 24)), np.float64)
+    expected = np.maximum(up, 0) / up.max(axis=(1, 2), keepdims=True)
+    got = np.asarray(boxes.scoremaps(maps, (20, 24), normalize="max"))
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="normalize mode"):
+        boxes.scoremaps(maps, (20, 24), normalize="relu")
+    with pytest.raises(ValueError, match="normalize mode"):
+        boxes.normalize(maps, mode="minmax2")
+
+
 def test_scoremaps_is_normalized_upsample():
     rng = np.random.default_rng(3)
     maps = rng.normal(size=(2, 7, 7)).astype(np.float32)
