@@ -22,12 +22,8 @@ metrics). Boxes are int ``(x0, y0, x1, y1)`` with inclusive pixel coordinates.
   threshold list (default ``np.arange(0, 1, 0.01)``), largest component only;
   MaxBoxAccV2 = mean over δ ∈ {0.3, 0.5, 0.7} of MaxBoxAcc(δ) with every contour's box
   (``multi_contour=True``).
-* Multi-label (double-digit MNIST): label ``j`` is predicted present iff ``logit_j > 0``
-  (``σ(n) > 0.5``; also the PC-sigmoid rule under a uniform test-time prior); per-label
-  classification accuracy is the fraction of images where that prediction equals the
-  multi-hot target. Localisation is counted over (image, present label) pairs: the box of the
-  label's map at ``cam_threshold`` must reach IoU >= ``iou_threshold`` with one of the valid
-  GT boxes carrying that label.
+* Multi-label metrics (double-digit MNIST) live in ``infocam_jax.multilabel_metrics`` and
+  are re-exported here.
 
 Streaming. Every ``*_counts`` function returns a ``flax.struct.dataclass`` of int32 counts
 (a pytree): add batches with ``a.merge(b)`` (``jax.tree.map(jnp.add, a, b)``), sum devices with
@@ -54,6 +50,13 @@ import numpy as np
 from jax import lax
 
 from infocam_jax import _checks
+from infocam_jax.multilabel_metrics import (  # noqa: F401  (public names of this module)
+    MultiLabelCounts,
+    multilabel_cls_correct,
+    multilabel_counts,
+    multilabel_loc_correct,
+    present_label_slots,
+)
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -87,83 +90,12 @@ def _boxes_module():
 
 _is_concrete = _checks.is_concrete
 
-
-# --------------------------------------------------------------------------------------------
-# Checks
-# --------------------------------------------------------------------------------------------
-def _check_thresholds(thresholds, name: str = "thresholds") -> tuple:
-    if isinstance(thresholds, jax.core.Tracer):
-        raise ValueError(f"{name} must be concrete (Python/NumPy) values, not traced")
-    values = np.atleast_1d(np.asarray(thresholds, np.float64))
-    if values.ndim != 1 or values.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D list [T], got shape {values.shape}")
-    if not np.all((values >= 0) & (values <= 1)):
-        raise ValueError(
-            f"{name} must lie in [0, 1], got values in [{np.nanmin(values)}, "
-            f"{np.nanmax(values)}]")
-    return tuple(float(v) for v in values)
-
-
-def _check_scoremaps(scoremaps, name: str = "scoremaps", rank: int = 3):
-    scoremaps = jnp.asarray(scoremaps)
-    dims = "[B, H, W]" if rank == 3 else "[B, L, H, W]"
-    if scoremaps.ndim != rank:
-        raise ValueError(f"{name} must have shape {dims} (rank {rank}), got {scoremaps.shape}")
-    if _is_concrete(scoremaps) and scoremaps.size:
-        values = np.asarray(scoremaps)
-        if not np.all((values >= 0) & (values <= 1)):
-            raise ValueError(
-                f"{name} must lie in [0, 1] (see boxes.scoremaps), got values in "
-                f"[{np.nanmin(values)}, {np.nanmax(values)}] (NaN present: "
-                f"{bool(np.isnan(values).any())})")
-    return scoremaps.astype(jnp.float32)
-
-
-def _check_boxes_valid(boxes, valid, name: str):
-    """Concrete check of x0 <= x1, y0 <= y1 where ``valid`` (broadcastable to boxes[..., 0])."""
-    if not (_is_concrete(boxes) and _is_concrete(valid)):
-        return
-    b = np.asarray(boxes)
-    mask = np.broadcast_to(np.asarray(valid, bool), b.shape[:-1])
-    bad = mask & ((b[..., 2] < b[..., 0]) | (b[..., 3] < b[..., 1]))
-    if bad.any():
-        index = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(
-            f"{name} must be (x0, y0, x1, y1) with x0 <= x1 and y0 <= y1, got {b[index].tolist()}"
-            f" at index {index}")
-
-
-def _check_gt(gt_boxes, gt_valid, batch: int):
-    gt_boxes = jnp.asarray(gt_boxes)
-    gt_valid = jnp.asarray(gt_valid)
-    if gt_boxes.ndim != 3 or gt_boxes.shape[0] != batch or gt_boxes.shape[2] != 4:
-        raise ValueError(
-            f"gt_boxes must have shape [B, G, 4] with B = {batch}, got shape {gt_boxes.shape}")
-    if not jnp.issubdtype(gt_boxes.dtype, jnp.integer):
-        raise ValueError(f"gt_boxes must be an integer array, got dtype {gt_boxes.dtype}")
-    if gt_valid.shape != gt_boxes.shape[:2]:
-        raise ValueError(
-            f"gt_valid must have shape [B, G] = {gt_boxes.shape[:2]}, got shape {gt_valid.shape}")
-    _check_boxes_valid(gt_boxes, gt_valid, "gt_boxes")
-    return gt_boxes.astype(jnp.int32), gt_valid.astype(bool)
-
-
-def _check_valid(valid, batch: int):
-    if valid is None:
-        return jnp.ones((batch,), bool)
-    valid = jnp.asarray(valid)
-    if valid.shape != (batch,):
-        raise ValueError(f"valid must have shape [B] = ({batch},), got shape {valid.shape}")
-    return valid.astype(bool)
-
-
-def _check_logits_labels(logits, labels):
-    logits = jnp.asarray(logits)
-    if logits.ndim != 2:
-        raise ValueError(f"logits must have shape [B, M] (rank 2), got shape {logits.shape}")
-    labels = _checks.check_labels(labels, logits.shape[0], logits.shape[1],
-                                  classes_from="M = logits.shape[1]")
-    return logits, labels
+_check_thresholds = _checks.check_thresholds
+_check_scoremaps = _checks.check_scoremaps
+_check_boxes_valid = _checks.check_boxes_valid
+_check_gt = _checks.check_gt
+_check_valid = _checks.check_valid
+_check_logits_labels = _checks.check_logits_labels
 
 
 # --------------------------------------------------------------------------------------------
@@ -448,178 +380,3 @@ def localization_counts(logits, labels, scoremaps, gt_boxes, gt_valid, valid=Non
     (iou_threshold,) = _check_thresholds([iou_threshold], "iou_threshold")
     return LocalizationCounts(count(top1), count(top5), count(loc), count(top1 & loc),
                               count(valid), cam_threshold, iou_threshold)
-
-
-# --------------------------------------------------------------------------------------------
-# Multi-label
-# --------------------------------------------------------------------------------------------
-def _check_multihot(logits, targets):
-    logits = jnp.asarray(logits)
-    targets = jnp.asarray(targets)
-    if logits.ndim != 2:
-        raise ValueError(f"logits must have shape [B, M] (rank 2), got shape {logits.shape}")
-    if targets.shape != logits.shape:
-        raise ValueError(
-            f"targets must have shape [B, M] = {logits.shape} (multi-hot), got {targets.shape}")
-    return logits, targets
-
-
-def multilabel_cls_correct(logits, targets):
-    """Per-label correctness: ``(logits > 0) == (targets > 0.5)``.
-
-    Args:
-      logits: float ``[B, M]``; targets: multi-hot ``[B, M]`` (0/1, float or bool).
-
-    Returns:
-      bool ``[B, M]``.
-    """
-    logits, targets = _check_multihot(logits, targets)
-    return (logits > 0) == (targets.astype(jnp.float32) > 0.5)
-
-
-def present_label_slots(targets, max_labels: int):
-    """The first ``max_labels`` present labels of each image, in increasing label order.
-
-    Args:
-      targets: multi-hot ``[B, M]``.
-      max_labels: static ``L`` (<= M). Images with more than L present labels keep the L
-        lowest ones.
-
-    Returns:
-      ``(slot_labels int32 [B, L], slot_valid bool [B, L])``; invalid slots hold label 0.
-    """
-    targets = jnp.asarray(targets)
-    if targets.ndim != 2:
-        raise ValueError(f"targets must have shape [B, M] (rank 2), got {targets.shape}")
-    num_labels = targets.shape[1]
-    if not isinstance(max_labels, (int, np.integer)) or not 1 <= max_labels <= num_labels:
-        raise ValueError(f"max_labels must be an int in [1, {num_labels}], got {max_labels!r}")
-    present = targets.astype(jnp.float32) > 0.5
-    # Present labels first, then by label index: key = present * M + (M - 1 - index).
-    key = present.astype(jnp.int32) * num_labels + (num_labels - 1 - jnp.arange(num_labels))
-    _, order = lax.top_k(key, int(max_labels))
-    slot_valid = jnp.take_along_axis(present, order, axis=1)
-    return jnp.where(slot_valid, order, 0).astype(jnp.int32), slot_valid
-
-
-def multilabel_loc_correct(scoremaps, slot_labels, slot_valid, gt_boxes, box_labels,
-                           box_valid, cam_threshold: float = 0.2, iou_threshold: float = 0.5):
-    """Localisation per (image, label) slot.
-
-    Slot ``(b, l)`` is correct when the largest box of ``scoremaps[b, l]`` at
-    ``cam_threshold`` reaches IoU >= ``iou_threshold`` with a valid GT box of image ``b``
-    whose label is ``slot_labels[b, l]``.
-
-    Args:
-      scoremaps: float ``[B, L, H, W]`` in [0, 1]: the map of label ``slot_labels[b, l]``.
-      slot_labels: int ``[B, L]``; slot_valid: bool ``[B, L]`` (e.g. from
-        :func:`present_label_slots`, or ``L = M`` with every label and ``targets > 0.5``).
-      gt_boxes: int ``[B, G, 4]``; box_labels: int ``[B, G]``; box_valid: bool ``[B, G]``.
-      cam_threshold, iou_threshold: static floats in [0, 1].
-
-    Returns:
-      bool ``[B, L]`` (False on invalid slots).
-    """
-    scoremaps = _check_scoremaps(scoremaps, rank=4)
-    batch, slots, height, width = scoremaps.shape
-    slot_labels = jnp.asarray(slot_labels)
-    slot_valid = jnp.asarray(slot_valid)
-    for name, x in (("slot_labels", slot_labels), ("slot_valid", slot_valid)):
-        if x.shape != (batch, slots):
-            raise ValueError(f"{name} must have shape [B, L] = {(batch, slots)}, got {x.shape}")
-    gt_boxes, box_valid = _check_gt(gt_boxes, box_valid, batch)
-    box_labels = jnp.asarray(box_labels)
-    if box_labels.shape != box_valid.shape:
-        raise ValueError(
-            f"box_labels must have shape [B, G] = {box_valid.shape}, got {box_labels.shape}")
-    (t,) = _check_thresholds([cam_threshold], "cam_threshold")
-    (delta,) = _check_thresholds([iou_threshold], "iou_threshold")
-    num_gt = gt_boxes.shape[1]
-    pair_valid = box_valid[:, None, :] & (box_labels[:, None, :] == slot_labels[:, :, None])
-    best = _max_iou(
-        scoremaps.reshape(batch * slots, height, width),
-        jnp.broadcast_to(gt_boxes[:, None], (batch, slots, num_gt, 4)).reshape(-1, num_gt, 4),
-        pair_valid.reshape(batch * slots, num_gt), (t,), False)
-    return (best[:, 0].reshape(batch, slots) >= delta) & slot_valid.astype(bool)
-
-
-@flax.struct.dataclass
-class MultiLabelCounts:
-    """Streaming multi-label counts (double-digit MNIST).
-
-    Attributes:
-      cls_correct: int32 ``[M]``: images whose label-j prediction matches the target.
-      count: int32 ``[]``: images counted.
-      loc_correct: int32 ``[M]``: localised (image, present label j) pairs.
-      loc_count: int32 ``[M]``: (image, present label j) pairs counted.
-      cam_threshold, iou_threshold: static floats.
-    """
-    cls_correct: jax.Array
-    count: jax.Array
-    loc_correct: jax.Array
-    loc_count: jax.Array
-    cam_threshold: float = flax.struct.field(pytree_node=False, default=0.2)
-    iou_threshold: float = flax.struct.field(pytree_node=False, default=0.5)
-
-    @classmethod
-    def empty(cls, num_labels: int, cam_threshold: float = 0.2, iou_threshold: float = 0.5):
-        zeros = jnp.zeros((num_labels,), jnp.int32)
-        (cam_threshold,) = _check_thresholds([cam_threshold], "cam_threshold")
-        (iou_threshold,) = _check_thresholds([iou_threshold], "iou_threshold")
-        return cls(zeros, jnp.zeros((), jnp.int32), zeros, zeros, cam_threshold, iou_threshold)
-
-    def merge(self, other: MultiLabelCounts) -> MultiLabelCounts:
-        return jax.tree.map(jnp.add, self, other)
-
-    def update(self, logits, targets, scoremaps, slot_labels, slot_valid, gt_boxes,
-               box_labels, box_valid, valid=None) -> MultiLabelCounts:
-        return self.merge(multilabel_counts(
-            logits, targets, scoremaps, slot_labels, slot_valid, gt_boxes, box_labels,
-            box_valid, valid, self.cam_threshold, self.iou_threshold))
-
-    def result(self) -> dict:
-        """Fractions: ``cls_acc`` [M] per label, ``mean_cls_acc`` [], ``loc_acc`` [M] per
-        label over its present pairs, ``loc_acc_all`` [] over all (image, present label)
-        pairs."""
-        cls_acc = self.cls_correct.astype(jnp.float32) / self.count.astype(jnp.float32)
-        return {
-            "cls_acc": cls_acc,
-            "mean_cls_acc": jnp.mean(cls_acc),
-            "loc_acc": self.loc_correct.astype(jnp.float32) / self.loc_count.astype(jnp.float32),
-            "loc_acc_all": (jnp.sum(self.loc_correct).astype(jnp.float32)
-                            / jnp.sum(self.loc_count).astype(jnp.float32)),
-        }
-
-
-def multilabel_counts(logits, targets, scoremaps, slot_labels, slot_valid, gt_boxes,
-                      box_labels, box_valid, valid=None, cam_threshold: float = 0.2,
-                      iou_threshold: float = 0.5) -> MultiLabelCounts:
-    """Counts of one batch for :class:`MultiLabelCounts`.
-
-    Args:
-      logits: float ``[B, M]``; targets: multi-hot ``[B, M]``.
-      scoremaps, slot_labels, slot_valid, gt_boxes, box_labels, box_valid: as in
-        :func:`multilabel_loc_correct`; slots should be the present labels (a slot whose
-        label is absent from ``targets`` is still counted as a pair).
-      valid: optional bool ``[B]``.
-      cam_threshold, iou_threshold: static floats in [0, 1].
-
-    Returns:
-      :class:`MultiLabelCounts`.
-    """
-    logits, targets = _check_multihot(logits, targets)
-    batch, num_labels = logits.shape
-    valid = _check_valid(valid, batch)
-    cls = multilabel_cls_correct(logits, targets) & valid[:, None]
-    loc = multilabel_loc_correct(scoremaps, slot_labels, slot_valid, gt_boxes, box_labels,
-                                 box_valid, cam_threshold, iou_threshold)
-    counted = jnp.asarray(slot_valid).astype(bool) & valid[:, None]
-    onehot = jax.nn.one_hot(jnp.asarray(slot_labels), num_labels, dtype=jnp.int32)  # [B,L,M]
-    (cam_threshold,) = _check_thresholds([cam_threshold], "cam_threshold")
-    (iou_threshold,) = _check_thresholds([iou_threshold], "iou_threshold")
-    return MultiLabelCounts(
-        jnp.sum(cls, axis=0, dtype=jnp.int32),
-        jnp.sum(valid, dtype=jnp.int32),
-        jnp.sum(onehot * (loc & counted)[..., None], axis=(0, 1), dtype=jnp.int32),
-        jnp.sum(onehot * counted[..., None], axis=(0, 1), dtype=jnp.int32),
-        cam_threshold, iou_threshold)

@@ -187,14 +187,15 @@ def _train_batches(config, epoch: int, batch_size: int, steps: int) -> Iterator[
 
 
 def run_evaluation(config, model, variables, split: str) -> dict[str, float]:
-    """`evaluate.evaluate` on `split` with this process's shard; results are global."""
-    from infocam_jax import data, evaluate  # pylint: disable=import-outside-toplevel
+    """`evaluation.driver.evaluate` on `split` with this process's shard; results are global."""
+    from infocam_jax import data  # pylint: disable=import-outside-toplevel
+    from infocam_jax.evaluation import driver  # pylint: disable=import-outside-toplevel
     it = data.make_iterator(
         config, split, training=False,
         batch_size=int(config.eval_batch_size) // jax.process_count(),
         process_index=jax.process_index(), process_count=jax.process_count())
     max_batches = int(config.get("max_eval_batches", 0)) or None
-    return evaluate.evaluate(config, model, variables, it,
+    return driver.evaluate(config, model, variables, it,
                              num_devices=jax.local_device_count(), max_batches=max_batches)
 
 
@@ -227,7 +228,8 @@ def _progress_line(epoch, num_epochs, i, steps, step, metrics, lr, images_per_s,
 def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Trains one model (one loss) in `workdir`; returns its test results. See module doc."""
     _check_config(config)
-    from infocam_jax import data, evaluate  # pylint: disable=import-outside-toplevel
+    from infocam_jax import data  # pylint: disable=import-outside-toplevel
+    from infocam_jax.evaluation import reports, settings  # pylint: disable=import-outside-toplevel
     _quiet_orbax_info_logs()
     os.makedirs(workdir, exist_ok=True)
     if _is_main():
@@ -344,9 +346,10 @@ def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, f
     results["epoch"] = float(extra["epoch"])
     if _is_main():
         title = f"{config.dataset} / {config.model} / {config.loss} (epoch {extra['epoch']})"
-        evaluate.write_results(results, workdir, title=title)
+        eval_settings = settings.EvalSettings.from_config(config)
+        reports.write_results(results, workdir, title=title, settings=eval_settings)
         _write_scalars(writer, int(extra["step"]), {"test/" + k: v for k, v in results.items()})
-        table = evaluate.format_table(results)
+        table = reports.format_table(results, eval_settings)
         logging.info("Test results (%s):\n%s", title, table)
         print(f"\n## {title}\n\n{table}", flush=True)
     if writer is not None:
@@ -363,7 +366,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         Restarting with the same workdir resumes.
 
     Returns:
-      The test results dict of `evaluate.evaluate` (fractions in [0, 1]); when `config.heads`
+      The test results dict of `evaluation.driver.evaluate` (fractions in [0, 1]); when `config.heads`
       lists several losses, `{loss: results}` with each model in `workdir/<loss>/`.
     """
     heads = tuple(config.get("heads", ()) or ())
@@ -381,10 +384,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def _write_heads_summary(all_results: Mapping[str, Mapping[str, float]], workdir: str) -> None:
-    from infocam_jax import evaluate  # pylint: disable=import-outside-toplevel
+    from infocam_jax.evaluation import reports  # pylint: disable=import-outside-toplevel
     parts = []
     for head, results in all_results.items():
-        parts.append(f"## {head}\n\n{evaluate.format_table(results)}")
+        parts.append(f"## {head}\n\n{reports.format_table(results)}")
     text = "\n".join(parts)
     with open(os.path.join(workdir, "results.md"), "w") as f:
         f.write(text)

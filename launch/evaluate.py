@@ -18,7 +18,8 @@ from ml_collections import config_flags
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
 
-from infocam_jax import data, evaluate, models, train
+from infocam_jax import data, models, train
+from infocam_jax.evaluation import driver, reports, settings
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file.",
                                           lock_config=True)
@@ -43,14 +44,15 @@ def main(argv):
                                   batch_size=config.eval_batch_size,
                                   process_index=jax.process_index(),
                                   process_count=jax.process_count())
-    results = evaluate.evaluate(config, model, variables, iterator,
+    results = driver.evaluate(config, model, variables, iterator,
                                 max_batches=_MAX_BATCHES.value)
-    print(evaluate.format_table(results))
+    reading = settings.EvalSettings.from_config(config)
+    print(reports.format_table(results, reading))
     if jax.process_index() == 0:
-        paths = evaluate.write_results(
+        paths = reports.write_results(
             results, _OUTPUT_DIR.value or _WORKDIR.value,
             title=f"{os.path.basename(os.path.normpath(_WORKDIR.value))}: {_SPLIT.value} split, "
-                  f"{_WHICH.value} checkpoint")
+                  f"{_WHICH.value} checkpoint", settings=reading)
         logging.info("Wrote %s", ", ".join(paths))
 
 

@@ -20,7 +20,8 @@ from ml_collections import config_flags
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
 
-from infocam_jax import data, evaluate, models, train, visualize
+from infocam_jax import data, models, train, visualize
+from infocam_jax.evaluation import forward, settings as eval_settings
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file.",
                                           lock_config=True)
@@ -78,7 +79,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     config = _CONFIG.value
     overrides = {"map_kinds": tuple(_KINDS.value)} if _KINDS.value else {}
-    settings = evaluate.EvalSettings.from_config(config, **overrides)
+    settings = eval_settings.EvalSettings.from_config(config, **overrides)
     variables, _ = train.restore_variables(config, _WORKDIR.value, _WHICH.value)
     model = models.create(config.model, config.num_classes, **dict(config.model_options))
     n = _NUM_IMAGES.value
@@ -87,7 +88,7 @@ def main(argv):
         labels = np.full(len(batch["valid"]), _CLASS_ID.value, np.int32)
     else:
         labels = batch["label"].astype(np.int32) if _CLASS.value == "gt" else None
-    predict = jax.jit(functools.partial(evaluate.predict_maps, settings, model))
+    predict = jax.jit(functools.partial(forward.predict_maps, settings, model))
     out = jax.device_get(predict(variables, batch["image"], labels))
     gt_valid = batch["box_valid"]
     if settings.multi_label:

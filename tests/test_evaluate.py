@@ -1,4 +1,4 @@
-"""Tests of infocam_jax.evaluate: results keys/ranges, padding, hand-built boxes, devices, files.
+"""Tests of infocam_jax.evaluation (driver, step, forward, reports): results keys/ranges, padding, hand-built boxes, devices, files.
 
 Small stand-in models with the (logits, features) contract on 16x16 inputs keep compile time
 low; the maths of maps, boxes and metrics is tested in their own modules, so these tests check
@@ -19,14 +19,14 @@ import ml_collections
 import numpy as np
 import pytest
 
-from infocam_jax import evaluate
+from infocam_jax.evaluation import driver, forward, reports, settings as eval_settings
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SIZE = 16
 NUM_CLASSES = 5
 NUM_THRESHOLDS = 10
 SINGLE_KEYS = {"num_images", "top1_cls", "top5_cls", "accuracy"} | {
-    f"{k}/{m}" for k in evaluate.MAP_KINDS
+    f"{k}/{m}" for k in eval_settings.MAP_KINDS
     for m in ("gt_known_loc", "top1_loc", "max_box_acc", "max_box_acc_threshold",
               "max_box_acc_v2", "max_box_acc_v2_iou30", "max_box_acc_v2_iou50",
               "max_box_acc_v2_iou70")}
@@ -105,7 +105,7 @@ def tiny():
 @pytest.fixture(scope="module")
 def one_batch_results(tiny):
     model, variables, data = tiny
-    return evaluate.evaluate(make_config(), model, variables, [data], num_devices=1)
+    return driver.evaluate(make_config(), model, variables, [data], num_devices=1)
 
 
 def test_results_keys_and_ranges(one_batch_results):
@@ -116,7 +116,7 @@ def test_results_keys_and_ranges(one_batch_results):
         if key != "num_images":
             assert 0.0 <= value <= 1.0, (key, value)
     assert res["accuracy"] == res["top1_cls"]
-    for kind in evaluate.MAP_KINDS:
+    for kind in eval_settings.MAP_KINDS:
         assert res[f"{kind}/top1_loc"] <= min(res[f"{kind}/gt_known_loc"], res["top1_cls"])
         v2 = [res[f"{kind}/max_box_acc_v2_iou{i}"] for i in (30, 50, 70)]
         assert v2[0] >= v2[1] >= v2[2]
@@ -126,7 +126,7 @@ def test_results_keys_and_ranges(one_batch_results):
 def test_fixed_threshold_only_matches_full(tiny, one_batch_results):
     """eval_box_accuracy=False: the paper's metrics only, equal to the full evaluation's."""
     model, variables, data = tiny
-    res = evaluate.evaluate(make_config(eval_box_accuracy=False), model, variables, [data],
+    res = driver.evaluate(make_config(eval_box_accuracy=False), model, variables, [data],
                             num_devices=1)
     assert set(res) == {k for k in SINGLE_KEYS if "max_box_acc" not in k}
     assert res == pytest.approx({k: one_batch_results[k] for k in res}, rel=1e-6)
@@ -136,12 +136,12 @@ def test_matches_numpy_statement(tiny, one_batch_results):
     """Aggregation against NumPy from per-image IoUs of the same maps and boxes."""
     from infocam_jax import boxes
     model, variables, data = tiny
-    settings = evaluate.EvalSettings.from_config(make_config())
+    settings = eval_settings.EvalSettings.from_config(make_config())
     grid = settings.box_thresholds
 
     @jax.jit
     def per_image(variables, images, labels, gt, gt_valid):
-        out = evaluate.predict_maps(settings, model, variables, images, labels)
+        out = forward.predict_maps(settings, model, variables, images, labels)
         ious = {}
         for kind, sm in out["scoremaps"].items():
             ious[kind] = (
@@ -172,7 +172,7 @@ def test_matches_numpy_statement(tiny, one_batch_results):
 @pytest.mark.parametrize("pad", [True, False], ids=["padded_garbage", "short_last_batch"])
 def test_padded_last_batch_counts_each_image_once(tiny, one_batch_results, pad):
     model, variables, data = tiny
-    res = evaluate.evaluate(make_config(), model, variables, split_batches(data, 4, pad=pad),
+    res = driver.evaluate(make_config(), model, variables, split_batches(data, 4, pad=pad),
                             num_devices=1)
     assert res == pytest.approx(one_batch_results, rel=1e-6)
 
@@ -197,23 +197,23 @@ def test_hand_built_square_gives_known_box():
         "box_valid": np.ones((3, 1), bool),
         "valid": np.array([True, True, False]),
     }
-    config = make_config(num_classes=2, map_kinds=evaluate.KNOWN_MAP_KINDS)
-    settings = evaluate.EvalSettings.from_config(config)
-    out = jax.jit(lambda v, x, y: evaluate.predict_maps(settings, model, v, x, y))(
+    config = make_config(num_classes=2, map_kinds=eval_settings.KNOWN_MAP_KINDS)
+    settings = eval_settings.EvalSettings.from_config(config)
+    out = jax.jit(lambda v, x, y: forward.predict_maps(settings, model, v, x, y))(
         variables, batch["image"], batch["label"])
     np.testing.assert_array_equal(out["boxes"]["cam"], [[3, 4, 11, 10], [8, 1, 14, 13],
                                                         [2, 2, 7, 7]])
-    res = evaluate.evaluate(config, model, variables, [batch], num_devices=1)
+    res = driver.evaluate(config, model, variables, [batch], num_devices=1)
     assert res["num_images"] == 2
     assert res["top1_cls"] == 1.0
     # Region sums widen the box by one pixel: IoU still > 0.5. With two classes of opposite
     # weights the region rival of infoCAM+ (eq. 3) gives twice the CAM's region sum.
-    for kind in evaluate.KNOWN_MAP_KINDS:
+    for kind in eval_settings.KNOWN_MAP_KINDS:
         assert res[f"{kind}/gt_known_loc"] == 1.0, kind
         assert res[f"{kind}/top1_loc"] == 1.0, kind
         assert res[f"{kind}/max_box_acc"] == 1.0, kind
     assert res["cam/max_box_acc_v2"] == 1.0
-    assert "| infoCAM+ (region rival) | 100.00 | 100.00 | 100.00 |" in evaluate.format_table(res)
+    assert "| infoCAM+ (region rival) | 100.00 | 100.00 | 100.00 |" in reports.format_table(res)
 
 
 def test_multi_label_hand_built():
@@ -232,7 +232,7 @@ def test_multi_label_hand_built():
         "box_valid": np.array([[True, True], [True, False]]),
         "valid": np.ones(2, bool),
     }
-    res = evaluate.evaluate(make_config(num_classes=3, multi_label=True), model, variables,
+    res = driver.evaluate(make_config(num_classes=3, multi_label=True), model, variables,
                             [batch], num_devices=1)
     expected = {"num_images", "cls_acc", "exact_match", "accuracy"} | {
         f"digit_acc/{c}" for c in range(3)} | {
@@ -241,7 +241,7 @@ def test_multi_label_hand_built():
     for key, value in res.items():
         if key != "num_images":
             assert value == 1.0, key
-    table = evaluate.format_table(res)
+    table = reports.format_table(res)
     assert "| CAM | 100.00 | 100.00 | 100.00 | 100.00 |" in table
     assert "| infoCAM |" in table
 
@@ -254,11 +254,11 @@ def test_two_devices_match_one(one_batch_results):
         import jax
         assert jax.local_device_count() == 2, jax.devices()
         import test_evaluate as t
-        from infocam_jax import evaluate
+        from infocam_jax.evaluation import driver, forward, reports, settings as eval_settings
         model = t.TinyNet(t.NUM_CLASSES)
         data = t.make_data()
         # Batches of 3 (3, 3, 3, 1): evaluate pads each to 4 so that it splits over 2 devices.
-        res = evaluate.evaluate(t.make_config(), model, t.tiny_variables(model),
+        res = driver.evaluate(t.make_config(), model, t.tiny_variables(model),
                                 t.split_batches(data, 3, pad=False), num_devices=2)
         print("RESULTS" + json.dumps(res))
     """)
@@ -274,7 +274,7 @@ def test_two_devices_match_one(one_batch_results):
 
 def test_write_results_writes_json_and_table(tmp_path, one_batch_results):
     res = dict(one_batch_results, epoch=3.0)
-    json_path, md_path = evaluate.write_results(res, tmp_path / "w", title="tiny")
+    json_path, md_path = reports.write_results(res, tmp_path / "w", title="tiny")
     with open(json_path) as f:
         assert json.load(f) == pytest.approx(res)
     text = pathlib.Path(md_path).read_text()
@@ -284,11 +284,11 @@ def test_write_results_writes_json_and_table(tmp_path, one_batch_results):
         row = (f"| {name} | {100 * res[kind + '/gt_known_loc']:.2f} | "
                f"{100 * res[kind + '/top1_loc']:.2f} | {100 * res['top1_cls']:.2f} | ")
         assert row in text
-    assert evaluate.format_table(res) in text
+    assert reports.format_table(res) in text
 
 
 def test_nan_is_written_as_null(tmp_path):
-    json_path, _ = evaluate.write_results({"cam/loc_acc/3": float("nan"), "num_images": 1.0},
+    json_path, _ = reports.write_results({"cam/loc_acc/3": float("nan"), "num_images": 1.0},
                                           tmp_path)
     assert json.loads(pathlib.Path(json_path).read_text())["cam/loc_acc/3"] is None
 
@@ -296,12 +296,37 @@ def test_nan_is_written_as_null(tmp_path):
 def test_bad_inputs_raise(tiny):
     model, variables, data = tiny
     with pytest.raises(ValueError, match="missing keys"):
-        evaluate.evaluate(make_config(), model, variables,
+        driver.evaluate(make_config(), model, variables,
                           [{k: v for k, v in data.items() if k != "boxes"}], num_devices=1)
     with pytest.raises(ValueError, match="map_kinds"):
-        evaluate.EvalSettings.from_config(make_config(), map_kinds=("gradcam",))
+        eval_settings.EvalSettings.from_config(make_config(), map_kinds=("gradcam",))
     with pytest.raises(ValueError, match="multi-label"):
-        evaluate.EvalSettings.from_config(make_config(multi_label=True),
+        eval_settings.EvalSettings.from_config(make_config(multi_label=True),
                                           map_kinds=("infocam_plus",))
     with pytest.raises(ValueError, match="num_devices"):
-        evaluate.evaluate(make_config(), model, variables, [data], num_devices=64)
+        driver.evaluate(make_config(), model, variables, [data], num_devices=64)
+
+
+OLD_NAMES = {"EvalSettings": "settings", "MAP_KINDS": "settings", "KNOWN_MAP_KINDS": "settings",
+             "MULTI_LABEL_MAP_KINDS": "settings", "DISPLAY_NAMES": "settings",
+             "V2_IOU_THRESHOLDS": "settings", "class_maps": "forward",
+             "multilabel_class_maps": "forward", "predict_maps": "forward",
+             "init_counts": "step", "eval_step": "step", "make_eval_step": "step",
+             "finalize": "step", "evaluate": "driver", "replicate": "common",
+             "format_table": "reports", "write_results": "reports"}
+
+
+@pytest.mark.parametrize("name", sorted(OLD_NAMES))
+def test_old_evaluate_names_warn_and_point_at_the_new_ones(name):
+    import importlib
+    from infocam_jax import evaluate
+    new = importlib.import_module(f"infocam_jax.evaluation.{OLD_NAMES[name]}")
+    with pytest.warns(DeprecationWarning, match=f"evaluation.{OLD_NAMES[name]}.{name}"):
+        old = getattr(evaluate, name)
+    assert old is getattr(new, name)
+
+
+def test_unknown_old_name_is_an_attribute_error():
+    from infocam_jax import evaluate
+    with pytest.raises(AttributeError, match="no_such_name"):
+        evaluate.no_such_name  # noqa: B018

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from infocam_jax import metrics
+from infocam_jax import metrics, multilabel_metrics
 
 BOXES_PY = pathlib.Path(metrics.__file__).with_name("boxes.py")
 
@@ -80,6 +80,7 @@ def backend(request, monkeypatch):
     else:
         stub = types.SimpleNamespace(max_contour_iou=ref_max_contour_iou)
         monkeypatch.setattr(metrics, "_boxes_module", lambda: stub)
+        monkeypatch.setattr(multilabel_metrics, "_boxes_module", lambda: stub)
     return request.param
 
 

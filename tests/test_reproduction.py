@@ -1,11 +1,11 @@
-"""Keeps the paper's §3.3 pipeline honest, and checks launch/reproduce.py's own arithmetic.
+"""Keeps the paper's §3.3 pipeline honest, and checks the reproduction driver's own arithmetic.
 
 The end-to-end test builds a few hundred double-digit canvases from real MNIST, trains the
-digits CNN-GAP with a PC-sigmoid head for a short while through ``launch/reproduce.py`` (which
-calls ``train.train_and_evaluate``), and checks on the test canvases that infoCAM localises at
-least as well as CAM and that both are far above an input-blind random box.
+digits CNN-GAP with a PC-sigmoid head for a short while through ``reproduction.reproduce``
+(which calls ``train.train_and_evaluate``; ``launch/reproduce.py`` is its flag wrapper), and
+checks on the test canvases that infoCAM localises at least as well as CAM and that both are
+far above an input-blind random box.
 """
-import importlib.util
 import json
 import pathlib
 
@@ -13,18 +13,10 @@ import chex
 import numpy as np
 import pytest
 
+from infocam_jax import metrics, reproduction
+from infocam_jax.evaluation import baselines, summary
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _load_reproduce():
-    spec = importlib.util.spec_from_file_location("reproduce",
-                                                  REPO_ROOT / "launch" / "reproduce.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-reproduce = _load_reproduce()
 
 
 def _unclamped_iou(a, b):
@@ -41,22 +33,25 @@ def _unclamped_iou(a, b):
 def test_iou_clamps_disjoint_boxes_where_the_authors_code_did_not():
     a, b = [0, 0, 10, 10], [20, 20, 30, 30]
     assert _unclamped_iou(a, b) == pytest.approx(81 / 161)  # 0.503: counted as a hit at 0.5
-    assert reproduce.iou_numpy(np.array(a), np.array(b)) == 0.0
+    assert float(metrics.iou(np.array(a), np.array(b))) == 0.0
 
 
-def test_iou_numpy_matches_library_iou():
-    from infocam_jax import metrics
+def test_baseline_iou_is_the_library_iou():
+    """The baselines score random boxes with metrics.iou, checked against a NumPy statement."""
     rng = np.random.default_rng(0)
-    a = reproduce.random_boxes(rng, (64,), 28, 56)
-    b = reproduce.random_boxes(rng, (64,), 28, 56)
-    chex.assert_trees_all_close(reproduce.iou_numpy(a, b).astype(np.float32),
-                                np.asarray(metrics.iou(a, b)), rtol=1e-6)
+    a = baselines.random_boxes(rng, (64,), 28, 56).astype(np.float64)
+    b = baselines.random_boxes(rng, (64,), 28, 56).astype(np.float64)
+    iw = np.maximum(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]) + 1, 0)
+    ih = np.maximum(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]) + 1, 0)
+    area = lambda x: (x[:, 2] - x[:, 0] + 1) * (x[:, 3] - x[:, 1] + 1)  # noqa: E731
+    expected = iw * ih / (area(a) + area(b) - iw * ih)
+    chex.assert_trees_all_close(baselines._iou(a, b), expected.astype(np.float32), rtol=1e-6)
     # Known case: 3x3 vs 3x3 overlapping in 2x3 pixels -> 6 / (9 + 9 - 6).
-    assert reproduce.iou_numpy(np.array([0, 0, 2, 2]), np.array([1, 0, 3, 2])) == 0.5
+    assert baselines._iou(np.array([0, 0, 2, 2]), np.array([1, 0, 3, 2])) == 0.5
 
 
 def test_random_boxes_are_ordered_and_inside():
-    boxes = reproduce.random_boxes(np.random.default_rng(1), (5, 100), 28, 56)
+    boxes = baselines.random_boxes(np.random.default_rng(1), (5, 100), 28, 56)
     chex.assert_shape(boxes, (5, 100, 4))
     assert np.all(boxes[..., 0] <= boxes[..., 2]) and np.all(boxes[..., 1] <= boxes[..., 3])
     assert boxes[..., [0, 2]].min() >= 0 and boxes[..., [0, 2]].max() <= 55
@@ -65,31 +60,31 @@ def test_random_boxes_are_ordered_and_inside():
 
 def test_baselines_on_known_boxes():
     gt = np.array([[0, 0, 27, 27], [28, 0, 55, 27], [4, 4, 23, 23], [30, 2, 40, 25]])
-    out = reproduce.baseline_accuracies(gt, (28, 56), draws=50, half_canvas=True)
+    out = baselines.baseline_accuracies(gt, (28, 56), draws=50, half_canvas=True)
     # Half-canvas box: exact on the first two, IoU 400/784 on the third, 264/784 on the fourth.
     assert out["half_canvas_box"] == pytest.approx(0.75)
     # Full image (1568 px): IoU 784/1568 = 0.5 on the first two only.
     assert out["full_image_box"] == pytest.approx(0.5)
     assert 0.0 <= out["random_box"] < 0.5
     with pytest.raises(ValueError, match="gt_boxes"):
-        reproduce.baseline_accuracies(np.zeros((0, 4)), (28, 56))
+        baselines.baseline_accuracies(np.zeros((0, 4)), (28, 56))
 
 
 def test_aggregate_is_mean_and_sample_std():
     runs = [{"a": 0.5, "b": 1.0}, {"a": 0.7, "b": float("nan")}, {"a": 0.9, "b": 3.0}]
-    agg = reproduce.aggregate(runs)
+    agg = summary.aggregate(runs)
     assert agg["a"]["mean"] == pytest.approx(0.7)
     assert agg["a"]["std"] == pytest.approx(np.std([0.5, 0.7, 0.9], ddof=1))
     assert agg["b"]["mean"] == pytest.approx(2.0)  # NaN ignored
-    assert reproduce.pm(agg, "a") == "70.0 ± 20.0"
-    assert reproduce.pm(agg, "missing") == "-"
+    assert summary.pm(agg, "a") == "70.0 ± 20.0"
+    assert summary.pm(agg, "missing") == "-"
 
 
 def test_flatten_and_kinds_for_radius():
-    flat = reproduce.flatten({"test": {"3": {"x": 1.0}, "5": {"x": 2.0}}}, 3)
+    flat = summary.flatten({"test": {"3": {"x": 1.0}, "5": {"x": 2.0}}}, 3)
     assert flat == {"test/R3/x": 1.0, "test/x": 1.0, "test/R5/x": 2.0}
-    assert reproduce.kinds_for_radius(("cam", "infocam"), 3, 3) == ("cam", "infocam")
-    assert reproduce.kinds_for_radius(("cam", "infocam"), 5, 3) == ("infocam",)
+    assert reproduction.kinds_for_radius(("cam", "infocam"), 3, 3) == ("cam", "infocam")
+    assert reproduction.kinds_for_radius(("cam", "infocam"), 5, 3) == ("infocam",)
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -116,16 +111,16 @@ def small_run(shared_mnist_dir, tmp_path_factory):
     c.eval_every_epochs = 2
     c.log_every_steps = 10000
     c.keep_checkpoints = 1
-    summary = reproduce.reproduce(c, str(root / "work"), seeds=[0], region_sizes=[3],
+    summary_ = reproduction.reproduce(c, str(root / "work"), seeds=[0], region_sizes=[3],
                                   cam_thresholds=[0.2, 0.4, 0.6], log=lambda s: None)
-    return summary, root / "work"
+    return summary_, root / "work"
 
 
 def test_infocam_not_below_cam_and_both_far_above_random(small_run):
-    summary, workdir = small_run
-    agg = summary["aggregate"]["pc_sigmoid"]
-    random_box = summary["baselines"]["random_box"]
-    assert random_box < 0.1, summary["baselines"]
+    result, workdir = small_run
+    agg = result["aggregate"]["pc_sigmoid"]
+    random_box = result["baselines"]["random_box"]
+    assert random_box < 0.1, result["baselines"]
     # Each map at its score threshold chosen on the validation canvases, read on the test ones.
     cam = agg["test/valsel/cam/loc_acc"]["mean"]
     info = agg["test/valsel/infocam/loc_acc"]["mean"]

@@ -1,0 +1,120 @@
+"""Model forward pass -> CAM-family maps of chosen classes -> score maps and boxes.
+
+Maps come from ``infocam_jax.cams``; score maps and boxes from ``infocam_jax.boxes`` with the
+settings' upsampling and normalisation.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from infocam_jax import boxes, cams
+from infocam_jax.evaluation import common
+from infocam_jax.evaluation.settings import MAP_KINDS, MULTI_LABEL_MAP_KINDS, EvalSettings
+
+
+def class_maps(map_kinds: tuple[str, ...], features: jax.Array, kernel: jax.Array,
+               labels: jax.Array, *, logits: jax.Array | None,
+               region_size: int) -> dict[str, jax.Array]:
+    """The requested CAM-family maps of one class per image (single-label heads).
+
+    Args:
+      map_kinds: kinds from ``settings.KNOWN_MAP_KINDS``.
+      features: float ``[B,h,w,K]`` last feature maps.
+      kernel: float ``[K,M]`` classifier kernel.
+      labels: int ``[B]`` class per image.
+      logits: float ``[B,M]`` model outputs: infoCAM+'s rival is the class with the lowest
+        logit (bias included), as in the authors' code.
+      region_size: infoCAM's R.
+
+    Returns:
+      ``{kind: float32 [B,h,w]}``.
+    """
+    maps = {}
+    if any(k in MAP_KINDS for k in map_kinds):
+        maps.update(cams.all_maps(features, kernel, labels, region_size, rival="image",
+                                  logits=logits))
+    if "infocam_plus_region" in map_kinds:
+        maps["infocam_plus_region"] = cams.infocam_plus(features, kernel, labels, region_size,
+                                                        rival="region")
+    return {k: maps[k] for k in map_kinds}
+
+
+def multilabel_class_maps(kind: str, features: jax.Array, kernel: jax.Array,
+                          labels: jax.Array, *, region_size: int) -> jax.Array:
+    """Multi-label maps for several labels per image: CAM, or infoCAM (region-summed CAM).
+
+    Args:
+      kind: "cam" | "infocam".
+      features: float ``[B,h,w,K]``.
+      kernel: float ``[K,M]``.
+      labels: int ``[B,G]``, the class of each of G (box) slots.
+      region_size: infoCAM's R.
+
+    Returns:
+      float32 ``[B,G,h,w]``.
+    """
+    if kind not in MULTI_LABEL_MAP_KINDS:
+        raise ValueError(f"multi-label map kind must be one of {MULTI_LABEL_MAP_KINDS}, "
+                         f"got {kind!r}")
+
+    def one_slot(slot_labels):
+        if kind == "cam":
+            return cams.multilabel_cam(features, kernel, slot_labels)
+        return cams.multilabel_infocam(features, kernel, slot_labels, region_size)
+
+    return jax.vmap(one_slot, in_axes=1, out_axes=1)(labels)
+
+
+def stacked_scoremaps(settings: EvalSettings, maps: jax.Array) -> jax.Array:
+    """``[..., h, w]`` maps -> ``[..., H, W]`` score maps in [0, 1], in one ``boxes.scoremaps``
+    call (upsampling ``settings.upsample``, normalisation ``settings.normalize``)."""
+    flat = maps.reshape((-1,) + maps.shape[-2:])
+    sm = boxes.scoremaps(flat, settings.image_size, settings.upsample,
+                         normalize=settings.normalize)
+    return sm.reshape(maps.shape[:-2] + tuple(settings.image_size))
+
+
+def predict_maps(settings: EvalSettings, model, variables, images: jax.Array,
+                 labels: jax.Array | None = None, *,
+                 kernel_fn: Callable[[Any], jax.Array] | None = None) -> dict[str, Any]:
+    """Forward pass, score maps at image size and boxes at ``cam_threshold``.
+
+    For visualisation; jit it with ``settings``, ``model`` and ``kernel_fn`` bound.
+
+    Args:
+      settings: evaluation settings (``normalize`` decides the score maps and boxes).
+      model: Flax module with ``apply(variables, images, train=False) -> (logits, features)``.
+      variables: the model's variables.
+      images: float ``[B,H,W,C]``.
+      labels: int ``[B]`` classes whose maps to draw; None -> the predicted (top-1) class.
+        Multi-label settings use the multi-label maps of that one label per image.
+      kernel_fn: ``variables -> [K,M]`` classifier kernel (default ``models.classifier_kernel``).
+
+    Returns:
+      ``{"logits": [B,M], "labels": [B], "scoremaps": {kind: [B,H,W] in [0,1]},
+      "boxes": {kind: int32 [B,4]}}``.
+    """
+    kernel_fn = kernel_fn or common.default_kernel_fn()
+    logits, features = model.apply(variables, images, train=False)
+    kernel = kernel_fn(variables)
+    if labels is None:
+        labels = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    out = {"logits": logits, "labels": labels, "scoremaps": {}, "boxes": {}}
+    if settings.multi_label:
+        maps = {k: multilabel_class_maps(k, features, kernel, labels[:, None],
+                                         region_size=settings.region_size)[:, 0]
+                for k in settings.map_kinds}
+    else:
+        maps = class_maps(settings.map_kinds, features, kernel, labels, logits=logits,
+                          region_size=settings.region_size)
+    for kind in settings.map_kinds:
+        sm = stacked_scoremaps(settings, maps[kind])
+        out["scoremaps"][kind] = sm
+        out["boxes"][kind] = boxes.largest_box(sm, np.array([settings.cam_threshold]),
+                                               **common.box_options(settings))[:, 0]
+    return out

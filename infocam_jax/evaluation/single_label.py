@@ -1,0 +1,165 @@
+"""Single-label evaluator: classification, GT-known / Top-1 Loc, MaxBoxAcc(V2), and the
+GT-known / Top-1 Loc accuracy-versus-threshold curves.
+
+Results (fractions in [0, 1]; ``K`` is a map kind such as ``cam``)::
+
+  num_images, top1_cls, top5_cls, accuracy (= top1_cls, the model-selection metric),
+  K/gt_known_loc      box of the GT-class map at ``cam_threshold`` has IoU >= iou_threshold
+  K/top1_loc          gt_known_loc and the top-1 class is right
+  K/max_box_acc       MaxBoxAcc: largest box, IoU >= iou_threshold, best score threshold
+  K/max_box_acc_threshold   the score threshold reaching it
+  K/max_box_acc_v2    MaxBoxAccV2: every contour's box, mean over IoU 0.3 / 0.5 / 0.7
+  K/max_box_acc_v2_iou30, _iou50, _iou70
+  (the max_box_acc keys only with ``settings.box_accuracy``)
+
+Curves (:func:`curves`, with ``box_accuracy``): per kind, GT-known Loc and Top-1 Loc at every
+grid threshold. GT-known Loc at grid threshold t *is* BoxAcc(t) of MaxBoxAcc.
+
+Top-1 Loc uses the GT-class map: when the top-1 class is right, the predicted-class map *is*
+the GT-class map, and when it is wrong Top-1 Loc fails whatever the box, so computing boxes for
+the predicted class as well would double the box work for the same number.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from infocam_jax import boxes, metrics
+from infocam_jax.evaluation import common, forward
+from infocam_jax.evaluation.settings import V2_IOU_THRESHOLDS, EvalSettings
+
+REQUIRED_KEYS = ("image", "label", "boxes", "box_valid", "valid")
+
+
+def _stack(trees):
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def kind_slice(tree, index: int):
+    """The counters of map kind ``index`` (counters carry a leading map-kind axis)."""
+    return jax.tree_util.tree_map(lambda x: x[index], tree)
+
+
+def init_counts(settings: EvalSettings) -> dict[str, Any]:
+    """Zero counters for one device, each with a leading axis over ``settings.map_kinds``.
+
+    ``loc``: ``LocalizationCounts`` at ``cam_threshold``; with ``box_accuracy`` also ``box``
+    (largest box, IoU ``iou_threshold``, grid: GT-known Loc per threshold / MaxBoxAcc),
+    ``box_top1`` (the same and top-1 right: Top-1 Loc per threshold) and ``box_v2`` (every
+    contour, IoU 0.3/0.5/0.7: MaxBoxAccV2).
+    """
+    n = len(settings.map_kinds)
+    loc = metrics.LocalizationCounts.empty(settings.cam_threshold, settings.iou_threshold)
+    if not settings.box_accuracy:
+        return {"loc": _stack([loc] * n)}
+    grid = settings.box_thresholds
+    box = metrics.BoxAccuracyCounts.empty(grid, (settings.iou_threshold,), False)
+    return {"loc": _stack([loc] * n), "box": _stack([box] * n),
+            "box_top1": _stack([box] * n),
+            "box_v2": _stack([metrics.BoxAccuracyCounts.empty(grid, V2_IOU_THRESHOLDS, True)]
+                             * n)}
+
+
+def update(settings: EvalSettings, logits, features, kernel, batch, valid, counts):
+    """Adds one per-device batch to ``counts`` (traced inside the eval step)."""
+    labels = batch["label"].astype(jnp.int32)
+    gt_boxes = batch["boxes"].astype(jnp.int32)
+    gt_valid = batch["box_valid"].astype(bool)
+    maps = forward.class_maps(settings.map_kinds, features, kernel, labels, logits=logits,
+                              region_size=settings.region_size)
+    sm = forward.stacked_scoremaps(settings, jnp.stack([maps[k] for k in settings.map_kinds]))
+    box_opts = common.box_options(settings)
+
+    top1 = metrics.topk_correct(logits, labels, 1) & valid
+    top5 = metrics.topk_correct(logits, labels, settings.top_k) & valid
+    # One largest-box pass serves GT-known Loc (threshold 0 of the list) and the grid: the box
+    # pass costs the same for any number of thresholds.
+    thresholds = np.concatenate([[settings.cam_threshold], settings.box_thresholds])
+
+    def count(x, axis=None):
+        return jnp.sum(x, axis=axis, dtype=jnp.int32)
+
+    def fixed_only(loc, sm):
+        best = boxes.max_contour_iou(sm, thresholds[:1], gt_boxes, gt_valid,
+                                     multi_contour=False, **box_opts)
+        gt_known = (best[:, 0] >= loc.iou_threshold) & valid
+        return loc.merge(loc.replace(top1_cls=count(top1), top5_cls=count(top5),
+                                     gt_known_loc=count(gt_known),
+                                     top1_loc=count(gt_known & top1), count=count(valid)))
+
+    def per_kind(loc, box, box_top1, box_v2, sm):
+        best = boxes.max_contour_iou(sm, thresholds, gt_boxes, gt_valid, multi_contour=False,
+                                     **box_opts)
+        gt_known = (best[:, 0] >= loc.iou_threshold) & valid
+        loc = loc.merge(loc.replace(top1_cls=count(top1), top5_cls=count(top5),
+                                    gt_known_loc=count(gt_known),
+                                    top1_loc=count(gt_known & top1), count=count(valid)))
+        hits = (best[None, :, 1:] >= jnp.asarray(box.iou_thresholds, jnp.float32)[:, None, None])
+        hits = hits & valid[None, :, None]                                   # [I, B, T]
+        box = box.merge(box.replace(correct=count(hits, axis=1), count=count(valid)))
+        box_top1 = box_top1.merge(box_top1.replace(
+            correct=count(hits & top1[None, :, None], axis=1), count=count(valid)))
+        v2 = boxes.max_contour_iou(sm, box_v2.thresholds, gt_boxes, gt_valid,
+                                   multi_contour=True, **box_opts)           # [B, T]
+        v2_hits = (v2[None] >= jnp.asarray(box_v2.iou_thresholds, jnp.float32)[:, None, None])
+        box_v2 = box_v2.merge(box_v2.replace(
+            correct=count(v2_hits & valid[None, :, None], axis=1), count=count(valid)))
+        return loc, box, box_top1, box_v2
+
+    if not settings.box_accuracy:
+        return {"loc": jax.vmap(fixed_only)(counts["loc"], sm)}
+    loc, box, box_top1, box_v2 = jax.vmap(per_kind)(
+        counts["loc"], counts["box"], counts["box_top1"], counts["box_v2"], sm)
+    return {"loc": loc, "box": box, "box_top1": box_top1, "box_v2": box_v2}
+
+
+def _float(x) -> float:
+    return float(np.asarray(x))
+
+
+def finalize(settings: EvalSettings, counts: Mapping[str, Any]) -> dict[str, float]:
+    """Summed counters -> the flat results dict of the module docstring."""
+    res: dict[str, float] = {}
+    first = kind_slice(counts["loc"], 0)
+    res["num_images"] = float(int(first.count))
+    cls = first.result()
+    res["top1_cls"] = _float(cls["top1_cls"])
+    res["top5_cls"] = _float(cls["top5_cls"])
+    res["accuracy"] = res["top1_cls"]
+    for i, kind in enumerate(settings.map_kinds):
+        loc = kind_slice(counts["loc"], i).result()
+        res[f"{kind}/gt_known_loc"] = _float(loc["gt_known_loc"])
+        res[f"{kind}/top1_loc"] = _float(loc["top1_loc"])
+        if not settings.box_accuracy:
+            continue
+        box = kind_slice(counts["box"], i).result()
+        res[f"{kind}/max_box_acc"] = _float(box["max_box_acc"][0])
+        res[f"{kind}/max_box_acc_threshold"] = _float(box["best_threshold"][0])
+        v2 = kind_slice(counts["box_v2"], i).result()
+        for j, iou in enumerate(V2_IOU_THRESHOLDS):
+            res[f"{kind}/max_box_acc_v2_iou{round(100 * iou)}"] = _float(v2["max_box_acc"][j])
+        res[f"{kind}/max_box_acc_v2"] = _float(v2["mean_max_box_acc"])
+    return res
+
+
+def curves(settings: EvalSettings, counts: Mapping[str, Any]) -> dict[str, dict[str, np.ndarray]]:
+    """Accuracy-versus-threshold curves: ``{kind: {"gt_known_loc": float64 [T],
+    "top1_loc": float64 [T]}}`` over ``settings.box_thresholds`` (NaN when nothing counted).
+
+    Raises:
+      ValueError: without ``settings.box_accuracy`` (no grid was counted).
+    """
+    if "box" not in counts:
+        raise ValueError("curves need settings.box_accuracy=True (config eval_box_accuracy)")
+    out = {}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for i, kind in enumerate(settings.map_kinds):
+            box, top1 = kind_slice(counts["box"], i), kind_slice(counts["box_top1"], i)
+            n = np.float64(np.asarray(box.count))
+            out[kind] = {"gt_known_loc": np.asarray(box.correct[0], np.float64) / n,
+                         "top1_loc": np.asarray(top1.correct[0], np.float64) / n}
+    return out
