@@ -9,6 +9,9 @@ overrides what differs. Fields beyond the interface (read only by `infocam_jax.t
   max_steps_per_epoch   0 = the whole epoch; > 0 caps training steps per epoch (smoke runs).
   max_eval_batches      0 = the whole split; > 0 caps evaluation batches (smoke runs).
   checkpoint_best       keep a separate "best by validation top-1" checkpoint (paper's selection).
+  eval_readings         heads runs: after training, read each head's maps CAM vs infoCAM under
+                        both normalisations with thresholds chosen on validation and print one
+                        table per head (infocam_jax.evaluation.readings; the digits main job).
 """
 import pathlib
 
@@ -64,6 +67,14 @@ def base_config() -> config_dict.ConfigDict:
     c.iou_threshold = 0.5
     c.num_box_thresholds = 100
     c.upsample = "bicubic"
+    # How maps become score maps in [0, 1] before thresholding (everywhere maps become boxes:
+    # eval step, visualisation, reproduction): "minmax" = (m - min) / (max - min), the WSOL
+    # protocol and the authors' CUB / Tiny-ImageNet code; "max" = max(m, 0) / max(m), the
+    # paper's "20% of the maximum" (§3.1). See boxes.normalize.
+    c.normalize = "minmax"
+    # Box extraction backend of the eval step: "auto" | "native" | "xla" (boxes.largest_box).
+    c.box_backend = "auto"
+    c.eval_readings = False
     # Bookkeeping.
     c.keep_checkpoints = 3
     c.checkpoint_best = True

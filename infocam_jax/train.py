@@ -20,7 +20,6 @@ same state as an uninterrupted run.
 from __future__ import annotations
 
 import itertools
-import json
 import logging as std_logging
 import math
 import os
@@ -366,36 +365,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         Restarting with the same workdir resumes.
 
     Returns:
-      The test results dict of `evaluation.driver.evaluate` (fractions in [0, 1]); when `config.heads`
-      lists several losses, `{loss: results}` with each model in `workdir/<loss>/`.
+      The test results dict of `evaluation.driver.evaluate` (fractions in [0, 1]); when
+      `config.heads` lists several losses, `{loss: results}` with each model in
+      `workdir/<loss>/`, and with `config.eval_readings` a CAM vs infoCAM table per head
+      under several readings of the maps (`evaluation.readings`) is printed.
     """
     heads = tuple(config.get("heads", ()) or ())
     if not heads:
         return train_single(config, workdir)
-    all_results = {}
+    subs = {}
     for head in heads:
-        sub = ml_collections.ConfigDict(config.to_dict())
-        sub.loss = head
-        sub.heads = ()
-        all_results[head] = train_single(sub, os.path.join(workdir, head))
+        subs[head] = ml_collections.ConfigDict(config.to_dict())
+        subs[head].loss, subs[head].heads = head, ()
+    all_results = {h: train_single(sub, os.path.join(workdir, h)) for h, sub in subs.items()}
+    readings = {}
+    if config.get("eval_readings", False):
+        from infocam_jax.evaluation import readings as rd  # pylint: disable=import-outside-toplevel
+        splits = rd.load_splits(config)
+        for head, sub in subs.items():
+            variables, _ = restore_variables(sub, os.path.join(workdir, head), "best")
+            readings[head] = rd.evaluate_run(sub, create_model(sub), variables, splits)
     if _is_main():
-        _write_heads_summary(all_results, workdir)
+        from infocam_jax.evaluation import readings as rd  # pylint: disable=import-outside-toplevel
+        text = rd.write_heads_summary(all_results, readings, workdir, config)
+        print("\n# Summary over heads\n\n" + text, flush=True)
     return all_results
-
-
-def _write_heads_summary(all_results: Mapping[str, Mapping[str, float]], workdir: str) -> None:
-    from infocam_jax.evaluation import reports  # pylint: disable=import-outside-toplevel
-    parts = []
-    for head, results in all_results.items():
-        parts.append(f"## {head}\n\n{reports.format_table(results)}")
-    text = "\n".join(parts)
-    with open(os.path.join(workdir, "results.md"), "w") as f:
-        f.write(text)
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump({h: {k: (None if isinstance(v, float) and math.isnan(v) else v)
-                       for k, v in r.items()} for h, r in all_results.items()},
-                  f, indent=2, sort_keys=True)
-    print("\n# Summary over heads\n\n" + text, flush=True)
 
 
 def restore_variables(config: ml_collections.ConfigDict, workdir: str, which: str = "best"

@@ -25,7 +25,8 @@ INTERFACE_FIELDS = {
     "eval_protocol": str, "max_boxes": int, "model": str, "num_classes": int,
     "multi_label": bool, "loss": str, "pretrained": str, "num_epochs": int, "batch_size": int,
     "eval_batch_size": int, "seed": int, "region_size": int, "cam_threshold": float,
-    "iou_threshold": float, "num_box_thresholds": int, "upsample": str,
+    "iou_threshold": float, "num_box_thresholds": int, "upsample": str, "normalize": str,
+    "box_backend": str,
     "keep_checkpoints": int, "log_every_steps": int, "eval_every_epochs": int, "runlocal": bool,
 }
 OPTIMIZER_FIELDS = ("learning_rate", "lr_ratio", "momentum", "nesterov", "weight_decay",
@@ -57,6 +58,7 @@ def test_config_has_every_interface_field(name):
     assert c.eval_protocol in ("center_crop", "resize") and c.upsample in ("bicubic", "bilinear")
     assert len(c.image_size) == 2 and c.runlocal is False
     assert c.cam_threshold == 0.2 and c.iou_threshold == 0.5
+    assert c.normalize in ("minmax", "max") and c.box_backend in ("auto", "native", "xla")
 
 
 @pytest.mark.parametrize("name", CONFIGS)
