@@ -3,9 +3,8 @@
 Box extraction is infocam_jax.boxes (a teammate's module). Tests parametrised over ``backend``
 run twice: with ``"reference"`` (metrics' box extraction replaced by the OpenCV reference
 below through ``jax.pure_callback``: checks the counting, masking and aggregation) and with
-``"boxes"`` (the real module: the end-to-end comparison; skipped while boxes.py is absent).
+``"boxes"`` (the real module: the end-to-end comparison).
 """
-import pathlib
 import types
 
 import chex
@@ -17,8 +16,6 @@ import pytest
 from jax import lax
 
 from infocam_jax import metrics, multilabel_metrics
-
-BOXES_PY = pathlib.Path(metrics.__file__).with_name("boxes.py")
 
 
 # ------------------------------------------------------------------ NumPy / OpenCV reference
@@ -74,10 +71,7 @@ def ref_max_contour_iou(scoremaps, thresholds, gt_boxes, gt_valid, multi_contour
 
 @pytest.fixture(params=["reference", "boxes"])
 def backend(request, monkeypatch):
-    if request.param == "boxes":
-        if not BOXES_PY.exists():
-            pytest.skip("infocam_jax/boxes.py has not landed yet: compared with the reference only")
-    else:
+    if request.param == "reference":
         stub = types.SimpleNamespace(max_contour_iou=ref_max_contour_iou)
         monkeypatch.setattr(metrics, "_boxes_module", lambda: stub)
         monkeypatch.setattr(multilabel_metrics, "_boxes_module", lambda: stub)
