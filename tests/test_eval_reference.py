@@ -24,7 +24,6 @@ import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from infocam_jax import evaluate
 

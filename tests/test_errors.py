@@ -1,0 +1,321 @@
+"""Every documented error a user can hit: the message names the argument, field or file, and a
+rejected training run leaves no checkpoint (nothing half-written) behind.
+
+Covers EvalSettings ranges, merging counts of different settings, the loss / config checks of
+train.py, resuming a workdir that holds another run, ``config.pretrained``, malformed dataset
+records, ``losses.estimate_priors`` and the H·W limit of the box extraction.
+"""
+import json
+import os
+import pathlib
+import re
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from infocam_jax import boxes, checkpointing, evaluate, losses, metrics, models, optim, train
+from infocam_jax import train_state as ts
+from infocam_jax.data import pipeline
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from configs import common  # noqa: E402  pylint: disable=g-import-not-at-top
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+@pytest.mark.parametrize("field, value, match", [
+    ("cam_threshold", -0.1, r"cam_threshold must be in \[0, 1\), got -0.1"),
+    ("cam_threshold", 1.0, r"cam_threshold must be in \[0, 1\), got 1.0"),
+    ("iou_threshold", 0.0, r"iou_threshold must be in \(0, 1\], got 0.0"),
+    ("iou_threshold", 1.5, r"iou_threshold must be in \(0, 1\], got 1.5"),
+    ("num_box_thresholds", 0, r"num_box_thresholds must be >= 1, got 0"),
+    ("num_classes", 0, r"num_classes and region_size must be >= 1, got 0, 3"),
+    ("region_size", 0, r"num_classes and region_size must be >= 1, got 10, 0"),
+    ("map_kinds", (), r"map_kinds must be a non-empty subset"),
+    ("map_kinds", ("cam", "gradcam"), r"map_kinds must be a non-empty subset.*gradcam"),
+])
+def test_eval_settings_range_errors(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        evaluate.EvalSettings(image_size=(8, 8), **{field: value})
+
+
+def test_eval_settings_multi_label_rejects_infocam_plus():
+    with pytest.raises(ValueError,
+                       match=r"multi-label evaluation supports map_kinds.*infocam_plus"):
+        evaluate.EvalSettings(image_size=(8, 8), multi_label=True,
+                              map_kinds=("cam", "infocam_plus"))
+
+
+def test_eval_settings_from_config_names_the_bad_field():
+    config = ml_collections.ConfigDict(dict(
+        image_size=(8, 8), upsample="bicubic", region_size=3, cam_threshold=1.2,
+        iou_threshold=0.5, num_box_thresholds=10, multi_label=False, num_classes=5))
+    with pytest.raises(ValueError, match="cam_threshold"):
+        evaluate.EvalSettings.from_config(config)
+
+
+@pytest.mark.parametrize("make, settings", [
+    (lambda s: metrics.LocalizationCounts.empty(cam_threshold=s), (0.2, 0.3)),
+    (lambda s: metrics.LocalizationCounts.empty(iou_threshold=s), (0.5, 0.7)),
+    (lambda s: metrics.BoxAccuracyCounts.empty(np.arange(0, 1, s)), (0.25, 0.5)),
+    (lambda s: metrics.BoxAccuracyCounts.empty((0.5,), iou_thresholds=s), ((0.5,), (0.3,))),
+    (lambda s: metrics.MultiLabelCounts.empty(3, cam_threshold=s), (0.2, 0.4)),
+])
+def test_counts_with_different_settings_refuse_to_merge(make, settings):
+    a, b = make(settings[0]), make(settings[1])
+    a.merge(a)  # same settings merge
+    with pytest.raises(ValueError, match=type(a).__name__) as info:
+        a.merge(b)
+    assert "metadata" in str(info.value)
+
+
+# ----------------------------------------------------------------------------- boxes
+
+@pytest.mark.parametrize("fn", [
+    lambda m: boxes.largest_box(m, [0.5]),
+    lambda m: boxes.max_contour_iou(m, [0.5], jnp.zeros((1, 1, 4), jnp.int32),
+                                    jnp.ones((1, 1), bool), multi_contour=True),
+])
+def test_box_extraction_limits_the_pixel_count(fn):
+    """H·W < 2**23 (the union-find packs pixel indices with the level into int32)."""
+    too_big = jax.ShapeDtypeStruct((1, 4096, 2048), jnp.float32)
+    with pytest.raises(ValueError, match=re.escape("scoremaps must have H * W < 2**23 pixels, "
+                                                   "got shape (1, 4096, 2048)")):
+        jax.eval_shape(fn, too_big)
+
+
+# ----------------------------------------------------------------------------- priors
+
+@pytest.mark.parametrize("labels, kwargs, match", [
+    ([0, 1], dict(floor=0.5), r"floor must lie in \(0, 0.5\), got 0.5"),
+    ([0, 1], dict(floor=0.0), r"floor must lie in \(0, 0.5\), got 0.0"),
+    (np.zeros((0,), int), {}, r"labels must be int \[N\] or multi-hot \[N, M\].*\(0,\)"),
+    (np.zeros((2, 2, 2), int), {}, r"labels must be int \[N\].*\(2, 2, 2\)"),
+    ([0.0, 1.0], {}, r"labels \[N\] must be integers, got dtype float64"),
+    ([0, 3], dict(num_classes=3), r"labels must lie in \[0, 3\), got values in \[0, 3\]"),
+    ([0, -1], dict(num_classes=3), r"labels must lie in \[0, 3\), got values in \[-1, 0\]"),
+    ([0, 2, 2], dict(num_classes=4), r"classes \[1, 3\] never occur in labels.*floor"),
+    ([[1, 0, 1], [1, 0, 0]], {}, r"labels \[0, 1\] are never or always present.*floor"),
+    ([[1, 0], [0, 1]], dict(num_classes=3),
+     r"labels \[N, M\] must have M = num_classes = 3, got shape \(2, 2\)"),
+])
+def test_estimate_priors_errors(labels, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        losses.estimate_priors(np.asarray(labels), **kwargs)
+
+
+# ----------------------------------------------------------------------------- records
+
+def _record_config(**overrides):
+    c = ml_collections.ConfigDict(dict(
+        dataset="synthetic", data_dir="", manual_dir="", num_train_examples=8,
+        num_test_examples=8, data_seed=0, image_size=(12, 10), resize_size=0,
+        eval_protocol="center_crop", max_boxes=2, model="vgg16_gap", num_classes=5,
+        multi_label=False, data_threads=1))
+    c.update(overrides)
+    return c
+
+
+def _good_record(channels=3, multi_label=False):
+    record = {"image": np.zeros((12, 10, channels), np.uint8), "label": 1,
+              "boxes": np.array([[1, 1, 4, 4]], np.float32), "box_labels": np.array([1])}
+    if multi_label:
+        record["labels"] = np.eye(5, dtype=np.float32)[1]
+    return record
+
+
+@pytest.mark.parametrize("multi_label, change, match", [
+    (False, dict(image=np.zeros((12, 10, 1), np.uint8)),
+     r"synthetic record 0: image shape \(12, 10, 1\), expected 3 channels"),
+    (False, dict(boxes=np.zeros((3, 4), np.float32), box_labels=np.zeros(3, int)),
+     r"synthetic record 0 has 3 boxes, more than config.max_boxes=2"),
+    (False, dict(box_labels=np.zeros(2, int)), r"synthetic record 0: 1 boxes but 2 box_labels"),
+    (False, dict(label=5), r"synthetic record 0: label 5 outside \[0, 5\)"),
+    (False, dict(label=-1), r"synthetic record 0: label -1 outside \[0, 5\)"),
+    (True, dict(labels=None), r"config.multi_label=True but synthetic records carry no "
+                              r"multi-hot 'labels'"),
+    (True, dict(labels=np.ones(4, np.float32)),
+     r"synthetic record 0: labels shape \(4,\), expected \(5,\)"),
+])
+def test_malformed_records_name_dataset_record_and_field(multi_label, change, match):
+    config = _record_config(multi_label=multi_label,
+                            model="digits_cnn" if multi_label else "vgg16_gap")
+    opened = pipeline.open_dataset(config)
+    record = _good_record(opened.channels, multi_label)
+    load = pipeline._example_fn(config, opened, [record], training=False, epoch=0, seed=0)
+    load(0)  # the unchanged record loads
+    for key, value in change.items():
+        if value is None:
+            record.pop(key)
+        else:
+            record[key] = value
+    with pytest.raises(ValueError, match=match):
+        load(0)
+
+
+def test_training_labels_beyond_num_classes():
+    with pytest.raises(ValueError, match=r"training labels reach 6, beyond config.num_classes=5"):
+        pipeline._prior_from_labels(np.array([0, 6]), 5, multi_label=False)
+
+
+# ----------------------------------------------------------------------------- training
+
+def _tiny_config(**overrides):
+    """Digits CNN (width 4) on synthetic 16x32 canvases, as in test_train."""
+    c = common.base_config()
+    c.dataset = "synthetic"
+    c.image_size = (16, 32)
+    c.num_train_examples = 16
+    c.num_test_examples = 16
+    c.model = "digits_cnn"
+    c.model_options.width = 4
+    c.num_classes = 10
+    c.multi_label = True
+    c.loss = "pc_sigmoid"
+    c.heads = ()
+    c.num_epochs = 1
+    c.batch_size = 8
+    c.eval_batch_size = 8
+    c.max_steps_per_epoch = 1
+    c.max_eval_batches = 1
+    c.keep_checkpoints = 1
+    for k, v in overrides.items():
+        c[k] = v
+    return c
+
+
+_INIT_CACHE = {}
+
+
+@pytest.fixture
+def cached_init(monkeypatch):
+    """ts.init_variables memoised for this module: it compiles model.init on every call, and the
+    errors under test come after it; every test here initialises the same model."""
+    real = ts.init_variables
+
+    def init_variables(model, key, image_shape):
+        memo = (repr(model), np.asarray(jax.random.key_data(key) if jnp.issubdtype(
+            key.dtype, jax.dtypes.prng_key) else key).tobytes(), tuple(image_shape))
+        if memo not in _INIT_CACHE:
+            _INIT_CACHE[memo] = real(model, key, image_shape)
+        return _INIT_CACHE[memo]
+
+    monkeypatch.setattr(ts, "init_variables", init_variables)
+
+
+def _no_checkpoints(workdir):
+    for name in (checkpointing.LATEST_DIR, checkpointing.BEST_DIR):
+        assert not os.path.exists(os.path.join(workdir, name)), f"{name}/ was created"
+    assert not os.path.exists(os.path.join(workdir, "results.json"))
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (dict(loss="focal"), r"config.loss must be one of softmax, pc_softmax, sigmoid, pc_sigmoid; "
+                         r"got 'focal'"),
+    (dict(loss="softmax"), r"config.loss='softmax' does not fit config.multi_label=True"),
+    (dict(loss="sigmoid", multi_label=False),
+     r"config.loss='sigmoid' does not fit config.multi_label=False"),
+])
+def test_make_loss_fn_names_the_config_field(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        train.make_loss_fn(_tiny_config(**overrides), np.full(10, 0.5))
+
+
+@pytest.mark.parametrize("loss, multi_label", [("pc_sigmoid", True), ("pc_softmax", False)])
+def test_make_loss_fn_pc_losses_need_the_prior(loss, multi_label):
+    with pytest.raises(ValueError, match=f"loss '{loss}' needs the training label prior"):
+        train.make_loss_fn(_tiny_config(loss=loss, multi_label=multi_label), None)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (dict(batch_size=0), r"config.batch_size=0 must be a positive multiple of the number of "
+                         r"devices"),
+    (dict(num_epochs=0), r"config.num_epochs must be >= 1, got 0"),
+])
+def test_config_errors_write_nothing(tmp_path, overrides, match):
+    """_check_config runs before the workdir is created."""
+    workdir = tmp_path / "run"
+    with pytest.raises(ValueError, match=match):
+        train.train_and_evaluate(_tiny_config(**overrides), str(workdir))
+    assert not workdir.exists()
+
+
+def test_bad_loss_through_train_writes_no_checkpoint(tmp_path):
+    workdir = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"config.loss='softmax' does not fit"):
+        train.train_and_evaluate(_tiny_config(loss="softmax"), str(workdir))
+    _no_checkpoints(workdir)
+    if workdir.exists():  # known gap: recorded as an xfail, passes once it is fixed
+        pytest.xfail("train_single creates the workdir, config.json and a TensorBoard file "
+                     f"({sorted(p.name for p in workdir.iterdir())}) before make_loss_fn checks "
+                     "config.loss")
+
+
+def _save_run(config, workdir):
+    """A finished epoch of `config` in `workdir`, saved the way train_single saves it."""
+    model = train.create_model(config)
+    variables = ts.init_variables(model, jax.random.PRNGKey(0), (16, 32, 1))
+    mask = models.new_layer_mask(config.model, variables["params"])
+    tx, _ = optim.create_optimizer(config.optimizer, 1, mask)
+    state = ts.create_train_state(variables, tx)
+    extra = {"epoch": 1, "step": 1, "train_loss": 0.5, "val_accuracy": 0.5,
+             "best_val_accuracy": 0.5, "best_epoch": 1, "label_prior": [0.5] * 10,
+             "loss": str(config.loss), "model": str(config.model), "num_classes": 10,
+             "dataset": "synthetic"}
+    ckpt = checkpointing.Checkpointer(str(workdir), 1)
+    ckpt.save(1, state.variables, state.opt_state, extra, True)
+    ckpt.close()
+    (workdir / "config.json").write_text(config.to_json_best_effort(sort_keys=True))
+
+
+def _listing(workdir):
+    return sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*")
+                  if "tensorboard" not in p.parts and p.name != "config.json")
+
+
+def test_resume_into_a_workdir_of_another_run(tmp_path, cached_init):
+    workdir = tmp_path / "pc_sigmoid_run"
+    _save_run(_tiny_config(), workdir)
+    before, config_before = _listing(workdir), (workdir / "config.json").read_text()
+    with pytest.raises(ValueError, match=re.escape(
+            f"{workdir} holds a run with loss='pc_sigmoid', but config.loss='sigmoid': use "
+            f"another --workdir")):
+        train.train_and_evaluate(_tiny_config(loss="sigmoid"), str(workdir))
+    assert _listing(workdir) == before  # no new checkpoint, no results
+    assert checkpointing.Checkpointer(str(workdir), 1).latest_epoch() == 1
+    if json.loads((workdir / "config.json").read_text()) != json.loads(config_before):
+        pytest.xfail("train_single writes config.json before it compares the workdir's run "
+                     "with the config, so the rejected config replaces the run's config.json")
+
+
+def test_pretrained_missing_file(tmp_path, cached_init):
+    path = tmp_path / "missing.npz"
+    with pytest.raises(FileNotFoundError, match=re.escape(str(path))):
+        train.train_and_evaluate(_tiny_config(pretrained=str(path)), str(tmp_path / "run"))
+    _no_checkpoints(tmp_path / "run")
+
+
+def test_pretrained_unknown_extension(tmp_path, cached_init):
+    path = tmp_path / "weights.pth"
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"variables path must end in .npz or .msgpack, got "
+                       + re.escape(repr(str(path)))):
+        train.train_and_evaluate(_tiny_config(pretrained=str(path)), str(tmp_path / "run"))
+    _no_checkpoints(tmp_path / "run")
+
+
+def test_pretrained_with_wrong_keys_names_them(tmp_path, cached_init):
+    path = tmp_path / "wrong_keys.npz"
+    np.savez(path, **{"params/bogus/kernel": np.zeros((3, 3), np.float32)})
+    with pytest.raises(ValueError, match=r"pretrained variables do not match the model: missing "
+                       r"\[.*'params/.*unexpected \['params/bogus/kernel'\]") as info:
+        train.train_and_evaluate(_tiny_config(pretrained=str(path)), str(tmp_path / "run"))
+    _no_checkpoints(tmp_path / "run")
+    if str(path) not in str(info.value):
+        pytest.xfail("the mismatch error of convert.merge_pretrained names the keys but "
+                     "neither config.pretrained nor the file")
