@@ -319,3 +319,37 @@ def test_pretrained_with_wrong_keys_names_them(tmp_path, cached_init):
     if str(path) not in str(info.value):
         pytest.xfail("the mismatch error of convert.merge_pretrained names the keys but "
                      "neither config.pretrained nor the file")
+
+
+def test_keep_checkpoints_below_one(tmp_path, cached_init):
+    workdir = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"config.keep_checkpoints must be >= 1, got 0"):
+        train.train_and_evaluate(_tiny_config(keep_checkpoints=0), str(workdir))
+    _no_checkpoints(workdir)
+
+
+def test_restore_names_the_argument_and_the_directory(tmp_path):
+    config = _tiny_config()
+    with pytest.raises(ValueError, match=r"which must be 'best' or 'latest', got 'first'"):
+        train.restore_variables(config, str(tmp_path), "first")
+    with pytest.raises(FileNotFoundError,
+                       match=re.escape(f"no 'latest' checkpoint under {tmp_path}")):
+        train.restore_variables(config, str(tmp_path), "latest")
+    assert not any(tmp_path.iterdir())
+
+
+def _eval_config():
+    return ml_collections.ConfigDict(dict(
+        image_size=(8, 8), upsample="bicubic", region_size=3, cam_threshold=0.2,
+        iou_threshold=0.5, num_box_thresholds=10, multi_label=False, num_classes=5))
+
+
+def test_evaluate_names_missing_batch_keys_and_bad_num_devices():
+    batch = {"image": np.zeros((2, 8, 8, 1), np.float32), "label": np.zeros(2, np.int32),
+             "valid": np.ones(2, bool)}
+    with pytest.raises(ValueError, match=r"batch is missing keys \['boxes', 'box_valid'\]"):
+        evaluate.evaluate(_eval_config(), object(), {}, [batch], num_devices=1)
+    n = jax.local_device_count()
+    with pytest.raises(ValueError, match=re.escape(f"num_devices must be in [1, {n}], got "
+                                                   f"{n + 1}")):
+        evaluate.evaluate(_eval_config(), object(), {}, [batch], num_devices=n + 1)
