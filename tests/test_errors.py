@@ -17,9 +17,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from infocam_jax import boxes, checkpointing, evaluate, losses, metrics, models, optim, train
+from infocam_jax import boxes, checkpointing, losses, metrics, models, optim, train
 from infocam_jax import train_state as ts
 from infocam_jax.data import pipeline
+from infocam_jax.evaluation import driver
+from infocam_jax.evaluation.settings import EvalSettings
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -38,16 +40,18 @@ from configs import common  # noqa: E402  pylint: disable=g-import-not-at-top
     ("region_size", 0, r"num_classes and region_size must be >= 1, got 10, 0"),
     ("map_kinds", (), r"map_kinds must be a non-empty subset"),
     ("map_kinds", ("cam", "gradcam"), r"map_kinds must be a non-empty subset.*gradcam"),
+    ("normalize", "zscore", r"normalize must be one of \('minmax', 'max'\), got 'zscore'"),
+    ("box_backend", "gpu", r"box_backend must be one of .*, got 'gpu'"),
 ])
 def test_eval_settings_range_errors(field, value, match):
     with pytest.raises(ValueError, match=match):
-        evaluate.EvalSettings(image_size=(8, 8), **{field: value})
+        EvalSettings(image_size=(8, 8), **{field: value})
 
 
 def test_eval_settings_multi_label_rejects_infocam_plus():
     with pytest.raises(ValueError,
                        match=r"multi-label evaluation supports map_kinds.*infocam_plus"):
-        evaluate.EvalSettings(image_size=(8, 8), multi_label=True,
+        EvalSettings(image_size=(8, 8), multi_label=True,
                               map_kinds=("cam", "infocam_plus"))
 
 
@@ -56,7 +60,7 @@ def test_eval_settings_from_config_names_the_bad_field():
         image_size=(8, 8), upsample="bicubic", region_size=3, cam_threshold=1.2,
         iou_threshold=0.5, num_box_thresholds=10, multi_label=False, num_classes=5))
     with pytest.raises(ValueError, match="cam_threshold"):
-        evaluate.EvalSettings.from_config(config)
+        EvalSettings.from_config(config)
 
 
 @pytest.mark.parametrize("make, settings", [
@@ -348,8 +352,8 @@ def test_evaluate_names_missing_batch_keys_and_bad_num_devices():
     batch = {"image": np.zeros((2, 8, 8, 1), np.float32), "label": np.zeros(2, np.int32),
              "valid": np.ones(2, bool)}
     with pytest.raises(ValueError, match=r"batch is missing keys \['boxes', 'box_valid'\]"):
-        evaluate.evaluate(_eval_config(), object(), {}, [batch], num_devices=1)
+        driver.evaluate(_eval_config(), object(), {}, [batch], num_devices=1)
     n = jax.local_device_count()
     with pytest.raises(ValueError, match=re.escape(f"num_devices must be in [1, {n}], got "
                                                    f"{n + 1}")):
-        evaluate.evaluate(_eval_config(), object(), {}, [batch], num_devices=n + 1)
+        driver.evaluate(_eval_config(), object(), {}, [batch], num_devices=n + 1)

@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from infocam_jax import evaluate
+from infocam_jax.evaluation import common, step
+from infocam_jax.evaluation.settings import EvalSettings
 
 FEAT = (6, 8)           # feature grid h, w (non-square)
 IMAGE = (18, 24)        # image H, W the maps are upsampled to
@@ -276,12 +277,12 @@ def multi_label_case(seed=7):
 
 def run_eval_step(settings, batch, kernel):
     """make_eval_step on one device -> summed counters -> finalize."""
-    step = evaluate.make_eval_step(settings, PackedModel(K), num_devices=1, kernel_fn=kernel_fn)
-    variables = evaluate.replicate({"kernel": kernel}, 1)
-    counts = evaluate.replicate(evaluate.init_counts(settings), 1)
-    counts = step(variables, {k: jnp.asarray(v)[None] for k, v in batch.items()}, counts)
+    p_step = step.make_eval_step(settings, PackedModel(K), num_devices=1, kernel_fn=kernel_fn)
+    variables = common.replicate({"kernel": kernel}, 1)
+    counts = common.replicate(step.init_counts(settings), 1)
+    counts = p_step(variables, {k: jnp.asarray(v)[None] for k, v in batch.items()}, counts)
     summed = jax.tree_util.tree_map(lambda x: np.asarray(x).sum(0), counts)
-    return evaluate.finalize(settings, summed)
+    return step.finalize(settings, summed)
 
 
 def assert_results_equal(got, expected):
@@ -294,7 +295,7 @@ def assert_results_equal(got, expected):
 def test_single_label_matches_numpy_opencv_protocol():
     batch, kernel = single_label_case()
     kinds = ("cam", "infocam", "infocam_plus")
-    settings = evaluate.EvalSettings(image_size=IMAGE, region_size=4, num_classes=7,
+    settings = EvalSettings(image_size=IMAGE, region_size=4, num_classes=7,
                                      top_k=TOP_K, num_box_thresholds=NUM_THRESHOLDS,
                                      map_kinds=kinds)
     expected = ref_single_label(batch, kernel, kinds, r=4)
@@ -313,7 +314,7 @@ def test_single_label_matches_numpy_opencv_protocol():
 
 def test_multi_label_matches_numpy_opencv_protocol():
     batch, kernel = multi_label_case()
-    settings = evaluate.EvalSettings(image_size=IMAGE, region_size=3, num_classes=5,
+    settings = EvalSettings(image_size=IMAGE, region_size=3, num_classes=5,
                                      multi_label=True, map_kinds=("cam", "infocam"))
     expected = ref_multi_label(batch, kernel, r=3, num_classes=5)
     per_digit = [expected[f"digit_acc/{c}"] for c in range(5)]
