@@ -4,7 +4,7 @@ Nothing of ``infocam_jax`` enters the expected numbers: maps come from the featu
 classifier kernel by the paper's formulas written in NumPy (CAM eq. 1; infoCAM: the region sum
 of ``(w^y - mean_{y' != y} w^{y'}) · g``; infoCAM+: the same with the rival ``argmin logits``;
 multi-label infoCAM: the region-summed CAM), upsampled by ``cv2.resize(INTER_CUBIC)``, min-max
-normalised, quantised to uint8 and boxed by ``cv2.findContours(RETR_TREE)`` + ``contourArea`` +
+normalised (single-label also ``max(m, 0) / max(m)``, ``EvalSettings.normalize="max"``), quantised to uint8 and boxed by ``cv2.findContours(RETR_TREE)`` + ``contourArea`` +
 ``boundingRect`` as the WSOL protocol does (Choe et al., CVPR 2020: the largest contour is the
 first of Python's ``max``, ``x1 = min(x + w, W - 1)``), IoU and counts by hand. The model is a
 stub whose ``apply`` returns the hand-made (logits, features) packed into the "image", so one
@@ -24,6 +24,7 @@ import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from infocam_jax.evaluation import common, step
 from infocam_jax.evaluation.settings import EvalSettings
@@ -93,10 +94,13 @@ def ref_map(kind, g, kernel, label, logits, r, rival_from="logits"):
     raise AssertionError(kind)
 
 
-def ref_scoremap(m):
-    """cv2.resize (bicubic) to the image size, then min-max to [0, 1] (constant -> zeros)."""
+def ref_scoremap(m, normalize="minmax"):
+    """cv2.resize (bicubic) to the image size, then to [0, 1]: min-max (the protocol; constant
+    -> zeros) or ``max(m, 0) / max(m)`` (the paper's reading; no positive value -> zeros)."""
     up = cv2.resize(m.astype(np.float32), (IMAGE[1], IMAGE[0]), interpolation=cv2.INTER_CUBIC)
     lo, hi = up.min(), up.max()
+    if normalize == "max":
+        return np.zeros_like(up) if hi <= 0 else np.maximum(up, 0) / hi
     return np.zeros_like(up) if hi == lo else (up - lo) / (hi - lo)
 
 
@@ -132,7 +136,7 @@ def best_iou(scoremap, t, gts, every_contour=False):
                default=0.0)
 
 
-def ref_single_label(batch, kernel, kinds, r, rival_from="logits"):
+def ref_single_label(batch, kernel, kinds, r, rival_from="logits", normalize="minmax"):
     valid = np.flatnonzero(batch["valid"])
     grid = np.arange(0, 1, 1 / NUM_THRESHOLDS)
     logits, g = batch["image"][:, 0, 0, K:], batch["image"][..., :K]
@@ -146,7 +150,7 @@ def ref_single_label(batch, kernel, kinds, r, rival_from="logits"):
         for i in valid:
             gts = [tuple(b) for b, ok in zip(batch["boxes"][i], batch["box_valid"][i]) if ok]
             sm = ref_scoremap(ref_map(kind, g[i], kernel, batch["label"][i], logits[i], r,
-                                      rival_from))
+                                      rival_from), normalize)
             known.append(best_iou(sm, 0.2, gts) >= 0.5)
             box_hits.append([best_iou(sm, t, gts) >= 0.5 for t in grid])
             ious = [best_iou(sm, t, gts, every_contour=True) for t in grid]
@@ -292,13 +296,14 @@ def assert_results_equal(got, expected):
                                    err_msg=key)
 
 
-def test_single_label_matches_numpy_opencv_protocol():
+@pytest.mark.parametrize("normalize", ["minmax", "max"])
+def test_single_label_matches_numpy_opencv_protocol(normalize):
     batch, kernel = single_label_case()
     kinds = ("cam", "infocam", "infocam_plus")
-    settings = EvalSettings(image_size=IMAGE, region_size=4, num_classes=7,
-                                     top_k=TOP_K, num_box_thresholds=NUM_THRESHOLDS,
-                                     map_kinds=kinds)
-    expected = ref_single_label(batch, kernel, kinds, r=4)
+    settings = EvalSettings(image_size=IMAGE, region_size=4, num_classes=7, top_k=TOP_K,
+                            num_box_thresholds=NUM_THRESHOLDS, map_kinds=kinds,
+                            normalize=normalize)
+    expected = ref_single_label(batch, kernel, kinds, r=4, normalize=normalize)
     # The case is informative: classification and localisation are neither all right nor all
     # wrong, top-5 differs from top-1 and from 1, and the three maps disagree.
     assert 0 < expected["top1_cls"] < expected["top5_cls"] < 1
@@ -307,7 +312,8 @@ def test_single_label_matches_numpy_opencv_protocol():
         assert 0 < expected[f"{kind}/max_box_acc_v2"] < 1, kind
     for metric in ("gt_known_loc", "max_box_acc", "max_box_acc_threshold"):
         assert len({expected[f"{k}/{metric}"] for k in kinds}) > 1, metric
-    gap_rival = ref_single_label(batch, kernel, ("infocam_plus",), r=4, rival_from="gap")
+    gap_rival = ref_single_label(batch, kernel, ("infocam_plus",), r=4, rival_from="gap",
+                                 normalize=normalize)
     assert any(gap_rival[k] != expected[k] for k in gap_rival), "rival from logits not exercised"
     assert_results_equal(run_eval_step(settings, batch, kernel), expected)
 
@@ -315,7 +321,7 @@ def test_single_label_matches_numpy_opencv_protocol():
 def test_multi_label_matches_numpy_opencv_protocol():
     batch, kernel = multi_label_case()
     settings = EvalSettings(image_size=IMAGE, region_size=3, num_classes=5,
-                                     multi_label=True, map_kinds=("cam", "infocam"))
+                            multi_label=True, map_kinds=("cam", "infocam"))
     expected = ref_multi_label(batch, kernel, r=3, num_classes=5)
     per_digit = [expected[f"digit_acc/{c}"] for c in range(5)]
     assert len(set(per_digit)) > 2 and 0 < expected["exact_match"] < 1

@@ -8,7 +8,6 @@ optimiser, loss and per-device step. The two-process tests (lockstep, launcher) 
 one-off probe finds that this JAX cannot run CPU multi-process collectives.
 """
 import json
-import math
 import os
 import socket
 import subprocess
