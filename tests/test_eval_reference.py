@@ -4,7 +4,8 @@ Nothing of ``infocam_jax`` enters the expected numbers: maps come from the featu
 classifier kernel by the paper's formulas written in NumPy (CAM eq. 1; infoCAM: the region sum
 of ``(w^y - mean_{y' != y} w^{y'}) · g``; infoCAM+: the same with the rival ``argmin logits``;
 multi-label infoCAM: the region-summed CAM), upsampled by ``cv2.resize(INTER_CUBIC)``, min-max
-normalised (single-label also ``max(m, 0) / max(m)``, ``EvalSettings.normalize="max"``), quantised to uint8 and boxed by ``cv2.findContours(RETR_TREE)`` + ``contourArea`` +
+normalised (single-label also ``max(m, 0) / max(m)``, ``EvalSettings.normalize="max"``),
+quantised to uint8 and boxed by ``cv2.findContours(RETR_TREE)`` + ``contourArea`` +
 ``boundingRect`` as the WSOL protocol does (Choe et al., CVPR 2020: the largest contour is the
 first of Python's ``max``, ``x1 = min(x + w, W - 1)``), IoU and counts by hand. The model is a
 stub whose ``apply`` returns the hand-made (logits, features) packed into the "image", so one
