@@ -77,14 +77,7 @@ def make_loss_fn(config: ml_collections.ConfigDict, label_prior: np.ndarray | No
     """
     from infocam_jax import losses  # pylint: disable=import-outside-toplevel
     name = str(config.loss)
-    single = name in ("softmax", "pc_softmax")
-    multi = name in ("sigmoid", "pc_sigmoid")
-    if not (single or multi):
-        raise ValueError(f"config.loss must be one of softmax, pc_softmax, sigmoid, pc_sigmoid; "
-                         f"got {name!r}")
-    if multi != bool(config.multi_label):
-        raise ValueError(f"config.loss={name!r} does not fit config.multi_label="
-                         f"{bool(config.multi_label)} (sigmoid losses are for multi-label sets)")
+    multi = _check_loss(config)
     priors = None
     if name.startswith("pc_"):
         if label_prior is None:
@@ -126,7 +119,22 @@ def usable_prior(label_prior, num_train: int, multi_label: bool) -> np.ndarray:
     return clipped
 
 
+def _check_loss(config: ml_collections.ConfigDict) -> bool:
+    """Validates `config.loss` against `config.multi_label`; returns whether it is multi-label."""
+    name = str(config.loss)
+    single = name in ("softmax", "pc_softmax")
+    multi = name in ("sigmoid", "pc_sigmoid")
+    if not (single or multi):
+        raise ValueError(f"config.loss must be one of softmax, pc_softmax, sigmoid, pc_sigmoid; "
+                         f"got {name!r}")
+    if multi != bool(config.multi_label):
+        raise ValueError(f"config.loss={name!r} does not fit config.multi_label="
+                         f"{bool(config.multi_label)} (sigmoid losses are for multi-label sets)")
+    return multi
+
+
 def _check_config(config: ml_collections.ConfigDict) -> None:
+    _check_loss(config)
     ts.check_batch_divisible(int(config.batch_size), "config.batch_size")
     if int(config.eval_batch_size) % jax.process_count():
         raise ValueError(f"config.eval_batch_size={config.eval_batch_size} must be divisible by "
@@ -162,7 +170,11 @@ def _init_variables(config, model, image_shape) -> dict:
         from infocam_jax.models import convert  # pylint: disable=import-outside-toplevel
         skip = ("head", "conv6") if config.model == "vgg16_gap" else ("head",)
         pretrained = convert.load_variables(str(config.pretrained))
-        variables = jax.tree.map(np.asarray, convert.merge_pretrained(variables, pretrained, skip))
+        try:
+            merged = convert.merge_pretrained(variables, pretrained, skip)
+        except ValueError as e:
+            raise ValueError(f"config.pretrained={str(config.pretrained)!r}: {e}") from e
+        variables = jax.tree.map(np.asarray, merged)
         logging.info("Loaded pretrained weights from %s (kept fresh: %s)", config.pretrained, skip)
     return variables
 
@@ -231,9 +243,6 @@ def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, f
     from infocam_jax.evaluation import reports, settings  # pylint: disable=import-outside-toplevel
     _quiet_orbax_info_logs()
     os.makedirs(workdir, exist_ok=True)
-    if _is_main():
-        _write_config(config, workdir)
-    writer = _summary_writer(workdir)
 
     info = data.get_info(config)
     label_prior = usable_prior(info.label_prior, int(info.num_examples["train"]),
@@ -276,6 +285,11 @@ def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, f
         best_val = -math.inf if best_val is None else float(best_val)
         best_epoch = int(extra.get("best_epoch", 0))
         logging.info("Resumed from %s at epoch %d (step %d).", workdir, start_epoch, extra["step"])
+    # Written only once the workdir is known to hold this run (or none), so a rejected config
+    # never replaces the run's own config.json.
+    if _is_main():
+        _write_config(config, workdir)
+    writer = _summary_writer(workdir)
 
     p_step = ts.parallelize(lambda s, b, k: ts.train_step(
         s, b, k, model=model, tx=tx, loss_fn=loss_fn, multi_label=bool(config.multi_label)))

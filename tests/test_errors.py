@@ -254,10 +254,7 @@ def test_bad_loss_through_train_writes_no_checkpoint(tmp_path):
     with pytest.raises(ValueError, match=r"config.loss='softmax' does not fit"):
         train.train_and_evaluate(_tiny_config(loss="softmax"), str(workdir))
     _no_checkpoints(workdir)
-    if workdir.exists():  # known gap: recorded as an xfail, passes once it is fixed
-        pytest.xfail("train_single creates the workdir, config.json and a TensorBoard file "
-                     f"({sorted(p.name for p in workdir.iterdir())}) before make_loss_fn checks "
-                     "config.loss")
+    assert not workdir.exists()
 
 
 def _save_run(config, workdir):
@@ -292,9 +289,7 @@ def test_resume_into_a_workdir_of_another_run(tmp_path, cached_init):
         train.train_and_evaluate(_tiny_config(loss="sigmoid"), str(workdir))
     assert _listing(workdir) == before  # no new checkpoint, no results
     assert checkpointing.Checkpointer(str(workdir), 1).latest_epoch() == 1
-    if json.loads((workdir / "config.json").read_text()) != json.loads(config_before):
-        pytest.xfail("train_single writes config.json before it compares the workdir's run "
-                     "with the config, so the rejected config replaces the run's config.json")
+    assert json.loads((workdir / "config.json").read_text()) == json.loads(config_before)
 
 
 def test_pretrained_missing_file(tmp_path, cached_init):
@@ -320,9 +315,7 @@ def test_pretrained_with_wrong_keys_names_them(tmp_path, cached_init):
                        r"\[.*'params/.*unexpected \['params/bogus/kernel'\]") as info:
         train.train_and_evaluate(_tiny_config(pretrained=str(path)), str(tmp_path / "run"))
     _no_checkpoints(tmp_path / "run")
-    if str(path) not in str(info.value):
-        pytest.xfail("the mismatch error of convert.merge_pretrained names the keys but "
-                     "neither config.pretrained nor the file")
+    assert f"config.pretrained={str(path)!r}" in str(info.value)
 
 
 def test_keep_checkpoints_below_one(tmp_path, cached_init):
