@@ -141,8 +141,6 @@ def _check_results(path: pathlib.Path, multi_label: bool):
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_runlocal_end_to_end_writes_results(name, tmp_path):
-    pytest.importorskip("infocam_jax.evaluate",
-                        reason="infocam_jax.evaluate (or its boxes/metrics) is not importable yet")
     if name not in DEFAULT_SMOKE and not FULL_SMOKE:
         pytest.skip("smoke runs are compile-bound (1-2 CPU-min each): one per code path runs "
                     "by default, INFOCAM_FULL_SMOKE=1 runs every config")
@@ -163,8 +161,6 @@ def test_runlocal_end_to_end_writes_results(name, tmp_path):
 
 def test_launcher_runs_the_digits_main_job_in_runlocal_mode(tmp_path):
     """The README's main job, shrunk: `--config.runlocal` with an override that must survive."""
-    pytest.importorskip("infocam_jax.evaluate",
-                        reason="infocam_jax.evaluate (or its boxes/metrics) is not importable yet")
     cmd = [sys.executable, "launch/train.py", "--config=configs/digits.py",
            "--config.runlocal", "--config.dataset=synthetic",
            "--config.optimizer.learning_rate=0.01", f"--workdir={tmp_path}"]
