@@ -21,7 +21,6 @@ Metrics: ``infocam_jax.evaluation``; input-blind baselines: ``evaluation.baselin
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
 import time
@@ -31,7 +30,8 @@ import jax
 import numpy as np
 
 from infocam_jax.evaluation import baselines as ref
-from infocam_jax.evaluation import common, forward, region_grid, summary
+from infocam_jax.evaluation import common, region_grid, summary
+from infocam_jax.evaluation import readings as rd
 from infocam_jax.evaluation.settings import EvalSettings
 
 SPLITS = ("validation", "test")
@@ -84,7 +84,6 @@ def write_fan_in_init(config, seed: int, path: str, gain: float = 2.0) -> str:
       ``path`` (an .npz of ``models.convert.save_variables``).
     """
     import flax  # pylint: disable=import-outside-toplevel
-    import jax  # pylint: disable=import-outside-toplevel
     from infocam_jax import train_state as ts  # pylint: disable=import-outside-toplevel
     from infocam_jax import models  # pylint: disable=import-outside-toplevel
     from infocam_jax.models import convert  # pylint: disable=import-outside-toplevel
@@ -178,13 +177,8 @@ def make_figure(config, model, variables, batches, path: str, *, digit: int | No
     batch = {k: np.stack([p[1][k] for p in picked]) for k in picked[0][1]}
     labels = (np.full(len(picked), digit, np.int32) if digit is not None
               else batch["label"].astype(np.int32))
-    predict = jax.jit(functools.partial(forward.predict_maps, settings, model))
-    out = jax.device_get(predict(variables, batch["image"], labels))
-    gt_valid = np.asarray(batch["box_valid"], bool)
-    if digit is not None:
-        gt_valid &= batch["box_labels"] == digit
-    visualize.render_grid(batch["image"], out["scoremaps"], batch["boxes"], gt_valid,
-                          out["boxes"], path)
+    visualize.draw_model_maps(settings, model, variables, batch, labels, path,
+                              label_boxes_only=digit is not None)
     return [p[0] for p in picked]
 
 
@@ -233,7 +227,8 @@ def reproduce(config, workdir: str, *, seeds: Sequence[int], region_sizes: Seque
               figure: str = "", figure_digit: int = 0, reevaluate: bool = False,
               fan_in_init: bool = False, heads: Sequence[str] | None = None,
               eval_splits: Sequence[str] = SPLITS, init_from: str = "",
-              cam_thresholds: Sequence[float] = (), log=print) -> dict:
+              cam_thresholds: Sequence[float] = (), readings: bool = True,
+              log=print) -> dict:
     """Trains every (head, seed), evaluates at every R on validation and test, aggregates.
 
     Args:
@@ -255,6 +250,8 @@ def reproduce(config, workdir: str, *, seeds: Sequence[int], region_sizes: Seque
       cam_thresholds: when given, also evaluate (at the main R) localisation at each of these
         score thresholds, on every split, and report the test value at the threshold chosen
         on validation (``<run>/reproduce_thresholds.json``).
+      readings: also read CAM and infoCAM (main R) under both normalisations with thresholds
+        chosen on validation (``evaluation.readings``; ``<run>/reproduce_readings.json``).
       fan_in_init: start from :func:`write_fan_in_init` weights (when ``config.pretrained``
         is empty); False keeps the model's own initialisation.
       log: progress printer.
@@ -342,6 +339,12 @@ def reproduce(config, workdir: str, *, seeds: Sequence[int], region_sizes: Seque
                         key = f"{s_}/t{t_main}/R{r}/infocam/loc_acc"
                         if multi and key in flat:
                             flat.setdefault(f"{s_}/R{r}/infocam/loc_acc", flat[key])
+            if readings and "validation" in split_batches:
+                sub = training_config(config, head, seed)
+                flat.update(rd.cached_flat(
+                    config, model, lambda: train.restore_variables(sub, run_dir, "best")[0],
+                    split_batches, os.path.join(run_dir, "reproduce_readings.json"),
+                    reevaluate=reevaluate, map_kinds=MULTI_LABEL_KINDS))
             flat["train_seconds"] = record["train_seconds"]
             flat["eval_seconds"] = record["eval_seconds"]
             flat["best_epoch"] = record["best_epoch"]
@@ -356,6 +359,9 @@ def reproduce(config, workdir: str, *, seeds: Sequence[int], region_sizes: Seque
         report = summary.multi_label_report(aggs, baselines, region_sizes, main_r)
     else:
         report = summary.single_label_report(aggs, baselines, region_sizes, main_r, map_kinds)
+    if readings and "validation" in split_batches:
+        report += summary.readings_report(aggs, "loc_acc" if multi else "gt_known_loc",
+                                          float(config.cam_threshold))
     if cam_thresholds and multi:
         report += summary.grid_report(aggs, cam_thresholds, region_sizes)
     elif cam_thresholds:

@@ -4,7 +4,9 @@ One column per image; the first row shows the image, each further row the image 
 one map kind's heat map (jet colour map, brighter = higher value). Ground-truth boxes are drawn
 in red on every row, predicted boxes in green on the heat-map rows.
 
-Host-side NumPy + Pillow only (no JAX, no matplotlib needed), so it can run anywhere.
+:func:`render_grid` is host-side NumPy + Pillow only (no JAX, no matplotlib needed), so it can
+run anywhere; :func:`draw_model_maps` first runs a model (JAX, imported when called) to get the
+maps and boxes under the settings' reading (``EvalSettings.normalize``, ``cam_threshold``).
 """
 from __future__ import annotations
 
@@ -166,3 +168,35 @@ def render_grid(images, maps_by_kind: Mapping[str, np.ndarray], gt_boxes, gt_val
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     canvas.save(path, format="PNG")
     return size
+
+
+def draw_model_maps(settings, model, variables, batch: Mapping[str, np.ndarray], labels,
+                    path: str | os.PathLike, *, label_boxes_only: bool = False
+                    ) -> tuple[tuple[int, int], np.ndarray]:
+    """Runs ``model`` on ``batch`` and writes the grid of the maps of ``labels``.
+
+    Args:
+      settings: ``evaluation.settings.EvalSettings`` (map kinds = rows; upsampling,
+        normalisation and ``cam_threshold`` decide the green boxes).
+      model: Flax module, ``apply(variables, images, train=False) -> (logits, features)``.
+      variables: its variables.
+      batch: dict with ``image`` ``[B,H,W,C]``, ``boxes`` ``[B,G,4]``, ``box_valid`` ``[B,G]``
+        (and ``box_labels`` ``[B,G]`` for ``label_boxes_only``).
+      labels: int ``[B]`` class whose maps are drawn per image, or None for the predicted one.
+      path: output PNG.
+      label_boxes_only: draw only the ground-truth boxes of the drawn class (multi-label).
+
+    Returns:
+      ``(png size, labels drawn int [B])``.
+    """
+    import functools  # pylint: disable=import-outside-toplevel
+    import jax  # pylint: disable=import-outside-toplevel
+    from infocam_jax.evaluation import forward  # pylint: disable=import-outside-toplevel
+    predict = jax.jit(functools.partial(forward.predict_maps, settings, model))
+    out = jax.device_get(predict(variables, batch["image"], labels))
+    gt_valid = np.asarray(batch["box_valid"], bool)
+    if label_boxes_only:
+        gt_valid = gt_valid & (np.asarray(batch["box_labels"]) == out["labels"][:, None])
+    size = render_grid(batch["image"], out["scoremaps"], batch["boxes"], gt_valid,
+                       out["boxes"], path)
+    return size, np.asarray(out["labels"])

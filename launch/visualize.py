@@ -1,18 +1,17 @@
 r"""Draws a PNG grid like the paper's Figures 2-5 from a trained workdir.
 
 Rows: the images, then CAM and infoCAM(+) heat-map overlays; ground-truth boxes red, the boxes
-of each map at ``config.cam_threshold`` green.
+of each map at ``config.cam_threshold`` green, read under ``config.normalize``
+(``--config.normalize=max`` for the paper's max-normalised maps).
 
   python launch/visualize.py --config configs/digits.py --workdir /tmp/digits \
       --num_images 8 --output /tmp/digits/figures/test_grid.png
 """
-import functools
 import itertools
 import os
 import pathlib
 import sys
 
-import jax
 import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -21,7 +20,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
 
 from infocam_jax import data, models, train, visualize
-from infocam_jax.evaluation import forward, settings as eval_settings
+from infocam_jax.evaluation import settings as eval_settings
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file.",
                                           lock_config=True)
@@ -88,17 +87,12 @@ def main(argv):
         labels = np.full(len(batch["valid"]), _CLASS_ID.value, np.int32)
     else:
         labels = batch["label"].astype(np.int32) if _CLASS.value == "gt" else None
-    predict = jax.jit(functools.partial(forward.predict_maps, settings, model))
-    out = jax.device_get(predict(variables, batch["image"], labels))
-    gt_valid = batch["box_valid"]
-    if settings.multi_label:
-        # Only the boxes of the digit whose maps are drawn.
-        gt_valid = gt_valid & (batch["box_labels"] == out["labels"][:, None])
     path = _OUTPUT.value or os.path.join(_WORKDIR.value, "figures", f"{_SPLIT.value}_grid.png")
-    size = visualize.render_grid(batch["image"], out["scoremaps"], batch["boxes"], gt_valid,
-                                 out["boxes"], path)
-    logging.info("Wrote %s (%dx%d); classes drawn: %s", path, size[0], size[1],
-                 out["labels"].tolist())
+    # Multi-label: only the ground-truth boxes of the digit whose maps are drawn.
+    size, drawn = visualize.draw_model_maps(settings, model, variables, batch, labels, path,
+                                            label_boxes_only=settings.multi_label)
+    logging.info("Wrote %s (%dx%d); classes drawn: %s; green boxes: %s", path, size[0],
+                 size[1], drawn.tolist(), settings.reading)
 
 
 if __name__ == "__main__":

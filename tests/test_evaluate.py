@@ -330,3 +330,22 @@ def test_unknown_old_name_is_an_attribute_error():
     from infocam_jax import evaluate
     with pytest.raises(AttributeError, match="no_such_name"):
         evaluate.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize("normalize,expected", [
+    ("minmax", [3, 4, 14, 10]),   # (0.1 + 1) / 2 = 0.55 > 0.2: the weak blob joins the square
+    ("max", [3, 4, 11, 10]),      # max(0.1, 0) / 1 = 0.1 < 0.2: the square alone
+])
+def test_normalize_decides_the_box(normalize, expected):
+    """A signed map (background -1, square +1, weak blob +0.1 beside it) read both ways."""
+    model = PassThrough(2)
+    variables = {"params": {"head": {"kernel": jnp.array([[1.0, -1.0]]), "bias": jnp.zeros(2)}}}
+    image = -np.ones((1, SIZE, SIZE, 1), np.float32)
+    image[0, 4:10, 3:11] = 1.0
+    image[0, 4:10, 11:14] = 0.1
+    settings = eval_settings.EvalSettings.from_config(make_config(num_classes=2,
+                                                                  normalize=normalize))
+    out = forward.predict_maps(settings, model, variables, image, np.zeros(1, np.int32))
+    np.testing.assert_array_equal(out["boxes"]["cam"][0], expected)
+    assert float(out["scoremaps"]["cam"].min()) == 0.0
+    assert float(out["scoremaps"]["cam"].max()) == pytest.approx(1.0)

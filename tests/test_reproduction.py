@@ -130,4 +130,13 @@ def test_infocam_not_below_cam_and_both_far_above_random(small_run):
     on_disk = json.loads((workdir / "summary.json").read_text())
     assert on_disk["aggregate"]["pc_sigmoid"]["test/valsel/cam/loc_acc"]["mean"] == \
         pytest.approx(cam)
-    assert "| PC-sigmoid |" in (workdir / "summary.md").read_text()
+    text = (workdir / "summary.md").read_text()
+    assert "| PC-sigmoid |" in text
+    # Every table states its reading; both normalisations are read with validation-chosen t.
+    assert text.startswith("# ") and "Reading: score maps min-max normalised" in text
+    assert "| paper: max-normalised, t = 0.2 |" in text
+    for mode in ("minmax", "max"):
+        for key in ("fixed", "valsel", "valsel_threshold", "best_test"):
+            assert f"readings/{mode}/infocam/loc_acc/{key}" in agg
+    assert (agg["readings/minmax/cam/loc_acc/fixed"]["mean"]
+            == pytest.approx(agg["test/cam/loc_acc"]["mean"]))

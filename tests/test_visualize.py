@@ -82,3 +82,28 @@ def test_bad_inputs_raise(tmp_path):
                               tmp_path / "a.png")
     with pytest.raises(ValueError, match="alpha"):
         visualize.render_grid(images, maps, gt, gt_valid, preds, tmp_path / "a.png", alpha=2)
+
+
+def test_draw_model_maps_writes_the_grid_of_the_requested_class(tmp_path):
+    import flax.linen as nn
+    import jax.numpy as jnp
+
+    from infocam_jax.evaluation.settings import EvalSettings
+
+    class PassThrough(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            return nn.Dense(2, name="head")(x.mean((1, 2))), x
+
+    variables = {"params": {"head": {"kernel": jnp.array([[1.0, -1.0]]), "bias": jnp.zeros(2)}}}
+    images, _, gt, gt_valid, _ = _inputs(b=2)
+    batch = {"image": images, "boxes": gt, "box_valid": gt_valid,
+             "box_labels": np.array([[1, 0], [0, 0]], np.int32)}
+    settings = EvalSettings(image_size=(16, 16), map_kinds=("cam", "infocam"), num_classes=2,
+                            normalize="max")
+    size, drawn = visualize.draw_model_maps(settings, PassThrough(), variables, batch,
+                                            np.array([1, 1], np.int32), tmp_path / "g.png",
+                                            label_boxes_only=True)
+    assert drawn.tolist() == [1, 1]
+    with Image.open(tmp_path / "g.png") as im:
+        assert im.size == size == visualize.grid_size(2, 3, 16, 16)

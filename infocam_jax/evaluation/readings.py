@@ -144,3 +144,34 @@ def write_heads_summary(all_results: Mapping[str, Mapping[str, float]],
     if readings_by_head:
         write(readings_by_head, workdir)
     return text
+
+
+def flat(readings: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """Scalars of every reading, for aggregation over seeds:
+    ``readings/{mode}/{kind}/{metric}/fixed`` (test, fixed threshold) and the
+    ``thresholds.flat_selection`` keys under ``readings/{mode}/``."""
+    out = {}
+    for mode, r in readings.items():
+        for kind, per_metric in r["selection"].items():
+            for metric in per_metric:
+                out[f"readings/{mode}/{kind}/{metric}/fixed"] = float(
+                    r["test"].get(f"{kind}/{metric}", float("nan")))
+        for key, value in thresholds.flat_selection(r["selection"]).items():
+            out[f"readings/{mode}/{key}"] = float(value)
+    return out
+
+
+def cached_flat(config, model, load_variables, splits, path: str, *,
+                reevaluate: bool = False, **overrides) -> dict[str, float]:
+    """:func:`flat` of ``thresholds.evaluate_readings`` on ``splits["validation"]`` and
+    ``splits["test"]``, cached with the full curves in the JSON file ``path``
+    (``load_variables()`` gives the variables; called only when not cached)."""
+    import json  # pylint: disable=import-outside-toplevel
+    if os.path.exists(path) and not reevaluate:
+        with open(path) as f:
+            return {k: (float("nan") if v is None else v) for k, v in json.load(f)["flat"].items()}
+    out = thresholds.evaluate_readings(config, model, load_variables(), splits["validation"],
+                                       splits["test"], **overrides)
+    values = flat(out)
+    common.write_json({"flat": values, "readings": to_json(out)}, path)
+    return values

@@ -193,3 +193,34 @@ def grid_report(aggs: Mapping[str, Mapping], thresholds: Sequence[float],
                      f"{pm(a, 'valsel/infocam/threshold', 1.0, 2)} | "
                      f"{pm(a, 'valsel/infocam/R', 1.0, 1)} |")
     return "\n".join(lines) + "\n"
+
+
+def readings_report(aggs: Mapping[str, Mapping], metric: str, cam_threshold: float = 0.2,
+                    kinds: Sequence[str] = MULTI_LABEL_KINDS) -> str:
+    """Markdown: per head, CAM vs infoCAM (test, mean ± std over seeds) under each reading:
+    the paper's (max-normalised, fixed threshold), the protocol's (min-max, fixed), the
+    threshold chosen on validation under each normalisation (its mean in brackets), and the
+    best threshold on test (``readings/...`` keys of ``evaluation.readings.flat``)."""
+    rows = [(f"paper: max-normalised, t = {cam_threshold:g}", "max", "fixed", None),
+            (f"protocol: min-max, t = {cam_threshold:g}", "minmax", "fixed", None),
+            ("min-max, t chosen on validation", "minmax", "valsel", "valsel_threshold"),
+            ("max-normalised, t chosen on validation", "max", "valsel", "valsel_threshold"),
+            ("min-max, best t on test (MaxBoxAcc-style)", "minmax", "best_test",
+             "best_threshold"),
+            ("max-normalised, best t on test", "max", "best_test", "best_threshold")]
+    lines = ["", f"{metric} (test, %) under each reading of the maps; mean ± std over seeds, "
+             "(t = mean chosen threshold):", ""]
+    for h, a in aggs.items():
+        lines += [f"Head {DISPLAY.get(h, h)}:", "",
+                  "| reading | " + " | ".join(DISPLAY.get(k, k) for k in kinds) + " |",
+                  "|---|" + "---:|" * len(kinds)]
+        for name, mode, field, t_field in rows:
+            cells = []
+            for k in kinds:
+                cell = pm(a, f"readings/{mode}/{k}/{metric}/{field}")
+                if t_field and cell != "-":
+                    cell += f" (t {pm(a, f'readings/{mode}/{k}/{metric}/{t_field}', 1.0, 2)})"
+                cells.append(cell)
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
