@@ -75,6 +75,7 @@ def rows(readings: Mapping[str, Mapping[str, Any]], metric: str,
     out.append(("max-normalised, t chosen on validation", *chosen("max", "test", "threshold")))
     out.append(("min-max, best t on test (MaxBoxAcc-style)",
                 *chosen("minmax", "best_test", "best_threshold")))
+    out.append(("max-normalised, best t on test", *chosen("max", "best_test", "best_threshold")))
     return out
 
 
