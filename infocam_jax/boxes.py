@@ -35,11 +35,12 @@ results (``backend=``, resolved by :func:`resolve_backend`):
 * ``"auto"`` (default): ``"native"`` when JAX's default backend is the CPU and the kernel
   loaded, else ``"xla"``. On GPU/TPU it is ``"xla"``: the host round trip (device -> host copy
   of the uint8 maps, the kernel, copy back) is the alternative, but it has not been measured
-  on an accelerator, so the default stays on the device; pass ``backend="native"`` to use it. The contour area of a
-component's outer contour equals the cell count (2x2 pixel cells fully inside count 1, cells
-with 3 of 4 pixels count 1/2) of the component with its holes filled, so the largest-box pass
-runs on the grayscale hole-filled map (whose level sets are exactly the filled top-level
-components; nested components are never the largest).
+  on an accelerator, so the default stays on the device; pass ``backend="native"`` to use it.
+
+The contour area of a component's outer contour equals the cell count (2x2 pixel cells fully
+inside count 1, cells with 3 of 4 pixels count 1/2) of the component with its holes filled, so
+the largest-box pass runs on the grayscale hole-filled map (whose level sets are exactly the
+filled top-level components; nested components are never the largest).
 
 Thresholds are host-side values (Python/NumPy, float64): the ``[T, 256]`` table of
 ``int(t * m)`` is built on the host with NumPy. Under ``jit`` the score maps cannot be checked

@@ -75,7 +75,9 @@ __all__ = [
     "topk_correct",
 ]
 
-DEFAULT_THRESHOLDS = np.arange(0, 1, 0.01)
+# The reference code's training-time default grid (cam_curve_interval 0.001); boxes cost the
+# same at any number of thresholds (one component-tree pass per map, then a gather).
+DEFAULT_THRESHOLDS = np.arange(0, 1, 0.001)
 V2_IOU_THRESHOLDS = (0.3, 0.5, 0.7)
 
 
@@ -216,16 +218,17 @@ def topk_correct(logits, labels, k: int = 1):
     return jnp.any(top == labels[:, None], axis=1)
 
 
-def _max_iou(scoremaps, gt_boxes, gt_valid, thresholds: tuple, multi_contour: bool):
+def _max_iou(scoremaps, gt_boxes, gt_valid, thresholds: tuple, multi_contour: bool,
+             backend: str = "auto"):
     """``boxes.max_contour_iou`` -> float32 ``[B, T]``."""
     out = _boxes_module().max_contour_iou(
         scoremaps, np.asarray(thresholds, np.float64), gt_boxes, gt_valid,
-        multi_contour=bool(multi_contour))
+        multi_contour=bool(multi_contour), backend=backend)
     return jnp.asarray(out, jnp.float32)
 
 
 def gt_known_loc_correct(scoremaps, gt_boxes, gt_valid, cam_threshold: float = 0.2,
-                         iou_threshold: float = 0.5):
+                         iou_threshold: float = 0.5, backend: str = "auto"):
     """GT-known localisation per image: largest box at ``cam_threshold`` has IoU >= threshold.
 
     Args:
@@ -233,6 +236,7 @@ def gt_known_loc_correct(scoremaps, gt_boxes, gt_valid, cam_threshold: float = 0
       gt_boxes: int ``[B, G, 4]``; gt_valid: bool ``[B, G]``.
       cam_threshold: fraction of the map's maximum (static, in [0, 1]).
       iou_threshold: static, in [0, 1].
+      backend: box pass, ``"auto"`` | ``"native"`` | ``"xla"`` (``boxes.resolve_backend``).
 
     Returns:
       bool ``[B]``.
@@ -241,23 +245,23 @@ def gt_known_loc_correct(scoremaps, gt_boxes, gt_valid, cam_threshold: float = 0
     gt_boxes, gt_valid = _check_gt(gt_boxes, gt_valid, scoremaps.shape[0])
     (t,) = _check_thresholds([cam_threshold], "cam_threshold")
     (delta,) = _check_thresholds([iou_threshold], "iou_threshold")
-    return _max_iou(scoremaps, gt_boxes, gt_valid, (t,), False)[:, 0] >= delta
+    return _max_iou(scoremaps, gt_boxes, gt_valid, (t,), False, backend)[:, 0] >= delta
 
 
 def top1_loc_correct(logits, labels, scoremaps, gt_boxes, gt_valid, cam_threshold: float = 0.2,
-                     iou_threshold: float = 0.5):
+                     iou_threshold: float = 0.5, backend: str = "auto"):
     """Top-1 localisation per image: top-1 classification correct and GT-known localised.
 
     Args:
       logits: float ``[B, M]``; labels: int ``[B]``.
-      scoremaps, gt_boxes, gt_valid, cam_threshold, iou_threshold: as in
+      scoremaps, gt_boxes, gt_valid, cam_threshold, iou_threshold, backend: as in
         :func:`gt_known_loc_correct`.
 
     Returns:
       bool ``[B]``.
     """
     return topk_correct(logits, labels, 1) & gt_known_loc_correct(
-        scoremaps, gt_boxes, gt_valid, cam_threshold, iou_threshold)
+        scoremaps, gt_boxes, gt_valid, cam_threshold, iou_threshold, backend)
 
 
 # --------------------------------------------------------------------------------------------
@@ -291,10 +295,11 @@ class BoxAccuracyCounts:
     def merge(self, other: BoxAccuracyCounts) -> BoxAccuracyCounts:
         return jax.tree.map(jnp.add, self, other)
 
-    def update(self, scoremaps, gt_boxes, gt_valid, valid=None) -> BoxAccuracyCounts:
+    def update(self, scoremaps, gt_boxes, gt_valid, valid=None,
+               backend: str = "auto") -> BoxAccuracyCounts:
         return self.merge(box_accuracy_counts(
             scoremaps, gt_boxes, gt_valid, self.thresholds, self.iou_thresholds,
-            self.multi_contour, valid))
+            self.multi_contour, valid, backend))
 
     def result(self) -> dict:
         """``box_acc`` [I, T], ``max_box_acc`` [I], ``best_threshold`` [I] (first argmax),
@@ -312,7 +317,7 @@ class BoxAccuracyCounts:
 
 def box_accuracy_counts(scoremaps, gt_boxes, gt_valid, thresholds=DEFAULT_THRESHOLDS,
                         iou_thresholds: Sequence[float] = (0.5,), multi_contour: bool = False,
-                        valid=None) -> BoxAccuracyCounts:
+                        valid=None, backend: str = "auto") -> BoxAccuracyCounts:
     """BoxAcc counts of one batch: ``correct[i, t] = Σ_b valid_b · [maxIoU_b(t) >= δ_i]``.
 
     Args:
@@ -322,6 +327,7 @@ def box_accuracy_counts(scoremaps, gt_boxes, gt_valid, thresholds=DEFAULT_THRESH
       iou_thresholds: concrete ``[I]`` IoU thresholds in [0, 1].
       multi_contour: static; False = largest component's box, True = every contour's box.
       valid: optional bool ``[B]``; False rows count zero times.
+      backend: box pass, ``"auto"`` | ``"native"`` | ``"xla"`` (``boxes.resolve_backend``).
 
     Returns:
       :class:`BoxAccuracyCounts`.
@@ -332,7 +338,8 @@ def box_accuracy_counts(scoremaps, gt_boxes, gt_valid, thresholds=DEFAULT_THRESH
     thresholds = _check_thresholds(thresholds)
     iou_thresholds = _check_thresholds(iou_thresholds, "iou_thresholds")
     valid = _check_valid(valid, batch)
-    best_iou = _max_iou(scoremaps, gt_boxes, gt_valid, thresholds, multi_contour)  # [B, T]
+    best_iou = _max_iou(scoremaps, gt_boxes, gt_valid, thresholds, multi_contour,
+                        backend)                                              # [B, T]
     hit = best_iou[None, :, :] >= jnp.asarray(iou_thresholds, jnp.float32)[:, None, None]
     hit = hit & valid[None, :, None]
     return BoxAccuracyCounts(jnp.sum(hit, axis=1, dtype=jnp.int32),
@@ -342,7 +349,7 @@ def box_accuracy_counts(scoremaps, gt_boxes, gt_valid, thresholds=DEFAULT_THRESH
 
 def max_box_accuracy(scoremaps, gt_boxes, gt_valid, thresholds=DEFAULT_THRESHOLDS,
                      iou_thresholds: Sequence[float] = (0.5,), multi_contour: bool = False,
-                     valid=None) -> dict:
+                     valid=None, backend: str = "auto") -> dict:
     """MaxBoxAcc of one set of maps (see the module docstring for the definition).
 
     Args:
@@ -352,6 +359,8 @@ def max_box_accuracy(scoremaps, gt_boxes, gt_valid, thresholds=DEFAULT_THRESHOLD
       iou_thresholds: concrete ``[I]`` IoU thresholds in [0, 1].
       multi_contour: False = largest component's box, True = every contour's box.
       valid: optional bool ``[B]`` (an addition to the DESIGN signature): padded images.
+      backend: box pass, ``"auto"`` | ``"native"`` | ``"xla"`` (``boxes.resolve_backend``);
+        every backend gives the same result.
 
     Returns:
       dict: ``box_acc`` float32 ``[I, T]`` (fraction of images correct), ``max_box_acc``
@@ -359,11 +368,11 @@ def max_box_accuracy(scoremaps, gt_boxes, gt_valid, thresholds=DEFAULT_THRESHOLD
       it), ``mean_max_box_acc`` ``[]``.
     """
     return box_accuracy_counts(scoremaps, gt_boxes, gt_valid, thresholds, iou_thresholds,
-                               multi_contour, valid).result()
+                               multi_contour, valid, backend).result()
 
 
 def max_box_accuracy_v2(scoremaps, gt_boxes, gt_valid, thresholds=DEFAULT_THRESHOLDS,
-                        valid=None) -> dict:
+                        valid=None, backend: str = "auto") -> dict:
     """MaxBoxAccV2: :func:`max_box_accuracy` with IoU 0.3/0.5/0.7 and ``multi_contour=True``.
 
     Returns:
@@ -371,7 +380,7 @@ def max_box_accuracy_v2(scoremaps, gt_boxes, gt_valid, thresholds=DEFAULT_THRESH
       ``max_box_acc`` over the three IoU thresholds.
     """
     result = max_box_accuracy(scoremaps, gt_boxes, gt_valid, thresholds, V2_IOU_THRESHOLDS,
-                              True, valid)
+                              True, valid, backend)
     result["max_box_acc_v2"] = result["mean_max_box_acc"]
     return result
 
@@ -404,9 +413,11 @@ class LocalizationCounts:
     def merge(self, other: LocalizationCounts) -> LocalizationCounts:
         return jax.tree.map(jnp.add, self, other)
 
-    def update(self, logits, labels, scoremaps, gt_boxes, gt_valid, valid=None):
+    def update(self, logits, labels, scoremaps, gt_boxes, gt_valid, valid=None,
+               backend: str = "auto"):
         return self.merge(localization_counts(logits, labels, scoremaps, gt_boxes, gt_valid,
-                                              valid, self.cam_threshold, self.iou_threshold))
+                                              valid, self.cam_threshold, self.iou_threshold,
+                                              backend))
 
     def result(self) -> dict:
         """Fractions in [0, 1]: ``top1_cls``, ``top5_cls``, ``gt_known_loc``, ``top1_loc``."""
@@ -416,8 +427,8 @@ class LocalizationCounts:
 
 
 def localization_counts(logits, labels, scoremaps, gt_boxes, gt_valid, valid=None,
-                        cam_threshold: float = 0.2, iou_threshold: float = 0.5
-                        ) -> LocalizationCounts:
+                        cam_threshold: float = 0.2, iou_threshold: float = 0.5,
+                        backend: str = "auto") -> LocalizationCounts:
     """Counts of one batch for :class:`LocalizationCounts`.
 
     Args:
@@ -426,6 +437,7 @@ def localization_counts(logits, labels, scoremaps, gt_boxes, gt_valid, valid=Non
       gt_boxes: int ``[B, G, 4]``; gt_valid: bool ``[B, G]``.
       valid: optional bool ``[B]``.
       cam_threshold, iou_threshold: static floats in [0, 1].
+      backend: box pass, ``"auto"`` | ``"native"`` | ``"xla"`` (``boxes.resolve_backend``).
 
     Returns:
       :class:`LocalizationCounts`.
@@ -439,7 +451,7 @@ def localization_counts(logits, labels, scoremaps, gt_boxes, gt_valid, valid=Non
     top1 = topk_correct(logits, labels, 1) & valid
     top5 = topk_correct(logits, labels, 5) & valid
     loc = gt_known_loc_correct(scoremaps, gt_boxes, gt_valid, cam_threshold,
-                               iou_threshold) & valid
+                               iou_threshold, backend) & valid
 
     def count(x):
         return jnp.sum(x, dtype=jnp.int32)
@@ -503,7 +515,8 @@ def present_label_slots(targets, max_labels: int):
 
 
 def multilabel_loc_correct(scoremaps, slot_labels, slot_valid, gt_boxes, box_labels,
-                           box_valid, cam_threshold: float = 0.2, iou_threshold: float = 0.5):
+                           box_valid, cam_threshold: float = 0.2, iou_threshold: float = 0.5,
+                           backend: str = "auto"):
     """Localisation per (image, label) slot.
 
     Slot ``(b, l)`` is correct when the largest box of ``scoremaps[b, l]`` at
@@ -516,6 +529,7 @@ def multilabel_loc_correct(scoremaps, slot_labels, slot_valid, gt_boxes, box_lab
         :func:`present_label_slots`, or ``L = M`` with every label and ``targets > 0.5``).
       gt_boxes: int ``[B, G, 4]``; box_labels: int ``[B, G]``; box_valid: bool ``[B, G]``.
       cam_threshold, iou_threshold: static floats in [0, 1].
+      backend: box pass, ``"auto"`` | ``"native"`` | ``"xla"`` (``boxes.resolve_backend``).
 
     Returns:
       bool ``[B, L]`` (False on invalid slots).
@@ -539,7 +553,7 @@ def multilabel_loc_correct(scoremaps, slot_labels, slot_valid, gt_boxes, box_lab
     best = _max_iou(
         scoremaps.reshape(batch * slots, height, width),
         jnp.broadcast_to(gt_boxes[:, None], (batch, slots, num_gt, 4)).reshape(-1, num_gt, 4),
-        pair_valid.reshape(batch * slots, num_gt), (t,), False)
+        pair_valid.reshape(batch * slots, num_gt), (t,), False, backend)
     return (best[:, 0].reshape(batch, slots) >= delta) & slot_valid.astype(bool)
 
 
@@ -572,10 +586,10 @@ class MultiLabelCounts:
         return jax.tree.map(jnp.add, self, other)
 
     def update(self, logits, targets, scoremaps, slot_labels, slot_valid, gt_boxes,
-               box_labels, box_valid, valid=None) -> MultiLabelCounts:
+               box_labels, box_valid, valid=None, backend: str = "auto") -> MultiLabelCounts:
         return self.merge(multilabel_counts(
             logits, targets, scoremaps, slot_labels, slot_valid, gt_boxes, box_labels,
-            box_valid, valid, self.cam_threshold, self.iou_threshold))
+            box_valid, valid, self.cam_threshold, self.iou_threshold, backend))
 
     def result(self) -> dict:
         """Fractions: ``cls_acc`` [M] per label, ``mean_cls_acc`` [], ``loc_acc`` [M] per
@@ -593,7 +607,7 @@ class MultiLabelCounts:
 
 def multilabel_counts(logits, targets, scoremaps, slot_labels, slot_valid, gt_boxes,
                       box_labels, box_valid, valid=None, cam_threshold: float = 0.2,
-                      iou_threshold: float = 0.5) -> MultiLabelCounts:
+                      iou_threshold: float = 0.5, backend: str = "auto") -> MultiLabelCounts:
     """Counts of one batch for :class:`MultiLabelCounts`.
 
     Args:
@@ -603,6 +617,7 @@ def multilabel_counts(logits, targets, scoremaps, slot_labels, slot_valid, gt_bo
         label is absent from ``targets`` is still counted as a pair).
       valid: optional bool ``[B]``.
       cam_threshold, iou_threshold: static floats in [0, 1].
+      backend: box pass, ``"auto"`` | ``"native"`` | ``"xla"`` (``boxes.resolve_backend``).
 
     Returns:
       :class:`MultiLabelCounts`.
@@ -612,7 +627,7 @@ def multilabel_counts(logits, targets, scoremaps, slot_labels, slot_valid, gt_bo
     valid = _check_valid(valid, batch)
     cls = multilabel_cls_correct(logits, targets) & valid[:, None]
     loc = multilabel_loc_correct(scoremaps, slot_labels, slot_valid, gt_boxes, box_labels,
-                                 box_valid, cam_threshold, iou_threshold)
+                                 box_valid, cam_threshold, iou_threshold, backend)
     counted = jnp.asarray(slot_valid).astype(bool) & valid[:, None]
     onehot = jax.nn.one_hot(jnp.asarray(slot_labels), num_labels, dtype=jnp.int32)  # [B,L,M]
     (cam_threshold,) = _check_thresholds([cam_threshold], "cam_threshold")

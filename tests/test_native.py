@@ -229,3 +229,17 @@ def test_resolve_backend():
         boxes.resolve_backend("opencv")
     with pytest.raises(ValueError, match="backend must be one of"):
         boxes.largest_box(np.zeros((1, 3, 3), np.float32), [0.5], backend="gpu")
+
+
+def test_metrics_accept_backend(small_batch):
+    from infocam_jax import metrics
+    maps, gt, valid = small_batch
+    assert len(metrics.DEFAULT_THRESHOLDS) == 1000
+    np.testing.assert_array_equal(metrics.DEFAULT_THRESHOLDS, np.arange(0, 1, 0.001))
+    got = {b: metrics.max_box_accuracy_v2(maps, gt, valid, backend=b) for b in ("native", "xla")}
+    for key in ("box_acc", "max_box_acc", "best_threshold", "max_box_acc_v2"):
+        np.testing.assert_array_equal(np.asarray(got["native"][key]), np.asarray(got["xla"][key]))
+    loc = {b: metrics.gt_known_loc_correct(maps, gt, valid, backend=b) for b in ("native", "xla")}
+    np.testing.assert_array_equal(np.asarray(loc["native"]), np.asarray(loc["xla"]))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        metrics.max_box_accuracy(maps, gt, valid, backend="cv2")
