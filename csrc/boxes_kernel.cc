@@ -82,7 +82,8 @@ inline float IouWithGt(int32_t x0, int32_t y0, int32_t x1, int32_t y1, const Gt&
 // Per-thread scratch memory, sized for one H x W image and reused across the batch.
 struct Workspace {
   int64_t h = 0, w = 0, wp = 0;
-  std::vector<int32_t> par;       // [(H+2)(W+2)] union-find parent, -1: not processed
+  std::vector<int32_t> par;       // [(H+2)(W+2)] union-find parent (of processed pixels)
+  std::vector<uint8_t> done;      // [(H+2)(W+2)] processed (the border never)
   std::vector<Attr> attr;         // [(H+2)(W+2)] attributes of roots
   std::vector<uint32_t> order;    // [H W] pixels (y << 16 | x) by descending value
   std::vector<uint8_t> values;    // [H W] the lane's values (hole-filled or inverted map)
@@ -99,6 +100,7 @@ struct Workspace {
     const size_t padded = static_cast<size_t>((height + 2) * wp);
     const size_t n = static_cast<size_t>(height * width);
     par.assign(padded, -1);
+    done.assign(padded, 0);
     attr.resize(padded);
     order.resize(n);
     values.resize(n);
@@ -118,31 +120,48 @@ void FillHoles(const uint8_t* q, Workspace& ws) {
   uint8_t* g = ws.fill.data();
   for (int64_t y = 0; y < h; ++y) std::memcpy(qp + (y + 1) * wp + 1, q + y * w, w);
   std::fill(ws.fill.begin(), ws.fill.end(), 0);
+  for (int64_t y = 1; y <= h; ++y) {  // marker: the largest value inside, 0 on the border
+    std::memset(g + y * wp + 1, 255, static_cast<size_t>(w));
+  }
+  // Branch-free queue writes (the conditions are data-dependent coin flips on noisy maps): a
+  // candidate is always written at the tail, and the tail advances only when it counts.
+  std::vector<int32_t>& fifo = ws.fifo;
+  if (fifo.size() < static_cast<size_t>(h * w + 8)) fifo.resize(static_cast<size_t>(h * w + 8));
+  size_t tail = 0;
+  // The running value along a row stays in a register: the row's serial dependency is then a
+  // min and a max per pixel, not a store-to-load round trip.
   for (int64_t y = 1; y <= h; ++y) {
+    uint8_t run = 0;  // the border
     for (int64_t p = y * wp + 1, end = y * wp + w; p <= end; ++p) {
-      g[p] = std::max(qp[p], std::min(g[p - wp], g[p - 1]));
+      run = std::max(qp[p], std::min(std::min(g[p], g[p - wp]), run));
+      g[p] = run;
     }
   }
-  std::vector<int32_t>& fifo = ws.fifo;
-  fifo.clear();
+  // After the backward sweep the only unsettled pairs are (p, its S or E neighbour q) with
+  // g(q) > max(q(q), g(p)): those p seed the FIFO.
   for (int64_t y = h; y >= 1; --y) {
+    uint8_t run = 0;
     for (int64_t p = y * wp + w, end = y * wp + 1; p >= end; --p) {
-      const uint8_t gp = std::max(qp[p], std::min(g[p], std::min(g[p + wp], g[p + 1])));
-      g[p] = gp;
-      if ((g[p + wp] > gp && g[p + wp] > qp[p + wp]) || (g[p + 1] > gp && g[p + 1] > qp[p + 1])) {
-        fifo.push_back(static_cast<int32_t>(p));
-      }
+      const uint8_t east = run;
+      run = std::max(qp[p], std::min(std::min(g[p], g[p + wp]), east));
+      g[p] = run;
+      fifo[tail] = static_cast<int32_t>(p);
+      const uint8_t south = g[p + wp];
+      tail += ((south > run) & (south > qp[p + wp])) | ((east > run) & (east > qp[p + 1]));
     }
   }
   const int32_t offs[4] = {static_cast<int32_t>(-wp), -1, 1, static_cast<int32_t>(wp)};
-  for (size_t head = 0; head < fifo.size(); ++head) {
+  for (size_t head = 0; head < tail; ++head) {
+    if (fifo.size() < tail + 8) fifo.resize(2 * fifo.size());  // a pixel may enter again
     const int32_t p = fifo[head];
+    const uint8_t gp = g[p];
     for (int32_t off : offs) {
       const int32_t nb = p + off;
-      if (g[nb] > g[p] && g[nb] != qp[nb]) {
-        g[nb] = std::max(g[p], qp[nb]);
-        fifo.push_back(nb);
-      }
+      const uint8_t gn = g[nb], qn = qp[nb];
+      const bool lower = (gn > gp) & (gn != qn);
+      g[nb] = lower ? std::max(gp, qn) : gn;
+      fifo[tail] = nb;
+      tail += lower;
     }
   }
   uint8_t* out = ws.values.data();
@@ -221,7 +240,8 @@ void ComponentPass(Workspace& ws, Emit&& emit) {
   SortPixels(v, ws);
   int32_t* par = ws.par.data();
   Attr* attr = ws.attr.data();
-  std::fill(ws.par.begin(), ws.par.end(), -1);
+  uint8_t* done = ws.done.data();  // processed pixels (a denser copy of par >= 0)
+  std::fill(ws.done.begin(), ws.done.end(), 0);
   const int32_t w32 = static_cast<int32_t>(wp);
   // Neighbour order NW, N, NE, W, E, SW, S, SE (4-connectivity uses N, W, E, S).
   const int32_t off8[8] = {-w32 - 1, -w32, -w32 + 1, -1, 1, w32 - 1, w32, w32 + 1};
@@ -237,10 +257,11 @@ void ComponentPass(Workspace& ws, Emit&& emit) {
     int32_t ds2 = 0;
     if (kEight) {
       uint32_t mask = 0;
-      for (int k = 0; k < 8; ++k) mask |= static_cast<uint32_t>(par[p + off8[k]] >= 0) << k;
+      for (int k = 0; k < 8; ++k) mask |= static_cast<uint32_t>(done[p + off8[k]]) << k;
       const int groups = kNeighbours.count[mask];
       for (int j = 0; j < groups; ++j) {
-        const int32_t r = Find(par, p + off8[kNeighbours.rep[mask][j]]);
+        const int32_t nb = p + off8[kNeighbours.rep[mask][j]];
+        const int32_t r = Find(par, nb);
         bool dup = false;
         for (int k = 0; k < nroots; ++k) dup |= roots[k] == r;
         if (!dup) roots[nroots++] = r;
@@ -249,7 +270,7 @@ void ComponentPass(Workspace& ws, Emit&& emit) {
     } else {
       for (int k = 0; k < 4; ++k) {
         const int32_t nb = p + off4[k];
-        if (par[nb] < 0) continue;
+        if (!done[nb]) continue;
         const int32_t r = Find(par, nb);
         bool dup = false;
         for (int j = 0; j < nroots; ++j) dup |= roots[j] == r;
@@ -269,6 +290,7 @@ void ComponentPass(Workspace& ws, Emit&& emit) {
       a.s2 += ds2;
       a.born = val;
       par[p] = r;
+      done[p] = 1;
       continue;
     }
     Attr merged{1, p, x, y, x, y, ds2, val};
@@ -291,6 +313,7 @@ void ComponentPass(Workspace& ws, Emit&& emit) {
     }
     attr[keep] = merged;
     par[p] = keep;
+    done[p] = 1;
     for (int j = 0; j < nroots; ++j) par[roots[j]] = keep;
   }
   if (n > 0) {
