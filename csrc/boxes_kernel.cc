@@ -190,17 +190,19 @@ inline int32_t Find(int32_t* par, int32_t r) {
   return r;
 }
 
-// For 8-connectivity, the processed neighbours of a pixel that are 8-adjacent to one another are
-// already in one component. The table gives, per 8-bit mask of processed neighbours (bits NW, N,
-// NE, W, E, SW, S, SE), one representative per group of mutually connected neighbours (at most
-// 4), and twice the contour-area gain: each 2x2 cell around the pixel whose other three pixels
-// hold at least two processed ones gains half a unit square (3 of 4 pixels) or the other half
-// (4 of 4).
+// The processed neighbours of a pixel that are already connected to one another (8-adjacent, or
+// for 4-connectivity joined through a processed corner such as N - NE - E) belong to one
+// component. The table gives, per 8-bit mask of processed neighbours (bits NW, N, NE, W, E, SW,
+// S, SE), one representative neighbour per such group (at most 4; for 4-connectivity only the
+// edge neighbours N, W, E, S count, as only they touch the pixel), so that most pixels need a
+// single find. ds2 is twice the contour-area gain: each 2x2 cell around the pixel whose other
+// three pixels hold at least two processed ones gains half a unit square (3 of 4 pixels) or the
+// other half (4 of 4).
 struct NeighbourTable {
   uint8_t count[256];
   uint8_t rep[256][4];
   uint8_t ds2[256];
-  NeighbourTable() {
+  explicit NeighbourTable(bool eight) {
     const int dy[8] = {-1, -1, -1, 0, 0, 1, 1, 1}, dx[8] = {-1, 0, 1, -1, 1, -1, 0, 1};
     const uint32_t cells[4] = {0b00001011u, 0b00010110u, 0b01101000u, 0b11010000u};
     for (uint32_t m = 0; m < 256; ++m) {
@@ -210,7 +212,8 @@ struct NeighbourTable {
         changed = 0;
         for (int a = 0; a < 8; ++a) {
           for (int b = 0; b < 8; ++b) {
-            const bool adjacent = std::abs(dy[a] - dy[b]) <= 1 && std::abs(dx[a] - dx[b]) <= 1;
+            const int ady = std::abs(dy[a] - dy[b]), adx = std::abs(dx[a] - dx[b]);
+            const bool adjacent = eight ? (ady <= 1 && adx <= 1) : (ady + adx == 1);
             if ((m >> a & 1) && (m >> b & 1) && adjacent && group[b] < group[a]) {
               group[a] = group[b];
               changed = 1;
@@ -219,8 +222,13 @@ struct NeighbourTable {
         }
       }
       int n = 0;
+      bool taken[8] = {false};
       for (int k = 0; k < 8; ++k) {
-        if ((m >> k & 1) && group[k] == k) rep[m][n++] = static_cast<uint8_t>(k);
+        const bool touches = eight || dy[k] == 0 || dx[k] == 0;
+        if ((m >> k & 1) && touches && !taken[group[k]]) {
+          taken[group[k]] = true;
+          rep[m][n++] = static_cast<uint8_t>(k);
+        }
       }
       count[m] = static_cast<uint8_t>(n);
       int d = 0;
@@ -229,7 +237,7 @@ struct NeighbourTable {
     }
   }
 };
-const NeighbourTable kNeighbours;
+const NeighbourTable kNeighbours8(true), kNeighbours4(false);
 
 // The union-find pass over ws.values. kEight: 8- (else 4-) connectivity; kArea: track the
 // outer-contour area. emit(lo, hi, attr) receives every record alive for levels [lo, hi].
@@ -243,9 +251,8 @@ void ComponentPass(Workspace& ws, Emit&& emit) {
   uint8_t* done = ws.done.data();  // processed pixels (a denser copy of par >= 0)
   std::fill(ws.done.begin(), ws.done.end(), 0);
   const int32_t w32 = static_cast<int32_t>(wp);
-  // Neighbour order NW, N, NE, W, E, SW, S, SE (4-connectivity uses N, W, E, S).
+  // Neighbour order NW, N, NE, W, E, SW, S, SE.
   const int32_t off8[8] = {-w32 - 1, -w32, -w32 + 1, -1, 1, w32 - 1, w32, w32 + 1};
-  const int32_t off4[4] = {-w32, -1, 1, w32};
   const uint32_t* order = ws.order.data();
   for (int64_t i = 0; i < n; ++i) {
     const int32_t x = static_cast<int32_t>(order[i] & 0xFFFFu);
@@ -255,28 +262,17 @@ void ComponentPass(Workspace& ws, Emit&& emit) {
     int32_t roots[4];
     int nroots = 0;
     int32_t ds2 = 0;
-    if (kEight) {
-      uint32_t mask = 0;
-      for (int k = 0; k < 8; ++k) mask |= static_cast<uint32_t>(done[p + off8[k]]) << k;
-      const int groups = kNeighbours.count[mask];
-      for (int j = 0; j < groups; ++j) {
-        const int32_t nb = p + off8[kNeighbours.rep[mask][j]];
-        const int32_t r = Find(par, nb);
-        bool dup = false;
-        for (int k = 0; k < nroots; ++k) dup |= roots[k] == r;
-        if (!dup) roots[nroots++] = r;
-      }
-      if (kArea) ds2 = kNeighbours.ds2[mask];
-    } else {
-      for (int k = 0; k < 4; ++k) {
-        const int32_t nb = p + off4[k];
-        if (!done[nb]) continue;
-        const int32_t r = Find(par, nb);
-        bool dup = false;
-        for (int j = 0; j < nroots; ++j) dup |= roots[j] == r;
-        if (!dup) roots[nroots++] = r;
-      }
+    uint32_t mask = 0;
+    for (int k = 0; k < 8; ++k) mask |= static_cast<uint32_t>(done[p + off8[k]]) << k;
+    const NeighbourTable& table = kEight ? kNeighbours8 : kNeighbours4;
+    const int groups = table.count[mask];
+    for (int j = 0; j < groups; ++j) {
+      const int32_t r = Find(par, p + off8[table.rep[mask][j]]);
+      bool dup = false;
+      for (int k = 0; k < nroots; ++k) dup |= roots[k] == r;
+      if (!dup) roots[nroots++] = r;
     }
+    if (kArea) ds2 = table.ds2[mask];
     if (nroots == 1) {  // the common case: the pixel joins one component
       const int32_t r = roots[0];
       Attr& a = attr[r];
