@@ -38,7 +38,7 @@
 namespace {
 
 constexpr int kLevels = 256;
-constexpr int kAbiVersion = 1;
+constexpr int kAbiVersion = 2;
 // Limits that keep every packed value inside its integer type.
 constexpr int64_t kMaxSide = 32767;
 constexpr int64_t kMaxPixels = int64_t{1} << 26;
@@ -490,7 +490,9 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-ffi::Error LargestBoxesFfi(ffi::Buffer<ffi::U8> q, ffi::ResultBuffer<ffi::S32> out) {
+// `threads`: worker threads for this call (<= 0: every CPU of the process).
+ffi::Error LargestBoxesFfi(ffi::Buffer<ffi::U8> q, ffi::ResultBuffer<ffi::S32> out,
+                           int32_t threads) {
   const auto dims = q.dimensions();
   if (dims.size() < 2) return ffi::Error::InvalidArgument("maps must have rank >= 2");
   const int64_t h = dims[dims.size() - 2], w = dims[dims.size() - 1];
@@ -499,14 +501,15 @@ ffi::Error LargestBoxesFfi(ffi::Buffer<ffi::U8> q, ffi::ResultBuffer<ffi::S32> o
   if (static_cast<int64_t>(out->element_count()) != n * kLevels * 4) {
     return ffi::Error::InvalidArgument("largest boxes: output must have shape [..., 256, 4]");
   }
-  if (!LargestBoxes(q.typed_data(), n, h, w, out->typed_data(), 0)) {
+  if (!LargestBoxes(q.typed_data(), n, h, w, out->typed_data(), threads)) {
     return ffi::Error(ffi::ErrorCode::kResourceExhausted, "native box kernel: out of memory");
   }
   return ffi::Error::Success();
 }
 
 ffi::Error ContourIouFfi(ffi::Buffer<ffi::U8> q, ffi::Buffer<ffi::S32> gt_boxes,
-                         ffi::Buffer<ffi::PRED> gt_valid, ffi::ResultBuffer<ffi::F32> out) {
+                         ffi::Buffer<ffi::PRED> gt_valid, ffi::ResultBuffer<ffi::F32> out,
+                         int32_t threads) {
   const auto dims = q.dimensions();
   const auto gdims = gt_boxes.dimensions();
   if (dims.size() < 2 || gdims.size() < 2 || gdims[gdims.size() - 1] != 4) {
@@ -522,7 +525,7 @@ ffi::Error ContourIouFfi(ffi::Buffer<ffi::U8> q, ffi::Buffer<ffi::S32> gt_boxes,
     return ffi::Error::InvalidArgument("contour IoU: batch sizes of maps, gt and output differ");
   }
   if (!ContourIou(q.typed_data(), gt_boxes.typed_data(), gt_valid.typed_data(), n, h, w, g,
-                  out->typed_data(), 0)) {
+                  out->typed_data(), threads)) {
     return ffi::Error(ffi::ErrorCode::kResourceExhausted, "native box kernel: out of memory");
   }
   return ffi::Error::Success();
@@ -533,11 +536,13 @@ ffi::Error ContourIouFfi(ffi::Buffer<ffi::U8> q, ffi::Buffer<ffi::S32> gt_boxes,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(InfocamLargestBoxes, LargestBoxesFfi,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::U8>>()
-                                  .Ret<ffi::Buffer<ffi::S32>>());
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Attr<int32_t>("threads"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(InfocamContourIou, ContourIouFfi,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::U8>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::PRED>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int32_t>("threads"));

@@ -18,8 +18,9 @@ Calls (``q`` uint8 ``[..., H, W]``, the quantised maps; every leading axis is ba
 * :func:`contour_iou`: float32 ``[..., 256]``, for each level the best IoU with the valid GT
   boxes over every outer and hole contour box; an empty level scores the box ``(0, 0, 0, 0)``.
 
-On the CPU platform they are ``jax.ffi.ffi_call`` s (jit, vmap via ``broadcast_all``, pmap);
-elsewhere a ``jax.pure_callback`` runs the same kernel on the host.
+On the CPU platform they are ``jax.ffi.ffi_call`` s (jit, vmap via ``broadcast_all``, pmap),
+each spreading its batch over this process's CPUs divided by the number of local CPU devices;
+elsewhere a ``jax.pure_callback`` runs the same kernel on the host (on every CPU).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 NUM_LEVELS = 256
-ABI_VERSION = 1
+ABI_VERSION = 2
 _LARGEST = "infocam_largest_boxes"
 _IOU = "infocam_contour_iou"
 _lock = threading.Lock()
@@ -171,13 +172,22 @@ def _iou_shape(q):
     return jax.ShapeDtypeStruct(q.shape[:-2] + (NUM_LEVELS,), jnp.float32)
 
 
+def _threads() -> np.int32:
+    """Kernel threads per call: this process's CPUs shared among the local CPU devices (under
+    pmap each device runs its own call)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    devices = len(jax.local_devices(backend="cpu"))
+    return np.int32(max(1, (cpus or 1) // max(1, devices)))
+
+
 def _ffi_largest(q):
-    return jax.ffi.ffi_call(_LARGEST, _largest_shape(q), vmap_method="broadcast_all")(q)
+    return jax.ffi.ffi_call(_LARGEST, _largest_shape(q), vmap_method="broadcast_all")(
+        q, threads=_threads())
 
 
 def _ffi_iou(q, gt_boxes, gt_valid):
     return jax.ffi.ffi_call(_IOU, _iou_shape(q), vmap_method="broadcast_all")(
-        q, gt_boxes, gt_valid)
+        q, gt_boxes, gt_valid, threads=_threads())
 
 
 def _callback_largest(q):
