@@ -47,7 +47,7 @@ struct Attr {
   int32_t size;   // pixel count (union by size)
   int32_t first;  // first pixel in raster order (padded index: same order)
   int32_t x0, y0, x1, y1;
-  int32_t s2;     // twice the outer-contour area (area mode)
+  int32_t aux;    // Mode::kArea: twice the outer-contour area; kHole: the smallest filled value
   int32_t born;   // value at which the current state was created
 };
 
@@ -168,18 +168,26 @@ void FillHoles(const uint8_t* q, Workspace& ws) {
   for (int64_t y = 0; y < h; ++y) std::memcpy(out + y * w, g + (y + 1) * wp + 1, w);
 }
 
-// Pixels sorted by descending value, raster order within a value (counting sort).
-void SortPixels(const uint8_t* v, Workspace& ws) {
+// Pixels sorted by descending value, raster order within a value (counting sort). With `keep`
+// (a padded [H+2, W+2] map), only the pixels with keep + v > 255 are listed. Returns the count.
+int64_t SortPixels(const uint8_t* v, const uint8_t* keep, Workspace& ws) {
   int64_t start[kLevels + 1] = {0};
-  const int64_t h = ws.h, w = ws.w, n = h * w;
-  for (int64_t p = 0; p < n; ++p) ++start[kLevels - 1 - v[p] + 1];
+  const int64_t h = ws.h, w = ws.w, wp = ws.wp;
+  auto kept = [&](int64_t y, int64_t x, int64_t p) {
+    return keep == nullptr || keep[(y + 1) * wp + x + 1] + v[p] > 255;
+  };
+  for (int64_t y = 0, p = 0; y < h; ++y) {
+    for (int64_t x = 0; x < w; ++x, ++p) start[kLevels - 1 - v[p] + 1] += kept(y, x, p);
+  }
   for (int k = 0; k < kLevels; ++k) start[k + 1] += start[k];
+  const int64_t count = start[kLevels];
   uint32_t* order = ws.order.data();
   for (int64_t y = 0, p = 0; y < h; ++y) {
     for (int64_t x = 0; x < w; ++x, ++p) {
-      order[start[kLevels - 1 - v[p]]++] = static_cast<uint32_t>(y << 16 | x);
+      if (kept(y, x, p)) order[start[kLevels - 1 - v[p]]++] = static_cast<uint32_t>(y << 16 | x);
     }
   }
+  return count;
 }
 
 inline int32_t Find(int32_t* par, int32_t r) {
@@ -239,13 +247,21 @@ struct NeighbourTable {
 };
 const NeighbourTable kNeighbours8(true), kNeighbours4(false);
 
-// The union-find pass over ws.values. kEight: 8- (else 4-) connectivity; kArea: track the
-// outer-contour area. emit(lo, hi, attr) receives every record alive for levels [lo, hi].
-template <bool kEight, bool kArea, class Emit>
+enum class Mode {
+  kPlain,  // boxes only
+  kArea,   // and the outer-contour area (aux)
+  kHole,   // only the pixels with filled value g > q (v = 255 - q), and min g (aux)
+};
+
+// The union-find pass over ws.values. kEight: 8- (else 4-) connectivity. emit(lo, hi, attr)
+// receives every record alive for levels [lo, hi].
+template <bool kEight, Mode kMode, class Emit>
 void ComponentPass(Workspace& ws, Emit&& emit) {
-  const int64_t h = ws.h, w = ws.w, wp = ws.wp, n = h * w;
+  constexpr bool kArea = kMode == Mode::kArea, kHole = kMode == Mode::kHole;
+  const int64_t w = ws.w, wp = ws.wp;
   const uint8_t* v = ws.values.data();
-  SortPixels(v, ws);
+  const uint8_t* fill = ws.fill.data();
+  const int64_t n = SortPixels(v, kHole ? fill : nullptr, ws);
   int32_t* par = ws.par.data();
   Attr* attr = ws.attr.data();
   uint8_t* done = ws.done.data();  // processed pixels (a denser copy of par >= 0)
@@ -261,7 +277,7 @@ void ComponentPass(Workspace& ws, Emit&& emit) {
     const int32_t val = v[static_cast<int64_t>(y) * w + x];
     int32_t roots[4];
     int nroots = 0;
-    int32_t ds2 = 0;
+    int32_t ds2 = 0;  // the initial aux
     uint32_t mask = 0;
     for (int k = 0; k < 8; ++k) mask |= static_cast<uint32_t>(done[p + off8[k]]) << k;
     const NeighbourTable& table = kEight ? kNeighbours8 : kNeighbours4;
@@ -273,6 +289,7 @@ void ComponentPass(Workspace& ws, Emit&& emit) {
       if (!dup) roots[nroots++] = r;
     }
     if (kArea) ds2 = table.ds2[mask];
+    if (kHole) ds2 = fill[p];
     if (nroots == 1) {  // the common case: the pixel joins one component
       const int32_t r = roots[0];
       Attr& a = attr[r];
@@ -283,7 +300,7 @@ void ComponentPass(Workspace& ws, Emit&& emit) {
       a.y0 = std::min(a.y0, y);
       a.x1 = std::max(a.x1, x);
       a.y1 = std::max(a.y1, y);
-      a.s2 += ds2;
+      a.aux = kHole ? std::min(a.aux, ds2) : a.aux + ds2;
       a.born = val;
       par[p] = r;
       done[p] = 1;
@@ -301,7 +318,7 @@ void ComponentPass(Workspace& ws, Emit&& emit) {
       merged.y0 = std::min(merged.y0, a.y0);
       merged.x1 = std::max(merged.x1, a.x1);
       merged.y1 = std::max(merged.y1, a.y1);
-      merged.s2 += a.s2;
+      merged.aux = kHole ? std::min(merged.aux, a.aux) : merged.aux + a.aux;
       if (a.size > keep_size) {
         keep_size = a.size;
         keep = roots[j];
@@ -312,7 +329,14 @@ void ComponentPass(Workspace& ws, Emit&& emit) {
     done[p] = 1;
     for (int j = 0; j < nroots; ++j) par[roots[j]] = keep;
   }
-  if (n > 0) {
+  if (kHole) {
+    // Every remaining root's state holds for levels [0, born - 1].
+    for (int64_t i = 0; i < n; ++i) {
+      const uint32_t yx = order[i];
+      const int32_t p = static_cast<int32_t>(((yx >> 16) + 1) * wp + (yx & 0xFFFFu) + 1);
+      if (par[p] == p && attr[p].born >= 1) emit(0, attr[p].born - 1, attr[p]);
+    }
+  } else if (n > 0) {
     // The whole grid is one component at the end: its state holds for levels [0, born - 1].
     const uint32_t last = order[n - 1];
     const int32_t p = static_cast<int32_t>(((last >> 16) + 1) * wp + (last & 0xFFFFu) + 1);
@@ -342,9 +366,9 @@ void LargestBoxesOne(const uint8_t* q, Workspace& ws, int32_t* out) {
   ws.area_tab.resize(kLevels * kLevels);
   AreaCell* tab = ws.area_tab.data();
   for (int k = 0; k < kLevels * kLevels; ++k) tab[k].key = -1;
-  ComponentPass<true, true>(ws, [tab](int lo, int hi, const Attr& a) {
+  ComponentPass<true, Mode::kArea>(ws, [tab](int lo, int hi, const Attr& a) {
     AreaCell& cell = tab[lo * kLevels + hi];
-    const int64_t key = (static_cast<int64_t>(a.s2) << 32) | a.first;
+    const int64_t key = (static_cast<int64_t>(a.aux) << 32) | a.first;
     if (key > cell.key) cell = AreaCell{key, {a.x0, a.y0, a.x1, a.y1}};
   });
   AreaCell best[kLevels];
@@ -372,20 +396,26 @@ void ContourIouOne(const uint8_t* q, const Gt& gt, Workspace& ws, float* out) {
   float* tab = ws.iou_tab.data();
   auto better = [](float a, float b) { return a > b; };
   float comp[kLevels], hole[kLevels];
+  FillHoles(q, ws);  // ws.fill: g, for the hole pass
   // Outer contours: 8-connected components of {q > L}.
   std::fill(tab, tab + kLevels * kLevels, -1.0f);
   std::memcpy(ws.values.data(), q, static_cast<size_t>(n));
-  ComponentPass<true, false>(ws, [&](int lo, int hi, const Attr& a) {
+  ComponentPass<true, Mode::kPlain>(ws, [&](int lo, int hi, const Attr& a) {
     const float u = IouWithGt(a.x0, a.y0, std::min(a.x1 + 1, wmax), std::min(a.y1 + 1, hmax), gt);
     float& cell = tab[lo * kLevels + hi];
     if (u > cell) cell = u;
   });
   BestPerLevel(tab, -1.0f, comp, better);
-  // Hole contours: 4-connected components of {255 - q > L'} = {q <= 254 - L'} off the frame.
+  // Hole contours at level L: the 4-connected components of {q <= L} off the frame, which are
+  // those of {q <= L < g} (a pixel is in a hole exactly while L < g, and all pixels of one hole
+  // share g). So the pass runs on the pixels with g > q only, in the lane v = 255 - q (lane
+  // level L' = 254 - L), and a record counts while L < min g over its pixels, that is for lane
+  // levels L' >= 255 - min g. Such pixels never lie on the frame.
   std::fill(tab, tab + kLevels * kLevels, -1.0f);
   for (int64_t p = 0; p < n; ++p) ws.values[p] = static_cast<uint8_t>(255 - q[p]);
-  ComponentPass<false, false>(ws, [&](int lo, int hi, const Attr& a) {
-    if (a.x0 == 0 || a.y0 == 0 || a.x1 == wmax || a.y1 == hmax) return;  // not a hole
+  ComponentPass<false, Mode::kHole>(ws, [&](int lo, int hi, const Attr& a) {
+    lo = std::max(lo, 255 - a.aux);
+    if (lo > hi) return;
     const float u = IouWithGt(a.x0 - 1, a.y0 - 1, std::min(a.x1 + 2, wmax),
                               std::min(a.y1 + 2, hmax), gt);
     float& cell = tab[lo * kLevels + hi];
