@@ -69,8 +69,10 @@ class JaxPipeline:
     def __init__(self, args):
         import jax
 
-        from infocam_jax import evaluate, models
+        from infocam_jax import boxes, evaluate, models
         self.jax, self.evaluate = jax, evaluate
+        # The eval step's boxes use backend="auto": the compiled kernel on CPU when it loaded.
+        self.box_backend = boxes.resolve_backend("auto")
         self.settings = evaluate.EvalSettings(
             image_size=(args.image_size, args.image_size), upsample="bicubic",
             region_size=args.region_size, cam_threshold=0.2, iou_threshold=0.5,
@@ -358,7 +360,8 @@ def main():
             else "threshold 0.2 only")
     print(f"protocol {args.protocol}: {n} images ({args.num_batches} batches of "
           f"{args.batch_size}), {args.image_size}x{args.image_size}, {grid}, 3 map kinds, "
-          f"{os.cpu_count()} CPU threads, {jax_side.d} JAX device(s)")
+          f"{os.cpu_count()} CPU threads, {jax_side.d} JAX device(s), boxes backend "
+          f"{jax_side.box_backend}")
     print(f"JAX jitted eval step   : {n / jax_s:8.2f} images/s  ({jax_s:.1f} s; of which the "
           f"forward alone takes ~{jax_fwd_s:.1f} s; compile {compile_s:.1f} s not counted)")
     print(f"PyTorch + OpenCV loop  : {n / torch_s:8.2f} images/s  ({torch_s:.1f} s; forward "

@@ -65,7 +65,7 @@ def base_config() -> config_dict.ConfigDict:
     c.region_size = 3
     c.cam_threshold = 0.2
     c.iou_threshold = 0.5
-    c.num_box_thresholds = 100
+    c.num_box_thresholds = 1000  # np.arange(0, 1, 1/n): the reference's cam_curve_interval
     c.upsample = "bicubic"
     # How maps become score maps in [0, 1] before thresholding (everywhere maps become boxes:
     # eval step, visualisation, reproduction): "minmax" = (m - min) / (max - min), the WSOL

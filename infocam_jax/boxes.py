@@ -24,12 +24,23 @@ Pipeline (all batched and jit-compiled, no Python loop over images or thresholds
    ``(0, 0, 0, 0)``.
 
 How: level sets of a uint8 map are nested, so one union-find pass over the pixels in descending
-value order yields every component at every one of the 256 levels at once (see
-:mod:`infocam_jax._components`); the T thresholds are then a gather. The contour area of a
-component's outer contour equals the cell count (2x2 pixel cells fully inside count 1, cells
-with 3 of 4 pixels count 1/2) of the component with its holes filled, so the largest-box pass
-runs on the grayscale hole-filled map (whose level sets are exactly the filled top-level
-components; nested components are never the largest).
+value order yields every component at every one of the 256 levels at once; the T thresholds are
+then a gather, so the cost does not grow with T. Two implementations of that pass give identical
+results (``backend=``, resolved by :func:`resolve_backend`):
+
+* ``"native"``: a compiled C++ kernel (``csrc/boxes_kernel.cc``, :mod:`infocam_jax._native`)
+  called through the XLA FFI on the CPU platform (jit, vmap and pmap work), parallel over the
+  batch on all cores; on other platforms the same kernel runs on the host through a callback.
+* ``"xla"``: the pure-JAX pass (:mod:`infocam_jax._components`), the portable reference.
+* ``"auto"`` (default): ``"native"`` when JAX's default backend is the CPU and the kernel
+  loaded, else ``"xla"``. On GPU/TPU it is ``"xla"``: the host round trip (device -> host copy
+  of the uint8 maps, the kernel, copy back) is the alternative, but it has not been measured
+  on an accelerator, so the default stays on the device; pass ``backend="native"`` to use it.
+
+The contour area of a component's outer contour equals the cell count (2x2 pixel cells fully
+inside count 1, cells with 3 of 4 pixels count 1/2) of the component with its holes filled, so
+the largest-box pass runs on the grayscale hole-filled map (whose level sets are exactly the
+filled top-level components; nested components are never the largest).
 
 Thresholds are host-side values (Python/NumPy, float64): the ``[T, 256]`` table of
 ``int(t * m)`` is built on the host with NumPy. Under ``jit`` the score maps cannot be checked
@@ -43,9 +54,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from infocam_jax import _checks, _components
+from infocam_jax import _checks, _components, _native
 
 _METHODS = ("bicubic", "bilinear")
+BACKENDS = ("auto", "native", "xla")
 _CUBIC_A = -0.75
 
 
@@ -239,6 +251,30 @@ def scoremaps(maps, size, method: str = "bicubic", normalize: str = "minmax"):  
 
 
 # --------------------------------------------------------------------------------------------
+# Backend
+# --------------------------------------------------------------------------------------------
+def resolve_backend(backend: str = "auto") -> str:
+    """The box pass that ``backend`` selects here and now: ``"native"`` or ``"xla"``.
+
+    ``"auto"`` is ``"native"`` when ``jax.default_backend()`` is ``"cpu"`` and the compiled
+    kernel loaded (the first call loads it; if it cannot, one RuntimeWarning says why), else
+    ``"xla"``. ``"native"`` raises a RuntimeError when the kernel is unavailable (off the CPU it
+    runs on the host through a callback). ``"xla"`` is always available.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "xla":
+        return "xla"
+    if backend == "auto":
+        on_cpu = jax.default_backend() == "cpu"
+        return "native" if on_cpu and _native.available() else "xla"
+    if not _native.available():
+        raise RuntimeError(f"backend='native': the compiled box kernel is unavailable "
+                           f"({_native.unavailable_reason()}); use backend='auto' or 'xla'")
+    return "native"
+
+
+# --------------------------------------------------------------------------------------------
 # Boxes
 # --------------------------------------------------------------------------------------------
 def _quantize(scoremaps):
@@ -264,12 +300,21 @@ def _largest_box(scoremaps, table):
     return jnp.take_along_axis(boxes, levels[..., None], axis=1)
 
 
-def largest_box(scoremaps, thresholds):
+@jax.jit
+def _largest_box_native(scoremaps, table):
+    q = _quantize(scoremaps)
+    per_level = _native.largest_boxes(q.astype(jnp.uint8))               # [B, 256, 4]
+    return jnp.take_along_axis(per_level, _levels(q, table)[..., None], axis=1)
+
+
+def largest_box(scoremaps, thresholds, backend: str = "auto"):
     """Box of the largest contour at each threshold, as the WSOL protocol extracts it.
 
     Args:
       scoremaps: float ``[B, H, W]`` in [0, 1] (see :func:`scoremaps`).
       thresholds: host array ``[T]`` in [0, 1] (Python/NumPy values, converted to float64).
+      backend: ``"auto"`` | ``"native"`` | ``"xla"`` (see :func:`resolve_backend`); all give
+        the same boxes.
 
     Returns:
       int32 ``[B, T, 4]`` boxes ``(x0, y0, x1, y1)``; ``(0, 0, 0, 0)`` where the foreground
@@ -277,7 +322,11 @@ def largest_box(scoremaps, thresholds):
     """
     scoremaps = _check_maps(scoremaps, "scoremaps", unit_range=True)
     table = jnp.asarray(level_table(thresholds))
-    return _largest_box(scoremaps, table)
+    return _largest_box_fn(resolve_backend(backend))(scoremaps, table)
+
+
+def _largest_box_fn(backend: str):
+    return _largest_box_native if backend == "native" else _largest_box
 
 
 @jax.jit
@@ -290,7 +339,15 @@ def _multi_iou(scoremaps, table, gt_boxes, gt_valid):
     return jnp.where(per_t < 0, empty, per_t)
 
 
-def max_contour_iou(scoremaps, thresholds, gt_boxes, gt_valid, multi_contour: bool = False):
+@jax.jit
+def _multi_iou_native(scoremaps, table, gt_boxes, gt_valid):
+    q = _quantize(scoremaps)
+    best = _native.contour_iou(q.astype(jnp.uint8), gt_boxes, gt_valid)  # [B, 256]
+    return jnp.take_along_axis(best, _levels(q, table), axis=1)
+
+
+def max_contour_iou(scoremaps, thresholds, gt_boxes, gt_valid, multi_contour: bool = False,
+                    backend: str = "auto"):
     """Best IoU with the ground truth of the protocol's contour boxes, at each threshold.
 
     The IoU counts pixels inclusively (``(x1 - x0 + 1) * (y1 - y0 + 1)``, intersection clamped
@@ -305,6 +362,7 @@ def max_contour_iou(scoremaps, thresholds, gt_boxes, gt_valid, multi_contour: bo
       gt_boxes: int ``[B, G, 4]`` ``(x0, y0, x1, y1)``, inclusive pixel coordinates.
       gt_valid: bool ``[B, G]``; an image without a valid GT box scores 0.
       multi_contour: static bool.
+      backend: ``"auto"`` | ``"native"`` | ``"xla"`` (see :func:`resolve_backend`).
 
     Returns:
       float32 ``[B, T]``.
@@ -312,6 +370,9 @@ def max_contour_iou(scoremaps, thresholds, gt_boxes, gt_valid, multi_contour: bo
     scoremaps = _check_maps(scoremaps, "scoremaps", unit_range=True)
     gt_boxes, gt_valid = _check_gt(gt_boxes, gt_valid, scoremaps.shape[0])
     table = jnp.asarray(level_table(thresholds))
+    backend = resolve_backend(backend)
     if not multi_contour:
-        return _components.iou_with_gt(_largest_box(scoremaps, table), gt_boxes, gt_valid)
-    return _multi_iou(scoremaps, table, gt_boxes, gt_valid)
+        return _components.iou_with_gt(_largest_box_fn(backend)(scoremaps, table), gt_boxes,
+                                       gt_valid)
+    multi = _multi_iou_native if backend == "native" else _multi_iou
+    return multi(scoremaps, table, gt_boxes, gt_valid)

@@ -78,7 +78,9 @@ __all__ = [
     "topk_correct",
 ]
 
-DEFAULT_THRESHOLDS = np.arange(0, 1, 0.01)
+# The reference code's training-time default grid (cam_curve_interval 0.001); boxes cost the
+# same at any number of thresholds (one component-tree pass per map, then a gather).
+DEFAULT_THRESHOLDS = np.arange(0, 1, 0.001)
 V2_IOU_THRESHOLDS = (0.3, 0.5, 0.7)
 
 
@@ -148,16 +150,17 @@ def topk_correct(logits, labels, k: int = 1):
     return jnp.any(top == labels[:, None], axis=1)
 
 
-def _max_iou(scoremaps, gt_boxes, gt_valid, thresholds: tuple, multi_contour: bool):
+def _max_iou(scoremaps, gt_boxes, gt_valid, thresholds: tuple, multi_contour: bool,
+             backend: str = "auto"):
     """``boxes.max_contour_iou`` -> float32 ``[B, T]``."""
     out = _boxes_module().max_contour_iou(
         scoremaps, np.asarray(thresholds, np.float64), gt_boxes, gt_valid,
-        multi_contour=bool(multi_contour))
+        multi_contour=bool(multi_contour), backend=backend)
     return jnp.asarray(out, jnp.float32)
 
 
 def gt_known_loc_correct(scoremaps, gt_boxes, gt_valid, cam_threshold: float = 0.2,
-                         iou_threshold: float = 0.5):
+                         iou_threshold: float = 0.5, backend: str = "auto"):
     """GT-known localisation per image: largest box at ``cam_threshold`` has IoU >= threshold.
 
     Args:
@@ -165,6 +168,7 @@ def gt_known_loc_correct(scoremaps, gt_boxes, gt_valid, cam_threshold: float = 0
       gt_boxes: int ``[B, G, 4]``; gt_valid: bool ``[B, G]``.
       cam_threshold: fraction of the map's maximum (static, in [0, 1]).
       iou_threshold: static, in [0, 1].
+      backend: box pass, ``"auto"`` | ``"native"`` | ``"xla"`` (``boxes.resolve_backend``).
 
     Returns:
       bool ``[B]``.
@@ -173,23 +177,23 @@ def gt_known_loc_correct(scoremaps, gt_boxes, gt_valid, cam_threshold: float = 0
     gt_boxes, gt_valid = _check_gt(gt_boxes, gt_valid, scoremaps.shape[0])
     (t,) = _check_thresholds([cam_threshold], "cam_threshold")
     (delta,) = _check_thresholds([iou_threshold], "iou_threshold")
-    return _max_iou(scoremaps, gt_boxes, gt_valid, (t,), False)[:, 0] >= delta
+    return _max_iou(scoremaps, gt_boxes, gt_valid, (t,), False, backend)[:, 0] >= delta
 
 
 def top1_loc_correct(logits, labels, scoremaps, gt_boxes, gt_valid, cam_threshold: float = 0.2,
-                     iou_threshold: float = 0.5):
+                     iou_threshold: float = 0.5, backend: str = "auto"):
     """Top-1 localisation per image: top-1 classification correct and GT-known localised.
 
     Args:
       logits: float ``[B, M]``; labels: int ``[B]``.
-      scoremaps, gt_boxes, gt_valid, cam_threshold, iou_threshold: as in
+      scoremaps, gt_boxes, gt_valid, cam_threshold, iou_threshold, backend: as in
         :func:`gt_known_loc_correct`.
 
     Returns:
       bool ``[B]``.
     """
     return topk_correct(logits, labels, 1) & gt_known_loc_correct(
-        scoremaps, gt_boxes, gt_valid, cam_threshold, iou_threshold)
+        scoremaps, gt_boxes, gt_valid, cam_threshold, iou_threshold, backend)
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,10 +227,11 @@ class BoxAccuracyCounts:
     def merge(self, other: BoxAccuracyCounts) -> BoxAccuracyCounts:
         return jax.tree.map(jnp.add, self, other)
 
-    def update(self, scoremaps, gt_boxes, gt_valid, valid=None) -> BoxAccuracyCounts:
+    def update(self, scoremaps, gt_boxes, gt_valid, valid=None,
+               backend: str = "auto") -> BoxAccuracyCounts:
         return self.merge(box_accuracy_counts(
             scoremaps, gt_boxes, gt_valid, self.thresholds, self.iou_thresholds,
-            self.multi_contour, valid))
+            self.multi_contour, valid, backend))
 
     def result(self) -> dict:
         """``box_acc`` [I, T], ``max_box_acc`` [I], ``best_threshold`` [I] (first argmax),
@@ -244,7 +249,7 @@ class BoxAccuracyCounts:
 
 def box_accuracy_counts(scoremaps, gt_boxes, gt_valid, thresholds=DEFAULT_THRESHOLDS,
                         iou_thresholds: Sequence[float] = (0.5,), multi_contour: bool = False,
-                        valid=None) -> BoxAccuracyCounts:
+                        valid=None, backend: str = "auto") -> BoxAccuracyCounts:
     """BoxAcc counts of one batch: ``correct[i, t] = Σ_b valid_b · [maxIoU_b(t) >= δ_i]``.
 
     Args:
@@ -254,6 +259,7 @@ def box_accuracy_counts(scoremaps, gt_boxes, gt_valid, thresholds=DEFAULT_THRESH
       iou_thresholds: concrete ``[I]`` IoU thresholds in [0, 1].
       multi_contour: static; False = largest component's box, True = every contour's box.
       valid: optional bool ``[B]``; False rows count zero times.
+      backend: box pass, ``"auto"`` | ``"native"`` | ``"xla"`` (``boxes.resolve_backend``).
 
     Returns:
       :class:`BoxAccuracyCounts`.
@@ -264,7 +270,8 @@ def box_accuracy_counts(scoremaps, gt_boxes, gt_valid, thresholds=DEFAULT_THRESH
     thresholds = _check_thresholds(thresholds)
     iou_thresholds = _check_thresholds(iou_thresholds, "iou_thresholds")
     valid = _check_valid(valid, batch)
-    best_iou = _max_iou(scoremaps, gt_boxes, gt_valid, thresholds, multi_contour)  # [B, T]
+    best_iou = _max_iou(scoremaps, gt_boxes, gt_valid, thresholds, multi_contour,
+                        backend)                                              # [B, T]
     hit = best_iou[None, :, :] >= jnp.asarray(iou_thresholds, jnp.float32)[:, None, None]
     hit = hit & valid[None, :, None]
     return BoxAccuracyCounts(jnp.sum(hit, axis=1, dtype=jnp.int32),
@@ -274,7 +281,7 @@ def box_accuracy_counts(scoremaps, gt_boxes, gt_valid, thresholds=DEFAULT_THRESH
 
 def max_box_accuracy(scoremaps, gt_boxes, gt_valid, thresholds=DEFAULT_THRESHOLDS,
                      iou_thresholds: Sequence[float] = (0.5,), multi_contour: bool = False,
-                     valid=None) -> dict:
+                     valid=None, backend: str = "auto") -> dict:
     """MaxBoxAcc of one set of maps (see the module docstring for the definition).
 
     Args:
@@ -284,6 +291,8 @@ def max_box_accuracy(scoremaps, gt_boxes, gt_valid, thresholds=DEFAULT_THRESHOLD
       iou_thresholds: concrete ``[I]`` IoU thresholds in [0, 1].
       multi_contour: False = largest component's box, True = every contour's box.
       valid: optional bool ``[B]`` (an addition to the DESIGN signature): padded images.
+      backend: box pass, ``"auto"`` | ``"native"`` | ``"xla"`` (``boxes.resolve_backend``);
+        every backend gives the same result.
 
     Returns:
       dict: ``box_acc`` float32 ``[I, T]`` (fraction of images correct), ``max_box_acc``
@@ -291,11 +300,11 @@ def max_box_accuracy(scoremaps, gt_boxes, gt_valid, thresholds=DEFAULT_THRESHOLD
       it), ``mean_max_box_acc`` ``[]``.
     """
     return box_accuracy_counts(scoremaps, gt_boxes, gt_valid, thresholds, iou_thresholds,
-                               multi_contour, valid).result()
+                               multi_contour, valid, backend).result()
 
 
 def max_box_accuracy_v2(scoremaps, gt_boxes, gt_valid, thresholds=DEFAULT_THRESHOLDS,
-                        valid=None) -> dict:
+                        valid=None, backend: str = "auto") -> dict:
     """MaxBoxAccV2: :func:`max_box_accuracy` with IoU 0.3/0.5/0.7 and ``multi_contour=True``.
 
     Returns:
@@ -303,7 +312,7 @@ def max_box_accuracy_v2(scoremaps, gt_boxes, gt_valid, thresholds=DEFAULT_THRESH
       ``max_box_acc`` over the three IoU thresholds.
     """
     result = max_box_accuracy(scoremaps, gt_boxes, gt_valid, thresholds, V2_IOU_THRESHOLDS,
-                              True, valid)
+                              True, valid, backend)
     result["max_box_acc_v2"] = result["mean_max_box_acc"]
     return result
 
@@ -336,9 +345,11 @@ class LocalizationCounts:
     def merge(self, other: LocalizationCounts) -> LocalizationCounts:
         return jax.tree.map(jnp.add, self, other)
 
-    def update(self, logits, labels, scoremaps, gt_boxes, gt_valid, valid=None):
+    def update(self, logits, labels, scoremaps, gt_boxes, gt_valid, valid=None,
+               backend: str = "auto"):
         return self.merge(localization_counts(logits, labels, scoremaps, gt_boxes, gt_valid,
-                                              valid, self.cam_threshold, self.iou_threshold))
+                                              valid, self.cam_threshold, self.iou_threshold,
+                                              backend))
 
     def result(self) -> dict:
         """Fractions in [0, 1]: ``top1_cls``, ``top5_cls``, ``gt_known_loc``, ``top1_loc``."""
@@ -348,8 +359,8 @@ class LocalizationCounts:
 
 
 def localization_counts(logits, labels, scoremaps, gt_boxes, gt_valid, valid=None,
-                        cam_threshold: float = 0.2, iou_threshold: float = 0.5
-                        ) -> LocalizationCounts:
+                        cam_threshold: float = 0.2, iou_threshold: float = 0.5,
+                        backend: str = "auto") -> LocalizationCounts:
     """Counts of one batch for :class:`LocalizationCounts`.
 
     Args:
@@ -358,6 +369,7 @@ def localization_counts(logits, labels, scoremaps, gt_boxes, gt_valid, valid=Non
       gt_boxes: int ``[B, G, 4]``; gt_valid: bool ``[B, G]``.
       valid: optional bool ``[B]``.
       cam_threshold, iou_threshold: static floats in [0, 1].
+      backend: box pass, ``"auto"`` | ``"native"`` | ``"xla"`` (``boxes.resolve_backend``).
 
     Returns:
       :class:`LocalizationCounts`.
@@ -371,7 +383,7 @@ def localization_counts(logits, labels, scoremaps, gt_boxes, gt_valid, valid=Non
     top1 = topk_correct(logits, labels, 1) & valid
     top5 = topk_correct(logits, labels, 5) & valid
     loc = gt_known_loc_correct(scoremaps, gt_boxes, gt_valid, cam_threshold,
-                               iou_threshold) & valid
+                               iou_threshold, backend) & valid
 
     def count(x):
         return jnp.sum(x, dtype=jnp.int32)

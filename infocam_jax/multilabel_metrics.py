@@ -106,7 +106,8 @@ def present_label_slots(targets, max_labels: int):
 
 
 def multilabel_loc_correct(scoremaps, slot_labels, slot_valid, gt_boxes, box_labels,
-                           box_valid, cam_threshold: float = 0.2, iou_threshold: float = 0.5):
+                           box_valid, cam_threshold: float = 0.2, iou_threshold: float = 0.5,
+                           backend: str = "auto"):
     """Localisation per (image, label) slot.
 
     Slot ``(b, l)`` is correct when the largest box of ``scoremaps[b, l]`` at
@@ -119,6 +120,7 @@ def multilabel_loc_correct(scoremaps, slot_labels, slot_valid, gt_boxes, box_lab
         :func:`present_label_slots`, or ``L = M`` with every label and ``targets > 0.5``).
       gt_boxes: int ``[B, G, 4]``; box_labels: int ``[B, G]``; box_valid: bool ``[B, G]``.
       cam_threshold, iou_threshold: static floats in [0, 1].
+      backend: box pass, ``"auto"`` | ``"native"`` | ``"xla"`` (``boxes.resolve_backend``).
 
     Returns:
       bool ``[B, L]`` (False on invalid slots).
@@ -137,7 +139,8 @@ def multilabel_loc_correct(scoremaps, slot_labels, slot_valid, gt_boxes, box_lab
             f"box_labels must have shape [B, G] = {box_valid.shape}, got {box_labels.shape}")
     (t,) = _checks.check_thresholds([cam_threshold], "cam_threshold")
     (delta,) = _checks.check_thresholds([iou_threshold], "iou_threshold")
-    best = slot_max_iou(scoremaps, slot_labels, gt_boxes, box_labels, box_valid, (t,))
+    best = slot_max_iou(scoremaps, slot_labels, gt_boxes, box_labels, box_valid, (t,),
+                        backend=backend)
     return (best[..., 0] >= delta) & slot_valid.astype(bool)
 
 

@@ -1,9 +1,10 @@
 """boxes: upsampling, normalisation and protocol-exact box extraction, checked against OpenCV.
 
 The reference is the WSOL protocol's own box extraction (cv2.threshold + cv2.findContours with
-RETR_TREE / CHAIN_APPROX_SIMPLE, max by cv2.contourArea, cv2.boundingRect, clipping). To keep
-compile time low every box test runs through one batch shape ([B, 24, 32]) and one threshold
-list (shape [T]), built once per module.
+RETR_TREE / CHAIN_APPROX_SIMPLE, max by cv2.contourArea, cv2.boundingRect, clipping). Every box
+test runs on both box passes (the compiled kernel, "native", and the pure-JAX pass, "xla"). To
+keep compile time low every box test runs through one batch shape ([B, 24, 32]) and one
+threshold list (shape [T]), built once per module. Edge shapes and hostile maps: test_native.py.
 """
 import chex
 import jax
@@ -15,6 +16,7 @@ from infocam_jax import boxes
 cv2 = pytest.importorskip("cv2")
 
 H, W = 24, 32
+BACKENDS = ("native", "xla")
 THRESHOLDS = np.concatenate([[0.0, 0.001, 0.5, 0.999, 1.0], np.arange(0.02, 1.0, 0.04)])
 
 
@@ -136,9 +138,16 @@ def batch():
     return names, maps, gt.astype(np.int32), gt_valid
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request):
+    if request.param == "native" and not boxes._native.available():
+        pytest.skip(f"native box kernel unavailable: {boxes._native.unavailable_reason()}")
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def largest(batch):
-    return np.asarray(boxes.largest_box(batch[1], THRESHOLDS))
+def largest(batch, backend):
+    return np.asarray(boxes.largest_box(batch[1], THRESHOLDS, backend=backend))
 
 
 # --------------------------------------------------------------------------------------------
@@ -157,10 +166,10 @@ def test_largest_box_matches_opencv(batch, largest):
 
 
 @pytest.mark.parametrize("multi_contour", [False, True])
-def test_max_contour_iou_matches_opencv(batch, multi_contour):
+def test_max_contour_iou_matches_opencv(batch, multi_contour, backend):
     names, maps, gt, gt_valid = batch
     ours = np.asarray(boxes.max_contour_iou(maps, THRESHOLDS, gt, gt_valid,
-                                            multi_contour=multi_contour))
+                                            multi_contour=multi_contour, backend=backend))
     chex.assert_shape(ours, (len(maps), len(THRESHOLDS)))
     assert ours.dtype == np.float32
     for i, name in enumerate(names):
@@ -189,36 +198,43 @@ def test_hand_made_expected_boxes(batch, largest):
     assert largest[i, 0].tolist() == [2, 2, 30, 22]
 
 
-def test_hole_contours_count_in_multi_mode(batch):
+def test_hole_contours_count_in_multi_mode(batch, backend):
     # GT equal to the ring's hole-contour box: only the multi-contour mode finds it.
     names, maps, gt, gt_valid = batch
     i = names.index("ring")
     gt, gt_valid = gt.copy(), gt_valid.copy()
     gt[i] = [[5, 4, 17, 14], [4, 3, 18, 15], [0, 0, 0, 0]]
     gt_valid[i] = [True, False, False]
-    multi = np.asarray(boxes.max_contour_iou(maps, THRESHOLDS, gt, gt_valid, multi_contour=True))
+    multi = np.asarray(boxes.max_contour_iou(maps, THRESHOLDS, gt, gt_valid, multi_contour=True,
+                                             backend=backend))
     single = np.asarray(boxes.max_contour_iou(maps, THRESHOLDS, gt, gt_valid,
-                                              multi_contour=False))
+                                              multi_contour=False, backend=backend))
     j = list(THRESHOLDS).index(0.5)
     assert multi[i, j] == 1.0
     assert single[i, j] < 1.0
     gt_valid[i] = [False, True, False]
     single = np.asarray(boxes.max_contour_iou(maps, THRESHOLDS, gt, gt_valid,
-                                              multi_contour=False))
+                                              multi_contour=False, backend=backend))
     assert single[i, j] == 1.0
 
 
-def test_constant_and_nan_maps_give_empty_boxes(batch, largest):
+def test_constant_and_nan_maps_give_empty_boxes(backend):
     maps = np.stack([np.full((H, W), 0.7, np.float32), np.full((H, W), np.nan, np.float32),
-                     np.full((H, W), -np.inf, np.float32)])
-    np.testing.assert_array_equal(np.asarray(boxes.normalize(maps)), 0.0)
-    # ... and an all-zero score map has no foreground at any threshold: box (0, 0, 0, 0).
-    np.testing.assert_array_equal(largest[batch[0].index("empty")], 0)
+                     np.full((H, W), -np.inf, np.float32), np.zeros((H, W), np.float32)])
+    maps[3, 5, 7] = np.inf                                       # finite except one pixel
+    normalized = np.asarray(boxes.normalize(maps))
+    np.testing.assert_array_equal(normalized, 0.0)
+    # No foreground at any threshold: every box is (0, 0, 0, 0), as OpenCV finds no contour.
+    got = np.asarray(boxes.largest_box(normalized, THRESHOLDS, backend=backend))
+    chex.assert_shape(got, (4, len(THRESHOLDS), 4))
+    np.testing.assert_array_equal(got, 0)
+    for m in normalized:
+        np.testing.assert_array_equal(reference_boxes(m, THRESHOLDS, False), 0)
 
 
-def test_largest_box_under_jit(batch, largest):
+def test_largest_box_under_jit(batch, largest, backend):
     maps = batch[1]
-    jitted = jax.jit(lambda s: boxes.largest_box(s, THRESHOLDS))
+    jitted = jax.jit(lambda s: boxes.largest_box(s, THRESHOLDS, backend=backend))
     np.testing.assert_array_equal(np.asarray(jitted(maps)), largest)
 
 
@@ -296,11 +312,21 @@ def test_scoremaps_max_reads_upsampled_map():
         boxes.normalize(maps, mode="minmax2")
 
 
-def test_scoremaps_is_normalized_upsample():
+@pytest.mark.parametrize("method,flag", [("bicubic", "INTER_CUBIC"), ("bilinear", "INTER_LINEAR")])
+def test_scoremaps_matches_cv2_resize_then_minmax(method, flag):
+    # Built independently: cv2.resize, then the protocol's min-max in float64 NumPy.
     rng = np.random.default_rng(3)
-    maps = rng.normal(size=(2, 7, 7)).astype(np.float32)
-    np.testing.assert_array_equal(np.asarray(boxes.scoremaps(maps, (20, 30))),
-                                  np.asarray(boxes.normalize(boxes.upsample(maps, (20, 30)))))
+    maps = rng.normal(size=(3, 7, 7)).astype(np.float32)
+    maps[2] = 0.0                                                # constant -> zeros
+    expected = []
+    for m in maps:
+        up = cv2.resize(m, (30, 20), interpolation=getattr(cv2, flag)).astype(np.float64)
+        span = up.max() - up.min()
+        expected.append((up - up.min()) / span if span > 0 else np.zeros_like(up))
+    got = np.asarray(boxes.scoremaps(maps, (20, 30), method))
+    chex.assert_shape(got, (3, 20, 30))
+    np.testing.assert_allclose(got, np.stack(expected), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got[2], 0.0)
 
 
 def test_level_table_is_numpy_float64():

@@ -57,8 +57,8 @@ def ref_max_iou(scoremap, thresholds, gt_boxes, gt_valid, multi_contour):
                      for t in thresholds])
 
 
-def ref_max_contour_iou(scoremaps, thresholds, gt_boxes, gt_valid, multi_contour):
-    """Stand-in for boxes.max_contour_iou: the reference through a host callback."""
+def ref_max_contour_iou(scoremaps, thresholds, gt_boxes, gt_valid, multi_contour, backend="auto"):
+    """Stand-in for boxes.max_contour_iou: the reference through a host callback (any backend)."""
     thresholds = np.asarray(thresholds, np.float64)
 
     def host(s, g, v):

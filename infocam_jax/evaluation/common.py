@@ -18,12 +18,8 @@ Batch = Mapping[str, np.ndarray]
 
 def box_options(settings) -> dict[str, Any]:
     """Keyword arguments every ``boxes.largest_box`` / ``boxes.max_contour_iou`` call of the
-    eval step receives (the one place that passes ``settings.box_backend`` on).
-
-    Until ``boxes`` takes ``backend=`` (issue 9) this is empty and the field is only validated.
-    """
-    del settings
-    return {}
+    eval step receives (the one place that passes ``settings.box_backend`` on)."""
+    return {"backend": settings.box_backend}
 
 
 def default_kernel_fn():

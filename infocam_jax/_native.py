@@ -1,0 +1,235 @@
+"""The compiled CPU box kernel (``csrc/boxes_kernel.cc``): loading, registration and calls.
+
+Internal helper of :mod:`infocam_jax.boxes`. ``pip install`` builds the kernel into
+``infocam_jax/_boxes_native*.so`` (see setup.py; ``python setup.py build_ext --inplace`` in a
+checkout). On first use the library is loaded with ctypes, its C ABI version is checked, its two
+XLA FFI handlers are registered for the CPU platform, and both are run once on a tiny map whose
+answer is known, through plain C and through a compiled ``jax.ffi.ffi_call``; any failure
+(library absent, no compiler at install time, an FFI ABI mismatch) gives one warning and
+:func:`available` returns False, so callers use the pure-JAX pass instead.
+
+Environment: ``INFOCAM_NATIVE_LIB`` loads a library from another path (the AddressSanitizer
+build of tools/asan_check.sh); ``INFOCAM_DISABLE_NATIVE=1`` turns the kernel off.
+
+Calls (``q`` uint8 ``[..., H, W]``, the quantised maps; every leading axis is batch):
+
+* :func:`largest_boxes`: int32 ``[..., 256, 4]``, for each level ``L`` the protocol's largest
+  box of ``{q > L}``, already clipped, ``(0, 0, 0, 0)`` when empty.
+* :func:`contour_iou`: float32 ``[..., 256]``, for each level the best IoU with the valid GT
+  boxes over every outer and hole contour box; an empty level scores the box ``(0, 0, 0, 0)``.
+
+On the CPU platform they are ``jax.ffi.ffi_call`` s (jit, vmap via ``broadcast_all``, pmap),
+each spreading its batch over this process's CPUs divided by the number of local CPU devices;
+elsewhere a ``jax.pure_callback`` runs the same kernel on the host (on every CPU).
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+NUM_LEVELS = 256
+ABI_VERSION = 2
+_LARGEST = "infocam_largest_boxes"
+_IOU = "infocam_contour_iou"
+_lock = threading.Lock()
+_state: dict = {}
+
+
+def library_path() -> Path | None:
+    """Path of the compiled library: ``$INFOCAM_NATIVE_LIB`` or the one next to this file."""
+    override = os.environ.get("INFOCAM_NATIVE_LIB")
+    if override:
+        return Path(override)
+    found = sorted(Path(__file__).parent.glob("_boxes_native*.so"))
+    return found[0] if found else None
+
+
+def _bind(lib):
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    lib.infocam_boxes_abi_version.restype = ctypes.c_int
+    lib.infocam_largest_boxes.argtypes = [ptr, i64, i64, i64, ptr, ctypes.c_int]
+    lib.infocam_largest_boxes.restype = ctypes.c_int
+    lib.infocam_contour_iou.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, ptr, ctypes.c_int]
+    lib.infocam_contour_iou.restype = ctypes.c_int
+
+
+def _self_test_case():
+    """A 4x5 map with a 2x2 blob: largest box (1, 1, 3, 3) for L < 200, empty from 200 on."""
+    q = np.zeros((1, 4, 5), np.uint8)
+    q[0, 1:3, 1:3] = 200
+    boxes = np.zeros((1, NUM_LEVELS, 4), np.int32)
+    boxes[0, :200] = (1, 1, 3, 3)
+    gt = np.array([[[0, 0, 2, 2]]], np.int32)
+    iou = np.full((1, NUM_LEVELS), np.float32(1) / np.float32(9), np.float32)  # box (0,0,0,0)
+    iou[0, :200] = np.float32(4) / np.float32(14)
+    return q, gt, np.ones((1, 1), bool), boxes, iou
+
+
+def _load():
+    path = library_path()
+    if os.environ.get("INFOCAM_DISABLE_NATIVE", "") not in ("", "0"):
+        raise RuntimeError("disabled by INFOCAM_DISABLE_NATIVE")
+    if path is None or not path.exists():
+        raise RuntimeError(
+            "the compiled library infocam_jax/_boxes_native*.so is missing (it is built by "
+            "`pip install -e .`, which needs a C++ compiler; in a checkout: "
+            "`python setup.py build_ext --inplace`)")
+    lib = ctypes.CDLL(str(path))
+    _bind(lib)
+    version = lib.infocam_boxes_abi_version()
+    if version != ABI_VERSION:
+        raise RuntimeError(f"{path} has ABI version {version}, this package expects "
+                           f"{ABI_VERSION}: rebuild it (pip install -e .)")
+    q, gt, valid, want_boxes, want_iou = _self_test_case()
+    if not (np.array_equal(_host_largest(lib, q), want_boxes)
+            and np.array_equal(_host_iou(lib, q, gt, valid), want_iou)):
+        raise RuntimeError(f"{path} gives wrong answers on its self test: rebuild it")
+    for name, symbol in ((_LARGEST, "InfocamLargestBoxes"), (_IOU, "InfocamContourIou")):
+        jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, symbol)),
+                                    platform="cpu")
+    # Run the FFI handlers once through XLA: an FFI ABI mismatch fails here, not later.
+    with jax.ensure_compile_time_eval():
+        args = jax.device_put((q, gt, valid), jax.local_devices(backend="cpu")[0])
+        got = jax.jit(_ffi_largest)(args[0]), jax.jit(_ffi_iou)(*args)
+        if not (np.array_equal(np.asarray(got[0]), want_boxes)
+                and np.array_equal(np.asarray(got[1]), want_iou)):
+            raise RuntimeError(f"{path}: the XLA FFI call gives wrong answers on its self test")
+    return lib
+
+
+def library():
+    """The loaded, registered and self-tested ctypes library, or None (warned once)."""
+    with _lock:
+        if "lib" not in _state:
+            try:
+                _state["lib"] = _load()
+            except Exception as err:  # noqa: BLE001 (any failure means: use the JAX pass)
+                _state["lib"] = None
+                _state["error"] = f"{type(err).__name__}: {err}"
+                warnings.warn(f"infocam_jax: the native box kernel is unavailable ({err}); "
+                              "using the pure-JAX pass (slower on CPU)", RuntimeWarning,
+                              stacklevel=3)
+        return _state["lib"]
+
+
+def available() -> bool:
+    """Whether the compiled kernel loaded (the first call loads it; a failure warns once)."""
+    return library() is not None
+
+
+def unavailable_reason() -> str | None:
+    """Why :func:`available` is False (None when it is True or not yet tried)."""
+    return _state.get("error")
+
+
+# --------------------------------------------------------------------------------------------
+# Host (NumPy) calls through the C entry points
+# --------------------------------------------------------------------------------------------
+def _ptr(a):
+    return a.ctypes.data_as(ctypes.c_void_p)
+
+
+def _host_largest(lib, q):
+    q = np.ascontiguousarray(q, np.uint8)
+    lead, (h, w) = q.shape[:-2], q.shape[-2:]
+    out = np.empty(lead + (NUM_LEVELS, 4), np.int32)
+    rc = lib.infocam_largest_boxes(_ptr(q), int(np.prod(lead, dtype=np.int64)), h, w, _ptr(out),
+                                   0)
+    if rc != 0:
+        raise RuntimeError(f"native largest-box kernel failed (code {rc}) on maps {q.shape}")
+    return out
+
+
+def _host_iou(lib, q, gt_boxes, gt_valid):
+    q = np.ascontiguousarray(q, np.uint8)
+    gt_boxes = np.ascontiguousarray(gt_boxes, np.int32)
+    gt_valid = np.ascontiguousarray(gt_valid, np.bool_)
+    lead, (h, w) = q.shape[:-2], q.shape[-2:]
+    out = np.empty(lead + (NUM_LEVELS,), np.float32)
+    rc = lib.infocam_contour_iou(_ptr(q), _ptr(gt_boxes), _ptr(gt_valid),
+                                 int(np.prod(lead, dtype=np.int64)), h, w, gt_boxes.shape[-2],
+                                 _ptr(out), 0)
+    if rc != 0:
+        raise RuntimeError(f"native contour-IoU kernel failed (code {rc}) on maps {q.shape}")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# JAX calls
+# --------------------------------------------------------------------------------------------
+def _largest_shape(q):
+    return jax.ShapeDtypeStruct(q.shape[:-2] + (NUM_LEVELS, 4), jnp.int32)
+
+
+def _iou_shape(q):
+    return jax.ShapeDtypeStruct(q.shape[:-2] + (NUM_LEVELS,), jnp.float32)
+
+
+def _threads() -> np.int32:
+    """Kernel threads per call: this process's CPUs shared among the local CPU devices (under
+    pmap each device runs its own call)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    devices = len(jax.local_devices(backend="cpu"))
+    return np.int32(max(1, (cpus or 1) // max(1, devices)))
+
+
+def _ffi_largest(q):
+    return jax.ffi.ffi_call(_LARGEST, _largest_shape(q), vmap_method="broadcast_all")(
+        q, threads=_threads())
+
+
+def _ffi_iou(q, gt_boxes, gt_valid):
+    return jax.ffi.ffi_call(_IOU, _iou_shape(q), vmap_method="broadcast_all")(
+        q, gt_boxes, gt_valid, threads=_threads())
+
+
+def _callback_largest(q):
+    lib = library()
+    return jax.pure_callback(lambda a: _host_largest(lib, a), _largest_shape(q), q,
+                             vmap_method="broadcast_all")
+
+
+def _callback_iou(q, gt_boxes, gt_valid):
+    lib = library()
+    return jax.pure_callback(lambda a, b, c: _host_iou(lib, a, b, c), _iou_shape(q), q,
+                             gt_boxes, gt_valid, vmap_method="broadcast_all")
+
+
+def _on_host_platform(host: bool | None) -> bool:
+    return jax.default_backend() == "cpu" if host is None else host
+
+
+def largest_boxes(q, *, ffi: bool | None = None):
+    """Per-level largest boxes: uint8 ``[..., H, W]`` -> int32 ``[..., 256, 4]``.
+
+    ``ffi``: True: ``ffi_call`` (CPU platform); False: host callback; None: by
+    ``jax.default_backend()``. Requires :func:`available`.
+    """
+    if library() is None:
+        raise RuntimeError(f"native box kernel unavailable: {unavailable_reason()}")
+    q = jnp.asarray(q, jnp.uint8)
+    return _ffi_largest(q) if _on_host_platform(ffi) else _callback_largest(q)
+
+
+def contour_iou(q, gt_boxes, gt_valid, *, ffi: bool | None = None):
+    """Per-level best contour IoU: uint8 ``[..., H, W]``, int32 ``[..., G, 4]``, bool
+    ``[..., G]`` -> float32 ``[..., 256]`` (see the module docstring)."""
+    if library() is None:
+        raise RuntimeError(f"native box kernel unavailable: {unavailable_reason()}")
+    q = jnp.asarray(q, jnp.uint8)
+    gt_boxes = jnp.asarray(gt_boxes, jnp.int32)
+    gt_valid = jnp.asarray(gt_valid, bool)
+    if _on_host_platform(ffi):
+        return _ffi_iou(q, gt_boxes, gt_valid)
+    return _callback_iou(q, gt_boxes, gt_valid)
+
+
+__all__ = ["available", "contour_iou", "largest_boxes", "library", "library_path",
+           "unavailable_reason"]
