@@ -1,0 +1,600 @@
+"""Saved score maps in the layout of the reference WSOL evaluation (clovaai/wsolevaluation).
+
+Inputs, as the reference reads them:
+
+* ``<metadata_root>/<dataset_name>/<split>/`` holds ``image_ids.txt`` (one id per line),
+  ``class_labels.txt`` (``id,label``), ``image_sizes.txt`` (``id,width,height``) and
+  ``localization.txt``: ``id,x0,y0,x1,y1`` lines for box datasets (several lines for several
+  boxes) or ``id,mask_path,ignore_path`` lines for mask datasets (several lines for several
+  instance masks; the ignore path on the image's first line). ``OpenImages`` is the mask
+  dataset; any other name is read as a box dataset.
+* ``<scoremap_root>/<image_id>.npy``: a 2-D float map in [0, 1] per image (``<id>.npy`` with the
+  id's extension kept, as the reference's loader builds the name; ``<id without extension>.npy``
+  is accepted too). All maps share one shape (224x224 for masks).
+* masks under ``<mask_root>/<dataset_name>/<mask_path>``.
+
+Semantics (equal to the reference's ``evaluation.py``):
+
+* GT boxes are rescaled to 224x224 as ``int(float(x) * 224 / width)`` (truncation) and scored
+  with the inclusive IoU of :mod:`infocam_jax.boxes`; maps are quantised as
+  ``uint8(float64(s) * 255)`` on the host (the reference upcasts every map to float64 first).
+* ``thresholds = np.arange(0, 1, cam_curve_interval)``; MaxBoxAcc(δ) = max over thresholds of
+  ``100 * correct / N`` with ``IoU >= δ / 100``; ``performance`` is MaxBoxAcc at δ = 50, or the
+  mean over δ with ``multi_iou_eval``.
+* PxAP (:mod:`infocam_jax.evaluation.masks`): instance masks resized to 224x224 like
+  ``cv2.resize(INTER_NEAREST)``, foreground where > 0.5, united; ignored pixels are the ignore
+  mask minus the foreground.
+
+The evaluation is batched: maps and masks are read and checked by a thread pool, box IoUs at
+every threshold come from one jitted call per batch, and counts are summed on the device.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import functools
+import inspect
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from infocam_jax import boxes as boxes_lib
+from infocam_jax.evaluation import masks as masks_lib
+
+__all__ = [
+    "MASK_DATASETS",
+    "RESIZE_LENGTH",
+    "Metadata",
+    "evaluate_scoremaps",
+    "format_table",
+    "gt_boxes",
+    "load_mask",
+    "load_scoremap",
+    "read_metadata",
+    "resize_boxes",
+    "save_scoremaps",
+    "scoremap_path",
+    "write_metadata",
+    "write_report",
+]
+
+RESIZE_LENGTH = 224
+MASK_DATASETS = ("OpenImages",)
+_FILES = ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt")
+
+
+# --------------------------------------------------------------------------------------------
+# Metadata
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Metadata:
+    """One split's metadata.
+
+    Attributes:
+      directory: the folder the files were read from.
+      kind: "boxes" or "masks".
+      image_ids: the ids in ``image_ids.txt`` order.
+      class_labels: id -> int label, or None when ``class_labels.txt`` is absent.
+      image_sizes: id -> (width, height) (box datasets).
+      boxes: id -> list of (x0, y0, x1, y1) in original image pixels (box datasets).
+      mask_paths: id -> list of instance mask paths (mask datasets).
+      ignore_paths: id -> ignore mask path, "" for none (mask datasets).
+    """
+    directory: str
+    kind: str
+    image_ids: tuple
+    class_labels: dict | None
+    image_sizes: dict
+    boxes: dict
+    mask_paths: dict
+    ignore_paths: dict
+
+
+def _lines(path: str, num_fields: int, what: str):
+    """Yields (line number, fields) of a comma-separated file; blank lines are skipped."""
+    if not os.path.isfile(path):
+        raise ValueError(f"metadata file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            fields = line.split(",")
+            if len(fields) != num_fields:
+                raise ValueError(f"{path}:{number}: expected {what} ({num_fields} comma-separated "
+                                 f"fields), got {line!r}")
+            yield number, fields
+
+
+def _ints(path, number, fields, line_what):
+    try:
+        return tuple(int(x) for x in fields)
+    except ValueError:
+        raise ValueError(f"{path}:{number}: expected integers in {line_what}, got "
+                         f"{','.join(fields)!r}") from None
+
+
+def read_metadata(directory: str, kind: str = "boxes") -> Metadata:
+    """Reads and checks ``<directory>/{image_ids,class_labels,image_sizes,localization}.txt``.
+
+    Args:
+      directory: ``<metadata_root>/<dataset_name>/<split>``.
+      kind: "boxes" (``id,x0,y0,x1,y1`` localisation lines) or "masks"
+        (``id,mask_path,ignore_path``).
+
+    Raises:
+      ValueError naming the file (and line) for a missing file, an unparsable line, an id
+      without boxes / masks / image size, or a box that is not ``0 <= x0 <= x1, 0 <= y0 <= y1``.
+    """
+    if kind not in ("boxes", "masks"):
+        raise ValueError(f"kind must be 'boxes' or 'masks', got {kind!r}")
+    path = {name: os.path.join(directory, name) for name in _FILES}
+    ids_file = path["image_ids.txt"]
+    if not os.path.isfile(ids_file):
+        raise ValueError(f"metadata file not found: {ids_file}")
+    with open(ids_file, encoding="utf-8") as f:
+        image_ids = tuple(line.rstrip("\r\n") for line in f if line.strip())
+    if not image_ids:
+        raise ValueError(f"{ids_file} lists no image ids")
+
+    class_labels = None
+    if os.path.isfile(path["class_labels.txt"]):
+        p = path["class_labels.txt"]
+        class_labels = {}
+        for number, (image_id, label) in _lines(p, 2, "'<image_id>,<class_label>'"):
+            (value,) = _ints(p, number, [label], "the class label")
+            if value < 0:
+                raise ValueError(f"{p}:{number}: class labels must be >= 0, got {value}")
+            class_labels[image_id] = value
+        missing = [i for i in image_ids if i not in class_labels]
+        if missing:
+            raise ValueError(f"{p}: no class label for {len(missing)} image id(s) of "
+                             f"{ids_file}, e.g. {missing[0]!r}")
+
+    sizes, boxes, mask_paths, ignore_paths = {}, {}, {}, {}
+    loc = path["localization.txt"]
+    if kind == "boxes":
+        p = path["image_sizes.txt"]
+        for number, (image_id, *wh) in _lines(p, 3, "'<image_id>,<width>,<height>'"):
+            w, h = _ints(p, number, wh, "the image size")
+            if w <= 0 or h <= 0:
+                raise ValueError(f"{p}:{number}: image size must be positive, got {w}x{h}")
+            sizes[image_id] = (w, h)
+        for number, (image_id, *xy) in _lines(loc, 5, "'<image_id>,<x0>,<y0>,<x1>,<y1>'"):
+            box = _ints(loc, number, xy, "the box")
+            x0, y0, x1, y1 = box
+            if min(box) < 0 or x1 < x0 or y1 < y0:
+                raise ValueError(f"{loc}:{number}: a box must satisfy 0 <= x0 <= x1 and "
+                                 f"0 <= y0 <= y1, got {box}")
+            boxes.setdefault(image_id, []).append(box)
+        for table, file, what in ((sizes, p, "image size"), (boxes, loc, "box")):
+            missing = [i for i in image_ids if i not in table]
+            if missing:
+                raise ValueError(f"{file}: no {what} for {len(missing)} image id(s) of "
+                                 f"{ids_file}, e.g. {missing[0]!r}")
+    else:
+        for number, (image_id, mask, ignore) in _lines(
+                loc, 3, "'<image_id>,<mask_path>,<ignore_path>'"):
+            if not mask:
+                raise ValueError(f"{loc}:{number}: empty mask path")
+            if image_id not in mask_paths:
+                mask_paths[image_id] = []
+                ignore_paths[image_id] = ignore
+            elif ignore:
+                raise ValueError(f"{loc}:{number}: only the first line of an image may name its "
+                                 f"ignore mask ({image_id!r} already has "
+                                 f"{ignore_paths[image_id]!r})")
+            mask_paths[image_id].append(mask)
+        missing = [i for i in image_ids if i not in mask_paths]
+        if missing:
+            raise ValueError(f"{loc}: no mask for {len(missing)} image id(s) of {ids_file}, "
+                             f"e.g. {missing[0]!r}")
+    return Metadata(directory, kind, image_ids, class_labels, sizes, boxes, mask_paths,
+                    ignore_paths)
+
+
+def resize_boxes(boxes, image_size, size: int = RESIZE_LENGTH) -> np.ndarray:
+    """Boxes ``[..., 4]`` of an image of ``(width, height)`` rescaled to ``size x size``:
+    ``int(float(x) * size / width)`` as the reference computes it. Returns int32."""
+    width, height = (float(v) for v in image_size)
+    scaled = np.asarray(boxes, np.float64) * float(size) / np.array([width, height, width, height])
+    return scaled.astype(np.int64).astype(np.int32)
+
+
+def gt_boxes(metadata: Metadata, size: int = RESIZE_LENGTH):
+    """Padded GT boxes at ``size x size``: (int32 ``[N, G, 4]``, bool valid ``[N, G]``)."""
+    ids = metadata.image_ids
+    g = max(len(metadata.boxes[i]) for i in ids)
+    out = np.zeros((len(ids), g, 4), np.int32)
+    valid = np.zeros((len(ids), g), bool)
+    for n, image_id in enumerate(ids):
+        b = metadata.boxes[image_id]
+        out[n, :len(b)] = resize_boxes(b, metadata.image_sizes[image_id], size)
+        valid[n, :len(b)] = True
+    return out, valid
+
+
+# --------------------------------------------------------------------------------------------
+# Score maps and masks
+# --------------------------------------------------------------------------------------------
+def scoremap_path(scoremap_root: str, image_id: str) -> str:
+    """``<root>/<image_id>.npy``, else ``<root>/<image_id without extension>.npy`` if that
+    exists (the layout the reference's README describes)."""
+    path = os.path.join(scoremap_root, image_id + ".npy")
+    if not os.path.isfile(path):
+        alt = os.path.join(scoremap_root, os.path.splitext(image_id)[0] + ".npy")
+        if os.path.isfile(alt):
+            return alt
+    return path
+
+
+def load_scoremap(path: str, shape: tuple | None = None) -> np.ndarray:
+    """Loads and checks one map: 2-D floating point, no NaN, values in [0, 1].
+
+    Args:
+      path: the ``.npy`` file.
+      shape: the ``(H, W)`` every map must have, or None.
+
+    Raises:
+      ValueError naming the file.
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"score map not found: {path}")
+    try:
+        m = np.load(path, allow_pickle=False)
+    except Exception as e:  # numpy raises several types for a corrupt file
+        raise ValueError(f"score map {path} could not be read as .npy: {e}") from None
+    if m.ndim != 2:
+        raise ValueError(f"score map {path} must be 2-D (H, W), got shape {m.shape}")
+    if not np.issubdtype(m.dtype, np.floating):
+        raise ValueError(f"score map {path} must have a floating-point dtype, got {m.dtype}")
+    if shape is not None and m.shape != tuple(shape):
+        raise ValueError(f"score map {path} has shape {m.shape}, expected {tuple(shape)} "
+                         f"like the other maps")
+    if np.isnan(m).any():
+        raise ValueError(f"score map {path} contains NaN")
+    lo, hi = (float(m.min()), float(m.max())) if m.size else (0.0, 0.0)
+    if lo < 0 or hi > 1:
+        raise ValueError(f"score map {path} must lie in [0, 1], got values in [{lo}, {hi}]")
+    return m
+
+
+def _read_gray(path: str) -> np.ndarray:
+    """uint8 gray image as ``cv2.imread(path, IMREAD_GRAYSCALE)`` decodes it."""
+    if not os.path.isfile(path):
+        raise ValueError(f"mask not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("L", "1"):
+                return np.asarray(im.convert("L"), np.uint8)
+            if im.mode.startswith("I;16") or im.mode == "I":
+                return (np.asarray(im, np.uint32) >> 8).astype(np.uint8)
+            rgb = np.asarray(im.convert("RGB"), np.uint32)
+    except Exception as e:  # PIL raises several types for a corrupt file
+        raise ValueError(f"mask {path} could not be read as an image: {e}") from None
+    # OpenCV's fixed-point BGR -> gray (coefficients 0.299, 0.587, 0.114 in 14 bits).
+    gray = (rgb[..., 0] * 4899 + rgb[..., 1] * 9617 + rgb[..., 2] * 1868 + 8192) >> 14
+    return gray.astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=64)
+def _nearest_index(n_in: int, n_out: int) -> np.ndarray:
+    # cv2.resize INTER_NEAREST: source index floor(x * (n_in / n_out)), clipped.
+    return np.minimum(np.floor(np.arange(n_out) * (1.0 / (n_out / n_in))).astype(np.int64),
+                      n_in - 1)
+
+
+def _mask_at(path: str, size: int) -> np.ndarray:
+    gray = _read_gray(path)
+    h, w = gray.shape[:2]
+    return gray[_nearest_index(h, size)][:, _nearest_index(w, size)] > 0
+
+
+def load_mask(mask_root: str, mask_paths, ignore_path: str, size: int = RESIZE_LENGTH):
+    """The protocol's GT of one image: (foreground bool ``[size, size]``, ignore bool).
+
+    Foreground is the union of the instance masks (each resized nearest-neighbour, > 0.5);
+    ignore is the ignore mask minus the foreground ("" = no ignore mask).
+
+    Raises:
+      ValueError naming a mask file that is missing or cannot be decoded.
+    """
+    foreground = np.zeros((size, size), bool)
+    for p in mask_paths:
+        foreground |= _mask_at(os.path.join(mask_root, p), size)
+    ignore = np.zeros((size, size), bool)
+    if ignore_path:
+        ignore = _mask_at(os.path.join(mask_root, ignore_path), size) & ~foreground
+    return foreground, ignore
+
+
+# --------------------------------------------------------------------------------------------
+# Batched evaluation
+# --------------------------------------------------------------------------------------------
+def _protocol_scoremap(m: np.ndarray) -> np.ndarray:
+    """float32 map whose float32 quantisation ``uint8(255 * s)`` equals the reference's float64
+    one: each uint8 level q is re-encoded at the centre of its bin, ``(q + 0.5) / 255``."""
+    q = (m.astype(np.float64) * 255).astype(np.uint8)
+    return np.where(q == 255, np.float32(1), (q.astype(np.float32) + 0.5) / 255).astype(
+        np.float32)
+
+
+@functools.cache
+def _backend_kwargs() -> dict:
+    # The compiled box kernel (backend="auto") is used when boxes offers it.
+    params = inspect.signature(boxes_lib.max_contour_iou).parameters
+    return {"backend": "auto"} if "backend" in params else {}
+
+
+@functools.partial(jax.jit, static_argnames=("iou_thresholds",))
+def _add_box_hits(total, per_class, best_iou, labels, valid, iou_thresholds):
+    """total int32 [I, T] and per_class [C, I, T] += hits of best_iou [B, T] >= δ_i."""
+    delta = jnp.asarray(iou_thresholds, jnp.float32)[None, :, None]
+    hit = (best_iou[:, None, :] >= delta) & valid[:, None, None]               # [B, I, T]
+    hit = hit.astype(jnp.int32)
+    return (total + jnp.sum(hit, axis=0),
+            per_class + jax.ops.segment_sum(hit, labels, num_segments=per_class.shape[0]))
+
+
+class _Progress:
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled, self.start = total, enabled, time.perf_counter()
+        self.last = -1.0
+
+    def __call__(self, done: int):
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if done < self.total and now - self.last < 0.5:
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        end = "\n" if done >= self.total else ""
+        sys.stderr.write(f"\r  evaluating score maps: {done}/{self.total} images "
+                         f"({rate:.1f}/s){end}")
+        sys.stderr.flush()
+
+
+def _batches(n: int, batch_size: int):
+    return [range(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+
+
+def _pad(arrays: list, batch: int) -> np.ndarray:
+    stacked = np.stack(arrays)
+    if stacked.shape[0] == batch:
+        return stacked
+    pad = np.zeros((batch - stacked.shape[0],) + stacked.shape[1:], stacked.dtype)
+    return np.concatenate([stacked, pad])
+
+
+def evaluate_scoremaps(scoremap_root: str, metadata_root: str, dataset_name: str, split: str,
+                       mask_root: str = "", cam_curve_interval: float = 0.01,
+                       multi_contour_eval: bool = False, multi_iou_eval: bool = False,
+                       iou_threshold_list=(30, 50, 70), batch_size: int = 64,
+                       num_threads: int | None = None, progress: bool = True) -> dict:
+    """Evaluates a tree of saved maps exactly as the reference ``evaluate_wsol`` does.
+
+    Args:
+      scoremap_root, metadata_root, mask_root, dataset_name, split, cam_curve_interval,
+        multi_contour_eval, multi_iou_eval, iou_threshold_list: the reference's arguments
+        (IoU thresholds in percent).
+      batch_size: maps per jitted call.
+      num_threads: reader threads (default: CPU count, at most 16).
+      progress: print a progress line on stderr.
+
+    Returns:
+      The report (percentages): ``performance``, ``metric``, ``num_images``, settings, and for
+      box datasets ``max_box_acc`` / ``best_threshold`` per IoU threshold (keys "30", ...),
+      ``per_class_max_box_acc`` (per IoU threshold, per class, at that IoU's best threshold) and
+      ``per_class_num_images`` when ``class_labels.txt`` exists; ``pxap`` for mask datasets.
+
+    Raises:
+      ValueError naming the offending file for bad metadata, maps or masks.
+    """
+    interval = float(cam_curve_interval)
+    if not 0 < interval <= 1:
+        raise ValueError(f"cam_curve_interval must lie in (0, 1], got {cam_curve_interval}")
+    ious = tuple(int(v) for v in iou_threshold_list)
+    if not ious or min(ious) < 0 or max(ious) > 100:
+        raise ValueError(f"iou_threshold_list must hold percentages in [0, 100], got {ious}")
+    kind = "masks" if dataset_name in MASK_DATASETS else "boxes"
+    if kind == "boxes" and not multi_iou_eval and 50 not in ious:
+        raise ValueError(f"without multi_iou_eval the performance is MaxBoxAcc at IoU 50, but "
+                         f"iou_threshold_list is {list(ious)}")
+    metadata = read_metadata(os.path.join(metadata_root, dataset_name, split), kind)
+    thresholds = np.arange(0, 1, interval)
+    ids = metadata.image_ids
+    n = len(ids)
+    batch = max(1, min(int(batch_size), n))
+    threads = int(num_threads or min(os.cpu_count() or 1, 16))
+    paths = [scoremap_path(scoremap_root, i) for i in ids]
+    first_shape = load_scoremap(paths[0]).shape
+    if kind == "masks" and first_shape != (RESIZE_LENGTH, RESIZE_LENGTH):
+        raise ValueError(f"score map {paths[0]} has shape {first_shape}; mask datasets need "
+                         f"{RESIZE_LENGTH}x{RESIZE_LENGTH} maps")
+    mask_dir = os.path.join(mask_root, dataset_name)
+
+    def read(index: int):
+        m = load_scoremap(paths[index], first_shape)
+        if kind == "boxes":
+            return _protocol_scoremap(m)
+        fg, ignore = load_mask(mask_dir, metadata.mask_paths[ids[index]],
+                               metadata.ignore_paths[ids[index]])
+        return masks_lib.host_score_bins(m, thresholds), fg, ignore
+
+    labels = np.zeros(n, np.int32)
+    if metadata.class_labels is not None:
+        labels = np.asarray([metadata.class_labels[i] for i in ids], np.int32)
+    num_classes = int(labels.max()) + 1
+    if kind == "boxes":
+        gt, gt_valid = gt_boxes(metadata)
+        total = jnp.zeros((len(ious), thresholds.size), jnp.int32)
+        per_class = jnp.zeros((num_classes, len(ious), thresholds.size), jnp.int32)
+        deltas = tuple(v / 100 for v in ious)
+    else:
+        positive = np.zeros(thresholds.size + 2, np.int64)
+        negative = np.zeros(thresholds.size + 2, np.int64)
+
+    report_progress = _Progress(n, progress)
+    done = 0
+    chunks = _batches(n, batch)
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        # Reads run two batches ahead of the jitted evaluation.
+        pending = [pool.map(read, r) for r in chunks[:2]]
+        for k, rows in enumerate(chunks):
+            items = list(pending.pop(0))
+            pending += [pool.map(read, r) for r in chunks[k + 2:k + 3]]
+            valid = np.arange(batch) < len(rows)
+            if kind == "boxes":
+                idx = np.asarray(rows)
+                best = boxes_lib.max_contour_iou(
+                    _pad(items, batch), thresholds, _pad(list(gt[idx]), batch),
+                    _pad(list(gt_valid[idx]), batch), multi_contour=bool(multi_contour_eval),
+                    **_backend_kwargs())
+                total, per_class = _add_box_hits(total, per_class, jnp.asarray(best),
+                                                 _pad(list(labels[idx]), batch), valid, deltas)
+            else:
+                bins, fg, ignore = (_pad(list(x), batch) for x in zip(*items))
+                counts = masks_lib.pixel_counts_from_bins(bins, fg, ignore, thresholds, valid)
+                positive += np.asarray(counts.positive, np.int64)
+                negative += np.asarray(counts.negative, np.int64)
+            done += len(rows)
+            report_progress(done)
+
+    report = {
+        "dataset_name": dataset_name, "split": split, "num_images": n,
+        "cam_curve_interval": interval, "num_thresholds": int(thresholds.size),
+        "scoremap_shape": list(first_shape),
+    }
+    if kind == "masks":
+        ap = masks_lib.average_precision(positive, negative) * 100
+        report.update(metric="PxAP", performance=float(np.average([ap])), pxap=ap)
+        return report
+    correct = np.asarray(total, np.int64)
+    accuracy = correct * 100. / float(n)                                   # [I, T]
+    max_acc = [float(a.max()) for a in accuracy]
+    best = [int(a.argmax()) for a in accuracy]
+    performance = np.average(max_acc) if multi_iou_eval else max_acc[ious.index(50)]
+    v2 = multi_contour_eval and multi_iou_eval
+    report.update(
+        metric="MaxBoxAccV2" if v2 else "MaxBoxAcc",
+        multi_contour_eval=bool(multi_contour_eval), multi_iou_eval=bool(multi_iou_eval),
+        iou_threshold_list=list(ious), performance=float(performance),
+        max_box_acc={str(d): a for d, a in zip(ious, max_acc)},
+        best_threshold={str(d): float(thresholds[b]) for d, b in zip(ious, best)},
+    )
+    if metadata.class_labels is not None:
+        per = np.asarray(per_class, np.int64)
+        count = np.bincount(labels, minlength=num_classes)
+        present = np.flatnonzero(count)
+        report["per_class_num_images"] = {str(c): int(count[c]) for c in present}
+        report["per_class_max_box_acc"] = {
+            str(d): {str(c): float(per[c, i, best[i]] * 100. / count[c]) for c in present}
+            for i, d in enumerate(ious)}
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------
+def format_table(report: dict) -> str:
+    """A short plain-text table of a report from :func:`evaluate_scoremaps`."""
+    head = (f"{report['dataset_name']}/{report['split']}: {report['num_images']} images, "
+            f"{report['num_thresholds']} thresholds (interval {report['cam_curve_interval']})")
+    if report["metric"] == "PxAP":
+        return f"{head}\n  PxAP  {report['pxap']:.4f}\n"
+    settings = (f"multi_contour_eval={report['multi_contour_eval']}, "
+                f"multi_iou_eval={report['multi_iou_eval']}")
+    rows = [head, f"  {settings}", "  IoU  MaxBoxAcc  best threshold"]
+    for d, acc in report["max_box_acc"].items():
+        rows.append(f"  {d:>3}  {acc:9.4f}  {report['best_threshold'][d]:.4f}")
+    per = report.get("per_class_max_box_acc", {}).get("50")
+    if per:
+        values = np.asarray(list(per.values()))
+        rows.append(f"  per class at IoU 50 ({values.size} classes): min {values.min():.2f}, "
+                    f"median {np.median(values):.2f}, max {values.max():.2f}")
+    rows.append(f"  performance ({report['metric']}): {report['performance']:.4f}")
+    return "\n".join(rows) + "\n"
+
+
+def write_report(report: dict, path: str) -> None:
+    """Writes the report as JSON (creating the folder)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1, sort_keys=False)
+        f.write("\n")
+
+
+def save_scoremaps(scoremap_root: str, image_ids, scoremaps) -> list:
+    """Saves maps in the reference layout: ``<root>/<image_id>.npy`` (float32, 2-D, [0, 1]).
+
+    Args:
+      scoremap_root: output folder.
+      image_ids: ``N`` ids (may contain ``/``: sub-folders are created).
+      scoremaps: float ``[N, H, W]`` in [0, 1].
+
+    Returns:
+      The written paths.
+    """
+    maps = np.asarray(scoremaps)
+    ids = list(image_ids)
+    if maps.ndim != 3 or maps.shape[0] != len(ids):
+        raise ValueError(f"scoremaps must have shape [N, H, W] with N = {len(ids)} ids, got "
+                         f"{maps.shape}")
+    if maps.size and not (np.all(maps >= 0) and np.all(maps <= 1)):
+        raise ValueError("scoremaps must lie in [0, 1] (see boxes.scoremaps)")
+    written = []
+    for image_id, m in zip(ids, maps):
+        path = os.path.join(scoremap_root, image_id + ".npy")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        np.save(path, m.astype(np.float32))
+        written.append(path)
+    return written
+
+
+def write_metadata(directory: str, image_ids, class_labels, image_sizes=None, boxes=None,
+                   masks=None) -> None:
+    """Writes a split's metadata files in the reference formats.
+
+    Args:
+      directory: ``<metadata_root>/<dataset_name>/<split>`` (created).
+      image_ids: ``N`` ids.
+      class_labels: ``N`` ints.
+      image_sizes: ``N`` (width, height) pairs (box datasets; boxes in those pixels).
+      boxes: ``N`` lists of (x0, y0, x1, y1), or an int ``[N, G, 4]`` array with -1 rows or a
+        ``(array, valid [N, G])`` pair for padding.
+      masks: ``N`` (list of mask paths, ignore path) pairs (mask datasets).
+    """
+    ids = list(image_ids)
+    if (boxes is None) == (masks is None):
+        raise ValueError("give exactly one of boxes and masks")
+    os.makedirs(directory, exist_ok=True)
+    labels = [int(v) for v in class_labels]
+
+    def write(name, rows):
+        with open(os.path.join(directory, name), "w", encoding="utf-8") as f:
+            f.writelines(",".join(str(x) for x in row) + "\n" for row in rows)
+
+    write("image_ids.txt", [[i] for i in ids])
+    write("class_labels.txt", list(zip(ids, labels)))
+    if boxes is not None:
+        if isinstance(boxes, tuple) and len(boxes) == 2:
+            arr, valid = np.asarray(boxes[0]), np.asarray(boxes[1], bool)
+            boxes = [[tuple(int(v) for v in b) for b, ok in zip(bs, vs) if ok]
+                     for bs, vs in zip(arr, valid)]
+        write("image_sizes.txt", [(i, int(w), int(h)) for i, (w, h) in zip(ids, image_sizes)])
+        write("localization.txt", [(i, *map(int, b)) for i, bs in zip(ids, boxes) for b in bs])
+    else:
+        write("image_sizes.txt", [])
+        rows = []
+        for i, (paths, ignore) in zip(ids, masks):
+            rows += [(i, p, ignore if k == 0 else "") for k, p in enumerate(paths)]
+        write("localization.txt", rows)
