@@ -266,7 +266,12 @@ def load_scoremap(path: str, shape: tuple | None = None) -> np.ndarray:
 
 
 def _read_gray(path: str) -> np.ndarray:
-    """uint8 gray image as ``cv2.imread(path, IMREAD_GRAYSCALE)`` decodes it."""
+    """uint8 gray image as ``cv2.imread(path, IMREAD_GRAYSCALE)`` decodes it.
+
+    Colour PNGs go through libpng's conversion, as OpenCV's PNG decoder asks for it:
+    ``(9797 R + 19234 G + 3737 B) >> 15`` (truncated; pixels with R = G = B kept); other
+    formats through PIL's ``convert("L")`` (libjpeg's rounding).
+    """
     if not os.path.isfile(path):
         raise ValueError(f"mask not found: {path}")
     try:
@@ -276,12 +281,14 @@ def _read_gray(path: str) -> np.ndarray:
                 return np.asarray(im.convert("L"), np.uint8)
             if im.mode.startswith("I;16") or im.mode == "I":
                 return (np.asarray(im, np.uint32) >> 8).astype(np.uint8)
+            if im.format != "PNG":
+                return np.asarray(im.convert("L"), np.uint8)
             rgb = np.asarray(im.convert("RGB"), np.uint32)
     except Exception as e:  # PIL raises several types for a corrupt file
         raise ValueError(f"mask {path} could not be read as an image: {e}") from None
-    # OpenCV's fixed-point BGR -> gray (coefficients 0.299, 0.587, 0.114 in 14 bits).
-    gray = (rgb[..., 0] * 4899 + rgb[..., 1] * 9617 + rgb[..., 2] * 1868 + 8192) >> 14
-    return gray.astype(np.uint8)
+    gray = (rgb[..., 0] * 9797 + rgb[..., 1] * 19234 + rgb[..., 2] * 3737) >> 15
+    equal = (rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])
+    return np.where(equal, rgb[..., 0], gray).astype(np.uint8)
 
 
 @functools.lru_cache(maxsize=64)
