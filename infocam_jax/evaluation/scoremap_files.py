@@ -31,7 +31,6 @@ every threshold come from one jitted call per batch, and counts are summed on th
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import functools
 import inspect
 import json
@@ -45,6 +44,7 @@ import numpy as np
 from PIL import Image
 
 from infocam_jax import boxes as boxes_lib
+from infocam_jax.data.wsol_metadata import Metadata, read_metadata
 from infocam_jax.evaluation import masks as masks_lib
 
 __all__ = [
@@ -66,139 +66,11 @@ __all__ = [
 
 RESIZE_LENGTH = 224
 MASK_DATASETS = ("OpenImages",)
-_FILES = ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt")
 
 
 # --------------------------------------------------------------------------------------------
 # Metadata
 # --------------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Metadata:
-    """One split's metadata.
-
-    Attributes:
-      directory: the folder the files were read from.
-      kind: "boxes" or "masks".
-      image_ids: the ids in ``image_ids.txt`` order.
-      class_labels: id -> int label, or None when ``class_labels.txt`` is absent.
-      image_sizes: id -> (width, height) (box datasets).
-      boxes: id -> list of (x0, y0, x1, y1) in original image pixels (box datasets).
-      mask_paths: id -> list of instance mask paths (mask datasets).
-      ignore_paths: id -> ignore mask path, "" for none (mask datasets).
-    """
-    directory: str
-    kind: str
-    image_ids: tuple
-    class_labels: dict | None
-    image_sizes: dict
-    boxes: dict
-    mask_paths: dict
-    ignore_paths: dict
-
-
-def _lines(path: str, num_fields: int, what: str):
-    """Yields (line number, fields) of a comma-separated file; blank lines are skipped."""
-    if not os.path.isfile(path):
-        raise ValueError(f"metadata file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            fields = line.split(",")
-            if len(fields) != num_fields:
-                raise ValueError(f"{path}:{number}: expected {what} ({num_fields} comma-separated "
-                                 f"fields), got {line!r}")
-            yield number, fields
-
-
-def _ints(path, number, fields, line_what):
-    try:
-        return tuple(int(x) for x in fields)
-    except ValueError:
-        raise ValueError(f"{path}:{number}: expected integers in {line_what}, got "
-                         f"{','.join(fields)!r}") from None
-
-
-def read_metadata(directory: str, kind: str = "boxes") -> Metadata:
-    """Reads and checks ``<directory>/{image_ids,class_labels,image_sizes,localization}.txt``.
-
-    Args:
-      directory: ``<metadata_root>/<dataset_name>/<split>``.
-      kind: "boxes" (``id,x0,y0,x1,y1`` localisation lines) or "masks"
-        (``id,mask_path,ignore_path``).
-
-    Raises:
-      ValueError naming the file (and line) for a missing file, an unparsable line, an id
-      without boxes / masks / image size, or a box that is not ``0 <= x0 <= x1, 0 <= y0 <= y1``.
-    """
-    if kind not in ("boxes", "masks"):
-        raise ValueError(f"kind must be 'boxes' or 'masks', got {kind!r}")
-    path = {name: os.path.join(directory, name) for name in _FILES}
-    ids_file = path["image_ids.txt"]
-    if not os.path.isfile(ids_file):
-        raise ValueError(f"metadata file not found: {ids_file}")
-    with open(ids_file, encoding="utf-8") as f:
-        image_ids = tuple(line.rstrip("\r\n") for line in f if line.strip())
-    if not image_ids:
-        raise ValueError(f"{ids_file} lists no image ids")
-
-    class_labels = None
-    if os.path.isfile(path["class_labels.txt"]):
-        p = path["class_labels.txt"]
-        class_labels = {}
-        for number, (image_id, label) in _lines(p, 2, "'<image_id>,<class_label>'"):
-            (value,) = _ints(p, number, [label], "the class label")
-            if value < 0:
-                raise ValueError(f"{p}:{number}: class labels must be >= 0, got {value}")
-            class_labels[image_id] = value
-        missing = [i for i in image_ids if i not in class_labels]
-        if missing:
-            raise ValueError(f"{p}: no class label for {len(missing)} image id(s) of "
-                             f"{ids_file}, e.g. {missing[0]!r}")
-
-    sizes, boxes, mask_paths, ignore_paths = {}, {}, {}, {}
-    loc = path["localization.txt"]
-    if kind == "boxes":
-        p = path["image_sizes.txt"]
-        for number, (image_id, *wh) in _lines(p, 3, "'<image_id>,<width>,<height>'"):
-            w, h = _ints(p, number, wh, "the image size")
-            if w <= 0 or h <= 0:
-                raise ValueError(f"{p}:{number}: image size must be positive, got {w}x{h}")
-            sizes[image_id] = (w, h)
-        for number, (image_id, *xy) in _lines(loc, 5, "'<image_id>,<x0>,<y0>,<x1>,<y1>'"):
-            box = _ints(loc, number, xy, "the box")
-            x0, y0, x1, y1 = box
-            if min(box) < 0 or x1 < x0 or y1 < y0:
-                raise ValueError(f"{loc}:{number}: a box must satisfy 0 <= x0 <= x1 and "
-                                 f"0 <= y0 <= y1, got {box}")
-            boxes.setdefault(image_id, []).append(box)
-        for table, file, what in ((sizes, p, "image size"), (boxes, loc, "box")):
-            missing = [i for i in image_ids if i not in table]
-            if missing:
-                raise ValueError(f"{file}: no {what} for {len(missing)} image id(s) of "
-                                 f"{ids_file}, e.g. {missing[0]!r}")
-    else:
-        for number, (image_id, mask, ignore) in _lines(
-                loc, 3, "'<image_id>,<mask_path>,<ignore_path>'"):
-            if not mask:
-                raise ValueError(f"{loc}:{number}: empty mask path")
-            if image_id not in mask_paths:
-                mask_paths[image_id] = []
-                ignore_paths[image_id] = ignore
-            elif ignore:
-                raise ValueError(f"{loc}:{number}: only the first line of an image may name its "
-                                 f"ignore mask ({image_id!r} already has "
-                                 f"{ignore_paths[image_id]!r})")
-            mask_paths[image_id].append(mask)
-        missing = [i for i in image_ids if i not in mask_paths]
-        if missing:
-            raise ValueError(f"{loc}: no mask for {len(missing)} image id(s) of {ids_file}, "
-                             f"e.g. {missing[0]!r}")
-    return Metadata(directory, kind, image_ids, class_labels, sizes, boxes, mask_paths,
-                    ignore_paths)
-
-
 def resize_boxes(boxes, image_size, size: int = RESIZE_LENGTH) -> np.ndarray:
     """Boxes ``[..., 4]`` of an image of ``(width, height)`` rescaled to ``size x size``:
     ``int(float(x) * size / width)`` as the reference computes it. Returns int32."""
