@@ -342,3 +342,53 @@ class TestLauncher:
                         "--split=val", "--multi_iou_eval=false", "--quiet")
         assert proc.returncode == 2
         assert "img0.jpg.npy" in proc.stderr
+
+
+class TestExportModelScoremaps:
+    def test_maps_and_ground_truth_round_trip(self, tmp_path):
+        import flax.linen as nn
+        import jax
+        import jax.numpy as jnp
+        import ml_collections
+
+        from infocam_jax.evaluation import forward, settings
+
+        class PassThrough(nn.Module):
+            @nn.compact
+            def __call__(self, x, train=False):
+                return nn.Dense(3, name="head")(x.mean((1, 2))), x
+
+        config = ml_collections.ConfigDict(dict(
+            dataset="synthetic", image_size=(16, 16), upsample="bicubic", region_size=3,
+            cam_threshold=0.2, iou_threshold=0.5, num_box_thresholds=10, multi_label=False,
+            num_classes=3))
+        rng = np.random.default_rng(0)
+        model = PassThrough()
+        variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 2)))
+        batch = {"image": rng.normal(size=(4, 16, 16, 2)).astype(np.float32),
+                 "label": np.array([0, 2, 1, 0], np.int32),
+                 "boxes": np.array([[[1, 2, 9, 9], [0, 0, 3, 3]]] * 4, np.int32),
+                 "box_valid": np.array([[True, False], [True, True], [False, False],
+                                        [True, False]]),
+                 "valid": np.array([True, True, True, False])}
+        out = sf.export_model_scoremaps(config, model, variables, [batch], str(tmp_path),
+                                        split="val")
+        assert (out["num_images"], out["num_skipped"]) == (2, 1)
+        reading = settings.EvalSettings.from_config(config)
+        want = jax.jit(lambda v, x, y: forward.predict_maps(reading, model, v, x, y))(
+            variables, batch["image"], batch["label"])  # jitted, as the eval step is
+        for n, b in enumerate((0, 1)):
+            for kind, root in out["scoremap_roots"].items():
+                saved = np.load(os.path.join(root, "val", f"{n:07d}.png.npy"))
+                np.testing.assert_array_equal(saved, np.asarray(want["scoremaps"][kind][b]))
+        meta = sf.read_metadata(str(tmp_path / "metadata" / "synthetic" / "val"))
+        assert meta.boxes == {"val/0000000.png": [(1, 2, 9, 9)],
+                              "val/0000001.png": [(1, 2, 9, 9), (0, 0, 3, 3)]}
+        report = sf.evaluate_scoremaps(out["scoremap_roots"]["cam"], out["metadata_root"],
+                                       "synthetic", "val", cam_curve_interval=0.1,
+                                       progress=False)
+        maps = [np.load(os.path.join(out["scoremap_roots"]["cam"], "val", f"{n:07d}.png.npy"))
+                for n in range(2)]
+        acc, _ = np_max_box_acc(maps, [np.array(meta.boxes[i]) for i in meta.image_ids],
+                                np.arange(0, 1, 0.1), (50,), False)
+        assert report["max_box_acc"]["50"] == acc[0]

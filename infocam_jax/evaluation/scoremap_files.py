@@ -52,6 +52,7 @@ __all__ = [
     "RESIZE_LENGTH",
     "Metadata",
     "evaluate_scoremaps",
+    "export_model_scoremaps",
     "format_table",
     "gt_boxes",
     "load_mask",
@@ -477,3 +478,69 @@ def write_metadata(directory: str, image_ids, class_labels, image_sizes=None, bo
         for i, (paths, ignore) in zip(ids, masks):
             rows += [(i, p, ignore if k == 0 else "") for k, p in enumerate(paths)]
         write("localization.txt", rows)
+
+
+def export_model_scoremaps(config, model, variables, iterator, out_dir: str, *,
+                           split: str = "test", dataset_name: str | None = None,
+                           max_batches: int | None = None) -> dict:
+    """Writes a model's score maps and ground truth in the reference layout (``--save_scoremaps``).
+
+    For every valid example, in iterator order, the ground-truth class's map of each kind in
+    the config's evaluation settings (upsampled and normalised as the library's evaluation
+    does) goes to ``<out_dir>/scoremaps/<kind>/<split>/<index>.png.npy``; the ground truth goes to
+    ``<out_dir>/metadata/<dataset_name>/<split>/`` with image sizes written as 224x224 so the
+    reference keeps the boxes' pixel values (boxes are those of the evaluated, resized image).
+    Either tool then evaluates them, e.g. ``launch/evaluate_scoremaps.py
+    --scoremap_root=<out_dir>/scoremaps/cam --metadata_root=<out_dir>/metadata
+    --dataset_name=<dataset_name> --split=<split>``. Examples whose boxes were all cropped away
+    are skipped (the reference needs a box per image).
+
+    Args:
+      config: ml_collections config (single-label).
+      model, variables: the Flax module and its variables.
+      iterator: eval batches (docs/interfaces.md), e.g. ``data.make_iterator(training=False)``.
+      out_dir: output folder.
+      split: split name used in paths and metadata.
+      dataset_name: metadata folder name (default ``config.dataset``; never "OpenImages").
+      max_batches: stop after this many batches.
+
+    Returns:
+      ``{"scoremap_roots": {kind: path}, "metadata_root": path, "dataset_name": str,
+      "num_images": int, "num_skipped": int}``.
+    """
+    import itertools  # pylint: disable=import-outside-toplevel
+
+    from infocam_jax.evaluation import forward
+    from infocam_jax.evaluation import settings as settings_lib
+
+    reading = settings_lib.EvalSettings.from_config(config)
+    if reading.multi_label:
+        raise ValueError("export_model_scoremaps supports single-label configs only")
+    name = dataset_name or str(config.dataset)
+    if name in MASK_DATASETS:
+        raise ValueError(f"dataset_name {name!r} would be read as a mask dataset")
+    predict = jax.jit(lambda v, x, y: forward.predict_maps(reading, model, v, x, y)["scoremaps"])
+    roots = {k: os.path.join(out_dir, "scoremaps", k) for k in reading.map_kinds}
+    ids, labels, gt = [], [], []
+    skipped = 0
+    for batch in itertools.islice(iterator, max_batches):
+        valid = np.asarray(batch["valid"], bool)
+        maps = jax.device_get(predict(variables, batch["image"], batch["label"]))
+        for b in np.flatnonzero(valid):
+            keep = np.asarray(batch["box_valid"][b], bool)
+            if not keep.any():
+                skipped += 1
+                continue
+            image_id = f"{split}/{len(ids) + skipped:07d}.png"
+            for kind, root in roots.items():
+                save_scoremaps(root, [image_id], np.clip(maps[kind][b:b + 1], 0, 1))
+            ids.append(image_id)
+            labels.append(int(batch["label"][b]))
+            gt.append([tuple(int(v) for v in box) for box in np.asarray(batch["boxes"][b])[keep]])
+    if not ids:
+        raise ValueError("no example with a visible ground-truth box to export")
+    meta_root = os.path.join(out_dir, "metadata")
+    write_metadata(os.path.join(meta_root, name, split), ids, labels,
+                   [(RESIZE_LENGTH, RESIZE_LENGTH)] * len(ids), boxes=gt)
+    return {"scoremap_roots": roots, "metadata_root": meta_root, "dataset_name": name,
+            "num_images": len(ids), "num_skipped": skipped}
