@@ -409,7 +409,7 @@ def write_report(report: dict, path: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=1, sort_keys=False)
+        json.dump(report, f, indent=2)
         f.write("\n")
 
 
