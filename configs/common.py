@@ -36,6 +36,10 @@ def base_config() -> config_dict.ConfigDict:
     c.resize_size = 0
     c.eval_protocol = "resize"
     c.max_boxes = 2
+    # config.dataset = "wsol_metadata": reference WSOL metadata folder (<root>/<split>/...) and
+    # mask folder; images under manual_dir (infocam_jax/data/wsol_metadata.py).
+    c.wsol_metadata_root = ""
+    c.wsol_mask_root = ""
     # Model and loss.
     c.model = "digits_cnn"
     c.model_options = config_dict.ConfigDict()

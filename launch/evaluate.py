@@ -29,6 +29,9 @@ _SPLIT = flags.DEFINE_enum("split", "test", ["test", "validation"], "Split to ev
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None,
                                   "Where results.json/results.md go (default: --workdir).")
 _MAX_BATCHES = flags.DEFINE_integer("max_batches", None, "Stop after this many batches.")
+_SAVE_SCOREMAPS = flags.DEFINE_string(
+    "save_scoremaps", None, "Also write the score maps and ground truth here in the reference "
+    "WSOL evaluation's layout (check with launch/evaluate_scoremaps.py or the reference).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -54,6 +57,19 @@ def main(argv):
             title=f"{os.path.basename(os.path.normpath(_WORKDIR.value))}: {_SPLIT.value} split, "
                   f"{_WHICH.value} checkpoint", settings=reading)
         logging.info("Wrote %s", ", ".join(paths))
+    if _SAVE_SCOREMAPS.value:
+        from infocam_jax.evaluation import scoremap_files
+        saved = scoremap_files.export_model_scoremaps(
+            config, model, variables,
+            data.make_iterator(config, _SPLIT.value, training=False,
+                               batch_size=config.eval_batch_size,
+                               process_index=jax.process_index(),
+                               process_count=jax.process_count()),
+            os.path.join(_SAVE_SCOREMAPS.value, f"process_{jax.process_index()}")
+            if jax.process_count() > 1 else _SAVE_SCOREMAPS.value,
+            split=_SPLIT.value, max_batches=_MAX_BATCHES.value)
+        logging.info("Saved %d score maps per kind under %s", saved["num_images"],
+                     _SAVE_SCOREMAPS.value)
 
 
 if __name__ == "__main__":

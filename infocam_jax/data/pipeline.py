@@ -38,8 +38,8 @@ from infocam_jax.data import synthetic, transforms
 
 SPLITS = ("train", "validation", "test")
 DIGIT_DATASETS = ("digits", "multi_mnist", "cluttered_mnist")
-DATASETS = DIGIT_DATASETS + ("cub", "tiny_imagenet", "synthetic")
-_FLIP_BY_DEFAULT = {"cub": True, "tiny_imagenet": True, "synthetic": True}
+DATASETS = DIGIT_DATASETS + ("cub", "tiny_imagenet", "synthetic", "wsol_metadata")
+_FLIP_BY_DEFAULT = {"cub": True, "tiny_imagenet": True, "synthetic": True, "wsol_metadata": True}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +93,7 @@ def _cache_key(config) -> tuple:
             int(config.get("num_train_examples", 0)), int(config.get("num_test_examples", 0)),
             int(config.get("data_seed", 0)), tuple(config.image_size), int(config.num_classes),
             bool(config.multi_label), int(config.max_boxes), config.get("model", ""),
-            config.get("synthetic_channels", 0))
+            config.get("synthetic_channels", 0), config.get("wsol_metadata_root", ""))
 
 
 def _prior_from_labels(labels: np.ndarray, num_classes: int, multi_label: bool) -> np.ndarray:
@@ -136,6 +136,17 @@ def _open_synthetic(config) -> _Opened:
                                   config.num_classes, False)
 
     return _Opened("synthetic", srcs.__getitem__, int(config.num_classes), channels, prior)
+
+
+def _open_wsol_metadata(config) -> _Opened:
+    """Any dataset in the reference WSOL metadata format (see data/wsol_metadata.py)."""
+    from infocam_jax.data import wsol_metadata
+    splits = dict(config.get("wsol_splits", None) or wsol_metadata.SPLITS)
+    srcs = wsol_metadata.open_sources(config.manual_dir, config.wsol_metadata_root,
+                                      config.get("wsol_mask_root", ""), splits)
+    m = int(config.num_classes)
+    return _Opened("wsol_metadata", srcs.__getitem__, m, 3,
+                   lambda _: _prior_from_labels(srcs["train"].labels, m, False))
 
 
 def _prepare_builder(config):
@@ -244,7 +255,8 @@ def open_dataset(config) -> _Opened:
     key = _cache_key(config)
     with _CACHE_LOCK:
         if key not in _CACHE:
-            opener = _open_synthetic if config.dataset == "synthetic" else _open_builder
+            opener = {"synthetic": _open_synthetic,
+                      "wsol_metadata": _open_wsol_metadata}.get(config.dataset, _open_builder)
             _CACHE[key] = opener(config)
         return _CACHE[key]
 

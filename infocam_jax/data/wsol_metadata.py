@@ -1,0 +1,260 @@
+"""Datasets described in the reference WSOL metadata format (clovaai/wsolevaluation).
+
+``config.dataset = "wsol_metadata"`` trains and evaluates on any dataset laid out as the
+reference evaluation expects (Choe et al., CVPR 2020, "Evaluating WSOL methods right"):
+
+* images under ``config.manual_dir`` (the reference's ``<data_root>/<dataset_name>``), named by
+  their image ids (e.g. ``val2/0/0.jpeg``, ``001.Black_footed_Albatross/x.jpg``);
+* ``<config.wsol_metadata_root>/<split>/`` holding ``image_ids.txt`` (one id per line),
+  ``class_labels.txt`` (``id,label``), ``image_sizes.txt`` (``id,width,height``) and
+  ``localization.txt``: ``id,x0,y0,x1,y1`` (box datasets, one line per box: ILSVRC has several)
+  or ``id,mask_path,ignore_path`` (mask datasets, OpenImages30k: one line per instance mask,
+  masks under ``config.wsol_mask_root``);
+* our splits map to the reference's: ``train`` -> ``train``, ``validation`` -> ``val`` (the
+  reference's *train-fullsup* split, for threshold and model selection), ``test`` -> ``test``
+  (``config.wsol_splits`` overrides the mapping).
+
+Records (``source[i]``): ``image`` uint8 [H, W, 3] (original size), ``label`` int,
+``boxes`` float32 [G, 4] inclusive ``(x0, y0, x1, y1)`` in original pixels, ``box_labels``
+int32 [G], ``image_id`` str. Mask datasets give, as boxes, the bounding rectangle of each
+instance mask (for the box metrics of the training loop; PxAP needs the masks themselves, see
+``infocam_jax.evaluation.scoremap_files``). Training splits need no localisation files.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["SPLITS", "Metadata", "WsolMetadataSource", "read_metadata", "metadata_kind"]
+
+SPLITS = {"train": "train", "validation": "val", "test": "test"}
+_FILES = ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt")
+
+
+def metadata_kind(directory: str) -> str:
+    """"masks" when ``localization.txt`` has 3 fields per line, else "boxes"."""
+    path = os.path.join(directory, "localization.txt")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    return "masks" if len(line.rstrip("\r\n").split(",")) == 3 else "boxes"
+    return "boxes"
+
+
+@dataclasses.dataclass(frozen=True)
+class Metadata:
+    """One split's metadata.
+
+    Attributes:
+      directory: the folder the files were read from.
+      kind: "boxes" or "masks".
+      image_ids: the ids in ``image_ids.txt`` order.
+      class_labels: id -> int label, or None when ``class_labels.txt`` is absent.
+      image_sizes: id -> (width, height) (box datasets).
+      boxes: id -> list of (x0, y0, x1, y1) in original image pixels (box datasets).
+      mask_paths: id -> list of instance mask paths (mask datasets).
+      ignore_paths: id -> ignore mask path, "" for none (mask datasets).
+    """
+    directory: str
+    kind: str
+    image_ids: tuple
+    class_labels: dict | None
+    image_sizes: dict
+    boxes: dict
+    mask_paths: dict
+    ignore_paths: dict
+
+
+def _lines(path: str, num_fields: int, what: str):
+    """Yields (line number, fields) of a comma-separated file; blank lines are skipped."""
+    if not os.path.isfile(path):
+        raise ValueError(f"metadata file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            fields = line.split(",")
+            if len(fields) != num_fields:
+                raise ValueError(f"{path}:{number}: expected {what} ({num_fields} comma-separated "
+                                 f"fields), got {line!r}")
+            yield number, fields
+
+
+def _ints(path, number, fields, line_what):
+    try:
+        return tuple(int(x) for x in fields)
+    except ValueError:
+        raise ValueError(f"{path}:{number}: expected integers in {line_what}, got "
+                         f"{','.join(fields)!r}") from None
+
+
+def read_metadata(directory: str, kind: str = "boxes", localization: bool = True) -> Metadata:
+    """Reads and checks ``<directory>/{image_ids,class_labels,image_sizes,localization}.txt``.
+
+    Args:
+      directory: ``<metadata_root>/<dataset_name>/<split>``.
+      kind: "boxes" (``id,x0,y0,x1,y1`` localisation lines) or "masks"
+        (``id,mask_path,ignore_path``).
+      localization: False skips ``image_sizes.txt`` and ``localization.txt`` (training splits
+        need only the labels).
+
+    Raises:
+      ValueError naming the file (and line) for a missing file, an unparsable line, an id
+      without boxes / masks / image size, or a box that is not ``0 <= x0 <= x1, 0 <= y0 <= y1``.
+    """
+    if kind not in ("boxes", "masks"):
+        raise ValueError(f"kind must be 'boxes' or 'masks', got {kind!r}")
+    path = {name: os.path.join(directory, name) for name in _FILES}
+    ids_file = path["image_ids.txt"]
+    if not os.path.isfile(ids_file):
+        raise ValueError(f"metadata file not found: {ids_file}")
+    with open(ids_file, encoding="utf-8") as f:
+        image_ids = tuple(line.rstrip("\r\n") for line in f if line.strip())
+    if not image_ids:
+        raise ValueError(f"{ids_file} lists no image ids")
+
+    class_labels = None
+    if os.path.isfile(path["class_labels.txt"]):
+        p = path["class_labels.txt"]
+        class_labels = {}
+        for number, (image_id, label) in _lines(p, 2, "'<image_id>,<class_label>'"):
+            (value,) = _ints(p, number, [label], "the class label")
+            if value < 0:
+                raise ValueError(f"{p}:{number}: class labels must be >= 0, got {value}")
+            class_labels[image_id] = value
+        missing = [i for i in image_ids if i not in class_labels]
+        if missing:
+            raise ValueError(f"{p}: no class label for {len(missing)} image id(s) of "
+                             f"{ids_file}, e.g. {missing[0]!r}")
+
+    sizes, boxes, mask_paths, ignore_paths = {}, {}, {}, {}
+    loc = path["localization.txt"]
+    if not localization:
+        pass
+    elif kind == "boxes":
+        p = path["image_sizes.txt"]
+        for number, (image_id, *wh) in _lines(p, 3, "'<image_id>,<width>,<height>'"):
+            w, h = _ints(p, number, wh, "the image size")
+            if w <= 0 or h <= 0:
+                raise ValueError(f"{p}:{number}: image size must be positive, got {w}x{h}")
+            sizes[image_id] = (w, h)
+        for number, (image_id, *xy) in _lines(loc, 5, "'<image_id>,<x0>,<y0>,<x1>,<y1>'"):
+            box = _ints(loc, number, xy, "the box")
+            x0, y0, x1, y1 = box
+            if min(box) < 0 or x1 < x0 or y1 < y0:
+                raise ValueError(f"{loc}:{number}: a box must satisfy 0 <= x0 <= x1 and "
+                                 f"0 <= y0 <= y1, got {box}")
+            boxes.setdefault(image_id, []).append(box)
+        for table, file, what in ((sizes, p, "image size"), (boxes, loc, "box")):
+            missing = [i for i in image_ids if i not in table]
+            if missing:
+                raise ValueError(f"{file}: no {what} for {len(missing)} image id(s) of "
+                                 f"{ids_file}, e.g. {missing[0]!r}")
+    else:
+        for number, (image_id, mask, ignore) in _lines(
+                loc, 3, "'<image_id>,<mask_path>,<ignore_path>'"):
+            if not mask:
+                raise ValueError(f"{loc}:{number}: empty mask path")
+            if image_id not in mask_paths:
+                mask_paths[image_id] = []
+                ignore_paths[image_id] = ignore
+            elif ignore:
+                raise ValueError(f"{loc}:{number}: only the first line of an image may name its "
+                                 f"ignore mask ({image_id!r} already has "
+                                 f"{ignore_paths[image_id]!r})")
+            mask_paths[image_id].append(mask)
+        missing = [i for i in image_ids if i not in mask_paths]
+        if missing:
+            raise ValueError(f"{loc}: no mask for {len(missing)} image id(s) of {ids_file}, "
+                             f"e.g. {missing[0]!r}")
+    return Metadata(directory, kind, image_ids, class_labels, sizes, boxes, mask_paths,
+                    ignore_paths)
+
+
+class WsolMetadataSource:
+    """Random-access records of one split (``len(src)``, ``src[i]``, ``src.labels``).
+
+    Args:
+      image_root: folder the image ids are relative to.
+      metadata_dir: ``<metadata_root>/<split>``.
+      mask_root: folder the mask paths are relative to (mask datasets).
+      localization: read boxes / masks (False for training splits).
+    """
+
+    def __init__(self, image_root: str, metadata_dir: str, mask_root: str = "",
+                 localization: bool = True):
+        kind = metadata_kind(metadata_dir)
+        self.metadata = read_metadata(metadata_dir, kind, localization=localization)
+        if self.metadata.class_labels is None:
+            raise ValueError(f"{os.path.join(metadata_dir, 'class_labels.txt')} is needed to "
+                             f"train or evaluate on this split")
+        self.image_root = image_root
+        self.mask_root = mask_root
+        self.localization = localization
+        self.labels = np.asarray([self.metadata.class_labels[i]
+                                  for i in self.metadata.image_ids], np.int64)
+
+    def __len__(self) -> int:
+        return len(self.metadata.image_ids)
+
+    def _boxes(self, image_id: str) -> np.ndarray:
+        md = self.metadata
+        if not self.localization:
+            return np.zeros((0, 4), np.float32)
+        if md.kind == "boxes":
+            return np.asarray(md.boxes[image_id], np.float32).reshape(-1, 4)
+        out = []
+        for p in md.mask_paths[image_id]:
+            path = os.path.join(self.mask_root, p)
+            try:
+                with Image.open(path) as im:
+                    mask = np.asarray(im.convert("L")) > 0
+            except Exception as e:  # PIL raises several types for a corrupt file
+                raise ValueError(f"mask {path} could not be read: {e}") from None
+            ys, xs = np.nonzero(mask)
+            if xs.size:
+                out.append([xs.min(), ys.min(), xs.max(), ys.max()])
+        return np.asarray(out, np.float32).reshape(-1, 4)
+
+    def __getitem__(self, i: int) -> dict:
+        i = int(i)
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} images of "
+                             f"{self.metadata.directory}")
+        image_id = self.metadata.image_ids[i]
+        path = os.path.join(self.image_root, image_id)
+        try:
+            with Image.open(path) as im:
+                image = np.asarray(im.convert("RGB"), np.uint8)
+        except FileNotFoundError:
+            raise ValueError(f"image {path} (id {image_id!r} of "
+                             f"{self.metadata.directory}) not found") from None
+        except Exception as e:  # PIL raises several types for a corrupt file
+            raise ValueError(f"image {path} could not be read: {e}") from None
+        boxes = self._boxes(image_id)
+        label = int(self.labels[i])
+        return {"image": image, "label": label, "boxes": boxes,
+                "box_labels": np.full((boxes.shape[0],), label, np.int32),
+                "image_id": image_id}
+
+
+def open_sources(image_root: str, metadata_root: str, mask_root: str = "",
+                 splits: dict | None = None) -> dict:
+    """``{our split: WsolMetadataSource}``, opened lazily on first access (a dict subclass)."""
+    mapping = dict(SPLITS if splits is None else splits)
+
+    class _Lazy(dict):
+        def __missing__(self, split):
+            if split not in mapping:
+                raise ValueError(f"split must be one of {tuple(mapping)}; got {split!r}")
+            src = WsolMetadataSource(image_root, os.path.join(metadata_root, mapping[split]),
+                                     mask_root, localization=split != "train")
+            self[split] = src
+            return src
+
+    return _Lazy()
