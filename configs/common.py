@@ -9,6 +9,11 @@ overrides what differs. Fields beyond the interface (read only by `infocam_jax.t
   max_steps_per_epoch   0 = the whole epoch; > 0 caps training steps per epoch (smoke runs).
   max_eval_batches      0 = the whole split; > 0 caps evaluation batches (smoke runs).
   checkpoint_best       keep a separate "best by validation top-1" checkpoint (paper's selection).
+  dtype                 compute dtype of the backbone: "float32" or "bfloat16" (mixed precision:
+                        convolutions in bfloat16; parameters, BatchNorm statistics, loss, CAMs and
+                        metrics in float32). Passed to `models.create(..., dtype=...)`.
+  data_workers          grain worker processes of the input pipeline (0 = the threaded pipeline in
+                        this process, `data_threads` threads); > 0 spreads decoding over cores.
 """
 import pathlib
 
@@ -33,6 +38,7 @@ def base_config() -> config_dict.ConfigDict:
     c.resize_size = 0
     c.eval_protocol = "resize"
     c.max_boxes = 2
+    c.data_workers = 0
     # Model and loss.
     c.model = "digits_cnn"
     c.model_options = config_dict.ConfigDict()
@@ -44,6 +50,7 @@ def base_config() -> config_dict.ConfigDict:
     c.loss = "sigmoid"
     c.heads = ()
     c.pretrained = ""
+    c.dtype = "float32"
     # Optimiser: PyTorch-style SGD (L2 weight decay added to the gradient), Nesterov momentum,
     # step decay by `decay_factor` every `decay_epochs`, `lr_ratio` x LR for the new layers.
     c.optimizer = config_dict.ConfigDict()

@@ -32,6 +32,10 @@ def _kernel_grad(x, g, k, strides, padding):
     XLA:CPU lowers the kernel gradient of a convolution to a generic convolution that
     contracts over batch x space with poor blocking; explicit (materialised) transposes and
     matmuls are faster for the large maps of VGG and ResNet.
+
+    The sums run over N = batch x h x w terms (hundreds of thousands): products accumulate in
+    float32 whatever the input dtype (bfloat16 accumulation would lose the gradient's low bits).
+    Returns float32.
     """
     c, o = x.shape[-1], g.shape[-1]
     h, w = g.shape[1], g.shape[2]
@@ -43,7 +47,8 @@ def _kernel_grad(x, g, k, strides, padding):
             window = jax.lax.slice(xp, (0, i, j, 0),
                                    (xp.shape[0], i + strides * (h - 1) + 1,
                                     j + strides * (w - 1) + 1, c), (1, strides, strides, 1))
-            taps.append(jnp.transpose(window.reshape(-1, c)) @ g2)
+            taps.append(jnp.matmul(jnp.transpose(window.reshape(-1, c)), g2,
+                                   preferred_element_type=jnp.float32))
     return jnp.stack(taps).reshape(k, k, c, o)
 
 
