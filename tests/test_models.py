@@ -139,6 +139,16 @@ def test_conv_forward_and_gradients(size, k, stride):
         layers.conv2d(jnp.asarray(x), jnp.asarray(kernel), stride, k // 2, "cudnn")
 
 
+def test_conv_impl_auto_resolves_by_backend(monkeypatch):
+    assert layers.resolve_impl("xla") == "xla"
+    assert layers.resolve_impl("explicit") == "explicit"
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    assert layers.resolve_impl("auto") == "explicit"
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert layers.resolve_impl("auto") == "xla"
+    assert models.create("resnet50", 3).conv_impl == "auto"
+
+
 # --- ADL -----------------------------------------------------------------------------------
 
 def _adl_numpy(x, drop, gamma):

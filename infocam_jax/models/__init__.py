@@ -61,8 +61,9 @@ def create(name: str, num_classes: int, **options: Any):
         (BatchNorm sync axis; accepted and unused by the BN-free vgg16_gap), dtype (compute dtype
         of the convolutions, one of ``DTYPES``: "float32" (default) or "bfloat16"; parameters,
         BatchNorm statistics, the returned features / logits and the Dense head stay float32),
-        conv_impl ("explicit" (default): convolution kernel gradients as explicit matmuls,
-        faster on XLA:CPU; "xla": plain autodiff; same values up to rounding),
+        conv_impl ("auto" (default): "explicit" on the CPU backend, "xla" on GPU/TPU;
+        "explicit": convolution kernel gradients as explicit matmuls, faster on XLA:CPU;
+        "xla": plain autodiff, what cuDNN wants; same values up to rounding),
         width (digits_cnn only, base channel count, 16).
 
     Returns:
@@ -84,7 +85,7 @@ def create(name: str, num_classes: int, **options: Any):
     options = dict(options)
     if "dtype" in options:
         options["dtype"] = _compute_dtype(options["dtype"])
-    if options.get("conv_impl", "explicit") not in CONV_IMPLS:
+    if options.get("conv_impl", "auto") not in CONV_IMPLS:
         raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, "
                          f"got {options['conv_impl']!r}")
     if name == "vgg16_gap":

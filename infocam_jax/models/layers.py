@@ -71,11 +71,19 @@ def _conv_explicit_bwd(strides, padding, residuals, g):
 
 _conv_explicit.defvjp(_conv_explicit_fwd, _conv_explicit_bwd)
 
-CONV_IMPLS = ("explicit", "xla")
+CONV_IMPLS = ("auto", "explicit", "xla")
+
+
+def resolve_impl(impl: str) -> str:
+    """"auto" -> "explicit" on the CPU backend, "xla" on GPU/TPU (where the vendor convolution
+    libraries compute kernel gradients well); other values are returned unchanged."""
+    if impl == "auto":
+        return "explicit" if jax.default_backend() == "cpu" else "xla"
+    return impl
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, strides: int, padding: int,
-           impl: str = "explicit") -> jax.Array:
+           impl: str = "auto") -> jax.Array:
     """NHWC convolution with symmetric zero padding (torch semantics, not XLA 'SAME').
 
     Args:
@@ -83,12 +91,14 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: int, padding: int,
       kernel: [k, k, Cin, Cout] kernel (HWIO), same dtype as ``x``.
       strides: spatial stride (same for both axes).
       padding: zero padding on every side.
-      impl: "explicit" (kernel gradient as matmuls, see ``_kernel_grad``) or "xla" (plain
-        autodiff of the XLA convolution). Both give the same values up to float rounding.
+      impl: "explicit" (kernel gradient as matmuls, see ``_kernel_grad``), "xla" (plain
+        autodiff of the XLA convolution) or "auto" (see :func:`resolve_impl`; decided when
+        traced, from ``jax.default_backend()``). All give the same values up to float rounding.
 
     Returns:
       [B, H', W', Cout] with H' = (H + 2p - k) // s + 1.
     """
+    impl = resolve_impl(impl)
     if impl == "explicit":
         return _conv_explicit(x, kernel, strides, padding)
     if impl == "xla":
@@ -113,7 +123,7 @@ class Conv(nn.Module):
     use_bias: bool = True
     dtype: Any = jnp.float32
     kernel_init: Any = he_normal_fan_out
-    impl: str = "explicit"
+    impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
