@@ -139,6 +139,36 @@ def test_conv_forward_and_gradients(size, k, stride):
         layers.conv2d(jnp.asarray(x), jnp.asarray(kernel), stride, k // 2, "cudnn")
 
 
+def _max_pool_numpy(x, window, stride, pad):
+    """Direct torch-semantics max-pool (padding with -inf)."""
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=-np.inf)
+    h = (xp.shape[1] - window) // stride + 1
+    w = (xp.shape[2] - window) // stride + 1
+    out = np.full((x.shape[0], h, w, x.shape[-1]), -np.inf, x.dtype)
+    for i in range(window):
+        for j in range(window):
+            out = np.maximum(out, xp[:, i:i + stride * (h - 1) + 1:stride,
+                                     j:j + stride * (w - 1) + 1:stride])
+    return out
+
+
+@pytest.mark.parametrize("size,window,stride,pad", [(8, 2, 2, 0), (7, 2, 2, 0), (9, 3, 2, 1),
+                                                    (8, 3, 2, 1), (6, 3, 1, 1)])
+def test_max_pool_matches_numpy_and_xla_gradients(size, window, stride, pad):
+    x = np.random.default_rng(size + window).standard_normal((2, size, size + 1, 3))
+    x = x.astype(np.float32)  # continuous values: no tied maxima
+    out = layers.max_pool(jnp.asarray(x), window, stride, pad, impl="explicit")
+    np.testing.assert_array_equal(out, _max_pool_numpy(x, window, stride, pad))
+
+    def grad(impl):
+        return jax.grad(lambda x: jnp.sum(jnp.sin(layers.max_pool(x, window, stride, pad,
+                                                                     impl))))(jnp.asarray(x))
+
+    np.testing.assert_allclose(grad("explicit"), grad("xla"), rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="impl"):
+        layers.max_pool(jnp.asarray(x), window, stride, pad, impl="cudnn")
+
+
 def test_conv_impl_auto_resolves_by_backend(monkeypatch):
     assert layers.resolve_impl("xla") == "xla"
     assert layers.resolve_impl("explicit") == "explicit"

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from infocam_jax.models import adl as adl_lib
-from infocam_jax.models.layers import Conv
+from infocam_jax.models.layers import Conv, max_pool
 
 RESNET50_LAYERS = (3, 4, 6, 3)
 RESNET50_WIDTHS = (64, 128, 256, 512)
@@ -103,7 +103,7 @@ class ResNet50(nn.Module):
                          axis_name=self.axis_name if train else None, dtype=self.dtype,
                          name="bn1")(x)
         x = nn.relu(x)
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        x = max_pool(x, 3, 2, 1, impl=self.conv_impl)
         for L, (n, width, stride) in enumerate(
                 zip(RESNET50_LAYERS, RESNET50_WIDTHS, RESNET50_STRIDES), start=1):
             for i in range(n):

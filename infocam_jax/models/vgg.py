@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from infocam_jax.models import adl as adl_lib
-from infocam_jax.models.layers import Conv
+from infocam_jax.models.layers import Conv, max_pool
 
 VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 VGG16_POOLS = (True, True, True, True, False)  # no pool5: keeps a 14x14 map at 224
@@ -100,7 +100,7 @@ class ConvGAP(nn.Module):
                 x = nn.relu(x)
                 x = self._adl(x, f"{b}{l}", train)
             if pool:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+                x = max_pool(x, 2, 2, impl=self.conv_impl)
                 x = self._adl(x, f"{b}M", train)
         if self.extra_conv:
             x = nn.relu(Conv(self.extra_conv, 3, dtype=self.dtype, impl=self.conv_impl,
