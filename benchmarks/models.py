@@ -2,6 +2,16 @@
 
     python benchmarks/models.py                       # both backbones, batch 8, 224x224
     python benchmarks/models.py --arch=resnet50 --rounds=5 --dtype=bfloat16
+    python benchmarks/models.py --variants=before,explicit,xla
+
+JAX variants (``--variants``), each its own runner in the same run:
+
+* ``explicit``: the library's XLA:CPU path (``conv_impl="explicit"``, what ``"auto"`` picks on
+  CPU): convolution kernel gradients as matmuls (row-shifted for stride 1) and max-pooling
+  without select-and-scatter (``models/layers.py``).
+* ``before``: that path as it was before issue 12 (kernel gradients from k*k materialised input
+  windows, ``flax.linen.max_pool``), rebuilt here by patching ``layers`` while it compiles.
+* ``xla``: plain autodiff of XLA's convolution and ``flax.linen.max_pool`` (``conv_impl="xla"``).
 
 For each backbone the JAX and PyTorch measurements alternate within every round (the machine
 is shared, so only ratios measured together mean anything); the median over rounds is
@@ -10,7 +20,11 @@ softmax cross-entropy, BatchNorm in training mode. The PyTorch networks are writ
 (torchvision is not needed); they are skipped when torch is not installed. Results go to
 stdout only.
 """
+import contextlib
+import functools
+import pathlib
 import statistics
+import sys
 import time
 
 from absl import app, flags
@@ -19,7 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from infocam_jax import models
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from infocam_jax import models  # noqa: E402  pylint: disable=wrong-import-position
+from infocam_jax.models import layers, resnet, vgg  # noqa: E402  pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("arch", ["resnet50", "vgg16_gap"], "backbones to measure.")
@@ -29,8 +45,8 @@ flags.DEFINE_integer("num_classes", 200, "classes of the head.")
 flags.DEFINE_integer("rounds", 3, "alternating measurement rounds (median is reported).")
 flags.DEFINE_integer("iters", 2, "steps per measurement.")
 flags.DEFINE_string("dtype", "float32", "JAX compute dtype (bfloat16 changes results).")
-flags.DEFINE_list("conv_impl", ["explicit"], "JAX convolution implementations to compare "
-                  "(models.create conv_impl: explicit, xla), each measured as its own runner.")
+flags.DEFINE_list("variants", ["before", "explicit"], "JAX variants to compare (before, "
+                  "explicit, xla; see the module docstring), each measured as its own runner.")
 flags.DEFINE_bool("torch", True, "also measure PyTorch eager when torch is importable.")
 
 
@@ -83,56 +99,56 @@ def jax_steps(arch, x, y, conv_impl):
     return run_forward, run_train
 
 
+def _kernel_grad_before(x, g, k, strides, padding):
+    """The kernel gradient before issue 12: k*k materialised input windows, one matmul each."""
+    c, o = x.shape[-1], g.shape[-1]
+    h, w = g.shape[1], g.shape[2]
+    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0))) if padding else x
+    g2 = g.reshape(-1, o)
+    taps = []
+    for i in range(k):
+        for j in range(k):
+            window = jax.lax.slice(xp, (0, i, j, 0),
+                                   (xp.shape[0], i + strides * (h - 1) + 1,
+                                    j + strides * (w - 1) + 1, c), (1, strides, strides, 1))
+            taps.append(jnp.transpose(window.reshape(-1, c)) @ g2)
+    return jnp.stack(taps).reshape(k, k, c, o)
+
+
+@contextlib.contextmanager
+def _before_issue_12():
+    """Patches models.layers back to the pre-issue-12 explicit path while runners compile."""
+    saved = layers._kernel_grad, resnet.max_pool, vgg.max_pool  # pylint: disable=protected-access
+    lax_pool = functools.partial(layers.max_pool, impl="xla")
+    layers._kernel_grad = _kernel_grad_before  # pylint: disable=protected-access
+    resnet.max_pool = vgg.max_pool = lambda *a, impl=None, **k: lax_pool(*a, **k)
+    try:
+        yield
+    finally:
+        layers._kernel_grad, resnet.max_pool, vgg.max_pool = saved  # pylint: disable=protected-access
+
+
+def jax_variant(arch, x, y, variant):
+    """(forward, train) runners of one variant, compiled now (the patch only acts on tracing)."""
+    if variant not in ("before", "explicit", "xla"):
+        raise ValueError(f"unknown variant {variant!r}: before, explicit or xla")
+    impl = "xla" if variant == "xla" else "explicit"
+    context = _before_issue_12() if variant == "before" else contextlib.nullcontext()
+    with context:
+        fwd, train = jax_steps(arch, x, y, impl)
+        fwd()
+        train()
+    return fwd, train
+
+
 # --- PyTorch -----------------------------------------------------------------------------------
 
 def torch_steps(arch, x, y):
     import torch  # pylint: disable=import-outside-toplevel
     from torch import nn  # pylint: disable=import-outside-toplevel
 
-    class Bottleneck(nn.Module):
-        def __init__(self, inp, width, stride):
-            super().__init__()
-            self.body = nn.Sequential(
-                nn.Conv2d(inp, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(True),
-                nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width),
-                nn.ReLU(True), nn.Conv2d(width, width * 4, 1, bias=False),
-                nn.BatchNorm2d(width * 4))
-            self.down = None
-            if stride != 1 or inp != width * 4:
-                self.down = nn.Sequential(nn.Conv2d(inp, width * 4, 1, stride, bias=False),
-                                          nn.BatchNorm2d(width * 4))
-
-        def forward(self, x):
-            return torch.relu(self.body(x) + (x if self.down is None else self.down(x)))
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            if arch == "resnet50":
-                layers = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
-                          nn.ReLU(True), nn.MaxPool2d(3, 2, 1)]
-                inp = 64
-                for n, width, stride in ((3, 64, 1), (4, 128, 2), (6, 256, 2), (3, 512, 1)):
-                    for i in range(n):
-                        layers.append(Bottleneck(inp, width, stride if i == 0 else 1))
-                        inp = width * 4
-            else:
-                layers, inp = [], 3
-                for v in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
-                          512, 512, 512, 1024):
-                    if v == "M":
-                        layers.append(nn.MaxPool2d(2, 2))
-                    else:
-                        layers += [nn.Conv2d(inp, v, 3, padding=1), nn.ReLU(True)]
-                        inp = v
-            self.features = nn.Sequential(*layers)
-            self.fc = nn.Linear(inp, FLAGS.num_classes)
-
-        def forward(self, x):
-            f = self.features(x)
-            return self.fc(f.mean(dim=(2, 3))), f
-
-    net = Net()
+    import torch_nets  # pylint: disable=import-outside-toplevel
+    net = torch_nets.build(arch, FLAGS.num_classes)
     tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     ty = torch.from_numpy(y.astype(np.int64))
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
@@ -174,8 +190,8 @@ def main(argv):
           f"batch {FLAGS.batch}, {FLAGS.size}x{FLAGS.size}, median of {FLAGS.rounds} rounds "
           f"x {FLAGS.iters} steps")
     for arch in FLAGS.arch:
-        runners = {f"jax[{impl}]": jax_steps(arch, jnp.asarray(x), jnp.asarray(y), impl)
-                   for impl in FLAGS.conv_impl}
+        runners = {f"jax[{v}]": jax_variant(arch, jnp.asarray(x), jnp.asarray(y), v)
+                   for v in FLAGS.variants}
         if have_torch:
             runners["torch"] = torch_steps(arch, x, y)
         for fwd, train in runners.values():  # warm-up / compile

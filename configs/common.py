@@ -12,6 +12,11 @@ overrides what differs. Fields beyond the interface (read only by `infocam_jax.t
   eval_readings         heads runs: after training, read each head's maps CAM vs infoCAM under
                         both normalisations with thresholds chosen on validation and print one
                         table per head (infocam_jax.evaluation.readings; the digits main job).
+  dtype                 compute dtype of the backbone: "float32" or "bfloat16" (mixed precision:
+                        convolutions in bfloat16; parameters, BatchNorm statistics, loss, CAMs and
+                        metrics in float32). Passed to `models.create(..., dtype=...)`.
+  data_workers          grain worker processes of the input pipeline (0 = the threaded pipeline in
+                        this process, `data_threads` threads); > 0 spreads decoding over cores.
 """
 import pathlib
 
@@ -40,6 +45,7 @@ def base_config() -> config_dict.ConfigDict:
     # mask folder; images under manual_dir (infocam_jax/data/wsol_metadata.py).
     c.wsol_metadata_root = ""
     c.wsol_mask_root = ""
+    c.data_workers = 0
     # Model and loss.
     c.model = "digits_cnn"
     c.model_options = config_dict.ConfigDict()
@@ -51,6 +57,7 @@ def base_config() -> config_dict.ConfigDict:
     c.loss = "sigmoid"
     c.heads = ()
     c.pretrained = ""
+    c.dtype = "float32"
     # Optimiser: PyTorch-style SGD (L2 weight decay added to the gradient), Nesterov momentum,
     # step decay by `decay_factor` every `decay_epochs`, `lr_ratio` x LR for the new layers.
     c.optimizer = config_dict.ConfigDict()

@@ -62,10 +62,15 @@ def _quiet_orbax_info_logs() -> None:
 
 
 def create_model(config: ml_collections.ConfigDict):
-    """`models.create(config.model, config.num_classes, **config.model_options)`, BN synced."""
+    """`models.create(config.model, config.num_classes, **config.model_options)`, BN synced,
+    computing in `config.dtype` ("float32" | "bfloat16"; model_options may not contradict it)."""
     from infocam_jax import models  # pylint: disable=import-outside-toplevel
     options = dict(config.model_options)
     options.setdefault("axis_name", ts.AXIS_NAME)
+    dtype = str(config.get("dtype", "float32"))
+    if str(options.setdefault("dtype", dtype)) != dtype:
+        raise ValueError(f"config.model_options.dtype={options['dtype']!r} contradicts "
+                         f"config.dtype={dtype!r}: set config.dtype only")
     return models.create(config.model, int(config.num_classes), **options)
 
 

@@ -17,8 +17,15 @@ Reading stack (chosen deliberately):
   overhead is paid once per batch; the thread pool assembles batches ahead of the consumer (PIL
   releases the GIL while decoding/resizing, NumPy while normalising) and keeps the output order
   deterministic.
-  No multiprocess workers (grain's multiprocessing needs parsed absl flags and a ``__main__``
-  guard, and the host has few cores); ``config.data_threads`` (default 2) sets the pool size.
+  ``config.data_threads`` (default 2) sets the pool size.
+* **Worker processes** (``config.data_workers`` > 0): threads stop scaling where Python holds
+  the GIL (record parsing, box maths, NumPy glue between PIL calls), so grain's
+  ``mp_prefetch`` runs the same batch function in that many processes, each on every
+  ``data_workers``-th batch with its own ``data_threads`` pool; grain interleaves their
+  outputs back into the same order, so batches are identical to the threaded path's. The
+  dataset is pickled into each worker (started per iterator, i.e. once per epoch: a few
+  seconds each); scripts need a ``__main__`` guard. grain reads its own absl flags, so an
+  unparsed ``absl.flags.FLAGS`` (a notebook, a test) is marked parsed with its defaults.
 * **Augmentation randomness**: example ``i`` of epoch ``e`` uses
   ``default_rng([seed, e, i])``, so it does not depend on thread scheduling or sharding.
 """
@@ -330,7 +337,11 @@ def example_indices(num_examples: int, *, training: bool, batch_size: int, epoch
 
 
 class BatchIterator:
-    """Iterator over batch dicts with a known length (``len(it)`` = number of batches)."""
+    """Iterator over batch dicts with a known length (``len(it)`` = number of batches).
+
+    ``close()`` (also called once the batches are exhausted) stops grain's worker processes,
+    if any; an iterator abandoned early is cleaned up when garbage-collected.
+    """
 
     def __init__(self, iterable, num_batches: int):
         self._it = iter(iterable)
@@ -343,7 +354,16 @@ class BatchIterator:
         return self
 
     def __next__(self) -> dict:
-        return next(self._it)
+        try:
+            return next(self._it)
+        except StopIteration:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        close = getattr(self._it, "close", None)
+        if close is not None:
+            close()
 
 
 def _example_fn(config, opened: _Opened, src, *, training: bool, epoch: int, seed: int):
@@ -351,6 +371,8 @@ def _example_fn(config, opened: _Opened, src, *, training: bool, epoch: int, see
     max_boxes = int(config.max_boxes)
     multi_label = bool(config.multi_label)
     m = opened.num_classes
+    channels = opened.channels  # plain values: `load` is pickled into grain worker processes
+    dataset = str(config.dataset)
     kwargs = dict(image_size=image_size, resize_size=int(config.get("resize_size", 0)),
                   eval_protocol=config.get("eval_protocol", "center_crop"),
                   flip=random_flip(config))
@@ -373,21 +395,21 @@ def _example_fn(config, opened: _Opened, src, *, training: bool, epoch: int, see
         image = np.asarray(record["image"])
         if image.ndim == 2:
             image = image[..., None]
-        if image.shape[-1] != opened.channels:
-            raise ValueError(f"{config.dataset} record {index}: image shape {image.shape}, "
-                             f"expected {opened.channels} channels")
+        if image.shape[-1] != channels:
+            raise ValueError(f"{dataset} record {index}: image shape {image.shape}, "
+                             f"expected {channels} channels")
         boxes = np.asarray(record["boxes"], np.float32).reshape(-1, 4)
         box_labels = np.asarray(record["box_labels"], np.int32).reshape(-1)
         if boxes.shape[0] > max_boxes:
-            raise ValueError(f"{config.dataset} record {index} has {boxes.shape[0]} boxes, more "
+            raise ValueError(f"{dataset} record {index} has {boxes.shape[0]} boxes, more "
                              f"than config.max_boxes={max_boxes}")
         if box_labels.shape[0] != boxes.shape[0]:
-            raise ValueError(f"{config.dataset} record {index}: {boxes.shape[0]} boxes but "
+            raise ValueError(f"{dataset} record {index}: {boxes.shape[0]} boxes but "
                              f"{box_labels.shape[0]} box_labels")
         if kwargs["resize_size"] == 0 and image.shape[:2] != image_size and not warned:
             warned.append(True)
             logging.warning("%s: records are %s but config.image_size is %s and resize_size is 0: "
-                            "resizing every image (and its boxes) to image_size", config.dataset,
+                            "resizing every image (and its boxes) to image_size", dataset,
                             image.shape[:2], image_size)
         rng = np.random.default_rng([int(seed), int(epoch), index]) if training else None
         image, int_boxes, visible = transforms.preprocess(image, boxes, training=training,
@@ -401,17 +423,17 @@ def _example_fn(config, opened: _Opened, src, *, training: bool, epoch: int, see
         padded_labels[:g] = box_labels
         label = int(record["label"])
         if not 0 <= label < m:
-            raise ValueError(f"{config.dataset} record {index}: label {label} outside "
+            raise ValueError(f"{dataset} record {index}: label {label} outside "
                              f"[0, {m})")
         out = {"image": transforms.normalize(image), "label": np.int32(label), "boxes": padded,
                "box_labels": padded_labels, "box_valid": valid_boxes, "valid": np.bool_(True)}
         if multi_label:
             if "labels" not in record:
-                raise ValueError(f"config.multi_label=True but {config.dataset} records carry no "
+                raise ValueError(f"config.multi_label=True but {dataset} records carry no "
                                  f"multi-hot 'labels'")
             labels = np.asarray(record["labels"], np.float32).reshape(-1)
             if labels.shape != (m,):
-                raise ValueError(f"{config.dataset} record {index}: labels shape {labels.shape}, "
+                raise ValueError(f"{dataset} record {index}: labels shape {labels.shape}, "
                                  f"expected ({m},)")
             out["labels"] = labels
         return out
@@ -461,10 +483,25 @@ def make_iterator(config, split: str, *, training: bool, batch_size: int, epoch:
         examples += [load(-1)] * (len(batch_indices) - len(real))
         return collate(examples)
 
-    threads = int(config.get("data_threads", 2))
+    threads = max(int(config.get("data_threads", 2)), 0)
+    workers = int(config.get("data_workers", 0))
+    if workers < 0:
+        raise ValueError(f"config.data_workers must be >= 0, got {workers}")
     batches = list(indices.reshape(-1, batch_size))
     ds = grain.MapDataset.source(batches).map(load_batch)
     # Each pool thread assembles whole batches; prefetch two batches per thread.
-    ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(threads, 0),
-                                              prefetch_buffer_size=2 * max(threads, 0)))
+    ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads,
+                                              prefetch_buffer_size=2 * threads))
+    if workers > 0 and batches:
+        _absl_flags_parsed()
+        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=min(workers, len(batches)),
+                                                         per_worker_buffer_size=2))
     return BatchIterator(ds, len(batches))
+
+
+def _absl_flags_parsed() -> None:
+    """grain's worker processes read absl flags: outside an absl app, use their defaults."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()

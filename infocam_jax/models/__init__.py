@@ -35,7 +35,7 @@ from infocam_jax.models.resnet import ResNet50, resnet50
 from infocam_jax.models.vgg import ConvGAP, vgg16_gap
 
 __all__ = ["create", "classifier_kernel", "new_layer_mask", "adl_maps", "MODEL_NAMES",
-           "ADL", "ConvGAP", "ResNet50"]
+           "DTYPES", "ADL", "ConvGAP", "ResNet50"]
 
 _COMMON = ("adl_positions", "adl_drop_rate", "adl_gamma", "axis_name", "dtype",
            "conv_impl")
@@ -45,6 +45,9 @@ _BUILDERS = {
     "digits_cnn": (digits_cnn, _COMMON + ("width",)),
 }
 MODEL_NAMES = tuple(_BUILDERS)
+# Compute dtypes: "bfloat16" runs convolutions and matmuls in bfloat16 (mixed precision);
+# parameters, BatchNorm statistics, features, logits and the head stay float32.
+DTYPES = ("float32", "bfloat16")
 
 
 def create(name: str, num_classes: int, **options: Any):
@@ -55,10 +58,12 @@ def create(name: str, num_classes: int, **options: Any):
       num_classes: M >= 1, outputs of the classifier head.
       **options: adl_positions (str of position codes, "" = no ADL; VGG/digits "3M 4M 53"
         style, ResNet "30 40 42" style), adl_drop_rate (0.75), adl_gamma (0.9), axis_name
-        (BatchNorm sync axis; accepted and unused by the BN-free vgg16_gap), dtype (compute dtype,
-        e.g. "float32" (default) or "bfloat16"; parameters and outputs stay float32),
-        conv_impl ("explicit" (default): convolution kernel gradients as explicit matmuls,
-        faster on XLA:CPU; "xla": plain autodiff; same values up to rounding),
+        (BatchNorm sync axis; accepted and unused by the BN-free vgg16_gap), dtype (compute dtype
+        of the convolutions, one of ``DTYPES``: "float32" (default) or "bfloat16"; parameters,
+        BatchNorm statistics, the returned features / logits and the Dense head stay float32),
+        conv_impl ("auto" (default): "explicit" on the CPU backend, "xla" on GPU/TPU;
+        "explicit": convolution kernel gradients as explicit matmuls, faster on XLA:CPU;
+        "xla": plain autodiff, what cuDNN wants; same values up to rounding),
         width (digits_cnn only, base channel count, 16).
 
     Returns:
@@ -79,13 +84,23 @@ def create(name: str, num_classes: int, **options: Any):
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     options = dict(options)
     if "dtype" in options:
-        options["dtype"] = jnp.dtype(options["dtype"])
-    if options.get("conv_impl", "explicit") not in CONV_IMPLS:
+        options["dtype"] = _compute_dtype(options["dtype"])
+    if options.get("conv_impl", "auto") not in CONV_IMPLS:
         raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, "
                          f"got {options['conv_impl']!r}")
     if name == "vgg16_gap":
         options.pop("axis_name", None)  # no BatchNorm
     return builder(num_classes, **options)
+
+
+def _compute_dtype(dtype: Any) -> jnp.dtype:
+    try:
+        value = jnp.dtype(dtype)
+    except TypeError:
+        value = None
+    if value is None or value.name not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    return value
 
 
 def classifier_kernel(variables: Dict[str, Any]) -> jax.Array:

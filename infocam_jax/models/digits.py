@@ -29,7 +29,7 @@ def digits_blocks(width: int):
 def digits_cnn(num_classes: int, adl_positions: str = "", adl_drop_rate: float = 0.75,
                adl_gamma: float = 0.9, axis_name: Optional[str] = None,
                dtype: Any = jnp.float32, width: int = 16,
-               conv_impl: str = "explicit") -> ConvGAP:
+               conv_impl: str = "auto") -> ConvGAP:
     """The digits CNN-GAP; returns ``(logits [B, M], features [B, H/4, W/4, 4*width])``."""
     if not isinstance(width, int) or width < 1:
         raise ValueError(f"width must be a positive int, got {width!r}")

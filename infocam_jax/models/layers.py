@@ -1,6 +1,7 @@
-"""Building blocks shared by the backbones: a convolution with torch-style padding.
+"""Building blocks shared by the backbones: convolution and max-pooling with torch-style padding.
 
-The convolution keeps Flax's parameter layout (``kernel`` HWIO float32, optional ``bias``) so
+Both have an XLA:CPU-tuned path ("explicit") beside plain autodiff ("xla"); "auto" picks the
+first on the CPU backend and the second on accelerators. The convolution keeps Flax's parameter layout (``kernel`` HWIO float32, optional ``bias``) so
 converted torchvision weights and checkpoints do not depend on how the product is computed.
 """
 import functools
@@ -27,23 +28,42 @@ def _conv_forward(x: jax.Array, kernel: jax.Array, strides: int, padding: int) -
 
 
 def _kernel_grad(x, g, k, strides, padding):
-    """dL/dkernel [k, k, C, O] as k*k matmuls [C, N] @ [N, O] over shifted input windows.
+    """dL/dkernel [k, k, C, O] as k*k matmuls [C, n] @ [n, O] over shifted input windows.
 
     XLA:CPU lowers the kernel gradient of a convolution to a generic convolution that
     contracts over batch x space with poor blocking; explicit (materialised) transposes and
     matmuls are faster for the large maps of VGG and ResNet.
+
+    Stride 1 (most of VGG and ResNet) shifts rows and columns separately: k row-slices of the
+    padded input (whole padded rows, n = B*h*Wp) against k column-shifted, zero-padded copies
+    of ``g``, so 2k arrays are copied instead of k*k input windows; the zero columns of the
+    shifted ``g`` drop the products that fall outside the window. Strided convolutions slice
+    k*k windows (n = B*h*w).
+
+    The sums run over n (hundreds of thousands of terms): products accumulate in float32
+    whatever the input dtype (bfloat16 accumulation would lose the gradient's low bits).
+    Returns float32.
     """
     c, o = x.shape[-1], g.shape[-1]
-    h, w = g.shape[1], g.shape[2]
+    b, h, w = g.shape[:3]
     xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0))) if padding else x
-    g2 = g.reshape(-1, o)
+    matmul = functools.partial(jnp.matmul, preferred_element_type=jnp.float32)
     taps = []
-    for i in range(k):
-        for j in range(k):
-            window = jax.lax.slice(xp, (0, i, j, 0),
-                                   (xp.shape[0], i + strides * (h - 1) + 1,
-                                    j + strides * (w - 1) + 1, c), (1, strides, strides, 1))
-            taps.append(jnp.transpose(window.reshape(-1, c)) @ g2)
+    if strides == 1:
+        wp = xp.shape[2]
+        shifted = [jnp.pad(g, ((0, 0), (0, 0), (j, wp - w - j), (0, 0))).reshape(-1, o)
+                   for j in range(k)]
+        for i in range(k):
+            rows = jnp.transpose(jax.lax.slice_in_dim(xp, i, i + h, axis=1).reshape(-1, c))
+            taps += [matmul(rows, shifted[j]) for j in range(k)]
+    else:
+        g2 = g.reshape(-1, o)
+        for i in range(k):
+            for j in range(k):
+                window = jax.lax.slice(xp, (0, i, j, 0),
+                                       (b, i + strides * (h - 1) + 1,
+                                        j + strides * (w - 1) + 1, c), (1, strides, strides, 1))
+                taps.append(matmul(jnp.transpose(window.reshape(-1, c)), g2))
     return jnp.stack(taps).reshape(k, k, c, o)
 
 
@@ -66,11 +86,19 @@ def _conv_explicit_bwd(strides, padding, residuals, g):
 
 _conv_explicit.defvjp(_conv_explicit_fwd, _conv_explicit_bwd)
 
-CONV_IMPLS = ("explicit", "xla")
+CONV_IMPLS = ("auto", "explicit", "xla")
+
+
+def resolve_impl(impl: str) -> str:
+    """"auto" -> "explicit" on the CPU backend, "xla" on GPU/TPU (where the vendor convolution
+    libraries compute kernel gradients well); other values are returned unchanged."""
+    if impl == "auto":
+        return "explicit" if jax.default_backend() == "cpu" else "xla"
+    return impl
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, strides: int, padding: int,
-           impl: str = "explicit") -> jax.Array:
+           impl: str = "auto") -> jax.Array:
     """NHWC convolution with symmetric zero padding (torch semantics, not XLA 'SAME').
 
     Args:
@@ -78,17 +106,65 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: int, padding: int,
       kernel: [k, k, Cin, Cout] kernel (HWIO), same dtype as ``x``.
       strides: spatial stride (same for both axes).
       padding: zero padding on every side.
-      impl: "explicit" (kernel gradient as matmuls, see ``_kernel_grad``) or "xla" (plain
-        autodiff of the XLA convolution). Both give the same values up to float rounding.
+      impl: "explicit" (kernel gradient as matmuls, see ``_kernel_grad``), "xla" (plain
+        autodiff of the XLA convolution) or "auto" (see :func:`resolve_impl`; decided when
+        traced, from ``jax.default_backend()``). All give the same values up to float rounding.
 
     Returns:
       [B, H', W', Cout] with H' = (H + 2p - k) // s + 1.
     """
+    impl = resolve_impl(impl)
     if impl == "explicit":
         return _conv_explicit(x, kernel, strides, padding)
     if impl == "xla":
         return _conv_forward(x, kernel, strides, padding)
     raise ValueError(f"conv impl must be one of {CONV_IMPLS}, got {impl!r}")
+
+
+def _max_along(x: jax.Array, axis: int, window: int, stride: int, size: int) -> jax.Array:
+    out = None
+    for i in range(window):
+        part = jax.lax.slice_in_dim(x, i, i + stride * (size - 1) + 1, stride, axis)
+        out = part if out is None else jnp.maximum(out, part)
+    return out
+
+
+def max_pool(x: jax.Array, window: int, stride: int, padding: int = 0,
+             impl: str = "auto") -> jax.Array:
+    """NHWC max-pooling over ``window`` x ``window``, torch semantics (padding with -inf,
+    output floor((H + 2p - window) / stride) + 1).
+
+    "explicit" (XLA:CPU) avoids the select-and-scatter gradient of ``lax.reduce_window``, which
+    XLA:CPU expands into full-size int32 index arrays and a scatter: non-overlapping windows
+    (window == stride, no padding) reshape and reduce; others take a maximum of strided slices,
+    rows then columns. "xla" is ``flax.linen.max_pool``. Forward values are identical; gradients
+    differ only where a window holds tied maxima (select-and-scatter gives all to one, the
+    explicit path splits it), which after a ReLU means zeros whose gradient the ReLU drops.
+
+    Args:
+      x: [B, H, W, C].
+      window, stride, padding: square window, stride and symmetric padding.
+      impl: "auto", "explicit" or "xla" (see :func:`resolve_impl`).
+
+    Returns:
+      [B, H', W', C].
+    """
+    impl = resolve_impl(impl)
+    if impl not in CONV_IMPLS[1:]:
+        raise ValueError(f"max_pool impl must be one of {CONV_IMPLS}, got {impl!r}")
+    if impl == "xla":
+        return nn.max_pool(x, (window, window), strides=(stride, stride),
+                           padding=((padding, padding), (padding, padding)))
+    b, h, w, c = x.shape
+    oh = (h + 2 * padding - window) // stride + 1
+    ow = (w + 2 * padding - window) // stride + 1
+    if window == stride and padding == 0:
+        x = x[:, :oh * stride, :ow * stride]
+        return jnp.max(x.reshape(b, oh, stride, ow, stride, c), axis=(2, 4))
+    if padding:
+        x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)),
+                    constant_values=-jnp.inf)
+    return _max_along(_max_along(x, 1, window, stride, oh), 2, window, stride, ow)
 
 
 class Conv(nn.Module):
@@ -108,7 +184,7 @@ class Conv(nn.Module):
     use_bias: bool = True
     dtype: Any = jnp.float32
     kernel_init: Any = he_normal_fan_out
-    impl: str = "explicit"
+    impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:

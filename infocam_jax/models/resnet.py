@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from infocam_jax.models import adl as adl_lib
-from infocam_jax.models.layers import Conv
+from infocam_jax.models.layers import Conv, max_pool
 
 RESNET50_LAYERS = (3, 4, 6, 3)
 RESNET50_WIDTHS = (64, 128, 256, 512)
@@ -39,7 +39,7 @@ class Bottleneck(nn.Module):
     downsample: bool
     axis_name: Optional[str] = None
     dtype: Any = jnp.float32
-    conv_impl: str = "explicit"
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -71,7 +71,8 @@ class ResNet50(nn.Module):
       adl_gamma: ADL drop threshold.
       axis_name: pmap/shard_map axis over which training BatchNorm statistics are averaged.
       dtype: compute dtype; parameters and outputs are float32.
-      conv_impl: "explicit" or "xla" (see ``layers.conv2d``; same values, different speed).
+      conv_impl: "auto", "explicit" or "xla" (see ``layers.conv2d``; same values, different
+        speed).
     """
     num_classes: int
     adl_positions: Tuple[str, ...] = ()
@@ -79,7 +80,7 @@ class ResNet50(nn.Module):
     adl_gamma: float = 0.9
     axis_name: Optional[str] = None
     dtype: Any = jnp.float32
-    conv_impl: str = "explicit"
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False):
@@ -102,7 +103,7 @@ class ResNet50(nn.Module):
                          axis_name=self.axis_name if train else None, dtype=self.dtype,
                          name="bn1")(x)
         x = nn.relu(x)
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        x = max_pool(x, 3, 2, 1, impl=self.conv_impl)
         for L, (n, width, stride) in enumerate(
                 zip(RESNET50_LAYERS, RESNET50_WIDTHS, RESNET50_STRIDES), start=1):
             for i in range(n):
@@ -120,7 +121,7 @@ class ResNet50(nn.Module):
 
 def resnet50(num_classes: int, adl_positions: str = "", adl_drop_rate: float = 0.75,
              adl_gamma: float = 0.9, axis_name: Optional[str] = None,
-             dtype: Any = jnp.float32, conv_impl: str = "explicit") -> ResNet50:
+             dtype: Any = jnp.float32, conv_impl: str = "auto") -> ResNet50:
     """ResNet50-WSOL for ``num_classes`` classes; see :class:`ResNet50`."""
     adl_lib.check_rates(adl_drop_rate, adl_gamma)
     codes = adl_lib.parse_positions(adl_positions, POSITION_CODES, "resnet50")

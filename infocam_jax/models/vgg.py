@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from infocam_jax.models import adl as adl_lib
-from infocam_jax.models.layers import Conv
+from infocam_jax.models.layers import Conv, max_pool
 
 VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 VGG16_POOLS = (True, True, True, True, False)  # no pool5: keeps a 14x14 map at 224
@@ -45,7 +45,8 @@ class ConvGAP(nn.Module):
       adl_drop_rate: ADL drop-mask probability.
       adl_gamma: ADL drop threshold.
       dtype: compute dtype; parameters stay float32, outputs are float32.
-      conv_impl: "explicit" or "xla" (see ``layers.conv2d``; same values, different speed).
+      conv_impl: "auto", "explicit" or "xla" (see ``layers.conv2d``; same values, different
+        speed).
       batch_norm: BatchNorm (``bn{b}_{l}``) between each stack conv and its ReLU.
       axis_name: BatchNorm sync axis in training (only with ``batch_norm``).
       conv_fan: "fan_out" (torchvision's VGG init) or "fan_in" He-normal conv kernels
@@ -61,7 +62,7 @@ class ConvGAP(nn.Module):
     adl_drop_rate: float = 0.75
     adl_gamma: float = 0.9
     dtype: Any = jnp.float32
-    conv_impl: str = "explicit"
+    conv_impl: str = "auto"
     batch_norm: bool = False
     axis_name: Optional[str] = None
     head_std: Optional[float] = 0.01
@@ -99,7 +100,7 @@ class ConvGAP(nn.Module):
                 x = nn.relu(x)
                 x = self._adl(x, f"{b}{l}", train)
             if pool:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+                x = max_pool(x, 2, 2, impl=self.conv_impl)
                 x = self._adl(x, f"{b}M", train)
         if self.extra_conv:
             x = nn.relu(Conv(self.extra_conv, 3, dtype=self.dtype, impl=self.conv_impl,
@@ -114,7 +115,7 @@ class ConvGAP(nn.Module):
 
 def vgg16_gap(num_classes: int, adl_positions: str = "", adl_drop_rate: float = 0.75,
               adl_gamma: float = 0.9, dtype: Any = jnp.float32,
-              conv_impl: str = "explicit") -> ConvGAP:
+              conv_impl: str = "auto") -> ConvGAP:
     """VGG16-GAP for ``num_classes`` classes; see :class:`ConvGAP`."""
     adl_lib.check_rates(adl_drop_rate, adl_gamma)
     codes = adl_lib.parse_positions(adl_positions, position_codes(VGG16_BLOCKS, VGG16_POOLS),
