@@ -211,17 +211,34 @@ def multilabel_counts(logits, targets, scoremaps, slot_labels, slot_valid, gt_bo
     logits, targets = _check_multihot(logits, targets)
     batch, num_labels = logits.shape
     valid = _checks.check_valid(valid, batch)
-    cls = multilabel_cls_correct(logits, targets) & valid[:, None]
     loc = multilabel_loc_correct(scoremaps, slot_labels, slot_valid, gt_boxes, box_labels,
                                  box_valid, cam_threshold, iou_threshold)
+    return counts_from_slots(multilabel_cls_correct(logits, targets), valid, loc, slot_labels,
+                             slot_valid, cam_threshold, iou_threshold)
+
+
+def counts_from_slots(cls_correct, valid, loc_correct, slot_labels, slot_valid,
+                      cam_threshold: float = 0.2, iou_threshold: float = 0.5
+                      ) -> MultiLabelCounts:
+    """:class:`MultiLabelCounts` of per-label and per-slot outcomes already computed.
+
+    Args:
+      cls_correct: bool ``[B, M]`` (:func:`multilabel_cls_correct`).
+      valid: bool ``[B]`` real (non-padding) images.
+      loc_correct: bool ``[B, L]`` slots localised (e.g. :func:`slot_max_iou` >= IoU threshold).
+      slot_labels: int ``[B, L]``; slot_valid: bool ``[B, L]``.
+      cam_threshold, iou_threshold: static floats recorded in the counts.
+    """
+    num_labels = cls_correct.shape[1]
+    valid = jnp.asarray(valid).astype(bool)
     counted = jnp.asarray(slot_valid).astype(bool) & valid[:, None]
     onehot = jax.nn.one_hot(jnp.asarray(slot_labels), num_labels, dtype=jnp.int32)  # [B,L,M]
     (cam_threshold,) = _checks.check_thresholds([cam_threshold], "cam_threshold")
     (iou_threshold,) = _checks.check_thresholds([iou_threshold], "iou_threshold")
     return MultiLabelCounts(
-        jnp.sum(cls, axis=0, dtype=jnp.int32),
+        jnp.sum(cls_correct & valid[:, None], axis=0, dtype=jnp.int32),
         jnp.sum(valid, dtype=jnp.int32),
-        jnp.sum(onehot * (loc & counted)[..., None], axis=(0, 1), dtype=jnp.int32),
+        jnp.sum(onehot * (loc_correct & counted)[..., None], axis=(0, 1), dtype=jnp.int32),
         jnp.sum(onehot * counted[..., None], axis=(0, 1), dtype=jnp.int32),
         cam_threshold, iou_threshold)
 

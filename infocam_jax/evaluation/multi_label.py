@@ -68,20 +68,15 @@ def update(settings: EvalSettings, logits, features, kernel, batch, valid, count
     thresholds = [settings.cam_threshold]
     if settings.box_accuracy:
         thresholds += list(settings.box_thresholds)
-    cls = mlm.multilabel_cls_correct(logits, targets) & valid[:, None]
+    cls = mlm.multilabel_cls_correct(logits, targets)
     counted = slot_valid & valid[:, None]
-    onehot = jax.nn.one_hot(slot_labels, settings.num_classes, dtype=jnp.int32)   # [B, L, M]
 
     def per_kind(ml, curve, sm):
         best = mlm.slot_max_iou(sm, slot_labels, gt_boxes, box_labels, box_valid,
                                 np.asarray(thresholds), **common.box_options(settings))
-        loc = (best[..., 0] >= ml.iou_threshold) & slot_valid
-        ml = ml.merge(ml.replace(
-            cls_correct=jnp.sum(cls, axis=0, dtype=jnp.int32),
-            count=jnp.sum(valid, dtype=jnp.int32),
-            loc_correct=jnp.sum(onehot * (loc & counted)[..., None], axis=(0, 1),
-                                dtype=jnp.int32),
-            loc_count=jnp.sum(onehot * counted[..., None], axis=(0, 1), dtype=jnp.int32)))
+        ml = ml.merge(mlm.counts_from_slots(cls, valid, best[..., 0] >= ml.iou_threshold,
+                                            slot_labels, slot_valid, ml.cam_threshold,
+                                            ml.iou_threshold))
         if curve is not None:
             curve = curve.add(best[..., 1:], slot_labels, counted)
         return ml, curve

@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from infocam_jax import boxes, metrics
+from infocam_jax import boxes
+from infocam_jax import multilabel_metrics as mlm
 from infocam_jax.evaluation import common, driver, forward, step
 from infocam_jax.evaluation.settings import EvalSettings
 
@@ -59,6 +60,7 @@ def make_multilabel_grid_step(model, *, kinds_r: Sequence[tuple[str, int]],
       ``step(variables, batch) -> {"hits": int32 [len(kinds_r), T], "pairs": int32 []}``.
     """
     table_thresholds = np.asarray(thresholds, np.float64)
+    image_size = tuple(int(s) for s in image_size)
     kinds_r = tuple((str(k), int(r)) for k, r in kinds_r)
 
     def grid_step(variables, batch):
@@ -67,20 +69,19 @@ def make_multilabel_grid_step(model, *, kinds_r: Sequence[tuple[str, int]],
         gt = batch["boxes"].astype(jnp.int32)                                 # [B, G, 4]
         box_labels = batch["box_labels"].astype(jnp.int32)                    # [B, G]
         box_valid = batch["box_valid"].astype(bool)
-        b, g = box_labels.shape
-        slot_labels, slot_valid = metrics.present_label_slots(batch["labels"], g)  # [B, L]
+        g = box_labels.shape[1]
+        slot_labels, slot_valid = mlm.present_label_slots(batch["labels"], g)  # [B, L]
         slot_valid = slot_valid & batch["valid"].astype(bool)[:, None]
-        match = box_valid[:, None, :] & (box_labels[:, None, :] == slot_labels[:, :, None])
         hits = []
         for kind, r in kinds_r:
             maps = forward.multilabel_class_maps(kind, features, kernel, slot_labels,
                                                   region_size=r)          # [B, L, h, w]
             sm = boxes.scoremaps(maps.reshape((-1,) + maps.shape[2:]), image_size, upsample,
-                                 normalize=normalize)
-            bx = boxes.largest_box(sm, table_thresholds).reshape(b, g, -1, 4)  # [B, L, T, 4]
-            iou = metrics.iou(bx[:, :, :, None, :], gt[:, None, None, :, :])   # [B, L, T, G]
-            hit = jnp.any((iou >= iou_threshold) & match[:, :, None, :], axis=-1)
-            hits.append(jnp.sum(hit & slot_valid[:, :, None], axis=(0, 1), dtype=jnp.int32))
+                                 normalize=normalize).reshape(maps.shape[:2] + image_size)
+            best = mlm.slot_max_iou(sm, slot_labels, gt, box_labels, box_valid,
+                                    table_thresholds)                     # [B, L, T]
+            hit = (best >= iou_threshold) & slot_valid[:, :, None]
+            hits.append(jnp.sum(hit, axis=(0, 1), dtype=jnp.int32))
         return {"hits": jnp.stack(hits), "pairs": jnp.sum(slot_valid, dtype=jnp.int32)}
 
     return jax.jit(grid_step)
