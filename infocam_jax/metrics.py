@@ -233,6 +233,21 @@ class BoxAccuracyCounts:
             scoremaps, gt_boxes, gt_valid, self.thresholds, self.iou_thresholds,
             self.multi_contour, valid, backend))
 
+    def add_iou(self, best_iou, valid, where=None) -> BoxAccuracyCounts:
+        """Adds images given their best IoU per score threshold.
+
+        Args:
+          best_iou: float ``[B, T]`` at ``self.thresholds`` (``boxes.max_contour_iou``).
+          valid: bool ``[B]``; False rows count zero times.
+          where: optional bool ``[B]``: only these images can be correct (e.g. top-1 right,
+            which turns BoxAcc into Top-1 Loc per threshold).
+        """
+        ok = valid if where is None else valid & where
+        hit = best_iou[None] >= jnp.asarray(self.iou_thresholds, jnp.float32)[:, None, None]
+        return self.merge(self.replace(
+            correct=jnp.sum(hit & ok[None, :, None], axis=1, dtype=jnp.int32),
+            count=jnp.sum(valid, dtype=jnp.int32)))
+
     def result(self) -> dict:
         """``box_acc`` [I, T], ``max_box_acc`` [I], ``best_threshold`` [I] (first argmax),
         and ``mean_max_box_acc`` [] (MaxBoxAccV2 when the IoU thresholds are 0.3/0.5/0.7)."""
@@ -272,11 +287,8 @@ def box_accuracy_counts(scoremaps, gt_boxes, gt_valid, thresholds=DEFAULT_THRESH
     valid = _check_valid(valid, batch)
     best_iou = _max_iou(scoremaps, gt_boxes, gt_valid, thresholds, multi_contour,
                         backend)                                              # [B, T]
-    hit = best_iou[None, :, :] >= jnp.asarray(iou_thresholds, jnp.float32)[:, None, None]
-    hit = hit & valid[None, :, None]
-    return BoxAccuracyCounts(jnp.sum(hit, axis=1, dtype=jnp.int32),
-                             jnp.sum(valid, dtype=jnp.int32), thresholds, iou_thresholds,
-                             bool(multi_contour))
+    return BoxAccuracyCounts.empty(thresholds, iou_thresholds, multi_contour).add_iou(
+        best_iou, valid)
 
 
 def max_box_accuracy(scoremaps, gt_boxes, gt_valid, thresholds=DEFAULT_THRESHOLDS,
@@ -351,6 +363,16 @@ class LocalizationCounts:
                                               valid, self.cam_threshold, self.iou_threshold,
                                               backend))
 
+    def add(self, top1, top5, gt_known, valid) -> LocalizationCounts:
+        """Adds per-image outcomes, bool ``[B]`` each: top-1 / top-5 right, GT-known localised
+        (at ``self.cam_threshold``, ``self.iou_threshold``), and ``valid`` (real images)."""
+        def count(x):
+            return jnp.sum(x & valid, dtype=jnp.int32)
+
+        return self.merge(self.replace(top1_cls=count(top1), top5_cls=count(top5),
+                                       gt_known_loc=count(gt_known),
+                                       top1_loc=count(gt_known & top1), count=count(valid)))
+
     def result(self) -> dict:
         """Fractions in [0, 1]: ``top1_cls``, ``top5_cls``, ``gt_known_loc``, ``top1_loc``."""
         n = self.count.astype(jnp.float32)
@@ -380,15 +402,7 @@ def localization_counts(logits, labels, scoremaps, gt_boxes, gt_valid, valid=Non
         raise ValueError(
             f"scoremaps must have shape [B, H, W] with B = {logits.shape[0]}, got "
             f"{jnp.asarray(scoremaps).shape}")
-    top1 = topk_correct(logits, labels, 1) & valid
-    top5 = topk_correct(logits, labels, 5) & valid
-    loc = gt_known_loc_correct(scoremaps, gt_boxes, gt_valid, cam_threshold,
-                               iou_threshold, backend) & valid
-
-    def count(x):
-        return jnp.sum(x, dtype=jnp.int32)
-
-    (cam_threshold,) = _check_thresholds([cam_threshold], "cam_threshold")
-    (iou_threshold,) = _check_thresholds([iou_threshold], "iou_threshold")
-    return LocalizationCounts(count(top1), count(top5), count(loc), count(top1 & loc),
-                              count(valid), cam_threshold, iou_threshold)
+    loc = gt_known_loc_correct(scoremaps, gt_boxes, gt_valid, cam_threshold, iou_threshold,
+                               backend)
+    return LocalizationCounts.empty(cam_threshold, iou_threshold).add(
+        topk_correct(logits, labels, 1), topk_correct(logits, labels, 5), loc, valid)

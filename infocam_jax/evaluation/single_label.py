@@ -74,41 +74,26 @@ def update(settings: EvalSettings, logits, features, kernel, batch, valid, count
     sm = forward.stacked_scoremaps(settings, jnp.stack([maps[k] for k in settings.map_kinds]))
     box_opts = common.box_options(settings)
 
-    top1 = metrics.topk_correct(logits, labels, 1) & valid
-    top5 = metrics.topk_correct(logits, labels, settings.top_k) & valid
+    top1 = metrics.topk_correct(logits, labels, 1)
+    top5 = metrics.topk_correct(logits, labels, settings.top_k)
     # One largest-box pass serves GT-known Loc (threshold 0 of the list) and the grid: the box
     # pass costs the same for any number of thresholds.
     thresholds = np.concatenate([[settings.cam_threshold], settings.box_thresholds])
 
-    def count(x, axis=None):
-        return jnp.sum(x, axis=axis, dtype=jnp.int32)
-
     def fixed_only(loc, sm):
         best = boxes.max_contour_iou(sm, thresholds[:1], gt_boxes, gt_valid,
                                      multi_contour=False, **box_opts)
-        gt_known = (best[:, 0] >= loc.iou_threshold) & valid
-        return loc.merge(loc.replace(top1_cls=count(top1), top5_cls=count(top5),
-                                     gt_known_loc=count(gt_known),
-                                     top1_loc=count(gt_known & top1), count=count(valid)))
+        return loc.add(top1, top5, best[:, 0] >= loc.iou_threshold, valid)
 
     def per_kind(loc, box, box_top1, box_v2, sm):
         best = boxes.max_contour_iou(sm, thresholds, gt_boxes, gt_valid, multi_contour=False,
-                                     **box_opts)
-        gt_known = (best[:, 0] >= loc.iou_threshold) & valid
-        loc = loc.merge(loc.replace(top1_cls=count(top1), top5_cls=count(top5),
-                                    gt_known_loc=count(gt_known),
-                                    top1_loc=count(gt_known & top1), count=count(valid)))
-        hits = (best[None, :, 1:] >= jnp.asarray(box.iou_thresholds, jnp.float32)[:, None, None])
-        hits = hits & valid[None, :, None]                                   # [I, B, T]
-        box = box.merge(box.replace(correct=count(hits, axis=1), count=count(valid)))
-        box_top1 = box_top1.merge(box_top1.replace(
-            correct=count(hits & top1[None, :, None], axis=1), count=count(valid)))
+                                     **box_opts)                             # [B, 1 + T]
+        loc = loc.add(top1, top5, best[:, 0] >= loc.iou_threshold, valid)
+        box = box.add_iou(best[:, 1:], valid)
+        box_top1 = box_top1.add_iou(best[:, 1:], valid, where=top1)
         v2 = boxes.max_contour_iou(sm, box_v2.thresholds, gt_boxes, gt_valid,
                                    multi_contour=True, **box_opts)           # [B, T]
-        v2_hits = (v2[None] >= jnp.asarray(box_v2.iou_thresholds, jnp.float32)[:, None, None])
-        box_v2 = box_v2.merge(box_v2.replace(
-            correct=count(v2_hits & valid[None, :, None], axis=1), count=count(valid)))
-        return loc, box, box_top1, box_v2
+        return loc, box, box_top1, box_v2.add_iou(v2, valid)
 
     if not settings.box_accuracy:
         return {"loc": jax.vmap(fixed_only)(counts["loc"], sm)}
