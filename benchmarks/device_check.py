@@ -44,6 +44,7 @@ import platform
 import sys
 import time
 import traceback
+import types
 from typing import Any, Callable
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -311,30 +312,40 @@ class JaxBench:
 # ----------------------------------------------------------------------------- eval step
 
 def eval_module():
-    """The eval-step module: ``infocam_jax.evaluation`` when it offers the step, else
-    ``infocam_jax.evaluate``."""
-    for name in ("infocam_jax.evaluation", "infocam_jax.evaluate"):
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name and e.name.startswith("infocam_jax"):
-                continue
+    """The eval step's pieces (EvalSettings, make_eval_step, init_counts, replicate) from
+    ``infocam_jax.evaluation`` (or, in older trees, ``infocam_jax.evaluate``)."""
+    names = {"EvalSettings": "settings", "make_eval_step": "step", "init_counts": "step",
+             "replicate": "common"}
+    try:
+        found = {n: getattr(importlib.import_module(f"infocam_jax.evaluation.{m}"), n)
+                 for n, m in names.items()}
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith("infocam_jax"):
             raise
-        if all(hasattr(mod, a) for a in ("EvalSettings", "make_eval_step", "init_counts",
-                                         "replicate")):
-            return mod
-    raise ImportError("no eval step found in infocam_jax.evaluation or infocam_jax.evaluate")
+        old = importlib.import_module("infocam_jax.evaluate")
+        found = {n: getattr(old, n) for n in names}
+    return types.SimpleNamespace(**found)
 
 
-def box_backends() -> list[str | None]:
-    """Backends of ``boxes.largest_box``: its ``BACKENDS`` (less "auto") when it takes a
-    ``backend`` argument, else [None] (the library's single path)."""
+def box_backends(notes: list | None = None) -> list[str | None]:
+    """Usable backends of ``boxes.largest_box`` ("auto" left out: it is one of the others);
+    [None] when it takes no ``backend`` (the library's single path). Unavailable ones (e.g.
+    the compiled kernel not built) are left out, with the reason appended to ``notes``."""
     from infocam_jax import boxes  # pylint: disable=import-outside-toplevel
     if "backend" not in inspect.signature(boxes.largest_box).parameters:
         return [None]
-    names = getattr(boxes, "BACKENDS", None) or getattr(boxes, "BOX_BACKENDS", None) \
-        or ("native", "xla")
-    return [n for n in names if n != "auto"] or ["auto"]
+    usable = []
+    for name in getattr(boxes, "BACKENDS", ("native", "xla")):
+        if name == "auto":
+            continue
+        try:
+            if hasattr(boxes, "resolve_backend"):
+                boxes.resolve_backend(name)
+            usable.append(name)
+        except Exception as e:  # pylint: disable=broad-except
+            if notes is not None:
+                notes.append(f"box backend {name!r} unavailable: {e}")
+    return usable or [None]
 
 
 def settings_backend_field(settings_cls) -> str | None:
@@ -585,7 +596,7 @@ def main(argv=None) -> dict:
                                     "figures only show that every measurement runs.")
     torch_bench = make_torch(args, platform_name, report)
     bench = JaxBench(jax, args)
-    backends = box_backends()
+    backends = box_backends(report.data["notes"])
     report.data["env"]["box_backends"] = [b or "default" for b in backends]
     try:
         if backends != [None] and settings_backend_field(eval_module().EvalSettings) is None:
