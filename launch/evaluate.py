@@ -58,8 +58,8 @@ def main(argv):
                   f"{_WHICH.value} checkpoint", settings=reading)
         logging.info("Wrote %s", ", ".join(paths))
     if _SAVE_SCOREMAPS.value:
-        from infocam_jax.evaluation import scoremap_files
-        saved = scoremap_files.export_model_scoremaps(
+        from infocam_jax.evaluation import scoremap_export
+        saved = scoremap_export.export_model_scoremaps(
             config, model, variables,
             data.make_iterator(config, _SPLIT.value, training=False,
                                batch_size=config.eval_batch_size,

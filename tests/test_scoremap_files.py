@@ -1,4 +1,5 @@
-"""evaluation.scoremap_files and launch/evaluate_scoremaps.py on small trees built here.
+"""evaluation.scoremap_files / scoremap_io / scoremap_export and launch/evaluate_scoremaps.py
+on small trees built here.
 
 Expected numbers come from a NumPy + OpenCV statement of the reference WSOL evaluation
 (clovaai/wsolevaluation, ``evaluation.py``): per-image OpenCV contours at every threshold,
@@ -14,7 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from infocam_jax.evaluation import scoremap_export
 from infocam_jax.evaluation import scoremap_files as sf
+from infocam_jax.evaluation import scoremap_io
 
 cv2 = pytest.importorskip("cv2")
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -162,10 +165,10 @@ class TestResizeBoxes:
             box = [int(rng.integers(0, w)), int(rng.integers(0, h)), int(rng.integers(0, w)),
                    int(rng.integers(0, h))]
             expected = [int(float(v) * 224.0 / float(d)) for v, d in zip(box, (w, h, w, h))]
-            assert sf.resize_boxes(box, (w, h)).tolist() == expected
+            assert scoremap_io.resize_boxes(box, (w, h)).tolist() == expected
 
     def test_hand_value(self):
-        assert sf.resize_boxes([1, 2, 4, 3], (10, 20)).tolist() == [22, 22, 89, 33]
+        assert scoremap_io.resize_boxes([1, 2, 4, 3], (10, 20)).tolist() == [22, 22, 89, 33]
 
 
 class TestBoxEvaluation:
@@ -230,7 +233,7 @@ class TestMaskEvaluation:
         image = image.convert("P") if mode == "P" else image
         path = tmp_path / "m.png"
         image.save(path)
-        fg, _ = sf.load_mask(str(tmp_path), ["m.png"], "")
+        fg, _ = scoremap_io.load_mask(str(tmp_path), ["m.png"], "")
         ref = cv2.resize(np.float32(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)), (224, 224),
                          interpolation=cv2.INTER_NEAREST) > 0.5
         np.testing.assert_array_equal(fg, ref)
@@ -305,8 +308,8 @@ class TestSaveScoremaps:
         gt = np.array([[[4, 5, 15, 18], [0, 0, 0, 0]], [[8, 8, 20, 20], [1, 1, 30, 30]],
                        [[2, 3, 9, 9], [0, 0, 0, 0]]])
         valid = np.array([[True, False], [True, True], [True, False]])
-        sf.save_scoremaps(str(tmp_path / "maps"), ids, maps)
-        sf.write_metadata(str(tmp_path / "metadata" / "ILSVRC" / "val"), ids, [0, 1, 0],
+        scoremap_export.save_scoremaps(str(tmp_path / "maps"), ids, maps)
+        scoremap_export.write_metadata(str(tmp_path / "metadata" / "ILSVRC" / "val"), ids, [0, 1, 0],
                           [(224, 224)] * 3, boxes=(gt, valid))
         report = evaluate(tmp_path, "ILSVRC", cam_curve_interval=0.1)
         acc, _ = np_max_box_acc(maps, [g[v] for g, v in zip(gt, valid)],
@@ -371,7 +374,7 @@ class TestExportModelScoremaps:
                  "box_valid": np.array([[True, False], [True, True], [False, False],
                                         [True, False]]),
                  "valid": np.array([True, True, True, False])}
-        out = sf.export_model_scoremaps(config, model, variables, [batch], str(tmp_path),
+        out = scoremap_export.export_model_scoremaps(config, model, variables, [batch], str(tmp_path),
                                         split="val")
         assert (out["num_images"], out["num_skipped"]) == (2, 1)
         reading = settings.EvalSettings.from_config(config)
@@ -381,7 +384,7 @@ class TestExportModelScoremaps:
             for kind, root in out["scoremap_roots"].items():
                 saved = np.load(os.path.join(root, "val", f"{n:07d}.png.npy"))
                 np.testing.assert_array_equal(saved, np.asarray(want["scoremaps"][kind][b]))
-        meta = sf.read_metadata(str(tmp_path / "metadata" / "synthetic" / "val"))
+        meta = scoremap_io.read_metadata(str(tmp_path / "metadata" / "synthetic" / "val"))
         assert meta.boxes == {"val/0000000.png": [(1, 2, 9, 9)],
                               "val/0000001.png": [(1, 2, 9, 9), (0, 0, 3, 3)]}
         report = sf.evaluate_scoremaps(out["scoremap_roots"]["cam"], out["metadata_root"],

@@ -18,7 +18,7 @@ Records (``source[i]``): ``image`` uint8 [H, W, 3] (original size), ``label`` in
 ``boxes`` float32 [G, 4] inclusive ``(x0, y0, x1, y1)`` in original pixels, ``box_labels``
 int32 [G], ``image_id`` str. Mask datasets give, as boxes, the bounding rectangle of each
 instance mask (for the box metrics of the training loop; PxAP needs the masks themselves, see
-``infocam_jax.evaluation.scoremap_files``). Training splits need no localisation files.
+``infocam_jax.evaluation.scoremap_io``). Training splits need no localisation files.
 """
 from __future__ import annotations
 
