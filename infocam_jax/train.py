@@ -19,12 +19,11 @@ same state as an uninterrupted run.
 """
 from __future__ import annotations
 
-import itertools
 import logging as std_logging
 import math
 import os
 import time
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from absl import logging
 import jax
@@ -34,14 +33,13 @@ import numpy as np
 
 from infocam_jax import checkpointing
 from infocam_jax import optim
+from infocam_jax import train_loop as loop
 from infocam_jax import train_state as ts
+from infocam_jax.train_loop import NonFiniteLossError
 
 PyTree = Any
-TRAIN_KEYS = ("image", "label", "labels")
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Raised when the training loss becomes NaN or infinite."""
+__all__ = ["NonFiniteLossError", "create_model", "make_loss_fn", "restore_variables",
+           "run_evaluation", "train_and_evaluate", "train_single", "usable_prior"]
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -153,22 +151,6 @@ def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
         f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
-def _summary_writer(workdir: str):
-    if not _is_main():
-        return None
-    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-    return SummaryWriter(logdir=os.path.join(workdir, "tensorboard"))
-
-
-def _write_scalars(writer, step: int, scalars: Mapping[str, float]) -> None:
-    if writer is None:
-        return
-    for name, value in scalars.items():
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            writer.add_scalar(name, value, step)
-    writer.flush()
-
-
 def _init_variables(config, model, image_shape) -> dict:
     variables = ts.init_variables(model, jax.random.PRNGKey(int(config.seed)), image_shape)
     if config.pretrained:
@@ -186,22 +168,6 @@ def _init_variables(config, model, image_shape) -> dict:
 
 # ----------------------------------------------------------------------------- loops
 
-def _train_batches(config, epoch: int, batch_size: int, steps: int) -> Iterator[dict]:
-    """This process's shard of epoch `epoch`, exactly `steps` batches of the needed keys."""
-    from infocam_jax import data  # pylint: disable=import-outside-toplevel
-    it = data.make_iterator(
-        config, "train", training=True, batch_size=batch_size, epoch=epoch,
-        seed=int(config.seed), process_index=jax.process_index(),
-        process_count=jax.process_count())
-    n = 0
-    for batch in itertools.islice(it, steps):
-        yield {k: batch[k] for k in TRAIN_KEYS if k in batch}
-        n += 1
-    if n < steps:
-        raise RuntimeError(f"the training iterator of epoch {epoch} yielded {n} batches, "
-                           f"expected {steps} (data.steps_per_epoch)")
-
-
 def run_evaluation(config, model, variables, split: str) -> dict[str, float]:
     """`evaluation.driver.evaluate` on `split` with this process's shard; results are global."""
     from infocam_jax import data  # pylint: disable=import-outside-toplevel
@@ -215,148 +181,52 @@ def run_evaluation(config, model, variables, split: str) -> dict[str, float]:
                              num_devices=jax.local_device_count(), max_batches=max_batches)
 
 
-def _fetch_metrics(pending: list[dict]) -> dict[str, float]:
-    """Mean over the pending steps of device metrics (already averaged across devices)."""
-    # First local replica (the values are identical on all devices after pmean); works when
-    # the pmap output spans other processes' devices too.
-    host = [ts.unreplicate(m) for m in pending]
-    return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+def _resume(ckpt, state, config, workdir: str):
+    """(state, start_epoch, best_val, best_epoch) from the workdir's latest checkpoint, or the
+    fresh `state` at epoch 0; raises ValueError when the workdir holds another loss / model."""
+    if ckpt.latest_epoch() is None:
+        return state, 0, -math.inf, 0
+    restored_vars, opt_state, extra = ckpt.restore_latest(state.variables, state.opt_state)
+    for key, want in (("loss", config.loss), ("model", config.model)):
+        if extra.get(key, want) != want:
+            raise ValueError(f"{workdir} holds a run with {key}={extra[key]!r}, but "
+                             f"config.{key}={want!r}: use another --workdir")
+    state = ts.TrainState(step=np.asarray(extra["step"], np.int32),
+                          params=restored_vars["params"],
+                          batch_stats=dict(restored_vars.get("batch_stats", {})),
+                          opt_state=opt_state)
+    start_epoch = int(extra["epoch"])
+    best_val = extra.get("best_val_accuracy")
+    best_val = -math.inf if best_val is None else float(best_val)
+    logging.info("Resumed from %s at epoch %d (step %d).", workdir, start_epoch, extra["step"])
+    return state, start_epoch, best_val, int(extra.get("best_epoch", 0))
 
 
-def _check_finite(metrics: Mapping[str, float], epoch: int, step: int) -> None:
-    loss = metrics.get("loss", 0.0)
-    if not math.isfinite(loss):
-        raise NonFiniteLossError(
-            f"training loss became {loss} by step {step} (epoch {epoch + 1}); aborting without "
-            f"saving this epoch. The last good checkpoint (if any) is kept in the workdir. "
-            f"Lower config.optimizer.learning_rate or check the input data.")
+def _validate(config, model, variables, plan: loop.Plan, epoch: int, train_loss: float,
+              best: tuple[float, int], writer):
+    """Validation top-1 after `epoch` when due.
+
+    Returns (val_acc or None, is_best, (best_val, best_epoch)) with the best updated."""
+    best_val, best_epoch = best
+    if plan.eval_every <= 0 or ((epoch + 1) % plan.eval_every and epoch + 1 != plan.num_epochs):
+        return None, False, best
+    t_eval = time.time()
+    val = run_evaluation(config, model, variables, "validation")
+    val_acc = float(val["accuracy"])
+    is_best = math.isfinite(val_acc) and val_acc > best_val
+    if is_best:
+        best_val, best_epoch = val_acc, epoch + 1
+    logging.info("epoch %d/%d: train loss %.4f, validation accuracy %.4f%s (%.1fs)",
+                 epoch + 1, plan.num_epochs, train_loss, val_acc,
+                 " (best)" if is_best else f" (best {best_val:.4f} at epoch {best_epoch})",
+                 time.time() - t_eval)
+    loop.write_scalars(writer, (epoch + 1) * plan.steps, {"eval/" + k: v for k, v in val.items()})
+    return val_acc, is_best, (best_val, best_epoch)
 
 
-def _progress_line(epoch, num_epochs, i, steps, step, metrics, lr, images_per_s, eta_s) -> str:
-    parts = [f"epoch {epoch + 1}/{num_epochs}", f"step {i}/{steps} ({100.0 * i / steps:.0f}%)",
-             f"global step {step}", f"loss {metrics['loss']:.4f}"]
-    if "accuracy" in metrics:
-        parts.append(f"acc {metrics['accuracy']:.3f}")
-    parts += [f"lr {lr:.3g}", f"{images_per_s:.1f} img/s", f"ETA {eta_s:.0f}s"]
-    return " | ".join(parts)
-
-
-def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Trains one model (one loss) in `workdir`; returns its test results. See module doc."""
-    _check_config(config)
-    from infocam_jax import data  # pylint: disable=import-outside-toplevel
+def _test_best(config, model, workdir: str, writer) -> dict[str, float]:
+    """Restores the best epoch, evaluates it on the test split, writes and prints the table."""
     from infocam_jax.evaluation import reports, settings  # pylint: disable=import-outside-toplevel
-    _quiet_orbax_info_logs()
-    os.makedirs(workdir, exist_ok=True)
-
-    info = data.get_info(config)
-    label_prior = usable_prior(info.label_prior, int(info.num_examples["train"]),
-                               bool(config.multi_label))
-    image_shape = tuple(int(s) for s in info.image_shape)
-    model = create_model(config)
-    loss_fn = make_loss_fn(config, label_prior)
-
-    global_batch = int(config.batch_size)
-    process_batch = global_batch // jax.process_count()
-    steps = int(data.steps_per_epoch(config, global_batch))
-    if config.get("max_steps_per_epoch", 0):
-        steps = min(steps, int(config.max_steps_per_epoch))
-    if steps < 1:
-        raise ValueError(f"no training step per epoch: {info.num_examples['train']} training "
-                         f"examples for config.batch_size={global_batch}")
-    num_epochs = int(config.num_epochs)
-
-    variables = _init_variables(config, model, image_shape)
-    from infocam_jax import models  # pylint: disable=import-outside-toplevel
-    mask = models.new_layer_mask(config.model, variables["params"])
-    tx, schedule = optim.create_optimizer(config.optimizer, steps, mask)
-    state = ts.create_train_state(variables, tx)
-
-    ckpt = checkpointing.Checkpointer(workdir, int(config.keep_checkpoints),
-                                      keep_best=bool(config.get("checkpoint_best", True)))
-    start_epoch, best_val, best_epoch = 0, -math.inf, 0
-    if ckpt.latest_epoch() is not None:
-        restored_vars, opt_state, extra = ckpt.restore_latest(state.variables, state.opt_state)
-        for key, want in (("loss", config.loss), ("model", config.model)):
-            if extra.get(key, want) != want:
-                raise ValueError(f"{workdir} holds a run with {key}={extra[key]!r}, but "
-                                 f"config.{key}={want!r}: use another --workdir")
-        state = ts.TrainState(step=np.asarray(extra["step"], np.int32),
-                              params=restored_vars["params"],
-                              batch_stats=dict(restored_vars.get("batch_stats", {})),
-                              opt_state=opt_state)
-        start_epoch = int(extra["epoch"])
-        best_val = extra.get("best_val_accuracy")
-        best_val = -math.inf if best_val is None else float(best_val)
-        best_epoch = int(extra.get("best_epoch", 0))
-        logging.info("Resumed from %s at epoch %d (step %d).", workdir, start_epoch, extra["step"])
-    # Written only once the workdir is known to hold this run (or none), so a rejected config
-    # never replaces the run's own config.json.
-    if _is_main():
-        _write_config(config, workdir)
-    writer = _summary_writer(workdir)
-
-    p_step = ts.parallelize(lambda s, b, k: ts.train_step(
-        s, b, k, model=model, tx=tx, loss_fn=loss_fn, multi_label=bool(config.multi_label)))
-    p_state = ts.replicate(state)
-    p_key = ts.replicate(jax.random.PRNGKey(int(config.seed) + 1))
-    num_local = jax.local_device_count()
-    log_every = max(1, int(config.log_every_steps))
-    eval_every = int(config.eval_every_epochs)
-    logging.info("Training %s (%s loss) on %s: %d epochs x %d steps, global batch %d over %d "
-                 "device(s) in %d process(es).", config.model, config.loss, config.dataset,
-                 num_epochs, steps, global_batch, jax.device_count(), jax.process_count())
-
-    for epoch in range(start_epoch, num_epochs):
-        pending, t0, seen, epoch_start = [], time.time(), 0, time.time()
-        epoch_metrics = []
-        for i, batch in enumerate(_train_batches(config, epoch, process_batch, steps), start=1):
-            p_state, metrics = p_step(p_state, ts.shard_batch(batch, num_local), p_key)
-            pending.append(metrics)
-            seen += global_batch
-            step = epoch * steps + i
-            if i % log_every == 0 or i == steps:
-                m = _fetch_metrics(pending)
-                _check_finite(m, epoch, step)
-                epoch_metrics.append((m, len(pending)))
-                pending = []
-                elapsed = max(time.time() - t0, 1e-9)
-                lr = float(schedule(step - 1))
-                ips = seen / elapsed
-                eta = (time.time() - epoch_start) / i * (steps - i)
-                logging.info(_progress_line(epoch, num_epochs, i, steps, step, m, lr, ips, eta))
-                _write_scalars(writer, step, {"train/" + k: v for k, v in m.items()}
-                               | {"train/learning_rate": lr, "train/images_per_second": ips})
-                t0, seen = time.time(), 0
-        step = (epoch + 1) * steps
-        total = sum(n for _, n in epoch_metrics)
-        train_loss = sum(m["loss"] * n for m, n in epoch_metrics) / total
-
-        host_state = ts.unreplicate(p_state)
-        val_acc, is_best = None, False
-        if eval_every > 0 and ((epoch + 1) % eval_every == 0 or epoch + 1 == num_epochs):
-            t_eval = time.time()
-            val = run_evaluation(config, model, host_state.variables, "validation")
-            val_acc = float(val["accuracy"])
-            is_best = math.isfinite(val_acc) and val_acc > best_val
-            if is_best:
-                best_val, best_epoch = val_acc, epoch + 1
-            logging.info("epoch %d/%d: train loss %.4f, validation accuracy %.4f%s (%.1fs)",
-                         epoch + 1, num_epochs, train_loss, val_acc,
-                         " (best)" if is_best else f" (best {best_val:.4f} at epoch {best_epoch})",
-                         time.time() - t_eval)
-            _write_scalars(writer, step, {"eval/" + k: v for k, v in val.items()})
-        extra = {
-            "epoch": epoch + 1, "step": step, "train_loss": train_loss,
-            "val_accuracy": val_acc,
-            "best_val_accuracy": None if best_val == -math.inf else best_val,
-            "best_epoch": best_epoch, "label_prior": label_prior.tolist(),
-            "loss": str(config.loss), "model": str(config.model),
-            "num_classes": int(config.num_classes), "dataset": str(config.dataset),
-        }
-        ckpt.save(epoch + 1, host_state.variables, host_state.opt_state, extra, is_best)
-    ckpt.close()
-
     variables, extra = checkpointing.restore_variables_from(workdir, "best")
     logging.info("Evaluating epoch %d (validation accuracy %s) on the test split.",
                  extra["epoch"], extra.get("val_accuracy"))
@@ -366,10 +236,71 @@ def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, f
         title = f"{config.dataset} / {config.model} / {config.loss} (epoch {extra['epoch']})"
         eval_settings = settings.EvalSettings.from_config(config)
         reports.write_results(results, workdir, title=title, settings=eval_settings)
-        _write_scalars(writer, int(extra["step"]), {"test/" + k: v for k, v in results.items()})
+        loop.write_scalars(writer, int(extra["step"]), {"test/" + k: v for k, v in results.items()})
         table = reports.format_table(results, eval_settings)
         logging.info("Test results (%s):\n%s", title, table)
         print(f"\n## {title}\n\n{table}", flush=True)
+    return results
+
+
+def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Trains one model (one loss) in `workdir`; returns its test results. See module doc."""
+    _check_config(config)
+    from infocam_jax import data  # pylint: disable=import-outside-toplevel
+    from infocam_jax import models  # pylint: disable=import-outside-toplevel
+    _quiet_orbax_info_logs()
+    os.makedirs(workdir, exist_ok=True)
+
+    info = data.get_info(config)
+    label_prior = usable_prior(info.label_prior, int(info.num_examples["train"]),
+                               bool(config.multi_label))
+    image_shape = tuple(int(s) for s in info.image_shape)
+    model = create_model(config)
+    loss_fn = make_loss_fn(config, label_prior)
+    plan = loop.Plan.from_config(config, info)
+
+    variables = _init_variables(config, model, image_shape)
+    mask = models.new_layer_mask(config.model, variables["params"])
+    tx, schedule = optim.create_optimizer(config.optimizer, plan.steps, mask)
+    state = ts.create_train_state(variables, tx)
+
+    ckpt = checkpointing.Checkpointer(workdir, int(config.keep_checkpoints),
+                                      keep_best=bool(config.get("checkpoint_best", True)))
+    state, start_epoch, best_val, best_epoch = _resume(ckpt, state, config, workdir)
+    # Written only once the workdir is known to hold this run (or none), so a rejected config
+    # never replaces the run's own config.json.
+    if _is_main():
+        _write_config(config, workdir)
+    writer = loop.summary_writer(workdir)
+
+    p_step = ts.parallelize(lambda s, b, k: ts.train_step(
+        s, b, k, model=model, tx=tx, loss_fn=loss_fn, multi_label=bool(config.multi_label)))
+    p_state = ts.replicate(state)
+    p_key = ts.replicate(jax.random.PRNGKey(int(config.seed) + 1))
+    logging.info("Training %s (%s loss) on %s: %d epochs x %d steps, global batch %d over %d "
+                 "device(s) in %d process(es).", config.model, config.loss, config.dataset,
+                 plan.num_epochs, plan.steps, plan.global_batch, jax.device_count(),
+                 jax.process_count())
+
+    for epoch in range(start_epoch, plan.num_epochs):
+        p_state, train_loss = loop.train_epoch(config, plan, epoch, p_step, p_state, p_key,
+                                           schedule, writer)
+        host_state = ts.unreplicate(p_state)
+        val_acc, is_best, (best_val, best_epoch) = _validate(
+            config, model, host_state.variables, plan, epoch, train_loss, (best_val, best_epoch),
+            writer)
+        extra = {
+            "epoch": epoch + 1, "step": (epoch + 1) * plan.steps, "train_loss": train_loss,
+            "val_accuracy": val_acc,
+            "best_val_accuracy": None if best_val == -math.inf else best_val,
+            "best_epoch": best_epoch, "label_prior": label_prior.tolist(),
+            "loss": str(config.loss), "model": str(config.model),
+            "num_classes": int(config.num_classes), "dataset": str(config.dataset),
+        }
+        ckpt.save(epoch + 1, host_state.variables, host_state.opt_state, extra, is_best)
+    ckpt.close()
+
+    results = _test_best(config, model, workdir, writer)
     if writer is not None:
         writer.close()
     return results

@@ -167,7 +167,8 @@ WORKER = textwrap.dedent('''
                 ts.check_batch_divisible(b)
             except ValueError as e:
                 errors[str(b)] = str(e)
-        bad = ml_collections.ConfigDict(dict(batch_size=6, eval_batch_size=8, num_epochs=1))
+        bad = ml_collections.ConfigDict(dict(loss="softmax", multi_label=False, batch_size=6,
+                                             eval_batch_size=8, num_epochs=1))
         try:
             train.train_and_evaluate(bad, os.path.join(os.path.dirname(out), "bad_workdir"))
         except ValueError as e:
