@@ -8,7 +8,7 @@ upsampling to 224, min-max normalisation, and for every score threshold of the g
 contour, IoU against the ground-truth boxes, and the counters of top-1/top-5 classification,
 GT-known / Top-1 Loc, MaxBoxAcc and MaxBoxAccV2.
 
-* JAX: ``infocam_jax.evaluate.make_eval_step`` (one jitted/pmapped step per batch, everything
+* JAX: ``infocam_jax.evaluation.step.make_eval_step`` (one jitted/pmapped step per batch, everything
   on device, counters accumulated on device), pmapped over one XLA CPU device per core
   (``--jax_devices``).
 * Authors' way: a PyTorch ResNet50 (written here, torchvision layout) under ``no_grad``, then a
@@ -64,16 +64,17 @@ def make_batches(num_batches, batch_size, size, num_classes, max_boxes=2, seed=0
 # ----------------------------------------------------------------------------- JAX side
 
 class JaxPipeline:
-    """The jitted eval step of ``infocam_jax.evaluate`` on all local devices."""
+    """The jitted eval step of ``infocam_jax.evaluation.step`` on all local devices."""
 
     def __init__(self, args):
         import jax
 
-        from infocam_jax import boxes, evaluate, models
-        self.jax, self.evaluate = jax, evaluate
+        from infocam_jax import boxes, models
+        from infocam_jax.evaluation import common, settings, step
+        self.jax, self.common, self.step_lib = jax, common, step
         # The eval step's boxes use backend="auto": the compiled kernel on CPU when it loaded.
         self.box_backend = boxes.resolve_backend("auto")
-        self.settings = evaluate.EvalSettings(
+        self.settings = settings.EvalSettings(
             image_size=(args.image_size, args.image_size), upsample="bicubic",
             region_size=args.region_size, cam_threshold=0.2, iou_threshold=0.5,
             num_box_thresholds=args.num_thresholds, num_classes=args.num_classes,
@@ -83,14 +84,14 @@ class JaxPipeline:
             {"params": k}, np.zeros((1, args.image_size, args.image_size, 3), np.float32),
             train=False))(jax.random.PRNGKey(0))
         self.d = jax.local_device_count()
-        self.step = evaluate.make_eval_step(self.settings, model, num_devices=self.d)
-        self.p_vars = evaluate.replicate(self.variables, self.d)
+        self.step = step.make_eval_step(self.settings, model, num_devices=self.d)
+        self.p_vars = common.replicate(self.variables, self.d)
         forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
         self.forward = lambda x: jax.block_until_ready(forward(self.variables, x))
         self.reset()
 
     def reset(self):
-        self.counts = self.evaluate.replicate(self.evaluate.init_counts(self.settings), self.d)
+        self.counts = self.common.replicate(self.step_lib.init_counts(self.settings), self.d)
 
     def run(self, batch):
         d = self.d
@@ -99,7 +100,7 @@ class JaxPipeline:
 
     def results(self):
         summed = self.jax.tree_util.tree_map(lambda x: np.asarray(x).sum(0), self.counts)
-        return self.evaluate.finalize(self.settings, summed)
+        return self.step_lib.finalize(self.settings, summed)
 
 
 # ----------------------------------------------------------------------------- PyTorch side

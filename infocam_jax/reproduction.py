@@ -203,10 +203,8 @@ def _threshold_results(model, config, head, seed, run_dir, split_batches, thresh
         if multi:
             if "step" not in cache:
                 cache["step"] = region_grid.make_multilabel_grid_step(
-                    model, kinds_r=kinds_r, thresholds=thresholds,
-                    image_size=tuple(int(x) for x in config.image_size),
-                    upsample=str(config.upsample), iou_threshold=float(config.iou_threshold),
-                    normalize=str(config.get("normalize", "minmax")))
+                    EvalSettings.from_config(config), model, kinds_r=kinds_r,
+                    thresholds=thresholds)
             results = {split: region_grid.multilabel_grid(cache["step"], variables, batches,
                                               kinds_r=kinds_r, thresholds=thresholds)
                        for split, batches in split_batches.items()}

@@ -349,3 +349,58 @@ def test_normalize_decides_the_box(normalize, expected):
     np.testing.assert_array_equal(out["boxes"]["cam"][0], expected)
     assert float(out["scoremaps"]["cam"].min()) == 0.0
     assert float(out["scoremaps"]["cam"].max()) == pytest.approx(1.0)
+
+
+def _multi_label_data(n=8, seed=3):
+    """n random 3-channel images, 1-2 present labels of 3, one GT box per present label."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((n, 3), np.float32)
+    box_labels = np.zeros((n, 2), np.int32)
+    box_valid = np.zeros((n, 2), bool)
+    for i in range(n):
+        present = rng.choice(3, size=int(rng.integers(1, 3)), replace=False)
+        labels[i, present] = 1
+        box_labels[i, :len(present)] = present
+        box_valid[i, :len(present)] = True
+    x0 = rng.integers(0, 8, (n, 2))
+    y0 = rng.integers(0, 8, (n, 2))
+    boxes = np.stack([x0, y0, x0 + rng.integers(3, 8, (n, 2)),
+                      y0 + rng.integers(3, 8, (n, 2))], -1).astype(np.int32)
+    return {"image": rng.normal(size=(n, SIZE, SIZE, 3)).astype(np.float32),
+            "label": box_labels[:, 0].copy(), "labels": labels, "boxes": boxes,
+            "box_labels": box_labels, "box_valid": box_valid, "valid": np.ones(n, bool)}
+
+
+@pytest.mark.parametrize("backend", ["xla", "native"])
+def test_multilabel_grid_step_matches_the_eval_step_with_its_box_backend(backend, monkeypatch):
+    """region_grid's (map, R) x threshold step counts what the eval step counts at each fixed
+    threshold, and hands the settings' box_backend to every box pass."""
+    from infocam_jax import _native, multilabel_metrics
+    from infocam_jax.evaluation import region_grid
+    if backend == "native" and not _native.available():
+        pytest.skip("compiled box kernel not built")
+    model = TinyNet(3)
+    variables = tiny_variables(model, channels=3)
+    batch = _multi_label_data()
+    seen = []
+    real = multilabel_metrics.slot_max_iou
+    monkeypatch.setattr(multilabel_metrics, "slot_max_iou",
+                        lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    config = make_config(num_classes=3, multi_label=True, box_backend=backend)
+    kinds_r, thresholds = (("cam", 1), ("infocam", 3)), (0.2, 0.5, 0.8)
+    grid_step = region_grid.make_multilabel_grid_step(
+        eval_settings.EvalSettings.from_config(config), model, kinds_r=kinds_r,
+        thresholds=thresholds)
+    grid = region_grid.multilabel_grid(grid_step, variables, [batch], kinds_r=kinds_r,
+                                       thresholds=thresholds)
+    assert seen and all(kw == {"backend": backend} for kw in seen)
+    monkeypatch.undo()
+    values = set()
+    for t in thresholds:
+        res = driver.evaluate(make_config(num_classes=3, multi_label=True, cam_threshold=t,
+                                          box_backend=backend, eval_box_accuracy=False),
+                              model, variables, [batch], num_devices=1)
+        for kind, r in kinds_r:
+            assert grid[f"t{t:g}/R{r}/{kind}/loc_acc"] == pytest.approx(res[f"{kind}/loc_acc"])
+            values.add(res[f"{kind}/loc_acc"])
+    assert len(values) > 1  # the thresholds give different counts: the comparison can fail

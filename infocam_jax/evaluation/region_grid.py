@@ -42,10 +42,8 @@ def threshold_sweep(config, model, variables, split_batches, *,
     return out
 
 
-def make_multilabel_grid_step(model, *, kinds_r: Sequence[tuple[str, int]],
-                              thresholds: Sequence[float], image_size: tuple[int, int],
-                              upsample: str, iou_threshold: float,
-                              normalize: str = "minmax"):
+def make_multilabel_grid_step(settings: EvalSettings, model, *,
+                              kinds_r: Sequence[tuple[str, int]], thresholds: Sequence[float]):
     """One jitted step counting multi-label localisation hits on a (map, R) x threshold grid.
 
     The protocol's box extraction labels the components of all 256 quantised levels at once, so
@@ -54,13 +52,21 @@ def make_multilabel_grid_step(model, *, kinds_r: Sequence[tuple[str, int]],
 
     Definition (as ``metrics.multilabel_loc_correct``): for every (image, present label) slot,
     the largest box of that label's score map at threshold ``t`` is a hit when its IoU with a
-    valid ground-truth box of the same label is >= ``iou_threshold``.
+    valid ground-truth box of the same label is >= ``settings.iou_threshold``.
+
+    Args:
+      settings: the reading (``image_size``, ``upsample``, ``normalize``, ``iou_threshold``,
+        ``box_backend``); its own region size and threshold grid are not used.
+      model: the Flax module.
+      kinds_r: the (map kind, R) rows of the grid.
+      thresholds: ``[T]`` score thresholds in [0, 1].
 
     Returns:
       ``step(variables, batch) -> {"hits": int32 [len(kinds_r), T], "pairs": int32 []}``.
     """
     table_thresholds = np.asarray(thresholds, np.float64)
-    image_size = tuple(int(s) for s in image_size)
+    image_size = tuple(settings.image_size)
+    box_opts = common.box_options(settings)
     kinds_r = tuple((str(k), int(r)) for k, r in kinds_r)
 
     def grid_step(variables, batch):
@@ -76,11 +82,12 @@ def make_multilabel_grid_step(model, *, kinds_r: Sequence[tuple[str, int]],
         for kind, r in kinds_r:
             maps = forward.multilabel_class_maps(kind, features, kernel, slot_labels,
                                                   region_size=r)          # [B, L, h, w]
-            sm = boxes.scoremaps(maps.reshape((-1,) + maps.shape[2:]), image_size, upsample,
-                                 normalize=normalize).reshape(maps.shape[:2] + image_size)
+            sm = boxes.scoremaps(maps.reshape((-1,) + maps.shape[2:]), image_size,
+                                 settings.upsample, normalize=settings.normalize
+                                 ).reshape(maps.shape[:2] + image_size)
             best = mlm.slot_max_iou(sm, slot_labels, gt, box_labels, box_valid,
-                                    table_thresholds)                     # [B, L, T]
-            hit = (best >= iou_threshold) & slot_valid[:, :, None]
+                                    table_thresholds, **box_opts)         # [B, L, T]
+            hit = (best >= settings.iou_threshold) & slot_valid[:, :, None]
             hits.append(jnp.sum(hit, axis=(0, 1), dtype=jnp.int32))
         return {"hits": jnp.stack(hits), "pairs": jnp.sum(slot_valid, dtype=jnp.int32)}
 
