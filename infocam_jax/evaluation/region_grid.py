@@ -67,6 +67,8 @@ def make_multilabel_grid_step(settings: EvalSettings, model, *,
     table_thresholds = np.asarray(thresholds, np.float64)
     image_size = tuple(settings.image_size)
     box_opts = common.box_options(settings)
+    empty = mlm.LocCurveCounts.empty(settings.num_classes, table_thresholds,
+                                     settings.iou_threshold)
     kinds_r = tuple((str(k), int(r)) for k, r in kinds_r)
 
     def grid_step(variables, batch):
@@ -87,8 +89,8 @@ def make_multilabel_grid_step(settings: EvalSettings, model, *,
                                  ).reshape(maps.shape[:2] + image_size)
             best = mlm.slot_max_iou(sm, slot_labels, gt, box_labels, box_valid,
                                     table_thresholds, **box_opts)         # [B, L, T]
-            hit = (best >= settings.iou_threshold) & slot_valid[:, :, None]
-            hits.append(jnp.sum(hit, axis=(0, 1), dtype=jnp.int32))
+            counts = empty.add(best, slot_labels, slot_valid)              # per label [M, T]
+            hits.append(jnp.sum(counts.correct, axis=0))
         return {"hits": jnp.stack(hits), "pairs": jnp.sum(slot_valid, dtype=jnp.int32)}
 
     return jax.jit(grid_step)
