@@ -19,7 +19,7 @@ import pytest
 
 from infocam_jax import boxes, checkpointing, losses, metrics, models, optim, train
 from infocam_jax import train_state as ts
-from infocam_jax.data import pipeline
+from infocam_jax.data import pipeline, sources
 from infocam_jax.evaluation import driver
 from infocam_jax.evaluation.settings import EvalSettings
 
@@ -164,7 +164,7 @@ def test_malformed_records_name_dataset_record_and_field(multi_label, change, ma
 
 def test_training_labels_beyond_num_classes():
     with pytest.raises(ValueError, match=r"training labels reach 6, beyond config.num_classes=5"):
-        pipeline._prior_from_labels(np.array([0, 6]), 5, multi_label=False)
+        sources._prior_from_labels(np.array([0, 6]), 5, multi_label=False)
 
 
 # ----------------------------------------------------------------------------- training

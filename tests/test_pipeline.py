@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from infocam_jax import data
-from infocam_jax.data import pipeline, synthetic, transforms
+from infocam_jax.data import pipeline, sources, synthetic, transforms
 
 
 def make_config(**overrides):
@@ -282,10 +282,10 @@ def test_missing_manual_dir_error_through_pipeline(tmp_path, dataset, needle):
 
 def test_flip_policy():
     for name in ("digits", "multi_mnist", "cluttered_mnist"):
-        assert not pipeline.random_flip(make_config(dataset=name))
+        assert not sources.random_flip(make_config(dataset=name))
     for name in ("cub", "tiny_imagenet", "synthetic"):
-        assert pipeline.random_flip(make_config(dataset=name))
-    assert not pipeline.random_flip(make_config(dataset="cub", random_flip=False))
+        assert sources.random_flip(make_config(dataset=name))
+    assert not sources.random_flip(make_config(dataset="cub", random_flip=False))
 
 
 def _assert_same_batches(a, b):

@@ -11,14 +11,8 @@ Sources (``config.dataset``): "digits", "multi_mnist", "cluttered_mnist" (digit_
 "cub" (cub.py), "tiny_imagenet" (tiny_imagenet.py), "synthetic" (synthetic.py).
 tensorflow_datasets is imported only when a builder is used.
 """
-from infocam_jax.data.pipeline import (
-    DATASETS,
-    DatasetInfo,
-    eval_steps,
-    get_info,
-    make_iterator,
-    steps_per_epoch,
-)
+from infocam_jax.data.pipeline import eval_steps, make_iterator, steps_per_epoch
+from infocam_jax.data.sources import DATASETS, DatasetInfo, get_info
 
 __all__ = ["DATASETS", "DatasetInfo", "eval_steps", "get_info", "make_iterator",
            "steps_per_epoch"]
