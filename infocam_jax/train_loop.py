@@ -49,9 +49,16 @@ def train_batches(config, epoch: int, batch_size: int, steps: int) -> Iterator[d
         seed=int(config.seed), process_index=jax.process_index(),
         process_count=jax.process_count())
     n = 0
-    for batch in itertools.islice(it, steps):
-        yield {k: batch[k] for k in TRAIN_KEYS if k in batch}
-        n += 1
+    try:
+        for batch in itertools.islice(it, steps):
+            yield {k: batch[k] for k in TRAIN_KEYS if k in batch}
+            n += 1
+    finally:
+        # Stopping after `steps` batches leaves grain worker processes (data_workers > 0)
+        # alive until garbage collection: end them with the epoch.
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
     if n < steps:
         raise RuntimeError(f"the training iterator of epoch {epoch} yielded {n} batches, "
                            f"expected {steps} (data.steps_per_epoch)")
