@@ -33,10 +33,7 @@ check with those imports blocked).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
-import importlib
-import inspect
 import json
 import os
 import pathlib
@@ -44,7 +41,6 @@ import platform
 import sys
 import time
 import traceback
-import types
 from typing import Any, Callable
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -311,69 +307,36 @@ class JaxBench:
 
 # ----------------------------------------------------------------------------- eval step
 
-def eval_module():
-    """The eval step's pieces (EvalSettings, make_eval_step, init_counts, replicate) from
-    ``infocam_jax.evaluation`` (or, in older trees, ``infocam_jax.evaluate``)."""
-    names = {"EvalSettings": "settings", "make_eval_step": "step", "init_counts": "step",
-             "replicate": "common"}
-    try:
-        found = {n: getattr(importlib.import_module(f"infocam_jax.evaluation.{m}"), n)
-                 for n, m in names.items()}
-    except ModuleNotFoundError as e:
-        if not (e.name or "").startswith("infocam_jax"):
-            raise
-        old = importlib.import_module("infocam_jax.evaluate")
-        found = {n: getattr(old, n) for n in names}
-    return types.SimpleNamespace(**found)
-
-
-def box_backends(notes: list | None = None) -> list[str | None]:
-    """Usable backends of ``boxes.largest_box`` ("auto" left out: it is one of the others);
-    [None] when it takes no ``backend`` (the library's single path). Unavailable ones (e.g.
-    the compiled kernel not built) are left out, with the reason appended to ``notes``."""
+def box_backends(notes: list | None = None) -> list[str]:
+    """Usable backends of ``boxes.largest_box`` ("auto" left out: it is one of the others).
+    Unavailable ones (e.g. the compiled kernel not built) are left out, with the reason
+    appended to ``notes``."""
     from infocam_jax import boxes  # pylint: disable=import-outside-toplevel
-    if "backend" not in inspect.signature(boxes.largest_box).parameters:
-        return [None]
     usable = []
-    for name in getattr(boxes, "BACKENDS", ("native", "xla")):
+    for name in boxes.BACKENDS:
         if name == "auto":
             continue
         try:
-            if hasattr(boxes, "resolve_backend"):
-                boxes.resolve_backend(name)
+            boxes.resolve_backend(name)
             usable.append(name)
-        except Exception as e:  # pylint: disable=broad-except
+        except RuntimeError as e:
             if notes is not None:
                 notes.append(f"box backend {name!r} unavailable: {e}")
-    return usable or [None]
-
-
-def settings_backend_field(settings_cls) -> str | None:
-    """Name of the eval settings' box-backend field, if it has one."""
-    names = [f.name for f in dataclasses.fields(settings_cls)]
-    for name in ("box_backend", "backend", "boxes_backend"):
-        if name in names:
-            return name
-    return None
+    return usable
 
 
 def bench_eval(jax, bench: JaxBench, arch, dtype, batch, backend) -> dict:
     import numpy as np  # pylint: disable=import-outside-toplevel
 
     from infocam_jax import models  # pylint: disable=import-outside-toplevel
-    ev = eval_module()
+    from infocam_jax.evaluation import common, settings as settings_lib, step as step_lib  # pylint: disable=import-outside-toplevel
     args = bench.args
-    fields = dict(image_size=(args.size, args.size), upsample="bicubic", region_size=4,
-                  cam_threshold=0.2, iou_threshold=0.5, num_box_thresholds=args.num_thresholds,
-                  num_classes=args.num_classes, box_accuracy=True)
-    field = settings_backend_field(ev.EvalSettings)
-    if backend is not None:
-        if field is None:
-            raise ValueError("the eval settings have no box-backend field")
-        fields[field] = backend
-    settings = ev.EvalSettings(**fields)
+    settings = settings_lib.EvalSettings(
+        image_size=(args.size, args.size), upsample="bicubic", region_size=4,
+        cam_threshold=0.2, iou_threshold=0.5, num_box_thresholds=args.num_thresholds,
+        num_classes=args.num_classes, box_accuracy=True, box_backend=backend)
     model = models.create(arch, args.num_classes, dtype=dtype)
-    step = ev.make_eval_step(settings, model, num_devices=1)
+    step = step_lib.make_eval_step(settings, model, num_devices=1)
     rng = np.random.default_rng(1)
     s = args.size
     x0 = rng.integers(0, s // 2, (batch, 1))
@@ -384,9 +347,9 @@ def bench_eval(jax, bench: JaxBench, arch, dtype, batch, backend) -> dict:
         "boxes": np.concatenate([x0, y0, x0 + s // 3, y0 + s // 3], -1)[:, None].astype(
             np.int32),
         "box_valid": np.ones((batch, 1), bool), "valid": np.ones(batch, bool)}
-    p_vars = ev.replicate(bench.variables(arch), 1)
-    p_batch = ev.replicate(host_batch, 1)
-    holder = {"counts": ev.replicate(ev.init_counts(settings), 1)}
+    p_vars = common.replicate(bench.variables(arch), 1)
+    p_batch = common.replicate(host_batch, 1)
+    holder = {"counts": common.replicate(step_lib.init_counts(settings), 1)}
     compiled, compile_s = _compile(step, p_vars, p_batch, holder["counts"])
 
     def run():
@@ -406,8 +369,7 @@ def bench_boxes(jax, args, batch, backend) -> dict:
     small = rng.uniform(size=(batch, args.size // 16, args.size // 16)).astype(np.float32)
     maps = boxes.scoremaps(jax.numpy.asarray(small), (args.size, args.size))
     thresholds = np.arange(0.0, 1.0, 1.0 / args.num_thresholds)
-    kw = {} if backend is None else {"backend": backend}
-    fn = jax.jit(lambda m: boxes.largest_box(m, thresholds, **kw))
+    fn = jax.jit(lambda m: boxes.largest_box(m, thresholds, backend=backend))
     compiled, compile_s = _compile(fn, maps)
     result = timed(lambda: jax.block_until_ready(compiled(maps)), warmup=args.warmup,
                    iters=args.iters, max_s=args.max_measure_s, batch=batch)
@@ -552,10 +514,9 @@ def run_task(task, jax, bench, torch_bench, report):
                 report.save()
                 print(json.dumps(row, default=str), flush=True)
     elif kind == "eval":
-        has_field = settings_backend_field(eval_module().EvalSettings) is not None
-        for backend in box_backends() if has_field else [None]:
+        for backend in box_backends():
             row = {"arch": arch, "dtype": dtype, "batch": batch,
-                   "backend": backend or "default", "thresholds": args.num_thresholds}
+                   "backend": backend, "thresholds": args.num_thresholds}
             try:
                 row.update(bench_eval(jax, bench, arch, dtype, batch, backend))
             except Exception as e:  # pylint: disable=broad-except
@@ -567,7 +528,7 @@ def run_task(task, jax, bench, torch_bench, report):
     elif kind == "boxes":
         for backend in box_backends():
             row = {"batch": batch, "size": args.size, "thresholds": args.num_thresholds,
-                   "backend": backend or "default"}
+                   "backend": backend}
             try:
                 row.update(bench_boxes(jax, args, batch, backend))
             except Exception as e:  # pylint: disable=broad-except
@@ -597,14 +558,7 @@ def main(argv=None) -> dict:
     torch_bench = make_torch(args, platform_name, report)
     bench = JaxBench(jax, args)
     backends = box_backends(report.data["notes"])
-    report.data["env"]["box_backends"] = [b or "default" for b in backends]
-    try:
-        if backends != [None] and settings_backend_field(eval_module().EvalSettings) is None:
-            report.data["notes"].append(
-                "boxes.largest_box takes a backend but the eval settings have no backend "
-                "field: the eval step rows use the step's default.")
-    except Exception as e:  # pylint: disable=broad-except
-        _record_error(report, "eval module", e)
+    report.data["env"]["box_backends"] = backends
     report.save()
     for task in plan(args):
         if report.elapsed() > args.budget_s:
