@@ -6,6 +6,8 @@ test runs on both box passes (the compiled kernel, "native", and the pure-JAX pa
 keep compile time low every box test runs through one batch shape ([B, 24, 32]) and one
 threshold list (shape [T]), built once per module. Edge shapes and hostile maps: test_native.py.
 """
+import shutil
+
 import chex
 import jax
 import numpy as np
@@ -136,6 +138,15 @@ def batch():
     gt_valid = rng.random((len(maps), 3)) < 0.6
     gt_valid[:, 0] = True
     return names, maps, gt.astype(np.int32), gt_valid
+
+
+def test_kernel_is_built_where_a_compiler_exists():
+    # `pip install -e .` builds it; only a machine without a C++ compiler may lack it. (Here,
+    # not in test_native.py, whose module-wide fixture skips when the kernel is unavailable.)
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        pytest.skip("no C++ compiler")
+    assert boxes._native.library_path() is not None, "the native box kernel was not built"
+    assert boxes._native.available(), boxes._native.unavailable_reason()
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

@@ -252,10 +252,7 @@ def test_cub_num_classes_mismatch(cub_config):
 def test_digits_pipeline(tmp_path):
     pytest.importorskip("tensorflow_datasets")
     pytest.importorskip("sklearn")
-    try:
-        from infocam_jax.data import digit_builders  # noqa: F401
-    except ImportError as e:
-        pytest.skip(f"digit_builders not available: {e}")
+    from infocam_jax.data import digit_builders  # noqa: F401  (registers the builders)
     config = make_config(dataset="digits", data_dir=str(tmp_path), num_train_examples=20,
                          num_test_examples=10, num_classes=10, multi_label=True, max_boxes=2,
                          model="digits_cnn", image_size=(28, 56), resize_size=0)
