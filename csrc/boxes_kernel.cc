@@ -32,8 +32,12 @@
 // a frame-padded grid whose border is never processed; pixels of value 0 in a pass's lane are
 // never processed (no level set contains them).
 #include <sched.h>
-#if defined(__SSE2__)
+// SSE2 (every x86-64) for the hole filling's sweeps; INFOCAM_NO_SIMD tests the scalar path.
+#if defined(__SSE2__) && !defined(INFOCAM_NO_SIMD)
+#define INFOCAM_SIMD 1
 #include <emmintrin.h>
+#else
+#define INFOCAM_SIMD 0
 #endif
 
 #include <algorithm>
@@ -174,7 +178,7 @@ struct Workspace {
 // x in [0, w). The maps f(v) = max(q, min(a, v)) compose into maps of the same form,
 // (Q2, A2) o (Q1, A1) = (max(Q2, min(A2, Q1)), min(A2, A1)), so with SSE2 the row is a prefix
 // scan over 16 pixels at a time (4 steps) and a carry between blocks.
-#if defined(__SSE2__)
+#if INFOCAM_SIMD
 inline __m128i Broadcast(__m128i v) {  // byte 0 of v in every byte
   v = _mm_unpacklo_epi8(v, v);
   v = _mm_shufflelo_epi16(v, 0);
@@ -209,7 +213,7 @@ template <bool kForward>
 void SweepRow(const uint8_t* q, const uint8_t* other, uint8_t* g, int64_t w) {
   int64_t done = 0;  // pixels swept so far (from the row's start or end)
   uint8_t run = 0;
-#if defined(__SSE2__)
+#if INFOCAM_SIMD
   __m128i carry = _mm_setzero_si128();
   for (; done + 16 <= w; done += 16) {
     const int64_t x = kForward ? done : w - done - 16;
@@ -254,7 +258,7 @@ void FillHoles(Workspace& ws) {
   for (int64_t y = 1; y <= h; ++y) {
     int64_t x = 1;
     const int64_t row = y * wp;
-#if defined(__SSE2__)
+#if INFOCAM_SIMD
     for (; x + 15 <= w; x += 16) {
       const int64_t p = row + x;
       auto load = [](const uint8_t* ptr) {
