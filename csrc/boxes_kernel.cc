@@ -208,8 +208,9 @@ inline __m128i ScanBlock(__m128i q, __m128i a, __m128i carry) {
 }
 #endif
 
-// Forward: a[x] = up[x]; backward: a[x] = min(g[x], down[x]). Writes g.
-template <bool kForward>
+// Forward: a[x] = up[x] (kMinG: min(g[x], up[x])); backward: a[x] = min(g[x], down[x]).
+// Writes g.
+template <bool kForward, bool kMinG = !kForward>
 void SweepRow(const uint8_t* q, const uint8_t* other, uint8_t* g, int64_t w) {
   int64_t done = 0;  // pixels swept so far (from the row's start or end)
   uint8_t run = 0;
@@ -219,7 +220,7 @@ void SweepRow(const uint8_t* q, const uint8_t* other, uint8_t* g, int64_t w) {
     const int64_t x = kForward ? done : w - done - 16;
     const __m128i qv = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + x));
     __m128i av = _mm_loadu_si128(reinterpret_cast<const __m128i*>(other + x));
-    if (!kForward) av = _mm_min_epu8(av, _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + x)));
+    if (kMinG) av = _mm_min_epu8(av, _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + x)));
     const __m128i out = ScanBlock<kForward>(qv, av, carry);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(g + x), out);
     carry = Broadcast(kForward ? _mm_srli_si128(out, 15) : out);
@@ -228,7 +229,7 @@ void SweepRow(const uint8_t* q, const uint8_t* other, uint8_t* g, int64_t w) {
 #endif
   for (; done < w; ++done) {
     const int64_t x = kForward ? done : w - 1 - done;
-    const uint8_t a = kForward ? other[x] : std::min(g[x], other[x]);
+    const uint8_t a = kMinG ? std::min(g[x], other[x]) : other[x];
     run = std::max(q[x], std::min(a, run));
     g[x] = run;
   }
@@ -238,14 +239,22 @@ void SweepRow(const uint8_t* q, const uint8_t* other, uint8_t* g, int64_t w) {
 // outside the image (value 0) to p of the largest value on the path (reconstruction by erosion
 // from the frame), by Vincent's hybrid algorithm on the padded grid (border: g = q = 0): a
 // forward and a backward raster sweep of g = max(q, min(g, neighbours already swept)) (the
-// forward sweep starts from the marker g = 255 inside, so its min(g, .) drops out), then a
-// FIFO propagation from the pixels the sweeps left unsettled.
+// first forward sweep starts from the marker g = 255 inside, so its min(g, .) drops out), done
+// twice, then a FIFO propagation from the pixels the sweeps left unsettled.
 void FillHoles(Workspace& ws) {
   const int64_t h = ws.h, w = ws.w, wp = ws.wp;
   const uint8_t* qp = ws.qpad.data();
   uint8_t* g = ws.fill.data();  // border stays 0
   for (int64_t y = 1; y <= h; ++y) {
     SweepRow<true>(qp + y * wp + 1, g + (y - 1) * wp + 1, g + y * wp + 1, w);
+  }
+  for (int64_t y = h; y >= 1; --y) {
+    SweepRow<false>(qp + y * wp + 1, g + (y + 1) * wp + 1, g + y * wp + 1, w);
+  }
+  // A second pair of sweeps (vectorised, cheap) settles most of what the FIFO would otherwise
+  // propagate pixel by pixel on noisy maps (a third pair no longer pays).
+  for (int64_t y = 1; y <= h; ++y) {
+    SweepRow<true, true>(qp + y * wp + 1, g + (y - 1) * wp + 1, g + y * wp + 1, w);
   }
   for (int64_t y = h; y >= 1; --y) {
     SweepRow<false>(qp + y * wp + 1, g + (y + 1) * wp + 1, g + y * wp + 1, w);
