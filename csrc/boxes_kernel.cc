@@ -147,7 +147,7 @@ struct Workspace {
   std::vector<int32_t> label;     // the slot each processed pixel joined
   std::vector<int32_t> par;       // [H W] union-find parent of each slot (component)
   std::vector<Attr> attr;         // [H W] attributes of each root slot
-  std::vector<uint32_t> order;    // [H W] processed pixels (y << 16 | x) by descending value
+  std::vector<uint32_t> order;    // [2 H W] processed pixels (y << 16 | x) by descending value
   std::vector<int32_t> fifo;      // hole filling: the propagation queue
   LevelTable<AreaCell> area_tab;
   LevelTable<float> iou_tab;
@@ -165,7 +165,7 @@ struct Workspace {
     label.assign(padded, 0);
     par.resize(n);
     attr.resize(n);
-    order.resize(n);
+    order.resize(2 * n);
   }
 
   void LoadMap(const uint8_t* q) {
@@ -381,26 +381,33 @@ void NeighbourMasks(Workspace& ws) {
 
 // Counting sort of the processed pixels (lane value >= 1) by descending value, raster order
 // within a value. begin[v] .. begin[v - 1] is the range of value v (begin[255] = 0).
-// Returns the count.
+// Returns the count. Pixels of value 0 go to a scratch area past the list (ws.order holds
+// 2 H W entries), so the scatter has no branch.
 int64_t SortPixels(Workspace& ws, int64_t begin[kLevels]) {
-  int64_t count[kLevels] = {0};
   const int64_t h = ws.h, w = ws.w, wp = ws.wp;
   const uint8_t* v = ws.lane.data();
+  // Two interleaved histograms: runs of equal values do not serialise on one counter.
+  uint32_t count[2][kLevels] = {{0}};
   for (int64_t y = 1; y <= h; ++y) {
-    for (int64_t x = 1; x <= w; ++x) ++count[v[y * wp + x]];
+    const uint8_t* row = v + y * wp;
+    int64_t x = 1;
+    for (; x + 1 <= w; x += 2) {
+      ++count[0][row[x]];
+      ++count[1][row[x + 1]];
+    }
+    if (x <= w) ++count[0][row[x]];
   }
   begin[kLevels - 1] = 0;
-  for (int k = kLevels - 1; k >= 1; --k) begin[k - 1] = begin[k] + count[k];
+  for (int k = kLevels - 1; k >= 1; --k) begin[k - 1] = begin[k] + count[0][k] + count[1][k];
   const int64_t n = begin[0];
-  int64_t next[kLevels];
-  std::memcpy(next, begin, sizeof(next));
   uint32_t* order = ws.order.data();
+  uint32_t* next[kLevels];
+  for (int k = 1; k < kLevels; ++k) next[k] = order + begin[k];
+  next[0] = order + h * w;  // the scratch area
   for (int64_t y = 1; y <= h; ++y) {
-    for (int64_t x = 1; x <= w; ++x) {
-      const uint8_t val = v[y * wp + x];
-      order[next[val]] = static_cast<uint32_t>((y - 1) << 16 | (x - 1));
-      next[val] += val != 0;  // value 0 is written to slot n and overwritten: never listed
-    }
+    const uint8_t* row = v + y * wp + 1;
+    const uint32_t code = static_cast<uint32_t>((y - 1) << 16);
+    for (int64_t x = 0; x < w; ++x) *next[row[x]]++ = code | static_cast<uint32_t>(x);
   }
   return n;
 }
