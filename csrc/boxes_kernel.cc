@@ -2,11 +2,19 @@
 //
 // One union-find pass over the pixels of a quantised uint8 map in descending value order (a
 // component tree) visits every 8-connected component of every level set {q > L}, L = 0..255.
-// Whenever a root changes, its previous state (a "record") is closed: it was the component's
-// state for the levels [v_now, v_born - 1]. Records are reduced into a [256 x 256] table
-// indexed by (lowest, highest level); a row suffix maximum followed by a column prefix maximum
-// gives, for every level, the best record alive at that level. The cost does not depend on the
-// number of thresholds: those are a gather on the [256] per-level results, done in JAX.
+// Whenever a root's state changes (for the IoU passes: only when its box, or the hole pass's
+// minimum filled value, changes), its previous state (a "record") is closed: it was the
+// component's state for the levels [v_now, v_born - 1]. Records are reduced into a [256 x 256]
+// table indexed by (lowest, highest level), of which only the spans written are cleared and
+// scanned; a row suffix maximum followed by a column prefix maximum gives, for every level, the
+// best record alive at that level. The cost does not depend on the number of thresholds: those
+// are a gather on the [256] per-level results, done in JAX.
+//
+// Speed (the per-pixel work is what counts): pixels are visited level by level from a counting
+// sort; each pixel's mask of already-visited neighbours is computed beforehand for all pixels at
+// once (vectorised compares, no per-pixel "done" flags); the union-find runs on compact
+// component slots rather than on pixels; the raster sweeps of the hole filling are SSE2 prefix
+// scans; hot branches on noisy data are replaced by selects where possible.
 //
 // Two results, both per image and per level L = 0..255:
 //  * largest box: the box of the component whose outer contour has the largest area as
@@ -21,8 +29,16 @@
 // Exposed twice: plain C entry points (used by the host callback and the self test) and XLA FFI
 // handlers (used by jax.ffi.ffi_call under jit / vmap / pmap). Images of a batch run in
 // parallel on std::threads. Everything is bounds-checked by construction: the union-find runs on
-// a frame-padded grid whose border is never processed.
+// a frame-padded grid whose border is never processed; pixels of value 0 in a pass's lane are
+// never processed (no level set contains them).
 #include <sched.h>
+// SSE2 (every x86-64) for the hole filling's sweeps; INFOCAM_NO_SIMD tests the scalar path.
+#if defined(__SSE2__) && !defined(INFOCAM_NO_SIMD)
+#define INFOCAM_SIMD 1
+#include <emmintrin.h>
+#else
+#define INFOCAM_SIMD 0
+#endif
 
 #include <algorithm>
 #include <cstdlib>
@@ -79,19 +95,62 @@ inline float IouWithGt(int32_t x0, int32_t y0, int32_t x1, int32_t y1, const Gt&
   return best;
 }
 
-// Per-thread scratch memory, sized for one H x W image and reused across the batch.
+// A record is one state of one component and the range of levels [lo, hi] it holds for.
+// Records are reduced into a [256 x 256] table indexed by (lo, hi); row lo is valid from lo up to
+// top[lo] (cells above are empty and never read), so only the rows and spans written are
+// cleared and scanned.
+template <class T>
+struct LevelTable {
+  std::vector<T> cells;  // [256 * 256]
+  int32_t top[kLevels];
+  T empty;
+
+  void Reset(const T& empty_cell) {
+    cells.resize(kLevels * kLevels);
+    empty = empty_cell;
+    for (int32_t lo = 0; lo < kLevels; ++lo) top[lo] = lo - 1;
+  }
+  T& At(int32_t lo, int32_t hi) {
+    T* row = &cells[static_cast<size_t>(lo) * kLevels];
+    if (top[lo] < hi) {
+      std::fill(row + top[lo] + 1, row + hi + 1, empty);
+      top[lo] = hi;
+    }
+    return row[hi];
+  }
+  // best[L] = max over cells (lo, hi) with lo <= L <= hi, as `better` orders them.
+  template <class Better>
+  void Best(T* best, Better&& better) const {
+    T col[kLevels];
+    std::fill(col, col + kLevels, empty);
+    for (int32_t lo = 0; lo < kLevels; ++lo) {
+      const T* row = &cells[static_cast<size_t>(lo) * kLevels];
+      T run = empty;
+      for (int32_t hi = top[lo]; hi >= lo; --hi) {
+        if (better(row[hi], run)) run = row[hi];
+        if (better(run, col[hi])) col[hi] = run;
+      }
+      best[lo] = col[lo];
+    }
+  }
+};
+
+// Per-thread scratch memory, sized for one H x W image and reused across the batch. Every
+// per-pixel array is frame-padded ([H+2, W+2], index p = (y + 1) (W + 2) + x + 1) with a zero
+// border.
 struct Workspace {
   int64_t h = 0, w = 0, wp = 0;
-  std::vector<int32_t> par;       // [(H+2)(W+2)] union-find parent (of processed pixels)
-  std::vector<uint8_t> done;      // [(H+2)(W+2)] processed (the border never)
-  std::vector<Attr> attr;         // [(H+2)(W+2)] attributes of roots
-  std::vector<uint32_t> order;    // [H W] pixels (y << 16 | x) by descending value
-  std::vector<uint8_t> values;    // [H W] the lane's values (hole-filled or inverted map)
-  std::vector<uint8_t> qpad;      // [(H+2)(W+2)] hole filling: the map, padded
-  std::vector<uint8_t> fill;      // [(H+2)(W+2)] hole filling: the filled map
+  std::vector<uint8_t> qpad;      // the map q
+  std::vector<uint8_t> fill;      // the hole-filled map g
+  std::vector<uint8_t> lane;      // the values a component pass runs on; 0: never processed
+  std::vector<uint8_t> nbmask;    // per pixel, its neighbours processed before it (see below)
+  std::vector<int32_t> label;     // the slot each processed pixel joined
+  std::vector<int32_t> par;       // [H W] union-find parent of each slot (component)
+  std::vector<Attr> attr;         // [H W] attributes of each root slot
+  std::vector<uint32_t> order;    // [2 H W] processed pixels (y << 16 | x) by descending value
   std::vector<int32_t> fifo;      // hole filling: the propagation queue
-  std::vector<AreaCell> area_tab; // [256 * 256]
-  std::vector<float> iou_tab;     // [256 * 256]
+  LevelTable<AreaCell> area_tab;
+  LevelTable<float> iou_tab;
 
   void Resize(int64_t height, int64_t width) {
     h = height;
@@ -99,54 +158,136 @@ struct Workspace {
     wp = width + 2;
     const size_t padded = static_cast<size_t>((height + 2) * wp);
     const size_t n = static_cast<size_t>(height * width);
-    par.assign(padded, -1);
-    done.assign(padded, 0);
-    attr.resize(padded);
-    order.resize(n);
-    values.resize(n);
     qpad.assign(padded, 0);
-    fill.resize(padded);
+    fill.assign(padded, 0);
+    lane.assign(padded, 0);
+    nbmask.assign(padded, 0);
+    label.assign(padded, 0);
+    par.resize(n);
+    attr.resize(n);
+    order.resize(2 * n);
+  }
+
+  void LoadMap(const uint8_t* q) {
+    for (int64_t y = 0; y < h; ++y) std::memcpy(&qpad[(y + 1) * wp + 1], q + y * w, w);
   }
 };
 
-// Grayscale hole filling: g(p) = min over 4-connected paths from outside the image (value 0) to
-// p of the largest value on the path (reconstruction by erosion from the frame), by Vincent's
-// hybrid algorithm on the padded grid (border: g = q = 0): a forward and a backward raster sweep
-// of g = max(q, min(g, neighbours already swept)), then a FIFO propagation from the pixels the
-// sweeps left unsettled.
-void FillHoles(const uint8_t* q, Workspace& ws) {
-  const int64_t h = ws.h, w = ws.w, wp = ws.wp;
-  uint8_t* qp = ws.qpad.data();  // border stays 0
-  uint8_t* g = ws.fill.data();
-  for (int64_t y = 0; y < h; ++y) std::memcpy(qp + (y + 1) * wp + 1, q + y * w, w);
-  std::fill(ws.fill.begin(), ws.fill.end(), 0);
-  for (int64_t y = 1; y <= h; ++y) {  // marker: the largest value inside, 0 on the border
-    std::memset(g + y * wp + 1, 255, static_cast<size_t>(w));
+// One row of a raster sweep of the hole filling: g[x] = max(q[x], min(a[x], g[x - 1])) along x
+// (forward) or g[x] = max(q[x], min(a[x], g[x + 1])) (backward), from the border value 0, for
+// x in [0, w). The maps f(v) = max(q, min(a, v)) compose into maps of the same form,
+// (Q2, A2) o (Q1, A1) = (max(Q2, min(A2, Q1)), min(A2, A1)), so with SSE2 the row is a prefix
+// scan over 16 pixels at a time (4 steps) and a carry between blocks.
+#if INFOCAM_SIMD
+inline __m128i Broadcast(__m128i v) {  // byte 0 of v in every byte
+  v = _mm_unpacklo_epi8(v, v);
+  v = _mm_shufflelo_epi16(v, 0);
+  return _mm_shuffle_epi32(v, 0);
+}
+
+template <bool kForward>
+inline __m128i ScanBlock(__m128i q, __m128i a, __m128i carry) {
+  // Lane i takes lane i - s (forward) or i + s (backward); the shifted-in identity is
+  // (Q, A) = (0, 255).
+#define INFOCAM_SCAN_STEP(s)                                                              \
+  {                                                                                       \
+    const __m128i ones = kForward ? _mm_srli_si128(_mm_set1_epi8(-1), 16 - (s))          \
+                                  : _mm_slli_si128(_mm_set1_epi8(-1), 16 - (s));         \
+    const __m128i qs = kForward ? _mm_slli_si128(q, s) : _mm_srli_si128(q, s);            \
+    const __m128i as = _mm_or_si128(kForward ? _mm_slli_si128(a, s) : _mm_srli_si128(a, s), \
+                                    ones);                                                \
+    q = _mm_max_epu8(q, _mm_min_epu8(a, qs));                                             \
+    a = _mm_min_epu8(a, as);                                                              \
   }
-  // Branch-free queue writes (the conditions are data-dependent coin flips on noisy maps): a
-  // candidate is always written at the tail, and the tail advances only when it counts.
+  INFOCAM_SCAN_STEP(1)
+  INFOCAM_SCAN_STEP(2)
+  INFOCAM_SCAN_STEP(4)
+  INFOCAM_SCAN_STEP(8)
+#undef INFOCAM_SCAN_STEP
+  return _mm_max_epu8(q, _mm_min_epu8(a, carry));
+}
+#endif
+
+// Forward: a[x] = up[x] (kMinG: min(g[x], up[x])); backward: a[x] = min(g[x], down[x]).
+// Writes g.
+template <bool kForward, bool kMinG = !kForward>
+void SweepRow(const uint8_t* q, const uint8_t* other, uint8_t* g, int64_t w) {
+  int64_t done = 0;  // pixels swept so far (from the row's start or end)
+  uint8_t run = 0;
+#if INFOCAM_SIMD
+  __m128i carry = _mm_setzero_si128();
+  for (; done + 16 <= w; done += 16) {
+    const int64_t x = kForward ? done : w - done - 16;
+    const __m128i qv = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + x));
+    __m128i av = _mm_loadu_si128(reinterpret_cast<const __m128i*>(other + x));
+    if (kMinG) av = _mm_min_epu8(av, _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + x)));
+    const __m128i out = ScanBlock<kForward>(qv, av, carry);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(g + x), out);
+    carry = Broadcast(kForward ? _mm_srli_si128(out, 15) : out);
+  }
+  run = static_cast<uint8_t>(_mm_cvtsi128_si32(carry));
+#endif
+  for (; done < w; ++done) {
+    const int64_t x = kForward ? done : w - 1 - done;
+    const uint8_t a = kMinG ? std::min(g[x], other[x]) : other[x];
+    run = std::max(q[x], std::min(a, run));
+    g[x] = run;
+  }
+}
+
+// Grayscale hole filling of ws.qpad into ws.fill: g(p) = min over 4-connected paths from
+// outside the image (value 0) to p of the largest value on the path (reconstruction by erosion
+// from the frame), by Vincent's hybrid algorithm on the padded grid (border: g = q = 0): a
+// forward and a backward raster sweep of g = max(q, min(g, neighbours already swept)) (the
+// first forward sweep starts from the marker g = 255 inside, so its min(g, .) drops out), done
+// twice, then a FIFO propagation from the pixels the sweeps left unsettled.
+void FillHoles(Workspace& ws) {
+  const int64_t h = ws.h, w = ws.w, wp = ws.wp;
+  const uint8_t* qp = ws.qpad.data();
+  uint8_t* g = ws.fill.data();  // border stays 0
+  for (int64_t y = 1; y <= h; ++y) {
+    SweepRow<true>(qp + y * wp + 1, g + (y - 1) * wp + 1, g + y * wp + 1, w);
+  }
+  for (int64_t y = h; y >= 1; --y) {
+    SweepRow<false>(qp + y * wp + 1, g + (y + 1) * wp + 1, g + y * wp + 1, w);
+  }
+  // A second pair of sweeps (vectorised, cheap) settles most of what the FIFO would otherwise
+  // propagate pixel by pixel on noisy maps (a third pair no longer pays).
+  for (int64_t y = 1; y <= h; ++y) {
+    SweepRow<true, true>(qp + y * wp + 1, g + (y - 1) * wp + 1, g + y * wp + 1, w);
+  }
+  for (int64_t y = h; y >= 1; --y) {
+    SweepRow<false>(qp + y * wp + 1, g + (y + 1) * wp + 1, g + y * wp + 1, w);
+  }
+  // After the sweeps the only unsettled pairs are (p, its S or E neighbour q) with
+  // g(q) > max(q(q), g(p)): those p seed the FIFO.
   std::vector<int32_t>& fifo = ws.fifo;
   if (fifo.size() < static_cast<size_t>(h * w + 8)) fifo.resize(static_cast<size_t>(h * w + 8));
   size_t tail = 0;
-  // The running value along a row stays in a register: the row's serial dependency is then a
-  // min and a max per pixel, not a store-to-load round trip.
   for (int64_t y = 1; y <= h; ++y) {
-    uint8_t run = 0;  // the border
-    for (int64_t p = y * wp + 1, end = y * wp + w; p <= end; ++p) {
-      run = std::max(qp[p], std::min(std::min(g[p], g[p - wp]), run));
-      g[p] = run;
+    int64_t x = 1;
+    const int64_t row = y * wp;
+#if INFOCAM_SIMD
+    for (; x + 15 <= w; x += 16) {
+      const int64_t p = row + x;
+      auto load = [](const uint8_t* ptr) {
+        return _mm_loadu_si128(reinterpret_cast<const __m128i*>(ptr));
+      };
+      const __m128i gp = load(g + p), gs = load(g + p + wp), ge = load(g + p + 1);
+      // a > b and a > c  <=>  min(a -sat b, a -sat c) != 0
+      const __m128i south = _mm_min_epu8(_mm_subs_epu8(gs, gp), _mm_subs_epu8(gs, load(qp + p + wp)));
+      const __m128i east = _mm_min_epu8(_mm_subs_epu8(ge, gp), _mm_subs_epu8(ge, load(qp + p + 1)));
+      const __m128i zero = _mm_cmpeq_epi8(_mm_max_epu8(south, east), _mm_setzero_si128());
+      for (uint32_t bits = ~static_cast<uint32_t>(_mm_movemask_epi8(zero)) & 0xFFFFu; bits;
+           bits &= bits - 1) {
+        fifo[tail++] = static_cast<int32_t>(p + __builtin_ctz(bits));
+      }
     }
-  }
-  // After the backward sweep the only unsettled pairs are (p, its S or E neighbour q) with
-  // g(q) > max(q(q), g(p)): those p seed the FIFO.
-  for (int64_t y = h; y >= 1; --y) {
-    uint8_t run = 0;
-    for (int64_t p = y * wp + w, end = y * wp + 1; p >= end; --p) {
-      const uint8_t east = run;
-      run = std::max(qp[p], std::min(std::min(g[p], g[p + wp]), east));
-      g[p] = run;
+#endif
+    for (; x <= w; ++x) {
+      const int64_t p = row + x;
+      const uint8_t run = g[p], south = g[p + wp], east = g[p + 1];
       fifo[tail] = static_cast<int32_t>(p);
-      const uint8_t south = g[p + wp];
       tail += ((south > run) & (south > qp[p + wp])) | ((east > run) & (east > qp[p + 1]));
     }
   }
@@ -159,43 +300,12 @@ void FillHoles(const uint8_t* q, Workspace& ws) {
       const int32_t nb = p + off;
       const uint8_t gn = g[nb], qn = qp[nb];
       const bool lower = (gn > gp) & (gn != qn);
-      g[nb] = lower ? std::max(gp, qn) : gn;
+      const uint8_t down = std::max(gp, qn);  // <= gn when lower: a branch-free select
+      g[nb] = static_cast<uint8_t>(gn - ((gn - down) & -static_cast<int32_t>(lower)));
       fifo[tail] = nb;
       tail += lower;
     }
   }
-  uint8_t* out = ws.values.data();
-  for (int64_t y = 0; y < h; ++y) std::memcpy(out + y * w, g + (y + 1) * wp + 1, w);
-}
-
-// Pixels sorted by descending value, raster order within a value (counting sort). With `keep`
-// (a padded [H+2, W+2] map), only the pixels with keep + v > 255 are listed. Returns the count.
-int64_t SortPixels(const uint8_t* v, const uint8_t* keep, Workspace& ws) {
-  int64_t start[kLevels + 1] = {0};
-  const int64_t h = ws.h, w = ws.w, wp = ws.wp;
-  auto kept = [&](int64_t y, int64_t x, int64_t p) {
-    return keep == nullptr || keep[(y + 1) * wp + x + 1] + v[p] > 255;
-  };
-  for (int64_t y = 0, p = 0; y < h; ++y) {
-    for (int64_t x = 0; x < w; ++x, ++p) start[kLevels - 1 - v[p] + 1] += kept(y, x, p);
-  }
-  for (int k = 0; k < kLevels; ++k) start[k + 1] += start[k];
-  const int64_t count = start[kLevels];
-  uint32_t* order = ws.order.data();
-  for (int64_t y = 0, p = 0; y < h; ++y) {
-    for (int64_t x = 0; x < w; ++x, ++p) {
-      if (kept(y, x, p)) order[start[kLevels - 1 - v[p]]++] = static_cast<uint32_t>(y << 16 | x);
-    }
-  }
-  return count;
-}
-
-inline int32_t Find(int32_t* par, int32_t r) {
-  while (par[r] != r) {
-    par[r] = par[par[r]];
-    r = par[r];
-  }
-  return r;
 }
 
 // The processed neighbours of a pixel that are already connected to one another (8-adjacent, or
@@ -247,133 +357,197 @@ struct NeighbourTable {
 };
 const NeighbourTable kNeighbours8(true), kNeighbours4(false);
 
-enum class Mode {
-  kPlain,  // boxes only
-  kArea,   // and the outer-contour area (aux)
-  kHole,   // only the pixels with filled value g > q (v = 255 - q), and min g (aux)
-};
-
-// The union-find pass over ws.values. kEight: 8- (else 4-) connectivity. emit(lo, hi, attr)
-// receives every record alive for levels [lo, hi].
-template <bool kEight, Mode kMode, class Emit>
-void ComponentPass(Workspace& ws, Emit&& emit) {
-  constexpr bool kArea = kMode == Mode::kArea, kHole = kMode == Mode::kHole;
-  const int64_t w = ws.w, wp = ws.wp;
-  const uint8_t* v = ws.values.data();
-  const uint8_t* fill = ws.fill.data();
-  const int64_t n = SortPixels(v, kHole ? fill : nullptr, ws);
-  int32_t* par = ws.par.data();
-  Attr* attr = ws.attr.data();
-  uint8_t* done = ws.done.data();  // processed pixels (a denser copy of par >= 0)
-  std::fill(ws.done.begin(), ws.done.end(), 0);
-  const int32_t w32 = static_cast<int32_t>(wp);
-  // Neighbour order NW, N, NE, W, E, SW, S, SE.
-  const int32_t off8[8] = {-w32 - 1, -w32, -w32 + 1, -1, 1, w32 - 1, w32, w32 + 1};
-  const uint32_t* order = ws.order.data();
-  for (int64_t i = 0; i < n; ++i) {
-    const int32_t x = static_cast<int32_t>(order[i] & 0xFFFFu);
-    const int32_t y = static_cast<int32_t>(order[i] >> 16);
-    const int32_t p = static_cast<int32_t>((y + 1) * wp + x + 1);
-    const int32_t val = v[static_cast<int64_t>(y) * w + x];
-    int32_t roots[4];
-    int nroots = 0;
-    int32_t ds2 = 0;  // the initial aux
-    uint32_t mask = 0;
-    for (int k = 0; k < 8; ++k) mask |= static_cast<uint32_t>(done[p + off8[k]]) << k;
-    const NeighbourTable& table = kEight ? kNeighbours8 : kNeighbours4;
-    const int groups = table.count[mask];
-    for (int j = 0; j < groups; ++j) {
-      const int32_t r = Find(par, p + off8[table.rep[mask][j]]);
-      bool dup = false;
-      for (int k = 0; k < nroots; ++k) dup |= roots[k] == r;
-      if (!dup) roots[nroots++] = r;
+// ws.nbmask[p]: bit k set when neighbour k (NW, N, NE, W, E, SW, S, SE) is processed before p.
+// Pixels are processed by descending lane value and in raster order within a value, so a
+// neighbour that comes earlier in raster order (NW, N, NE, W) is processed first when its value
+// is >= p's, a later one when it is > p's. Pixels of value 0 (and the border) are never
+// processed, and no processed pixel has value 0, so they never satisfy either comparison.
+void NeighbourMasks(Workspace& ws) {
+  const int64_t h = ws.h, w = ws.w, wp = ws.wp;
+  const uint8_t* v = ws.lane.data();
+  for (int64_t y = 1; y <= h; ++y) {
+    const uint8_t* a = v + (y - 1) * wp;
+    const uint8_t* b = v + y * wp;
+    const uint8_t* c = v + (y + 1) * wp;
+    uint8_t* out = ws.nbmask.data() + y * wp;
+    for (int64_t x = 1; x <= w; ++x) {
+      const uint8_t t = b[x];
+      out[x] = static_cast<uint8_t>((a[x - 1] >= t) | (a[x] >= t) << 1 | (a[x + 1] >= t) << 2 |
+                                    (b[x - 1] >= t) << 3 | (b[x + 1] > t) << 4 |
+                                    (c[x - 1] > t) << 5 | (c[x] > t) << 6 | (c[x + 1] > t) << 7);
     }
-    if (kArea) ds2 = table.ds2[mask];
-    if (kHole) ds2 = fill[p];
-    if (nroots == 1) {  // the common case: the pixel joins one component
-      const int32_t r = roots[0];
-      Attr& a = attr[r];
-      if (val < a.born) emit(val, a.born - 1, a);  // the state ends here
-      a.size += 1;
-      a.first = std::min(a.first, p);
-      a.x0 = std::min(a.x0, x);
-      a.y0 = std::min(a.y0, y);
-      a.x1 = std::max(a.x1, x);
-      a.y1 = std::max(a.y1, y);
-      a.aux = kHole ? std::min(a.aux, ds2) : a.aux + ds2;
-      a.born = val;
-      par[p] = r;
-      done[p] = 1;
-      continue;
-    }
-    Attr merged{1, p, x, y, x, y, ds2, val};
-    int32_t keep = p;
-    int32_t keep_size = 0;
-    for (int j = 0; j < nroots; ++j) {
-      const Attr& a = attr[roots[j]];
-      if (val < a.born) emit(val, a.born - 1, a);
-      merged.size += a.size;
-      merged.first = std::min(merged.first, a.first);
-      merged.x0 = std::min(merged.x0, a.x0);
-      merged.y0 = std::min(merged.y0, a.y0);
-      merged.x1 = std::max(merged.x1, a.x1);
-      merged.y1 = std::max(merged.y1, a.y1);
-      merged.aux = kHole ? std::min(merged.aux, a.aux) : merged.aux + a.aux;
-      if (a.size > keep_size) {
-        keep_size = a.size;
-        keep = roots[j];
-      }
-    }
-    attr[keep] = merged;
-    par[p] = keep;
-    done[p] = 1;
-    for (int j = 0; j < nroots; ++j) par[roots[j]] = keep;
-  }
-  if (kHole) {
-    // Every remaining root's state holds for levels [0, born - 1].
-    for (int64_t i = 0; i < n; ++i) {
-      const uint32_t yx = order[i];
-      const int32_t p = static_cast<int32_t>(((yx >> 16) + 1) * wp + (yx & 0xFFFFu) + 1);
-      if (par[p] == p && attr[p].born >= 1) emit(0, attr[p].born - 1, attr[p]);
-    }
-  } else if (n > 0) {
-    // The whole grid is one component at the end: its state holds for levels [0, born - 1].
-    const uint32_t last = order[n - 1];
-    const int32_t p = static_cast<int32_t>(((last >> 16) + 1) * wp + (last & 0xFFFFu) + 1);
-    const Attr& a = attr[Find(par, p)];
-    if (a.born >= 1) emit(0, a.born - 1, a);
   }
 }
 
-// Best record per level: best[L] = max over cells (lo, hi) with lo <= L <= hi.
-template <class T, class Better>
-void BestPerLevel(const T* tab, const T& empty, T* best, Better&& better) {
-  T col[kLevels];
-  std::fill(col, col + kLevels, empty);
-  for (int lo = 0; lo < kLevels; ++lo) {
-    T run = empty;
-    for (int hi = kLevels - 1; hi >= lo; --hi) {
-      const T& cell = tab[lo * kLevels + hi];
-      if (better(cell, run)) run = cell;
-      if (better(run, col[hi])) col[hi] = run;
+// Counting sort of the processed pixels (lane value >= 1) by descending value, raster order
+// within a value. begin[v] .. begin[v - 1] is the range of value v (begin[255] = 0).
+// Returns the count. Pixels of value 0 go to a scratch area past the list (ws.order holds
+// 2 H W entries), so the scatter has no branch.
+int64_t SortPixels(Workspace& ws, int64_t begin[kLevels]) {
+  const int64_t h = ws.h, w = ws.w, wp = ws.wp;
+  const uint8_t* v = ws.lane.data();
+  // Two interleaved histograms: runs of equal values do not serialise on one counter.
+  uint32_t count[2][kLevels] = {{0}};
+  for (int64_t y = 1; y <= h; ++y) {
+    const uint8_t* row = v + y * wp;
+    int64_t x = 1;
+    for (; x + 1 <= w; x += 2) {
+      ++count[0][row[x]];
+      ++count[1][row[x + 1]];
     }
-    best[lo] = col[lo];
+    if (x <= w) ++count[0][row[x]];
+  }
+  begin[kLevels - 1] = 0;
+  for (int k = kLevels - 1; k >= 1; --k) begin[k - 1] = begin[k] + count[0][k] + count[1][k];
+  const int64_t n = begin[0];
+  uint32_t* order = ws.order.data();
+  uint32_t* next[kLevels];
+  for (int k = 1; k < kLevels; ++k) next[k] = order + begin[k];
+  next[0] = order + h * w;  // the scratch area
+  for (int64_t y = 1; y <= h; ++y) {
+    const uint8_t* row = v + y * wp + 1;
+    const uint32_t code = static_cast<uint32_t>((y - 1) << 16);
+    for (int64_t x = 0; x < w; ++x) *next[row[x]]++ = code | static_cast<uint32_t>(x);
+  }
+  return n;
+}
+
+enum class Mode {
+  kPlain,  // boxes only
+  kArea,   // and the outer-contour area (aux) and the first pixel
+  kHole,   // and the smallest filled value g over the pixels (aux; ws.fill holds g)
+};
+
+template <Mode kMode>
+inline bool SameState(const Attr& a, const Attr& b) {
+  return a.x0 == b.x0 && a.y0 == b.y0 && a.x1 == b.x1 && a.y1 == b.y1 &&
+         (kMode == Mode::kPlain || a.aux == b.aux) && (kMode != Mode::kArea || a.first == b.first);
+}
+
+// Two hops unconditionally (most chains are that short, and a data-dependent loop exit would be
+// mispredicted), then path halving for the rare longer chain.
+inline int32_t Find(int32_t* par, int32_t r) {
+  r = par[par[r]];
+  while (__builtin_expect(par[r] != r, 0)) {
+    par[r] = par[par[r]];
+    r = par[r];
+  }
+  return r;
+}
+
+// The union-find pass over ws.lane (value 0: not processed). kEight: 8- (else 4-) connectivity.
+// Components are numbered (slots) as they appear; each processed pixel keeps the slot it joined
+// (ws.label), and the slots form the union-find forest. A root's attributes hold its current
+// state and `born`, the value at which that state began (states that differ only in what the
+// mode ignores are one state), so emit(lo, hi, attr) receives every state for the levels
+// [lo, hi] it holds for: when it changes, or merges, and at the end.
+template <bool kEight, Mode kMode, class Emit>
+void ComponentPass(Workspace& ws, Emit&& emit) {
+  constexpr bool kArea = kMode == Mode::kArea, kHole = kMode == Mode::kHole;
+  NeighbourMasks(ws);
+  int64_t begin[kLevels];
+  SortPixels(ws, begin);
+  const uint8_t* fill = ws.fill.data();
+  const uint8_t* nbmask = ws.nbmask.data();
+  int32_t* label = ws.label.data();
+  int32_t* par = ws.par.data();
+  Attr* attr = ws.attr.data();
+  int32_t slots = 0;
+  const int32_t w32 = static_cast<int32_t>(ws.wp);
+  // Neighbour order NW, N, NE, W, E, SW, S, SE.
+  const int32_t off8[8] = {-w32 - 1, -w32, -w32 + 1, -1, 1, w32 - 1, w32, w32 + 1};
+  const NeighbourTable& table = kEight ? kNeighbours8 : kNeighbours4;
+  const uint32_t* order = ws.order.data();
+  for (int32_t val = kLevels - 1; val >= 1; --val) {
+    for (int64_t i = begin[val], end = begin[val - 1]; i < end; ++i) {
+      const int32_t x = static_cast<int32_t>(order[i] & 0xFFFFu);
+      const int32_t y = static_cast<int32_t>(order[i] >> 16);
+      const int32_t p = (y + 1) * w32 + x + 1;
+      const uint32_t mask = nbmask[p];
+      const int groups = table.count[mask];
+      const int32_t aux = kArea ? table.ds2[mask] : kHole ? fill[p] : 0;  // the pixel's own
+      if (groups == 1) {
+        const int32_t nb = p + off8[table.rep[mask][0]];
+        const int32_t r = Find(par, label[nb]);
+        label[nb] = r;
+        Attr& a = attr[r];
+        const bool change = kArea || (x < a.x0) | (x > a.x1) | (y < a.y0) | (y > a.y1) |
+                            (kHole && aux < a.aux);
+        if (change) {
+          if (val < a.born) emit(val, a.born - 1, a);  // the state ends here
+          a.born = val;
+          a.first = std::min(a.first, p);
+          a.x0 = std::min(a.x0, x);
+          a.y0 = std::min(a.y0, y);
+          a.x1 = std::max(a.x1, x);
+          a.y1 = std::max(a.y1, y);
+          a.aux = kHole ? std::min(a.aux, aux) : a.aux + aux;
+        }
+        a.size += 1;
+        label[p] = r;
+        continue;
+      }
+      if (groups == 0) {
+        par[slots] = slots;
+        attr[slots] = Attr{1, p, x, y, x, y, aux, val};
+        label[p] = slots++;
+        continue;
+      }
+      int32_t roots[4];
+      int nroots = 0;
+      for (int j = 0; j < groups; ++j) {
+        const int32_t r = Find(par, label[p + off8[table.rep[mask][j]]]);
+        bool dup = false;
+        for (int k = 0; k < nroots; ++k) dup |= roots[k] == r;
+        if (!dup) roots[nroots++] = r;
+      }
+      Attr merged{1, p, x, y, x, y, aux, val};
+      int32_t keep = roots[0];
+      for (int j = 0; j < nroots; ++j) {
+        const Attr& a = attr[roots[j]];
+        merged.size += a.size;
+        merged.first = std::min(merged.first, a.first);
+        merged.x0 = std::min(merged.x0, a.x0);
+        merged.y0 = std::min(merged.y0, a.y0);
+        merged.x1 = std::max(merged.x1, a.x1);
+        merged.y1 = std::max(merged.y1, a.y1);
+        merged.aux = kHole ? std::min(merged.aux, a.aux) : merged.aux + a.aux;
+        if (a.size > attr[keep].size) keep = roots[j];
+      }
+      // A part whose state the merged component keeps continues it; the others end.
+      int cont = -1;
+      for (int j = 0; j < nroots && cont < 0; ++j) {
+        if (SameState<kMode>(attr[roots[j]], merged)) cont = j;
+      }
+      for (int j = 0; j < nroots; ++j) {
+        const Attr& a = attr[roots[j]];
+        if (j != cont && val < a.born) emit(val, a.born - 1, a);
+      }
+      if (cont >= 0) merged.born = attr[roots[cont]].born;
+      attr[keep] = merged;
+      for (int j = 0; j < nroots; ++j) par[roots[j]] = keep;
+      label[p] = keep;
+    }
+  }
+  // Every remaining root's state holds for levels [0, born - 1] (born >= 1).
+  for (int32_t s = 0; s < slots; ++s) {
+    if (par[s] == s) emit(0, attr[s].born - 1, attr[s]);
   }
 }
 
 void LargestBoxesOne(const uint8_t* q, Workspace& ws, int32_t* out) {
-  FillHoles(q, ws);
-  ws.area_tab.resize(kLevels * kLevels);
-  AreaCell* tab = ws.area_tab.data();
-  for (int k = 0; k < kLevels * kLevels; ++k) tab[k].key = -1;
-  ComponentPass<true, Mode::kArea>(ws, [tab](int lo, int hi, const Attr& a) {
-    AreaCell& cell = tab[lo * kLevels + hi];
+  ws.LoadMap(q);
+  FillHoles(ws);
+  ws.lane = ws.fill;  // g = 0 only where q = 0 off any hole: never in a level set
+  LevelTable<AreaCell>& tab = ws.area_tab;
+  tab.Reset(AreaCell{-1, {0, 0, 0, 0}});
+  ComponentPass<true, Mode::kArea>(ws, [&tab](int lo, int hi, const Attr& a) {
+    AreaCell& cell = tab.At(lo, hi);
     const int64_t key = (static_cast<int64_t>(a.aux) << 32) | a.first;
     if (key > cell.key) cell = AreaCell{key, {a.x0, a.y0, a.x1, a.y1}};
   });
   AreaCell best[kLevels];
-  BestPerLevel(tab, AreaCell{-1, {0, 0, 0, 0}}, best,
-               [](const AreaCell& a, const AreaCell& b) { return a.key > b.key; });
+  tab.Best(best, [](const AreaCell& a, const AreaCell& b) { return a.key > b.key; });
   const int32_t wmax = static_cast<int32_t>(ws.w - 1), hmax = static_cast<int32_t>(ws.h - 1);
   for (int level = 0; level < kLevels; ++level) {
     int32_t* o = out + 4 * level;
@@ -391,37 +565,43 @@ void LargestBoxesOne(const uint8_t* q, Workspace& ws, int32_t* out) {
 
 void ContourIouOne(const uint8_t* q, const Gt& gt, Workspace& ws, float* out) {
   const int32_t wmax = static_cast<int32_t>(ws.w - 1), hmax = static_cast<int32_t>(ws.h - 1);
-  const int64_t n = ws.h * ws.w;
-  ws.iou_tab.resize(kLevels * kLevels);
-  float* tab = ws.iou_tab.data();
+  LevelTable<float>& tab = ws.iou_tab;
   auto better = [](float a, float b) { return a > b; };
   float comp[kLevels], hole[kLevels];
-  FillHoles(q, ws);  // ws.fill: g, for the hole pass
+  ws.LoadMap(q);
+  FillHoles(ws);  // ws.fill: g, for the hole pass
   // Outer contours: 8-connected components of {q > L}.
-  std::fill(tab, tab + kLevels * kLevels, -1.0f);
-  std::memcpy(ws.values.data(), q, static_cast<size_t>(n));
+  tab.Reset(-1.0f);
+  ws.lane = ws.qpad;
   ComponentPass<true, Mode::kPlain>(ws, [&](int lo, int hi, const Attr& a) {
     const float u = IouWithGt(a.x0, a.y0, std::min(a.x1 + 1, wmax), std::min(a.y1 + 1, hmax), gt);
-    float& cell = tab[lo * kLevels + hi];
+    float& cell = tab.At(lo, hi);
     if (u > cell) cell = u;
   });
-  BestPerLevel(tab, -1.0f, comp, better);
+  tab.Best(comp, better);
   // Hole contours at level L: the 4-connected components of {q <= L} off the frame, which are
   // those of {q <= L < g} (a pixel is in a hole exactly while L < g, and all pixels of one hole
   // share g). So the pass runs on the pixels with g > q only, in the lane v = 255 - q (lane
-  // level L' = 254 - L), and a record counts while L < min g over its pixels, that is for lane
-  // levels L' >= 255 - min g. Such pixels never lie on the frame.
-  std::fill(tab, tab + kLevels * kLevels, -1.0f);
-  for (int64_t p = 0; p < n; ++p) ws.values[p] = static_cast<uint8_t>(255 - q[p]);
+  // level L' = 254 - L; v >= 1 as q < g <= 255), and a record counts while L < min g over its
+  // pixels, that is for lane levels L' >= 255 - min g. Such pixels never lie on the frame.
+  tab.Reset(-1.0f);
+  {
+    const uint8_t* qp = ws.qpad.data();
+    const uint8_t* g = ws.fill.data();
+    uint8_t* lane = ws.lane.data();
+    for (size_t p = 0, end = ws.lane.size(); p < end; ++p) {
+      lane[p] = g[p] > qp[p] ? static_cast<uint8_t>(255 - qp[p]) : 0;
+    }
+  }
   ComponentPass<false, Mode::kHole>(ws, [&](int lo, int hi, const Attr& a) {
     lo = std::max(lo, 255 - a.aux);
     if (lo > hi) return;
     const float u = IouWithGt(a.x0 - 1, a.y0 - 1, std::min(a.x1 + 2, wmax),
                               std::min(a.y1 + 2, hmax), gt);
-    float& cell = tab[lo * kLevels + hi];
+    float& cell = tab.At(lo, hi);
     if (u > cell) cell = u;
   });
-  BestPerLevel(tab, -1.0f, hole, better);
+  tab.Best(hole, better);
   const float empty = IouWithGt(0, 0, 0, 0, gt);
   for (int level = 0; level < kLevels; ++level) {
     float u = comp[level];

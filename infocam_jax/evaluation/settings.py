@@ -50,7 +50,7 @@ class EvalSettings:
     region_size: int = 3
     cam_threshold: float = 0.2
     iou_threshold: float = 0.5
-    num_box_thresholds: int = 100
+    num_box_thresholds: int = 1000
     map_kinds: tuple[str, ...] = MAP_KINDS
     multi_label: bool = False
     num_classes: int = 10
