@@ -8,7 +8,10 @@ Digits come from the MNIST IDX files in `manual_dir` (default <repo>/../shared/d
 
 Command:
     python launch/train.py --config=configs/cluttered_mnist.py --workdir=workdirs/cluttered_mnist
-Expected runtime: about 20-40 minutes on 2 idle CPU cores (10 epochs x 20k 64x64 canvases).
+Settings measured in docs/results.md §4: lr 0.3 (then 0.03 for the last epoch), batch 64,
+3 epochs of 20k canvases reach 97.5-97.8 % top-1 (seed 0, validation / test).
+Expected runtime: about 20 minutes of training on the shared 2-core machine under load
+(21 min measured at 45-56 images/s), less on idle cores.
 """
 import pathlib
 import sys
@@ -33,11 +36,11 @@ def get_config(arg: str | None = None):
     c.multi_label = False
     c.loss = "softmax"
     c.heads = ()
-    c.optimizer.learning_rate = 0.1
+    c.optimizer.learning_rate = 0.3
     c.optimizer.lr_ratio = 1.0
-    c.optimizer.decay_epochs = 6
-    c.num_epochs = 10
-    c.batch_size = 128
+    c.optimizer.decay_epochs = 2
+    c.num_epochs = 3
+    c.batch_size = 64
     c.eval_batch_size = 500
     c.region_size = 3
     c.upsample = "bicubic"
