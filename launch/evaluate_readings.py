@@ -16,23 +16,17 @@ optimistic). Nothing is retrained. Writes ``<run>/readings.json`` per run and
 Pass the same data ``--config.*`` overrides as the training invocation (they select the
 canvases); the training-only ones (epochs, learning rate) do not matter here.
 """
-import json
-import os
 import pathlib
 import sys
-import time
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from infocam_jax import models, train  # noqa: E402
-from infocam_jax import reproduction  # noqa: E402
-from infocam_jax.evaluation import common, readings, summary, thresholds  # noqa: E402
+from infocam_jax import saved_runs  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.",
                                           lock_config=False)
@@ -43,52 +37,6 @@ _MAP_KINDS = flags.DEFINE_list("map_kinds", None, "Map kinds (default: by label 
 _FORCE = flags.DEFINE_bool("force", False, "Re-read runs that already have readings.json.")
 flags.mark_flags_as_required(["config", "workdir"])
 
-MODES = ("max", "minmax")
-
-
-def flat_run(result) -> dict[str, float]:
-    """One run's readings as flat scalars ``mode/kind/...`` and ``mode/<test result key>``."""
-    flat = {}
-    for mode, r in result.items():
-        for key, value in r["test"].items():
-            flat[f"{mode}/test/{key}"] = float(value)
-        for key, value in thresholds.flat_selection(r["selection"]).items():
-            flat[f"{mode}/{key}"] = float(value)
-    return flat
-
-
-def table(aggs, kinds, metric: str, t_fixed: float) -> str:
-    """Markdown: rows = (head, reading), columns = map kinds (mean ± std, %; thresholds)."""
-    def cell(agg, key, thr_key=None):
-        if key not in agg:
-            return "-"
-        text = summary.pm(agg, key)
-        if thr_key and thr_key in agg:
-            text += f" (t {agg[thr_key]['mean']:.2f})"
-        return text
-    rows = [("max-normalised, t = %g (paper)" % t_fixed, "max", "fixed"),
-            ("min-max, t = %g (protocol)" % t_fixed, "minmax", "fixed"),
-            ("max-normalised, t chosen on validation", "max", "valsel"),
-            ("min-max, t chosen on validation", "minmax", "valsel"),
-            ("max-normalised, best t on test", "max", "best_test"),
-            ("min-max, best t on test", "minmax", "best_test")]
-    lines = ["| head | reading | " + " | ".join(kinds) + " |",
-             "|---|---|" + "---:|" * len(kinds)]
-    for head, agg in aggs.items():
-        for name, mode, what in rows:
-            cells = []
-            for kind in kinds:
-                if what == "fixed":
-                    cells.append(cell(agg, f"{mode}/test/{kind}/{metric}"))
-                elif what == "valsel":
-                    cells.append(cell(agg, f"{mode}/{kind}/{metric}/valsel",
-                                      f"{mode}/{kind}/{metric}/valsel_threshold"))
-                else:
-                    cells.append(cell(agg, f"{mode}/{kind}/{metric}/best_test",
-                                      f"{mode}/{kind}/{metric}/best_threshold"))
-            lines.append(f"| {head} | {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
 
 def main(argv):
     if len(argv) > 1:
@@ -96,68 +44,9 @@ def main(argv):
     config = _CONFIG.value
     if _MAP_KINDS.value:
         config.map_kinds = tuple(_MAP_KINDS.value)
-    multi = bool(config.multi_label)
-    heads = tuple(_HEADS.value or reproduction.heads_of(config))
-    model = models.create(config.model, int(config.num_classes), **dict(config.model_options))
-    splits = readings.load_splits(config)
-    per_head, t_start = {}, time.time()
-    for head in heads:
-        per_head[head] = []
-        for seed in [int(s) for s in _SEEDS.value]:
-            run_dir = os.path.join(_WORKDIR.value, head, f"seed{seed}")
-            path = os.path.join(run_dir, "readings.json")
-            if os.path.exists(path) and not _FORCE.value:
-                with open(path) as f:
-                    flat = json.load(f)["flat"]
-                print(f"[{head} seed {seed}] reusing {path}", flush=True)
-            else:
-                sub = reproduction.training_config(config, head, seed)
-                variables, extra = train.restore_variables(sub, run_dir, "best")
-                t0 = time.time()
-                result = readings.evaluate_run(config, model, variables, splits)
-                flat = flat_run(result)
-                flat["best_epoch"] = float(extra["epoch"])
-                common.write_json({"flat": flat, "readings": readings.to_json(result)}, path)
-                print(f"[{head} seed {seed}] read in {time.time() - t0:.0f}s", flush=True)
-            per_head[head].append(flat)
-    aggs = {h: summary.aggregate(v) for h, v in per_head.items()}
-    kinds = list(config.get("map_kinds", None) or (reproduction.MULTI_LABEL_KINDS if multi
-                                                   else reproduction.SINGLE_LABEL_KINDS))
-    metrics = ("loc_acc",) if multi else ("gt_known_loc", "top1_loc")
-    t_fixed = float(config.cam_threshold)
-    parts = [f"Test split, %, mean ± std over seeds {list(_SEEDS.value)}; largest box at IoU >= "
-             f"{float(config.iou_threshold):g}; R = {int(config.region_size)}; threshold grid "
-             f"np.arange(0, 1, 1/{int(config.num_box_thresholds)}); min-max = (m - min)/(max - "
-             "min), max-normalised = max(m, 0)/max(m).\n"]
-    cls_keys = [k for k in ("cls_acc", "exact_match", "top1_cls", "top5_cls")
-                if any(f"minmax/test/{k}" in agg for agg in aggs.values())]
-    parts.append("Classification (test): " + "; ".join(
-        f"{head} " + ", ".join(f"{k} {summary.pm(agg, f'minmax/test/{k}')}" for k in cls_keys)
-        for head, agg in aggs.items()) + ".\n")
-    for metric in metrics:
-        parts.append(f"**{metric}**\n\n" + table(aggs, kinds, metric, t_fixed))
-    if not multi:
-        for key in ("max_box_acc", "max_box_acc_v2"):
-            parts.append(f"**{key}** (threshold maximised on test, by definition)\n\n"
-                         + table_fixed(aggs, kinds, key))
-    text = "\n".join(parts) + f"\nWall-clock: {time.time() - t_start:.0f} s.\n"
-    with open(os.path.join(_WORKDIR.value, "readings_summary.md"), "w") as f:
-        f.write(text)
-    common.write_json({"aggregate": aggs, "per_seed": per_head},
-                      os.path.join(_WORKDIR.value, "readings_summary.json"))
-    print(text)
-
-
-def table_fixed(aggs, kinds, key: str) -> str:
-    """Markdown: rows = (head, normalisation), columns = kinds, of a test result ``key``."""
-    lines = ["| head | normalisation | " + " | ".join(kinds) + " |",
-             "|---|---|" + "---:|" * len(kinds)]
-    for head, agg in aggs.items():
-        for mode in MODES:
-            cells = [summary.pm(agg, f"{mode}/test/{k}/{key}")
-                     if f"{mode}/test/{k}/{key}" in agg else "-" for k in kinds]
-            lines.append(f"| {head} | {mode} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    print(saved_runs.read_runs(config, _WORKDIR.value, heads=_HEADS.value,
+                               seeds=[int(s) for s in _SEEDS.value], force=_FORCE.value,
+                               log=lambda line: print(line, flush=True)))
 
 
 if __name__ == "__main__":

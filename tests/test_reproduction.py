@@ -113,11 +113,11 @@ def small_run(shared_mnist_dir, tmp_path_factory):
     c.keep_checkpoints = 1
     summary_ = reproduction.reproduce(c, str(root / "work"), seeds=[0], region_sizes=[3],
                                   cam_thresholds=[0.2, 0.4, 0.6], log=lambda s: None)
-    return summary_, root / "work"
+    return summary_, root / "work", c
 
 
 def test_infocam_not_below_cam_and_both_far_above_random(small_run):
-    result, workdir = small_run
+    result, workdir, _ = small_run
     agg = result["aggregate"]["pc_sigmoid"]
     random_box = result["baselines"]["random_box"]
     assert random_box < 0.1, result["baselines"]
@@ -140,3 +140,21 @@ def test_infocam_not_below_cam_and_both_far_above_random(small_run):
             assert f"readings/{mode}/infocam/loc_acc/{key}" in agg
     assert (agg["readings/minmax/cam/loc_acc/fixed"]["mean"]
             == pytest.approx(agg["test/cam/loc_acc"]["mean"]))
+
+
+def test_saved_runs_reads_the_runs_as_the_reproduction_does(small_run):
+    """launch/evaluate_readings.py's library call re-reads the saved checkpoint: its threshold
+    selections equal the ones the reproduction computed while it ran (same run, same data)."""
+    from infocam_jax import saved_runs
+    result, workdir, config = small_run
+    text = saved_runs.read_runs(config, str(workdir), heads=("pc_sigmoid",), seeds=[0],
+                                log=lambda s: None)
+    assert "max-normalised, t = 0.2 (paper)" in text and "min-max, t chosen on validation" in text
+    flat = json.loads((workdir / "pc_sigmoid" / "seed0" / "readings.json").read_text())["flat"]
+    agg = result["aggregate"]["pc_sigmoid"]
+    for mode in ("minmax", "max"):
+        for kind in ("cam", "infocam"):
+            for key in ("valsel", "valsel_threshold", "best_test"):
+                assert flat[f"{mode}/{kind}/loc_acc/{key}"] == pytest.approx(
+                    agg[f"readings/{mode}/{kind}/loc_acc/{key}"]["mean"]), (mode, kind, key)
+    assert (workdir / "readings_summary.md").read_text() == text
