@@ -238,7 +238,8 @@ def _test_best(config, model, workdir: str, writer) -> dict[str, float]:
         reports.write_results(results, workdir, title=title, settings=eval_settings)
         loop.write_scalars(writer, int(extra["step"]), {"test/" + k: v for k, v in results.items()})
         table = reports.format_table(results, eval_settings)
-        logging.info("Test results (%s):\n%s", title, table)
+        logging.info("Test results of %s written to %s (results.json, results.md).", title,
+                     workdir)
         print(f"\n## {title}\n\n{table}", flush=True)
     return results
 
