@@ -23,7 +23,9 @@ Reading stack (chosen deliberately):
   the GIL (record parsing, box maths, NumPy glue between PIL calls), so grain's
   ``mp_prefetch`` runs the same batch function in that many processes, each on every
   ``data_workers``-th batch with its own ``data_threads`` pool; grain interleaves their
-  outputs back into the same order, so batches are identical to the threaded path's. The
+  outputs back into the same order, so batches are identical to the threaded path's. Worker
+  batches cross processes with uint8 images (a quarter of the float32 bytes) and are
+  normalised in the consuming process, one vectorised pass per batch. The
   dataset is pickled into each worker (started per iterator, i.e. once per epoch: a few
   seconds each); scripts need a ``__main__`` guard. grain reads its own absl flags, so an
   unparsed ``absl.flags.FLAGS`` (a notebook, a test) is marked parsed with its defaults.
@@ -118,7 +120,10 @@ class BatchIterator:
             close()
 
 
-def _example_fn(config, opened: _Opened, src, *, training: bool, epoch: int, seed: int):
+def _example_fn(config, opened: _Opened, src, *, training: bool, epoch: int, seed: int,
+                normalize: bool = True):
+    """``load(index, record) -> example dict``; with ``normalize=False`` the image stays uint8
+    (worker processes ship 4x fewer bytes; :func:`_normalize_batch` finishes it)."""
     image_size = (int(config.image_size[0]), int(config.image_size[1]))
     max_boxes = int(config.max_boxes)
     multi_label = bool(config.multi_label)
@@ -128,7 +133,9 @@ def _example_fn(config, opened: _Opened, src, *, training: bool, epoch: int, see
     kwargs = dict(image_size=image_size, resize_size=int(config.get("resize_size", 0)),
                   eval_protocol=config.get("eval_protocol", "center_crop"),
                   flip=random_flip(config))
-    pad_image = transforms.normalize(np.zeros(image_size + (opened.channels,), np.uint8))
+    pad_image = np.zeros(image_size + (opened.channels,), np.uint8)
+    if normalize:
+        pad_image = transforms.normalize(pad_image)
     warned = []
 
     def load(index: int, record: dict | None = None) -> dict:
@@ -177,7 +184,8 @@ def _example_fn(config, opened: _Opened, src, *, training: bool, epoch: int, see
         if not 0 <= label < m:
             raise ValueError(f"{dataset} record {index}: label {label} outside "
                              f"[0, {m})")
-        out = {"image": transforms.normalize(image), "label": np.int32(label), "boxes": padded,
+        image = transforms.normalize(image) if normalize else np.asarray(image, np.uint8)
+        out = {"image": image, "label": np.int32(label), "boxes": padded,
                "box_labels": padded_labels, "box_valid": valid_boxes, "valid": np.bool_(True)}
         if multi_label:
             if "labels" not in record:
@@ -194,8 +202,14 @@ def _example_fn(config, opened: _Opened, src, *, training: bool, epoch: int, see
 
 
 def collate(examples: Sequence[dict]) -> dict:
-    """Stacks per-example dicts (images already normalised, in the worker threads) into a batch."""
+    """Stacks per-example dicts into a batch."""
     return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+def _normalize_batch(batch: dict) -> dict:
+    """The uint8 ``image`` of a worker batch -> float32, as the threaded path gives it (the same
+    element-wise ``transforms.normalize``, so the batches are bit-identical)."""
+    return {**batch, "image": transforms.normalize(batch["image"])}
 
 
 def make_iterator(config, split: str, *, training: bool, batch_size: int, epoch: int = 0,
@@ -225,7 +239,11 @@ def make_iterator(config, split: str, *, training: bool, batch_size: int, epoch:
     indices = example_indices(len(src), training=training, batch_size=batch_size, epoch=epoch,
                               seed=seed, process_index=process_index,
                               process_count=process_count)
-    load = _example_fn(config, opened, src, training=training, epoch=epoch, seed=seed)
+    workers = int(config.get("data_workers", 0))
+    if workers < 0:
+        raise ValueError(f"config.data_workers must be >= 0, got {workers}")
+    load = _example_fn(config, opened, src, training=training, epoch=epoch, seed=seed,
+                       normalize=workers == 0)
     read_many = getattr(src, "__getitems__", None)
 
     def load_batch(batch_indices: np.ndarray) -> dict:
@@ -236,9 +254,6 @@ def make_iterator(config, split: str, *, training: bool, batch_size: int, epoch:
         return collate(examples)
 
     threads = max(int(config.get("data_threads", 2)), 0)
-    workers = int(config.get("data_workers", 0))
-    if workers < 0:
-        raise ValueError(f"config.data_workers must be >= 0, got {workers}")
     batches = list(indices.reshape(-1, batch_size))
     ds = grain.MapDataset.source(batches).map(load_batch)
     # Each pool thread assembles whole batches; prefetch two batches per thread.
@@ -248,6 +263,10 @@ def make_iterator(config, split: str, *, training: bool, batch_size: int, epoch:
         _absl_flags_parsed()
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=min(workers, len(batches)),
                                                          per_worker_buffer_size=2))
+    if workers > 0:
+        # Batches cross processes as uint8 (a quarter of the float32 bytes) and are
+        # normalised here, in one vectorised pass per batch.
+        ds = ds.map(_normalize_batch)
     return BatchIterator(ds, len(batches))
 
 
