@@ -25,7 +25,7 @@ from infocam_jax.evaluation.settings import EvalSettings
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from configs import common  # noqa: E402  pylint: disable=g-import-not-at-top
+import tiny  # noqa: E402  (tests/tiny.py)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -170,27 +170,8 @@ def test_training_labels_beyond_num_classes():
 # ----------------------------------------------------------------------------- training
 
 def _tiny_config(**overrides):
-    """Digits CNN (width 4) on synthetic 16x32 canvases, as in test_train."""
-    c = common.base_config()
-    c.dataset = "synthetic"
-    c.image_size = (16, 32)
-    c.num_train_examples = 16
-    c.num_test_examples = 16
-    c.model = "digits_cnn"
-    c.model_options.width = 4
-    c.num_classes = 10
-    c.multi_label = True
-    c.loss = "pc_sigmoid"
-    c.heads = ()
-    c.num_epochs = 1
-    c.batch_size = 8
-    c.eval_batch_size = 8
-    c.max_steps_per_epoch = 1
-    c.max_eval_batches = 1
-    c.keep_checkpoints = 1
-    for k, v in overrides.items():
-        c[k] = v
-    return c
+    """Digits CNN (width 4) on synthetic 16x32 canvases (tests/tiny.py)."""
+    return tiny.tiny_config(**overrides)
 
 
 _INIT_CACHE = {}

@@ -25,7 +25,7 @@ from infocam_jax import train_state as ts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from configs import common  # noqa: E402  pylint: disable=g-import-not-at-top
+import tiny  # noqa: E402  (tests/tiny.py)
 
 # Same global batches, seed and maths on 1 device, 4 devices or 2 processes: only the order of
 # float32 reductions differs, so parameters agree to float32 rounding.
@@ -321,28 +321,12 @@ def test_two_processes_train_in_lockstep(parallel_runs, cpu_collectives):
 # ----------------------------------------------------------------------------- full loop
 
 def _tiny_config(**overrides):
-    """Digits CNN (width 4) on synthetic 16x32 canvases: 2 steps per epoch, 1 eval batch."""
-    c = common.base_config()
-    c.dataset = "synthetic"
-    c.image_size = (16, 32)
-    c.num_train_examples = 32
-    c.num_test_examples = 16
-    c.model = "digits_cnn"
-    c.model_options.width = 4
-    c.num_classes = 10
-    c.multi_label = True
-    c.loss = "pc_sigmoid"
-    c.heads = ()
+    """tests/tiny.py's config with 2 steps per epoch over 3 epochs, 1 eval batch."""
+    c = tiny.tiny_config(num_train_examples=32, num_epochs=3, max_steps_per_epoch=2,
+                         keep_checkpoints=2, log_every_steps=1)
     c.optimizer.learning_rate = 0.1
     c.optimizer.lr_ratio = 1.0
     c.optimizer.decay_epochs = 2
-    c.num_epochs = 3
-    c.batch_size = 8
-    c.eval_batch_size = 8
-    c.max_steps_per_epoch = 2
-    c.max_eval_batches = 1
-    c.keep_checkpoints = 2
-    c.log_every_steps = 1
     for k, v in overrides.items():
         c[k] = v
     return c

@@ -1,0 +1,33 @@
+"""The tiny training config the training and error tests share (no files, seconds to run)."""
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from configs import common  # noqa: E402  pylint: disable=g-import-not-at-top
+
+
+def tiny_config(**overrides):
+    """Digits CNN (width 4) on synthetic 16x32 canvases: one step of 8, one eval batch of 8.
+
+    ``overrides`` set top-level fields (``optimizer=...`` replaces the whole sub-config).
+    """
+    c = common.base_config()
+    c.dataset = "synthetic"
+    c.image_size = (16, 32)
+    c.num_train_examples = 16
+    c.num_test_examples = 16
+    c.model = "digits_cnn"
+    c.model_options.width = 4
+    c.num_classes = 10
+    c.multi_label = True
+    c.loss = "pc_sigmoid"
+    c.heads = ()
+    c.num_epochs = 1
+    c.batch_size = 8
+    c.eval_batch_size = 8
+    c.max_steps_per_epoch = 1
+    c.max_eval_batches = 1
+    c.keep_checkpoints = 1
+    for k, v in overrides.items():
+        c[k] = v
+    return c
