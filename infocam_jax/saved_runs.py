@@ -9,7 +9,6 @@ run and ``<workdir>/readings_summary.{md,json}`` (mean ± sample std over seeds)
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -102,19 +101,21 @@ def read_runs(config, workdir: str, *, heads: Sequence[str] | None = None,
         for seed in seeds:
             run_dir = os.path.join(workdir, head, f"seed{seed}")
             path = os.path.join(run_dir, "readings.json")
-            if os.path.exists(path) and not force:
-                with open(path) as f:
-                    flat = json.load(f)["flat"]
-                log(f"[{head} seed {seed}] reusing {path}")
-            else:
-                sub = reproduction.training_config(config, head, seed)
+            sub = reproduction.training_config(config, head, seed)
+            best = {}
+
+            def load_variables(sub=sub, run_dir=run_dir, best=best):
                 variables, extra = train.restore_variables(sub, run_dir, "best")
-                t0 = time.time()
-                result = readings.evaluate_run(config, model, variables, splits)
-                flat = flat_run(result)
-                flat["best_epoch"] = float(extra["epoch"])
-                common.write_json({"flat": flat, "readings": readings.to_json(result)}, path)
-                log(f"[{head} seed {seed}] read in {time.time() - t0:.0f}s")
+                best["epoch"] = float(extra["epoch"])
+                return variables
+
+            cached = os.path.exists(path) and not force
+            t0 = time.time()
+            flat = readings.cached_flat(
+                config, model, load_variables, splits, path, reevaluate=force,
+                flatten=lambda result, best=best: {**flat_run(result), "best_epoch": best["epoch"]})
+            log(f"[{head} seed {seed}] reusing {path}" if cached
+                else f"[{head} seed {seed}] read in {time.time() - t0:.0f}s")
             per_head[head].append(flat)
     aggs = {h: summary.aggregate(v) for h, v in per_head.items()}
     kinds = list(config.get("map_kinds", None) or (reproduction.MULTI_LABEL_KINDS if multi

@@ -158,3 +158,7 @@ def test_saved_runs_reads_the_runs_as_the_reproduction_does(small_run):
                 assert flat[f"{mode}/{kind}/loc_acc/{key}"] == pytest.approx(
                     agg[f"readings/{mode}/{kind}/loc_acc/{key}"]["mean"]), (mode, kind, key)
     assert (workdir / "readings_summary.md").read_text() == text
+    # A second call reuses readings.json (no checkpoint restored) and prints the same tables.
+    again = saved_runs.read_runs(config, str(workdir), heads=("pc_sigmoid",), seeds=[0],
+                                 log=lambda s: None)
+    assert again.split("\nWall-clock")[0] == text.split("\nWall-clock")[0]

@@ -163,16 +163,17 @@ def flat(readings: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
 
 
 def cached_flat(config, model, load_variables, splits, path: str, *,
-                reevaluate: bool = False, **overrides) -> dict[str, float]:
-    """:func:`flat` of ``thresholds.evaluate_readings`` on ``splits["validation"]`` and
-    ``splits["test"]``, cached with the full curves in the JSON file ``path``
-    (``load_variables()`` gives the variables; called only when not cached)."""
+                reevaluate: bool = False, flatten=None, **overrides) -> dict[str, float]:
+    """``flatten`` (default :func:`flat`) of ``thresholds.evaluate_readings`` on
+    ``splits["validation"]`` and ``splits["test"]``, cached with the full curves in the JSON
+    file ``path`` (``load_variables()`` gives the variables; called only when not cached, and
+    before ``flatten``)."""
     import json  # pylint: disable=import-outside-toplevel
     if os.path.exists(path) and not reevaluate:
         with open(path) as f:
             return {k: (float("nan") if v is None else v) for k, v in json.load(f)["flat"].items()}
     out = thresholds.evaluate_readings(config, model, load_variables(), splits["validation"],
                                        splits["test"], **overrides)
-    values = flat(out)
+    values = (flatten or flat)(out)
     common.write_json({"flat": values, "readings": to_json(out)}, path)
     return values
