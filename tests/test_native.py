@@ -70,17 +70,22 @@ def _opencv_v2(maps, thresholds, gt, valid):
                      for i, m in enumerate(maps)])
 
 
+def _assert_native_matches_opencv(maps, thresholds, gt, valid):
+    """Largest boxes equal OpenCV's; best contour IoUs (MaxBoxAccV2) equal within 1e-6."""
+    ours = np.asarray(boxes.largest_box(maps, thresholds, backend="native"))
+    np.testing.assert_array_equal(ours, _opencv_largest(maps, thresholds))
+    ours = np.asarray(boxes.max_contour_iou(maps, thresholds, gt, valid, multi_contour=True,
+                                            backend="native"))
+    np.testing.assert_allclose(ours, _opencv_v2(maps, thresholds, gt, valid), rtol=1e-6,
+                               atol=1e-7)
+
+
 @pytest.mark.parametrize("shape", [(1, 1), (1, 2), (2, 1), (1, 23), (23, 1), (2, 2), (3, 40),
                                    (17, 5), (31, 29), (64, 48)])
 def test_hostile_maps_match_opencv(shape):
     maps = _hostile_maps(*shape)
     gt, valid = _gt(len(maps), *shape)
-    ours = np.asarray(boxes.largest_box(maps, THRESHOLDS, backend="native"))
-    np.testing.assert_array_equal(ours, _opencv_largest(maps, THRESHOLDS))
-    ours = np.asarray(boxes.max_contour_iou(maps, THRESHOLDS, gt, valid, multi_contour=True,
-                                            backend="native"))
-    np.testing.assert_allclose(ours, _opencv_v2(maps, THRESHOLDS, gt, valid), rtol=1e-6,
-                               atol=1e-7)
+    _assert_native_matches_opencv(maps, THRESHOLDS, gt, valid)
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (12, 13)])
@@ -106,12 +111,7 @@ def test_large_maps_match_opencv():
     maps = np.stack([_checkerboard(size, size, 16), blobs]).astype(np.float32)
     thresholds = np.array([0.0, 0.3, 0.6])
     gt, valid = _gt(2, size, size, seed=2)
-    ours = np.asarray(boxes.largest_box(maps, thresholds, backend="native"))
-    np.testing.assert_array_equal(ours, _opencv_largest(maps, thresholds))
-    ours = np.asarray(boxes.max_contour_iou(maps, thresholds, gt, valid, multi_contour=True,
-                                            backend="native"))
-    np.testing.assert_allclose(ours, _opencv_v2(maps, thresholds, gt, valid), rtol=1e-6,
-                               atol=1e-7)
+    _assert_native_matches_opencv(maps, thresholds, gt, valid)
 
 
 # --------------------------------------------------------------------------------------------
