@@ -299,7 +299,7 @@ def test_bad_inputs_raise(tiny):
         driver.evaluate(make_config(), model, variables,
                           [{k: v for k, v in data.items() if k != "boxes"}], num_devices=1)
     with pytest.raises(ValueError, match="map_kinds"):
-        eval_settings.EvalSettings.from_config(make_config(), map_kinds=("gradcam",))
+        eval_settings.EvalSettings.from_config(make_config(), map_kinds=("smoothgrad",))
     with pytest.raises(ValueError, match="multi-label"):
         eval_settings.EvalSettings.from_config(make_config(multi_label=True),
                                           map_kinds=("infocam_plus",))

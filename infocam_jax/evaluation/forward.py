@@ -1,7 +1,8 @@
-"""Model forward pass -> CAM-family maps of chosen classes -> score maps and boxes.
+"""Model forward pass -> CAM-family and post-hoc maps of chosen classes -> score maps and boxes.
 
-Maps come from ``infocam_jax.cams``; score maps and boxes from ``infocam_jax.boxes`` with the
-settings' upsampling and normalisation.
+CAM-family maps come from ``infocam_jax.cams``, post-hoc maps (Grad-CAM, ...) from
+``infocam_jax.posthoc``; score maps and boxes from ``infocam_jax.boxes`` with the settings'
+upsampling and normalisation.
 """
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from infocam_jax import boxes, cams
+from infocam_jax import boxes, cams, posthoc
 from infocam_jax.evaluation import common
-from infocam_jax.evaluation.settings import MAP_KINDS, MULTI_LABEL_MAP_KINDS, EvalSettings
+from infocam_jax.evaluation.settings import (MAP_KINDS, MULTI_LABEL_MAP_KINDS, POSTHOC_MAP_KINDS,
+                                             EvalSettings)
 
 
 def class_maps(map_kinds: tuple[str, ...], features: jax.Array, kernel: jax.Array,
@@ -23,7 +25,8 @@ def class_maps(map_kinds: tuple[str, ...], features: jax.Array, kernel: jax.Arra
     """The requested CAM-family maps of one class per image (single-label heads).
 
     Args:
-      map_kinds: kinds from ``settings.KNOWN_MAP_KINDS``.
+      map_kinds: kinds from ``settings.KNOWN_MAP_KINDS`` except the post-hoc ones
+        (``posthoc_maps``; :func:`single_label_maps` computes both).
       features: float ``[B,h,w,K]`` last feature maps.
       kernel: float ``[K,M]`` classifier kernel.
       labels: int ``[B]`` class per image.
@@ -34,6 +37,10 @@ def class_maps(map_kinds: tuple[str, ...], features: jax.Array, kernel: jax.Arra
     Returns:
       ``{kind: float32 [B,h,w]}``.
     """
+    posthoc_kinds = [k for k in map_kinds if k in POSTHOC_MAP_KINDS]
+    if posthoc_kinds:
+        raise ValueError(f"map_kinds {posthoc_kinds} are post-hoc maps of the model: use "
+                         "single_label_maps")
     maps = {}
     if any(k in MAP_KINDS for k in map_kinds):
         maps.update(cams.all_maps(features, kernel, labels, region_size, rival="image",
@@ -42,6 +49,49 @@ def class_maps(map_kinds: tuple[str, ...], features: jax.Array, kernel: jax.Arra
         maps["infocam_plus_region"] = cams.infocam_plus(features, kernel, labels, region_size,
                                                         rival="region")
     return {k: maps[k] for k in map_kinds}
+
+
+def posthoc_maps(settings: EvalSettings, model, variables, images: jax.Array,
+                 labels: jax.Array) -> dict[str, jax.Array]:
+    """The post-hoc maps among ``settings.map_kinds`` (``posthoc.compute`` with the settings'
+    layer and Score-CAM chunk), of class ``labels`` per image.
+
+    Args:
+      settings: evaluation settings.
+      model, variables: the Flax model and its variables.
+      images: float ``[B,H,W,C]``; labels: int ``[B]``.
+
+    Returns:
+      ``{kind: float32 [B,h',w']}`` at the layer's resolution.
+    """
+    return {k: posthoc.compute(k, model, variables, images, labels,
+                               **settings.posthoc_options(k))
+            for k in settings.posthoc_kinds}
+
+
+def single_label_maps(settings: EvalSettings, model, variables, images: jax.Array,
+                      labels: jax.Array, *, logits: jax.Array, features: jax.Array,
+                      kernel: jax.Array) -> dict[str, jax.Array]:
+    """Every map of ``settings.map_kinds`` (CAM family and post-hoc), ``{kind: [B,h,w]}`` in
+    ``map_kinds`` order; ``logits``, ``features`` are the model's outputs on ``images``."""
+    cam_kinds = tuple(k for k in settings.map_kinds if k not in POSTHOC_MAP_KINDS)
+    maps = class_maps(cam_kinds, features, kernel, labels, logits=logits,
+                      region_size=settings.region_size) if cam_kinds else {}
+    maps.update(posthoc_maps(settings, model, variables, images, labels))
+    return {k: maps[k] for k in settings.map_kinds}
+
+
+def kind_scoremaps(settings: EvalSettings, maps: dict[str, jax.Array]) -> jax.Array:
+    """``{kind: [B,h_k,w_k]}`` -> float32 ``[kinds, B, H, W]`` score maps in ``map_kinds``
+    order; kinds of one map resolution share one ``boxes.scoremaps`` call."""
+    by_shape: dict[tuple, list[str]] = {}
+    for kind in settings.map_kinds:
+        by_shape.setdefault(maps[kind].shape, []).append(kind)
+    out = {}
+    for kinds in by_shape.values():
+        sm = stacked_scoremaps(settings, jnp.stack([maps[k] for k in kinds]))
+        out.update(zip(kinds, sm))
+    return jnp.stack([out[k] for k in settings.map_kinds])
 
 
 def multilabel_class_maps(kind: str, features: jax.Array, kernel: jax.Array,
@@ -110,8 +160,8 @@ def predict_maps(settings: EvalSettings, model, variables, images: jax.Array,
                                          region_size=settings.region_size)[:, 0]
                 for k in settings.map_kinds}
     else:
-        maps = class_maps(settings.map_kinds, features, kernel, labels, logits=logits,
-                          region_size=settings.region_size)
+        maps = single_label_maps(settings, model, variables, images, labels, logits=logits,
+                                 features=features, kernel=kernel)
     for kind in settings.map_kinds:
         sm = stacked_scoremaps(settings, maps[kind])
         out["scoremaps"][kind] = sm

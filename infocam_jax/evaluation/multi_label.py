@@ -51,8 +51,10 @@ def init_counts(settings: EvalSettings) -> dict[str, Any]:
     return counts
 
 
-def update(settings: EvalSettings, logits, features, kernel, batch, valid, counts):
-    """Adds one per-device batch to ``counts`` (traced inside the eval step)."""
+def update(settings: EvalSettings, logits, features, kernel, batch, valid, counts, *,
+           network=None):
+    """Adds one per-device batch to ``counts`` (traced inside the eval step; ``network``, the
+    ``(model, variables)`` pair, is unused: multi-label maps are CAM-family only)."""
     targets = batch["labels"]                                              # [B, M]
     gt_boxes = batch["boxes"].astype(jnp.int32)                            # [B, G, 4]
     box_labels = batch["box_labels"].astype(jnp.int32)                     # [B, G]

@@ -9,13 +9,19 @@ import dataclasses
 
 import numpy as np
 
-from infocam_jax import metrics
+from infocam_jax import faithfulness as faithfulness_lib
+from infocam_jax import metrics, posthoc
 
 MAP_KINDS = ("cam", "infocam", "infocam_plus")
 MULTI_LABEL_MAP_KINDS = ("cam", "infocam")
-KNOWN_MAP_KINDS = ("cam", "infocam", "infocam_plus", "infocam_plus_region")
+# Post-hoc maps of the model (``infocam_jax.posthoc``), single-label evaluation only.
+POSTHOC_MAP_KINDS = posthoc.METHOD_NAMES
+KNOWN_MAP_KINDS = ("cam", "infocam", "infocam_plus", "infocam_plus_region") + POSTHOC_MAP_KINDS
 DISPLAY_NAMES = {"cam": "CAM", "infocam": "infoCAM", "infocam_plus": "infoCAM+",
-                 "infocam_plus_region": "infoCAM+ (region rival)"}
+                 "infocam_plus_region": "infoCAM+ (region rival)", **posthoc.DISPLAY_NAMES}
+# Faithfulness metrics of the eval step (``infocam_jax.faithfulness``): "confidence" = average
+# drop and increase in confidence; "road" = ROAD most- and least-relevant-first.
+FAITHFULNESS_METRICS = ("confidence", "road")
 NORMALIZE_MODES = ("minmax", "max")
 NORMALIZE_NAMES = {"minmax": "min-max normalised", "max": "max-normalised"}
 BOX_BACKENDS = ("auto", "native", "xla")
@@ -44,6 +50,15 @@ class EvalSettings:
       normalize: how a map becomes a score map in [0, 1] (``boxes.normalize``): "minmax"
         (the WSOL protocol, default) or "max" (``max(m, 0) / max(m)``, the paper's §3.1).
       box_backend: box extraction backend, "auto" | "native" | "xla" (config ``box_backend``).
+      posthoc_layer: module path of the post-hoc maps' layer (``posthoc``'s ``layer=``; config
+        ``posthoc_layer``, default "features", the map GAP consumes).
+      scorecam_chunk_size: channels per Score-CAM forward pass (config ``scorecam_chunk_size``).
+      faithfulness: subset of ``FAITHFULNESS_METRICS`` counted for every map kind (config
+        ``eval_faithfulness``, default none; single-label only). Each costs extra forward
+        passes per map kind: "confidence" one, "road" one per percentile and a CG solve.
+      road_morf_percentiles, road_lerf_percentiles: ROAD's percentiles (``faithfulness``; the
+        defaults (80,) and (20,) are pytorch-grad-cam's: they remove 20 % and 80 %).
+      road_noise: ROAD imputation noise (0.01); road_seed: its PRNG seed.
     """
     image_size: tuple[int, int]
     upsample: str = "bicubic"
@@ -58,15 +73,45 @@ class EvalSettings:
     box_accuracy: bool = True
     normalize: str = "minmax"
     box_backend: str = "auto"
+    posthoc_layer: str = posthoc.DEFAULT_LAYER
+    scorecam_chunk_size: int = posthoc.SCORECAM_CHUNK
+    faithfulness: tuple[str, ...] = ()
+    road_morf_percentiles: tuple[float, ...] = faithfulness_lib.DEFAULT_MORF_PERCENTILES
+    road_lerf_percentiles: tuple[float, ...] = faithfulness_lib.DEFAULT_LERF_PERCENTILES
+    road_noise: float = faithfulness_lib.DEFAULT_NOISE
+    road_seed: int = 0
 
     def __post_init__(self):
+        for name in ("map_kinds", "faithfulness", "road_morf_percentiles",
+                     "road_lerf_percentiles"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
         unknown = [k for k in self.map_kinds if k not in KNOWN_MAP_KINDS]
         if unknown or not self.map_kinds:
             raise ValueError(f"map_kinds must be a non-empty subset of {KNOWN_MAP_KINDS}, "
                              f"got {self.map_kinds}")
-        if self.multi_label and any(k.startswith("infocam_plus") for k in self.map_kinds):
-            raise ValueError("multi-label evaluation supports map_kinds ('cam', 'infocam'), "
+        if self.multi_label and any(k not in MULTI_LABEL_MAP_KINDS for k in self.map_kinds):
+            raise ValueError(f"multi-label evaluation supports map_kinds {MULTI_LABEL_MAP_KINDS}, "
                              f"got {self.map_kinds}")
+        unknown = [m for m in self.faithfulness if m not in FAITHFULNESS_METRICS]
+        if unknown or len(set(self.faithfulness)) != len(self.faithfulness):
+            raise ValueError(f"faithfulness must be distinct names from {FAITHFULNESS_METRICS}, "
+                             f"got {self.faithfulness}")
+        if self.multi_label and self.faithfulness:
+            raise ValueError("faithfulness metrics need single-label (softmax) evaluation, got "
+                             f"multi_label=True with faithfulness={self.faithfulness}")
+        for name in ("road_morf_percentiles", "road_lerf_percentiles"):
+            values = getattr(self, name)
+            if not values or not all(0 < float(v) < 100 for v in values):
+                raise ValueError(f"{name} must be a non-empty tuple in (0, 100), got {values}")
+        if not self.road_noise >= 0:
+            raise ValueError(f"road_noise must be >= 0, got {self.road_noise}")
+        if not isinstance(self.posthoc_layer, str) or not self.posthoc_layer:
+            raise ValueError(f"posthoc_layer must be a module path string, got "
+                             f"{self.posthoc_layer!r}")
+        if isinstance(self.scorecam_chunk_size, bool) or not isinstance(
+                self.scorecam_chunk_size, (int, np.integer)) or self.scorecam_chunk_size < 1:
+            raise ValueError(f"scorecam_chunk_size must be an int >= 1, got "
+                             f"{self.scorecam_chunk_size!r}")
         if not 0.0 <= self.cam_threshold < 1.0:
             raise ValueError(f"cam_threshold must be in [0, 1), got {self.cam_threshold}")
         if not 0.0 < self.iou_threshold <= 1.0:
@@ -101,9 +146,29 @@ class EvalSettings:
             "num_classes": int(config.num_classes),
             "normalize": str(config.get("normalize", "minmax")),
             "box_backend": str(config.get("box_backend", "auto")),
+            "posthoc_layer": str(config.get("posthoc_layer", posthoc.DEFAULT_LAYER)),
+            "scorecam_chunk_size": int(config.get("scorecam_chunk_size",
+                                                  posthoc.SCORECAM_CHUNK)),
+            "faithfulness": tuple(config.get("eval_faithfulness", ())),
+            "road_morf_percentiles": tuple(float(p) for p in config.get(
+                "road_morf_percentiles", faithfulness_lib.DEFAULT_MORF_PERCENTILES)),
+            "road_lerf_percentiles": tuple(float(p) for p in config.get(
+                "road_lerf_percentiles", faithfulness_lib.DEFAULT_LERF_PERCENTILES)),
         }
         fields.update(overrides)
         return cls(**fields)
+
+    @property
+    def posthoc_kinds(self) -> tuple[str, ...]:
+        """The post-hoc kinds among ``map_kinds``."""
+        return tuple(k for k in self.map_kinds if k in POSTHOC_MAP_KINDS)
+
+    def posthoc_options(self, kind: str) -> dict:
+        """Keyword options of ``posthoc.compute(kind, ...)`` (layer; Score-CAM's chunk)."""
+        options = {"layer": self.posthoc_layer}
+        if kind == "scorecam":
+            options["chunk_size"] = int(self.scorecam_chunk_size)
+        return options
 
     @property
     def box_thresholds(self) -> np.ndarray:

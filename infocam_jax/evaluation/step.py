@@ -1,8 +1,10 @@
-"""The one builder of the eval step: forward -> CAM-family maps -> boxes -> metric counts.
+"""The one builder of the eval step: forward -> CAM-family and post-hoc maps -> boxes -> counts.
 
 One compiled step per batch does everything on device: the model's forward pass, the maps of the
-requested kinds, upsampling and normalisation (``settings.normalize``), box extraction at the
-fixed threshold and over the whole threshold grid, and the update of the integer counters. The
+requested kinds (post-hoc ones by their own gradient / forward passes), upsampling and
+normalisation (``settings.normalize``), box extraction at the fixed threshold and over the whole
+threshold grid, the faithfulness metrics' forward passes (``settings.faithfulness``), and the
+update of the counters. The
 counters stay on device across batches; the host sums them once at the end, over devices and
 processes (``common.sum_devices``). Padded examples (``batch["valid"] == False``) add nothing.
 """
@@ -69,7 +71,8 @@ def eval_step(settings: EvalSettings, model, kernel_fn, variables, batch, counts
     logits, features = model.apply(variables, batch["image"], train=False)
     kernel = kernel_fn(variables)
     valid = batch["valid"].astype(bool)
-    return _evaluator(settings).update(settings, logits, features, kernel, batch, valid, counts)
+    return _evaluator(settings).update(settings, logits, features, kernel, batch, valid, counts,
+                                       network=(model, variables))
 
 
 def make_eval_step(settings: EvalSettings, model, *, num_devices: int,

@@ -1,0 +1,190 @@
+"""Post-hoc map kinds and faithfulness metrics in the evaluation (settings, eval step, export).
+
+Wiring tests on the small stand-in model of test_evaluate: the results of the pmapped eval step
+equal the same numbers computed from the library pieces one by one (posthoc maps ->
+boxes.scoremaps -> metrics / faithfulness counters), padding and batch splitting change nothing,
+two devices equal one, and the score-map export writes the post-hoc kinds. The maths of the
+maps and of the metrics are tested in test_posthoc.py and test_faithfulness.py.
+"""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from infocam_jax import boxes, faithfulness, metrics, posthoc
+from infocam_jax.evaluation import driver, forward, scoremap_export, step
+from infocam_jax.evaluation import settings as eval_settings
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import test_evaluate as t  # noqa: E402  pylint: disable=wrong-import-position
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+KINDS = ("cam", "gradcam", "gradcampp", "eigencam")
+FAITH = ("confidence", "road")
+PERCENTILES = {"road_morf_percentiles": (50, 80), "road_lerf_percentiles": (50, 80)}
+
+
+def faith_config(**overrides):
+    fields = {"map_kinds": KINDS, "eval_faithfulness": FAITH, **PERCENTILES, **overrides}
+    return t.make_config(**fields)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model = t.TinyNet(t.NUM_CLASSES)
+    return model, t.tiny_variables(model), t.make_data()
+
+
+@pytest.fixture(scope="module")
+def results(tiny):
+    model, variables, data = tiny
+    return driver.evaluate(faith_config(), model, variables, [data], num_devices=1)
+
+
+def test_keys(results):
+    per_kind = {"average_drop", "increase_in_confidence", "mean_absolute_drop", "road_combined"}
+    for order in ("morf", "lerf"):
+        per_kind |= {f"road_{order}", f"road_{order}_accuracy"}
+        per_kind |= {f"road_{order}_p{p}{s}" for p in (50, 80) for s in ("", "_accuracy")}
+    want = {k for k in t.SINGLE_KEYS if k.split("/")[0] not in eval_settings.MAP_KINDS}
+    want |= {f"{kind}/{m}" for kind in KINDS
+             for m in per_kind | {k.split("/")[1] for k in t.SINGLE_KEYS if "/" in k}}
+    assert set(results) == want
+
+
+def test_matches_the_pieces(tiny, results):
+    """Every kind's localisation and faithfulness numbers, recomputed outside the eval step."""
+    model, variables, data = tiny
+    settings = eval_settings.EvalSettings.from_config(faith_config())
+    images, labels = jnp.asarray(data["image"]), jnp.asarray(data["label"])
+    logits, features = model.apply(variables, images, train=False)
+    kernel = variables["params"]["head"]["kernel"]
+
+    def apply_fn(x):
+        return model.apply(variables, x, train=False)[0]
+
+    for kind in KINDS:
+        if kind == "cam":
+            maps = jnp.einsum("bhwk,kb->bhw", features, kernel[:, labels])
+        else:
+            maps = posthoc.compute(kind, model, variables, images, labels)
+        sm = boxes.scoremaps(maps, settings.image_size, settings.upsample)
+        v2 = metrics.max_box_accuracy_v2(sm, data["boxes"], data["box_valid"],
+                                         settings.box_thresholds)
+        assert results[f"{kind}/max_box_acc_v2"] == pytest.approx(float(v2["max_box_acc_v2"]))
+        conf = faithfulness.confidence_counts(apply_fn, images, sm, labels).result()
+        for name in ("average_drop", "increase_in_confidence"):
+            assert results[f"{kind}/{name}"] == pytest.approx(float(conf[name]), abs=1e-6)
+        key = jax.random.PRNGKey(settings.road_seed)
+        changes = {}
+        for order in ("morf", "lerf"):
+            road = faithfulness.road_counts(apply_fn, images, sm, labels, key, (50, 80),
+                                            order).result()
+            for j, p in enumerate((50, 80)):
+                assert results[f"{kind}/road_{order}_p{p}"] == pytest.approx(
+                    float(road["score_change"][j]), abs=1e-6)
+                assert results[f"{kind}/road_{order}_p{p}_accuracy"] == pytest.approx(
+                    float(road["accuracy"][j]))
+            changes[order] = float(np.mean(np.asarray(road["score_change"])))
+        assert results[f"{kind}/road_combined"] == pytest.approx(
+            (changes["lerf"] - changes["morf"]) / 2, abs=1e-6)
+
+
+def test_padding_and_splitting_change_nothing(tiny, results):
+    model, variables, data = tiny
+    split = driver.evaluate(faith_config(), model, variables, t.split_batches(data, 4),
+                            num_devices=1)
+    assert split == pytest.approx(results, abs=1e-6)
+
+
+def test_two_devices_match_one(results):
+    script = textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {str(REPO / 'tests')!r})
+        import jax
+        assert jax.local_device_count() == 2, jax.devices()
+        import test_evaluate as t
+        import test_eval_posthoc as p
+        from infocam_jax.evaluation import driver
+        model = t.TinyNet(t.NUM_CLASSES)
+        res = driver.evaluate(p.faith_config(), model, t.tiny_variables(model),
+                              t.split_batches(t.make_data(), 3, pad=False), num_devices=2)
+        print("RESULTS" + json.dumps(res))
+    """)
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULTS")][-1]
+    assert json.loads(line[len("RESULTS"):]) == pytest.approx(results, abs=1e-6)
+
+
+def test_one_cached_step(tiny):
+    model, _, _ = tiny
+    settings = eval_settings.EvalSettings.from_config(faith_config())
+    assert step.make_eval_step(settings, model, num_devices=1) is step.make_eval_step(
+        eval_settings.EvalSettings.from_config(faith_config()), model, num_devices=1)
+
+
+def test_from_config_reads_the_fields():
+    s = eval_settings.EvalSettings.from_config(faith_config(
+        posthoc_layer="conv", scorecam_chunk_size=3, map_kinds=["scorecam", "cam"]))
+    assert s.map_kinds == ("scorecam", "cam") and s.posthoc_kinds == ("scorecam",)
+    assert s.faithfulness == FAITH and s.road_morf_percentiles == (50.0, 80.0)
+    assert s.posthoc_options("scorecam") == {"layer": "conv", "chunk_size": 3}
+    assert s.posthoc_options("gradcam") == {"layer": "conv"}
+    default = eval_settings.EvalSettings.from_config(t.make_config())
+    assert default.faithfulness == () and default.road_morf_percentiles == (80,)
+    assert default.road_lerf_percentiles == (20,)
+    hash(s)
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"map_kinds": ("gradcam", "smoothgrad")}, "map_kinds"),
+    ({"multi_label": True, "map_kinds": ("cam", "gradcam")}, "map_kinds"),
+    ({"multi_label": True, "map_kinds": ("cam",), "faithfulness": ("confidence",)},
+     "faithfulness"),
+    ({"faithfulness": ("drop",)}, "faithfulness"),
+    ({"faithfulness": ("road", "road")}, "faithfulness"),
+    ({"road_morf_percentiles": (0,)}, "road_morf_percentiles"),
+    ({"road_lerf_percentiles": ()}, "road_lerf_percentiles"),
+    ({"road_noise": -0.1}, "road_noise"),
+    ({"scorecam_chunk_size": 0}, "scorecam_chunk_size"),
+    ({"posthoc_layer": ""}, "posthoc_layer"),
+])
+def test_bad_settings(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        eval_settings.EvalSettings(image_size=(16, 16), **overrides)
+
+
+def test_unknown_layer_names_the_argument(tiny):
+    model, variables, data = tiny
+    with pytest.raises(ValueError, match="layer"):
+        driver.evaluate(t.make_config(map_kinds=("gradcam",), posthoc_layer="nope"), model,
+                        variables, [data], num_devices=1)
+
+
+def test_predict_maps_and_export_write_posthoc_kinds(tiny, tmp_path):
+    model, variables, data = tiny
+    config = t.make_config(map_kinds=("cam", "gradcam"), dataset="synthetic")
+    settings = eval_settings.EvalSettings.from_config(config)
+    out = forward.predict_maps(settings, model, variables, data["image"], data["label"])
+    maps = posthoc.compute("gradcam", model, variables, data["image"], data["label"])
+    np.testing.assert_allclose(np.asarray(out["scoremaps"]["gradcam"]),
+                               np.asarray(boxes.scoremaps(maps, (t.SIZE, t.SIZE), "bicubic")),
+                               atol=1e-6)
+    written = scoremap_export.export_model_scoremaps(config, model, variables, [data],
+                                                     str(tmp_path))
+    root = written["scoremap_roots"]["gradcam"]
+    first = np.load(os.path.join(root, "test", "0000000.png.npy"))
+    np.testing.assert_allclose(first, np.clip(np.asarray(out["scoremaps"]["gradcam"][0]), 0, 1),
+                               atol=1e-6)
