@@ -85,6 +85,20 @@ def base_config() -> config_dict.ConfigDict:
     c.normalize = "minmax"
     # Box extraction backend of the eval step: "auto" | "native" | "xla" (boxes.largest_box).
     c.box_backend = "auto"
+    # Map kinds of the evaluation (evaluation.settings.KNOWN_MAP_KINDS: the CAM family and the
+    # post-hoc maps of infocam_jax.posthoc, e.g. ("cam", "infocam", "gradcam")); () = by label
+    # type (CAM / infoCAM / infoCAM+ single-label, CAM / infoCAM multi-label).
+    c.map_kinds = ()
+    # Post-hoc maps: the layer (module path; "features" = the map GAP consumes) and Score-CAM's
+    # channels per forward pass (B * chunk images at once).
+    c.posthoc_layer = "features"
+    c.scorecam_chunk_size = 32
+    # Faithfulness metrics counted per map kind (infocam_jax.faithfulness, single-label only):
+    # "confidence" (average drop / increase in confidence), "road" (ROAD MoRF / LeRF at these
+    # percentiles, pytorch-grad-cam's convention: p = percent of pixels kept).
+    c.eval_faithfulness = ()
+    c.road_morf_percentiles = (80,)
+    c.road_lerf_percentiles = (20,)
     c.eval_readings = False
     # Bookkeeping.
     c.keep_checkpoints = 3

@@ -6,6 +6,14 @@ or, for multi-label sets, Table 2 plus CAM vs infoCAM localisation).
 
   python launch/evaluate.py --config configs/digits.py --workdir /tmp/digits \
       --which best --split test
+
+``--map_table`` instead compares every map kind of the model (CAM, infoCAM, infoCAM+ and the
+post-hoc maps, or ``--config.map_kinds``) in one table: MaxBoxAccV2 with the threshold chosen
+on validation, and average drop / increase in confidence on test (``--config.eval_faithfulness``
+adds ROAD); it writes ``map_table.{md,json}`` (``infocam_jax.evaluation.map_table``):
+
+  python launch/evaluate.py --config configs/cluttered_mnist.py \
+      --workdir workdirs/cluttered_mnist --map_table
 """
 import os
 import pathlib
@@ -32,7 +40,30 @@ _MAX_BATCHES = flags.DEFINE_integer("max_batches", None, "Stop after this many b
 _SAVE_SCOREMAPS = flags.DEFINE_string(
     "save_scoremaps", None, "Also write the score maps and ground truth here in the reference "
     "WSOL evaluation's layout (check with launch/evaluate_scoremaps.py or the reference).")
+_MAP_TABLE = flags.DEFINE_bool(
+    "map_table", False, "Compare every map kind (CAM family and post-hoc) on validation + test: "
+    "MaxBoxAccV2 at the threshold chosen on validation, and faithfulness (map_table.{md,json}).")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def map_table(config, model, variables, out_dir: str) -> None:
+    """``--map_table``: the comparison of every map kind, printed and written to ``out_dir``."""
+    from infocam_jax.evaluation import common, map_table as table_lib, readings
+    kinds = tuple(config.get("map_kinds", ()) or table_lib.DEFAULT_KINDS)
+    faith = tuple(config.get("eval_faithfulness", ()) or table_lib.DEFAULT_FAITHFULNESS)
+    if _MAX_BATCHES.value:
+        config.max_eval_batches = _MAX_BATCHES.value
+    splits = readings.load_splits(config)
+    results = table_lib.evaluate(config, model, variables, splits["validation"], splits["test"],
+                                 map_kinds=kinds, faithfulness=faith)
+    text = table_lib.format_table(results, kinds, settings.EvalSettings.from_config(config))
+    print(text)
+    if jax.process_index() == 0:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "map_table.md"), "w") as f:
+            f.write(text)
+        common.write_json(results, os.path.join(out_dir, "map_table.json"))
+        logging.info("Wrote %s", os.path.join(out_dir, "map_table.{md,json}"))
 
 
 def main(argv):
@@ -43,6 +74,9 @@ def main(argv):
     logging.info("Restored the %s checkpoint of %s (%s)", _WHICH.value, _WORKDIR.value,
                  {k: v for k, v in dict(extra or {}).items() if k != "label_prior"})
     model = models.create(config.model, config.num_classes, **dict(config.model_options))
+    if _MAP_TABLE.value:
+        map_table(config, model, variables, _OUTPUT_DIR.value or _WORKDIR.value)
+        return
     iterator = data.make_iterator(config, _SPLIT.value, training=False,
                                   batch_size=config.eval_batch_size,
                                   process_index=jax.process_index(),

@@ -188,3 +188,21 @@ def test_predict_maps_and_export_write_posthoc_kinds(tiny, tmp_path):
     first = np.load(os.path.join(root, "test", "0000000.png.npy"))
     np.testing.assert_allclose(first, np.clip(np.asarray(out["scoremaps"]["gradcam"][0]), 0, 1),
                                atol=1e-6)
+
+
+def test_map_table_selection_on_the_test_split_is_the_protocol(tiny):
+    """With validation = test, the validation-chosen MaxBoxAccV2 is MaxBoxAccV2 itself; on
+    another validation split it cannot exceed it."""
+    from infocam_jax.evaluation import map_table
+    model, variables, data = tiny
+    kinds = ("cam", "gradcam")
+    same = map_table.evaluate(t.make_config(), model, variables, [data], [data],
+                              map_kinds=kinds, num_devices=1)
+    other = map_table.evaluate(t.make_config(), model, variables, [t.make_data(seed=5)], [data],
+                               map_kinds=kinds, num_devices=1)
+    for kind in kinds:
+        assert same[f"{kind}/max_box_acc_v2/valsel"] == pytest.approx(same[f"{kind}/max_box_acc_v2"])
+        assert other[f"{kind}/max_box_acc_v2/valsel"] <= other[f"{kind}/max_box_acc_v2"] + 1e-9
+        assert f"{kind}/average_drop" in same
+    text = map_table.format_table(same, kinds)
+    assert "| Grad-CAM |" in text and "Average drop" in text

@@ -140,7 +140,7 @@ class EvalSettings:
             "cam_threshold": float(config.cam_threshold),
             "iou_threshold": float(config.iou_threshold),
             "num_box_thresholds": int(config.num_box_thresholds),
-            "map_kinds": tuple(config.get("map_kinds", default_kinds)),
+            "map_kinds": tuple(config.get("map_kinds", ()) or default_kinds),
             "box_accuracy": bool(config.get("eval_box_accuracy", True)),
             "multi_label": multi_label,
             "num_classes": int(config.num_classes),

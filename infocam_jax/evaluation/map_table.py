@@ -1,0 +1,124 @@
+"""One table of every map kind of one trained model: CAM, infoCAM, infoCAM+ and the post-hoc
+maps (Grad-CAM, ...), scored by MaxBoxAccV2 with the threshold chosen on validation and by the
+faithfulness metrics (``launch/evaluate.py --map_table``).
+
+MaxBoxAccV2 with the threshold chosen on validation: for each IoU threshold δ ∈ {0.3, 0.5,
+0.7}, the score threshold ``t*_δ`` maximising BoxAccV2(t, δ) (every contour's box) on the
+validation split (the lowest on ties, ``thresholds.select``), the test BoxAccV2(t*_δ, δ), then
+the mean over δ. Beside it the protocol's MaxBoxAccV2 (best threshold on test itself, an
+optimistic reading). Both come from the counters of the one eval step (``box_v2``): the
+validation pass skips the faithfulness metrics, the test pass counts them.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from infocam_jax.evaluation import driver, single_label, step, thresholds
+from infocam_jax.evaluation.common import Batch
+from infocam_jax.evaluation.settings import (DISPLAY_NAMES, MAP_KINDS, POSTHOC_MAP_KINDS,
+                                             V2_IOU_THRESHOLDS, EvalSettings)
+
+DEFAULT_KINDS = MAP_KINDS + POSTHOC_MAP_KINDS
+DEFAULT_FAITHFULNESS = ("confidence",)
+
+
+def box_v2_selection(settings: EvalSettings, validation_counts: Mapping[str, Any],
+                     test_counts: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """MaxBoxAccV2 with the threshold chosen on validation, per map kind.
+
+    Returns:
+      ``{kind: {"valsel": mean over δ of test BoxAccV2(t*_δ, δ), "thresholds": [t*_δ],
+      "best_test": the protocol's MaxBoxAccV2 on test}}`` (fractions; NaN when empty).
+    """
+    if "box_v2" not in test_counts or "box_v2" not in validation_counts:
+        raise ValueError("box_v2_selection needs settings.box_accuracy=True")
+    grid = settings.box_thresholds
+    out = {}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for i, kind in enumerate(settings.map_kinds):
+            acc = {}
+            for split, counts in (("validation", validation_counts), ("test", test_counts)):
+                box = single_label.kind_slice(counts["box_v2"], i)
+                acc[split] = (np.asarray(box.correct, np.float64)
+                              / np.float64(np.asarray(box.count)))          # [3, T]
+            picks = [thresholds.select(grid, acc["validation"][j], acc["test"][j])
+                     for j in range(len(V2_IOU_THRESHOLDS))]
+            out[kind] = {"valsel": float(np.mean([p["test"] for p in picks])),
+                         "thresholds": [p["threshold"] for p in picks],
+                         "best_test": float(np.mean([p["best_test"] for p in picks]))}
+    return out
+
+
+def evaluate(config, model, variables, validation: Iterable[Batch], test: Iterable[Batch], *,
+             map_kinds: Sequence[str] = DEFAULT_KINDS,
+             faithfulness: Sequence[str] = DEFAULT_FAITHFULNESS,
+             num_devices: int | None = None, **overrides) -> dict[str, float]:
+    """The table's numbers: flat test results (``single_label`` keys, faithfulness included)
+    plus ``K/max_box_acc_v2/valsel`` and ``K/max_box_acc_v2/valsel_threshold_iou{30,50,70}``.
+
+    Args:
+      config: single-label experiment config.
+      model, variables: the trained model.
+      validation, test: batches of the two splits (iterables; each read once).
+      map_kinds: kinds to compare (default CAM, infoCAM, infoCAM+ and the seven post-hoc maps).
+      faithfulness: metrics counted on test (``EvalSettings.faithfulness``).
+      num_devices: local devices (default all).
+      **overrides: further ``EvalSettings`` fields.
+    """
+    fields = dict(overrides, map_kinds=tuple(map_kinds), box_accuracy=True)
+    val_settings = EvalSettings.from_config(config, **dict(fields, faithfulness=()))
+    if val_settings.multi_label:
+        raise ValueError("the map table needs a single-label config (multi_label=False)")
+    test_settings = EvalSettings.from_config(config, **dict(fields,
+                                                             faithfulness=tuple(faithfulness)))
+    val_counts = driver.evaluate_counts(val_settings, model, variables, validation,
+                                        num_devices=num_devices)
+    test_counts = driver.evaluate_counts(test_settings, model, variables, test,
+                                         num_devices=num_devices)
+    results = step.finalize(test_settings, test_counts)
+    for kind, sel in box_v2_selection(test_settings, val_counts, test_counts).items():
+        results[f"{kind}/max_box_acc_v2/valsel"] = sel["valsel"]
+        for iou, t in zip(V2_IOU_THRESHOLDS, sel["thresholds"]):
+            results[f"{kind}/max_box_acc_v2/valsel_threshold_iou{round(100 * iou)}"] = t
+    return results
+
+
+def _pct(value) -> str:
+    return "-" if value is None or math.isnan(value) else f"{100 * value:.1f}"
+
+
+def format_table(results: Mapping[str, float], map_kinds: Sequence[str] = DEFAULT_KINDS,
+                 settings: EvalSettings | None = None) -> str:
+    """Markdown: one row per map kind; MaxBoxAccV2 (validation-chosen threshold, and the
+    protocol's best-on-test), GT-known Loc at the fixed threshold, and the faithfulness
+    columns present in ``results`` (%; "-" when missing)."""
+    def get(key):
+        return results.get(key, float("nan"))
+
+    columns = [("MaxBoxAccV2, t chosen on validation", "max_box_acc_v2/valsel"),
+               ("MaxBoxAccV2 (best t on test)", "max_box_acc_v2"),
+               ("GT-known Loc", "gt_known_loc")]
+    optional = [("Average drop ↓", "average_drop"),
+                ("Increase in confidence ↑", "increase_in_confidence"),
+                ("ROAD MoRF score change ↓", "road_morf"),
+                ("ROAD LeRF score change ↑", "road_lerf")]
+    columns += [c for c in optional if any(f"{k}/{c[1]}" in results for k in map_kinds)]
+    lines = ["| Map | " + " | ".join(name for name, _ in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
+    for kind in map_kinds:
+        lines.append(f"| {DISPLAY_NAMES.get(kind, kind)} | "
+                     + " | ".join(_pct(get(f"{kind}/{key}")) for _, key in columns) + " |")
+    n = results.get("num_images", float("nan"))
+    legend = (f"Test split ({int(n) if not math.isnan(n) else '-'} images), %. MaxBoxAccV2: "
+              "mean over IoU 0.3/0.5/0.7 of the box accuracy of every contour's box, at the "
+              "score threshold chosen per IoU on validation (or the best on test). Average drop "
+              "/ increase in confidence: Chattopadhay et al. 2018, softmax score of the "
+              "ground-truth class on the image times the score map. Top-1 Cls "
+              f"{_pct(get('top1_cls'))} %.")
+    if settings is not None:
+        legend += f" Reading: {settings.reading}."
+    return "\n".join(lines) + "\n\n" + legend + "\n"
