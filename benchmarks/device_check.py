@@ -329,7 +329,7 @@ def bench_eval(jax, bench: JaxBench, arch, dtype, batch, backend) -> dict:
     import numpy as np  # pylint: disable=import-outside-toplevel
 
     from infocam_jax import models  # pylint: disable=import-outside-toplevel
-    from infocam_jax.evaluation import common, settings as settings_lib, step as step_lib  # pylint: disable=import-outside-toplevel
+    from infocam_jax.evaluation import devices, settings as settings_lib, step as step_lib  # pylint: disable=import-outside-toplevel
     args = bench.args
     settings = settings_lib.EvalSettings(
         image_size=(args.size, args.size), upsample="bicubic", region_size=4,
@@ -347,9 +347,9 @@ def bench_eval(jax, bench: JaxBench, arch, dtype, batch, backend) -> dict:
         "boxes": np.concatenate([x0, y0, x0 + s // 3, y0 + s // 3], -1)[:, None].astype(
             np.int32),
         "box_valid": np.ones((batch, 1), bool), "valid": np.ones(batch, bool)}
-    p_vars = common.replicate(bench.variables(arch), 1)
-    p_batch = common.replicate(host_batch, 1)
-    holder = {"counts": common.replicate(step_lib.init_counts(settings), 1)}
+    p_vars = devices.replicate(bench.variables(arch), 1)
+    p_batch = devices.replicate(host_batch, 1)
+    holder = {"counts": devices.replicate(step_lib.init_counts(settings), 1)}
     compiled, compile_s = _compile(step, p_vars, p_batch, holder["counts"])
 
     def run():

@@ -226,7 +226,7 @@ def _validate(config, model, variables, plan: loop.Plan, epoch: int, train_loss:
 
 def _test_best(config, model, workdir: str, writer) -> dict[str, float]:
     """Restores the best epoch, evaluates it on the test split, writes and prints the table."""
-    from infocam_jax.evaluation import reports, settings  # pylint: disable=import-outside-toplevel
+    from infocam_jax.evaluation import run_tables, settings  # pylint: disable=import-outside-toplevel
     variables, extra = checkpointing.restore_variables_from(workdir, "best")
     logging.info("Evaluating epoch %d (validation accuracy %s) on the test split.",
                  extra["epoch"], extra.get("val_accuracy"))
@@ -235,9 +235,9 @@ def _test_best(config, model, workdir: str, writer) -> dict[str, float]:
     if _is_main():
         title = f"{config.dataset} / {config.model} / {config.loss} (epoch {extra['epoch']})"
         eval_settings = settings.EvalSettings.from_config(config)
-        reports.write_results(results, workdir, title=title, settings=eval_settings)
+        run_tables.write_results(results, workdir, title=title, settings=eval_settings)
         loop.write_scalars(writer, int(extra["step"]), {"test/" + k: v for k, v in results.items()})
-        table = reports.format_table(results, eval_settings)
+        table = run_tables.format_table(results, eval_settings)
         logging.info("Test results of %s written to %s (results.json, results.md).", title,
                      workdir)
         print(f"\n## {title}\n\n{table}", flush=True)

@@ -19,7 +19,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
 
 from infocam_jax import data, models, train
-from infocam_jax.evaluation import driver, reports, settings
+from infocam_jax.evaluation import driver, run_tables, settings
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file.",
                                           lock_config=True)
@@ -50,9 +50,9 @@ def main(argv):
     results = driver.evaluate(config, model, variables, iterator,
                                 max_batches=_MAX_BATCHES.value)
     reading = settings.EvalSettings.from_config(config)
-    print(reports.format_table(results, reading))
+    print(run_tables.format_table(results, reading))
     if jax.process_index() == 0:
-        paths = reports.write_results(
+        paths = run_tables.write_results(
             results, _OUTPUT_DIR.value or _WORKDIR.value,
             title=f"{os.path.basename(os.path.normpath(_WORKDIR.value))}: {_SPLIT.value} split, "
                   f"{_WHICH.value} checkpoint", settings=reading)

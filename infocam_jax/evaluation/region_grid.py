@@ -17,7 +17,7 @@ import numpy as np
 
 from infocam_jax import boxes
 from infocam_jax import multilabel_metrics as mlm
-from infocam_jax.evaluation import common, driver, forward, step
+from infocam_jax.evaluation import backends, driver, forward, step
 from infocam_jax.evaluation.settings import EvalSettings
 
 
@@ -66,14 +66,14 @@ def make_multilabel_grid_step(settings: EvalSettings, model, *,
     """
     table_thresholds = np.asarray(thresholds, np.float64)
     image_size = tuple(settings.image_size)
-    box_opts = common.box_options(settings)
+    box_opts = backends.box_options(settings)
     empty = mlm.LocCurveCounts.empty(settings.num_classes, table_thresholds,
                                      settings.iou_threshold)
     kinds_r = tuple((str(k), int(r)) for k, r in kinds_r)
 
     def grid_step(variables, batch):
         _, features = model.apply(variables, batch["image"], train=False)
-        kernel = common.default_kernel_fn()(variables)
+        kernel = backends.default_kernel_fn()(variables)
         gt = batch["boxes"].astype(jnp.int32)                                 # [B, G, 4]
         box_labels = batch["box_labels"].astype(jnp.int32)                    # [B, G]
         box_valid = batch["box_valid"].astype(bool)

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from infocam_jax import boxes, metrics
-from infocam_jax.evaluation import common, forward
+from infocam_jax.evaluation import backends, forward
 from infocam_jax.evaluation.settings import V2_IOU_THRESHOLDS, EvalSettings
 
 REQUIRED_KEYS = ("image", "label", "boxes", "box_valid", "valid")
@@ -72,7 +72,7 @@ def update(settings: EvalSettings, logits, features, kernel, batch, valid, count
     maps = forward.class_maps(settings.map_kinds, features, kernel, labels, logits=logits,
                               region_size=settings.region_size)
     sm = forward.stacked_scoremaps(settings, jnp.stack([maps[k] for k in settings.map_kinds]))
-    box_opts = common.box_options(settings)
+    box_opts = backends.box_options(settings)
 
     top1 = metrics.topk_correct(logits, labels, 1)
     top5 = metrics.topk_correct(logits, labels, settings.top_k)

@@ -4,7 +4,7 @@ One compiled step per batch does everything on device: the model's forward pass,
 requested kinds, upsampling and normalisation (``settings.normalize``), box extraction at the
 fixed threshold and over the whole threshold grid, and the update of the integer counters. The
 counters stay on device across batches; the host sums them once at the end, over devices and
-processes (``common.sum_devices``). Padded examples (``batch["valid"] == False``) add nothing.
+processes (``devices.sum_devices``). Padded examples (``batch["valid"] == False``) add nothing.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from infocam_jax.evaluation import common, multi_label, single_label
+from infocam_jax.evaluation import backends, multi_label, single_label
 from infocam_jax.evaluation.settings import EvalSettings
 
 
@@ -85,7 +85,7 @@ def make_eval_step(settings: EvalSettings, model, *, num_devices: int,
       input and output has a leading device axis; the counters' buffers are donated.
     """
     return _make_eval_step(settings, model, int(num_devices),
-                           kernel_fn or common.default_kernel_fn())
+                           kernel_fn or backends.default_kernel_fn())
 
 
 @functools.lru_cache(maxsize=32)
