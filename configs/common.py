@@ -86,6 +86,11 @@ def base_config() -> config_dict.ConfigDict:
     # Box extraction backend of the eval step: "auto" | "native" | "xla" (boxes.largest_box).
     c.box_backend = "auto"
     c.eval_readings = False
+    # Evaluators by name (infocam_jax/evaluation/evaluators.py): config.evals.<name> =
+    # dict(type="classification" | "localization" | "pxap", every_epoch=..., final=...,
+    # <EvalSettings field>=...). Empty: the list the fields above mean (classification every
+    # epoch, the full protocol on the chosen checkpoint, PxAP for mask datasets).
+    c.evals = config_dict.ConfigDict()
     # Bookkeeping.
     c.keep_checkpoints = 3
     c.checkpoint_best = True
