@@ -1,8 +1,10 @@
 r"""Evaluates a trained workdir: CAM / infoCAM / infoCAM+ localisation and classification.
 
-Restores the best (or latest) checkpoint of ``--workdir``, runs the jitted, data-parallel eval
-step over the chosen split and writes ``results.json`` and ``results.md`` (the paper's Table 1
-or, for multi-label sets, Table 2 plus CAM vs infoCAM localisation).
+Restores the best (or latest) checkpoint of ``--workdir``, runs the config's final evaluators
+(``config.evals``, or the list the old fields mean: the full protocol, plus PxAP on mask
+datasets; ``evaluation.evaluators``) over the chosen split and writes ``results.json`` and
+``results.md`` (the paper's Table 1 or, for multi-label sets, Table 2 plus CAM vs infoCAM
+localisation; other evaluators' keys as ``<name>/<key>``).
 
   python launch/evaluate.py --config configs/digits.py --workdir /tmp/digits \
       --which best --split test
@@ -19,7 +21,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
 
 from infocam_jax import data, models, train
-from infocam_jax.evaluation import driver, run_tables, settings
+from infocam_jax.evaluation import evaluators, run_tables, settings
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file.",
                                           lock_config=True)
@@ -43,12 +45,13 @@ def main(argv):
     logging.info("Restored the %s checkpoint of %s (%s)", _WHICH.value, _WORKDIR.value,
                  {k: v for k, v in dict(extra or {}).items() if k != "label_prior"})
     model = models.create(config.model, config.num_classes, **dict(config.model_options))
-    iterator = data.make_iterator(config, _SPLIT.value, training=False,
-                                  batch_size=config.eval_batch_size,
-                                  process_index=jax.process_index(),
-                                  process_count=jax.process_count())
-    results = driver.evaluate(config, model, variables, iterator,
-                                max_batches=_MAX_BATCHES.value)
+    final = [e for e in evaluators.build(config) if e.final]
+    batches_of = lambda split: data.make_iterator(  # noqa: E731
+        config, split, training=False, batch_size=config.eval_batch_size,
+        process_index=jax.process_index(), process_count=jax.process_count())
+    results = evaluators.flat_results(final, evaluators.run_all(
+        final, model, variables, batches_of, report_split=_SPLIT.value,
+        max_batches=_MAX_BATCHES.value))
     reading = settings.EvalSettings.from_config(config)
     print(run_tables.format_table(results, reading))
     if jax.process_index() == 0:

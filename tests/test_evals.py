@@ -121,3 +121,23 @@ def test_mask_dataset_logs_pxap_per_epoch_and_at_test(tmp_path, monkeypatch):
     on_disk = json.loads((tmp_path / "work" / "results.json").read_text())
     assert on_disk["pxap/cam/pxap"] == pytest.approx(results["pxap/cam/pxap"])
     assert any("test/pxap/cam/pxap" in s for s in logged)
+
+
+def test_launch_evaluate_runs_the_final_list(tmp_path):
+    """launch/evaluate.py on a trained workdir gives the training's own test results."""
+    import pathlib
+    import subprocess
+    import sys
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    common = ["--config=configs/digits.py:runlocal", "--config.dataset=synthetic",
+              "--config.image_size=(16, 32)", "--config.heads=('pc_sigmoid',)",
+              "--config.loss=pc_sigmoid", f"--workdir={tmp_path}"]
+    for cmd in ([sys.executable, "launch/train.py"] + common,
+                [sys.executable, "launch/evaluate.py"] + common
+                + [f"--output_dir={tmp_path / 'again'}"]):
+        done = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    trained = json.loads((tmp_path / "pc_sigmoid" / "results.json").read_text())
+    again = json.loads((tmp_path / "again" / "results.json").read_text())
+    trained.pop("epoch")
+    assert again == trained
