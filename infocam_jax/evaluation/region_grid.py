@@ -50,7 +50,7 @@ def make_multilabel_grid_step(settings: EvalSettings, model, *,
     a whole threshold grid costs one box pass per (map kind, R) and one compilation in total
     (instead of one compiled ``evaluate`` step per threshold and R).
 
-    Definition (as ``metrics.multilabel_loc_correct``): for every (image, present label) slot,
+    Definition (as ``multilabel_metrics.multilabel_loc_correct``): for every (image, present label) slot,
     the largest box of that label's score map at threshold ``t`` is a hit when its IoU with a
     valid ground-truth box of the same label is >= ``settings.iou_threshold``.
 
