@@ -8,10 +8,11 @@ selected on the test split) is evaluated on the validation and the test split wi
 protocol, and ``<workdir>/summary.{md,json}`` gather every seed and the mean ± sample standard
 deviation (ddof=1) over seeds.
 
-Why a separate full evaluation: during training, the per-epoch validation pass only serves model
-selection (top-1 classification), so the training runs evaluate CAM only with a one-point
-threshold grid (``map_kinds=("cam",)``, ``num_box_thresholds=1``: the localisation numbers in
-each run's own ``results.*`` are therefore not the reported ones). The reported numbers come from
+Why a separate full evaluation: model selection during training reads top-1 classification
+only (``evaluation.evaluators``: classification each epoch), and each training run's own final
+test pass evaluates CAM only with a one-point threshold grid (``map_kinds=("cam",)``,
+``num_box_thresholds=1``, unless ``config.evals`` is set: the localisation numbers in each
+run's own ``results.*`` are therefore not the reported ones). The reported numbers come from
 the cached eval step (``evaluation.step``), compiled once per settings and reused across seeds,
 heads and splits, so a region-size ablation costs one forward pass per R and no retraining.
 Maps become boxes under ``config.normalize`` (every report says which).
@@ -63,8 +64,9 @@ def training_config(config, head: str, seed: int):
     sub.loss = str(head)
     sub.heads = ()
     sub.seed = int(seed)
-    sub.map_kinds = ("cam",)
-    sub.num_box_thresholds = 1
+    if not sub.get("evals"):  # config.evals chooses its own (and refuses map_kinds beside it)
+        sub.map_kinds = ("cam",)
+        sub.num_box_thresholds = 1
     return sub
 
 

@@ -1,10 +1,12 @@
 """Training loop: data-parallel SGD over every device, orbax checkpoints, best-epoch selection.
 
 `train_and_evaluate(config, workdir)` trains `config.model` on `config.dataset` with the authors'
-optimiser (`optim.py`), validates after every `eval_every_epochs` epochs, keeps the last
+optimiser (`optim.py`), runs the per-epoch evaluators (`evaluation.evaluators`; by default
+classification only) on validation after every `eval_every_epochs` epochs, keeps the last
 `keep_checkpoints` epochs and the best one by validation top-1 classification accuracy
-(`checkpointing.py`), then restores the best epoch, evaluates CAM / infoCAM / infoCAM+ on the
-test split, writes `results.json` / `results.md` and prints the table.
+(`checkpointing.py`), then restores the best epoch, runs the final evaluators (by default the
+full protocol: CAM / infoCAM / infoCAM+, the whole threshold grid) on the test split, writes
+`results.json` / `results.md` and prints the table.
 
 Parallelism: `jax.pmap` of the per-device `train_state.train_step` over all devices of all
 processes (axis "batch"); each process reads its own shard of the data
@@ -272,6 +274,19 @@ def _test_best(config, model, workdir: str, writer, evals) -> dict[str, float]:
     return results
 
 
+def _checkpoint_extra(config, plan: loop.Plan, epoch: int, train_loss: float, val_acc,
+                      best_val: float, best_epoch: int, label_prior) -> dict:
+    """What is stored beside the weights of `epoch` (see `restore_variables`)."""
+    return {
+        "epoch": epoch + 1, "step": (epoch + 1) * plan.steps, "train_loss": train_loss,
+        "val_accuracy": val_acc,
+        "best_val_accuracy": None if best_val == -math.inf else best_val,
+        "best_epoch": best_epoch, "label_prior": label_prior.tolist(),
+        "loss": str(config.loss), "model": str(config.model),
+        "num_classes": int(config.num_classes), "dataset": str(config.dataset),
+    }
+
+
 def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Trains one model (one loss) in `workdir`; returns its test results. See module doc."""
     _check_config(config)
@@ -320,14 +335,8 @@ def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, f
         val_acc, is_best, (best_val, best_epoch) = _validate(
             config, model, host_state.variables, plan, epoch, train_loss, (best_val, best_epoch),
             writer, evals)
-        extra = {
-            "epoch": epoch + 1, "step": (epoch + 1) * plan.steps, "train_loss": train_loss,
-            "val_accuracy": val_acc,
-            "best_val_accuracy": None if best_val == -math.inf else best_val,
-            "best_epoch": best_epoch, "label_prior": label_prior.tolist(),
-            "loss": str(config.loss), "model": str(config.model),
-            "num_classes": int(config.num_classes), "dataset": str(config.dataset),
-        }
+        extra = _checkpoint_extra(config, plan, epoch, train_loss, val_acc, best_val,
+                                  best_epoch, label_prior)
         ckpt.save(epoch + 1, host_state.variables, host_state.opt_state, extra, is_best)
     ckpt.close()
 
