@@ -86,3 +86,41 @@ def test_missing_masks_and_multi_label_raise(model_and_variables):
         pxap.evaluate_counts(_settings(), model, variables, [te.make_data(2)], num_devices=1)
     with pytest.raises(ValueError, match="multi_label"):
         pxap.init_counts(EvalSettings(image_size=(8, 8), multi_label=True, map_kinds=KINDS))
+
+
+def test_two_devices_sum_to_one_devices_counts(model_and_variables):
+    """Two simulated CPU devices (subprocess), batches of 3 padded to 4: the same histograms."""
+    import json
+    import os
+    import pathlib
+    import subprocess
+    import sys
+    import textwrap
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    script = textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {str(repo / 'tests')!r})
+        import jax
+        assert jax.local_device_count() == 2, jax.devices()
+        import test_evaluate as te, test_pxap as tp
+        from infocam_jax.evaluation import pxap
+        model = te.TinyNet(te.NUM_CLASSES)
+        data = tp._mask_data(7, seed=5)
+        batches = [{{k: v[i:i + 3] for k, v in data.items()}} for i in range(0, 7, 3)]
+        c = pxap.evaluate_counts(tp._settings(), model, te.tiny_variables(model), batches,
+                                 num_devices=2)
+        print("COUNTS" + json.dumps([c.positive.tolist(), c.negative.tolist()]))
+    """)
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [x for x in proc.stdout.splitlines() if x.startswith("COUNTS")][-1]
+    positive, negative = json.loads(line[len("COUNTS"):])
+    model, variables = model_and_variables
+    one = pxap.evaluate_counts(_settings(), model, variables, [_mask_data(7, seed=5)],
+                               num_devices=1)
+    np.testing.assert_array_equal(positive, one.positive)
+    np.testing.assert_array_equal(negative, one.negative)
