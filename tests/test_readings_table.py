@@ -91,3 +91,21 @@ def test_one_seed_table_cells():
     s = readings["minmax"]["selection"]["infocam"]["loc_acc"]
     assert rows[5].endswith(f"{100 * s['test']:.1f} ± 0.0 (t {s['threshold']:.2f}) |")
     assert len(rows) == 2 + 6
+
+
+def test_main_job_prints_the_one_table(tmp_path):
+    """A heads run with eval_readings writes the readings table in this module's layout."""
+    import tiny
+    from infocam_jax import train
+    c = tiny.tiny_config(heads=("pc_sigmoid",), eval_readings=True, num_box_thresholds=10)
+    train.train_and_evaluate(c, str(tmp_path))
+    text = (tmp_path / "results.md").read_text()
+    assert text.startswith("## CAM vs infoCAM under every reading\n\nTest split, %, mean ± std "
+                           "over seeds [0]; largest box at IoU >= 0.5; R = 3; threshold grid "
+                           "np.arange(0, 1, 1/10);")
+    assert "| pc_sigmoid | min-max, t chosen on validation |" in text
+    stored = json.loads((tmp_path / "readings.json").read_text())["pc_sigmoid"]
+    aggs = {"pc_sigmoid": seed_tables.aggregate([readings_table.flat(stored)])}
+    settings = EvalSettings(image_size=tuple(c.image_size), multi_label=True, map_kinds=MULTI,
+                            num_box_thresholds=10)
+    assert text.endswith(readings_table.render(aggs, settings, [0]))
