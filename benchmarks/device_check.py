@@ -329,7 +329,7 @@ def bench_eval(jax, bench: JaxBench, arch, dtype, batch, backend) -> dict:
     import numpy as np  # pylint: disable=import-outside-toplevel
 
     from infocam_jax import models  # pylint: disable=import-outside-toplevel
-    from infocam_jax.evaluation import common, settings as settings_lib, step as step_lib  # pylint: disable=import-outside-toplevel
+    from infocam_jax.evaluation import devices, settings as settings_lib, step as step_lib  # pylint: disable=import-outside-toplevel
     args = bench.args
     settings = settings_lib.EvalSettings(
         image_size=(args.size, args.size), upsample="bicubic", region_size=4,
@@ -347,9 +347,9 @@ def bench_eval(jax, bench: JaxBench, arch, dtype, batch, backend) -> dict:
         "boxes": np.concatenate([x0, y0, x0 + s // 3, y0 + s // 3], -1)[:, None].astype(
             np.int32),
         "box_valid": np.ones((batch, 1), bool), "valid": np.ones(batch, bool)}
-    p_vars = common.replicate(bench.variables(arch), 1)
-    p_batch = common.replicate(host_batch, 1)
-    holder = {"counts": common.replicate(step_lib.init_counts(settings), 1)}
+    p_vars = devices.replicate(bench.variables(arch), 1)
+    p_batch = devices.replicate(host_batch, 1)
+    holder = {"counts": devices.replicate(step_lib.init_counts(settings), 1)}
     compiled, compile_s = _compile(step, p_vars, p_batch, holder["counts"])
 
     def run():
@@ -486,61 +486,83 @@ def _record_error(report, what, exc):
     traceback.print_exc()
 
 
-def run_task(task, jax, bench, torch_bench, report):
+def _emit(report, section: str, row: dict) -> None:
+    """Appends ``row`` to ``report.data[section]``, rewrites the report, prints the row."""
+    report.data[section].append(row)
+    report.save()
+    print(json.dumps(row, default=str), flush=True)
+
+
+def _conv_impls(kind: str) -> list[str]:
+    """``["auto"]`` for the model rows; for ``model_conv_impl`` the path "auto" does not pick."""
+    if kind == "model":
+        return ["auto"]
+    from infocam_jax.models import layers  # pylint: disable=import-outside-toplevel
+    default = layers.resolve_impl("auto")
+    return [next(i for i in ("explicit", "xla") if i != default)]
+
+
+def _run_models(task, jax, bench, torch_bench, report):
+    """Train (and, for the ``model`` rows, forward) steps of JAX and of PyTorch eager."""
     kind, arch, dtype, batch, _ = task
-    args = bench.args
-    if kind in ("model", "model_conv_impl"):
-        if kind == "model":
-            impls = ["auto"]
-        else:
-            from infocam_jax.models import layers  # pylint: disable=import-outside-toplevel
-            default = layers.resolve_impl("auto")
-            impls = [next(i for i in ("explicit", "xla") if i != default)]
-        for impl in impls:
-            for step_kind in ("train", "forward") if kind == "model" else ("train",):
-                row = {"arch": arch, "dtype": dtype, "batch": batch, "kind": step_kind,
-                       "size": args.size, "conv_impl": None if impl == "auto" else impl}
+    for impl in _conv_impls(kind):
+        for step_kind in ("train", "forward") if kind == "model" else ("train",):
+            row = {"arch": arch, "dtype": dtype, "batch": batch, "kind": step_kind,
+                   "size": bench.args.size, "conv_impl": None if impl == "auto" else impl}
+            try:
+                fn = bench.train if step_kind == "train" else bench.forward
+                row["jax"] = fn(arch, dtype, batch, conv_impl=impl)
+            except Exception as e:  # pylint: disable=broad-except
+                _record_error(report, f"jax {arch} {dtype} b{batch} {step_kind}", e)
+            if torch_bench is not None and impl == "auto":
                 try:
-                    fn = bench.train if step_kind == "train" else bench.forward
-                    row["jax"] = fn(arch, dtype, batch, conv_impl=impl)
+                    row["torch"] = torch_bench.run(arch, dtype, batch, step_kind)
                 except Exception as e:  # pylint: disable=broad-except
-                    _record_error(report, f"jax {arch} {dtype} b{batch} {step_kind}", e)
-                if torch_bench is not None and impl == "auto":
-                    try:
-                        row["torch"] = torch_bench.run(arch, dtype, batch, step_kind)
-                    except Exception as e:  # pylint: disable=broad-except
-                        _record_error(report, f"torch {arch} {dtype} b{batch} {step_kind}", e)
-                report.data["models"].append(row)
-                report.save()
-                print(json.dumps(row, default=str), flush=True)
-    elif kind == "eval":
-        for backend in box_backends():
-            row = {"arch": arch, "dtype": dtype, "batch": batch,
-                   "backend": backend, "thresholds": args.num_thresholds}
-            try:
-                row.update(bench_eval(jax, bench, arch, dtype, batch, backend))
-            except Exception as e:  # pylint: disable=broad-except
-                _record_error(report, f"eval step backend={backend}", e)
-                continue
-            report.data["eval"].append(row)
-            report.save()
-            print(json.dumps(row, default=str), flush=True)
-    elif kind == "boxes":
-        for backend in box_backends():
-            row = {"batch": batch, "size": args.size, "thresholds": args.num_thresholds,
-                   "backend": backend}
-            try:
-                row.update(bench_boxes(jax, args, batch, backend))
-            except Exception as e:  # pylint: disable=broad-except
-                _record_error(report, f"boxes backend={backend}", e)
-                continue
-            report.data["boxes"].append(row)
-            report.save()
-            print(json.dumps(row, default=str), flush=True)
+                    _record_error(report, f"torch {arch} {dtype} b{batch} {step_kind}", e)
+            _emit(report, "models", row)
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
+def _run_eval(task, jax, bench, torch_bench, report):
+    """The full eval step, once per box backend."""
+    del torch_bench
+    _, arch, dtype, batch, _ = task
+    for backend in box_backends():
+        row = {"arch": arch, "dtype": dtype, "batch": batch, "backend": backend,
+               "thresholds": bench.args.num_thresholds}
+        try:
+            row.update(bench_eval(jax, bench, arch, dtype, batch, backend))
+        except Exception as e:  # pylint: disable=broad-except
+            _record_error(report, f"eval step backend={backend}", e)
+            continue
+        _emit(report, "eval", row)
+
+
+def _run_boxes(task, jax, bench, torch_bench, report):
+    """Box extraction alone, once per box backend."""
+    del torch_bench
+    batch, args = task[3], bench.args
+    for backend in box_backends():
+        row = {"batch": batch, "size": args.size, "thresholds": args.num_thresholds,
+               "backend": backend}
+        try:
+            row.update(bench_boxes(jax, args, batch, backend))
+        except Exception as e:  # pylint: disable=broad-except
+            _record_error(report, f"boxes backend={backend}", e)
+            continue
+        _emit(report, "boxes", row)
+
+
+_RUNNERS = {"model": _run_models, "model_conv_impl": _run_models, "eval": _run_eval,
+            "boxes": _run_boxes}
+
+
+def run_task(task, jax, bench, torch_bench, report):
+    """Runs one task of :func:`plan` (its kind picks the runner)."""
+    _RUNNERS[task[0]](task, jax, bench, torch_bench, report)
+
+
+def _start(args):
+    """(jax, report, torch bench or None, JAX bench) with the environment recorded."""
     if args.smoke:
         os.environ["JAX_PLATFORMS"] = "cpu"
     # Let PyTorch share the accelerator: JAX would otherwise reserve 75% of its memory.
@@ -557,9 +579,16 @@ def main(argv=None) -> dict:
                                     "figures only show that every measurement runs.")
     torch_bench = make_torch(args, platform_name, report)
     bench = JaxBench(jax, args)
-    backends = box_backends(report.data["notes"])
-    report.data["env"]["box_backends"] = backends
+    report.data["env"]["box_backends"] = box_backends(report.data["notes"])
     report.save()
+    return jax, report, torch_bench, bench
+
+
+def main(argv=None) -> dict:
+    """Parses the flags, records the environment, runs :func:`plan`'s tasks within the budget
+    (the rest listed as skipped), writes and prints the report."""
+    args = parse_args(argv)
+    jax, report, torch_bench, bench = _start(args)
     for task in plan(args):
         if report.elapsed() > args.budget_s:
             report.data["skipped"].append(

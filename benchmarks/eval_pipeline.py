@@ -70,8 +70,8 @@ class JaxPipeline:
         import jax
 
         from infocam_jax import boxes, models
-        from infocam_jax.evaluation import common, settings, step
-        self.jax, self.common, self.step_lib = jax, common, step
+        from infocam_jax.evaluation import devices, settings, step
+        self.jax, self.devices, self.step_lib = jax, devices, step
         # The eval step's boxes use backend="auto": the compiled kernel on CPU when it loaded.
         self.box_backend = boxes.resolve_backend("auto")
         self.settings = settings.EvalSettings(
@@ -85,13 +85,13 @@ class JaxPipeline:
             train=False))(jax.random.PRNGKey(0))
         self.d = jax.local_device_count()
         self.step = step.make_eval_step(self.settings, model, num_devices=self.d)
-        self.p_vars = common.replicate(self.variables, self.d)
+        self.p_vars = devices.replicate(self.variables, self.d)
         forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
         self.forward = lambda x: jax.block_until_ready(forward(self.variables, x))
         self.reset()
 
     def reset(self):
-        self.counts = self.common.replicate(self.step_lib.init_counts(self.settings), self.d)
+        self.counts = self.devices.replicate(self.step_lib.init_counts(self.settings), self.d)
 
     def run(self, batch):
         d = self.d

@@ -100,6 +100,11 @@ def base_config() -> config_dict.ConfigDict:
     c.road_morf_percentiles = (80,)
     c.road_lerf_percentiles = (20,)
     c.eval_readings = False
+    # Evaluators by name (infocam_jax/evaluation/evaluators.py): config.evals.<name> =
+    # dict(type="classification" | "localization" | "pxap", every_epoch=..., final=...,
+    # <EvalSettings field>=...). Empty: the list the fields above mean (classification every
+    # epoch, the full protocol on the chosen checkpoint, PxAP for mask datasets).
+    c.evals = config_dict.ConfigDict()
     # Bookkeeping.
     c.keep_checkpoints = 3
     c.checkpoint_best = True

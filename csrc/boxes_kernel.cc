@@ -13,8 +13,10 @@
 // Speed (the per-pixel work is what counts): pixels are visited level by level from a counting
 // sort; each pixel's mask of already-visited neighbours is computed beforehand for all pixels at
 // once (vectorised compares, no per-pixel "done" flags); the union-find runs on compact
-// component slots rather than on pixels; the raster sweeps of the hole filling are SSE2 prefix
-// scans; hot branches on noisy data are replaced by selects where possible.
+// component slots rather than on pixels; a component's box is four int16 lanes grown by one
+// SSE2 max per pixel; the raster sweeps of the hole filling are SSE2 prefix scans; the hole
+// pass is skipped when the map has no hole; hot branches on noisy data are replaced by selects
+// where possible.
 //
 // Two results, both per image and per level L = 0..255:
 //  * largest box: the box of the component whose outer contour has the largest area as
@@ -59,13 +61,31 @@ constexpr int kAbiVersion = 2;
 constexpr int64_t kMaxSide = 32767;
 constexpr int64_t kMaxPixels = int64_t{1} << 26;
 
+// A component's state. The box is stored as (~x0, ~y0, x1, y1) in int16 (sides <= 32767), so
+// that growing it by a pixel (x, y) is one 4-lane max with (~x, ~y, x, y).
 struct Attr {
-  int32_t size;   // pixel count (union by size)
-  int32_t first;  // first pixel in raster order (padded index: same order)
-  int32_t x0, y0, x1, y1;
-  int32_t aux;    // Mode::kArea: twice the outer-contour area; kHole: the smallest filled value
-  int32_t born;   // value at which the current state was created
+  int16_t box[4];  // ~x_min, ~y_min, x_max, y_max
+  int32_t size;    // pixel count (union by size)
+  int32_t first;   // first pixel in raster order (padded index: same order)
+  int32_t aux;     // Mode::kArea: twice the outer-contour area; kHole: the smallest filled value
+  int32_t born;    // value at which the current state was created
+
+  int32_t x0() const { return ~box[0]; }
+  int32_t y0() const { return ~box[1]; }
+  int32_t x1() const { return box[2]; }
+  int32_t y1() const { return box[3]; }
+  void SetPixel(int32_t x, int32_t y) {
+    box[0] = static_cast<int16_t>(~x);
+    box[1] = static_cast<int16_t>(~y);
+    box[2] = static_cast<int16_t>(x);
+    box[3] = static_cast<int16_t>(y);
+  }
 };
+
+// The union of two boxes in that encoding (lane-wise max).
+inline void BoxUnion(int16_t* acc, const int16_t* other) {
+  for (int k = 0; k < 4; ++k) acc[k] = std::max(acc[k], other[k]);
+}
 
 struct AreaCell {
   int64_t key;  // s2 << 32 | first, -1: empty
@@ -142,7 +162,9 @@ struct Workspace {
   int64_t h = 0, w = 0, wp = 0;
   std::vector<uint8_t> qpad;      // the map q
   std::vector<uint8_t> fill;      // the hole-filled map g
-  std::vector<uint8_t> lane;      // the values a component pass runs on; 0: never processed
+  std::vector<uint8_t> lane;      // the hole pass's values (see ContourIouOne)
+  const uint8_t* values = nullptr;  // what a component pass runs on (qpad, fill or lane);
+                                    // 0: never processed
   std::vector<uint8_t> nbmask;    // per pixel, its neighbours processed before it (see below)
   std::vector<int32_t> label;     // the slot each processed pixel joined
   std::vector<int32_t> par;       // [H W] union-find parent of each slot (component)
@@ -364,7 +386,7 @@ const NeighbourTable kNeighbours8(true), kNeighbours4(false);
 // processed, and no processed pixel has value 0, so they never satisfy either comparison.
 void NeighbourMasks(Workspace& ws) {
   const int64_t h = ws.h, w = ws.w, wp = ws.wp;
-  const uint8_t* v = ws.lane.data();
+  const uint8_t* v = ws.values;
   for (int64_t y = 1; y <= h; ++y) {
     const uint8_t* a = v + (y - 1) * wp;
     const uint8_t* b = v + y * wp;
@@ -385,7 +407,7 @@ void NeighbourMasks(Workspace& ws) {
 // 2 H W entries), so the scatter has no branch.
 int64_t SortPixels(Workspace& ws, int64_t begin[kLevels]) {
   const int64_t h = ws.h, w = ws.w, wp = ws.wp;
-  const uint8_t* v = ws.lane.data();
+  const uint8_t* v = ws.values;
   // Two interleaved histograms: runs of equal values do not serialise on one counter.
   uint32_t count[2][kLevels] = {{0}};
   for (int64_t y = 1; y <= h; ++y) {
@@ -406,8 +428,15 @@ int64_t SortPixels(Workspace& ws, int64_t begin[kLevels]) {
   next[0] = order + h * w;  // the scratch area
   for (int64_t y = 1; y <= h; ++y) {
     const uint8_t* row = v + y * wp + 1;
-    const uint32_t code = static_cast<uint32_t>((y - 1) << 16);
-    for (int64_t x = 0; x < w; ++x) *next[row[x]]++ = code | static_cast<uint32_t>(x);
+    uint32_t code = static_cast<uint32_t>((y - 1) << 16);
+    int64_t x = 0;
+    for (; x + 4 <= w; x += 4, code += 4) {
+      *next[row[x]]++ = code;
+      *next[row[x + 1]]++ = code + 1;
+      *next[row[x + 2]]++ = code + 2;
+      *next[row[x + 3]]++ = code + 3;
+    }
+    for (; x < w; ++x, ++code) *next[row[x]]++ = code;
   }
   return n;
 }
@@ -420,7 +449,7 @@ enum class Mode {
 
 template <Mode kMode>
 inline bool SameState(const Attr& a, const Attr& b) {
-  return a.x0 == b.x0 && a.y0 == b.y0 && a.x1 == b.x1 && a.y1 == b.y1 &&
+  return std::memcmp(a.box, b.box, sizeof(a.box)) == 0 &&
          (kMode == Mode::kPlain || a.aux == b.aux) && (kMode != Mode::kArea || a.first == b.first);
 }
 
@@ -433,6 +462,29 @@ inline int32_t Find(int32_t* par, int32_t r) {
     r = par[r];
   }
   return r;
+}
+
+// a's box grown by the pixel whose code is y << 16 | x, into `grown`; returns whether it changed.
+inline bool GrownBox(const Attr& a, uint32_t code, int16_t grown[4]) {
+#if INFOCAM_SIMD
+  // int16 lanes (x, y, x, y), then (~x, ~y, x, y).
+  __m128i pix = _mm_shufflelo_epi16(_mm_cvtsi32_si128(static_cast<int32_t>(code)), 0x44);
+  pix = _mm_xor_si128(pix, _mm_set_epi32(0, 0, 0, -1));
+  const __m128i old = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(a.box));
+  const __m128i out = _mm_max_epi16(old, pix);
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(grown), out);
+  return (_mm_movemask_epi8(_mm_cmpeq_epi16(out, old)) & 0xFF) != 0xFF;
+#else
+  const int32_t x = static_cast<int32_t>(code & 0xFFFFu), y = static_cast<int32_t>(code >> 16);
+  const int16_t pix[4] = {static_cast<int16_t>(~x), static_cast<int16_t>(~y),
+                          static_cast<int16_t>(x), static_cast<int16_t>(y)};
+  bool change = false;
+  for (int k = 0; k < 4; ++k) {
+    change |= pix[k] > a.box[k];
+    grown[k] = std::max(a.box[k], pix[k]);
+  }
+  return change;
+#endif
 }
 
 // The union-find pass over ws.lane (value 0: not processed). kEight: 8- (else 4-) connectivity.
@@ -457,39 +509,56 @@ void ComponentPass(Workspace& ws, Emit&& emit) {
   // Neighbour order NW, N, NE, W, E, SW, S, SE.
   const int32_t off8[8] = {-w32 - 1, -w32, -w32 + 1, -1, 1, w32 - 1, w32, w32 + 1};
   const NeighbourTable& table = kEight ? kNeighbours8 : kNeighbours4;
+  // Per mask: the offset of the first group's representative (the one-group fast path).
+  int32_t first_off[256];
+  for (int m = 0; m < 256; ++m) first_off[m] = table.count[m] ? off8[table.rep[m][0]] : 0;
   const uint32_t* order = ws.order.data();
   for (int32_t val = kLevels - 1; val >= 1; --val) {
     for (int64_t i = begin[val], end = begin[val - 1]; i < end; ++i) {
-      const int32_t x = static_cast<int32_t>(order[i] & 0xFFFFu);
-      const int32_t y = static_cast<int32_t>(order[i] >> 16);
-      const int32_t p = (y + 1) * w32 + x + 1;
+      const uint32_t code = order[i];
+      const int32_t x = static_cast<int32_t>(code & 0xFFFFu);
+      const int32_t y = static_cast<int32_t>(code >> 16);
+      const int32_t p = y * w32 + x + w32 + 1;
       const uint32_t mask = nbmask[p];
       const int groups = table.count[mask];
       const int32_t aux = kArea ? table.ds2[mask] : kHole ? fill[p] : 0;  // the pixel's own
       if (groups == 1) {
-        const int32_t nb = p + off8[table.rep[mask][0]];
+        const int32_t nb = p + first_off[mask];
         const int32_t r = Find(par, label[nb]);
         label[nb] = r;
+        label[p] = r;
         Attr& a = attr[r];
-        const bool change = kArea || (x < a.x0) | (x > a.x1) | (y < a.y0) | (y > a.y1) |
-                            (kHole && aux < a.aux);
-        if (change) {
+        a.size += 1;
+        if (kArea) {
+          // The area grows with every pixel: every pixel changes the state.
           if (val < a.born) emit(val, a.born - 1, a);  // the state ends here
+          int16_t grown[4];
+          GrownBox(a, code, grown);
+          std::memcpy(a.box, grown, sizeof(grown));
           a.born = val;
           a.first = std::min(a.first, p);
-          a.x0 = std::min(a.x0, x);
-          a.y0 = std::min(a.y0, y);
-          a.x1 = std::max(a.x1, x);
-          a.y1 = std::max(a.y1, y);
-          a.aux = kHole ? std::min(a.aux, aux) : a.aux + aux;
+          a.aux += aux;
+          continue;
         }
-        a.size += 1;
-        label[p] = r;
+        int16_t grown[4];
+        bool change = GrownBox(a, code, grown);
+        if (kHole) change |= aux < a.aux;
+        if (change) {
+          if (val < a.born) emit(val, a.born - 1, a);  // the state ends here
+          std::memcpy(a.box, grown, sizeof(grown));
+          a.born = val;
+          if (kHole) a.aux = std::min(a.aux, aux);
+        }
         continue;
       }
       if (groups == 0) {
         par[slots] = slots;
-        attr[slots] = Attr{1, p, x, y, x, y, aux, val};
+        Attr& a = attr[slots];
+        a.SetPixel(x, y);
+        a.size = 1;
+        a.first = p;
+        a.aux = aux;
+        a.born = val;
         label[p] = slots++;
         continue;
       }
@@ -501,16 +570,18 @@ void ComponentPass(Workspace& ws, Emit&& emit) {
         for (int k = 0; k < nroots; ++k) dup |= roots[k] == r;
         if (!dup) roots[nroots++] = r;
       }
-      Attr merged{1, p, x, y, x, y, aux, val};
+      Attr merged;
+      merged.SetPixel(x, y);
+      merged.size = 1;
+      merged.first = p;
+      merged.aux = aux;
+      merged.born = val;
       int32_t keep = roots[0];
       for (int j = 0; j < nroots; ++j) {
         const Attr& a = attr[roots[j]];
         merged.size += a.size;
         merged.first = std::min(merged.first, a.first);
-        merged.x0 = std::min(merged.x0, a.x0);
-        merged.y0 = std::min(merged.y0, a.y0);
-        merged.x1 = std::max(merged.x1, a.x1);
-        merged.y1 = std::max(merged.y1, a.y1);
+        BoxUnion(merged.box, a.box);
         merged.aux = kHole ? std::min(merged.aux, a.aux) : merged.aux + a.aux;
         if (a.size > attr[keep].size) keep = roots[j];
       }
@@ -538,13 +609,13 @@ void ComponentPass(Workspace& ws, Emit&& emit) {
 void LargestBoxesOne(const uint8_t* q, Workspace& ws, int32_t* out) {
   ws.LoadMap(q);
   FillHoles(ws);
-  ws.lane = ws.fill;  // g = 0 only where q = 0 off any hole: never in a level set
+  ws.values = ws.fill.data();  // g = 0 only where q = 0 off any hole: never in a level set
   LevelTable<AreaCell>& tab = ws.area_tab;
   tab.Reset(AreaCell{-1, {0, 0, 0, 0}});
   ComponentPass<true, Mode::kArea>(ws, [&tab](int lo, int hi, const Attr& a) {
     AreaCell& cell = tab.At(lo, hi);
     const int64_t key = (static_cast<int64_t>(a.aux) << 32) | a.first;
-    if (key > cell.key) cell = AreaCell{key, {a.x0, a.y0, a.x1, a.y1}};
+    if (key > cell.key) cell = AreaCell{key, {a.x0(), a.y0(), a.x1(), a.y1()}};
   });
   AreaCell best[kLevels];
   tab.Best(best, [](const AreaCell& a, const AreaCell& b) { return a.key > b.key; });
@@ -572,9 +643,9 @@ void ContourIouOne(const uint8_t* q, const Gt& gt, Workspace& ws, float* out) {
   FillHoles(ws);  // ws.fill: g, for the hole pass
   // Outer contours: 8-connected components of {q > L}.
   tab.Reset(-1.0f);
-  ws.lane = ws.qpad;
+  ws.values = ws.qpad.data();
   ComponentPass<true, Mode::kPlain>(ws, [&](int lo, int hi, const Attr& a) {
-    const float u = IouWithGt(a.x0, a.y0, std::min(a.x1 + 1, wmax), std::min(a.y1 + 1, hmax), gt);
+    const float u = IouWithGt(a.x0(), a.y0(), std::min(a.x1() + 1, wmax), std::min(a.y1() + 1, hmax), gt);
     float& cell = tab.At(lo, hi);
     if (u > cell) cell = u;
   });
@@ -584,20 +655,25 @@ void ContourIouOne(const uint8_t* q, const Gt& gt, Workspace& ws, float* out) {
   // share g). So the pass runs on the pixels with g > q only, in the lane v = 255 - q (lane
   // level L' = 254 - L; v >= 1 as q < g <= 255), and a record counts while L < min g over its
   // pixels, that is for lane levels L' >= 255 - min g. Such pixels never lie on the frame.
+  // No hole anywhere (g == q, common on smooth maps): the pass would record nothing.
   tab.Reset(-1.0f);
+  bool any_hole = false;
   {
     const uint8_t* qp = ws.qpad.data();
     const uint8_t* g = ws.fill.data();
     uint8_t* lane = ws.lane.data();
     for (size_t p = 0, end = ws.lane.size(); p < end; ++p) {
-      lane[p] = g[p] > qp[p] ? static_cast<uint8_t>(255 - qp[p]) : 0;
+      const bool in_hole = g[p] > qp[p];
+      lane[p] = in_hole ? static_cast<uint8_t>(255 - qp[p]) : 0;
+      any_hole |= in_hole;
     }
   }
-  ComponentPass<false, Mode::kHole>(ws, [&](int lo, int hi, const Attr& a) {
+  ws.values = ws.lane.data();
+  if (any_hole) ComponentPass<false, Mode::kHole>(ws, [&](int lo, int hi, const Attr& a) {
     lo = std::max(lo, 255 - a.aux);
     if (lo > hi) return;
-    const float u = IouWithGt(a.x0 - 1, a.y0 - 1, std::min(a.x1 + 2, wmax),
-                              std::min(a.y1 + 2, hmax), gt);
+    const float u = IouWithGt(a.x0() - 1, a.y0() - 1, std::min(a.x1() + 2, wmax),
+                              std::min(a.y1() + 2, hmax), gt);
     float& cell = tab.At(lo, hi);
     if (u > cell) cell = u;
   });

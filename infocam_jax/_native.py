@@ -9,7 +9,9 @@ answer is known, through plain C and through a compiled ``jax.ffi.ffi_call``; an
 :func:`available` returns False, so callers use the pure-JAX pass instead.
 
 Environment: ``INFOCAM_NATIVE_LIB`` loads a library from another path (the AddressSanitizer
-build of tools/asan_check.sh); ``INFOCAM_DISABLE_NATIVE=1`` turns the kernel off.
+build of tools/asan_check.sh); ``INFOCAM_DISABLE_NATIVE=1`` turns the kernel off;
+``INFOCAM_NATIVE_THREADS=N`` sets the kernel's threads per call (default: this process's CPUs,
+from its affinity mask, divided by the number of local CPU devices).
 
 Calls (``q`` uint8 ``[..., H, W]``, the quantised maps; every leading axis is batch):
 
@@ -175,6 +177,13 @@ def _iou_shape(q):
 def _threads() -> np.int32:
     """Kernel threads per call: this process's CPUs shared among the local CPU devices (under
     pmap each device runs its own call)."""
+    setting = os.environ.get("INFOCAM_NATIVE_THREADS", "").strip()
+    if setting:
+        try:
+            return np.int32(max(1, int(setting)))
+        except ValueError:
+            raise ValueError(f"INFOCAM_NATIVE_THREADS must be a positive integer, got "
+                             f"{setting!r}") from None
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     devices = len(jax.local_devices(backend="cpu"))
     return np.int32(max(1, (cpus or 1) // max(1, devices)))

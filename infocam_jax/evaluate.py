@@ -14,8 +14,8 @@ predict_maps
 init_counts, eval_step, make_eval_step,     ``evaluation.step``
 finalize
 evaluate                                    ``evaluation.driver``
-replicate                                   ``evaluation.common``
-format_table, write_results                 ``evaluation.reports``
+replicate                                   ``evaluation.devices``
+format_table, write_results                 ``evaluation.run_tables``
 ==========================================  ===========================================
 """
 from __future__ import annotations
@@ -29,8 +29,8 @@ _MOVED = {
     "forward": ("class_maps", "multilabel_class_maps", "predict_maps"),
     "step": ("init_counts", "eval_step", "make_eval_step", "finalize"),
     "driver": ("evaluate",),
-    "common": ("replicate",),
-    "reports": ("format_table", "write_results"),
+    "devices": ("replicate",),
+    "run_tables": ("format_table", "write_results"),
 }
 _NEW_HOME = {name: module for module, names in _MOVED.items() for name in names}
 

@@ -22,8 +22,8 @@ metrics). Boxes are int ``(x0, y0, x1, y1)`` with inclusive pixel coordinates.
   threshold list (default ``np.arange(0, 1, 0.01)``), largest component only;
   MaxBoxAccV2 = mean over δ ∈ {0.3, 0.5, 0.7} of MaxBoxAcc(δ) with every contour's box
   (``multi_contour=True``).
-* Multi-label metrics (double-digit MNIST) live in ``infocam_jax.multilabel_metrics`` and
-  are re-exported here.
+* Multi-label metrics (double-digit MNIST) live in ``infocam_jax.multilabel_metrics``; their
+  old names here (``metrics.MultiLabelCounts``, ...) still work with a DeprecationWarning.
 
 Streaming. Every ``*_counts`` function returns a ``flax.struct.dataclass`` of int32 counts
 (a pytree): add batches with ``a.merge(b)`` (``jax.tree.map(jnp.add, a, b)``), sum devices with
@@ -50,30 +50,21 @@ import numpy as np
 from jax import lax
 
 from infocam_jax import _checks
-from infocam_jax.multilabel_metrics import (  # noqa: F401  (public names of this module)
-    MultiLabelCounts,
-    multilabel_cls_correct,
-    multilabel_counts,
-    multilabel_loc_correct,
-    present_label_slots,
-)
+
+_MOVED_TO_MULTILABEL = ("MultiLabelCounts", "multilabel_cls_correct", "multilabel_counts",
+                        "multilabel_loc_correct", "present_label_slots")
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
     "V2_IOU_THRESHOLDS",
     "BoxAccuracyCounts",
     "LocalizationCounts",
-    "MultiLabelCounts",
     "box_accuracy_counts",
     "gt_known_loc_correct",
     "iou",
     "localization_counts",
     "max_box_accuracy",
     "max_box_accuracy_v2",
-    "multilabel_cls_correct",
-    "multilabel_counts",
-    "multilabel_loc_correct",
-    "present_label_slots",
     "top1_loc_correct",
     "topk_correct",
 ]
@@ -406,3 +397,14 @@ def localization_counts(logits, labels, scoremaps, gt_boxes, gt_valid, valid=Non
                                backend)
     return LocalizationCounts.empty(cam_threshold, iou_threshold).add(
         topk_correct(logits, labels, 1), topk_correct(logits, labels, 5), loc, valid)
+
+
+def __getattr__(name: str):
+    """The multi-label names that used to be re-exported here, with a DeprecationWarning."""
+    if name not in _MOVED_TO_MULTILABEL:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import warnings  # pylint: disable=import-outside-toplevel
+    from infocam_jax import multilabel_metrics  # pylint: disable=import-outside-toplevel
+    warnings.warn(f"infocam_jax.metrics.{name} moved to infocam_jax.multilabel_metrics.{name}; "
+                  "the old name will be removed", DeprecationWarning, stacklevel=2)
+    return getattr(multilabel_metrics, name)

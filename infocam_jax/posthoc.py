@@ -107,10 +107,19 @@ def _check_chunk_size(chunk_size) -> int:
     return int(chunk_size)
 
 
-def _nan_unless_valid(targets, num_classes):
-    """[B] float32: 1 where ``targets`` is in range, NaN elsewhere (the traced-target guard)."""
-    valid = (targets >= 0) & (targets < num_classes)
-    return jnp.where(valid, 1.0, jnp.nan).astype(jnp.float32)
+def _valid(targets, num_classes):
+    """[B] bool: ``targets`` in ``[0, M)`` (the traced-target guard)."""
+    return (targets >= 0) & (targets < num_classes)
+
+
+def _nan_where_invalid(values, targets, num_classes):
+    """``values [B, ...]`` with the rows of out-of-range targets set to NaN.
+
+    (``jnp.where``, not a product with NaN: XLA folds ``one_hot * x`` into a select and would
+    drop the NaN.)
+    """
+    valid = _valid(targets, num_classes).reshape((-1,) + (1,) * (values.ndim - 1))
+    return jnp.where(valid, values, jnp.nan)
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,8 +246,8 @@ def _activations_and_gradients(model, variables, images, targets, layer, num_cla
         return logits.astype(jnp.float32), activation
 
     logits, pullback, activation = jax.vjp(f, delta, has_aux=True)
-    cotangent = (jax.nn.one_hot(targets, num_classes, dtype=jnp.float32)
-                 * _nan_unless_valid(targets, num_classes)[:, None])
+    cotangent = _nan_where_invalid(jax.nn.one_hot(targets, num_classes, dtype=jnp.float32),
+                                   targets, num_classes)
     (grad,) = pullback(cotangent)
     grad = grad.astype(jnp.float32)
     activation = activation.astype(jnp.float32)
@@ -435,7 +444,6 @@ def scorecam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
     up_w = jnp.asarray(_align_corners_matrix(width, w))
     padded = jnp.pad(activation, ((0, 0), (0, 0), (0, 0), (0, num_chunks * chunk_size - k)))
     chunks = jnp.moveaxis(padded.reshape(batch, h, w, num_chunks, chunk_size), 3, 0)
-    guard = _nan_unless_valid(targets, num_classes)
     safe_targets = jnp.clip(targets, 0, num_classes - 1)
 
     def chunk_scores(a):  # [B, h, w, c] -> [B, c]
@@ -451,7 +459,7 @@ def scorecam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
 
     scores = lax.map(chunk_scores, chunks)                        # [n, B, c]
     scores = jnp.moveaxis(scores, 0, 1).reshape(batch, -1)[:, :k]
-    weights = jax.nn.softmax(scores, axis=-1) * guard[:, None]
+    weights = _nan_where_invalid(jax.nn.softmax(scores, axis=-1), targets, num_classes)
     return _weighted_sum(weights, activation, relu)
 
 
@@ -502,7 +510,7 @@ def eigencam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
     _, activation = _forward(model, variables, images, layer)
     maps = _first_component_projection(activation.astype(jnp.float32))
     maps = jnp.maximum(maps, 0.0) if relu else maps
-    return maps * _nan_unless_valid(targets, num_classes)[:, None, None]
+    return _nan_where_invalid(maps, targets, num_classes)
 
 
 # --------------------------------------------------------------------------------------------

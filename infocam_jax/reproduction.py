@@ -8,19 +8,27 @@ selected on the test split) is evaluated on the validation and the test split wi
 protocol, and ``<workdir>/summary.{md,json}`` gather every seed and the mean ± sample standard
 deviation (ddof=1) over seeds.
 
-Why a separate full evaluation: during training, the per-epoch validation pass only serves model
-selection (top-1 classification), so the training runs evaluate CAM only with a one-point
-threshold grid (``map_kinds=("cam",)``, ``num_box_thresholds=1``: the localisation numbers in
-each run's own ``results.*`` are therefore not the reported ones). The reported numbers come from
+Why a separate full evaluation: model selection during training reads top-1 classification
+only (``evaluation.evaluators``: classification each epoch), and each training run's own final
+test pass evaluates CAM only with a one-point threshold grid (``map_kinds=("cam",)``,
+``num_box_thresholds=1``, unless ``config.evals`` is set: the localisation numbers in each
+run's own ``results.*`` are therefore not the reported ones). The reported numbers come from
 the cached eval step (``evaluation.step``), compiled once per settings and reused across seeds,
 heads and splits, so a region-size ablation costs one forward pass per R and no retraining.
 Maps become boxes under ``config.normalize`` (every report says which).
 
 Metrics: ``infocam_jax.evaluation``; input-blind baselines: ``evaluation.baselines``; tables:
-``evaluation.summary``. The launcher is ``launch/reproduce.py``.
+``evaluation.seed_tables`` and, for the readings, ``evaluation.readings_table`` (keys under
+``readings/``). The launcher is ``launch/reproduce.py``.
+
+``reproduce`` runs these steps in order: :func:`_resolve` (arguments), :func:`load_split` (eval
+batches kept in memory), per (head, seed) :func:`_trained_record` (train and evaluate, or reuse
+``reproduce_eval.json``) and :func:`_run_flat` (its flat scalars: R ablation, threshold sweep,
+readings), then :func:`_report` (Markdown), :func:`_figure` and :func:`_write_summary`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -30,7 +38,7 @@ import jax
 import numpy as np
 
 from infocam_jax.evaluation import baselines as ref
-from infocam_jax.evaluation import common, region_grid, summary
+from infocam_jax.evaluation import json_files, readings_table, region_grid, seed_tables
 from infocam_jax.evaluation import readings as rd
 from infocam_jax.evaluation.settings import EvalSettings
 
@@ -56,8 +64,9 @@ def training_config(config, head: str, seed: int):
     sub.loss = str(head)
     sub.heads = ()
     sub.seed = int(seed)
-    sub.map_kinds = ("cam",)
-    sub.num_box_thresholds = 1
+    if not sub.get("evals"):  # config.evals chooses its own (and refuses map_kinds beside it)
+        sub.map_kinds = ("cam",)
+        sub.num_box_thresholds = 1
     return sub
 
 
@@ -182,42 +191,211 @@ def make_figure(config, model, variables, batches, path: str, *, digit: int | No
     return [p[0] for p in picked]
 
 
-def _threshold_results(model, config, head, seed, run_dir, split_batches, thresholds,
-                       region_sizes, main_r, map_kinds, multi, reevaluate, cache, log):
+def _threshold_results(model, config, head, seed, run_dir, split_batches, plan, reevaluate,
+                       cache, log):
     """Threshold sweep of one run (multi-label: the (map, R) x threshold grid), cached in
     ``<run>/reproduce_thresholds.json``; returns its flat values."""
     from infocam_jax import train  # pylint: disable=import-outside-toplevel
+    thresholds, region_sizes = plan.cam_thresholds, plan.region_sizes
     path = os.path.join(run_dir, "reproduce_thresholds.json")
     kinds_r = [("cam", 1)] + [("infocam", int(r)) for r in region_sizes]
     want = {"thresholds": [float(t) for t in thresholds], "kinds_r": [list(k) for k in kinds_r]}
     sweep = None
     if os.path.exists(path) and not reevaluate:
-        with open(path) as f:
-            sweep = json.load(f)
+        sweep = json_files.read_json(path)
         if any(sweep.get(k) != v for k, v in want.items()):
             sweep = None
     if sweep is None:
         variables, _ = train.restore_variables(training_config(config, head, seed), run_dir,
                                                "best")
         t0 = time.time()
-        if multi:
+        if plan.multi:
             if "step" not in cache:
                 cache["step"] = region_grid.make_multilabel_grid_step(
                     EvalSettings.from_config(config), model, kinds_r=kinds_r,
                     thresholds=thresholds)
             results = {split: region_grid.multilabel_grid(cache["step"], variables, batches,
-                                              kinds_r=kinds_r, thresholds=thresholds)
+                                                          kinds_r=kinds_r, thresholds=thresholds)
                        for split, batches in split_batches.items()}
         else:
-            results = common.json_clean(region_grid.threshold_sweep(
+            results = json_files.json_clean(region_grid.threshold_sweep(
                 config, model, variables, split_batches, thresholds=thresholds,
-                region_size=main_r, map_kinds=map_kinds))
+                region_size=plan.main_r, map_kinds=plan.map_kinds))
         sweep = dict(want, results=results)
-        common.write_json(sweep, path)
+        json_files.write_json(sweep, path)
         log(f"[{head} seed {seed}] threshold sweep in {time.time() - t0:.0f}s")
-    if multi:
+    if plan.multi:
         return region_grid.flatten_grid(sweep["results"], ("cam", "infocam"))
-    return region_grid.flatten_sweep(sweep["results"], map_kinds, "gt_known_loc")
+    return region_grid.flatten_sweep(sweep["results"], plan.map_kinds, "gt_known_loc")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """The resolved arguments of :func:`reproduce`."""
+    multi: bool
+    main_r: int
+    region_sizes: list[int]
+    map_kinds: tuple[str, ...]
+    heads: tuple[str, ...]
+    seeds: tuple[int, ...]
+    cam_thresholds: list[float]
+    eval_splits: tuple[str, ...]
+    readings: bool
+
+
+def _resolve(config, *, seeds, region_sizes, map_kinds, heads, eval_splits, cam_thresholds,
+             readings) -> _Plan:
+    """Defaults and checks of :func:`reproduce`'s arguments."""
+    multi = bool(config.multi_label)
+    main_r = int(config.region_size)
+    eval_splits = tuple(eval_splits)
+    if "test" not in eval_splits or any(s not in SPLITS for s in eval_splits):
+        raise ValueError(f"eval_splits must include 'test' and be among {SPLITS}, "
+                         f"got {eval_splits}")
+    return _Plan(
+        multi=multi, main_r=main_r,
+        region_sizes=sorted({int(r) for r in region_sizes} | {main_r}),
+        map_kinds=tuple(map_kinds or (MULTI_LABEL_KINDS if multi else SINGLE_LABEL_KINDS)),
+        heads=tuple(heads or heads_of(config)), seeds=tuple(int(s) for s in seeds),
+        cam_thresholds=sorted(float(t) for t in (cam_thresholds or ())),
+        eval_splits=eval_splits, readings=bool(readings) and "validation" in eval_splits)
+
+
+def _initial_weights(sub, seed: int, run_dir: str, *, init_from: str, fan_in_init: bool,
+                     log) -> None:
+    """Sets ``sub.pretrained`` for ``init_from`` (waiting for that run to finish) or
+    ``fan_in_init``; leaves it unchanged otherwise."""
+    if init_from:
+        # The source run must be finished (its best epoch final): wait for it.
+        done = os.path.join(init_from, f"seed{seed}", "reproduce_eval.json")
+        while not os.path.exists(done):
+            log(f"[{sub.loss} seed {seed}] waiting for {done}")
+            time.sleep(30)
+        sub.pretrained = write_checkpoint_init(os.path.join(init_from, f"seed{seed}"),
+                                               os.path.join(run_dir, f"init_from_seed{seed}.npz"))
+    elif fan_in_init and not sub.pretrained:
+        sub.pretrained = write_fan_in_init(
+            sub, seed, os.path.join(run_dir, f"init_fan_in_seed{seed}.npz"))
+
+
+def _trained_record(config, model, plan: _Plan, head: str, seed: int, run_dir: str,
+                    split_batches, *, reevaluate: bool, init_from: str, fan_in_init: bool,
+                    log) -> dict:
+    """Trains one (head, seed) and evaluates its best checkpoint at every R on every split,
+    or reuses ``<run>/reproduce_eval.json``; returns that record."""
+    from infocam_jax import train  # pylint: disable=import-outside-toplevel
+    eval_path = os.path.join(run_dir, "reproduce_eval.json")
+    if os.path.exists(eval_path) and not reevaluate:
+        log(f"[{head} seed {seed}] reusing {eval_path}")
+        return json_files.read_json(eval_path)
+    sub = training_config(config, head, seed)
+    _initial_weights(sub, seed, run_dir, init_from=init_from, fan_in_init=fan_in_init, log=log)
+    t0 = time.time()
+    train.train_and_evaluate(sub, run_dir)
+    train_s = time.time() - t0
+    variables, extra = train.restore_variables(sub, run_dir, "best")
+    t0 = time.time()
+    # Multi-label with a threshold grid: the grid covers every R in one compile.
+    eval_rs = [plan.main_r] if (plan.multi and plan.cam_thresholds) else plan.region_sizes
+    results = evaluate_checkpoint(config, model, variables, split_batches, region_sizes=eval_rs,
+                                  main_region_size=plan.main_r, map_kinds=plan.map_kinds)
+    eval_s = time.time() - t0
+    record = {"head": head, "seed": int(seed), "train_seconds": train_s, "eval_seconds": eval_s,
+              "best_epoch": int(extra["epoch"]), "best_val_accuracy": extra.get("val_accuracy"),
+              "results": json_files.json_clean(results)}
+    json_files.write_json(record, eval_path)
+    log(f"[{head} seed {seed}] trained in {train_s:.0f}s (best epoch {record['best_epoch']}), "
+        f"evaluated in {eval_s:.0f}s")
+    return record
+
+
+def _run_flat(config, model, plan: _Plan, record: dict, run_dir: str, split_batches, *,
+              reevaluate: bool, grid_cache: dict, log) -> dict[str, float]:
+    """One run's flat scalars: every split and R, the threshold sweep (when asked), the
+    readings (``readings/`` + ``readings_table`` keys) and its timing."""
+    from infocam_jax import train  # pylint: disable=import-outside-toplevel
+    head, seed = record["head"], record["seed"]
+    results = {s: {r: {k: (float("nan") if v is None else v) for k, v in res.items()}
+                   for r, res in per_r.items()}
+               for s, per_r in record["results"].items()}
+    flat = seed_tables.flatten(results, plan.main_r)
+    if plan.multi:
+        for s in plan.eval_splits:
+            flat[f"{s}/infocam_minus_cam/loc_acc"] = (flat[f"{s}/infocam/loc_acc"]
+                                                     - flat[f"{s}/cam/loc_acc"])
+    if plan.cam_thresholds:
+        flat.update(_threshold_results(model, config, head, seed, run_dir, split_batches, plan,
+                                       reevaluate, grid_cache, log))
+        t_main = f"{float(config.cam_threshold):g}"
+        for s in plan.eval_splits:
+            for r in plan.region_sizes:
+                key = f"{s}/t{t_main}/R{r}/infocam/loc_acc"
+                if plan.multi and key in flat:
+                    flat.setdefault(f"{s}/R{r}/infocam/loc_acc", flat[key])
+    if plan.readings:
+        sub = training_config(config, head, seed)
+        values = rd.cached_flat(
+            config, model, lambda: train.restore_variables(sub, run_dir, "best")[0],
+            split_batches, os.path.join(run_dir, "reproduce_readings.json"),
+            reevaluate=reevaluate, map_kinds=MULTI_LABEL_KINDS)
+        flat.update({f"readings/{k}": v for k, v in values.items()})
+    for key in ("train_seconds", "eval_seconds", "best_epoch"):
+        flat[key] = record[key]
+    return flat
+
+
+def _report(config, plan: _Plan, aggs, baselines, timing, wall: float) -> str:
+    """The Markdown of ``summary.md`` (without its title)."""
+    if plan.multi:
+        report = seed_tables.multi_label_report(aggs, baselines, plan.region_sizes, plan.main_r)
+    else:
+        report = seed_tables.single_label_report(aggs, baselines, plan.region_sizes,
+                                                 plan.main_r, plan.map_kinds)
+    if plan.readings:
+        settings = EvalSettings.from_config(config, map_kinds=MULTI_LABEL_KINDS)
+        report += ("\nCAM vs infoCAM under every reading of the maps:\n\n"
+                   + readings_table.render(aggs, settings, plan.seeds, prefix="readings/"))
+    if plan.cam_thresholds and plan.multi:
+        report += seed_tables.grid_report(aggs, plan.cam_thresholds, plan.region_sizes)
+    elif plan.cam_thresholds:
+        report += seed_tables.threshold_report(aggs, plan.cam_thresholds, plan.map_kinds,
+                                               "gt_known_loc")
+    report += ("\nWall-clock of this invocation: "
+               f"{wall:.0f} s (runs reused from earlier invocations cost nothing here); "
+               "per head, training / evaluation seconds summed over seeds: "
+               + "; ".join(f"{h} {t['train_seconds_total']:.0f} / {t['eval_seconds_total']:.0f}"
+                           for h, t in timing.items()) + ".\n")
+    return seed_tables.reading_line(str(config.get("normalize", "minmax")),
+                                    float(config.cam_threshold),
+                                    float(config.iou_threshold)) + "\n\n" + report
+
+
+def _figure(config, model, plan: _Plan, workdir: str, split_batches, figure: str,
+            figure_digit: int, log) -> None:
+    """Draws the Figure-4-style grid of the first head's first seed to ``figure``."""
+    from infocam_jax import train  # pylint: disable=import-outside-toplevel
+    first = os.path.join(workdir, plan.heads[0], f"seed{plan.seeds[0]}")
+    variables, _ = train.restore_variables(training_config(config, plan.heads[0],
+                                                           plan.seeds[0]), first, "best")
+    drawn = make_figure(config, model, variables, split_batches["test"], figure,
+                        digit=figure_digit if plan.multi else None,
+                        map_kinds=(plan.map_kinds[:2] if plan.multi
+                                   else ("cam", "infocam", "infocam_plus")))
+    log(f"wrote {figure} (test canvases {drawn})")
+
+
+def _write_summary(config, plan: _Plan, workdir: str, report: str, **fields) -> dict:
+    """Writes ``<workdir>/summary.{json,md}``; returns the JSON dict."""
+    out = {"dataset": str(config.dataset), "heads": list(plan.heads), "seeds": list(plan.seeds),
+           "region_sizes": plan.region_sizes, "main_region_size": plan.main_r,
+           "map_kinds": list(plan.map_kinds), **fields,
+           "normalize": str(config.get("normalize", "minmax")),
+           "config": json.loads(config.to_json_best_effort())}
+    json_files.write_json(out, os.path.join(workdir, "summary.json"))
+    with open(os.path.join(workdir, "summary.md"), "w") as f:
+        f.write(f"# {config.dataset}: {', '.join(plan.heads)}; seeds {list(plan.seeds)}\n\n"
+                f"{report}")
+    return out
 
 
 def reproduce(config, workdir: str, *, seeds: Sequence[int], region_sizes: Sequence[int],
@@ -257,142 +435,41 @@ def reproduce(config, workdir: str, *, seeds: Sequence[int], region_sizes: Seque
     Returns:
       the summary dict written to ``<workdir>/summary.json``.
     """
-    from infocam_jax import models, train  # pylint: disable=import-outside-toplevel
-    multi = bool(config.multi_label)
-    main_r = int(config.region_size)
-    region_sizes = sorted({int(r) for r in region_sizes} | {main_r})
-    map_kinds = tuple(map_kinds or (MULTI_LABEL_KINDS if multi else SINGLE_LABEL_KINDS))
-    heads = tuple(heads or heads_of(config))
-    cam_thresholds = sorted(float(t) for t in (cam_thresholds or ()))
-    sweep_metric = "loc_acc" if multi else "gt_known_loc"
-    grid_cache = {}
-    eval_splits = tuple(eval_splits)
-    if "test" not in eval_splits or any(s not in SPLITS for s in eval_splits):
-        raise ValueError(f"eval_splits must include 'test' and be among {SPLITS}, "
-                         f"got {eval_splits}")
+    from infocam_jax import models  # pylint: disable=import-outside-toplevel
+    plan = _resolve(config, seeds=seeds, region_sizes=region_sizes, map_kinds=map_kinds,
+                    heads=heads, eval_splits=eval_splits, cam_thresholds=cam_thresholds,
+                    readings=readings)
     os.makedirs(workdir, exist_ok=True)
     t_start = time.time()
     model = models.create(config.model, int(config.num_classes), **dict(config.model_options))
-    t0 = time.time()
-    split_batches = {s: load_split(config, s) for s in eval_splits}
-    counts = {s: sum(int(np.sum(b["valid"])) for b in bs) for s, bs in split_batches.items()}
-    log(f"loaded {counts} evaluation examples in {time.time() - t0:.1f}s")
-    runs, per_head = {}, {}
-    for head in heads:
+    split_batches = {s: load_split(config, s) for s in plan.eval_splits}
+    log(f"loaded {({s: sum(int(np.sum(b['valid'])) for b in bs) for s, bs in split_batches.items()})}"
+        f" evaluation examples in {time.time() - t_start:.1f}s")
+    runs, per_head, grid_cache = {}, {}, {}
+    for head in plan.heads:
         per_head[head] = []
-        for seed in seeds:
+        for seed in plan.seeds:
             run_dir = os.path.join(workdir, head, f"seed{seed}")
-            eval_path = os.path.join(run_dir, "reproduce_eval.json")
-            if os.path.exists(eval_path) and not reevaluate:
-                with open(eval_path) as f:
-                    record = json.load(f)
-                log(f"[{head} seed {seed}] reusing {eval_path}")
-            else:
-                sub = training_config(config, head, seed)
-                if init_from:
-                    # The source run must be finished (its best epoch final): wait for it.
-                    done = os.path.join(init_from, f"seed{seed}", "reproduce_eval.json")
-                    while not os.path.exists(done):
-                        log(f"[{head} seed {seed}] waiting for {done}")
-                        time.sleep(30)
-                    sub.pretrained = write_checkpoint_init(
-                        os.path.join(init_from, f"seed{seed}"),
-                        os.path.join(run_dir, f"init_from_seed{seed}.npz"))
-                elif fan_in_init and not sub.pretrained:
-                    sub.pretrained = write_fan_in_init(
-                        sub, seed, os.path.join(run_dir, f"init_fan_in_seed{seed}.npz"))
-                t0 = time.time()
-                train.train_and_evaluate(sub, run_dir)
-                train_s = time.time() - t0
-                variables, extra = train.restore_variables(sub, run_dir, "best")
-                t0 = time.time()
-                # Multi-label with a threshold grid: the grid covers every R in one compile.
-                eval_rs = [main_r] if (multi and cam_thresholds) else region_sizes
-                results = evaluate_checkpoint(config, model, variables, split_batches,
-                                              region_sizes=eval_rs, main_region_size=main_r,
-                                              map_kinds=map_kinds)
-                eval_s = time.time() - t0
-                record = {"head": head, "seed": int(seed), "train_seconds": train_s,
-                          "eval_seconds": eval_s, "best_epoch": int(extra["epoch"]),
-                          "best_val_accuracy": extra.get("val_accuracy"),
-                          "results": common.json_clean(results)}
-                common.write_json(record, eval_path)
-                log(f"[{head} seed {seed}] trained in {train_s:.0f}s (best epoch "
-                    f"{record['best_epoch']}), evaluated in {eval_s:.0f}s")
-            results = {s: {r: {k: (float("nan") if v is None else v) for k, v in res.items()}
-                           for r, res in per_r.items()}
-                       for s, per_r in record["results"].items()}
-            flat = summary.flatten(results, main_r)
-            for s in eval_splits:
-                if multi:
-                    flat[f"{s}/infocam_minus_cam/loc_acc"] = (flat[f"{s}/infocam/loc_acc"]
-                                                             - flat[f"{s}/cam/loc_acc"])
-            if cam_thresholds:
-                flat.update(_threshold_results(
-                    model, config, head, seed, run_dir, split_batches, cam_thresholds,
-                    region_sizes, main_r, map_kinds, multi, reevaluate, grid_cache, log))
-                t_main = f"{float(config.cam_threshold):g}"
-                for s_ in eval_splits:
-                    for r in region_sizes:
-                        key = f"{s_}/t{t_main}/R{r}/infocam/loc_acc"
-                        if multi and key in flat:
-                            flat.setdefault(f"{s_}/R{r}/infocam/loc_acc", flat[key])
-            if readings and "validation" in split_batches:
-                sub = training_config(config, head, seed)
-                flat.update(rd.cached_flat(
-                    config, model, lambda: train.restore_variables(sub, run_dir, "best")[0],
-                    split_batches, os.path.join(run_dir, "reproduce_readings.json"),
-                    reevaluate=reevaluate, map_kinds=MULTI_LABEL_KINDS))
-            flat["train_seconds"] = record["train_seconds"]
-            flat["eval_seconds"] = record["eval_seconds"]
-            flat["best_epoch"] = record["best_epoch"]
-            per_head[head].append(flat)
+            record = _trained_record(config, model, plan, head, seed, run_dir, split_batches,
+                                     reevaluate=reevaluate, init_from=init_from,
+                                     fan_in_init=fan_in_init, log=log)
+            per_head[head].append(_run_flat(config, model, plan, record, run_dir,
+                                            split_batches, reevaluate=reevaluate,
+                                            grid_cache=grid_cache, log=log))
             runs[f"{head}/seed{seed}"] = record
-    aggs = {h: summary.aggregate(v) for h, v in per_head.items()}
+    aggs = {h: seed_tables.aggregate(v) for h, v in per_head.items()}
     baselines = ref.baseline_accuracies(ref.split_gt_boxes(split_batches["test"]),
-                                    tuple(config.image_size),
-                                    iou_threshold=float(config.iou_threshold),
-                                    draws=baseline_draws, half_canvas=multi)
-    if multi:
-        report = summary.multi_label_report(aggs, baselines, region_sizes, main_r)
-    else:
-        report = summary.single_label_report(aggs, baselines, region_sizes, main_r, map_kinds)
-    if readings and "validation" in split_batches:
-        report += summary.readings_report(aggs, "loc_acc" if multi else "gt_known_loc",
-                                          float(config.cam_threshold))
-    if cam_thresholds and multi:
-        report += summary.grid_report(aggs, cam_thresholds, region_sizes)
-    elif cam_thresholds:
-        report += summary.threshold_report(aggs, cam_thresholds, map_kinds, sweep_metric)
+                                        tuple(config.image_size),
+                                        iou_threshold=float(config.iou_threshold),
+                                        draws=baseline_draws, half_canvas=plan.multi)
     timing = {h: {"train_seconds_total": float(sum(r["train_seconds"] for r in v)),
                   "eval_seconds_total": float(sum(r["eval_seconds"] for r in v))}
               for h, v in per_head.items()}
     if figure:
-        first = os.path.join(workdir, heads[0], f"seed{seeds[0]}")
-        variables, _ = train.restore_variables(training_config(config, heads[0], seeds[0]),
-                                               first, "best")
-        drawn = make_figure(config, model, variables, split_batches["test"], figure,
-                            digit=figure_digit if multi else None,
-                            map_kinds=map_kinds[:2] if multi else ("cam", "infocam",
-                                                                    "infocam_plus"))
-        log(f"wrote {figure} (test canvases {drawn})")
+        _figure(config, model, plan, workdir, split_batches, figure, figure_digit, log)
     wall = time.time() - t_start
-    report += ("\nWall-clock of this invocation: "
-               f"{wall:.0f} s (runs reused from earlier invocations cost nothing here); "
-               "per head, training / evaluation seconds summed over seeds: "
-               + "; ".join(f"{h} {t['train_seconds_total']:.0f} / {t['eval_seconds_total']:.0f}"
-                           for h, t in timing.items()) + ".\n")
-    report = summary.reading_line(str(config.get("normalize", "minmax")),
-                                  float(config.cam_threshold),
-                                  float(config.iou_threshold)) + "\n\n" + report
-    out = {"dataset": str(config.dataset), "heads": list(heads), "seeds": list(seeds),
-               "region_sizes": region_sizes, "main_region_size": main_r,
-               "map_kinds": list(map_kinds), "baselines": baselines, "aggregate": aggs,
-               "timing": timing, "wall_seconds": wall, "runs": runs,
-               "normalize": str(config.get("normalize", "minmax")),
-               "config": json.loads(config.to_json_best_effort())}
-    common.write_json(out, os.path.join(workdir, "summary.json"))
-    with open(os.path.join(workdir, "summary.md"), "w") as f:
-        f.write(f"# {config.dataset}: {', '.join(heads)}; seeds {list(seeds)}\n\n{report}")
+    report = _report(config, plan, aggs, baselines, timing, wall)
+    out = _write_summary(config, plan, workdir, report, baselines=baselines, aggregate=aggs,
+                         timing=timing, wall_seconds=wall, runs=runs)
     log("\n" + report)
     return out

@@ -1,10 +1,12 @@
 """Training loop: data-parallel SGD over every device, orbax checkpoints, best-epoch selection.
 
 `train_and_evaluate(config, workdir)` trains `config.model` on `config.dataset` with the authors'
-optimiser (`optim.py`), validates after every `eval_every_epochs` epochs, keeps the last
+optimiser (`optim.py`), runs the per-epoch evaluators (`evaluation.evaluators`; by default
+classification only) on validation after every `eval_every_epochs` epochs, keeps the last
 `keep_checkpoints` epochs and the best one by validation top-1 classification accuracy
-(`checkpointing.py`), then restores the best epoch, evaluates CAM / infoCAM / infoCAM+ on the
-test split, writes `results.json` / `results.md` and prints the table.
+(`checkpointing.py`), then restores the best epoch, runs the final evaluators (by default the
+full protocol: CAM / infoCAM / infoCAM+, the whole threshold grid) on the test split, writes
+`results.json` / `results.md` and prints the table.
 
 Parallelism: `jax.pmap` of the per-device `train_state.train_step` over all devices of all
 processes (axis "batch"); each process reads its own shard of the data
@@ -23,6 +25,7 @@ import logging as std_logging
 import math
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from absl import logging
@@ -202,17 +205,40 @@ def _resume(ckpt, state, config, workdir: str):
     return state, start_epoch, best_val, int(extra.get("best_epoch", 0))
 
 
+def _batches_of(config) -> Callable[[str], Any]:
+    """``split -> iterator`` of this process's eval batches (``max_eval_batches`` applied by
+    the evaluators)."""
+    from infocam_jax import data  # pylint: disable=import-outside-toplevel
+
+    def batches(split: str):
+        return data.make_iterator(
+            config, split, training=False,
+            batch_size=int(config.eval_batch_size) // jax.process_count(),
+            process_index=jax.process_index(), process_count=jax.process_count())
+    return batches
+
+
+def _run_evaluators(config, model, variables, evals, split: str) -> dict[str, dict[str, float]]:
+    from infocam_jax.evaluation import evaluators  # pylint: disable=import-outside-toplevel
+    return evaluators.run_all(evals, model, variables, _batches_of(config), report_split=split,
+                              num_devices=jax.local_device_count(),
+                              max_batches=int(config.get("max_eval_batches", 0)) or None)
+
+
 def _validate(config, model, variables, plan: loop.Plan, epoch: int, train_loss: float,
-              best: tuple[float, int], writer):
-    """Validation top-1 after `epoch` when due.
+              best: tuple[float, int], writer, evals):
+    """The per-epoch evaluators (``every_epoch``) on validation after `epoch` when due; model
+    selection reads their `accuracy` (``evaluators.selection_accuracy``).
 
     Returns (val_acc or None, is_best, (best_val, best_epoch)) with the best updated."""
+    from infocam_jax.evaluation import evaluators  # pylint: disable=import-outside-toplevel
     best_val, best_epoch = best
     if plan.eval_every <= 0 or ((epoch + 1) % plan.eval_every and epoch + 1 != plan.num_epochs):
         return None, False, best
     t_eval = time.time()
-    val = run_evaluation(config, model, variables, "validation")
-    val_acc = float(val["accuracy"])
+    val = _run_evaluators(config, model, variables, [e for e in evals if e.every_epoch],
+                          "validation")
+    val_acc = evaluators.selection_accuracy(evals, val)
     is_best = math.isfinite(val_acc) and val_acc > best_val
     if is_best:
         best_val, best_epoch = val_acc, epoch + 1
@@ -220,28 +246,45 @@ def _validate(config, model, variables, plan: loop.Plan, epoch: int, train_loss:
                  epoch + 1, plan.num_epochs, train_loss, val_acc,
                  " (best)" if is_best else f" (best {best_val:.4f} at epoch {best_epoch})",
                  time.time() - t_eval)
-    loop.write_scalars(writer, (epoch + 1) * plan.steps, {"eval/" + k: v for k, v in val.items()})
+    loop.write_scalars(writer, (epoch + 1) * plan.steps,
+                       {f"{name}/{k}": v for name, res in val.items() for k, v in res.items()})
     return val_acc, is_best, (best_val, best_epoch)
 
 
-def _test_best(config, model, workdir: str, writer) -> dict[str, float]:
-    """Restores the best epoch, evaluates it on the test split, writes and prints the table."""
-    from infocam_jax.evaluation import reports, settings  # pylint: disable=import-outside-toplevel
+def _test_best(config, model, workdir: str, writer, evals) -> dict[str, float]:
+    """Restores the best epoch, runs the final evaluators on the test split, writes and prints
+    the table."""
+    from infocam_jax.evaluation import evaluators, run_tables, settings  # pylint: disable=import-outside-toplevel
     variables, extra = checkpointing.restore_variables_from(workdir, "best")
     logging.info("Evaluating epoch %d (validation accuracy %s) on the test split.",
                  extra["epoch"], extra.get("val_accuracy"))
-    results = run_evaluation(config, model, variables, "test")
+    final = [e for e in evals if e.final]
+    results = evaluators.flat_results(final, _run_evaluators(config, model, variables, final,
+                                                             "test"))
     results["epoch"] = float(extra["epoch"])
     if _is_main():
         title = f"{config.dataset} / {config.model} / {config.loss} (epoch {extra['epoch']})"
         eval_settings = settings.EvalSettings.from_config(config)
-        reports.write_results(results, workdir, title=title, settings=eval_settings)
+        run_tables.write_results(results, workdir, title=title, settings=eval_settings)
         loop.write_scalars(writer, int(extra["step"]), {"test/" + k: v for k, v in results.items()})
-        table = reports.format_table(results, eval_settings)
+        table = run_tables.format_table(results, eval_settings)
         logging.info("Test results of %s written to %s (results.json, results.md).", title,
                      workdir)
         print(f"\n## {title}\n\n{table}", flush=True)
     return results
+
+
+def _checkpoint_extra(config, plan: loop.Plan, epoch: int, train_loss: float, val_acc,
+                      best_val: float, best_epoch: int, label_prior) -> dict:
+    """What is stored beside the weights of `epoch` (see `restore_variables`)."""
+    return {
+        "epoch": epoch + 1, "step": (epoch + 1) * plan.steps, "train_loss": train_loss,
+        "val_accuracy": val_acc,
+        "best_val_accuracy": None if best_val == -math.inf else best_val,
+        "best_epoch": best_epoch, "label_prior": label_prior.tolist(),
+        "loss": str(config.loss), "model": str(config.model),
+        "num_classes": int(config.num_classes), "dataset": str(config.dataset),
+    }
 
 
 def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -249,6 +292,8 @@ def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, f
     _check_config(config)
     from infocam_jax import data  # pylint: disable=import-outside-toplevel
     from infocam_jax import models  # pylint: disable=import-outside-toplevel
+    from infocam_jax.evaluation import evaluators  # pylint: disable=import-outside-toplevel
+    evals = evaluators.build(config)
     _quiet_orbax_info_logs()
     os.makedirs(workdir, exist_ok=True)
 
@@ -289,19 +334,13 @@ def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, f
         host_state = ts.unreplicate(p_state)
         val_acc, is_best, (best_val, best_epoch) = _validate(
             config, model, host_state.variables, plan, epoch, train_loss, (best_val, best_epoch),
-            writer)
-        extra = {
-            "epoch": epoch + 1, "step": (epoch + 1) * plan.steps, "train_loss": train_loss,
-            "val_accuracy": val_acc,
-            "best_val_accuracy": None if best_val == -math.inf else best_val,
-            "best_epoch": best_epoch, "label_prior": label_prior.tolist(),
-            "loss": str(config.loss), "model": str(config.model),
-            "num_classes": int(config.num_classes), "dataset": str(config.dataset),
-        }
+            writer, evals)
+        extra = _checkpoint_extra(config, plan, epoch, train_loss, val_acc, best_val,
+                                  best_epoch, label_prior)
         ckpt.save(epoch + 1, host_state.variables, host_state.opt_state, extra, is_best)
     ckpt.close()
 
-    results = _test_best(config, model, workdir, writer)
+    results = _test_best(config, model, workdir, writer, evals)
     if writer is not None:
         writer.close()
     return results

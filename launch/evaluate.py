@@ -1,8 +1,10 @@
 r"""Evaluates a trained workdir: CAM / infoCAM / infoCAM+ localisation and classification.
 
-Restores the best (or latest) checkpoint of ``--workdir``, runs the jitted, data-parallel eval
-step over the chosen split and writes ``results.json`` and ``results.md`` (the paper's Table 1
-or, for multi-label sets, Table 2 plus CAM vs infoCAM localisation).
+Restores the best (or latest) checkpoint of ``--workdir``, runs the config's final evaluators
+(``config.evals``, or the list the old fields mean: the full protocol, plus PxAP on mask
+datasets; ``evaluation.evaluators``) over the chosen split and writes ``results.json`` and
+``results.md`` (the paper's Table 1 or, for multi-label sets, Table 2 plus CAM vs infoCAM
+localisation; other evaluators' keys as ``<name>/<key>``).
 
   python launch/evaluate.py --config configs/digits.py --workdir /tmp/digits \
       --which best --split test
@@ -26,8 +28,8 @@ from ml_collections import config_flags
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
 
-from infocam_jax import data, models, train
-from infocam_jax.evaluation import driver, reports, settings
+from infocam_jax import data, train
+from infocam_jax.evaluation import evaluators, run_tables, settings
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file.",
                                           lock_config=True)
@@ -48,7 +50,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def map_table(config, model, variables, out_dir: str) -> None:
     """``--map_table``: the comparison of every map kind, printed and written to ``out_dir``."""
-    from infocam_jax.evaluation import common, map_table as table_lib, readings
+    from infocam_jax.evaluation import json_files, map_table as table_lib, readings
     kinds = tuple(config.get("map_kinds", ()) or table_lib.DEFAULT_KINDS)
     faith = tuple(config.get("eval_faithfulness", ()) or table_lib.DEFAULT_FAITHFULNESS)
     if _MAX_BATCHES.value:
@@ -62,7 +64,7 @@ def map_table(config, model, variables, out_dir: str) -> None:
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, "map_table.md"), "w") as f:
             f.write(text)
-        common.write_json(results, os.path.join(out_dir, "map_table.json"))
+        json_files.write_json(results, os.path.join(out_dir, "map_table.json"))
         logging.info("Wrote %s", os.path.join(out_dir, "map_table.{md,json}"))
 
 
@@ -73,20 +75,21 @@ def main(argv):
     variables, extra = train.restore_variables(config, _WORKDIR.value, _WHICH.value)
     logging.info("Restored the %s checkpoint of %s (%s)", _WHICH.value, _WORKDIR.value,
                  {k: v for k, v in dict(extra or {}).items() if k != "label_prior"})
-    model = models.create(config.model, config.num_classes, **dict(config.model_options))
+    model = train.create_model(config)  # config.method and its options included
     if _MAP_TABLE.value:
         map_table(config, model, variables, _OUTPUT_DIR.value or _WORKDIR.value)
         return
-    iterator = data.make_iterator(config, _SPLIT.value, training=False,
-                                  batch_size=config.eval_batch_size,
-                                  process_index=jax.process_index(),
-                                  process_count=jax.process_count())
-    results = driver.evaluate(config, model, variables, iterator,
-                                max_batches=_MAX_BATCHES.value)
+    final = [e for e in evaluators.build(config) if e.final]
+    batches_of = lambda split: data.make_iterator(  # noqa: E731
+        config, split, training=False, batch_size=config.eval_batch_size,
+        process_index=jax.process_index(), process_count=jax.process_count())
+    results = evaluators.flat_results(final, evaluators.run_all(
+        final, model, variables, batches_of, report_split=_SPLIT.value,
+        max_batches=_MAX_BATCHES.value))
     reading = settings.EvalSettings.from_config(config)
-    print(reports.format_table(results, reading))
+    print(run_tables.format_table(results, reading))
     if jax.process_index() == 0:
-        paths = reports.write_results(
+        paths = run_tables.write_results(
             results, _OUTPUT_DIR.value or _WORKDIR.value,
             title=f"{os.path.basename(os.path.normpath(_WORKDIR.value))}: {_SPLIT.value} split, "
                   f"{_WHICH.value} checkpoint", settings=reading)

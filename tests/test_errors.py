@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from infocam_jax import boxes, checkpointing, losses, metrics, models, optim, train
+from infocam_jax import boxes, checkpointing, losses, metrics, models, multilabel_metrics, optim, train
 from infocam_jax import train_state as ts
 from infocam_jax.data import pipeline, sources
 from infocam_jax.evaluation import driver
@@ -68,7 +68,7 @@ def test_eval_settings_from_config_names_the_bad_field():
     (lambda s: metrics.LocalizationCounts.empty(iou_threshold=s), (0.5, 0.7)),
     (lambda s: metrics.BoxAccuracyCounts.empty(np.arange(0, 1, s)), (0.25, 0.5)),
     (lambda s: metrics.BoxAccuracyCounts.empty((0.5,), iou_thresholds=s), ((0.5,), (0.3,))),
-    (lambda s: metrics.MultiLabelCounts.empty(3, cam_threshold=s), (0.2, 0.4)),
+    (lambda s: multilabel_metrics.MultiLabelCounts.empty(3, cam_threshold=s), (0.2, 0.4)),
 ])
 def test_counts_with_different_settings_refuse_to_merge(make, settings):
     a, b = make(settings[0]), make(settings[1])

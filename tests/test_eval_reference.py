@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from infocam_jax.evaluation import common, step
+from infocam_jax.evaluation import devices, step
 from infocam_jax.evaluation.settings import EvalSettings
 
 FEAT = (6, 8)           # feature grid h, w (non-square)
@@ -283,8 +283,8 @@ def multi_label_case(seed=7):
 def run_eval_step(settings, batch, kernel):
     """make_eval_step on one device -> summed counters -> finalize."""
     p_step = step.make_eval_step(settings, PackedModel(K), num_devices=1, kernel_fn=kernel_fn)
-    variables = common.replicate({"kernel": kernel}, 1)
-    counts = common.replicate(step.init_counts(settings), 1)
+    variables = devices.replicate({"kernel": kernel}, 1)
+    counts = devices.replicate(step.init_counts(settings), 1)
     counts = p_step(variables, {k: jnp.asarray(v)[None] for k, v in batch.items()}, counts)
     summed = jax.tree_util.tree_map(lambda x: np.asarray(x).sum(0), counts)
     return step.finalize(settings, summed)

@@ -1,9 +1,9 @@
-"""Tests of infocam_jax.evaluation (driver, step, forward, reports): results keys/ranges, padding, hand-built boxes, devices, files.
+"""Tests of infocam_jax.evaluation (driver, step, forward, run_tables): results keys/ranges, padding, hand-built boxes, devices, files.
 
 Small stand-in models with the (logits, features) contract on 16x16 inputs keep compile time
 low; the maths of maps, boxes and metrics is tested in their own modules, so these tests check
 the wiring: which maps reach which counters, masking of padded examples, device/batch
-splitting, aggregation against a plain NumPy statement, and the written reports.
+splitting, aggregation against a plain NumPy statement, and the written run_tables.
 """
 import json
 import os
@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from infocam_jax.evaluation import driver, forward, reports, settings as eval_settings
+from infocam_jax.evaluation import driver, forward, run_tables, settings as eval_settings
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SIZE = 16
@@ -213,7 +213,7 @@ def test_hand_built_square_gives_known_box():
         assert res[f"{kind}/top1_loc"] == 1.0, kind
         assert res[f"{kind}/max_box_acc"] == 1.0, kind
     assert res["cam/max_box_acc_v2"] == 1.0
-    assert "| infoCAM+ (region rival) | 100.00 | 100.00 | 100.00 |" in reports.format_table(res)
+    assert "| infoCAM+ (region rival) | 100.00 | 100.00 | 100.00 |" in run_tables.format_table(res)
 
 
 def test_multi_label_hand_built():
@@ -241,7 +241,7 @@ def test_multi_label_hand_built():
     for key, value in res.items():
         if key != "num_images":
             assert value == 1.0, key
-    table = reports.format_table(res)
+    table = run_tables.format_table(res)
     assert "| CAM | 100.00 | 100.00 | 100.00 | 100.00 |" in table
     assert "| infoCAM |" in table
 
@@ -254,7 +254,7 @@ def test_two_devices_match_one(one_batch_results):
         import jax
         assert jax.local_device_count() == 2, jax.devices()
         import test_evaluate as t
-        from infocam_jax.evaluation import driver, forward, reports, settings as eval_settings
+        from infocam_jax.evaluation import driver, forward, run_tables, settings as eval_settings
         model = t.TinyNet(t.NUM_CLASSES)
         data = t.make_data()
         # Batches of 3 (3, 3, 3, 1): evaluate pads each to 4 so that it splits over 2 devices.
@@ -274,7 +274,7 @@ def test_two_devices_match_one(one_batch_results):
 
 def test_write_results_writes_json_and_table(tmp_path, one_batch_results):
     res = dict(one_batch_results, epoch=3.0)
-    json_path, md_path = reports.write_results(res, tmp_path / "w", title="tiny")
+    json_path, md_path = run_tables.write_results(res, tmp_path / "w", title="tiny")
     with open(json_path) as f:
         assert json.load(f) == pytest.approx(res)
     text = pathlib.Path(md_path).read_text()
@@ -284,11 +284,11 @@ def test_write_results_writes_json_and_table(tmp_path, one_batch_results):
         row = (f"| {name} | {100 * res[kind + '/gt_known_loc']:.2f} | "
                f"{100 * res[kind + '/top1_loc']:.2f} | {100 * res['top1_cls']:.2f} | ")
         assert row in text
-    assert reports.format_table(res) in text
+    assert run_tables.format_table(res) in text
 
 
 def test_nan_is_written_as_null(tmp_path):
-    json_path, _ = reports.write_results({"cam/loc_acc/3": float("nan"), "num_images": 1.0},
+    json_path, _ = run_tables.write_results({"cam/loc_acc/3": float("nan"), "num_images": 1.0},
                                           tmp_path)
     assert json.loads(pathlib.Path(json_path).read_text())["cam/loc_acc/3"] is None
 
@@ -312,8 +312,8 @@ OLD_NAMES = {"EvalSettings": "settings", "MAP_KINDS": "settings", "KNOWN_MAP_KIN
              "V2_IOU_THRESHOLDS": "settings", "class_maps": "forward",
              "multilabel_class_maps": "forward", "predict_maps": "forward",
              "init_counts": "step", "eval_step": "step", "make_eval_step": "step",
-             "finalize": "step", "evaluate": "driver", "replicate": "common",
-             "format_table": "reports", "write_results": "reports"}
+             "finalize": "step", "evaluate": "driver", "replicate": "devices",
+             "format_table": "run_tables", "write_results": "run_tables"}
 
 
 @pytest.mark.parametrize("name", sorted(OLD_NAMES))
@@ -324,6 +324,33 @@ def test_old_evaluate_names_warn_and_point_at_the_new_ones(name):
     with pytest.warns(DeprecationWarning, match=f"evaluation.{OLD_NAMES[name]}.{name}"):
         old = getattr(evaluate, name)
     assert old is getattr(new, name)
+
+
+# Split or renamed evaluation modules: (old module, name, new module).
+MOVED_MODULE_NAMES = [("common", n, "devices") for n in ("pad_to", "shard", "replicate",
+                                                         "sum_devices", "check_num_devices")] + [
+    ("common", "write_json", "json_files"), ("common", "json_clean", "json_files"),
+    ("common", "box_options", "backends"), ("common", "default_kernel_fn", "backends"),
+    ("reports", "format_table", "run_tables"), ("reports", "write_results", "run_tables"),
+    ("summary", "aggregate", "seed_tables"), ("summary", "pm", "seed_tables"),
+    ("summary", "multi_label_report", "seed_tables")]
+
+
+@pytest.mark.parametrize("old_module, name, new_module", MOVED_MODULE_NAMES)
+def test_old_evaluation_module_names_warn_and_point_at_the_new_ones(old_module, name,
+                                                                    new_module):
+    import importlib
+    old = importlib.import_module(f"infocam_jax.evaluation.{old_module}")
+    new = importlib.import_module(f"infocam_jax.evaluation.{new_module}")
+    with pytest.warns(DeprecationWarning, match=f"evaluation.{new_module}.{name}"):
+        value = getattr(old, name)
+    assert value is getattr(new, name)
+
+
+def test_removed_readings_report_names_its_replacement():
+    from infocam_jax.evaluation import summary
+    with pytest.raises(AttributeError, match="readings_table.render"):
+        summary.readings_report  # noqa: B018
 
 
 def test_unknown_old_name_is_an_attribute_error():

@@ -235,3 +235,19 @@ def test_metrics_accept_backend(small_batch):
     np.testing.assert_array_equal(np.asarray(loc["native"]), np.asarray(loc["xla"]))
     with pytest.raises(ValueError, match="backend must be one of"):
         metrics.max_box_accuracy(maps, gt, valid, backend="cv2")
+
+
+def test_thread_setting(monkeypatch, small_batch):
+    # INFOCAM_NATIVE_THREADS fixes the kernel's threads per call; any count gives the same boxes.
+    maps, gt, valid = small_batch
+    q = (maps * np.float32(255)).astype(np.uint8)
+    monkeypatch.setenv("INFOCAM_NATIVE_THREADS", "3")
+    assert _native._threads() == 3
+    three = _native._ffi_largest(q)
+    monkeypatch.setenv("INFOCAM_NATIVE_THREADS", "1")
+    np.testing.assert_array_equal(np.asarray(_native._ffi_largest(q)), np.asarray(three))
+    monkeypatch.setenv("INFOCAM_NATIVE_THREADS", "two")
+    with pytest.raises(ValueError, match="INFOCAM_NATIVE_THREADS"):
+        _native._threads()
+    monkeypatch.delenv("INFOCAM_NATIVE_THREADS")
+    assert _native._threads() >= 1

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from infocam_jax import metrics, reproduction
-from infocam_jax.evaluation import baselines, summary
+from infocam_jax.evaluation import baselines, seed_tables
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -72,16 +72,16 @@ def test_baselines_on_known_boxes():
 
 def test_aggregate_is_mean_and_sample_std():
     runs = [{"a": 0.5, "b": 1.0}, {"a": 0.7, "b": float("nan")}, {"a": 0.9, "b": 3.0}]
-    agg = summary.aggregate(runs)
+    agg = seed_tables.aggregate(runs)
     assert agg["a"]["mean"] == pytest.approx(0.7)
     assert agg["a"]["std"] == pytest.approx(np.std([0.5, 0.7, 0.9], ddof=1))
     assert agg["b"]["mean"] == pytest.approx(2.0)  # NaN ignored
-    assert summary.pm(agg, "a") == "70.0 ± 20.0"
-    assert summary.pm(agg, "missing") == "-"
+    assert seed_tables.pm(agg, "a") == "70.0 ± 20.0"
+    assert seed_tables.pm(agg, "missing") == "-"
 
 
 def test_flatten_and_kinds_for_radius():
-    flat = summary.flatten({"test": {"3": {"x": 1.0}, "5": {"x": 2.0}}}, 3)
+    flat = seed_tables.flatten({"test": {"3": {"x": 1.0}, "5": {"x": 2.0}}}, 3)
     assert flat == {"test/R3/x": 1.0, "test/x": 1.0, "test/R5/x": 2.0}
     assert reproduction.kinds_for_radius(("cam", "infocam"), 3, 3) == ("cam", "infocam")
     assert reproduction.kinds_for_radius(("cam", "infocam"), 5, 3) == ("infocam",)
@@ -134,11 +134,12 @@ def test_infocam_not_below_cam_and_both_far_above_random(small_run):
     assert "| PC-sigmoid |" in text
     # Every table states its reading; both normalisations are read with validation-chosen t.
     assert text.startswith("# ") and "Reading: score maps min-max normalised" in text
-    assert "| paper: max-normalised, t = 0.2 |" in text
+    assert "| pc_sigmoid | max-normalised, t = 0.2 (paper) |" in text
     for mode in ("minmax", "max"):
-        for key in ("fixed", "valsel", "valsel_threshold", "best_test"):
+        assert f"readings/{mode}/test/infocam/loc_acc" in agg
+        for key in ("valsel", "valsel_threshold", "best_test"):
             assert f"readings/{mode}/infocam/loc_acc/{key}" in agg
-    assert (agg["readings/minmax/cam/loc_acc/fixed"]["mean"]
+    assert (agg["readings/minmax/test/cam/loc_acc"]["mean"]
             == pytest.approx(agg["test/cam/loc_acc"]["mean"]))
 
 

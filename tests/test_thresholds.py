@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from infocam_jax import boxes, metrics
-from infocam_jax.evaluation import driver, forward, readings, step, thresholds
+from infocam_jax.evaluation import (driver, forward, readings_table, seed_tables, step,
+                                    thresholds)
 from infocam_jax.evaluation.settings import EvalSettings
 
 import test_evaluate as te  # noqa: E402  (shared tiny models and data)
@@ -168,13 +169,15 @@ def test_readings_fixed_threshold_equals_plain_evaluation(tiny_readings):
 
 def test_readings_table_names_every_reading(tiny_readings):
     *_, out = tiny_readings
-    text = readings.table(out)
-    for row in ("paper: max-normalised, t = 0.2", "protocol: min-max, t = 0.2",
+    aggs = {"softmax": seed_tables.aggregate([readings_table.flat(out)])}
+    text = readings_table.render(aggs, out["minmax"]["settings"], [0])
+    for row in ("max-normalised, t = 0.2 (paper)", "min-max, t = 0.2 (protocol)",
                 "min-max, t chosen on validation", "max-normalised, t chosen on validation",
-                "best t on test", "Legend:", "| reading | CAM | infoCAM | infoCAM − CAM |"):
+                "best t on test", "| head | reading | cam | infocam |", "**top1_loc**",
+                "**max_box_acc_v2**"):
         assert row in text
     sel = out["max"]["selection"]["cam"]["gt_known_loc"]
-    assert f"(t {sel['threshold']:.2f})" in text
+    assert f"{100 * sel['test']:.1f} ± 0.0 (t {sel['threshold']:.2f})" in text
 
 
 @pytest.mark.parametrize("field,value", [("normalize", "l2"), ("box_backend", "gpu")])

@@ -398,16 +398,16 @@ def test_kill_and_resume_reaches_the_uninterrupted_state(train_lib, uninterrupte
 
 
 def test_best_checkpoint_is_the_best_validation_epoch(train_lib, tmp_path, monkeypatch):
-    real = train_lib.run_evaluation
+    real = train_lib._run_evaluators
     scripted = iter([0.3, 0.7, 0.7])  # epoch 3 ties epoch 2: the earlier epoch stays best
 
-    def fake_run_evaluation(config, model, variables, split):
-        results = real(config, model, variables, split)
+    def fake_run_evaluators(config, model, variables, evals, split):
+        results = real(config, model, variables, evals, split)
         if split == "validation":
-            results["accuracy"] = next(scripted)
+            results["classification"]["accuracy"] = next(scripted)
         return results
 
-    monkeypatch.setattr(train_lib, "run_evaluation", fake_run_evaluation)
+    monkeypatch.setattr(train_lib, "_run_evaluators", fake_run_evaluators)
     config = _tiny_config()
     results = train_lib.train_and_evaluate(config, str(tmp_path))
     _, best = train_lib.restore_variables(config, str(tmp_path), "best")

@@ -133,6 +133,7 @@ def _example_fn(config, opened: _Opened, src, *, training: bool, epoch: int, see
     kwargs = dict(image_size=image_size, resize_size=int(config.get("resize_size", 0)),
                   eval_protocol=config.get("eval_protocol", "center_crop"),
                   flip=random_flip(config))
+    masks = bool(getattr(src, "has_masks", False)) and not training
     pad_image = np.zeros(image_size + (opened.channels,), np.uint8)
     if normalize:
         pad_image = transforms.normalize(pad_image)
@@ -148,6 +149,8 @@ def _example_fn(config, opened: _Opened, src, *, training: bool, epoch: int, see
                    "box_valid": np.zeros(max_boxes, bool), "valid": np.bool_(False)}
             if multi_label:
                 out["labels"] = np.zeros(m, np.float32)
+            if masks:
+                out["mask"] = out["ignore"] = np.zeros(image_size, bool)
             return out
         if record is None:
             record = src[index]
@@ -196,6 +199,13 @@ def _example_fn(config, opened: _Opened, src, *, training: bool, epoch: int, see
                 raise ValueError(f"{dataset} record {index}: labels shape {labels.shape}, "
                                  f"expected ({m},)")
             out["labels"] = labels
+        if masks:
+            for key in ("mask", "ignore"):
+                pixels = np.asarray(record[key], bool)
+                if pixels.shape != image_size:
+                    raise ValueError(f"{dataset} record {index}: {key} shape {pixels.shape}, "
+                                     f"expected config.image_size {image_size}")
+                out[key] = pixels
         return out
 
     return load
@@ -230,7 +240,8 @@ def make_iterator(config, split: str, *, training: bool, batch_size: int, epoch:
     Returns:
       A BatchIterator (``len()`` = number of batches) of dicts: image float32 [b,H,W,C], label
       int32 [b], labels float32 [b,M] (multi-label only), boxes int32 [b,G,4], box_labels int32
-      [b,G], box_valid bool [b,G], valid bool [b].
+      [b,G], box_valid bool [b,G], valid bool [b]; evaluation splits of mask datasets
+      (``WsolMetadataSource.has_masks``) also mask, ignore bool [b,H,W] (PxAP's pixels).
     """
     import grain
 

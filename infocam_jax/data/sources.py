@@ -125,8 +125,13 @@ def _open_wsol_metadata(config) -> _Opened:
     """Any dataset in the reference WSOL metadata format (see data/wsol_metadata.py)."""
     from infocam_jax.data import wsol_metadata
     splits = dict(config.get("wsol_splits", None) or wsol_metadata.SPLITS)
+    h, w = (int(v) for v in config.image_size)
+    plain_resize = (int(config.get("resize_size", 0)) == 0
+                    or config.get("eval_protocol", "center_crop") == "resize")
+    # Pixel ground truth for PxAP where a mask pixel is an image pixel: plain resize, square.
+    mask_size = h if plain_resize and h == w else 0
     srcs = wsol_metadata.open_sources(config.manual_dir, config.wsol_metadata_root,
-                                      config.get("wsol_mask_root", ""), splits)
+                                      config.get("wsol_mask_root", ""), splits, mask_size)
     m = int(config.num_classes)
     return _Opened("wsol_metadata", srcs.__getitem__, m, 3,
                    lambda _: _prior_from_labels(srcs["train"].labels, m, False))

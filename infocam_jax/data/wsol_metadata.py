@@ -17,8 +17,10 @@ reference evaluation expects (Choe et al., CVPR 2020, "Evaluating WSOL methods r
 Records (``source[i]``): ``image`` uint8 [H, W, 3] (original size), ``label`` int,
 ``boxes`` float32 [G, 4] inclusive ``(x0, y0, x1, y1)`` in original pixels, ``box_labels``
 int32 [G], ``image_id`` str. Mask datasets give, as boxes, the bounding rectangle of each
-instance mask (for the box metrics of the training loop; PxAP needs the masks themselves, see
-``infocam_jax.evaluation.scoremap_io``). Training splits need no localisation files.
+instance mask (for the box metrics); with a ``mask_size`` the evaluation records also carry
+``mask`` and ``ignore`` bool [S, S], the protocol's pixel ground truth for PxAP
+(``infocam_jax.evaluation.pxap``), when the images are plainly resized to a square
+``config.image_size`` (``eval_protocol="resize"`` or ``resize_size=0``). Training splits need no localisation files.
 """
 from __future__ import annotations
 
@@ -184,10 +186,14 @@ class WsolMetadataSource:
       metadata_dir: ``<metadata_root>/<split>``.
       mask_root: folder the mask paths are relative to (mask datasets).
       localization: read boxes / masks (False for training splits).
+      mask_size: > 0: records of a mask dataset also carry the protocol's pixel ground truth
+        at ``[mask_size, mask_size]`` (``scoremap_io.load_mask``: instance masks resized
+        nearest-neighbour and united, ``mask``; the ignore region minus the foreground,
+        ``ignore``), for PxAP of score maps at that size (``has_masks``).
     """
 
     def __init__(self, image_root: str, metadata_dir: str, mask_root: str = "",
-                 localization: bool = True):
+                 localization: bool = True, mask_size: int = 0):
         kind = metadata_kind(metadata_dir)
         self.metadata = read_metadata(metadata_dir, kind, localization=localization)
         if self.metadata.class_labels is None:
@@ -196,6 +202,8 @@ class WsolMetadataSource:
         self.image_root = image_root
         self.mask_root = mask_root
         self.localization = localization
+        self.mask_size = int(mask_size)
+        self.has_masks = bool(localization and self.metadata.kind == "masks" and mask_size > 0)
         self.labels = np.asarray([self.metadata.class_labels[i]
                                   for i in self.metadata.image_ids], np.int64)
 
@@ -238,14 +246,21 @@ class WsolMetadataSource:
             raise ValueError(f"image {path} could not be read: {e}") from None
         boxes = self._boxes(image_id)
         label = int(self.labels[i])
-        return {"image": image, "label": label, "boxes": boxes,
-                "box_labels": np.full((boxes.shape[0],), label, np.int32),
-                "image_id": image_id}
+        out = {"image": image, "label": label, "boxes": boxes,
+               "box_labels": np.full((boxes.shape[0],), label, np.int32),
+               "image_id": image_id}
+        if self.has_masks:
+            from infocam_jax.evaluation import scoremap_io  # pylint: disable=import-outside-toplevel
+            out["mask"], out["ignore"] = scoremap_io.load_mask(
+                self.mask_root, self.metadata.mask_paths[image_id],
+                self.metadata.ignore_paths[image_id], self.mask_size)
+        return out
 
 
 def open_sources(image_root: str, metadata_root: str, mask_root: str = "",
-                 splits: dict | None = None) -> dict:
-    """``{our split: WsolMetadataSource}``, opened lazily on first access (a dict subclass)."""
+                 splits: dict | None = None, mask_size: int = 0) -> dict:
+    """``{our split: WsolMetadataSource}``, opened lazily on first access (a dict subclass);
+    ``mask_size`` as in :class:`WsolMetadataSource` (evaluation splits only)."""
     mapping = dict(SPLITS if splits is None else splits)
 
     class _Lazy(dict):
@@ -253,7 +268,8 @@ def open_sources(image_root: str, metadata_root: str, mask_root: str = "",
             if split not in mapping:
                 raise ValueError(f"split must be one of {tuple(mapping)}; got {split!r}")
             src = WsolMetadataSource(image_root, os.path.join(metadata_root, mapping[split]),
-                                     mask_root, localization=split != "train")
+                                     mask_root, localization=split != "train",
+                                     mask_size=mask_size)
             self[split] = src
             return src
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import jax
 
-from infocam_jax.evaluation import common, step
-from infocam_jax.evaluation.common import Batch
+from infocam_jax.evaluation import devices, step
+from infocam_jax.evaluation.devices import Batch
 from infocam_jax.evaluation.settings import EvalSettings
 
 
@@ -36,10 +36,10 @@ def evaluate_counts(settings: EvalSettings, model, variables, iterator: Iterable
         ``models.classifier_kernel``).
       max_batches: stop after this many batches (None: exhaust the iterator).
     """
-    num_devices = common.check_num_devices(num_devices)
+    num_devices = devices.check_num_devices(num_devices)
     p_step = step.make_eval_step(settings, model, num_devices=num_devices, kernel_fn=kernel_fn)
-    p_variables = common.replicate(variables, num_devices)
-    p_counts = common.replicate(step.init_counts(settings), num_devices)
+    p_variables = devices.replicate(variables, num_devices)
+    p_counts = devices.replicate(step.init_counts(settings), num_devices)
     size = None
     for i, batch in enumerate(itertools.islice(iterator, max_batches)):
         step.check_batch(batch, settings)
@@ -48,8 +48,8 @@ def evaluate_counts(settings: EvalSettings, model, variables, iterator: Iterable
             size = -(-b // num_devices) * num_devices
         if b > size:
             raise ValueError(f"batch {i} has {b} examples, more than the first batch's {size}")
-        p_counts = p_step(p_variables, common.shard(batch, num_devices, size), p_counts)
-    return common.sum_devices(p_counts)
+        p_counts = p_step(p_variables, devices.shard(batch, num_devices, size), p_counts)
+    return devices.sum_devices(p_counts)
 
 
 def evaluate(config, model, variables, iterator: Iterable[Batch], *,

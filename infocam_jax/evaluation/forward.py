@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from infocam_jax import boxes, cams, posthoc
-from infocam_jax.evaluation import common
+from infocam_jax.evaluation import backends
 from infocam_jax.evaluation.settings import (MAP_KINDS, MULTI_LABEL_MAP_KINDS, POSTHOC_MAP_KINDS,
                                              EvalSettings)
 
@@ -149,7 +149,7 @@ def predict_maps(settings: EvalSettings, model, variables, images: jax.Array,
       ``{"logits": [B,M], "labels": [B], "scoremaps": {kind: [B,H,W] in [0,1]},
       "boxes": {kind: int32 [B,4]}}``.
     """
-    kernel_fn = kernel_fn or common.default_kernel_fn()
+    kernel_fn = kernel_fn or backends.default_kernel_fn()
     logits, features = model.apply(variables, images, train=False)
     kernel = kernel_fn(variables)
     if labels is None:
@@ -166,5 +166,5 @@ def predict_maps(settings: EvalSettings, model, variables, images: jax.Array,
         sm = stacked_scoremaps(settings, maps[kind])
         out["scoremaps"][kind] = sm
         out["boxes"][kind] = boxes.largest_box(sm, np.array([settings.cam_threshold]),
-                                               **common.box_options(settings))[:, 0]
+                                               **backends.box_options(settings))[:, 0]
     return out

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from infocam_jax import multilabel_metrics as mlm
-from infocam_jax.evaluation import common, forward
+from infocam_jax.evaluation import backends, forward
 from infocam_jax.evaluation.settings import EvalSettings
 
 REQUIRED_KEYS = ("image", "label", "boxes", "box_valid", "valid", "labels", "box_labels")
@@ -75,7 +75,7 @@ def update(settings: EvalSettings, logits, features, kernel, batch, valid, count
 
     def per_kind(ml, curve, sm):
         best = mlm.slot_max_iou(sm, slot_labels, gt_boxes, box_labels, box_valid,
-                                np.asarray(thresholds), **common.box_options(settings))
+                                np.asarray(thresholds), **backends.box_options(settings))
         ml = ml.merge(mlm.counts_from_slots(cls, valid, best[..., 0] >= ml.iou_threshold,
                                             slot_labels, slot_valid, ml.cam_threshold,
                                             ml.iou_threshold))

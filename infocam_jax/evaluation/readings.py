@@ -1,10 +1,11 @@
-"""CAM vs infoCAM under several readings of the maps: the paper's, the protocol's, and the
-threshold chosen on validation under each normalisation, with the optimistic best threshold.
+"""CAM vs infoCAM under several readings of the maps, evaluated and kept: the paper's, the
+protocol's, and the threshold chosen on validation under each normalisation, with the optimistic
+best threshold.
 
-This is the main job's printout (``config.eval_readings``): per head, one compact table of
-test localisation accuracy, CAM vs infoCAM, one row per reading, and a one-line legend. Values
-come from ``thresholds.evaluate_readings`` (validation and test, both normalisations, one
-compiled step per normalisation shared by every head).
+Values come from ``thresholds.evaluate_readings`` (validation and test, both normalisations, one
+compiled step per normalisation shared by every head); this module loads the splits, runs it,
+writes ``readings.json`` and caches per-run flat scalars. The table and its flat keys are
+``readings_table`` (the one layout of every readings printout).
 """
 from __future__ import annotations
 
@@ -15,12 +16,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from infocam_jax.evaluation import common, reports, thresholds
-from infocam_jax.evaluation.settings import DISPLAY_NAMES, EvalSettings
-
-METRIC_NAMES = {"loc_acc": "localisation accuracy over (image, present digit) pairs",
-                "gt_known_loc": "GT-known Loc", "top1_loc": "Top-1 Loc"}
-
+from infocam_jax.evaluation import (json_files, readings_table, run_tables, seed_tables,
+                                    thresholds)
+from infocam_jax.evaluation.settings import EvalSettings
 
 def load_splits(config, splits: Sequence[str] = ("validation", "test")
                 ) -> dict[str, list[dict[str, np.ndarray]]]:
@@ -46,66 +44,6 @@ def evaluate_run(config, model, variables, splits=None) -> dict[str, dict[str, A
                                         splits["test"])
 
 
-def _cell(value: float, threshold: float | None = None) -> str:
-    text = reports.pct(value, 1)
-    if threshold is not None and text != "-":
-        text += f" (t {threshold:.2f})"
-    return text
-
-
-def rows(readings: Mapping[str, Mapping[str, Any]], metric: str,
-         kinds: Sequence[str] = ("cam", "infocam")) -> list[tuple[str, list[str], float]]:
-    """``(reading name, [cell per kind], last kind minus first kind)`` for every reading."""
-    fixed_key = "loc_acc" if metric == "loc_acc" else metric
-    out = []
-    t_fix = readings["max"]["settings"].cam_threshold
-
-    def fixed(mode):
-        vals = [readings[mode]["test"].get(f"{k}/{fixed_key}", float("nan")) for k in kinds]
-        return [_cell(v) for v in vals], vals[-1] - vals[0]
-
-    def chosen(mode, value, threshold):
-        sel = [readings[mode]["selection"][k][metric] for k in kinds]
-        return ([_cell(s[value], s[threshold]) for s in sel],
-                sel[-1][value] - sel[0][value])
-
-    out.append((f"paper: max-normalised, t = {t_fix:g}", *fixed("max")))
-    out.append((f"protocol: min-max, t = {t_fix:g}", *fixed("minmax")))
-    out.append(("min-max, t chosen on validation", *chosen("minmax", "test", "threshold")))
-    out.append(("max-normalised, t chosen on validation", *chosen("max", "test", "threshold")))
-    out.append(("min-max, best t on test (MaxBoxAcc-style)",
-                *chosen("minmax", "best_test", "best_threshold")))
-    out.append(("max-normalised, best t on test", *chosen("max", "best_test", "best_threshold")))
-    return out
-
-
-def legend(readings: Mapping[str, Mapping[str, Any]]) -> str:
-    """The one-line legend under each table."""
-    s = readings["minmax"]["settings"]
-    n = len(s.box_thresholds)
-    return (f"Legend: test split, %, largest box at IoU >= {s.iou_threshold:g}; min-max = "
-            "(m - min)/(max - min) (WSOL protocol), max-normalised = max(m, 0)/max(m) (paper "
-            f"§3.1); t = score threshold, chosen from {n} values in [0, 1) by validation "
-            "accuracy, or the best on test (optimistic).")
-
-
-def table(readings: Mapping[str, Mapping[str, Any]], title: str = "") -> str:
-    """Markdown: per swept metric, rows = readings, columns = CAM, infoCAM, difference."""
-    s = readings["minmax"]["settings"]
-    kinds = [k for k in ("cam", "infocam") if k in s.map_kinds] or list(s.map_kinds[:2])
-    lines = []
-    for metric in thresholds.metrics_of(s):
-        lines += [f"{title}{METRIC_NAMES[metric]}" if title else METRIC_NAMES[metric], "",
-                  "| reading | " + " | ".join(DISPLAY_NAMES.get(k, k) for k in kinds)
-                  + " | " + " − ".join(DISPLAY_NAMES.get(k, k) for k in kinds[::-1]) + " |",
-                  "|---|" + "---:|" * (len(kinds) + 1)]
-        for name, cells, diff in rows(readings, metric, kinds):
-            d = "-" if np.isnan(diff) else f"{100 * diff:+.1f}"
-            lines.append(f"| {name} | " + " | ".join(cells) + f" | {d} |")
-        lines.append("")
-    return "\n".join(lines) + legend(readings) + "\n"
-
-
 def to_json(readings: Mapping[str, Mapping[str, Any]]) -> dict:
     """JSON-ready copy: settings as their reading line, curves as lists."""
     return {mode: {"reading": r["settings"].reading, "validation": r["validation"],
@@ -115,7 +53,7 @@ def to_json(readings: Mapping[str, Mapping[str, Any]]) -> dict:
 
 def write(readings_by_head: Mapping[str, Mapping[str, Any]], workdir: str) -> str:
     """Writes ``<workdir>/readings.json`` (curves, chosen thresholds, both splits)."""
-    return common.write_json({h: to_json(r) for h, r in readings_by_head.items()},
+    return json_files.write_json({h: to_json(r) for h, r in readings_by_head.items()},
                              os.path.join(workdir, "readings.json"))
 
 
@@ -124,56 +62,48 @@ def write_heads_summary(all_results: Mapping[str, Mapping[str, float]],
                         config) -> str:
     """Writes a heads run's ``results.md`` / ``results.json`` (and ``readings.json``).
 
-    Per head the Markdown holds the readings table when ``readings_by_head`` has the head,
-    else its fixed-threshold tables (with their reading line).
+    The Markdown holds the fixed-threshold tables (with their reading line) of every head that
+    ``readings_by_head`` lacks, then the readings table (``readings_table.render``, one seed:
+    ``config.seed``) of the heads it has.
 
     Returns:
       the Markdown text.
     """
     settings = EvalSettings.from_config(config)
-    parts = []
-    for head, results in all_results.items():
-        if head in readings_by_head:
-            parts.append(f"## {head}\n\n{table(readings_by_head[head])}")
-        else:
-            parts.append(f"## {head}\n\n{reports.format_table(results, settings)}")
+    parts = [f"## {head}\n\n{run_tables.format_table(results, settings)}"
+             for head, results in all_results.items() if head not in readings_by_head]
+    if readings_by_head:
+        aggs = {h: seed_tables.aggregate([readings_table.flat(r)])
+                for h, r in readings_by_head.items()}
+        first = next(iter(readings_by_head.values()))
+        parts.append("## CAM vs infoCAM under every reading\n\n" + readings_table.render(
+            aggs, first["minmax"]["settings"], [int(config.get("seed", 0))]))
     text = "\n".join(parts)
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "results.md"), "w") as f:
         f.write(text)
-    common.write_json(dict(all_results), os.path.join(workdir, "results.json"))
+    json_files.write_json(dict(all_results), os.path.join(workdir, "results.json"))
     if readings_by_head:
         write(readings_by_head, workdir)
     return text
 
 
-def flat(readings: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
-    """Scalars of every reading, for aggregation over seeds:
-    ``readings/{mode}/{kind}/{metric}/fixed`` (test, fixed threshold) and the
-    ``thresholds.flat_selection`` keys under ``readings/{mode}/``."""
-    out = {}
-    for mode, r in readings.items():
-        for kind, per_metric in r["selection"].items():
-            for metric in per_metric:
-                out[f"readings/{mode}/{kind}/{metric}/fixed"] = float(
-                    r["test"].get(f"{kind}/{metric}", float("nan")))
-        for key, value in thresholds.flat_selection(r["selection"]).items():
-            out[f"readings/{mode}/{key}"] = float(value)
-    return out
-
-
 def cached_flat(config, model, load_variables, splits, path: str, *,
                 reevaluate: bool = False, flatten=None, **overrides) -> dict[str, float]:
-    """``flatten`` (default :func:`flat`) of ``thresholds.evaluate_readings`` on
+    """``flatten`` (default ``readings_table.flat``) of ``thresholds.evaluate_readings`` on
     ``splits["validation"]`` and ``splits["test"]``, cached with the full curves in the JSON
     file ``path`` (``load_variables()`` gives the variables; called only when not cached, and
-    before ``flatten``)."""
-    import json  # pylint: disable=import-outside-toplevel
+    before ``flatten``). Cached nulls are read back as NaN; a cache written before the one key
+    scheme (keys ``readings/...``) is re-flattened from its stored curves."""
     if os.path.exists(path) and not reevaluate:
-        with open(path) as f:
-            return {k: (float("nan") if v is None else v) for k, v in json.load(f)["flat"].items()}
+        stored = json_files.read_json(path)
+        values = stored["flat"]
+        if any(k.startswith("readings/") for k in values):
+            values = {**{k: v for k, v in values.items() if not k.startswith("readings/")},
+                      **readings_table.flat(stored["readings"])}
+        return {k: (float("nan") if v is None else v) for k, v in values.items()}
     out = thresholds.evaluate_readings(config, model, load_variables(), splits["validation"],
                                        splits["test"], **overrides)
-    values = (flatten or flat)(out)
-    common.write_json({"flat": values, "readings": to_json(out)}, path)
+    values = (flatten or readings_table.flat)(out)
+    json_files.write_json({"flat": values, "readings": to_json(out)}, path)
     return values

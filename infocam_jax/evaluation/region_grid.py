@@ -17,7 +17,7 @@ import numpy as np
 
 from infocam_jax import boxes
 from infocam_jax import multilabel_metrics as mlm
-from infocam_jax.evaluation import common, driver, forward, step
+from infocam_jax.evaluation import backends, driver, forward, step
 from infocam_jax.evaluation.settings import EvalSettings
 
 
@@ -50,7 +50,7 @@ def make_multilabel_grid_step(settings: EvalSettings, model, *,
     a whole threshold grid costs one box pass per (map kind, R) and one compilation in total
     (instead of one compiled ``evaluate`` step per threshold and R).
 
-    Definition (as ``metrics.multilabel_loc_correct``): for every (image, present label) slot,
+    Definition (as ``multilabel_metrics.multilabel_loc_correct``): for every (image, present label) slot,
     the largest box of that label's score map at threshold ``t`` is a hit when its IoU with a
     valid ground-truth box of the same label is >= ``settings.iou_threshold``.
 
@@ -66,14 +66,14 @@ def make_multilabel_grid_step(settings: EvalSettings, model, *,
     """
     table_thresholds = np.asarray(thresholds, np.float64)
     image_size = tuple(settings.image_size)
-    box_opts = common.box_options(settings)
+    box_opts = backends.box_options(settings)
     empty = mlm.LocCurveCounts.empty(settings.num_classes, table_thresholds,
                                      settings.iou_threshold)
     kinds_r = tuple((str(k), int(r)) for k, r in kinds_r)
 
     def grid_step(variables, batch):
         _, features = model.apply(variables, batch["image"], train=False)
-        kernel = common.default_kernel_fn()(variables)
+        kernel = backends.default_kernel_fn()(variables)
         gt = batch["boxes"].astype(jnp.int32)                                 # [B, G, 4]
         box_labels = batch["box_labels"].astype(jnp.int32)                    # [B, G]
         box_valid = batch["box_valid"].astype(bool)

@@ -12,48 +12,226 @@ Inputs (metadata, ``.npy`` maps, masks) are read and checked by
   mean over δ with ``multi_iou_eval``.
 * PxAP (:mod:`infocam_jax.evaluation.masks`) from the united instance masks and the ignore mask.
 
-Maps and masks are read and checked by a thread pool, box IoUs at every threshold come from one
-jitted call per batch, and counts are summed on the device.
+How it runs (a whole split streams through a fixed amount of memory):
+
+1. :func:`_plan`: the arguments are checked, the metadata is parsed once, the first map is read
+   (its shape fixes the one batch shape that is compiled; the last batch is padded).
+2. :class:`_Prefetch`: a thread pool reads, checks and quantises the maps (and masks) of the
+   next ``ahead`` batches while the current one is evaluated; only those batches are held.
+3. JAX is imported only now (while the readers already work), and one jitted step per batch
+   (:func:`_box_step` / :func:`_mask_step`) turns the uint8 maps into hit counts at every
+   threshold, summed on the device: the memory does not grow with the split.
+4. :func:`_box_report` / :func:`_mask_report` turn the counts into the reference's numbers.
 """
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import functools
 import json
 import os
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from infocam_jax import boxes as boxes_lib
-from infocam_jax.evaluation import masks as masks_lib
-from infocam_jax.evaluation.scoremap_io import (MASK_DATASETS, RESIZE_LENGTH, gt_boxes,
-                                                load_mask, load_scoremap, read_metadata,
-                                                scoremap_path)
+from infocam_jax.evaluation.scoremap_io import (MASK_DATASETS, RESIZE_LENGTH, Metadata,
+                                                gt_boxes, load_mask, load_scoremap,
+                                                read_metadata, scoremap_path)
 
 __all__ = ["evaluate_scoremaps", "format_table", "write_report"]
+
+
+def _protocol_quantise(m: np.ndarray) -> np.ndarray:
+    """The reference's ``uint8(float64(s) * 255)``: uint8, same shape (exact: a float32 times
+    255 is exact in float64)."""
+    return np.multiply(m, 255.0, dtype=np.float64).astype(np.uint8)
 
 
 def _protocol_scoremap(m: np.ndarray) -> np.ndarray:
     """float32 map whose float32 quantisation ``uint8(255 * s)`` equals the reference's float64
     one: each uint8 level q is re-encoded at the centre of its bin, ``(q + 0.5) / 255``."""
-    q = (m.astype(np.float64) * 255).astype(np.uint8)
+    q = _protocol_quantise(m)
     return np.where(q == 255, np.float32(1), (q.astype(np.float32) + 0.5) / 255).astype(
         np.float32)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """Everything fixed before the first batch: settings, metadata, paths, batch shape."""
+    kind: str                 # "boxes" or "masks"
+    interval: float
+    thresholds: np.ndarray    # float64 [T]
+    ious: tuple               # IoU thresholds in percent
+    multi_contour: bool
+    multi_iou: bool
+    metadata: Metadata
+    paths: tuple              # one .npy path per image id
+    labels: np.ndarray        # int32 [N] class labels (0 without class_labels.txt)
+    shape: tuple              # (H, W) of every map
+    batch: int
+    mask_dir: str
 
-@functools.partial(jax.jit, static_argnames=("iou_thresholds",))
-def _add_box_hits(total, per_class, best_iou, labels, valid, iou_thresholds):
-    """total int32 [I, T] and per_class [C, I, T] += hits of best_iou [B, T] >= δ_i."""
-    delta = jnp.asarray(iou_thresholds, jnp.float32)[None, :, None]
-    hit = (best_iou[:, None, :] >= delta) & valid[:, None, None]               # [B, I, T]
-    hit = hit.astype(jnp.int32)
-    return (total + jnp.sum(hit, axis=0),
-            per_class + jax.ops.segment_sum(hit, labels, num_segments=per_class.shape[0]))
+
+def _plan(scoremap_root, metadata_root, dataset_name, split, mask_root, cam_curve_interval,
+          multi_contour_eval, multi_iou_eval, iou_threshold_list, batch_size) -> _Plan:
+    interval = float(cam_curve_interval)
+    if not 0 < interval <= 1:
+        raise ValueError(f"cam_curve_interval must lie in (0, 1], got {cam_curve_interval}")
+    ious = tuple(int(v) for v in iou_threshold_list)
+    if not ious or min(ious) < 0 or max(ious) > 100:
+        raise ValueError(f"iou_threshold_list must hold percentages in [0, 100], got {ious}")
+    kind = "masks" if dataset_name in MASK_DATASETS else "boxes"
+    if kind == "boxes" and not multi_iou_eval and 50 not in ious:
+        raise ValueError(f"without multi_iou_eval the performance is MaxBoxAcc at IoU 50, but "
+                         f"iou_threshold_list is {list(ious)}")
+    metadata = read_metadata(os.path.join(metadata_root, dataset_name, split), kind)
+    ids = metadata.image_ids
+    paths = tuple(scoremap_path(scoremap_root, i) for i in ids)
+    shape = load_scoremap(paths[0]).shape
+    if kind == "masks" and shape != (RESIZE_LENGTH, RESIZE_LENGTH):
+        raise ValueError(f"score map {paths[0]} has shape {shape}; mask datasets need "
+                         f"{RESIZE_LENGTH}x{RESIZE_LENGTH} maps")
+    labels = np.zeros(len(ids), np.int32)
+    if metadata.class_labels is not None:
+        labels = np.asarray([metadata.class_labels[i] for i in ids], np.int32)
+    return _Plan(kind=kind, interval=interval, thresholds=np.arange(0, 1, interval), ious=ious,
+                 multi_contour=bool(multi_contour_eval), multi_iou=bool(multi_iou_eval),
+                 metadata=metadata, paths=paths, labels=labels, shape=shape,
+                 batch=max(1, min(int(batch_size), len(ids))),
+                 mask_dir=os.path.join(mask_root, dataset_name))
+
+
+def _reader(plan: _Plan):
+    """read(i): image i's uint8 map (boxes), or (int16 score bins, foreground, ignore)."""
+    if plan.kind == "boxes":
+        return lambda i: _protocol_quantise(load_scoremap(plan.paths[i], plan.shape))
+    from infocam_jax.evaluation import masks as masks_lib
+    ids = plan.metadata.image_ids
+
+    def read(i):
+        m = load_scoremap(plan.paths[i], plan.shape)
+        fg, ignore = load_mask(plan.mask_dir, plan.metadata.mask_paths[ids[i]],
+                               plan.metadata.ignore_paths[ids[i]])
+        return masks_lib.host_score_bins(m, plan.thresholds), fg, ignore
+
+    return read
+
+
+class _Prefetch:
+    """Iterates ``(rows, items)`` over the batches, reading ``ahead`` batches in advance on a
+    thread pool (NumPy's loads and arithmetic release the GIL). Call :meth:`close` at the end."""
+
+    def __init__(self, read, n: int, batch: int, threads: int, ahead: int = 2):
+        self._chunks = [range(s, min(s + batch, n)) for s in range(0, n, batch)]
+        self._pool = concurrent.futures.ThreadPoolExecutor(threads)
+        self._read = read
+        self._pending = [self._submit(c) for c in self._chunks[:ahead + 1]]
+        self._ahead = ahead
+
+    def _submit(self, rows):
+        return [self._pool.submit(self._read, i) for i in rows]
+
+    def __iter__(self):
+        for k, rows in enumerate(self._chunks):
+            futures = self._pending.pop(0)
+            nxt = k + self._ahead + 1
+            if nxt < len(self._chunks):
+                self._pending.append(self._submit(self._chunks[nxt]))
+            yield rows, [f.result() for f in futures]
+
+    def close(self):
+        for futures in self._pending:
+            for f in futures:
+                f.cancel()
+        self._pool.shutdown(wait=True)
+
+
+def _pad(arrays, batch: int) -> np.ndarray:
+    """Stacks ``arrays`` into a fresh ``[batch, ...]`` array, zero rows after the last."""
+    first = np.asarray(arrays[0])
+    out = np.zeros((batch,) + first.shape, first.dtype)
+    out[:len(arrays)] = arrays
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _box_step(multi_contour: bool):
+    """The jitted step ``(total [I, T], per_class [C, I, T], q uint8 [B, H, W], level table,
+    gt [B, G, 4], gt_valid [B, G], labels [B], valid [B], deltas float32 [I]) -> (total,
+    per_class)``: adds the hits ``best IoU >= δ`` of the valid rows."""
+    import jax
+    import jax.numpy as jnp
+
+    from infocam_jax import _components, _native
+    from infocam_jax import boxes as boxes_lib
+    native = boxes_lib.resolve_backend("auto") == "native"
+
+    def best_iou(q, table, gt, gt_valid):                                 # [B, T]
+        if not native:  # the XLA pass on bin-centre maps, which quantise back to q
+            s = jnp.where(q == 255, 1.0, (q.astype(jnp.float32) + 0.5) / 255)
+            if multi_contour:
+                return boxes_lib._multi_iou(s, table, gt, gt_valid)  # noqa: SLF001
+            return _components.iou_with_gt(boxes_lib._largest_box(s, table), gt,  # noqa: SLF001
+                                           gt_valid)
+        levels = boxes_lib._levels(q, table)                                # noqa: SLF001
+        if multi_contour:
+            return jnp.take_along_axis(_native.contour_iou(q, gt, gt_valid), levels, axis=1)
+        per_level = _native.largest_boxes(q)
+        boxes = jnp.take_along_axis(per_level, levels[..., None], axis=1)
+        return _components.iou_with_gt(boxes, gt, gt_valid)
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def step(total, per_class, q, table, gt, gt_valid, labels, valid, deltas):
+        best = best_iou(q, table, gt, gt_valid)
+        hit = (best[:, None, :] >= deltas[None, :, None]) & valid[:, None, None]   # [B, I, T]
+        hit = hit.astype(jnp.int32)
+        return (total + jnp.sum(hit, axis=0),
+                per_class + jax.ops.segment_sum(hit, labels, num_segments=per_class.shape[0]))
+
+    return step
+
+
+def _count_boxes(plan: _Plan, batches, progress) -> tuple:
+    """Streams the batches through :func:`_box_step`: int64 (total [I, T], per_class [C, I, T])."""
+    import jax.numpy as jnp
+
+    from infocam_jax import boxes as boxes_lib
+    gt, gt_valid = gt_boxes(plan.metadata)
+    num_classes = int(plan.labels.max()) + 1
+    t = plan.thresholds.size
+    total = jnp.zeros((len(plan.ious), t), jnp.int32)
+    per_class = jnp.zeros((num_classes, len(plan.ious), t), jnp.int32)
+    table = jnp.asarray(boxes_lib.level_table(plan.thresholds))
+    deltas = jnp.asarray(np.asarray([v / 100 for v in plan.ious], np.float32))
+    step = _box_step(plan.multi_contour)
+    done = 0
+    for rows, items in batches:
+        idx = np.asarray(rows)
+        total, per_class = step(total, per_class, _pad(items, plan.batch), table,
+                                _pad(gt[idx], plan.batch), _pad(gt_valid[idx], plan.batch),
+                                _pad(plan.labels[idx], plan.batch),
+                                np.arange(plan.batch) < len(rows), deltas)
+        done += len(rows)
+        progress(done)
+    return np.asarray(total, np.int64), np.asarray(per_class, np.int64)
+
+
+def _count_pixels(plan: _Plan, batches, progress) -> tuple:
+    """Streams the batches into the PxAP histograms: int64 (positive [K], negative [K])."""
+    from infocam_jax.evaluation import masks as masks_lib
+    positive = np.zeros(plan.thresholds.size + 2, np.int64)
+    negative = np.zeros(plan.thresholds.size + 2, np.int64)
+    done = 0
+    for rows, items in batches:
+        bins, fg, ignore = (_pad(list(x), plan.batch) for x in zip(*items))
+        counts = masks_lib.pixel_counts_from_bins(bins, fg, ignore, plan.thresholds,
+                                                  np.arange(plan.batch) < len(rows))
+        positive += np.asarray(counts.positive, np.int64)
+        negative += np.asarray(counts.negative, np.int64)
+        done += len(rows)
+        progress(done)
+    return positive, negative
 
 
 class _Progress:
@@ -75,16 +253,41 @@ class _Progress:
         sys.stderr.flush()
 
 
-def _batches(n: int, batch_size: int):
-    return [range(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+def _base_report(plan: _Plan, dataset_name: str, split: str) -> dict:
+    return {"dataset_name": dataset_name, "split": split,
+            "num_images": len(plan.metadata.image_ids), "cam_curve_interval": plan.interval,
+            "num_thresholds": int(plan.thresholds.size), "scoremap_shape": list(plan.shape)}
 
 
-def _pad(arrays: list, batch: int) -> np.ndarray:
-    stacked = np.stack(arrays)
-    if stacked.shape[0] == batch:
-        return stacked
-    pad = np.zeros((batch - stacked.shape[0],) + stacked.shape[1:], stacked.dtype)
-    return np.concatenate([stacked, pad])
+def _mask_report(report: dict, positive, negative) -> dict:
+    from infocam_jax.evaluation import masks as masks_lib
+    ap = masks_lib.average_precision(positive, negative) * 100
+    report.update(metric="PxAP", performance=float(np.average([ap])), pxap=ap)
+    return report
+
+
+def _box_report(report: dict, plan: _Plan, correct, per_class) -> dict:
+    ious, thresholds = plan.ious, plan.thresholds
+    accuracy = correct * 100. / float(len(plan.labels))                       # [I, T]
+    max_acc = [float(a.max()) for a in accuracy]
+    best = [int(a.argmax()) for a in accuracy]
+    performance = np.average(max_acc) if plan.multi_iou else max_acc[ious.index(50)]
+    v2 = plan.multi_contour and plan.multi_iou
+    report.update(
+        metric="MaxBoxAccV2" if v2 else "MaxBoxAcc",
+        multi_contour_eval=plan.multi_contour, multi_iou_eval=plan.multi_iou,
+        iou_threshold_list=list(ious), performance=float(performance),
+        max_box_acc={str(d): a for d, a in zip(ious, max_acc)},
+        best_threshold={str(d): float(thresholds[b]) for d, b in zip(ious, best)},
+    )
+    if plan.metadata.class_labels is not None:
+        count = np.bincount(plan.labels, minlength=per_class.shape[0])
+        present = np.flatnonzero(count)
+        report["per_class_num_images"] = {str(c): int(count[c]) for c in present}
+        report["per_class_max_box_acc"] = {
+            str(d): {str(c): float(per_class[c, i, best[i]] * 100. / count[c]) for c in present}
+            for i, d in enumerate(ious)}
+    return report
 
 
 def evaluate_scoremaps(scoremap_root: str, metadata_root: str, dataset_name: str, split: str,
@@ -98,7 +301,7 @@ def evaluate_scoremaps(scoremap_root: str, metadata_root: str, dataset_name: str
       scoremap_root, metadata_root, mask_root, dataset_name, split, cam_curve_interval,
         multi_contour_eval, multi_iou_eval, iou_threshold_list: the reference's arguments
         (IoU thresholds in percent).
-      batch_size: maps per jitted call.
+      batch_size: maps per jitted call (memory holds about 4 batches of maps).
       num_threads: reader threads (default: CPU count, at most 16).
       progress: print a progress line on stderr.
 
@@ -111,107 +314,19 @@ def evaluate_scoremaps(scoremap_root: str, metadata_root: str, dataset_name: str
     Raises:
       ValueError naming the offending file for bad metadata, maps or masks.
     """
-    interval = float(cam_curve_interval)
-    if not 0 < interval <= 1:
-        raise ValueError(f"cam_curve_interval must lie in (0, 1], got {cam_curve_interval}")
-    ious = tuple(int(v) for v in iou_threshold_list)
-    if not ious or min(ious) < 0 or max(ious) > 100:
-        raise ValueError(f"iou_threshold_list must hold percentages in [0, 100], got {ious}")
-    kind = "masks" if dataset_name in MASK_DATASETS else "boxes"
-    if kind == "boxes" and not multi_iou_eval and 50 not in ious:
-        raise ValueError(f"without multi_iou_eval the performance is MaxBoxAcc at IoU 50, but "
-                         f"iou_threshold_list is {list(ious)}")
-    metadata = read_metadata(os.path.join(metadata_root, dataset_name, split), kind)
-    thresholds = np.arange(0, 1, interval)
-    ids = metadata.image_ids
-    n = len(ids)
-    batch = max(1, min(int(batch_size), n))
+    plan = _plan(scoremap_root, metadata_root, dataset_name, split, mask_root,
+                 cam_curve_interval, multi_contour_eval, multi_iou_eval, iou_threshold_list,
+                 batch_size)
     threads = int(num_threads or min(os.cpu_count() or 1, 16))
-    paths = [scoremap_path(scoremap_root, i) for i in ids]
-    first_shape = load_scoremap(paths[0]).shape
-    if kind == "masks" and first_shape != (RESIZE_LENGTH, RESIZE_LENGTH):
-        raise ValueError(f"score map {paths[0]} has shape {first_shape}; mask datasets need "
-                         f"{RESIZE_LENGTH}x{RESIZE_LENGTH} maps")
-    mask_dir = os.path.join(mask_root, dataset_name)
-
-    def read(index: int):
-        m = load_scoremap(paths[index], first_shape)
-        if kind == "boxes":
-            return _protocol_scoremap(m)
-        fg, ignore = load_mask(mask_dir, metadata.mask_paths[ids[index]],
-                               metadata.ignore_paths[ids[index]])
-        return masks_lib.host_score_bins(m, thresholds), fg, ignore
-
-    labels = np.zeros(n, np.int32)
-    if metadata.class_labels is not None:
-        labels = np.asarray([metadata.class_labels[i] for i in ids], np.int32)
-    num_classes = int(labels.max()) + 1
-    if kind == "boxes":
-        gt, gt_valid = gt_boxes(metadata)
-        total = jnp.zeros((len(ious), thresholds.size), jnp.int32)
-        per_class = jnp.zeros((num_classes, len(ious), thresholds.size), jnp.int32)
-        deltas = tuple(v / 100 for v in ious)
-    else:
-        positive = np.zeros(thresholds.size + 2, np.int64)
-        negative = np.zeros(thresholds.size + 2, np.int64)
-
-    report_progress = _Progress(n, progress)
-    done = 0
-    chunks = _batches(n, batch)
-    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-        # Reads run two batches ahead of the jitted evaluation.
-        pending = [pool.map(read, r) for r in chunks[:2]]
-        for k, rows in enumerate(chunks):
-            items = list(pending.pop(0))
-            pending += [pool.map(read, r) for r in chunks[k + 2:k + 3]]
-            valid = np.arange(batch) < len(rows)
-            if kind == "boxes":
-                idx = np.asarray(rows)
-                best = boxes_lib.max_contour_iou(
-                    _pad(items, batch), thresholds, _pad(list(gt[idx]), batch),
-                    _pad(list(gt_valid[idx]), batch), multi_contour=bool(multi_contour_eval),
-                    backend="auto")
-                total, per_class = _add_box_hits(total, per_class, jnp.asarray(best),
-                                                 _pad(list(labels[idx]), batch), valid, deltas)
-            else:
-                bins, fg, ignore = (_pad(list(x), batch) for x in zip(*items))
-                counts = masks_lib.pixel_counts_from_bins(bins, fg, ignore, thresholds, valid)
-                positive += np.asarray(counts.positive, np.int64)
-                negative += np.asarray(counts.negative, np.int64)
-            done += len(rows)
-            report_progress(done)
-
-    report = {
-        "dataset_name": dataset_name, "split": split, "num_images": n,
-        "cam_curve_interval": interval, "num_thresholds": int(thresholds.size),
-        "scoremap_shape": list(first_shape),
-    }
-    if kind == "masks":
-        ap = masks_lib.average_precision(positive, negative) * 100
-        report.update(metric="PxAP", performance=float(np.average([ap])), pxap=ap)
-        return report
-    correct = np.asarray(total, np.int64)
-    accuracy = correct * 100. / float(n)                                   # [I, T]
-    max_acc = [float(a.max()) for a in accuracy]
-    best = [int(a.argmax()) for a in accuracy]
-    performance = np.average(max_acc) if multi_iou_eval else max_acc[ious.index(50)]
-    v2 = multi_contour_eval and multi_iou_eval
-    report.update(
-        metric="MaxBoxAccV2" if v2 else "MaxBoxAcc",
-        multi_contour_eval=bool(multi_contour_eval), multi_iou_eval=bool(multi_iou_eval),
-        iou_threshold_list=list(ious), performance=float(performance),
-        max_box_acc={str(d): a for d, a in zip(ious, max_acc)},
-        best_threshold={str(d): float(thresholds[b]) for d, b in zip(ious, best)},
-    )
-    if metadata.class_labels is not None:
-        per = np.asarray(per_class, np.int64)
-        count = np.bincount(labels, minlength=num_classes)
-        present = np.flatnonzero(count)
-        report["per_class_num_images"] = {str(c): int(count[c]) for c in present}
-        report["per_class_max_box_acc"] = {
-            str(d): {str(c): float(per[c, i, best[i]] * 100. / count[c]) for c in present}
-            for i, d in enumerate(ious)}
-    return report
+    batches = _Prefetch(_reader(plan), len(plan.paths), plan.batch, threads)
+    report_progress = _Progress(len(plan.paths), progress)
+    report = _base_report(plan, dataset_name, split)
+    try:
+        if plan.kind == "masks":
+            return _mask_report(report, *_count_pixels(plan, batches, report_progress))
+        return _box_report(report, plan, *_count_boxes(plan, batches, report_progress))
+    finally:
+        batches.close()
 
 
 def format_table(report: dict) -> str:

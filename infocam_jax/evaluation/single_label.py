@@ -39,7 +39,7 @@ import numpy as np
 from jax import lax
 
 from infocam_jax import boxes, faithfulness, metrics
-from infocam_jax.evaluation import common, forward
+from infocam_jax.evaluation import backends, forward
 from infocam_jax.evaluation.settings import V2_IOU_THRESHOLDS, EvalSettings
 
 REQUIRED_KEYS = ("image", "label", "boxes", "box_valid", "valid")
@@ -125,7 +125,7 @@ def update(settings: EvalSettings, logits, features, kernel, batch, valid, count
     maps = forward.single_label_maps(settings, model, variables, batch["image"], labels,
                                      logits=logits, features=features, kernel=kernel)
     sm = forward.kind_scoremaps(settings, maps)                                # [K, B, H, W]
-    box_opts = common.box_options(settings)
+    box_opts = backends.box_options(settings)
     faith = {}
     if settings.faithfulness:
         def apply_fn(x):

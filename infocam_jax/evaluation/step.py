@@ -6,7 +6,7 @@ normalisation (``settings.normalize``), box extraction at the fixed threshold an
 threshold grid, the faithfulness metrics' forward passes (``settings.faithfulness``), and the
 update of the counters. The
 counters stay on device across batches; the host sums them once at the end, over devices and
-processes (``common.sum_devices``). Padded examples (``batch["valid"] == False``) add nothing.
+processes (``devices.sum_devices``). Padded examples (``batch["valid"] == False``) add nothing.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from infocam_jax.evaluation import common, multi_label, single_label
+from infocam_jax.evaluation import backends, multi_label, single_label
 from infocam_jax.evaluation.settings import EvalSettings
 
 
@@ -88,7 +88,7 @@ def make_eval_step(settings: EvalSettings, model, *, num_devices: int,
       input and output has a leading device axis; the counters' buffers are donated.
     """
     return _make_eval_step(settings, model, int(num_devices),
-                           kernel_fn or common.default_kernel_fn())
+                           kernel_fn or backends.default_kernel_fn())
 
 
 @functools.lru_cache(maxsize=32)
