@@ -85,9 +85,9 @@ def write_fan_in_init(config, seed: int, path: str, gain: float = 2.0) -> str:
     """
     import flax  # pylint: disable=import-outside-toplevel
     from infocam_jax import train_state as ts  # pylint: disable=import-outside-toplevel
-    from infocam_jax import models  # pylint: disable=import-outside-toplevel
+    from infocam_jax import train  # pylint: disable=import-outside-toplevel
     from infocam_jax.models import convert  # pylint: disable=import-outside-toplevel
-    model = models.create(config.model, int(config.num_classes), **dict(config.model_options))
+    model = train.create_model(config)  # config.method and its options included
     shape = tuple(int(s) for s in config.image_size) + (1 if config.model == "digits_cnn" else 3,)
     variables = ts.init_variables(model, jax.random.PRNGKey(int(seed)), shape)
     flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(jax.device_get(variables)))
@@ -257,7 +257,7 @@ def reproduce(config, workdir: str, *, seeds: Sequence[int], region_sizes: Seque
     Returns:
       the summary dict written to ``<workdir>/summary.json``.
     """
-    from infocam_jax import models, train  # pylint: disable=import-outside-toplevel
+    from infocam_jax import train  # pylint: disable=import-outside-toplevel
     multi = bool(config.multi_label)
     main_r = int(config.region_size)
     region_sizes = sorted({int(r) for r in region_sizes} | {main_r})
@@ -270,9 +270,10 @@ def reproduce(config, workdir: str, *, seeds: Sequence[int], region_sizes: Seque
     if "test" not in eval_splits or any(s not in SPLITS for s in eval_splits):
         raise ValueError(f"eval_splits must include 'test' and be among {SPLITS}, "
                          f"got {eval_splits}")
+    # The config (method and backbone included) is checked before anything is written.
+    model = train.create_model(config)
     os.makedirs(workdir, exist_ok=True)
     t_start = time.time()
-    model = models.create(config.model, int(config.num_classes), **dict(config.model_options))
     t0 = time.time()
     split_batches = {s: load_split(config, s) for s in eval_splits}
     counts = {s: sum(int(np.sum(b["valid"])) for b in bs) for s, bs in split_batches.items()}

@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 
-from infocam_jax import models, reproduction, train
+from infocam_jax import reproduction, train
 from infocam_jax.evaluation import common, readings, summary, thresholds
 
 MODES = ("max", "minmax")
@@ -93,7 +93,7 @@ def read_runs(config, workdir: str, *, heads: Sequence[str] | None = None,
     multi = bool(config.multi_label)
     heads = tuple(heads or reproduction.heads_of(config))
     seeds = [int(s) for s in seeds]
-    model = models.create(config.model, int(config.num_classes), **dict(config.model_options))
+    model = train.create_model(config)  # config.method and its options included
     splits = readings.load_splits(config)
     per_head, t_start = {}, time.time()
     for head in heads:

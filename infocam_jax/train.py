@@ -70,8 +70,7 @@ def create_model(config: ml_collections.ConfigDict):
     from infocam_jax import models  # pylint: disable=import-outside-toplevel
     from infocam_jax import train_methods  # pylint: disable=import-outside-toplevel
     train_methods.check_config(config)
-    options = dict(config.model_options)
-    options.update(train_methods.model_kwargs(config))
+    options = train_methods.model_options(config)
     options.setdefault("axis_name", ts.AXIS_NAME)
     dtype = str(config.get("dtype", "float32"))
     if str(options.setdefault("dtype", dtype)) != dtype:

@@ -57,6 +57,7 @@ AUGMENT_STREAM = 0x7A11
 PERM_STREAM = 0x7A12
 
 __all__ = ["METHODS", "TrainMethod", "build", "check_config", "method_of", "model_kwargs",
+           "model_options",
            "spg_thresholds"]
 
 
@@ -116,6 +117,23 @@ def check_config(config) -> str:
                          f"erases / guides by the ground-truth class); it cannot be used with "
                          f"config.multi_label=True (config.loss={config.get('loss')!r})")
     return method
+
+
+def model_options(config) -> dict:
+    """Keyword arguments of ``models.create`` for ``config``: ``config.model_options`` and the
+    method's (:func:`model_kwargs`).
+
+    ``model_options.adl_positions = ""`` with method "adl" is dropped, so that ``models.create``
+    inserts ADL at the backbone's reference positions; ``large_feature_map = False`` (the
+    default of every backbone) is dropped too.
+    """
+    options = dict(config.get("model_options", None) or {})
+    if method_of(config) == "adl" and not options.get("adl_positions", ""):
+        options.pop("adl_positions", None)
+    if not options.get("large_feature_map", False):
+        options.pop("large_feature_map", None)
+    options.update(model_kwargs(config))
+    return options
 
 
 def model_kwargs(config) -> dict:
