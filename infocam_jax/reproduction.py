@@ -254,10 +254,19 @@ def reproduce(config, workdir: str, *, seeds: Sequence[int], region_sizes: Seque
         is empty); False keeps the model's own initialisation.
       log: progress printer.
 
+    A config listing ``methods`` (WSOL methods, e.g. configs/methods_cluttered.py) is handed to
+    ``methods_table.reproduce_methods`` instead (``seeds``, ``reevaluate`` and ``log`` apply;
+    the method x map-kind table under MaxBoxAccV2 with thresholds chosen on validation).
+
     Returns:
       the summary dict written to ``<workdir>/summary.json``.
     """
     from infocam_jax import train  # pylint: disable=import-outside-toplevel
+    if tuple(config.get("methods", ()) or ()):
+        # One config, several WSOL methods: the method x map-kind table.
+        from infocam_jax import methods_table  # pylint: disable=import-outside-toplevel
+        return methods_table.reproduce_methods(config, workdir, seeds=seeds,
+                                               reevaluate=reevaluate, log=log)
     multi = bool(config.multi_label)
     main_r = int(config.region_size)
     region_sizes = sorted({int(r) for r in region_sizes} | {main_r})
