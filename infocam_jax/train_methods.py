@@ -124,12 +124,18 @@ def model_options(config) -> dict:
     method's (:func:`model_kwargs`).
 
     ``model_options.adl_positions = ""`` with method "adl" is dropped, so that ``models.create``
-    inserts ADL at the backbone's reference positions; ``large_feature_map = False`` (the
-    default of every backbone) is dropped too.
+    inserts ADL at the backbone's reference positions; with ACoL / SPG the unused ADL options
+    are dropped when ``adl_positions`` is empty (a non-empty one reaches ``models.create``,
+    which refuses it); ``large_feature_map = False`` (every backbone's default) is dropped too.
     """
     options = dict(config.get("model_options", None) or {})
-    if method_of(config) == "adl" and not options.get("adl_positions", ""):
+    method = method_of(config)
+    if method == "adl" and not options.get("adl_positions", ""):
         options.pop("adl_positions", None)
+    if NETWORK_METHODS[method] in LABEL_METHODS and not options.get("adl_positions", ""):
+        # ACoL / SPG networks take no ADL: drop the (unused) ADL defaults of the base config.
+        for key in ("adl_positions", "adl_drop_rate", "adl_gamma"):
+            options.pop(key, None)
     if not options.get("large_feature_map", False):
         options.pop("large_feature_map", None)
     options.update(model_kwargs(config))
