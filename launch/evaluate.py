@@ -20,7 +20,7 @@ from ml_collections import config_flags
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
 
-from infocam_jax import data, models, train
+from infocam_jax import data, train
 from infocam_jax.evaluation import evaluators, run_tables, settings
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file.",
@@ -44,7 +44,7 @@ def main(argv):
     variables, extra = train.restore_variables(config, _WORKDIR.value, _WHICH.value)
     logging.info("Restored the %s checkpoint of %s (%s)", _WHICH.value, _WORKDIR.value,
                  {k: v for k, v in dict(extra or {}).items() if k != "label_prior"})
-    model = models.create(config.model, config.num_classes, **dict(config.model_options))
+    model = train.create_model(config)  # config.method and its options included
     final = [e for e in evaluators.build(config) if e.final]
     batches_of = lambda split: data.make_iterator(  # noqa: E731
         config, split, training=False, batch_size=config.eval_batch_size,
