@@ -17,6 +17,9 @@ overrides what differs. Fields beyond the interface (read only by `infocam_jax.t
                         metrics in float32). Passed to `models.create(..., dtype=...)`.
   data_workers          grain worker processes of the input pipeline (0 = the threaded pipeline in
                         this process, `data_threads` threads); > 0 spreads decoding over cores.
+  method                WSOL method: "cam", "adl", "has", "acol", "spg" or "cutmix"; with
+  method_options        its hyper-parameters (HaS grid / drop rate, CutMix beta / prob, ACoL
+                        threshold, SPG thresholds). See infocam_jax/train_methods.py.
 """
 import pathlib
 
@@ -52,6 +55,16 @@ def base_config() -> config_dict.ConfigDict:
     c.model_options.adl_positions = ""
     c.model_options.adl_drop_rate = 0.75
     c.model_options.adl_gamma = 0.9
+    # WSOL method (infocam_jax/train_methods.py): cam, adl, has, acol, spg, cutmix. Defaults of
+    # the options: the reference's config.py (clovaai/wsolevaluation).
+    c.method = "cam"
+    c.method_options = config_dict.ConfigDict()
+    c.method_options.has_grid_size = 4
+    c.method_options.has_drop_rate = 0.5
+    c.method_options.cutmix_beta = 1.0
+    c.method_options.cutmix_prob = 1.0
+    c.method_options.acol_threshold = 0.7
+    c.method_options.spg_thresholds = ((0.7, 0.01), (0.5, 0.05), (0.7, 0.1))
     c.num_classes = 10
     c.multi_label = True
     c.loss = "sigmoid"

@@ -94,9 +94,9 @@ def write_fan_in_init(config, seed: int, path: str, gain: float = 2.0) -> str:
     """
     import flax  # pylint: disable=import-outside-toplevel
     from infocam_jax import train_state as ts  # pylint: disable=import-outside-toplevel
-    from infocam_jax import models  # pylint: disable=import-outside-toplevel
+    from infocam_jax import train  # pylint: disable=import-outside-toplevel
     from infocam_jax.models import convert  # pylint: disable=import-outside-toplevel
-    model = models.create(config.model, int(config.num_classes), **dict(config.model_options))
+    model = train.create_model(config)  # config.method and its options included
     shape = tuple(int(s) for s in config.image_size) + (1 if config.model == "digits_cnn" else 3,)
     variables = ts.init_variables(model, jax.random.PRNGKey(int(seed)), shape)
     flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(jax.device_get(variables)))
@@ -432,16 +432,26 @@ def reproduce(config, workdir: str, *, seeds: Sequence[int], region_sizes: Seque
         is empty); False keeps the model's own initialisation.
       log: progress printer.
 
+    A config listing ``methods`` (WSOL methods, e.g. configs/methods_cluttered.py) is handed to
+    ``methods_table.reproduce_methods`` instead (``seeds``, ``reevaluate`` and ``log`` apply;
+    the method x map-kind table under MaxBoxAccV2 with thresholds chosen on validation).
+
     Returns:
       the summary dict written to ``<workdir>/summary.json``.
     """
-    from infocam_jax import models  # pylint: disable=import-outside-toplevel
+    from infocam_jax import train  # pylint: disable=import-outside-toplevel
+    if tuple(config.get("methods", ()) or ()):
+        # One config, several WSOL methods: the method x map-kind table.
+        from infocam_jax import methods_table  # pylint: disable=import-outside-toplevel
+        return methods_table.reproduce_methods(config, workdir, seeds=seeds,
+                                               reevaluate=reevaluate, log=log)
     plan = _resolve(config, seeds=seeds, region_sizes=region_sizes, map_kinds=map_kinds,
                     heads=heads, eval_splits=eval_splits, cam_thresholds=cam_thresholds,
                     readings=readings)
+    # The config (method and backbone included) is checked before anything is written.
+    model = train.create_model(config)
     os.makedirs(workdir, exist_ok=True)
     t_start = time.time()
-    model = models.create(config.model, int(config.num_classes), **dict(config.model_options))
     split_batches = {s: load_split(config, s) for s in plan.eval_splits}
     log(f"loaded {({s: sum(int(np.sum(b['valid'])) for b in bs) for s, bs in split_batches.items()})}"
         f" evaluation examples in {time.time() - t_start:.1f}s")

@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 
-from infocam_jax import models, reproduction, train
+from infocam_jax import reproduction, train
 from infocam_jax.evaluation import json_files, readings, readings_table, seed_tables
 from infocam_jax.evaluation.settings import EvalSettings
 
@@ -37,7 +37,7 @@ def read_runs(config, workdir: str, *, heads: Sequence[str] | None = None,
     multi = bool(config.multi_label)
     heads = tuple(heads or reproduction.heads_of(config))
     seeds = [int(s) for s in seeds]
-    model = models.create(config.model, int(config.num_classes), **dict(config.model_options))
+    model = train.create_model(config)  # config.method and its options included
     splits = readings.load_splits(config)
     per_head, t_start = {}, time.time()
     for head in heads:

@@ -63,16 +63,48 @@ def _quiet_orbax_info_logs() -> None:
 
 
 def create_model(config: ml_collections.ConfigDict):
-    """`models.create(config.model, config.num_classes, **config.model_options)`, BN synced,
-    computing in `config.dtype` ("float32" | "bfloat16"; model_options may not contradict it)."""
+    """`models.create(config.model, config.num_classes, method=config.method,
+    **config.model_options)` (plus the method's options, `train_methods.model_kwargs`), BN synced,
+    computing in `config.dtype` ("float32" | "bfloat16"; model_options may not contradict it).
+
+    Raises:
+      ValueError naming the field for an unknown backbone or method, a method the backbone does
+      not support, or an option out of range (nothing is built or written)."""
     from infocam_jax import models  # pylint: disable=import-outside-toplevel
-    options = dict(config.model_options)
+    from infocam_jax import train_methods  # pylint: disable=import-outside-toplevel
+    train_methods.check_config(config)
+    options = train_methods.model_options(config)
     options.setdefault("axis_name", ts.AXIS_NAME)
     dtype = str(config.get("dtype", "float32"))
     if str(options.setdefault("dtype", dtype)) != dtype:
         raise ValueError(f"config.model_options.dtype={options['dtype']!r} contradicts "
                          f"config.dtype={dtype!r}: set config.dtype only")
-    return models.create(config.model, int(config.num_classes), **options)
+    try:
+        return models.create(config.model, int(config.num_classes), **options)
+    except ValueError as e:
+        raise ValueError(f"config.model={config.model!r}, config.method="
+                         f"{train_methods.method_of(config)!r}: {e}") from e
+
+
+def make_classification_loss(config: ml_collections.ConfigDict, label_prior: np.ndarray | None):
+    """(logits [b, M], targets, weights=None) -> weighted mean `config.loss` (priors bound).
+
+    The classification term handed to `models.method_loss` (ACoL / SPG) and, through
+    :func:`make_loss_fn`, the loss of every other method.
+    """
+    from infocam_jax import losses  # pylint: disable=import-outside-toplevel
+    name = str(config.loss)
+    _check_loss(config)
+    priors = None
+    if name.startswith("pc_"):
+        if label_prior is None:
+            raise ValueError(f"loss {name!r} needs the training label prior")
+        priors = jnp.asarray(label_prior, jnp.float32)
+
+    def classification_loss(logits, targets, weights=None):
+        return losses.loss(name, logits, targets, priors, weights)
+
+    return classification_loss
 
 
 def make_loss_fn(config: ml_collections.ConfigDict, label_prior: np.ndarray | None):
@@ -81,18 +113,12 @@ def make_loss_fn(config: ml_collections.ConfigDict, label_prior: np.ndarray | No
     Single-label losses read `batch["label"]` int32 [b]; multi-label ones `batch["labels"]`
     float32 [b, M]. `label_prior` is float [M] (training-set frequencies).
     """
-    from infocam_jax import losses  # pylint: disable=import-outside-toplevel
-    name = str(config.loss)
     multi = _check_loss(config)
-    priors = None
-    if name.startswith("pc_"):
-        if label_prior is None:
-            raise ValueError(f"loss {name!r} needs the training label prior")
-        priors = jnp.asarray(label_prior, jnp.float32)
+    classification_loss = make_classification_loss(config, label_prior)
     target_key = "labels" if multi else "label"
 
     def loss_fn(logits, batch):
-        return losses.loss(name, logits, batch[target_key], priors)
+        return classification_loss(logits, batch[target_key])
 
     return loss_fn
 
@@ -140,7 +166,9 @@ def _check_loss(config: ml_collections.ConfigDict) -> bool:
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
+    from infocam_jax import train_methods  # pylint: disable=import-outside-toplevel
     _check_loss(config)
+    train_methods.check_config(config)
     ts.check_batch_divisible(int(config.batch_size), "config.batch_size")
     if int(config.eval_batch_size) % jax.process_count():
         raise ValueError(f"config.eval_batch_size={config.eval_batch_size} must be divisible by "
@@ -190,7 +218,9 @@ def _resume(ckpt, state, config, workdir: str):
     if ckpt.latest_epoch() is None:
         return state, 0, -math.inf, 0
     restored_vars, opt_state, extra = ckpt.restore_latest(state.variables, state.opt_state)
-    for key, want in (("loss", config.loss), ("model", config.model)):
+    from infocam_jax import train_methods  # pylint: disable=import-outside-toplevel
+    for key, want in (("loss", config.loss), ("model", config.model),
+                      ("method", train_methods.method_of(config))):
         if extra.get(key, want) != want:
             raise ValueError(f"{workdir} holds a run with {key}={extra[key]!r}, but "
                              f"config.{key}={want!r}: use another --workdir")
@@ -263,7 +293,9 @@ def _test_best(config, model, workdir: str, writer, evals) -> dict[str, float]:
                                                              "test"))
     results["epoch"] = float(extra["epoch"])
     if _is_main():
-        title = f"{config.dataset} / {config.model} / {config.loss} (epoch {extra['epoch']})"
+        method = str(config.get("method", "cam") or "cam")
+        model_name = config.model if method == "cam" else f"{config.model} + {method}"
+        title = f"{config.dataset} / {model_name} / {config.loss} (epoch {extra['epoch']})"
         eval_settings = settings.EvalSettings.from_config(config)
         run_tables.write_results(results, workdir, title=title, settings=eval_settings)
         loop.write_scalars(writer, int(extra["step"]), {"test/" + k: v for k, v in results.items()})
@@ -277,12 +309,14 @@ def _test_best(config, model, workdir: str, writer, evals) -> dict[str, float]:
 def _checkpoint_extra(config, plan: loop.Plan, epoch: int, train_loss: float, val_acc,
                       best_val: float, best_epoch: int, label_prior) -> dict:
     """What is stored beside the weights of `epoch` (see `restore_variables`)."""
+    from infocam_jax import train_methods  # pylint: disable=import-outside-toplevel
     return {
         "epoch": epoch + 1, "step": (epoch + 1) * plan.steps, "train_loss": train_loss,
         "val_accuracy": val_acc,
         "best_val_accuracy": None if best_val == -math.inf else best_val,
         "best_epoch": best_epoch, "label_prior": label_prior.tolist(),
         "loss": str(config.loss), "model": str(config.model),
+        "method": train_methods.method_of(config),
         "num_classes": int(config.num_classes), "dataset": str(config.dataset),
     }
 
@@ -294,16 +328,18 @@ def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, f
     from infocam_jax import models  # pylint: disable=import-outside-toplevel
     from infocam_jax.evaluation import evaluators  # pylint: disable=import-outside-toplevel
     evals = evaluators.build(config)
+    from infocam_jax import train_methods  # pylint: disable=import-outside-toplevel
     _quiet_orbax_info_logs()
-    os.makedirs(workdir, exist_ok=True)
-
+    # Every config check (the backbone x method pair included) runs before the workdir is made.
+    model = create_model(config)
     info = data.get_info(config)
     label_prior = usable_prior(info.label_prior, int(info.num_examples["train"]),
                                bool(config.multi_label))
     image_shape = tuple(int(s) for s in info.image_shape)
-    model = create_model(config)
     loss_fn = make_loss_fn(config, label_prior)
+    method = train_methods.build(config, loss_fn, make_classification_loss(config, label_prior))
     plan = loop.Plan.from_config(config, info)
+    os.makedirs(workdir, exist_ok=True)
 
     variables = _init_variables(config, model, image_shape)
     mask = models.new_layer_mask(config.model, variables["params"])
@@ -320,13 +356,14 @@ def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, f
     writer = loop.summary_writer(workdir)
 
     p_step = ts.parallelize(lambda s, b, k: ts.train_step(
-        s, b, k, model=model, tx=tx, loss_fn=loss_fn, multi_label=bool(config.multi_label)))
+        s, b, k, model=model, tx=tx, loss_fn=loss_fn, multi_label=bool(config.multi_label),
+        method=method))
     p_state = ts.replicate(state)
     p_key = ts.replicate(jax.random.PRNGKey(int(config.seed) + 1))
-    logging.info("Training %s (%s loss) on %s: %d epochs x %d steps, global batch %d over %d "
-                 "device(s) in %d process(es).", config.model, config.loss, config.dataset,
-                 plan.num_epochs, plan.steps, plan.global_batch, jax.device_count(),
-                 jax.process_count())
+    logging.info("Training %s (method %s, %s loss) on %s: %d epochs x %d steps, global batch "
+                 "%d over %d device(s) in %d process(es).", config.model,
+                 train_methods.method_of(config), config.loss, config.dataset, plan.num_epochs,
+                 plan.steps, plan.global_batch, jax.device_count(), jax.process_count())
 
     for epoch in range(start_epoch, plan.num_epochs):
         p_state, train_loss = loop.train_epoch(config, plan, epoch, p_step, p_state, p_key,

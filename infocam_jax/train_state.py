@@ -75,7 +75,7 @@ def create_train_state(variables: Mapping[str, PyTree], tx: optax.GradientTransf
 
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], root_key: jax.Array, *,
                model, tx: optax.GradientTransformation, loss_fn: LossFn,
-               multi_label: bool, axis_name: str = AXIS_NAME
+               multi_label: bool, axis_name: str = AXIS_NAME, method=None
                ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One SGD step on this device's shard of the global batch.
 
@@ -95,20 +95,32 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], root_key: jax.
       loss_fn: (logits [b, M], batch) -> scalar mean loss over the shard.
       multi_label: whether targets are multi-hot (then no top-1 accuracy is reported).
       axis_name: the collective axis name of the wrapper.
+      method: None (CAM / ADL: the plain step above) or a `train_methods.TrainMethod`, whose
+        batch transform (HaS, CutMix; drawn from `fold_in(root_key, step)`, see
+        train_methods.py) runs before the forward pass and whose loss replaces `loss_fn`
+        (CutMix's label mix, ACoL / SPG's auxiliary terms). Accuracy is always top-1 of the
+        main logits against `batch["label"]`.
 
     Returns:
       (new_state, metrics) with metrics {"loss": [], "accuracy": [] (single-label only)},
       already averaged across devices.
     """
-    key = jax.random.fold_in(jax.random.fold_in(root_key, state.step),
-                             lax.axis_index(axis_name))
+    step_key = jax.random.fold_in(root_key, state.step)
+    device = lax.axis_index(axis_name)
+    key = jax.random.fold_in(step_key, device)
+    mix = None
+    if method is not None and method.transform is not None:
+        batch, mix = method.transform(batch, step_key, device)
 
     def compute_loss(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
-        (logits, _), updated = model.apply(
-            variables, batch["image"], train=True, rngs={"adl": key},
-            mutable=["batch_stats"])
-        return loss_fn(logits, batch), (logits, updated)
+        if method is None:
+            (logits, _), updated = model.apply(
+                variables, batch["image"], train=True, rngs={"adl": key},
+                mutable=["batch_stats"])
+            return loss_fn(logits, batch), (logits, updated)
+        outputs, updated = method.forward(model, variables, batch, key)
+        return method.loss(outputs, batch, mix), (outputs[0], updated)
 
     (loss, (logits, updated)), grads = jax.value_and_grad(compute_loss, has_aux=True)(
         state.params)

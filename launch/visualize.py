@@ -19,7 +19,7 @@ from ml_collections import config_flags
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
 
-from infocam_jax import data, models, train, visualize
+from infocam_jax import data, train, visualize
 from infocam_jax.evaluation import settings as eval_settings
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file.",
@@ -80,7 +80,7 @@ def main(argv):
     overrides = {"map_kinds": tuple(_KINDS.value)} if _KINDS.value else {}
     settings = eval_settings.EvalSettings.from_config(config, **overrides)
     variables, _ = train.restore_variables(config, _WORKDIR.value, _WHICH.value)
-    model = models.create(config.model, config.num_classes, **dict(config.model_options))
+    model = train.create_model(config)  # config.method and its options included
     n = _NUM_IMAGES.value
     batch = _select_images(config, n, _CLASS_ID.value)
     if _CLASS_ID.value is not None:

@@ -13,20 +13,29 @@ Parameter names (stable; ``convert.py`` maps torchvision keys onto them): ``conv
 ``layer{L}_{i}`` with ``conv1..3``, ``bn1..3`` and (first block of a layer)
 ``downsample_conv``, ``downsample_bn``; ``head``.
 
-ADL position codes: ``"{L}{i}"`` = after block i of layer L (e.g. the authors' "30 40 42").
+ADL position codes: ``"{L}{i}"`` = after block i of layer L (e.g. the authors' "30 40 42",
+also the reference WSOL evaluation's ADL positions).
+
+``large_feature_map=True`` (the reference's option) gives layer3 stride 1: 28x28 features at 224.
+
+:data:`RESNET50_SPEC` describes the backbone for the methods (``spec.py``): the trunk is the
+stem and layer1..layer4 for every method, taps ``spg_b1`` after layer3_0 (the reference's
+SPG_A1) and ``spg_b2`` after layer3_5 (end of SPG_A2); the neck is the identity.
 """
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from infocam_jax.models import adl as adl_lib
+from infocam_jax.models import spec as spec_lib
 from infocam_jax.models.layers import Conv, max_pool
 
 RESNET50_LAYERS = (3, 4, 6, 3)
 RESNET50_WIDTHS = (64, 128, 256, 512)
 RESNET50_STRIDES = (1, 2, 2, 1)  # layer4 stride 1 keeps a 14x14 map at 224
+RESNET50_STRIDES_LARGE = (1, 2, 1, 1)  # large_feature_map: layer3 stride 1 too, 28x28
 EXPANSION = 4
 POSITION_CODES = tuple(f"{L}{i}" for L, n in enumerate(RESNET50_LAYERS, start=1)
                        for i in range(n))
@@ -61,6 +70,43 @@ class Bottleneck(nn.Module):
         return nn.relu(out + x)
 
 
+def resnet_trunk(images: jax.Array, train: bool, opts: spec_lib.TrunkOptions,
+                 taps: Optional[Dict[str, str]] = None):
+    """Stem + layer1..layer4, built in the CALLING module's scope (call inside ``nn.compact``).
+
+    Args:
+      images: [B, H, W, C].
+      train: BatchNorm batch statistics and ADL.
+      opts: dtype, conv_impl, axis_name, ADL and ``large_feature_map`` (layer3 stride 1).
+      taps: {tap name: block code "{L}{i}"}: the block outputs to return (after their ADL).
+
+    Returns:
+      (features [B, H/16, W/16, 2048] in the compute dtype (H/8 with large_feature_map),
+      {tap name: map}).
+    """
+    wanted = {code: name for name, code in (taps or {}).items()}
+    out = {}
+    x = Conv(64, 7, 2, use_bias=False, dtype=opts.dtype, impl=opts.conv_impl,
+             name="conv1")(images.astype(opts.dtype))
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                     axis_name=opts.axis_name if train else None, dtype=opts.dtype,
+                     name="bn1")(x)
+    x = nn.relu(x)
+    x = max_pool(x, 3, 2, 1, impl=opts.conv_impl)
+    strides = RESNET50_STRIDES_LARGE if opts.large_feature_map else RESNET50_STRIDES
+    for L, (n, width, stride) in enumerate(zip(RESNET50_LAYERS, RESNET50_WIDTHS, strides),
+                                           start=1):
+        for i in range(n):
+            x = Bottleneck(width, stride if i == 0 else 1, i == 0, opts.axis_name,
+                           opts.dtype, opts.conv_impl, name=f"layer{L}_{i}")(x, train)
+            code = f"{L}{i}"
+            if code in opts.adl_positions:
+                x = adl_lib.ADL(opts.adl_drop_rate, opts.adl_gamma, name=f"adl_{code}")(x, train)
+            if code in wanted:
+                out[wanted[code]] = x
+    return x, out
+
+
 class ResNet50(nn.Module):
     """ResNet50 with layer4 stride 1 and a GAP + Dense head.
 
@@ -73,6 +119,7 @@ class ResNet50(nn.Module):
       dtype: compute dtype; parameters and outputs are float32.
       conv_impl: "auto", "explicit" or "xla" (see ``layers.conv2d``; same values, different
         speed).
+      large_feature_map: layer3 stride 1 (features H/8 instead of H/16).
     """
     num_classes: int
     adl_positions: Tuple[str, ...] = ()
@@ -81,13 +128,17 @@ class ResNet50(nn.Module):
     axis_name: Optional[str] = None
     dtype: Any = jnp.float32
     conv_impl: str = "auto"
+    large_feature_map: bool = False
 
     @nn.compact
-    def __call__(self, images: jax.Array, train: bool = False):
+    def __call__(self, images: jax.Array, train: bool = False,
+                 labels: Optional[jax.Array] = None):  # pylint: disable=unused-argument
         """Forward pass.
 
         Args:
           images: [B, H, W, C] float32 NHWC.
+          labels: ignored (accepted so that every method's network takes
+            ``apply(..., labels=y)``).
           train: training mode: BatchNorm batch statistics (``mutable=["batch_stats"]``) and
             ADL (``rngs={"adl": key}``).
 
@@ -97,21 +148,10 @@ class ResNet50(nn.Module):
         """
         if images.ndim != 4:
             raise ValueError(f"images must be [B, H, W, C], got shape {images.shape}")
-        x = Conv(64, 7, 2, use_bias=False, dtype=self.dtype, impl=self.conv_impl,
-                 name="conv1")(images.astype(self.dtype))
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                         axis_name=self.axis_name if train else None, dtype=self.dtype,
-                         name="bn1")(x)
-        x = nn.relu(x)
-        x = max_pool(x, 3, 2, 1, impl=self.conv_impl)
-        for L, (n, width, stride) in enumerate(
-                zip(RESNET50_LAYERS, RESNET50_WIDTHS, RESNET50_STRIDES), start=1):
-            for i in range(n):
-                x = Bottleneck(width, stride if i == 0 else 1, i == 0, self.axis_name,
-                               self.dtype, self.conv_impl, name=f"layer{L}_{i}")(x, train)
-                if f"{L}{i}" in self.adl_positions:
-                    x = adl_lib.ADL(self.adl_drop_rate, self.adl_gamma,
-                                    name=f"adl_{L}{i}")(x, train)
+        opts = spec_lib.TrunkOptions("cam", self.large_feature_map, self.adl_positions,
+                                     self.adl_drop_rate, self.adl_gamma, self.dtype,
+                                     self.conv_impl, self.axis_name)
+        x, _ = resnet_trunk(images, train, opts)
         features = x.astype(jnp.float32)
         pooled = jnp.mean(features, axis=(1, 2))
         logits = nn.Dense(self.num_classes, name="head",
@@ -121,8 +161,33 @@ class ResNet50(nn.Module):
 
 def resnet50(num_classes: int, adl_positions: str = "", adl_drop_rate: float = 0.75,
              adl_gamma: float = 0.9, axis_name: Optional[str] = None,
-             dtype: Any = jnp.float32, conv_impl: str = "auto") -> ResNet50:
+             dtype: Any = jnp.float32, conv_impl: str = "auto",
+             large_feature_map: bool = False) -> ResNet50:
     """ResNet50-WSOL for ``num_classes`` classes; see :class:`ResNet50`."""
     adl_lib.check_rates(adl_drop_rate, adl_gamma)
     codes = adl_lib.parse_positions(adl_positions, POSITION_CODES, "resnet50")
-    return ResNet50(num_classes, codes, adl_drop_rate, adl_gamma, axis_name, dtype, conv_impl)
+    return ResNet50(num_classes, codes, adl_drop_rate, adl_gamma, axis_name, dtype, conv_impl,
+                    large_feature_map)
+
+
+# --------------------------------------------------------------------------------------------
+# The spec the methods read (spec.py)
+# --------------------------------------------------------------------------------------------
+def _resnet_trunk(x, train, opts: spec_lib.TrunkOptions):
+    return resnet_trunk(x, train, opts, taps={"spg_b1": "30", "spg_b2": "35"})
+
+
+def _identity_neck(x, train, opts):  # pylint: disable=unused-argument
+    return x
+
+
+def _resnet_is_new(top: str, method: str) -> bool:  # pylint: disable=unused-argument
+    """The reference trains ``layer4.*`` and ``fc.*`` at lr_ratio x and everything else (ACoL
+    and SPG heads included) at the base rate."""
+    return top == "head" or top.startswith("layer4_")
+
+
+RESNET50_SPEC = spec_lib.register(spec_lib.BackboneSpec(
+    name="resnet50", methods=("cam", "adl", "acol", "spg"), trunk=_resnet_trunk,
+    neck=_identity_neck, adl_codes=lambda large: POSITION_CODES, adl_default="30 40 42",
+    spg_b_width=1024, spg_c_width=512, acol_width=1024, is_new_layer=_resnet_is_new))
