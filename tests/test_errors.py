@@ -39,7 +39,7 @@ import tiny  # noqa: E402  (tests/tiny.py)
     ("num_classes", 0, r"num_classes and region_size must be >= 1, got 0, 3"),
     ("region_size", 0, r"num_classes and region_size must be >= 1, got 10, 0"),
     ("map_kinds", (), r"map_kinds must be a non-empty subset"),
-    ("map_kinds", ("cam", "gradcam"), r"map_kinds must be a non-empty subset.*gradcam"),
+    ("map_kinds", ("cam", "smoothgrad"), r"map_kinds must be a non-empty subset.*smoothgrad"),
     ("normalize", "zscore", r"normalize must be one of \('minmax', 'max'\), got 'zscore'"),
     ("box_backend", "gpu", r"box_backend must be one of .*, got 'gpu'"),
 ])

@@ -45,8 +45,12 @@ def test_parameter_string_builds(arg):
                                                         "openimages": (10, 3)}[dataset]
     assert c.optimizer.learning_rate > 0 and c.optimizer.lr_ratio == 10.0
     assert c.wsol_mask_root == ("" if dataset != "openimages" else c.manual_dir)
-    if not ZOO and (method in ("adl", "acol", "spg") or backbone == "inception_v3"):
+    if not ZOO and method in ("adl", "acol", "spg"):
         return  # the network is the zoo's; the config itself is checked above
+    from infocam_jax import models  # pylint: disable=import-outside-toplevel
+    if WSOL.BACKBONES[backbone] not in models.MODEL_NAMES:
+        pytest.skip(f"config checked; {WSOL.BACKBONES[backbone]!r} is not registered in "
+                    "models.create yet (its trunk exists in models/inception.py)")
     model = train.create_model(c)  # the backbone x method pair is valid
     assert model is not None
 

@@ -134,7 +134,9 @@ def specs_of(config) -> dict[str, dict[str, Any]]:
     evals = dict(evals.to_dict() if hasattr(evals, "to_dict") else (evals or {}))
     if not evals:
         return default_specs(config)
-    old = [f for f in OLD_FIELDS if f in config]
+    # map_kinds is in the base config with () meaning "by label type": only a set value conflicts.
+    old = [f for f in OLD_FIELDS
+           if f in config and not (f == "map_kinds" and not tuple(config.map_kinds or ()))]
     if old:
         raise ValueError(f"config.{old[0]} and config.evals both choose what to evaluate: move "
                          f"{old[0]} into the config.evals entries (or drop config.evals)")
