@@ -8,7 +8,7 @@ draws chosen here (``random.random`` for HaS; ``np.random.beta``, ``torch.randpe
 and the outputs, numbers only, no reference code; tests/test_augment.py feeds the same draws to
 ``infocam_jax.augment`` and compares.
 
-    python tools/augment_reference_fixtures.py --reference=/work/ref/wsolevaluation \
+    python tools/augment_reference_fixtures.py --reference=PATH/TO/wsolevaluation \
         --out=tests/fixtures/augment_reference.npz
 
 CutMix's label-mixed loss (``main.py``: ``CE(logits, y_a) * lam + CE(logits, y_b) * (1 - lam)``)
