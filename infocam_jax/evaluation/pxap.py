@@ -121,16 +121,10 @@ def select(settings: EvalSettings, validation: masks.PixelCounts,
     """Pixel-IoU threshold chosen on ``validation``, read on ``test`` (``thresholds.select``):
     ``{kind}/piou/valsel``, ``/valsel_threshold``, ``/valsel_validation``, ``/best_test``,
     ``/best_threshold``."""
-    out = {}
     grid = settings.box_thresholds
-    for i, kind in enumerate(settings.map_kinds):
-        s = thresholds.select(grid, piou_curve(validation, i), piou_curve(test, i))
-        out[f"{kind}/piou/valsel"] = s["test"]
-        out[f"{kind}/piou/valsel_threshold"] = s["threshold"]
-        out[f"{kind}/piou/valsel_validation"] = s["validation"]
-        out[f"{kind}/piou/best_test"] = s["best_test"]
-        out[f"{kind}/piou/best_threshold"] = s["best_threshold"]
-    return out
+    return thresholds.flat_selection({
+        kind: {"piou": thresholds.select(grid, piou_curve(validation, i), piou_curve(test, i))}
+        for i, kind in enumerate(settings.map_kinds)})
 
 
 def evaluate(settings: EvalSettings, model, variables, splits: Mapping[str, Any], *,
