@@ -169,7 +169,7 @@ struct Workspace {
   std::vector<int32_t> label;     // the slot each processed pixel joined
   std::vector<int32_t> par;       // [H W] union-find parent of each slot (component)
   std::vector<Attr> attr;         // [H W] attributes of each root slot
-  std::vector<uint32_t> order;    // [2 H W] processed pixels (y << 16 | x) by descending value
+  std::vector<uint64_t> order;    // [H W] pixels by descending value, each p << 32 | y << 16 | x
   std::vector<int32_t> fifo;      // hole filling: the propagation queue
   LevelTable<AreaCell> area_tab;
   LevelTable<float> iou_tab;
@@ -187,7 +187,7 @@ struct Workspace {
     label.assign(padded, 0);
     par.resize(n);
     attr.resize(n);
-    order.resize(2 * n);
+    order.resize(n);
   }
 
   void LoadMap(const uint8_t* q) {
@@ -401,42 +401,75 @@ void NeighbourMasks(Workspace& ws) {
   }
 }
 
-// Counting sort of the processed pixels (lane value >= 1) by descending value, raster order
-// within a value. begin[v] .. begin[v - 1] is the range of value v (begin[255] = 0).
-// Returns the count. Pixels of value 0 go to a scratch area past the list (ws.order holds
-// 2 H W entries), so the scatter has no branch.
+// Counting sort of the pixels by descending value, raster order within a value; the processed
+// ones (lane value >= 1) come first. begin[v] .. begin[v - 1] is the range of value v
+// (begin[255] = 0); pixels of value 0 fill the rest, so the scatter has no branch. Each entry
+// is p << 32 | y << 16 | x (p: the padded index), so the union-find pass needs no index
+// arithmetic. Returns the number of processed pixels.
+//
+// Smooth maps have runs of equal values, and a run's pixels would update one counter (one
+// bucket pointer) one after the other, each waiting for the previous store. So the rows are
+// split into kBlocks contiguous blocks, each with its own histogram and bucket pointers (block
+// b's pixels of value v follow block b - 1's: raster order holds), and the blocks are swept in
+// lock-step, one pixel of each in turn.
+constexpr int kBlocks = 4;
+
 int64_t SortPixels(Workspace& ws, int64_t begin[kLevels]) {
   const int64_t h = ws.h, w = ws.w, wp = ws.wp;
   const uint8_t* v = ws.values;
-  // Two interleaved histograms: runs of equal values do not serialise on one counter.
-  uint32_t count[2][kLevels] = {{0}};
-  for (int64_t y = 1; y <= h; ++y) {
-    const uint8_t* row = v + y * wp;
-    int64_t x = 1;
-    for (; x + 1 <= w; x += 2) {
-      ++count[0][row[x]];
-      ++count[1][row[x + 1]];
+  // Block b holds the rows [first_row[b], first_row[b + 1]) (1-based padded rows).
+  int64_t first_row[kBlocks + 1];
+  for (int b = 0; b <= kBlocks; ++b) first_row[b] = 1 + h * b / kBlocks;
+  const int64_t lockstep = h / kBlocks;  // rows every block has
+  uint32_t count[kBlocks][kLevels] = {{0}};
+  for (int64_t r = 0; r < lockstep; ++r) {
+    const uint8_t* row[kBlocks];
+    for (int b = 0; b < kBlocks; ++b) row[b] = v + (first_row[b] + r) * wp + 1;
+    for (int64_t x = 0; x < w; ++x) {
+      for (int b = 0; b < kBlocks; ++b) ++count[b][row[b][x]];
     }
-    if (x <= w) ++count[0][row[x]];
   }
-  begin[kLevels - 1] = 0;
-  for (int k = kLevels - 1; k >= 1; --k) begin[k - 1] = begin[k] + count[0][k] + count[1][k];
-  const int64_t n = begin[0];
-  uint32_t* order = ws.order.data();
-  uint32_t* next[kLevels];
-  for (int k = 1; k < kLevels; ++k) next[k] = order + begin[k];
-  next[0] = order + h * w;  // the scratch area
-  for (int64_t y = 1; y <= h; ++y) {
-    const uint8_t* row = v + y * wp + 1;
-    uint32_t code = static_cast<uint32_t>((y - 1) << 16);
-    int64_t x = 0;
-    for (; x + 4 <= w; x += 4, code += 4) {
-      *next[row[x]]++ = code;
-      *next[row[x + 1]]++ = code + 1;
-      *next[row[x + 2]]++ = code + 2;
-      *next[row[x + 3]]++ = code + 3;
+  for (int b = 0; b < kBlocks; ++b) {
+    for (int64_t y = first_row[b] + lockstep; y < first_row[b + 1]; ++y) {
+      const uint8_t* row = v + y * wp + 1;
+      for (int64_t x = 0; x < w; ++x) ++count[b][row[x]];
     }
-    for (; x < w; ++x, ++code) *next[row[x]]++ = code;
+  }
+  uint64_t* order = ws.order.data();
+  uint64_t* next[kBlocks][kLevels];
+  int64_t at = 0;
+  for (int k = kLevels - 1; k >= 0; --k) {
+    begin[k] = at;
+    for (int b = 0; b < kBlocks; ++b) {
+      next[b][k] = order + at;
+      at += count[b][k];
+    }
+  }
+  const int64_t n = begin[0];  // the processed pixels end where value 0 starts
+  constexpr uint64_t kStep = (uint64_t{1} << 32) | 1u;  // one pixel right: p + 1, x + 1
+  auto row_entry = [wp](int64_t y) {
+    return static_cast<uint64_t>(y * wp + 1) << 32 | static_cast<uint64_t>(y - 1) << 16;
+  };
+  for (int64_t r = 0; r < lockstep; ++r) {
+    const uint8_t* row[kBlocks];
+    uint64_t entry[kBlocks];
+    for (int b = 0; b < kBlocks; ++b) {
+      row[b] = v + (first_row[b] + r) * wp + 1;
+      entry[b] = row_entry(first_row[b] + r);
+    }
+    for (int64_t x = 0; x < w; ++x) {
+      for (int b = 0; b < kBlocks; ++b) {
+        *next[b][row[b][x]]++ = entry[b];
+        entry[b] += kStep;
+      }
+    }
+  }
+  for (int b = 0; b < kBlocks; ++b) {
+    for (int64_t y = first_row[b] + lockstep; y < first_row[b + 1]; ++y) {
+      const uint8_t* row = v + y * wp + 1;
+      uint64_t entry = row_entry(y);
+      for (int64_t x = 0; x < w; ++x, entry += kStep) *next[b][row[x]]++ = entry;
+    }
   }
   return n;
 }
@@ -512,13 +545,14 @@ void ComponentPass(Workspace& ws, Emit&& emit) {
   // Per mask: the offset of the first group's representative (the one-group fast path).
   int32_t first_off[256];
   for (int m = 0; m < 256; ++m) first_off[m] = table.count[m] ? off8[table.rep[m][0]] : 0;
-  const uint32_t* order = ws.order.data();
+  const uint64_t* order = ws.order.data();
   for (int32_t val = kLevels - 1; val >= 1; --val) {
     for (int64_t i = begin[val], end = begin[val - 1]; i < end; ++i) {
-      const uint32_t code = order[i];
+      const uint64_t entry = order[i];
+      const uint32_t code = static_cast<uint32_t>(entry);
       const int32_t x = static_cast<int32_t>(code & 0xFFFFu);
       const int32_t y = static_cast<int32_t>(code >> 16);
-      const int32_t p = y * w32 + x + w32 + 1;
+      const int32_t p = static_cast<int32_t>(entry >> 32);
       const uint32_t mask = nbmask[p];
       const int groups = table.count[mask];
       const int32_t aux = kArea ? table.ds2[mask] : kHole ? fill[p] : 0;  // the pixel's own
