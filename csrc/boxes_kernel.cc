@@ -56,7 +56,7 @@
 namespace {
 
 constexpr int kLevels = 256;
-constexpr int kAbiVersion = 2;
+constexpr int kAbiVersion = 3;
 // Limits that keep every packed value inside its integer type.
 constexpr int64_t kMaxSide = 32767;
 constexpr int64_t kMaxPixels = int64_t{1} << 26;
@@ -192,6 +192,50 @@ struct Workspace {
 
   void LoadMap(const uint8_t* q) {
     for (int64_t y = 0; y < h; ++y) std::memcpy(&qpad[(y + 1) * wp + 1], q + y * w, w);
+  }
+
+  // Quantises a float32 map into qpad: q = uint8(s * 255) (float32 product, truncation, as
+  // np.uint8 and XLA's convert give for s in [0, 1]). Returns max q, or -1 when a value lies
+  // outside [0, 1] or is NaN (the map is then unusable).
+  int LoadFloatMap(const float* s) {
+    bool ok = true;
+    uint8_t top = 0;
+    for (int64_t y = 0; y < h; ++y) {
+      const float* row = s + y * w;
+      uint8_t* out = &qpad[(y + 1) * wp + 1];
+      int64_t x = 0;
+#if INFOCAM_SIMD
+      const __m128 zero = _mm_setzero_ps(), one = _mm_set1_ps(1.0f), scale = _mm_set1_ps(255.0f);
+      __m128i okv = _mm_set1_epi32(-1), topv = _mm_setzero_si128();
+      for (; x + 16 <= w; x += 16) {
+        __m128i part[4];
+        for (int k = 0; k < 4; ++k) {
+          const __m128 v = _mm_loadu_ps(row + x + 4 * k);
+          // v >= 0 and v <= 1 (false for NaN)
+          okv = _mm_and_si128(okv, _mm_castps_si128(_mm_and_ps(_mm_cmpge_ps(v, zero),
+                                                               _mm_cmple_ps(v, one))));
+          part[k] = _mm_cvttps_epi32(_mm_mul_ps(v, scale));
+        }
+        // 0..255 in every lane of a valid map: the saturating packs are exact there.
+        const __m128i bytes = _mm_packus_epi16(_mm_packs_epi32(part[0], part[1]),
+                                               _mm_packs_epi32(part[2], part[3]));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + x), bytes);
+        topv = _mm_max_epu8(topv, bytes);
+      }
+      ok &= _mm_movemask_epi8(_mm_cmpeq_epi32(okv, _mm_set1_epi32(-1))) == 0xFFFF;
+      alignas(16) uint8_t lanes[16];
+      _mm_store_si128(reinterpret_cast<__m128i*>(lanes), topv);
+      for (uint8_t b : lanes) top = std::max(top, b);
+#endif
+      for (; x < w; ++x) {
+        const float v = row[x];
+        ok &= v >= 0.0f && v <= 1.0f;
+        const uint8_t b = ok ? static_cast<uint8_t>(static_cast<int32_t>(v * 255.0f)) : 0;
+        out[x] = b;
+        top = std::max(top, b);
+      }
+    }
+    return ok ? top : -1;
   }
 };
 
@@ -640,8 +684,8 @@ void ComponentPass(Workspace& ws, Emit&& emit) {
   }
 }
 
-void LargestBoxesOne(const uint8_t* q, Workspace& ws, int32_t* out) {
-  ws.LoadMap(q);
+// Per-level largest boxes [256, 4] of the map loaded into ws.qpad.
+__attribute__((always_inline)) inline void LargestBoxesLoaded(Workspace& ws, int32_t* out) {
   FillHoles(ws);
   ws.values = ws.fill.data();  // g = 0 only where q = 0 off any hole: never in a level set
   LevelTable<AreaCell>& tab = ws.area_tab;
@@ -668,12 +712,12 @@ void LargestBoxesOne(const uint8_t* q, Workspace& ws, int32_t* out) {
   }
 }
 
-void ContourIouOne(const uint8_t* q, const Gt& gt, Workspace& ws, float* out) {
+// Per-level best contour IoUs [256] of the map loaded into ws.qpad.
+__attribute__((always_inline)) inline void ContourIouLoaded(const Gt& gt, Workspace& ws, float* out) {
   const int32_t wmax = static_cast<int32_t>(ws.w - 1), hmax = static_cast<int32_t>(ws.h - 1);
   LevelTable<float>& tab = ws.iou_tab;
   auto better = [](float a, float b) { return a > b; };
   float comp[kLevels], hole[kLevels];
-  ws.LoadMap(q);
   FillHoles(ws);  // ws.fill: g, for the hole pass
   // Outer contours: 8-connected components of {q > L}.
   tab.Reset(-1.0f);
@@ -768,16 +812,63 @@ const char* CheckShape(int64_t n, int64_t h, int64_t w) {
 bool LargestBoxes(const uint8_t* q, int64_t n, int64_t h, int64_t w, int32_t* out,
                   int threads) {
   return ParallelFor(n, h, w, threads, [&](int64_t i, Workspace& ws) {
-    LargestBoxesOne(q + i * h * w, ws, out + i * kLevels * 4);
+    ws.LoadMap(q + i * h * w);
+    LargestBoxesLoaded(ws, out + i * kLevels * 4);
   });
 }
 
 bool ContourIou(const uint8_t* q, const int32_t* gt_boxes, const bool* gt_valid, int64_t n,
                 int64_t h, int64_t w, int64_t g, float* out, int threads) {
   return ParallelFor(n, h, w, threads, [&](int64_t i, Workspace& ws) {
-    ContourIouOne(q + i * h * w, Gt{gt_boxes + i * g * 4, gt_valid + i * g, g}, ws,
-                  out + i * kLevels);
+    ws.LoadMap(q + i * h * w);
+    ContourIouLoaded(Gt{gt_boxes + i * g * 4, gt_valid + i * g, g}, ws, out + i * kLevels);
   });
+}
+
+// The float32 entry points: quantise each map in the kernel, then gather the per-level results
+// at the thresholds' levels, table[k, max q] (table: int32 [T, 256], entries in [0, 255]).
+const char* CheckTable(const int32_t* table, int64_t t) {
+  if (t < 1) return "the level table must have T >= 1 rows";
+  for (int64_t k = 0; k < t * kLevels; ++k) {
+    if (table[k] < 0 || table[k] >= kLevels) return "level table entries must lie in [0, 255]";
+  }
+  return nullptr;
+}
+
+// Returns 0, -2 (out of memory) or -3 (a map value outside [0, 1] or NaN).
+int LargestBoxesF32(const float* s, int64_t n, int64_t h, int64_t w, const int32_t* table,
+                    int64_t t, int32_t* out, int threads) {
+  std::atomic<bool> bad{false};
+  const bool done = ParallelFor(n, h, w, threads, [&](int64_t i, Workspace& ws) {
+    const int top = ws.LoadFloatMap(s + i * h * w);
+    if (top < 0) {
+      bad = true;
+      return;
+    }
+    int32_t per_level[kLevels * 4];
+    LargestBoxesLoaded(ws, per_level);
+    int32_t* o = out + i * t * 4;
+    for (int64_t k = 0; k < t; ++k) std::memcpy(o + 4 * k, per_level + 4 * table[k * kLevels + top], 16);
+  });
+  return !done ? -2 : bad ? -3 : 0;
+}
+
+int ContourIouF32(const float* s, const int32_t* table, int64_t t, const int32_t* gt_boxes,
+                  const bool* gt_valid, int64_t n, int64_t h, int64_t w, int64_t g, float* out,
+                  int threads) {
+  std::atomic<bool> bad{false};
+  const bool done = ParallelFor(n, h, w, threads, [&](int64_t i, Workspace& ws) {
+    const int top = ws.LoadFloatMap(s + i * h * w);
+    if (top < 0) {
+      bad = true;
+      return;
+    }
+    float per_level[kLevels];
+    ContourIouLoaded(Gt{gt_boxes + i * g * 4, gt_valid + i * g, g}, ws, per_level);
+    float* o = out + i * t;
+    for (int64_t k = 0; k < t; ++k) o[k] = per_level[table[k * kLevels + top]];
+  });
+  return !done ? -2 : bad ? -3 : 0;
 }
 
 }  // namespace
@@ -799,6 +890,21 @@ int infocam_contour_iou(const uint8_t* q, const int32_t* gt_boxes, const bool* g
                         int64_t n, int64_t h, int64_t w, int64_t g, float* out, int threads) {
   if (CheckShape(n, h, w) != nullptr || g < 0) return -1;
   return ContourIou(q, gt_boxes, gt_valid, n, h, w, g, out, threads) ? 0 : -2;
+}
+
+// Float32 maps [n, h, w] in [0, 1], quantised here; table int32 [t, 256] (boxes.level_table).
+// out: int32 [n, t, 4] / float32 [n, t]. Return -3 when a map value is outside [0, 1] or NaN.
+int infocam_largest_boxes_f32(const float* s, int64_t n, int64_t h, int64_t w,
+                              const int32_t* table, int64_t t, int32_t* out, int threads) {
+  if (CheckShape(n, h, w) != nullptr || CheckTable(table, t) != nullptr) return -1;
+  return LargestBoxesF32(s, n, h, w, table, t, out, threads);
+}
+
+int infocam_contour_iou_f32(const float* s, const int32_t* table, int64_t t,
+                            const int32_t* gt_boxes, const bool* gt_valid, int64_t n, int64_t h,
+                            int64_t w, int64_t g, float* out, int threads) {
+  if (CheckShape(n, h, w) != nullptr || CheckTable(table, t) != nullptr || g < 0) return -1;
+  return ContourIouF32(s, table, t, gt_boxes, gt_valid, n, h, w, g, out, threads);
 }
 
 }  // extern "C"

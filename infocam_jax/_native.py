@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 NUM_LEVELS = 256
-ABI_VERSION = 2
+ABI_VERSION = 3
 _LARGEST = "infocam_largest_boxes"
 _IOU = "infocam_contour_iou"
 _lock = threading.Lock()
@@ -60,6 +60,11 @@ def _bind(lib):
     lib.infocam_largest_boxes.restype = ctypes.c_int
     lib.infocam_contour_iou.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, ptr, ctypes.c_int]
     lib.infocam_contour_iou.restype = ctypes.c_int
+    lib.infocam_largest_boxes_f32.argtypes = [ptr, i64, i64, i64, ptr, i64, ptr, ctypes.c_int]
+    lib.infocam_largest_boxes_f32.restype = ctypes.c_int
+    lib.infocam_contour_iou_f32.argtypes = [ptr, ptr, i64, ptr, ptr, i64, i64, i64, i64, ptr,
+                                            ctypes.c_int]
+    lib.infocam_contour_iou_f32.restype = ctypes.c_int
 
 
 def _self_test_case():
@@ -93,6 +98,18 @@ def _load():
     if not (np.array_equal(_host_largest(lib, q), want_boxes)
             and np.array_equal(_host_iou(lib, q, gt, valid), want_iou)):
         raise RuntimeError(f"{path} gives wrong answers on its self test: rebuild it")
+    # The float32 entry points (quantised in the kernel): the blob at 1.0 is q = 255; level 0.
+    maps = q.astype(np.float32) / np.float32(200)
+    table = np.zeros((1, NUM_LEVELS), np.int32)
+    out = np.empty((1, 1, 4), np.int32)
+    iou = np.empty((1, 1), np.float32)
+    if (lib.infocam_largest_boxes_f32(_ptr(maps), 1, 4, 5, _ptr(table), 1, _ptr(out), 1) != 0
+            or lib.infocam_contour_iou_f32(_ptr(maps), _ptr(table), 1, _ptr(gt), _ptr(valid), 1,
+                                           4, 5, 1, _ptr(iou), 1) != 0
+            or not np.array_equal(out[:, 0], want_boxes[:, 0])
+            or not np.array_equal(iou[:, 0], want_iou[:, 0])):
+        raise RuntimeError(f"{path}: the float32 entry points give wrong answers on the self "
+                           "test: rebuild it")
     for name, symbol in ((_LARGEST, "InfocamLargestBoxes"), (_IOU, "InfocamContourIou")):
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, symbol)),
                                     platform="cpu")
@@ -161,6 +178,57 @@ def _host_iou(lib, q, gt_boxes, gt_valid):
     if rc != 0:
         raise RuntimeError(f"native contour-IoU kernel failed (code {rc}) on maps {q.shape}")
     return out
+
+
+class MapRangeError(ValueError):
+    """A float map handed to a ``host_*`` call has a value outside [0, 1] or NaN."""
+
+
+def _host_f32_call(fn, name, maps, table, *, out_shape, out_dtype):
+    maps = np.ascontiguousarray(maps, np.float32)
+    table = np.ascontiguousarray(table, np.int32)
+    n, h, w = maps.shape
+    out = np.empty((n, table.shape[0]) + out_shape, out_dtype)
+    rc = fn(maps, table, out, n, h, w, int(_threads()))
+    if rc == -3:
+        raise MapRangeError("maps must lie in [0, 1]")
+    if rc != 0:
+        raise RuntimeError(f"native {name} kernel failed (code {rc}) on maps {maps.shape}")
+    return out
+
+
+def host_largest_box(maps, table):
+    """Largest boxes at the thresholds' levels, all on the host, quantised in the kernel.
+
+    ``maps``: float32 ``[B, H, W]`` in [0, 1] (NumPy); ``table``: int32 ``[T, 256]``
+    (``boxes.level_table``). Returns int32 ``[B, T, 4]``, equal to ``boxes.largest_box`` on
+    the same maps. Raises :class:`MapRangeError` when a value lies outside [0, 1] or is NaN.
+    Threads: as the FFI call (:func:`_threads`). Requires :func:`available`.
+    """
+    lib = library()
+
+    def call(m, t, out, n, h, w, threads):
+        return lib.infocam_largest_boxes_f32(_ptr(m), n, h, w, _ptr(t), t.shape[0], _ptr(out),
+                                             threads)
+
+    return _host_f32_call(call, "largest-box", maps, table, out_shape=(4,), out_dtype=np.int32)
+
+
+def host_contour_iou(maps, table, gt_boxes, gt_valid):
+    """Best contour IoUs at the thresholds' levels on the host: float32 ``[B, H, W]`` maps in
+    [0, 1], int32 ``[T, 256]`` table, int32 ``[B, G, 4]`` GT boxes, bool ``[B, G]`` ->
+    float32 ``[B, T]`` (as :func:`host_largest_box`; the per-level kernel is
+    :func:`contour_iou`)."""
+    lib = library()
+    gt_boxes = np.ascontiguousarray(gt_boxes, np.int32)
+    gt_valid = np.ascontiguousarray(gt_valid, np.bool_)
+
+    def call(m, t, out, n, h, w, threads):
+        return lib.infocam_contour_iou_f32(_ptr(m), _ptr(t), t.shape[0], _ptr(gt_boxes),
+                                           _ptr(gt_valid), n, h, w, gt_boxes.shape[1],
+                                           _ptr(out), threads)
+
+    return _host_f32_call(call, "contour-IoU", maps, table, out_shape=(), out_dtype=np.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,5 +308,5 @@ def contour_iou(q, gt_boxes, gt_valid, *, ffi: bool | None = None):
     return _callback_iou(q, gt_boxes, gt_valid)
 
 
-__all__ = ["available", "contour_iou", "largest_boxes", "library", "library_path",
-           "unavailable_reason"]
+__all__ = ["MapRangeError", "available", "contour_iou", "host_contour_iou", "host_largest_box",
+           "largest_boxes", "library", "library_path", "unavailable_reason"]

@@ -67,30 +67,64 @@ _CUBIC_A = -0.75
 _is_concrete = _checks.is_concrete
 
 
-def _check_maps(maps, name: str, unit_range: bool):
-    # A NumPy input is checked on the host and transferred once with device_put (jnp.asarray
-    # of a large host array costs several times a plain transfer).
-    host = isinstance(maps, np.ndarray) and maps.dtype != object
-    if not host:
-        maps = jnp.asarray(maps)
+def _check_map_shape(maps, name: str, unit_range: bool):
     if maps.ndim != 3:
         raise ValueError(f"{name} must have shape [B, H, W] (rank 3), got shape {maps.shape}")
     if min(maps.shape[1:]) < 1:
         raise ValueError(f"{name} must have H, W >= 1, got shape {maps.shape}")
     if unit_range and maps.shape[1] * maps.shape[2] >= 2**23:
         raise ValueError(f"{name} must have H * W < 2**23 pixels, got shape {maps.shape}")
+
+
+def _range_error(values, name: str) -> ValueError:
+    finite = values[np.isfinite(values)]
+    span = f"[{finite.min()}, {finite.max()}]" if finite.size else "(none finite)"
+    return ValueError(
+        f"{name} must lie in [0, 1] (use boxes.scoremaps / boxes.normalize), got finite "
+        f"values in {span}, NaN present: {bool(np.isnan(values).any())}")
+
+
+def _check_maps(maps, name: str, unit_range: bool):
+    # A NumPy input is checked on the host and transferred once with device_put (jnp.asarray
+    # of a large host array costs several times a plain transfer).
+    host = isinstance(maps, np.ndarray) and maps.dtype != object
+    if not host:
+        maps = jnp.asarray(maps)
+    _check_map_shape(maps, name, unit_range)
     if unit_range and (host or _is_concrete(maps)) and maps.size:
         values = maps if host else np.asarray(maps)
         # Two reductions, no temporaries; a NaN makes the minimum NaN and fails the test.
         if not (values.min() >= 0 and values.max() <= 1):
-            finite = values[np.isfinite(values)]
-            span = f"[{finite.min()}, {finite.max()}]" if finite.size else "(none finite)"
-            raise ValueError(
-                f"{name} must lie in [0, 1] (use boxes.scoremaps / boxes.normalize), got finite "
-                f"values in {span}, NaN present: {bool(np.isnan(values).any())}")
+            raise _range_error(values, name)
     if host:
         return jax.device_put(maps.astype(np.float32, copy=False))
     return maps.astype(jnp.float32)
+
+
+def _host_maps(maps, name: str, backend: str, *others):
+    """The maps as checked float32 NumPy ``[B, H, W]`` when the native kernel can take them
+    directly on the host (backend "native"; the maps and ``others`` concrete), else None.
+
+    Float32 maps are range-checked by the kernel itself while it quantises them (one pass);
+    other dtypes are checked here, before the cast, as :func:`_check_maps` does.
+    """
+    if backend != "native" or not all(_is_concrete(x) for x in (maps, *others)):
+        return None
+    if not (isinstance(maps, np.ndarray) and maps.dtype != object):
+        if not isinstance(maps, jax.Array):
+            return None
+        maps = np.asarray(maps)
+    _check_map_shape(maps, name, unit_range=True)
+    if maps.dtype != np.float32 and maps.size and not (maps.min() >= 0 and maps.max() <= 1):
+        raise _range_error(maps, name)
+    return np.ascontiguousarray(maps, np.float32)
+
+
+def _host_call(fn, maps, name, *args):
+    try:
+        return jnp.asarray(fn(maps, *args))
+    except _native.MapRangeError:
+        raise _range_error(maps, name) from None
 
 
 def _check_thresholds(thresholds) -> np.ndarray:
@@ -327,9 +361,17 @@ def largest_box(scoremaps, thresholds, backend: str = "auto"):
       int32 ``[B, T, 4]`` boxes ``(x0, y0, x1, y1)``; ``(0, 0, 0, 0)`` where the foreground
       ``q > int(t * max(q))`` is empty.
     """
+    return _largest_box_any(scoremaps, thresholds, resolve_backend(backend))
+
+
+def _largest_box_any(scoremaps, thresholds, backend: str):
+    host = _host_maps(scoremaps, "scoremaps", backend)
+    if host is not None:  # concrete maps: one kernel call does quantise, boxes and gather
+        table = level_table(thresholds)
+        return _host_call(_native.host_largest_box, host, "scoremaps", table)
     scoremaps = _check_maps(scoremaps, "scoremaps", unit_range=True)
     table = jnp.asarray(level_table(thresholds))
-    return _largest_box_fn(resolve_backend(backend))(scoremaps, table)
+    return _largest_box_fn(backend)(scoremaps, table)
 
 
 def _largest_box_fn(backend: str):
@@ -374,10 +416,18 @@ def max_contour_iou(scoremaps, thresholds, gt_boxes, gt_valid, multi_contour: bo
     Returns:
       float32 ``[B, T]``.
     """
+    backend = resolve_backend(backend)
+    host = _host_maps(scoremaps, "scoremaps", backend, gt_boxes, gt_valid)
+    if host is not None:  # concrete inputs: quantise, boxes and gather in one kernel call
+        gt_boxes, gt_valid = _check_gt(gt_boxes, gt_valid, host.shape[0])
+        if not multi_contour:
+            return _components.iou_with_gt(_largest_box_any(host, thresholds, backend),
+                                           gt_boxes, gt_valid)
+        return _host_call(_native.host_contour_iou, host, "scoremaps", level_table(thresholds),
+                          np.asarray(gt_boxes), np.asarray(gt_valid))
     scoremaps = _check_maps(scoremaps, "scoremaps", unit_range=True)
     gt_boxes, gt_valid = _check_gt(gt_boxes, gt_valid, scoremaps.shape[0])
     table = jnp.asarray(level_table(thresholds))
-    backend = resolve_backend(backend)
     if not multi_contour:
         return _components.iou_with_gt(_largest_box_fn(backend)(scoremaps, table), gt_boxes,
                                        gt_valid)
