@@ -61,14 +61,13 @@ constexpr int kAbiVersion = 3;
 constexpr int64_t kMaxSide = 32767;
 constexpr int64_t kMaxPixels = int64_t{1} << 26;
 
-// A component's state. The box is stored as (~x0, ~y0, x1, y1) in int16 (sides <= 32767), so
-// that growing it by a pixel (x, y) is one 4-lane max with (~x, ~y, x, y).
+// A component's state (16 bytes). The box is stored as (~x0, ~y0, x1, y1) in int16 (sides
+// <= 32767), so that growing it by a pixel (x, y) is one 4-lane max with (~x, ~y, x, y). The
+// value at which the current state was created ("born") is kept apart (Workspace::born).
 struct Attr {
   int16_t box[4];  // ~x_min, ~y_min, x_max, y_max
-  int32_t size;    // pixel count (union by size)
   int32_t first;   // first pixel in raster order (padded index: same order)
   int32_t aux;     // Mode::kArea: twice the outer-contour area; kHole: the smallest filled value
-  int32_t born;    // value at which the current state was created
 
   int32_t x0() const { return ~box[0]; }
   int32_t y0() const { return ~box[1]; }
@@ -169,6 +168,7 @@ struct Workspace {
   std::vector<int32_t> label;     // the slot each processed pixel joined
   std::vector<int32_t> par;       // [H W] union-find parent of each slot (component)
   std::vector<Attr> attr;         // [H W] attributes of each root slot
+  std::vector<int32_t> born;      // [H W] value at which each root slot's state began
   std::vector<uint64_t> order;    // [H W] pixels by descending value, each p << 32 | y << 16 | x
   std::vector<int32_t> fifo;      // hole filling: the propagation queue
   LevelTable<AreaCell> area_tab;
@@ -187,6 +187,7 @@ struct Workspace {
     label.assign(padded, 0);
     par.resize(n);
     attr.resize(n);
+    born.resize(n);
     order.resize(n);
   }
 
@@ -564,123 +565,180 @@ inline bool GrownBox(const Attr& a, uint32_t code, int16_t grown[4]) {
 #endif
 }
 
-// The union-find pass over ws.lane (value 0: not processed). kEight: 8- (else 4-) connectivity.
-// Components are numbered (slots) as they appear; each processed pixel keeps the slot it joined
-// (ws.label), and the slots form the union-find forest. A root's attributes hold its current
-// state and `born`, the value at which that state began (states that differ only in what the
-// mode ignores are one state), so emit(lo, hi, attr) receives every state for the levels
-// [lo, hi] it holds for: when it changes, or merges, and at the end.
+// Per 8-bit neighbour mask: the offset of the first group's representative, the group count
+// and the contour-area gain (see NeighbourTable), in one 8-byte entry (one load base).
+struct MaskInfo {
+  int32_t off;
+  uint16_t groups;
+  uint16_t ds2;
+};
+
+// What the union-find pass works on (pointers into the workspace).
+struct PassState {
+  const uint64_t* order;
+  const uint8_t* nbmask;
+  const uint8_t* fill;
+  int32_t* label;
+  int32_t* par;
+  Attr* attr;
+  int32_t* born;
+  int32_t slots;
+};
+
+// Records leave the hot loop through an out-of-line call (rare: a state ends at most once per
+// component and level on smooth maps), so the loop keeps its values in registers.
+template <class Emit>
+[[gnu::noinline]] void EmitRecord(Emit& emit, int32_t lo, int32_t hi, const Attr& a) {
+  emit(lo, hi, a);
+}
+
+// A pixel with no processed neighbour (a new component) or with two or more neighbour groups
+// (a merge), out of line.
+template <bool kEight, Mode kMode, class Emit>
+[[gnu::noinline]] void SlowPixel(PassState& st, const NeighbourTable& table, const int32_t* off8,
+                                 uint64_t entry, int32_t val, Emit& emit) {
+  constexpr bool kArea = kMode == Mode::kArea, kHole = kMode == Mode::kHole;
+  const uint32_t code = static_cast<uint32_t>(entry);
+  const int32_t x = static_cast<int32_t>(code & 0xFFFFu);
+  const int32_t y = static_cast<int32_t>(code >> 16);
+  const int32_t p = static_cast<int32_t>(entry >> 32);
+  const uint32_t mask = st.nbmask[p];
+  const int groups = table.count[mask];
+  const int32_t aux = kArea ? table.ds2[mask] : kHole ? st.fill[p] : 0;  // the pixel's own
+  int32_t* par = st.par;
+  Attr* attr = st.attr;
+  int32_t* born = st.born;
+  if (groups == 0) {
+    const int32_t slot = st.slots++;
+    par[slot] = slot;
+    Attr& a = attr[slot];
+    a.SetPixel(x, y);
+    a.first = p;
+    a.aux = aux;
+    born[slot] = val;
+    st.label[p] = slot;
+    return;
+  }
+  int32_t roots[4];
+  int nroots = 0;
+  for (int j = 0; j < groups; ++j) {
+    const int32_t r = Find(par, st.label[p + off8[table.rep[mask][j]]]);
+    bool dup = false;
+    for (int k = 0; k < nroots; ++k) dup |= roots[k] == r;
+    if (!dup) roots[nroots++] = r;
+  }
+  Attr merged;
+  merged.SetPixel(x, y);
+  merged.first = p;
+  merged.aux = aux;
+  int32_t merged_born = val;
+  // The merged component lives on in the oldest slot (often the largest component; which slot
+  // it is does not change any record).
+  int32_t keep = roots[0];
+  for (int j = 0; j < nroots; ++j) {
+    const Attr& a = attr[roots[j]];
+    merged.first = std::min(merged.first, a.first);
+    BoxUnion(merged.box, a.box);
+    merged.aux = kHole ? std::min(merged.aux, a.aux) : merged.aux + a.aux;
+    keep = std::min(keep, roots[j]);
+  }
+  // A part whose state the merged component keeps continues it; the others end.
+  int cont = -1;
+  for (int j = 0; j < nroots && cont < 0; ++j) {
+    if (SameState<kMode>(attr[roots[j]], merged)) cont = j;
+  }
+  for (int j = 0; j < nroots; ++j) {
+    const int32_t r = roots[j];
+    if (j != cont && val < born[r]) emit(val, born[r] - 1, attr[r]);
+  }
+  if (cont >= 0) merged_born = born[roots[cont]];
+  attr[keep] = merged;
+  born[keep] = merged_born;
+  for (int j = 0; j < nroots; ++j) par[roots[j]] = keep;
+  st.label[p] = keep;
+}
+
+// The union-find pass over ws.values (value 0: not processed). kEight: 8- (else 4-)
+// connectivity. Components are numbered (slots) as they appear; each processed pixel keeps the
+// slot it joined (ws.label), and the slots form the union-find forest. A root's attributes hold
+// its current state and `born`, the value at which that state began (states that differ only in
+// what the mode ignores are one state), so emit(lo, hi, attr) receives every state for the
+// levels [lo, hi] it holds for: when it changes, or merges, and at the end.
+//
+// The common pixel (on smooth maps almost all) has one group of processed neighbours: it joins
+// that component. It runs in a tight loop; the others go to SlowPixel.
 template <bool kEight, Mode kMode, class Emit>
 void ComponentPass(Workspace& ws, Emit&& emit) {
   constexpr bool kArea = kMode == Mode::kArea, kHole = kMode == Mode::kHole;
   NeighbourMasks(ws);
   int64_t begin[kLevels];
   SortPixels(ws, begin);
-  const uint8_t* fill = ws.fill.data();
-  const uint8_t* nbmask = ws.nbmask.data();
-  int32_t* label = ws.label.data();
-  int32_t* par = ws.par.data();
-  Attr* attr = ws.attr.data();
-  int32_t slots = 0;
+  PassState st{ws.order.data(), ws.nbmask.data(), ws.fill.data(), ws.label.data(),
+               ws.par.data(), ws.attr.data(), ws.born.data(), 0};
   const int32_t w32 = static_cast<int32_t>(ws.wp);
   // Neighbour order NW, N, NE, W, E, SW, S, SE.
   const int32_t off8[8] = {-w32 - 1, -w32, -w32 + 1, -1, 1, w32 - 1, w32, w32 + 1};
   const NeighbourTable& table = kEight ? kNeighbours8 : kNeighbours4;
-  // Per mask: the offset of the first group's representative (the one-group fast path).
-  int32_t first_off[256];
-  for (int m = 0; m < 256; ++m) first_off[m] = table.count[m] ? off8[table.rep[m][0]] : 0;
-  const uint64_t* order = ws.order.data();
+  MaskInfo info[256];
+  for (int m = 0; m < 256; ++m) {
+    info[m] = MaskInfo{table.count[m] ? off8[table.rep[m][0]] : 0, table.count[m],
+                       table.ds2[m]};
+  }
+  const uint8_t* const nbmask = st.nbmask;
+  const uint8_t* const fill = st.fill;
+  // Unsigned 32-bit indices: zero-extension is free on x86-64, and p + off (off < 0) wraps to
+  // the right index.
+  uint32_t* const label = reinterpret_cast<uint32_t*>(st.label);
+  uint32_t* const par = reinterpret_cast<uint32_t*>(st.par);
+  Attr* const attr = st.attr;
+  int32_t* const born = st.born;
   for (int32_t val = kLevels - 1; val >= 1; --val) {
-    for (int64_t i = begin[val], end = begin[val - 1]; i < end; ++i) {
-      const uint64_t entry = order[i];
-      const uint32_t code = static_cast<uint32_t>(entry);
-      const int32_t x = static_cast<int32_t>(code & 0xFFFFu);
-      const int32_t y = static_cast<int32_t>(code >> 16);
-      const int32_t p = static_cast<int32_t>(entry >> 32);
-      const uint32_t mask = nbmask[p];
-      const int groups = table.count[mask];
-      const int32_t aux = kArea ? table.ds2[mask] : kHole ? fill[p] : 0;  // the pixel's own
-      if (groups == 1) {
-        const int32_t nb = p + first_off[mask];
-        const int32_t r = Find(par, label[nb]);
-        label[nb] = r;
-        label[p] = r;
-        Attr& a = attr[r];
-        a.size += 1;
-        if (kArea) {
-          // The area grows with every pixel: every pixel changes the state.
-          if (val < a.born) emit(val, a.born - 1, a);  // the state ends here
-          int16_t grown[4];
-          GrownBox(a, code, grown);
-          std::memcpy(a.box, grown, sizeof(grown));
-          a.born = val;
-          a.first = std::min(a.first, p);
-          a.aux += aux;
-          continue;
+    const uint64_t* const stop = st.order + begin[val - 1];
+    for (const uint64_t* it = st.order + begin[val]; it != stop; ++it) {
+      const uint64_t entry = *it;
+      const uint32_t p = static_cast<uint32_t>(entry >> 32);
+      const MaskInfo mi = info[nbmask[p]];
+      if (__builtin_expect(mi.groups != 1, 0)) {
+        SlowPixel<kEight, kMode>(st, table, off8, entry, val, emit);
+        continue;
+      }
+      const uint32_t nb = p + static_cast<uint32_t>(mi.off);
+      uint32_t r = par[par[label[nb]]];
+      if (__builtin_expect(par[r] != r, 0)) r = static_cast<uint32_t>(Find(st.par, r));
+      label[nb] = r;
+      label[p] = r;
+      Attr& a = attr[r];
+      if (kArea) {
+        // The area grows with every pixel: every pixel changes the state.
+        if (val < born[r]) {
+          EmitRecord(emit, val, born[r] - 1, a);  // the state ends here
+          born[r] = val;
         }
         int16_t grown[4];
-        bool change = GrownBox(a, code, grown);
-        if (kHole) change |= aux < a.aux;
-        if (change) {
-          if (val < a.born) emit(val, a.born - 1, a);  // the state ends here
-          std::memcpy(a.box, grown, sizeof(grown));
-          a.born = val;
-          if (kHole) a.aux = std::min(a.aux, aux);
-        }
+        GrownBox(a, static_cast<uint32_t>(entry), grown);
+        std::memcpy(a.box, grown, sizeof(grown));
+        a.first = std::min(a.first, static_cast<int32_t>(p));
+        a.aux += mi.ds2;
         continue;
       }
-      if (groups == 0) {
-        par[slots] = slots;
-        Attr& a = attr[slots];
-        a.SetPixel(x, y);
-        a.size = 1;
-        a.first = p;
-        a.aux = aux;
-        a.born = val;
-        label[p] = slots++;
-        continue;
+      int16_t grown[4];
+      bool change = GrownBox(a, static_cast<uint32_t>(entry), grown);
+      int32_t aux = 0;
+      if (kHole) {
+        aux = fill[p];
+        change |= aux < a.aux;
       }
-      int32_t roots[4];
-      int nroots = 0;
-      for (int j = 0; j < groups; ++j) {
-        const int32_t r = Find(par, label[p + off8[table.rep[mask][j]]]);
-        bool dup = false;
-        for (int k = 0; k < nroots; ++k) dup |= roots[k] == r;
-        if (!dup) roots[nroots++] = r;
+      if (change) {
+        if (val < born[r]) EmitRecord(emit, val, born[r] - 1, a);  // the state ends here
+        std::memcpy(a.box, grown, sizeof(grown));
+        born[r] = val;
+        if (kHole) a.aux = std::min(a.aux, aux);
       }
-      Attr merged;
-      merged.SetPixel(x, y);
-      merged.size = 1;
-      merged.first = p;
-      merged.aux = aux;
-      merged.born = val;
-      int32_t keep = roots[0];
-      for (int j = 0; j < nroots; ++j) {
-        const Attr& a = attr[roots[j]];
-        merged.size += a.size;
-        merged.first = std::min(merged.first, a.first);
-        BoxUnion(merged.box, a.box);
-        merged.aux = kHole ? std::min(merged.aux, a.aux) : merged.aux + a.aux;
-        if (a.size > attr[keep].size) keep = roots[j];
-      }
-      // A part whose state the merged component keeps continues it; the others end.
-      int cont = -1;
-      for (int j = 0; j < nroots && cont < 0; ++j) {
-        if (SameState<kMode>(attr[roots[j]], merged)) cont = j;
-      }
-      for (int j = 0; j < nroots; ++j) {
-        const Attr& a = attr[roots[j]];
-        if (j != cont && val < a.born) emit(val, a.born - 1, a);
-      }
-      if (cont >= 0) merged.born = attr[roots[cont]].born;
-      attr[keep] = merged;
-      for (int j = 0; j < nroots; ++j) par[roots[j]] = keep;
-      label[p] = keep;
     }
   }
   // Every remaining root's state holds for levels [0, born - 1] (born >= 1).
-  for (int32_t s = 0; s < slots; ++s) {
-    if (par[s] == s) emit(0, attr[s].born - 1, attr[s]);
+  for (int32_t s = 0; s < st.slots; ++s) {
+    if (par[s] == static_cast<uint32_t>(s)) emit(0, born[s] - 1, attr[s]);
   }
 }
 

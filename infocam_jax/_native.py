@@ -60,6 +60,8 @@ def _bind(lib):
     lib.infocam_largest_boxes.restype = ctypes.c_int
     lib.infocam_contour_iou.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, ptr, ctypes.c_int]
     lib.infocam_contour_iou.restype = ctypes.c_int
+    if not hasattr(lib, "infocam_largest_boxes_f32"):  # ABI < 3 (tools/native_diff_fuzz.py)
+        return
     lib.infocam_largest_boxes_f32.argtypes = [ptr, i64, i64, i64, ptr, i64, ptr, ctypes.c_int]
     lib.infocam_largest_boxes_f32.restype = ctypes.c_int
     lib.infocam_contour_iou_f32.argtypes = [ptr, ptr, i64, ptr, ptr, i64, i64, i64, i64, ptr,

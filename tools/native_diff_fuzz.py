@@ -11,6 +11,10 @@ the previous version:
       /tmp/old.cc -o /tmp/libold.so
   PYTHONPATH=. python tools/native_diff_fuzz.py /tmp/libold.so infocam_jax/_boxes_native*.so --rounds 200
 
+When NEW has the float32 entry points (ABI >= 3), they are checked as well: on float maps near
+the quantisation edges, against OLD's per-level outputs on NumPy's quantisation gathered at a
+random level table, and a NaN / out-of-range value must be reported (-3).
+
 Prints one line per kind and "FUZZ PASSED" when every output matched.
 """
 from __future__ import annotations
@@ -80,6 +84,39 @@ def _run(lib, q, gt, valid, threads):
     return boxes, iou
 
 
+def _check_f32(old, new, rng, q, gt, valid, threads, ref):
+    """The float32 entry points of ``new`` (quantised in the kernel, gathered at a random level
+    table) against ``old``'s per-level outputs ``ref`` on NumPy's quantisation of the same maps."""
+    n, h, w = q.shape
+    # Float maps whose float32 quantisation is q: q/255 nudged up, and the exact ends 0 and 1.
+    s = ((q.astype(np.float32) + rng.choice([0.0, 0.25, 0.5, 0.999], q.shape).astype(np.float32))
+         / np.float32(255)).astype(np.float32)
+    s = np.clip(s, np.float32(0), np.float32(1))
+    qs = (s * np.float32(255)).astype(np.uint8)             # the protocol's quantisation
+    ref = _run(old, qs, gt, valid, threads) if not np.array_equal(qs, q) else ref
+    t = np.sort(rng.random(int(rng.integers(1, 40))))
+    table = np.floor(t[:, None] * np.arange(256.0)[None, :]).astype(np.int32)
+    top = qs.reshape(n, -1).max(1)
+    levels = table[:, top].T                                  # [n, T]
+    boxes = np.empty((n, len(t), 4), np.int32)
+    iou = np.empty((n, len(t)), np.float32)
+    p = _native._ptr  # noqa: SLF001
+    assert new.infocam_largest_boxes_f32(p(s), n, h, w, p(table), len(t), p(boxes), threads) == 0
+    assert new.infocam_contour_iou_f32(p(s), p(table), len(t), p(gt), p(valid), n, h, w,
+                                       gt.shape[1], p(iou), threads) == 0
+    want_boxes = np.take_along_axis(ref[0], levels[..., None], axis=1)
+    want_iou = np.take_along_axis(ref[1], levels, axis=1)
+    if not (np.array_equal(boxes, want_boxes)
+            and np.array_equal(iou.view(np.uint32), want_iou.view(np.uint32))):
+        np.save("/tmp/fuzz_failure.npy", s)
+        raise SystemExit(f"float32 entry points differ on maps {s.shape} "
+                         "(saved to /tmp/fuzz_failure.npy)")
+    bad = s.copy()
+    bad.flat[int(rng.integers(0, bad.size))] = rng.choice([np.nan, -1e-7, 1.0000001, np.inf])
+    assert new.infocam_largest_boxes_f32(p(bad), n, h, w, p(table), len(t), p(boxes),
+                                         threads) == -3, "out-of-range map not reported"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("old")
@@ -88,6 +125,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     old, new = _load(args.old), _load(args.new)
+    f32 = hasattr(new, "infocam_largest_boxes_f32")  # ABI >= 3: also the float32 entry points
     rng = np.random.default_rng(args.seed)
     for kind in ("smooth", "noisy", "edges", "checker"):
         maps = 0
@@ -100,6 +138,8 @@ def main():
             gt, valid = _gt(rng, n, h, w)
             a = _run(old, q, gt, valid, int(rng.integers(1, 4)))
             b = _run(new, q, gt, valid, int(rng.integers(0, 4)))
+            if f32:
+                _check_f32(old, new, rng, q, gt, valid, int(rng.integers(0, 4)), a)
             for x, y, what in zip(a, b, ("largest boxes", "contour IoU")):
                 if not np.array_equal(x.view(np.uint32), y.view(np.uint32)):
                     i = int(np.argwhere((x != y).reshape(n, -1).any(1))[0, 0])
