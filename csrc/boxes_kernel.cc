@@ -320,45 +320,53 @@ void FillHoles(Workspace& ws) {
   for (int64_t y = h; y >= 1; --y) {
     SweepRow<false>(qp + y * wp + 1, g + (y + 1) * wp + 1, g + y * wp + 1, w);
   }
-  // A second pair of sweeps (vectorised, cheap) settles most of what the FIFO would otherwise
-  // propagate pixel by pixel on noisy maps (a third pair no longer pays).
-  for (int64_t y = 1; y <= h; ++y) {
-    SweepRow<true, true>(qp + y * wp + 1, g + (y - 1) * wp + 1, g + y * wp + 1, w);
-  }
-  for (int64_t y = h; y >= 1; --y) {
-    SweepRow<false>(qp + y * wp + 1, g + (y + 1) * wp + 1, g + y * wp + 1, w);
-  }
-  // After the sweeps the only unsettled pairs are (p, its S or E neighbour q) with
-  // g(q) > max(q(q), g(p)): those p seed the FIFO.
+  // After a forward and a backward sweep the only unsettled pairs are (p, its S or E
+  // neighbour q) with g(q) > max(q(q), g(p)): those p seed the FIFO. Returns their count.
   std::vector<int32_t>& fifo = ws.fifo;
   if (fifo.size() < static_cast<size_t>(h * w + 8)) fifo.resize(static_cast<size_t>(h * w + 8));
-  size_t tail = 0;
-  for (int64_t y = 1; y <= h; ++y) {
-    int64_t x = 1;
-    const int64_t row = y * wp;
+  auto seeds = [&]() {
+    size_t tail = 0;
+    for (int64_t y = 1; y <= h; ++y) {
+      int64_t x = 1;
+      const int64_t row = y * wp;
 #if INFOCAM_SIMD
-    for (; x + 15 <= w; x += 16) {
-      const int64_t p = row + x;
-      auto load = [](const uint8_t* ptr) {
-        return _mm_loadu_si128(reinterpret_cast<const __m128i*>(ptr));
-      };
-      const __m128i gp = load(g + p), gs = load(g + p + wp), ge = load(g + p + 1);
-      // a > b and a > c  <=>  min(a -sat b, a -sat c) != 0
-      const __m128i south = _mm_min_epu8(_mm_subs_epu8(gs, gp), _mm_subs_epu8(gs, load(qp + p + wp)));
-      const __m128i east = _mm_min_epu8(_mm_subs_epu8(ge, gp), _mm_subs_epu8(ge, load(qp + p + 1)));
-      const __m128i zero = _mm_cmpeq_epi8(_mm_max_epu8(south, east), _mm_setzero_si128());
-      for (uint32_t bits = ~static_cast<uint32_t>(_mm_movemask_epi8(zero)) & 0xFFFFu; bits;
-           bits &= bits - 1) {
-        fifo[tail++] = static_cast<int32_t>(p + __builtin_ctz(bits));
+      for (; x + 15 <= w; x += 16) {
+        const int64_t p = row + x;
+        auto load = [](const uint8_t* ptr) {
+          return _mm_loadu_si128(reinterpret_cast<const __m128i*>(ptr));
+        };
+        const __m128i gp = load(g + p), gs = load(g + p + wp), ge = load(g + p + 1);
+        // a > b and a > c  <=>  min(a -sat b, a -sat c) != 0
+        const __m128i south = _mm_min_epu8(_mm_subs_epu8(gs, gp), _mm_subs_epu8(gs, load(qp + p + wp)));
+        const __m128i east = _mm_min_epu8(_mm_subs_epu8(ge, gp), _mm_subs_epu8(ge, load(qp + p + 1)));
+        const __m128i zero = _mm_cmpeq_epi8(_mm_max_epu8(south, east), _mm_setzero_si128());
+        for (uint32_t bits = ~static_cast<uint32_t>(_mm_movemask_epi8(zero)) & 0xFFFFu; bits;
+             bits &= bits - 1) {
+          fifo[tail++] = static_cast<int32_t>(p + __builtin_ctz(bits));
+        }
+      }
+#endif
+      for (; x <= w; ++x) {
+        const int64_t p = row + x;
+        const uint8_t run = g[p], south = g[p + wp], east = g[p + 1];
+        fifo[tail] = static_cast<int32_t>(p);
+        tail += ((south > run) & (south > qp[p + wp])) | ((east > run) & (east > qp[p + 1]));
       }
     }
-#endif
-    for (; x <= w; ++x) {
-      const int64_t p = row + x;
-      const uint8_t run = g[p], south = g[p + wp], east = g[p + 1];
-      fifo[tail] = static_cast<int32_t>(p);
-      tail += ((south > run) & (south > qp[p + wp])) | ((east > run) & (east > qp[p + 1]));
+    return tail;
+  };
+  size_t tail = seeds();
+  // Many seeds (noisy maps): a second pair of sweeps (vectorised, cheap) settles most of what
+  // the FIFO would otherwise propagate pixel by pixel (a third pair no longer pays). Few seeds
+  // (smooth maps): the FIFO is cheaper. Either way the result is the same reconstruction.
+  if (tail > static_cast<size_t>(h * w / 64)) {
+    for (int64_t y = 1; y <= h; ++y) {
+      SweepRow<true, true>(qp + y * wp + 1, g + (y - 1) * wp + 1, g + y * wp + 1, w);
     }
+    for (int64_t y = h; y >= 1; --y) {
+      SweepRow<false>(qp + y * wp + 1, g + (y + 1) * wp + 1, g + y * wp + 1, w);
+    }
+    tail = seeds();
   }
   const int32_t offs[4] = {static_cast<int32_t>(-wp), -1, 1, static_cast<int32_t>(wp)};
   for (size_t head = 0; head < tail; ++head) {
