@@ -20,7 +20,14 @@ Calls (``q`` uint8 ``[..., H, W]``, the quantised maps; every leading axis is ba
 * :func:`contour_iou`: float32 ``[..., 256]``, for each level the best IoU with the valid GT
   boxes over every outer and hole contour box; an empty level scores the box ``(0, 0, 0, 0)``.
 
-On the CPU platform they are ``jax.ffi.ffi_call`` s (jit, vmap via ``broadcast_all``, pmap),
+Host calls (NumPy in, NumPy out; ``maps`` float32 ``[B, H, W]`` in [0, 1], quantised and
+range-checked inside the kernel, ``table`` the int32 ``[T, 256]`` ``boxes.level_table``):
+
+* :func:`host_largest_box`: int32 ``[B, T, 4]``; :func:`host_contour_iou`: float32 ``[B, T]``,
+  the per-level results gathered at ``table[:, max q]``. A value outside [0, 1] or NaN raises
+  :class:`MapRangeError`. :mod:`infocam_jax.boxes` uses them for concrete inputs.
+
+On the CPU platform the uint8 calls are ``jax.ffi.ffi_call`` s (jit, vmap via ``broadcast_all``, pmap),
 each spreading its batch over this process's CPUs divided by the number of local CPU devices;
 elsewhere a ``jax.pure_callback`` runs the same kernel on the host (on every CPU).
 """

@@ -31,6 +31,8 @@ results (``backend=``, resolved by :func:`resolve_backend`):
 * ``"native"``: a compiled C++ kernel (``csrc/boxes_kernel.cc``, :mod:`infocam_jax._native`)
   called through the XLA FFI on the CPU platform (jit, vmap and pmap work), parallel over the
   batch on all cores; on other platforms the same kernel runs on the host through a callback.
+  Concrete inputs (NumPy, or JAX arrays outside ``jit``) skip XLA: one host call quantises and
+  range-checks the float32 maps in the kernel and gathers the thresholds' levels.
 * ``"xla"``: the pure-JAX pass (:mod:`infocam_jax._components`), the portable reference.
 * ``"auto"`` (default): ``"native"`` when JAX's default backend is the CPU and the kernel
   loaded, else ``"xla"``. On GPU/TPU it is ``"xla"``: the host round trip (device -> host copy

@@ -1,5 +1,6 @@
 """The compiled box kernel (backend="native"): hostile maps against OpenCV and the pure-JAX pass,
-jit / vmap / pmap, the host-callback path, and the fallback when the library is missing.
+jit / vmap / pmap, the host-callback path, the eager host path (float32 maps quantised and
+range-checked in the kernel), and the fallback when the library is missing.
 
 The main random and hand-made suites run on both backends in test_boxes.py.
 """
@@ -251,3 +252,55 @@ def test_thread_setting(monkeypatch, small_batch):
         _native._threads()
     monkeypatch.delenv("INFOCAM_NATIVE_THREADS")
     assert _native._threads() >= 1
+
+
+# --------------------------------------------------------------------------------------------
+# The host path (concrete inputs: quantised, range-checked and gathered inside the kernel)
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(1, 1), (3, 40), (12, 13)])
+def test_host_path_equals_jit_path(shape):
+    # Eager calls on concrete maps take the float32 host entry points; under jit the maps are
+    # traced and go through XLA's quantisation and the uint8 FFI call. Both must agree exactly,
+    # also on values at the quantisation edges (k / 255 in float32, 1 - ulp, denormals).
+    maps = _hostile_maps(*shape, seed=3)
+    rng = np.random.default_rng(3)
+    edges = (np.arange(256, dtype=np.float32) / np.float32(255))
+    maps[-1] = rng.choice(np.concatenate([edges, np.nextafter(edges, np.float32(0))]), shape)
+    gt, valid = _gt(len(maps), *shape)
+    eager = boxes.largest_box(maps, THRESHOLDS, backend="native")
+    jitted = jax.jit(lambda s: boxes.largest_box(s, THRESHOLDS, backend="native"))(maps)
+    assert isinstance(eager, jax.Array) and eager.dtype == jitted.dtype
+    np.testing.assert_array_equal(np.asarray(eager), np.asarray(jitted))
+    np.testing.assert_array_equal(np.asarray(eager),
+                                  np.asarray(boxes.largest_box(maps, THRESHOLDS, backend="xla")))
+    for multi in (False, True):
+        eager = boxes.max_contour_iou(maps, THRESHOLDS, gt, valid, multi, backend="native")
+        jitted = jax.jit(lambda s, m=multi: boxes.max_contour_iou(s, THRESHOLDS, gt, valid, m,
+                                                                  backend="native"))(maps)
+        np.testing.assert_array_equal(np.asarray(eager).view(np.uint32),
+                                      np.asarray(jitted).view(np.uint32))
+    # A JAX array outside jit takes the host path too, with the same result.
+    np.testing.assert_array_equal(
+        np.asarray(boxes.largest_box(jax.numpy.asarray(maps), THRESHOLDS, backend="native")),
+        np.asarray(boxes.largest_box(maps, THRESHOLDS, backend="native")))
+
+
+@pytest.mark.parametrize("bad", [np.nan, -1e-7, 1.0000001, np.inf, -np.inf])
+def test_host_path_range_check(bad):
+    maps = np.full((3, 5, 37), 0.5, np.float32)    # 37 columns: SIMD blocks and a scalar tail
+    gt, valid = _gt(3, 5, 37)
+    table = boxes.level_table(THRESHOLDS)
+    for x in (0, 20, 36):                          # in a SIMD block and in the tail
+        broken = maps.copy()
+        broken[1, 4, x] = bad
+        with pytest.raises(_native.MapRangeError):
+            _native.host_largest_box(broken, table)
+        with pytest.raises(_native.MapRangeError):
+            _native.host_contour_iou(broken, table, gt, valid)
+        with pytest.raises(ValueError, match=r"scoremaps must lie in \[0, 1\]"):
+            boxes.largest_box(broken, THRESHOLDS, backend="native")
+        with pytest.raises(ValueError, match=r"scoremaps must lie in \[0, 1\]"):
+            boxes.max_contour_iou(broken, THRESHOLDS, gt, valid, True, backend="native")
+    # float64 maps are checked before the float32 cast (1 + 1e-12 rounds to 1.0 in float32).
+    with pytest.raises(ValueError, match=r"scoremaps must lie in \[0, 1\]"):
+        boxes.largest_box(np.full((1, 2, 2), 1 + 1e-12), THRESHOLDS, backend="native")
