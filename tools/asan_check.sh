@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the native box kernel under AddressSanitizer (+ UndefinedBehaviorSanitizer) on hostile
 # maps: 1x1, 1xN, Nx1, checkerboards (1- and 2-pixel), constant, noise, quantisation edges,
-# 1024x1024, through the plain C entry points and through XLA's FFI (jit + vmap).
+# 1024x1024, through the plain C entry points (uint8 and float32) and through XLA's FFI
+# (jit + vmap).
 #
 #   tools/asan_check.sh [python]      # default: python3; prints "ASAN CHECK PASSED" on success
 #
@@ -51,6 +52,21 @@ for h, w in shapes:
     b = _native._host_iou(lib, q, gt, valid)
     assert np.array_equal(np.asarray(_native.largest_boxes(q, ffi=True)), a)
     assert np.array_equal(np.asarray(_native.contour_iou(q, gt, valid, ffi=True)), b)
+    # The float32 host entry points (quantised in the kernel, gathered at a level table).
+    f = (q.astype(np.float32) / np.float32(255)).astype(np.float32)
+    qs = (f * np.float32(255)).astype(np.uint8)
+    table = boxes.level_table(np.linspace(0, 1, 11))
+    levels = table[:, qs.reshape(len(qs), -1).max(1)].T
+    assert np.array_equal(_native.host_largest_box(f, table),
+                          np.take_along_axis(_native._host_largest(lib, qs), levels[..., None], 1))
+    assert np.array_equal(_native.host_contour_iou(f, table, gt, valid),
+                          np.take_along_axis(_native._host_iou(lib, qs, gt, valid), levels, 1))
+    f[-1].flat[-1] = np.nan
+    try:
+        _native.host_largest_box(f, table)
+        raise AssertionError("a NaN map was not reported")
+    except _native.MapRangeError:
+        pass
     print(f"{h}x{w}: ok", flush=True)
 # jit + vmap through the public API (broadcast_all adds a leading batch axis).
 maps = rng.random((2, 3, 17, 23)).astype(np.float32)
