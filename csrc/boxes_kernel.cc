@@ -603,9 +603,9 @@ template <class Emit>
 }
 
 // A pixel with no processed neighbour (a new component) or with two or more neighbour groups
-// (a merge), out of line.
+// (a merge).
 template <bool kEight, Mode kMode, class Emit>
-[[gnu::noinline]] void SlowPixel(PassState& st, const NeighbourTable& table, const int32_t* off8,
+[[gnu::always_inline]] inline void SlowPixel(PassState& st, const NeighbourTable& table, const int32_t* off8,
                                  uint64_t entry, int32_t val, Emit& emit) {
   constexpr bool kArea = kMode == Mode::kArea, kHole = kMode == Mode::kHole;
   const uint32_t code = static_cast<uint32_t>(entry);
@@ -668,6 +668,15 @@ template <bool kEight, Mode kMode, class Emit>
   st.label[p] = keep;
 }
 
+// The same out of line: the largest-box pass (smooth maps: few such pixels) keeps its hot loop
+// small this way; the IoU passes (many such pixels on noisy maps) inline it.
+template <bool kEight, Mode kMode, class Emit>
+[[gnu::noinline]] void SlowPixelOutOfLine(PassState& st, const NeighbourTable& table,
+                                          const int32_t* off8, uint64_t entry, int32_t val,
+                                          Emit& emit) {
+  SlowPixel<kEight, kMode>(st, table, off8, entry, val, emit);
+}
+
 // The union-find pass over ws.values (value 0: not processed). kEight: 8- (else 4-)
 // connectivity. Components are numbered (slots) as they appear; each processed pixel keeps the
 // slot it joined (ws.label), and the slots form the union-find forest. A root's attributes hold
@@ -709,7 +718,11 @@ void ComponentPass(Workspace& ws, Emit&& emit) {
       const uint32_t p = static_cast<uint32_t>(entry >> 32);
       const MaskInfo mi = info[nbmask[p]];
       if (__builtin_expect(mi.groups != 1, 0)) {
-        SlowPixel<kEight, kMode>(st, table, off8, entry, val, emit);
+        if (kArea) {
+          SlowPixelOutOfLine<kEight, kMode>(st, table, off8, entry, val, emit);
+        } else {
+          SlowPixel<kEight, kMode>(st, table, off8, entry, val, emit);
+        }
         continue;
       }
       const uint32_t nb = p + static_cast<uint32_t>(mi.off);
