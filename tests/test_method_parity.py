@@ -136,24 +136,26 @@ def test_layout_bad_options():
 
 
 def test_head_keys_ignored_without_include_head():
-    """A reference ACoL state dict without include_head: the trunk is imported, the
-    classifier_A / classifier_B keys are ignored and our ACoL head keeps its values."""
+    """A reference VGG-SPG state dict without include_head: the trunk is imported (conv5 from
+    SPG_A_2), the SPG_A_3 / SPG_A_4 / SPG_B / SPG_C keys are ignored and our new layers keep
+    their values."""
     path = os.path.join(FIXTURE_DIR, "method_parity.npz")
-    meta = parity.case_meta(_fixture(path), "vgg16_gap-acol")
+    meta = parity.case_meta(_fixture(path), "vgg16_gap-spg")
     state = parity.synthetic_state_dict(meta["state"], meta["salt"])
-    assert any(k.startswith("classifier_A.") for k in state)
-    model = models.create("vgg16_gap", meta["num_classes"], method="acol",
+    assert any(k.startswith("SPG_C.") for k in state)
+    model = models.create("vgg16_gap", meta["num_classes"], method="spg",
                           large_feature_map=True)
     abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     template = jax.tree_util.tree_map(lambda a: np.full(a.shape, 7.0, np.float32), abstract)
-    out = convert.convert_state_dict("vgg16", state, template, method="acol",
+    out = convert.convert_state_dict("vgg16", state, template, method="spg",
                                      large_feature_map=True)
     np.testing.assert_array_equal(out["params"]["conv5_3"]["kernel"],
-                                  state["features.28.weight"].transpose(2, 3, 1, 0))
-    assert np.all(out["params"]["acol"]["a_head"]["kernel"] == 7.0)
-    del state["features.28.bias"]
-    with pytest.raises(ValueError, match=r"missing keys \['features.28.bias'\]"):
-        convert.convert_state_dict("vgg16", state, template, method="acol",
+                                  state["SPG_A_2.4.weight"].transpose(2, 3, 1, 0))
+    assert np.all(out["params"]["spg"]["a4"]["kernel"] == 7.0)
+    assert np.all(out["params"]["spg_a3_1"]["kernel"] == 7.0)
+    del state["SPG_A_2.4.bias"]
+    with pytest.raises(ValueError, match=r"missing keys \['SPG_A_2.4.bias'\]"):
+        convert.convert_state_dict("vgg16", state, template, method="spg",
                                    large_feature_map=True)
 
 

@@ -87,7 +87,8 @@ def build(meta: Mapping[str, Any]):
     """Our model of a case and its variables converted from the synthetic reference weights.
 
     Returns:
-      (model, variables) with every leaf of ``variables`` written by the conversion.
+      (model, variables) with every leaf of ``variables`` written by the conversion (as jax
+      arrays).
 
     Raises:
       ValueError: the conversion left a leaf of ours without a state-dict key (or the state
@@ -115,7 +116,7 @@ def build(meta: Mapping[str, Any]):
     unwritten = sorted("/".join(k) for k in leaves - written)
     if unwritten:
         raise ValueError(f"case {meta['name']}: no state-dict key for our leaves {unwritten}")
-    return model, variables
+    return model, jax.device_put(variables)
 
 
 def _cam(meta, readout, labels):
