@@ -1,30 +1,115 @@
-"""InceptionV3-WSOL: parameter count and feature-map sizes equal the reference's; the pooling
-helpers it needs (ceil-mode max-pool, count-include-pad average pool) equal torch's."""
+"""InceptionV3-WSOL as a zoo backbone: parameter counts equal the reference's for every method,
+one parameter tree for all methods, feature-map and tap sizes, the learning-rate split, and the
+pooling / convolution helpers it needs (ceil-mode max-pool, count-include-pad average pool,
+1x7 convolutions) equal torch's."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from infocam_jax.models import inception, layers
+from infocam_jax import models
+from infocam_jax.models import layers
 
-# Measured on the reference's InceptionCam(num_classes=200, large_feature_map=True), torch
-# sum(p.numel() for p in net.parameters()).
-REFERENCE_CAM_PARAMS_200 = 25_687_976
+# Measured with torch on the reference's inception_v3(method, num_classes=200,
+# large_feature_map=True): sum(p.numel() for p in net.parameters()) (the same with
+# large_feature_map=False: the extra pool has no parameters).
+REFERENCE_PARAMS_200 = {"cam": 25_687_976, "adl": 25_687_976, "acol": 42_410_096,
+                        "spg": 37_634_986}
+# has / cutmix train the cam network.
+NETWORK = {"cam": "cam", "adl": "adl", "acol": "acol", "spg": "spg", "has": "cam",
+           "cutmix": "cam"}
 
 
-def test_parameter_count_and_map_sizes_match_reference():
-    model = inception.inception_v3(200)
-    images = jnp.zeros((2, 224, 224, 3))
-    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), images))
-    count = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(variables["params"]))
-    assert count == REFERENCE_CAM_PARAMS_200
-    # The reference: 28x28 at 224 (large feature map), 4x6 at 32x48 (its SPG side maps).
-    for (h, w), expected in (((224, 224), (28, 28)), ((32, 48), (4, 6))):
-        x = jnp.zeros((2, h, w, 3))
-        logits, features = jax.eval_shape(
-            lambda x=x: model.apply(model.init(jax.random.key(0), x), x))
-        assert logits.shape == (2, 200)
-        assert features.shape == (2, *expected, 1024)
+def _abstract(method, large=True, size=(224, 224), classes=200):
+    model = models.create("inception_v3", classes, method=method, large_feature_map=large)
+    x = jnp.zeros((2, *size, 3))
+
+    def both():
+        variables = model.init(jax.random.key(0), x)
+        return variables, model.apply(variables, x)
+
+    variables, outputs = jax.eval_shape(both)
+    return model, variables, outputs
+
+
+def _count(tree):
+    return sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(tree))
+
+
+@pytest.mark.parametrize("method", list(REFERENCE_PARAMS_200))
+def test_parameter_count_matches_reference(method):
+    _, variables, _ = _abstract(method)
+    assert _count(variables["params"]) == REFERENCE_PARAMS_200[method]
+
+
+@pytest.mark.parametrize("method", list(NETWORK))
+def test_training_only_methods_build_the_cam_network(method):
+    model = models.create("inception_v3", 200, method=method, large_feature_map=True)
+    assert model == models.create("inception_v3", 200, method=NETWORK[method],
+                                  large_feature_map=True)
+
+
+def test_one_trunk_tree_for_every_method():
+    trees = {}
+    for method in ("cam", "adl", "acol", "spg"):
+        _, variables, _ = _abstract(method, size=(32, 48))
+        flat = jax.tree_util.tree_leaves_with_path(variables)
+        trees[method] = {jax.tree_util.keystr(k): a.shape for k, a in flat
+                         if k[1].key.startswith(("Conv2d_", "Mixed_"))}
+        tops = set(variables["params"])
+        extra = {"cam": {"A3_1b", "A3_2b", "head"}, "adl": {"A3_1b", "A3_2b", "head"},
+                 "acol": {"acol"}, "spg": {"A3_1b", "A3_2b", "spg"}}[method]
+        assert {t for t in tops if not t.startswith(("Conv2d_", "Mixed_"))} == extra
+    assert trees["cam"] == trees["adl"] == trees["acol"] == trees["spg"]
+    # torchvision names: 70 BasicConv2d units (conv kernel + bn scale/bias + mean/var).
+    assert len(trees["cam"]) == 70 * 5
+    assert "['params']['Mixed_6e']['branch7x7dbl_5']['conv']['kernel']" in trees["cam"]
+    assert "['batch_stats']['Conv2d_4a_3x3']['bn']['var']" in trees["cam"]
+
+
+@pytest.mark.parametrize("large, size, expected, b1", [
+    (True, (224, 224), (28, 28), (28, 28)),
+    (False, (224, 224), (14, 14), (14, 14)),
+    (True, (32, 48), (4, 6), (4, 6)),      # the reference's SPG side maps at 32x48
+    (False, (32, 48), (2, 3), (2, 3)),     # the extra 3x3/2 ceil-mode pool after Mixed_5d
+])
+def test_feature_map_and_tap_sizes(large, size, expected, b1):
+    _, _, out = _abstract("spg", large, size)  # the cam network's neck and trunk, plus taps
+    assert out.logits.shape == (2, 200) and out.features.shape == (2, *expected, 1024)
+    assert out.logits_b1.shape == (2, *b1) and out.logits_b2.shape == (2, *expected)
+    assert out.logits_c.shape == (2, *expected) and out.attention.shape == (2, *size)
+    _, _, out = _abstract("acol", large, size)
+    assert out.features_b.shape == (2, *expected, 1024)
+
+
+@pytest.mark.parametrize("method", ["cam", "spg", "acol"])
+def test_new_layer_split_is_the_references(method):
+    _, variables, _ = _abstract(method, size=(32, 48))
+    mask = models.new_layer_mask("inception_v3", variables["params"], method=method)
+    for top, sub in mask.items():
+        expected = not top.startswith(("Conv2d_", "Mixed_"))
+        assert all(leaf == expected for leaf in jax.tree_util.tree_leaves(sub)), top
+
+
+def test_adl_default_positions_and_dropout_streams():
+    model = models.create("inception_v3", 3, method="adl")
+    assert model.adl_positions == ("5d", "6e", "A3_2b")
+    with pytest.raises(ValueError, match="adl_positions"):
+        models.create("inception_v3", 3, method="acol", adl_positions="5d")
+    with pytest.raises(ValueError, match="unknown ADL position"):
+        models.create("inception_v3", 3, method="cam", adl_positions="7a")
+    x = jnp.zeros((1, 32, 48, 3))
+    for method, streams in (("cam", {"dropout"}), ("adl", {"adl"})):
+        model = models.create("inception_v3", 3, method=method)
+        variables = jax.eval_shape(lambda m=model: m.init(jax.random.key(0), x))
+        rngs = {s: jax.random.key(1) for s in streams}
+        jax.eval_shape(lambda v, m=model, r=rngs: m.apply(
+            v, x, train=True, rngs=r, mutable=["batch_stats"]), variables)
+        if method == "cam":  # the neck's dropout needs its stream in training
+            with pytest.raises(Exception, match="dropout"):
+                jax.eval_shape(lambda v, m=model: m.apply(
+                    v, x, train=True, rngs={"adl": jax.random.key(1)},
+                    mutable=["batch_stats"]), variables)
 
 
 @pytest.mark.parametrize("size", [14, 13, 6, 7])
@@ -32,10 +117,11 @@ def test_pools_match_torch(size):
     torch = pytest.importorskip("torch")
     x = np.random.default_rng(size).standard_normal((2, size, size + 3, 4)).astype(np.float32)
     t = torch.from_numpy(np.transpose(x, (0, 3, 1, 2)))
-    expected = torch.nn.functional.max_pool2d(t, 3, 2, 1, ceil_mode=True).numpy()
-    for impl in ("explicit", "xla"):
-        out = layers.max_pool(jnp.asarray(x), 3, 2, 1, impl=impl, ceil_mode=True)
-        np.testing.assert_array_equal(np.transpose(np.asarray(out), (0, 3, 1, 2)), expected)
+    for padding in (1, 0):
+        expected = torch.nn.functional.max_pool2d(t, 3, 2, padding, ceil_mode=True).numpy()
+        for impl in ("explicit", "xla"):
+            out = layers.max_pool(jnp.asarray(x), 3, 2, padding, impl=impl, ceil_mode=True)
+            np.testing.assert_array_equal(np.transpose(np.asarray(out), (0, 3, 1, 2)), expected)
     expected = torch.nn.functional.avg_pool2d(t, 3, 1, 1).numpy()
     out = layers.avg_pool(jnp.asarray(x), 3, 1, 1)
     np.testing.assert_allclose(np.transpose(np.asarray(out), (0, 3, 1, 2)), expected,
