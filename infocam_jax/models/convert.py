@@ -1,4 +1,5 @@
-"""Import torchvision-format state dicts (``vgg16``, ``resnet50``) into our Flax variables.
+"""Import torchvision-format state dicts (``vgg16``, ``resnet50``, ``inception_v3``) into our
+Flax variables.
 
 A state dict is a mapping ``name -> array`` with torchvision's names and layouts
 (``features.0.weight``, ``layer1.0.conv1.weight``, ``bn1.running_mean``, ...). Conversion:
@@ -10,6 +11,12 @@ A state dict is a mapping ``name -> array`` with torchvision's names and layouts
   ``head`` (and VGG's new ``conv6``) keep their fresh initialisation for ``num_classes``.
   With ``include_head=True`` the WSOL-style keys ``conv6.*`` (VGG) and ``fc.*`` are imported
   too (needed to compare against a complete PyTorch WSOL network).
+* ``inception_v3``: torchvision's names (``Conv2d_1a_3x3.conv.weight``,
+  ``Mixed_6e.branch7x7dbl_5.bn.running_var``, ...) map onto the same flat names; as the
+  reference WSOL evaluation does, ``Mixed_7*``, ``AuxLogits*`` and ``fc.*`` are dropped (the
+  WSOL network stops at Mixed_6e). With ``include_head=True`` the reference's InceptionCam /
+  InceptionAdl neck and class layer are imported too: ``SPG_A3_1b.0`` / ``SPG_A3_2b.0`` ->
+  ``A3_1b`` / ``A3_2b``, the 1x1 convolution ``SPG_A4`` -> the Dense ``head``.
 
 Files: ``.pth`` / ``.pt`` (read with torch, only if it is installed) or ``.npz`` with the same
 keys. Converted variables are written as ``.npz`` (keys ``"params/conv1/kernel"``, ...) or
@@ -27,13 +34,15 @@ import numpy as np
 from infocam_jax.models import resnet as resnet_lib
 from infocam_jax.models import vgg as vgg_lib
 
-ARCHS = {"vgg16": "vgg16_gap", "resnet50": "resnet50"}
+ARCHS = {"vgg16": "vgg16_gap", "resnet50": "resnet50", "inception_v3": "inception_v3"}
 VGG16_FEATURE_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 
 # kind -> (collection, leaf name, array transform)
 _KINDS = {
     "conv": ("params", "kernel", lambda w: np.transpose(w, (2, 3, 1, 0))),
     "dense": ("params", "kernel", lambda w: np.transpose(w, (1, 0))),
+    # a 1x1 convolution stored Dense-shaped: [out, in, 1, 1] -> kernel [in, out]
+    "conv1x1_dense": ("params", "kernel", lambda w: np.transpose(w[:, :, 0, 0], (1, 0))),
     "bias": ("params", "bias", lambda w: w),
     "bn_weight": ("params", "scale", lambda w: w),
     "bn_bias": ("params", "bias", lambda w: w),
@@ -48,9 +57,12 @@ def key_map(arch: str, include_head: bool = False) -> Dict[str, Tuple[Tuple[str,
     """torchvision key -> (our module path, kind) for every imported tensor.
 
     Args:
-      arch: "vgg16" or "resnet50".
-      include_head: also map the WSOL head keys (VGG ``conv6.*``; ``fc.*``) onto ``head``.
+      arch: "vgg16", "resnet50" or "inception_v3".
+      include_head: also map the WSOL head keys (VGG ``conv6.*``; ``fc.*``; InceptionV3
+        ``SPG_A3_1b.0.*``, ``SPG_A3_2b.0.*``, ``SPG_A4.*``) onto our names.
     """
+    if arch == "inception_v3":
+        return inception_key_map(include_head)
     mapping = {}
     if arch == "vgg16":
         names = [f"conv{b}_{l}" for b, layers in enumerate(vgg_lib.VGG16_BLOCKS, start=1)
@@ -84,9 +96,47 @@ def key_map(arch: str, include_head: bool = False) -> Dict[str, Tuple[Tuple[str,
     return mapping
 
 
+# torchvision InceptionV3 keys the WSOL network has no counterpart for (the reference's
+# remove_layer calls): Mixed_7a..7c, the auxiliary classifier and the fully connected layer.
+INCEPTION_DROPPED_PREFIXES = ("Mixed_7", "AuxLogits", "fc.")
+
+
+def inception_key_map(include_head: bool = False) -> Dict[str, Tuple[Tuple[str, ...], str]]:
+    """torchvision InceptionV3 key -> (our module path, kind): the stem and Mixed_5b..6e.
+
+    Every ``BasicConv2d`` ``<unit>.conv.weight`` -> ``<unit>/conv`` kernel and
+    ``<unit>.bn.{weight,bias,running_mean,running_var}`` -> ``<unit>/bn`` scale / bias /
+    mean / var, where ``<unit>`` is ``Conv2d_1a_3x3`` or ``Mixed_5b.branch1x1`` etc. (our path
+    ``("Mixed_5b", "branch1x1")``). ``include_head``: the reference's ``SPG_A3_1b.0``,
+    ``SPG_A3_2b.0`` (conv + bias) and ``SPG_A4`` (1x1 conv -> Dense ``head``).
+    """
+    from infocam_jax.models import inception as inception_lib  # pylint: disable=import-outside-toplevel
+    mapping = {}
+
+    def unit(key, path):
+        mapping[f"{key}.conv.weight"] = (path + ("conv",), "conv")
+        for suffix, kind in _BN:
+            mapping[f"{key}.bn.{suffix}"] = (path + ("bn",), kind)
+
+    for name in inception_lib.STEM_UNITS:
+        unit(name, (name,))
+    for name, kind, _ in inception_lib.MIXED_BLOCKS:
+        for child in inception_lib.BLOCK_UNITS[kind]:
+            unit(f"{name}.{child}", (name, child))
+    if include_head:
+        for name in inception_lib.NECK_CONVS:
+            mapping[f"SPG_{name}.0.weight"] = ((name,), "conv")
+            mapping[f"SPG_{name}.0.bias"] = ((name,), "bias")
+        mapping["SPG_A4.weight"] = (("head",), "conv1x1_dense")
+        mapping["SPG_A4.bias"] = (("head",), "bias")
+    return mapping
+
+
 def _ignored(arch: str, key: str, include_head: bool) -> bool:
     if key.endswith("num_batches_tracked"):
         return True
+    if arch == "inception_v3":
+        return key.startswith(INCEPTION_DROPPED_PREFIXES)
     if arch == "vgg16" and key.startswith("classifier."):
         return True  # torchvision's fully connected classifier has no WSOL counterpart
     return not include_head and key.startswith("fc.")
@@ -97,7 +147,7 @@ def convert_state_dict(arch: str, state_dict: Mapping[str, Any], variables: Mapp
     """Copies a torchvision state dict into (a copy of) initialised Flax variables.
 
     Args:
-      arch: "vgg16" or "resnet50".
+      arch: "vgg16", "resnet50" or "inception_v3".
       state_dict: torchvision key -> array (NumPy or torch tensor), float.
       variables: variables of ``models.create(ARCHS[arch], num_classes)`` (from ``init``);
         the layers not imported (head, VGG conv6) keep these values.
@@ -174,9 +224,11 @@ def convert_file(arch: str, path: str, num_classes: int, seed: int = 0,
                  include_head: bool = False) -> Dict[str, Any]:
     """Loads a torchvision state dict file and returns variables for ``num_classes`` classes.
 
-    The layers the file does not provide (head; VGG conv6) are initialised as the models do
-    (conv kernels He-normal on fan-out, Dense kernel N(0, 0.01^2), zero biases) from a NumPy
-    generator seeded with ``seed``; this avoids compiling the whole model's init.
+    The layers the file does not provide (head; VGG conv6; InceptionV3 A3_1b / A3_2b) are
+    initialised as the models do (conv kernels He-normal on fan-out, Dense kernel
+    N(0, 0.01^2), zero biases; InceptionV3: every kernel Xavier-uniform, the reference's
+    ``initialize_weights(..., 'xavier')``) from a NumPy generator seeded with ``seed``; this
+    avoids compiling the whole model's init.
     """
     from infocam_jax import models  # pylint: disable=import-outside-toplevel
     if arch not in ARCHS:
@@ -188,6 +240,8 @@ def convert_file(arch: str, path: str, num_classes: int, seed: int = 0,
 
     def fresh(path_, leaf):
         name = path_[-1].key
+        if name == "kernel" and arch == "inception_v3":
+            return _xavier_uniform(rng, leaf.shape)
         if name == "kernel" and len(leaf.shape) == 4:  # HWIO, fan-out = k * k * O
             std = np.sqrt(2.0 / (leaf.shape[0] * leaf.shape[1] * leaf.shape[3]))
             return (rng.standard_normal(leaf.shape) * std).astype(np.float32)
@@ -198,6 +252,13 @@ def convert_file(arch: str, path: str, num_classes: int, seed: int = 0,
 
     variables = jax.tree_util.tree_map_with_path(fresh, abstract)
     return convert_state_dict(arch, state, variables, include_head)
+
+
+def _xavier_uniform(rng: np.random.Generator, shape: Tuple[int, ...]) -> np.ndarray:
+    """U(-a, a), a = sqrt(6 / (fan_in + fan_out)), for an HWIO conv or [in, out] Dense kernel."""
+    receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+    bound = np.sqrt(6.0 / (receptive * (shape[-2] + shape[-1])))
+    return rng.uniform(-bound, bound, shape).astype(np.float32)
 
 
 def save_variables(variables: Mapping[str, Any], path: str) -> None:

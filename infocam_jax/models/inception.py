@@ -67,6 +67,17 @@ MIXED_BLOCKS = (("Mixed_5b", "A", 32), ("Mixed_5c", "A", 64), ("Mixed_5d", "A", 
                 ("Mixed_6a", "B", None), ("Mixed_6b", "C", 128), ("Mixed_6c", "C", 160),
                 ("Mixed_6d", "C", 160), ("Mixed_6e", "C", 192))
 TRUNK_CHANNELS = 768  # Mixed_6e output
+STEM_UNITS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1",
+              "Conv2d_4a_3x3")
+# The BasicConv2d children of each Mixed block kind (torchvision names).
+BLOCK_UNITS = {
+    "A": ("branch1x1", "branch5x5_1", "branch5x5_2", "branch3x3dbl_1", "branch3x3dbl_2",
+          "branch3x3dbl_3", "branch_pool"),
+    "B": ("branch3x3", "branch3x3dbl_1", "branch3x3dbl_2", "branch3x3dbl_3"),
+    "C": ("branch1x1", "branch7x7_1", "branch7x7_2", "branch7x7_3", "branch7x7dbl_1",
+          "branch7x7dbl_2", "branch7x7dbl_3", "branch7x7dbl_4", "branch7x7dbl_5",
+          "branch_pool"),
+}
 NECK_CONVS = ("A3_1b", "A3_2b")
 POSITION_CODES = tuple(name[len("Mixed_"):] for name, _, _ in MIXED_BLOCKS) + NECK_CONVS
 # The reference's InceptionAdl positions.
