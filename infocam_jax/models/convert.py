@@ -53,16 +53,18 @@ _BN = (("weight", "bn_weight"), ("bias", "bn_bias"), ("running_mean", "bn_mean")
        ("running_var", "bn_var"))
 
 
-def key_map(arch: str, include_head: bool = False) -> Dict[str, Tuple[Tuple[str, ...], str]]:
+def key_map(arch: str, include_head: bool = False,
+            method: str = "cam") -> Dict[str, Tuple[Tuple[str, ...], str]]:
     """torchvision key -> (our module path, kind) for every imported tensor.
 
     Args:
       arch: "vgg16", "resnet50" or "inception_v3".
-      include_head: also map the WSOL head keys (VGG ``conv6.*``; ``fc.*``; InceptionV3
-        ``SPG_A3_1b.0.*``, ``SPG_A3_2b.0.*``, ``SPG_A4.*``) onto our names.
+      include_head: also map the WSOL head keys (VGG ``conv6.*``; ``fc.*``; InceptionV3: the
+        reference's neck and method head, :func:`inception_key_map`) onto our names.
+      method: the network method of the WSOL head keys (InceptionV3 only so far).
     """
     if arch == "inception_v3":
-        return inception_key_map(include_head)
+        return inception_key_map(include_head, method)
     mapping = {}
     if arch == "vgg16":
         names = [f"conv{b}_{l}" for b, layers in enumerate(vgg_lib.VGG16_BLOCKS, start=1)
@@ -101,16 +103,29 @@ def key_map(arch: str, include_head: bool = False) -> Dict[str, Tuple[Tuple[str,
 INCEPTION_DROPPED_PREFIXES = ("Mixed_7", "AuxLogits", "fc.")
 
 
-def inception_key_map(include_head: bool = False) -> Dict[str, Tuple[Tuple[str, ...], str]]:
+def inception_key_map(include_head: bool = False,
+                      method: str = "cam") -> Dict[str, Tuple[Tuple[str, ...], str]]:
     """torchvision InceptionV3 key -> (our module path, kind): the stem and Mixed_5b..6e.
 
     Every ``BasicConv2d`` ``<unit>.conv.weight`` -> ``<unit>/conv`` kernel and
     ``<unit>.bn.{weight,bias,running_mean,running_var}`` -> ``<unit>/bn`` scale / bias /
     mean / var, where ``<unit>`` is ``Conv2d_1a_3x3`` or ``Mixed_5b.branch1x1`` etc. (our path
-    ``("Mixed_5b", "branch1x1")``). ``include_head``: the reference's ``SPG_A3_1b.0``,
-    ``SPG_A3_2b.0`` (conv + bias) and ``SPG_A4`` (1x1 conv -> Dense ``head``).
+    ``("Mixed_5b", "branch1x1")``).
+
+    ``include_head``: the reference's InceptionV3 ``method`` network's other layers (the 1x1
+    class convolutions become Dense-shaped kernels):
+
+    * cam / adl / spg: ``SPG_A3_1b.0``, ``SPG_A3_2b.0`` -> ``A3_1b``, ``A3_2b``;
+      ``SPG_A4`` -> ``head`` (cam / adl) or ``spg/a4`` (spg);
+    * spg: ``SPG_B_1a.0`` -> ``spg/b1a``, ``SPG_B_2a.0`` -> ``spg/b2a``, ``SPG_B_shared.0`` /
+      ``.2`` -> ``spg/shared_conv`` / ``spg/shared_out``, ``SPG_C.0`` / ``.2`` ->
+      ``spg/c_conv`` / ``spg/c_out``;
+    * acol: ``classifier_{A,B}.0`` / ``.2`` / ``.4`` -> ``acol/{a,b}_conv1`` / ``_conv2`` /
+      ``_head``.
     """
     from infocam_jax.models import inception as inception_lib  # pylint: disable=import-outside-toplevel
+    from infocam_jax.models import spec as spec_lib  # pylint: disable=import-outside-toplevel
+    net = spec_lib.network_method(method)
     mapping = {}
 
     def unit(key, path):
@@ -118,17 +133,32 @@ def inception_key_map(include_head: bool = False) -> Dict[str, Tuple[Tuple[str, 
         for suffix, kind in _BN:
             mapping[f"{key}.bn.{suffix}"] = (path + ("bn",), kind)
 
+    def conv(key, path, kind="conv"):
+        mapping[f"{key}.weight"] = (path, kind)
+        mapping[f"{key}.bias"] = (path, "bias")
+
     for name in inception_lib.STEM_UNITS:
         unit(name, (name,))
     for name, kind, _ in inception_lib.MIXED_BLOCKS:
         for child in inception_lib.BLOCK_UNITS[kind]:
             unit(f"{name}.{child}", (name, child))
-    if include_head:
-        for name in inception_lib.NECK_CONVS:
-            mapping[f"SPG_{name}.0.weight"] = ((name,), "conv")
-            mapping[f"SPG_{name}.0.bias"] = ((name,), "bias")
-        mapping["SPG_A4.weight"] = (("head",), "conv1x1_dense")
-        mapping["SPG_A4.bias"] = (("head",), "bias")
+    if not include_head:
+        return mapping
+    if net == "acol":
+        for branch in ("A", "B"):
+            prefix = branch.lower()
+            conv(f"classifier_{branch}.0", ("acol", f"{prefix}_conv1"))
+            conv(f"classifier_{branch}.2", ("acol", f"{prefix}_conv2"))
+            conv(f"classifier_{branch}.4", ("acol", f"{prefix}_head"), "conv1x1_dense")
+        return mapping
+    for name in inception_lib.NECK_CONVS:
+        conv(f"SPG_{name}.0", (name,))
+    conv("SPG_A4", ("spg", "a4") if net == "spg" else ("head",), "conv1x1_dense")
+    if net == "spg":
+        for key, name in (("SPG_B_1a.0", "b1a"), ("SPG_B_2a.0", "b2a"),
+                          ("SPG_B_shared.0", "shared_conv"), ("SPG_B_shared.2", "shared_out"),
+                          ("SPG_C.0", "c_conv"), ("SPG_C.2", "c_out")):
+            conv(key, ("spg", name))
     return mapping
 
 
@@ -143,7 +173,7 @@ def _ignored(arch: str, key: str, include_head: bool) -> bool:
 
 
 def convert_state_dict(arch: str, state_dict: Mapping[str, Any], variables: Mapping[str, Any],
-                       include_head: bool = False) -> Dict[str, Any]:
+                       include_head: bool = False, method: str = "cam") -> Dict[str, Any]:
     """Copies a torchvision state dict into (a copy of) initialised Flax variables.
 
     Args:
@@ -159,7 +189,7 @@ def convert_state_dict(arch: str, state_dict: Mapping[str, Any], variables: Mapp
     Raises:
       ValueError: listing missing keys, unexpected keys and shape mismatches.
     """
-    mapping = key_map(arch, include_head)
+    mapping = key_map(arch, include_head, method)
     state = {k[len("module."):] if k.startswith("module.") else k: v
              for k, v in state_dict.items()}
     missing = sorted(k for k in mapping if k not in state)
