@@ -53,7 +53,7 @@ __all__ = ["create", "classifier_kernel", "new_layer_mask", "adl_maps", "MODEL_N
 
 _COMMON = ("adl_positions", "adl_drop_rate", "adl_gamma", "axis_name", "dtype",
            "conv_impl")
-_METHOD_OPTIONS = ("acol_drop_threshold", "spg_thresholds")
+_METHOD_OPTIONS = ("acol_drop_threshold", "spg_thresholds", "spg_attention_size")
 # Legacy builders: cam / adl networks of these backbones (parameter trees of checkpoints).
 _BUILDERS = {
     "vgg16_gap": (vgg16_gap, _COMMON),
@@ -91,7 +91,10 @@ def create(name: str, num_classes: int, method: str = "cam", large_feature_map: 
         VGG/digits "3M 4M 53" style, ResNet "30 40 42" style; cam / adl only), adl_drop_rate
         (0.75, in [0, 1]), adl_gamma (0.9, in [0, 1]), acol_drop_threshold (0.7, in [0, 1]),
         spg_thresholds (((0.7, 0.01), (0.5, 0.05), (0.7, 0.1)), validated here, used by the
-        loss), axis_name (BatchNorm sync axis; accepted and unused by BN-free VGG), dtype
+        loss), spg_attention_size (None (default): SPG's attention maps and pixel losses at the
+        input size; an int S or a pair (H, W): at that fixed size, as the reference WSOL
+        evaluation, which hard-codes 224 x 224 whatever the input; the same at 224 input;
+        used by method "spg" only), axis_name (BatchNorm sync axis; accepted and unused by BN-free VGG), dtype
         (compute dtype of the convolutions, one of ``DTYPES``: "float32" (default) or
         "bfloat16"; parameters, BatchNorm statistics, the returned features / logits and the
         heads stay float32), conv_impl ("auto" (default): "explicit" on the CPU backend, "xla"
@@ -136,6 +139,7 @@ def create(name: str, num_classes: int, method: str = "cam", large_feature_map: 
     if not isinstance(acol_threshold, (int, float)) or not 0.0 <= acol_threshold <= 1.0:
         raise ValueError(f"acol_drop_threshold must be in [0, 1], got {acol_threshold!r}")
     spg.check_thresholds(options.pop("spg_thresholds", spg.DEFAULT_THRESHOLDS))
+    attention_size = spg.check_attention_size(options.pop("spg_attention_size", None))
     adl_lib.check_rates(options.get("adl_drop_rate", 0.75), options.get("adl_gamma", 0.9))
     if net in ("acol", "spg") and options.get("adl_positions"):
         raise ValueError(f"adl_positions is only used with method 'cam' or 'adl', got "
@@ -157,7 +161,7 @@ def create(name: str, num_classes: int, method: str = "cam", large_feature_map: 
     return WSOLNet(name, net, num_classes, large_feature_map, codes,
                    options.get("adl_drop_rate", 0.75), options.get("adl_gamma", 0.9),
                    float(acol_threshold), options.get("dtype", jnp.float32),
-                   options.get("conv_impl", "auto"), options.get("axis_name"))
+                   options.get("conv_impl", "auto"), options.get("axis_name"), attention_size)
 
 
 def _available(name: str):
