@@ -135,7 +135,7 @@ def test_every_trunk_tensor_lands_on_its_name(state):
 
 def test_same_trunk_import_for_every_method(state):
     cam = convert.convert_state_dict("inception_v3", state, template(3))
-    for method in ("adl", "acol", "spg"):
+    for method in ("acol", "spg"):
         out = convert.convert_state_dict("inception_v3", state, template(3, method=method))
         for collection in ("params", "batch_stats"):
             trunk = {k: v for k, v in out[collection].items()

@@ -1,7 +1,9 @@
-"""InceptionV3-WSOL as a zoo backbone: parameter counts equal the reference's for every method,
-one parameter tree for all methods, feature-map and tap sizes, the learning-rate split, and the
-pooling / convolution helpers it needs (ceil-mode max-pool, count-include-pad average pool,
-1x7 convolutions) equal torch's."""
+"""InceptionV3-WSOL as a zoo backbone: one parameter tree for all methods, feature-map and tap
+sizes, the learning-rate split, ADL defaults and dropout streams, and the pooling / convolution
+helpers it needs (ceil-mode max-pool, count-include-pad average pool, 1x7 convolutions) equal
+torch's. Parameter counts and numbers against the reference: tests/test_method_parity.py."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,17 +12,14 @@ import pytest
 from infocam_jax import models
 from infocam_jax.models import layers
 
-# Measured with torch on the reference's inception_v3(method, num_classes=200,
-# large_feature_map=True): sum(p.numel() for p in net.parameters()) (the same with
-# large_feature_map=False: the extra pool has no parameters).
-REFERENCE_PARAMS_200 = {"cam": 25_687_976, "adl": 25_687_976, "acol": 42_410_096,
-                        "spg": 37_634_986}
 # has / cutmix train the cam network.
 NETWORK = {"cam": "cam", "adl": "adl", "acol": "acol", "spg": "spg", "has": "cam",
            "cutmix": "cam"}
 
 
-def _abstract(method, large=True, size=(224, 224), classes=200):
+@functools.lru_cache(maxsize=None)
+def _abstract(method, large=True, size=(32, 48), classes=200):
+    """(model, variables, outputs) as shapes (jax.eval_shape: no init is run)."""
     model = models.create("inception_v3", classes, method=method, large_feature_map=large)
     x = jnp.zeros((2, *size, 3))
 
@@ -30,16 +29,6 @@ def _abstract(method, large=True, size=(224, 224), classes=200):
 
     variables, outputs = jax.eval_shape(both)
     return model, variables, outputs
-
-
-def _count(tree):
-    return sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(tree))
-
-
-@pytest.mark.parametrize("method", list(REFERENCE_PARAMS_200))
-def test_parameter_count_matches_reference(method):
-    _, variables, _ = _abstract(method)
-    assert _count(variables["params"]) == REFERENCE_PARAMS_200[method]
 
 
 @pytest.mark.parametrize("method", list(NETWORK))
@@ -52,7 +41,7 @@ def test_training_only_methods_build_the_cam_network(method):
 def test_one_trunk_tree_for_every_method():
     trees = {}
     for method in ("cam", "adl", "acol", "spg"):
-        _, variables, _ = _abstract(method, size=(32, 48))
+        _, variables, _ = _abstract(method)
         flat = jax.tree_util.tree_leaves_with_path(variables)
         trees[method] = {jax.tree_util.keystr(k): a.shape for k, a in flat
                          if k[1].key.startswith(("Conv2d_", "Mixed_"))}
@@ -69,7 +58,6 @@ def test_one_trunk_tree_for_every_method():
 
 @pytest.mark.parametrize("large, size, expected, b1", [
     (True, (224, 224), (28, 28), (28, 28)),
-    (False, (224, 224), (14, 14), (14, 14)),
     (True, (32, 48), (4, 6), (4, 6)),      # the reference's SPG side maps at 32x48
     (False, (32, 48), (2, 3), (2, 3)),     # the extra 3x3/2 ceil-mode pool after Mixed_5d
 ])
@@ -78,13 +66,11 @@ def test_feature_map_and_tap_sizes(large, size, expected, b1):
     assert out.logits.shape == (2, 200) and out.features.shape == (2, *expected, 1024)
     assert out.logits_b1.shape == (2, *b1) and out.logits_b2.shape == (2, *expected)
     assert out.logits_c.shape == (2, *expected) and out.attention.shape == (2, *size)
-    _, _, out = _abstract("acol", large, size)
-    assert out.features_b.shape == (2, *expected, 1024)
 
 
 @pytest.mark.parametrize("method", ["cam", "spg", "acol"])
 def test_new_layer_split_is_the_references(method):
-    _, variables, _ = _abstract(method, size=(32, 48))
+    _, variables, _ = _abstract(method)
     mask = models.new_layer_mask("inception_v3", variables["params"], method=method)
     for top, sub in mask.items():
         expected = not top.startswith(("Conv2d_", "Mixed_"))

@@ -73,6 +73,34 @@ def synthetic_state_dict(entries: Iterable[Tuple[str, Sequence[int]]],
     return {key: synthetic_tensor(key, shape, salt) for key, shape in entries}
 
 
+def dropout_mask(seed: int, call: int, shape: Sequence[int], rate: float) -> np.ndarray:
+    """The keep mask of the ``call``-th dropout of a case: bool ``shape`` (NHWC), True with
+    probability ``1 - rate``; a function of (seed, call, shape, rate) only."""
+    u = np.random.default_rng([int(seed), int(call)]).random(tuple(int(d) for d in shape),
+                                                              np.float32)
+    return u >= np.float32(rate)
+
+
+def _fixed_dropout(spec: Mapping[str, Any]):
+    """An ``nn.intercept_methods`` interceptor: each Dropout module named in
+    ``spec["modules"]`` (the reference's call order) applies ``x * mask / (1 - rate)`` with
+    :func:`dropout_mask` of its index, whatever its ``deterministic`` flag."""
+    import flax.linen as nn  # pylint: disable=import-outside-toplevel
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+    modules = list(spec["modules"])
+
+    def interceptor(next_fun, args, kwargs, context):
+        module = context.module
+        if not (isinstance(module, nn.Dropout) and context.method_name == "__call__"):
+            return next_fun(*args, **kwargs)
+        if module.name not in modules:
+            raise ValueError(f"dropout module {module.name!r} not in the case's {modules}")
+        x = args[0]
+        mask = dropout_mask(spec["seed"], modules.index(module.name), x.shape, module.rate)
+        return jnp.where(jnp.asarray(mask), x / (1.0 - module.rate), 0.0).astype(x.dtype)
+    return interceptor
+
+
 def case_names(fixture: Mapping[str, Any]) -> List[str]:
     """The case names of a loaded fixture (keys ``"<case>/meta"``), sorted."""
     return sorted(k[:-len("/meta")] for k in fixture.keys() if k.endswith("/meta"))
@@ -180,8 +208,14 @@ def run_ours(meta: Mapping[str, Any], images: np.ndarray, labels: np.ndarray,
                    if method == "acol" else evaluated)
     out["cam"] = _cam(meta, models.readout(method, variables, with_labels), labels)
     key = jax.random.key(0)
-    trained, _ = model.apply(variables, images, train=True, labels=labels,
-                             rngs={"adl": key, "dropout": key}, mutable=["batch_stats"])
+    if meta.get("dropout"):  # the reference's masks (tools/method_parity_fixtures.py)
+        import flax.linen as nn  # pylint: disable=import-outside-toplevel
+        with nn.intercept_methods(_fixed_dropout(meta["dropout"])):
+            trained, _ = model.apply(variables, images, train=True, labels=labels,
+                                     rngs={"adl": key, "dropout": key}, mutable=["batch_stats"])
+    else:
+        trained, _ = model.apply(variables, images, train=True, labels=labels,
+                                 rngs={"adl": key, "dropout": key}, mutable=["batch_stats"])
     put("train", trained)
     out["train/loss"] = models.method_loss(method, trained, labels)
     ce = losses.softmax_cross_entropy
