@@ -129,3 +129,36 @@ def test_rectangular_conv_matches_torch():
                                                               impl))))(kernel)
              for impl in ("explicit", "xla")]
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-5)
+
+
+def test_plain_train_step_feeds_the_dropout_stream():
+    """The CAM / ADL train step (train_state.train_step without a TrainMethod) passes a
+    "dropout" key besides "adl": InceptionV3's neck needs it; a step-dependent mask."""
+    import flax.linen as nn  # pylint: disable=import-outside-toplevel
+    import ml_collections  # pylint: disable=import-outside-toplevel
+    import optax  # pylint: disable=import-outside-toplevel
+
+    from infocam_jax import train, train_state as ts  # pylint: disable=import-outside-toplevel
+
+    class TinyDropout(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool = False):  # pylint: disable=redefined-outer-name
+            feats = nn.Dropout(0.5, deterministic=not train, name="dropout_A4")(x)
+            return nn.Dense(3, name="head")(feats.mean((1, 2))), feats
+
+    model = TinyDropout()
+    variables = ts.init_variables(model, jax.random.PRNGKey(0), (4, 4, 2))
+    tx = optax.sgd(0.0)
+    config = ml_collections.ConfigDict(dict(loss="softmax", multi_label=False))
+    step = ts.parallelize(lambda s, b, k: ts.train_step(
+        s, b, k, model=model, tx=tx, loss_fn=train.make_loss_fn(config, None),
+        multi_label=False))
+    state = ts.replicate(ts.create_train_state(variables, tx))
+    key = ts.replicate(jax.random.PRNGKey(1))
+    batch = ts.shard_batch({"image": np.ones((2, 4, 4, 2), np.float32),
+                            "label": np.zeros(2, np.int32)}, jax.local_device_count())
+    seen = []
+    for _ in range(2):
+        state, metrics = step(state, batch, key)
+        seen.append(float(ts.unreplicate(metrics)["loss"]))
+    assert np.all(np.isfinite(seen)) and seen[0] != seen[1]  # lr 0: only the mask changed
