@@ -32,14 +32,20 @@ def _seed(key: str, salt: int) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
-def synthetic_tensor(key: str, shape: Sequence[int], salt: int = 0) -> np.ndarray:
+BN_WEIGHT = (0.2, 0.6)  # default range of BatchNorm scales
+
+
+def synthetic_tensor(key: str, shape: Sequence[int], salt: int = 0,
+                     bn_weight: Sequence[float] = BN_WEIGHT) -> np.ndarray:
     """A deterministic tensor for state-dict entry ``key`` of ``shape`` (uniform draws: cheap).
 
     Kind from the key and rank (U = uniform): ``*.running_var`` U(0.5, 1.5);
     ``*.running_mean`` U(-0.1, 0.1); ``*.num_batches_tracked`` int64 0; other 1-D ``*.weight``
-    (BatchNorm scale) U(0.2, 0.6); 1-D ``*.bias`` U(-0.1, 0.1); 4-D ``*.weight`` (conv OIHW)
-    U(-a, a), a = sqrt(6 / fan_in) (He-uniform, fan_in = I·kh·kw); 2-D ``*.weight`` (linear
-    [out, in]) a = sqrt(3 / in). float32 unless stated.
+    (BatchNorm scale) U(bn_weight), U(0.2, 0.6) by default (a case's ``meta["bn_weight"]``:
+    InceptionV3's cases use U(0.8, 1.2), see tools/method_parity_fixtures.py); 1-D ``*.bias``
+    U(-0.1, 0.1); 4-D ``*.weight`` (conv OIHW) U(-a, a), a = sqrt(6 / fan_in) (He-uniform,
+    fan_in = I·kh·kw); 2-D ``*.weight`` (linear [out, in]) a = sqrt(3 / in). float32 unless
+    stated.
 
     Raises:
       ValueError: a key / shape this does not know.
@@ -59,18 +65,18 @@ def synthetic_tensor(key: str, shape: Sequence[int], salt: int = 0) -> np.ndarra
     if key.endswith("running_mean") or (key.endswith(".bias") and len(shape) == 1):
         return uniform(-0.1, 0.1)
     if key.endswith(".weight") and len(shape) == 1:
-        return uniform(0.2, 0.6)
+        return uniform(float(bn_weight[0]), float(bn_weight[1]))
     if key.endswith(".weight") and len(shape) in (2, 4):
         a = float(np.sqrt((6.0 if len(shape) == 4 else 3.0) / int(np.prod(shape[1:]))))
         return uniform(-a, a)
     raise ValueError(f"synthetic_tensor: no rule for key {key!r} with shape {shape}")
 
 
-def synthetic_state_dict(entries: Iterable[Tuple[str, Sequence[int]]],
-                         salt: int = 0) -> Dict[str, np.ndarray]:
+def synthetic_state_dict(entries: Iterable[Tuple[str, Sequence[int]]], salt: int = 0,
+                         bn_weight: Sequence[float] = BN_WEIGHT) -> Dict[str, np.ndarray]:
     """{key: :func:`synthetic_tensor`} for ``(key, shape)`` pairs (e.g. a fixture's
     ``meta["state"]``)."""
-    return {key: synthetic_tensor(key, shape, salt) for key, shape in entries}
+    return {key: synthetic_tensor(key, shape, salt, bn_weight) for key, shape in entries}
 
 
 def dropout_mask(seed: int, call: int, shape: Sequence[int], rate: float) -> np.ndarray:
@@ -132,7 +138,8 @@ def build(meta: Mapping[str, Any]):
     shape = (1,) + tuple(meta["input"][1:3]) + (3,)
     abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(shape, jnp.float32))
     template = jax.tree_util.tree_map(lambda a: np.zeros(a.shape, np.float32), abstract)
-    state = synthetic_state_dict(meta["state"], meta["salt"])
+    state = synthetic_state_dict(meta["state"], meta["salt"],
+                                 meta.get("bn_weight", BN_WEIGHT))
     conv = dict(meta["convert"])
     variables = convert.convert_state_dict(meta["arch"], state, template, include_head=True,
                                            **conv)
