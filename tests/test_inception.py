@@ -4,6 +4,7 @@ helpers it needs (ceil-mode max-pool, count-include-pad average pool, 1x7 convol
 torch's. Parameter counts and numbers against the reference: tests/test_method_parity.py."""
 import functools
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -92,7 +93,7 @@ def test_adl_default_positions_and_dropout_streams():
         jax.eval_shape(lambda v, m=model, r=rngs: m.apply(
             v, x, train=True, rngs=r, mutable=["batch_stats"]), variables)
         if method == "cam":  # the neck's dropout needs its stream in training
-            with pytest.raises(Exception, match="dropout"):
+            with pytest.raises(flax.errors.InvalidRngError, match="dropout"):
                 jax.eval_shape(lambda v, m=model: m.apply(
                     v, x, train=True, rngs={"adl": jax.random.key(1)},
                     mutable=["batch_stats"]), variables)
