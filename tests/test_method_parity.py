@@ -40,6 +40,12 @@ REFERENCE_PARAMETER_COUNTS = {
     ("resnet50", "adl"): 23_917_832,
     ("resnet50", "acol"): 80_545_232,
     ("resnet50", "spg"): 61_671_690,
+    # wsol.inception.inception_v3, the same arguments (session "incep", 2026-12-03; also
+    # the counts with large_feature_map=False).
+    ("inception_v3", "cam"): 25_687_976,
+    ("inception_v3", "adl"): 25_687_976,
+    ("inception_v3", "acol"): 42_410_096,
+    ("inception_v3", "spg"): 37_634_986,
 }
 
 

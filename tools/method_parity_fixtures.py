@@ -2,7 +2,8 @@ r"""Writes tests/fixtures/method_parity*.npz: the reference WSOL evaluation's (b
 models on synthetic weights, as numbers.
 
 For every case it builds the reference's PyTorch model (``wsol.vgg.vgg16`` /
-``wsol.resnet.resnet50`` of a clovaai/wsolevaluation checkout, ``pretrained=False``), replaces
+``wsol.resnet.resnet50`` / ``wsol.inception.inception_v3`` of a clovaai/wsolevaluation
+checkout, ``pretrained=False``), replaces
 every entry of its ``state_dict()`` with ``infocam_jax.models.parity.synthetic_tensor`` (keyed by
 the entry's name, so the test regenerates the same weights without torch), and stores the
 state-dict keys and shapes, fixed inputs and labels, and the reference's outputs:
@@ -17,7 +18,10 @@ state-dict keys and shapes, fixed inputs and labels, and the reference's outputs
 
 ADL's random choice is made certain instead of patched: a case built with
 ``adl_drop_rate`` 1.0 applies every drop mask (``floor(rand + 1) = 1``), 0.0 every importance
-map, on both sides. Nothing of the reference's code is stored.
+map, on both sides. Dropout (InceptionV3's CAM / SPG necks) stays on in training: the
+reference's ``F.dropout`` is replaced by masks drawn from (case seed, call index)
+(``models.parity.dropout_mask``), and the test gives our Dropout modules the same masks
+(``meta["dropout"]``). Nothing of the reference's code is stored.
 
     PYTHONPATH=$PWD python tools/method_parity_fixtures.py --reference=PATH/TO/wsolevaluation \
         --out=tests/fixtures/method_parity.npz [--cases='vgg16_gap-*'] [--list]
@@ -36,8 +40,18 @@ import numpy as np
 REFERENCE_BUILDERS = {
     "vgg16_gap": ("wsol.vgg", "vgg16"),
     "resnet50": ("wsol.resnet", "resnet50"),
+    "inception_v3": ("wsol.inception", "inception_v3"),
 }
-CONVERT_ARCH = {"vgg16_gap": "vgg16", "resnet50": "resnet50"}
+CONVERT_ARCH = {"vgg16_gap": "vgg16", "resnet50": "resnet50", "inception_v3": "inception_v3"}
+# The reference's InceptionV3 CAM / ADL return_cam reads its 1x1 class conv SPG_A4 at y
+# (with bias), not VGG's / ResNet's channel mean.
+CAM_RULE_OVERRIDES = {("inception_v3", "cam"): "class_map", ("inception_v3", "adl"): "class_map"}
+# Backbones whose networks call F.dropout in training: our Dropout modules in the reference's
+# call order. Their masks are drawn from (case seed, call index) on both sides
+# (models.parity.dropout_mask), so training-mode numbers compare with dropout on.
+DROPOUT_MODULES = {("inception_v3", "cam"): ("dropout_A3_1b", "dropout_A3_2b", "dropout_A4"),
+                   ("inception_v3", "spg"): ("dropout_A3_1b", "dropout_A3_2b", "dropout_A4")}
+INCEPTION_INPUT = (2, 32, 48)  # the smallest useful size: 4x6 maps, the ceil-mode pools matter
 SPG_THRESHOLDS = ((0.7, 0.01), (0.5, 0.05), (0.7, 0.1))
 ACOL_DROP_THRESHOLD = 0.7
 ADL_GAMMA = 0.9
@@ -69,6 +83,21 @@ def _cases():
     for case in cases:
         # One input size per backbone: the eager ops our side compiles are shared by its cases.
         case.update(input=INPUTS[case["backbone"]], num_classes=NUM_CLASSES)
+    # InceptionV3: large_feature_map=True only (False adds a parameter-free pool after
+    # Mixed_5d, checked by tests/test_inception.py's shapes).
+    for method in ("cam", "acol", "spg"):
+        cases.append(dict(name=f"inception_v3-{method}", backbone="inception_v3", method=method,
+                          large_feature_map=True, options={}))
+    # ADL: the drop-mask case only (every layer applies its drop mask; the importance-map
+    # rule is backbone-independent and checked on vgg16_gap / resnet50): InceptionV3's
+    # cases are the slowest of the suite.
+    cases.append(dict(name="inception_v3-adl-r1", backbone="inception_v3", method="adl",
+                      large_feature_map=True, options={"adl_drop_rate": 1.0}))
+    for case in cases[-4:]:
+        # BatchNorm scales U(0.8, 1.2): with the default U(0.2, 0.6) the 70 stacked
+        # conv-BN-ReLU units of InceptionV3 shrink the eval-mode signal to nothing (Mixed_6e
+        # identical for two different images to 1e-7), and eval parity would test nothing.
+        case.update(input=INCEPTION_INPUT, num_classes=NUM_CLASSES, bn_weight=[0.8, 1.2])
     return cases
 
 
@@ -101,7 +130,8 @@ def _run_case(case, parity, torch, spg_module):
     model = _reference_model(None, case)
     state = model.state_dict()
     entries = [(k, list(v.shape)) for k, v in state.items()]
-    synthetic = parity.synthetic_state_dict(entries, SALT)
+    synthetic = parity.synthetic_state_dict(entries, SALT,
+                                            case.get("bn_weight", parity.BN_WEIGHT))
     model.load_state_dict({k: torch.from_numpy(v) for k, v in synthetic.items()}, strict=True)
     b, h, w = case["input"]
     rng = np.random.default_rng(parity._seed(case["name"], SALT))  # pylint: disable=protected-access
@@ -121,12 +151,33 @@ def _run_case(case, parity, torch, spg_module):
                 out[f"{prefix}/{name}"] = d[name][:, 0]
 
     margins = {}
+    dropout_modules = DROPOUT_MODULES.get((case["backbone"], method), ())
+    dropout_seed = parity._seed(case["name"] + "/dropout", SALT)  # pylint: disable=protected-access
+    dropout_calls = []
+
+    def fixed_dropout(t, p=0.5, training=True, inplace=False):  # pylint: disable=unused-argument
+        if not training:
+            return t
+        b_, c_, h_, w_ = t.shape
+        mask = parity.dropout_mask(dropout_seed, len(dropout_calls), (b_, h_, w_, c_), p)
+        dropout_calls.append(list(t.shape))
+        mask = torch.from_numpy(np.ascontiguousarray(mask.transpose(0, 3, 1, 2)))
+        return t * mask.to(t.dtype) / (1.0 - p)
+
+    real_dropout = nn_f.dropout
     with torch.no_grad():
         model.eval()
         put("eval", model(x))
         out["cam"] = model(x, labels=y, return_cam=True)
         model.train()
-        d = model(x, labels=y)
+        nn_f.dropout = fixed_dropout
+        try:
+            d = model(x, labels=y)
+        finally:
+            nn_f.dropout = real_dropout
+        if len(dropout_calls) != len(dropout_modules):
+            raise RuntimeError(f"{case['name']}: {len(dropout_calls)} dropout calls, expected "
+                               f"{len(dropout_modules)} ({dropout_modules})")
         put("train", d)
         ce = torch.nn.CrossEntropyLoss()
         if method == "acol":
@@ -162,12 +213,16 @@ def _run_case(case, parity, torch, spg_module):
         raise RuntimeError(f"{case['name']}: non-finite reference outputs {bad}")
     meta = dict(case, arch=CONVERT_ARCH[case["backbone"]],
                 convert={"method": method, "large_feature_map": case["large_feature_map"]},
-                state=entries, salt=SALT, cam_rule=parity.CAM_RULES[method],
+                state=entries, salt=SALT,
+                cam_rule=CAM_RULE_OVERRIDES.get((case["backbone"], method),
+                                                parity.CAM_RULES[method]),
                 outputs=sorted(arrays), tolerance=TOLERANCE, margins=margins)
     if method == "spg":
         meta["options"] = dict(meta["options"], spg_attention_size=224)
     if method == "adl":
         meta["options"] = dict(meta["options"], adl_gamma=ADL_GAMMA)
+    if dropout_modules:
+        meta["dropout"] = {"seed": dropout_seed, "modules": list(dropout_modules)}
     return meta, images, labels, arrays
 
 

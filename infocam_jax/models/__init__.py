@@ -45,6 +45,7 @@ from infocam_jax.models.resnet import ResNet50, resnet50
 from infocam_jax.models.spec import METHODS, NETWORK_METHODS, network_method
 from infocam_jax.models.vgg import ConvGAP, vgg16_gap
 # Backbones that exist only as a spec register themselves on import (one line each).
+from infocam_jax.models import inception  # noqa: F401 pylint: disable=unused-import
 
 __all__ = ["create", "classifier_kernel", "new_layer_mask", "adl_maps", "MODEL_NAMES",
            "DTYPES", "METHODS", "NETWORK_METHODS", "ADL", "ConvGAP", "ResNet50", "WSOLNet",
@@ -199,7 +200,8 @@ def new_layer_mask(name: str, params: Dict[str, Any], method: str = "cam"):
     The reference WSOL evaluation's split (each spec's ``is_new_layer``): VGG16-GAP: all but
     conv1_1..conv5_3 (conv6, head, ACoL / SPG heads; for SPG also conv4 / conv5, which the
     reference keeps outside its ``features``); ResNet50: layer4 and head (ACoL / SPG heads
-    train at the base rate there, as in the reference). digits_cnn has no pretrained part, so
+    train at the base rate there, as in the reference); InceptionV3: all but ``Conv2d_*`` and
+    ``Mixed_*`` (the neck A3_1b / A3_2b and every head). digits_cnn has no pretrained part, so
     every leaf is False (the whole network uses the base learning rate).
 
     Args:
@@ -210,7 +212,7 @@ def new_layer_mask(name: str, params: Dict[str, Any], method: str = "cam"):
     Returns:
       A pytree with the structure of ``params`` and bool leaves.
     """
-    if name not in _BUILDERS:
+    if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
     if "params" in params:
         raise ValueError("pass variables['params'], not the whole variables dict")

@@ -1,4 +1,5 @@
-"""Import torchvision-format state dicts (``vgg16``, ``resnet50``) into our Flax variables.
+"""Import torchvision-format state dicts (``vgg16``, ``resnet50``, ``inception_v3``) into our
+Flax variables.
 
 A state dict is a mapping ``name -> array`` with torchvision's names and layouts
 (``features.0.weight``, ``layer1.0.conv1.weight``, ``bn1.running_mean``, ...). Conversion:
@@ -14,6 +15,13 @@ A state dict is a mapping ``name -> array`` with torchvision's names and layouts
   evaluation's state-dict layout of that model (ADL modules and dropped pools shift VGG's
   ``features.<i>`` and ResNet's block indices; ACoL's ``classifier_{A,B}``; SPG's ``SPG_*``);
   the default (cam, False) is torchvision's layout, as before (:func:`key_map`).
+* ``inception_v3``: torchvision's names (``Conv2d_1a_3x3.conv.weight``,
+  ``Mixed_6e.branch7x7dbl_5.bn.running_var``, ...) map onto the same flat names for every
+  method (the reference's InceptionV3 networks keep them); as the reference does,
+  ``Mixed_7*``, ``AuxLogits*`` and ``fc.*`` are dropped (the WSOL network stops at Mixed_6e).
+  With ``include_head=True`` the reference's neck and method head are imported too:
+  ``SPG_A3_1b.0`` / ``SPG_A3_2b.0`` -> ``A3_1b`` / ``A3_2b``, the 1x1 convolution ``SPG_A4``
+  -> the Dense ``head`` (cam, adl) or ``spg/a4`` (spg), ACoL's / SPG's heads as for the others.
 
 Files: ``.pth`` / ``.pt`` (read with torch, only if it is installed) or ``.npz`` with the same
 keys. Converted variables are written as ``.npz`` (keys ``"params/conv1/kernel"``, ...) or
@@ -32,7 +40,7 @@ from infocam_jax.models import resnet as resnet_lib
 from infocam_jax.models import spec as spec_lib
 from infocam_jax.models import vgg as vgg_lib
 
-ARCHS = {"vgg16": "vgg16_gap", "resnet50": "resnet50"}
+ARCHS = {"vgg16": "vgg16_gap", "resnet50": "resnet50", "inception_v3": "inception_v3"}
 VGG16_FEATURE_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 
 # kind -> (collection, leaf name, array transform)
@@ -147,9 +155,55 @@ def _resnet50_layout(method: str, large_feature_map: bool,  # pylint: disable=un
     return trunk, head
 
 
+# torchvision InceptionV3 keys the WSOL network has no counterpart for (the reference's
+# remove_layer calls): Mixed_7a..7c, the auxiliary classifier and the fully connected layer.
+INCEPTION_DROPPED_PREFIXES = ("Mixed_7", "AuxLogits", "fc.")
+
+
+def _inception_v3_layout(method: str, large_feature_map: bool,  # pylint: disable=unused-argument
+                         adl_positions: Tuple[str, ...]):  # pylint: disable=unused-argument
+    """(trunk, head) key maps of torchvision's / the reference's InceptionV3 for ``method``.
+
+    Trunk (the same for every method and ``large_feature_map``: the extra pool and the ADL
+    modules hold no tensors): every ``BasicConv2d`` ``<unit>.conv.weight`` -> ``<unit>/conv``
+    kernel and ``<unit>.bn.{weight,bias,running_mean,running_var}`` -> ``<unit>/bn`` scale /
+    bias / mean / var, ``<unit>`` = ``Conv2d_1a_3x3`` ... or ``Mixed_5b.branch1x1`` ... (our
+    path ``("Mixed_5b", "branch1x1")``). Head: cam / adl / spg ``SPG_A3_1b.0``,
+    ``SPG_A3_2b.0`` -> ``A3_1b``, ``A3_2b``; ``SPG_A4`` -> ``head`` (cam / adl) or ``spg/a4``
+    with SPG's side branches (spg); acol ``classifier_{A,B}.{0,2,4}``.
+    """
+    from infocam_jax.models import inception as inception_lib  # pylint: disable=import-outside-toplevel
+    trunk, head = {}, {}
+
+    def unit(key, path):
+        trunk[f"{key}.conv.weight"] = (path + ("conv",), "conv")
+        for suffix, kind in _BN:
+            trunk[f"{key}.bn.{suffix}"] = (path + ("bn",), kind)
+
+    def conv(table, key, path, kind="conv"):
+        table[f"{key}.weight"] = (path, kind)
+        table[f"{key}.bias"] = (path, "bias")
+
+    for name in inception_lib.STEM_UNITS:
+        unit(name, (name,))
+    for name, kind, _ in inception_lib.MIXED_BLOCKS:
+        for child in inception_lib.BLOCK_UNITS[kind]:
+            unit(f"{name}.{child}", (name, child))
+    if method == "acol":
+        _acol_head(head, conv)
+        return trunk, head
+    for name in inception_lib.NECK_CONVS:
+        conv(head, f"SPG_{name}.0", (name,))
+    conv(head, "SPG_A4", ("spg", "a4") if method == "spg" else ("head",), "conv1x1_dense")
+    if method == "spg":
+        _spg_side(head, conv)
+    return trunk, head
+
+
 # arch -> layout(method, large_feature_map, adl_positions) -> (trunk key map, head key map).
-# A backbone adds its layout here (inception_v3: one entry).
-LAYOUTS = {"vgg16": _vgg16_layout, "resnet50": _resnet50_layout}
+# A backbone adds its layout here.
+LAYOUTS = {"vgg16": _vgg16_layout, "resnet50": _resnet50_layout,
+           "inception_v3": _inception_v3_layout}
 LAYOUT_METHODS = ("cam", "adl", "acol", "spg")
 
 
@@ -183,14 +237,15 @@ def key_map(arch: str, include_head: bool = False, method: str = "cam",
     use it for torchvision's pretrained weights whatever model they go into.
 
     Args:
-      arch: "vgg16" or "resnet50" (a key of :data:`LAYOUTS`).
+      arch: "vgg16", "resnet50" or "inception_v3" (a key of :data:`LAYOUTS`).
       include_head: also map the method's new layers: VGG ``conv6.*`` and ``fc.*`` onto
         ``conv6`` / ``head`` (cam, adl); ``classifier_{A,B}.{0,2,4}`` onto
         ``acol/{a,b}_{conv1,conv2,head}`` (acol); VGG ``SPG_A_3.{0,2}`` onto
         ``spg_a3_{1,2}``, ``SPG_A_4`` / ResNet ``SPG_A4`` onto ``spg/a4``, ``SPG_B_1a.0``,
         ``SPG_B_2a.0``, ``SPG_B_shared.{0,2}``, ``SPG_C.{0,2}`` onto ``spg/{b1a, b2a,
         shared_conv, shared_out, c_conv, c_out}`` (spg). 1x1 class convolutions become
-        Dense-shaped kernels [K, M].
+        Dense-shaped kernels [K, M]. InceptionV3: ``SPG_A3_1b.0`` / ``SPG_A3_2b.0`` onto
+        ``A3_1b`` / ``A3_2b`` and ``SPG_A4`` onto ``head`` (cam, adl) or ``spg/a4`` (spg).
       method: "cam" (default), "adl", "acol" or "spg": whose layout. The backbone's names
         differ by method: VGG-ADL's ADL modules and a dropped pool4 (``large_feature_map``
         for cam / adl) shift ``features.<i>``; VGG-SPG holds conv4 / conv5 as
@@ -213,6 +268,8 @@ def _ignored(arch: str, key: str, head_keys) -> bool:
         return True
     if arch == "vgg16" and key.startswith("classifier."):
         return True  # torchvision's fully connected classifier has no WSOL counterpart
+    if arch == "inception_v3" and key.startswith(INCEPTION_DROPPED_PREFIXES):
+        return True
     return key in head_keys or key.startswith("fc.")
 
 
@@ -224,7 +281,7 @@ def convert_state_dict(arch: str, state_dict: Mapping[str, Any], variables: Mapp
     initialised Flax variables.
 
     Args:
-      arch: "vgg16" or "resnet50".
+      arch: "vgg16", "resnet50" or "inception_v3".
       state_dict: key -> array (NumPy or torch tensor), float.
       variables: variables of ``models.create(ARCHS[arch], num_classes, method=...)`` (from
         ``init`` or zeros of its shapes); the layers not imported (the method's new layers
@@ -309,9 +366,11 @@ def convert_file(arch: str, path: str, num_classes: int, seed: int = 0,
     large_feature_map=large_feature_map)``; the file's layout is torchvision's (default) or
     the reference's for ``method`` / ``large_feature_map`` (:func:`key_map`).
 
-    The layers the file does not provide (head; VGG conv6) are initialised as the models do
-    (conv kernels He-normal on fan-out, Dense kernel N(0, 0.01^2), zero biases) from a NumPy
-    generator seeded with ``seed``; this avoids compiling the whole model's init.
+    The layers the file does not provide (head; VGG conv6; InceptionV3 A3_1b / A3_2b) are
+    initialised as the models do (conv kernels He-normal on fan-out, Dense kernel
+    N(0, 0.01^2), zero biases; InceptionV3: every kernel Xavier-uniform, the reference's
+    ``initialize_weights(..., 'xavier')``) from a NumPy generator seeded with ``seed``; this
+    avoids compiling the whole model's init.
     """
     from infocam_jax import models  # pylint: disable=import-outside-toplevel
     if arch not in ARCHS:
@@ -324,6 +383,8 @@ def convert_file(arch: str, path: str, num_classes: int, seed: int = 0,
 
     def fresh(path_, leaf):
         name = path_[-1].key
+        if name == "kernel" and arch == "inception_v3":
+            return _xavier_uniform(rng, leaf.shape)
         if name == "kernel" and len(leaf.shape) == 4:  # HWIO, fan-out = k * k * O
             std = np.sqrt(2.0 / (leaf.shape[0] * leaf.shape[1] * leaf.shape[3]))
             return (rng.standard_normal(leaf.shape) * std).astype(np.float32)
@@ -334,6 +395,13 @@ def convert_file(arch: str, path: str, num_classes: int, seed: int = 0,
 
     variables = jax.tree_util.tree_map_with_path(fresh, abstract)
     return convert_state_dict(arch, state, variables, include_head, method, large_feature_map)
+
+
+def _xavier_uniform(rng: np.random.Generator, shape: Tuple[int, ...]) -> np.ndarray:
+    """U(-a, a), a = sqrt(6 / (fan_in + fan_out)), for an HWIO conv or [in, out] Dense kernel."""
+    receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+    bound = np.sqrt(6.0 / (receptive * (shape[-2] + shape[-1])))
+    return rng.uniform(-bound, bound, shape).astype(np.float32)
 
 
 def save_variables(variables: Mapping[str, Any], path: str) -> None:

@@ -32,14 +32,20 @@ def _seed(key: str, salt: int) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
-def synthetic_tensor(key: str, shape: Sequence[int], salt: int = 0) -> np.ndarray:
+BN_WEIGHT = (0.2, 0.6)  # default range of BatchNorm scales
+
+
+def synthetic_tensor(key: str, shape: Sequence[int], salt: int = 0,
+                     bn_weight: Sequence[float] = BN_WEIGHT) -> np.ndarray:
     """A deterministic tensor for state-dict entry ``key`` of ``shape`` (uniform draws: cheap).
 
     Kind from the key and rank (U = uniform): ``*.running_var`` U(0.5, 1.5);
     ``*.running_mean`` U(-0.1, 0.1); ``*.num_batches_tracked`` int64 0; other 1-D ``*.weight``
-    (BatchNorm scale) U(0.2, 0.6); 1-D ``*.bias`` U(-0.1, 0.1); 4-D ``*.weight`` (conv OIHW)
-    U(-a, a), a = sqrt(6 / fan_in) (He-uniform, fan_in = I·kh·kw); 2-D ``*.weight`` (linear
-    [out, in]) a = sqrt(3 / in). float32 unless stated.
+    (BatchNorm scale) U(bn_weight), U(0.2, 0.6) by default (a case's ``meta["bn_weight"]``:
+    InceptionV3's cases use U(0.8, 1.2), see tools/method_parity_fixtures.py); 1-D ``*.bias``
+    U(-0.1, 0.1); 4-D ``*.weight`` (conv OIHW) U(-a, a), a = sqrt(6 / fan_in) (He-uniform,
+    fan_in = I·kh·kw); 2-D ``*.weight`` (linear [out, in]) a = sqrt(3 / in). float32 unless
+    stated.
 
     Raises:
       ValueError: a key / shape this does not know.
@@ -59,18 +65,46 @@ def synthetic_tensor(key: str, shape: Sequence[int], salt: int = 0) -> np.ndarra
     if key.endswith("running_mean") or (key.endswith(".bias") and len(shape) == 1):
         return uniform(-0.1, 0.1)
     if key.endswith(".weight") and len(shape) == 1:
-        return uniform(0.2, 0.6)
+        return uniform(float(bn_weight[0]), float(bn_weight[1]))
     if key.endswith(".weight") and len(shape) in (2, 4):
         a = float(np.sqrt((6.0 if len(shape) == 4 else 3.0) / int(np.prod(shape[1:]))))
         return uniform(-a, a)
     raise ValueError(f"synthetic_tensor: no rule for key {key!r} with shape {shape}")
 
 
-def synthetic_state_dict(entries: Iterable[Tuple[str, Sequence[int]]],
-                         salt: int = 0) -> Dict[str, np.ndarray]:
+def synthetic_state_dict(entries: Iterable[Tuple[str, Sequence[int]]], salt: int = 0,
+                         bn_weight: Sequence[float] = BN_WEIGHT) -> Dict[str, np.ndarray]:
     """{key: :func:`synthetic_tensor`} for ``(key, shape)`` pairs (e.g. a fixture's
     ``meta["state"]``)."""
-    return {key: synthetic_tensor(key, shape, salt) for key, shape in entries}
+    return {key: synthetic_tensor(key, shape, salt, bn_weight) for key, shape in entries}
+
+
+def dropout_mask(seed: int, call: int, shape: Sequence[int], rate: float) -> np.ndarray:
+    """The keep mask of the ``call``-th dropout of a case: bool ``shape`` (NHWC), True with
+    probability ``1 - rate``; a function of (seed, call, shape, rate) only."""
+    u = np.random.default_rng([int(seed), int(call)]).random(tuple(int(d) for d in shape),
+                                                              np.float32)
+    return u >= np.float32(rate)
+
+
+def _fixed_dropout(spec: Mapping[str, Any]):
+    """An ``nn.intercept_methods`` interceptor: each Dropout module named in
+    ``spec["modules"]`` (the reference's call order) applies ``x * mask / (1 - rate)`` with
+    :func:`dropout_mask` of its index, whatever its ``deterministic`` flag."""
+    import flax.linen as nn  # pylint: disable=import-outside-toplevel
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+    modules = list(spec["modules"])
+
+    def interceptor(next_fun, args, kwargs, context):
+        module = context.module
+        if not (isinstance(module, nn.Dropout) and context.method_name == "__call__"):
+            return next_fun(*args, **kwargs)
+        if module.name not in modules:
+            raise ValueError(f"dropout module {module.name!r} not in the case's {modules}")
+        x = args[0]
+        mask = dropout_mask(spec["seed"], modules.index(module.name), x.shape, module.rate)
+        return jnp.where(jnp.asarray(mask), x / (1.0 - module.rate), 0.0).astype(x.dtype)
+    return interceptor
 
 
 def case_names(fixture: Mapping[str, Any]) -> List[str]:
@@ -105,7 +139,8 @@ def build(meta: Mapping[str, Any]):
     shape = (1,) + tuple(meta["input"][1:3]) + (3,)
     abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(shape, jnp.float32))
     template = jax.tree_util.tree_map(lambda a: np.zeros(a.shape, np.float32), abstract)
-    state = synthetic_state_dict(meta["state"], meta["salt"])
+    state = synthetic_state_dict(meta["state"], meta["salt"],
+                                 meta.get("bn_weight", BN_WEIGHT))
     conv = dict(meta["convert"])
     variables = convert.convert_state_dict(meta["arch"], state, template, include_head=True,
                                            **conv)
@@ -181,8 +216,14 @@ def run_ours(meta: Mapping[str, Any], images: np.ndarray, labels: np.ndarray,
                    if method == "acol" else evaluated)
     out["cam"] = _cam(meta, models.readout(method, variables, with_labels), labels)
     key = jax.random.key(0)
-    trained, _ = model.apply(variables, images, train=True, labels=labels,
-                             rngs={"adl": key, "dropout": key}, mutable=["batch_stats"])
+    if meta.get("dropout"):  # the reference's masks (tools/method_parity_fixtures.py)
+        import flax.linen as nn  # pylint: disable=import-outside-toplevel
+        with nn.intercept_methods(_fixed_dropout(meta["dropout"])):
+            trained, _ = model.apply(variables, images, train=True, labels=labels,
+                                     rngs={"adl": key, "dropout": key}, mutable=["batch_stats"])
+    else:
+        trained, _ = model.apply(variables, images, train=True, labels=labels,
+                                 rngs={"adl": key, "dropout": key}, mutable=["batch_stats"])
     put("train", trained)
     out["train/loss"] = models.method_loss(method, trained, labels)
     ce = losses.softmax_cross_entropy
