@@ -91,6 +91,22 @@ def test_reference_parity(path, case):
                                    err_msg=f"{case}: {name}")
 
 
+@pytest.mark.parametrize("path,case", _cases())
+def test_fixture_outputs_depend_on_the_input(path, case):
+    """Guards the synthetic weights: for every stored map / logit output the two images differ
+    by more than 3x the comparison's tolerance (weights that wash the input out, e.g. too small
+    BatchNorm scales in a deep eval-mode network, would make the parity test blind)."""
+    fixture = _fixture(path)
+    meta = parity.case_meta(fixture, case)
+    rtol, atol_frac = meta["tolerance"]["rtol"], meta["tolerance"]["atol_frac"]
+    for name in meta["outputs"]:
+        ref = fixture[f"{case}/ref/{name}"]
+        if ref.ndim == 0 or name == "train/terms":
+            continue
+        scale = float(np.max(np.abs(ref)))
+        assert float(np.max(np.abs(ref[0] - ref[1]))) > 3 * (rtol + atol_frac) * scale, name
+
+
 def test_synthetic_tensor_is_keyed_by_name():
     a = parity.synthetic_tensor("layer1.0.conv1.weight", (4, 3, 3, 3))
     b = parity.synthetic_state_dict([("x.weight", (2, 2)), ("layer1.0.conv1.weight",
