@@ -191,9 +191,20 @@ def _ints(text: str) -> list:
 def measure(args, n: int, run_reference: bool) -> dict:
     """One tree of ``n`` maps; both tools on it. Returns the row of figures."""
     with tempfile.TemporaryDirectory() as tmp:
-        root = args.keep or tmp
-        maps, meta, masks = build_tree(root, args.dataset, args.split, n, args.seed,
-                                       args.noise, args.dtype, maps=args.maps)
+        root = tmp
+        if args.keep:  # one kept tree per case, reused by later runs
+            root = os.path.join(args.keep, f"{args.maps}_{args.dataset}_{args.split}_{n}_"
+                                f"{args.seed}_{args.noise}_{args.dtype}")
+        done = os.path.join(root, "complete")
+        if os.path.exists(done):
+            maps, meta, masks = (os.path.join(root, d) for d in ("scoremaps", "metadata",
+                                                                 "masks"))
+        else:
+            maps, meta, masks = build_tree(root, args.dataset, args.split, n, args.seed,
+                                           args.noise, args.dtype, maps=args.maps)
+            pathlib.Path(done).touch()
+        if run_reference is None:  # --build_only
+            return {}
         flags = _flags(maps, meta, masks, args)
         output = os.path.join(root, "ours.json")
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
@@ -252,7 +263,9 @@ def main():
     p.add_argument("--noise", type=float, default=0.3)
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--keep", default="", help="Build the tree here and keep it.")
+    p.add_argument("--keep", default="", help="Keep the trees under this folder (one per "
+                   "case) and reuse them in later runs.")
+    p.add_argument("--build_only", action="store_true", help="Only build the trees (--keep).")
     args = p.parse_args()
     if not args.skip_reference and not os.path.isfile(
             os.path.join(args.reference_src, "evaluation.py")):
@@ -263,6 +276,12 @@ def main():
     print(f"{args.maps} {args.dataset}-like {args.dtype} maps, interval {args.interval}, "
           f"multi_contour_eval={args.multi_contour_eval}, multi_iou_eval={args.multi_iou_eval};"
           f" load average {os.getloadavg()[0]:.2f} at start", flush=True)
+    if args.build_only:
+        if not args.keep:
+            sys.exit("--build_only needs --keep")
+        for n in sizes:
+            measure(args, n, None)
+        return
     rows = [measure(args, n, n in with_reference) for n in sizes]
     print(f"load average {os.getloadavg()[0]:.2f} at end")
     print(markdown(rows, args))
