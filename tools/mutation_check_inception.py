@@ -3,17 +3,16 @@ make its parity case (tests/test_method_parity.py, fixture method_parity_incepti
 
     PYTHONPATH=$PWD python tools/mutation_check_inception.py [index ...]
 
-Each mutant is written into the source, the case's test runs, and the source is restored (even
-on failure). Prints KILLED (test failed, good) or SURVIVED per mutant.
+(the runner: tools/mutation_check.py).
 """
-import pathlib
-import subprocess
 import sys
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from mutation_check import Mutant, main
+
 SOURCE = "infocam_jax/models/inception.py"
-# (name, old, new, parity case)
-MUTANTS = [
+MUTANTS = [Mutant(name, SOURCE, old, new, (
+    f"tests/test_method_parity.py::test_reference_parity[{case}]",))
+    for name, old, new, case in [
     ("SPG tap b2 reads Mixed_6e instead of Mixed_6d",
      '        elif name == "Mixed_6d":\n            taps["spg_b2"] = x',
      '        elif name == "Mixed_6e":\n            taps["spg_b2"] = x', "inception_v3-spg"),
@@ -36,32 +35,8 @@ MUTANTS = [
     ("SPG without the third dropout (SPG_C / SPG_A4 read the undropped A3_2b)",
      '    return drop(x, "A4")', '    return x if opts.method == "spg" else drop(x, "A4")',
      "inception_v3-spg"),
-]
-
-
-def main():
-    selected = sys.argv[1:]
-    path = REPO / SOURCE
-    for i, (name, old, new, case) in enumerate(MUTANTS):
-        if selected and str(i) not in selected:
-            continue
-        src = path.read_text()
-        if src.count(old) != 1:
-            raise RuntimeError(f"mutant {i} ({name}): the original text occurs {src.count(old)}x")
-        path.write_text(src.replace(old, new))
-        try:
-            cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                   f"tests/test_method_parity.py::test_reference_parity[{case}]"]
-            p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False,
-                               env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin",
-                                    "JAX_PLATFORMS": "cpu"})
-            lines = [l for l in p.stdout.splitlines() if l.strip()]
-            first = [l.strip() for l in lines if l.strip().startswith(("E ", "FAILED"))][:2]
-            print(f"[{i}] {name}: {'KILLED' if p.returncode else 'SURVIVED'} | {lines[-1]} | "
-                  f"{first}", flush=True)
-        finally:
-            path.write_text(src)
+]]
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(MUTANTS))

@@ -6,14 +6,12 @@ against the reference's fixtures): each mutant must make its tests fail.
 
 A mutant is (name, file, old text, new text, test file[, pytest -k expression]).
 
-Each mutant is written into the source, the named test file runs, and the source is restored
-(even on failure). Prints KILLED (tests failed, good) or SURVIVED per mutant.
+(the runner: tools/mutation_check.py).
 """
-import pathlib
-import subprocess
 import sys
 
-repo = pathlib.Path(__file__).resolve().parents[1]
+from mutation_check import Mutant, main
+
 MUTANTS = [
   ("has: swap row/col cell index", "infocam_jax/augment.py",
    "pixel = hide[:, rows[:, None], cols[None, :]]", "pixel = hide[:, cols[None, :], rows[:, None]]", "tests/test_augment.py"),
@@ -126,21 +124,15 @@ MUTANTS += [
    "RESNET50_STRIDES_LARGE = (1, 2, 1, 1)", "RESNET50_STRIDES_LARGE = (1, 2, 2, 1)",
    PARITY, "resnet50-cam"),
 ]
-sel = sys.argv[1:] 
-for i, (name, path, old, new, test, *kexpr) in enumerate(MUTANTS):
-    if sel and str(i) not in sel: continue
-    f = repo / path
-    src = f.read_text()
-    assert src.count(old) == 1, (name, src.count(old))
-    f.write_text(src.replace(old, new))
-    try:
-        k = "-k"
-        kexpr = kexpr[0] if kexpr else ("step or has_" if "train_methods" in test else "")
-        cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", test]
-        if kexpr: cmd += [k, kexpr]
-        p = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"})
-        last = [l for l in p.stdout.splitlines() if l.strip()][-1]
-        failed = [l for l in p.stdout.splitlines() if l.startswith("FAILED")]
-        print(f"[{i}] {name}: rc={p.returncode} {'KILLED' if p.returncode else 'SURVIVED'} | {last} | {failed[:1]}", flush=True)
-    finally:
-        f.write_text(src)
+
+
+def _tests(test: str, kexpr: str = "") -> tuple:
+    """pytest arguments of a row: its test file and -k expression (the train-step mutants run
+    the step and HaS tests of tests/test_train_methods.py)."""
+    kexpr = kexpr or ("step or has_" if "train_methods" in test else "")
+    return (test, "-k", kexpr) if kexpr else (test,)
+
+
+if __name__ == "__main__":
+    sys.exit(main([Mutant(name, path, old, new, _tests(test, *kexpr))
+                   for name, path, old, new, test, *kexpr in MUTANTS]))

@@ -2,19 +2,15 @@
 
     python tools/mutation_check_posthoc.py [index ...]
 
-Each mutant is written into the source, the test file runs (``-x``: it stops at the first
-failure), and the source is restored, even on failure. Prints KILLED (the tests failed, good)
-or SURVIVED per mutant, with the first failing test.
+(the runner: tools/mutation_check.py).
 """
-import os
-import pathlib
-import subprocess
 import sys
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from mutation_check import Mutant, main
+
 SOURCE = "infocam_jax/posthoc.py"
 TEST = "tests/test_posthoc.py"
-MUTANTS = [
+MUTANTS = [Mutant(name, SOURCE, old, new, (TEST,)) for name, old, new in [
     ("wrong gradient sign (cotangent -one_hot)",
      "cotangent = _nan_where_invalid(jax.nn.one_hot(",
      "cotangent = _nan_where_invalid(-jax.nn.one_hot("),
@@ -37,38 +33,8 @@ MUTANTS = [
      "weights = _nan_where_invalid(scores, targets, num_classes)"),
     ("Eigen-CAM: activations not centred", "x = x - jnp.mean(x, axis=1, keepdims=True)",
      "x = x"),
-]
-
-
-def run(index: int, name: str, old: str, new: str) -> bool:
-    """Applies one mutant, runs the tests, restores the source; True if the mutant was killed."""
-    path = REPO / SOURCE
-    src = path.read_text()
-    if src.count(old) != 1:
-        raise SystemExit(f"[{index}] {name}: the original text occurs {src.count(old)} times "
-                         f"in {SOURCE} (expected once); update the mutant")
-    path.write_text(src.replace(old, new))
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", TEST],
-            cwd=REPO, capture_output=True, text=True, check=False,
-            env=dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu"))
-    finally:
-        path.write_text(src)
-    lines = [l for l in proc.stdout.splitlines() if l.strip()]
-    failed = [l for l in lines if l.startswith("FAILED")]
-    killed = proc.returncode != 0
-    print(f"[{index}] {name}: {'KILLED' if killed else 'SURVIVED'} | {lines[-1] if lines else ''}"
-          f" | {failed[0] if failed else ''}", flush=True)
-    return killed
-
-
-def main(selection) -> int:
-    survivors = [i for i, m in enumerate(MUTANTS)
-                 if (not selection or str(i) in selection) and not run(i, *m)]
-    print(f"{len(survivors)} survived: {survivors}")
-    return 1 if survivors else 0
+]]
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(MUTANTS))
