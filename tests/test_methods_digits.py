@@ -19,6 +19,12 @@ def _init(method, **options):
     return model, model.init({"params": jax.random.PRNGKey(1)}, IMAGES, train=False)
 
 
+def _abstract_init(model):
+    """Parameter shapes without computing anything (``jax.eval_shape``)."""
+    return jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(1)}, IMAGES,
+                                             train=False))
+
+
 def _shapes(tree):
     return jax.tree_util.tree_map(jnp.shape, tree)
 
@@ -27,21 +33,22 @@ def _shapes(tree):
 
 @pytest.mark.parametrize("method", ["cam", "adl", "has", "cutmix"])
 def test_cam_family_keeps_the_legacy_class_and_tree(method):
-    model, variables = _init(method)
+    model = models.create("digits_cnn", 10, method=method)
     legacy = digits.digits_cnn(10, adl_positions="2M 31" if method == "adl" else "")
-    want = legacy.init({"params": jax.random.PRNGKey(1)}, IMAGES, train=False)
     assert isinstance(model, models.ConvGAP)
-    assert _shapes(variables) == _shapes(want)
+    assert model == legacy
+    assert _shapes(_abstract_init(model)) == _shapes(_abstract_init(legacy))
     assert model.adl_positions == (("2M", "31") if method == "adl" else ())
 
 
 @pytest.mark.parametrize("method,width", [("acol", 16), ("spg", 16), ("acol", 8), ("spg", 8)])
 def test_acol_spg_build_with_head_widths_4w(method, width):
-    model, variables = _init(method, width=width)
+    model = models.create("digits_cnn", 10, method=method, width=width)
+    variables = _abstract_init(model)
     assert isinstance(model, models.WSOLNet) and model.method == method
     params = variables["params"]
     # The trunk is the legacy digits trunk, name for name.
-    legacy = digits.digits_cnn(10, width=width).init({"params": jax.random.PRNGKey(1)}, IMAGES)
+    legacy = _abstract_init(digits.digits_cnn(10, width=width))
     trunk = {k: v for k, v in params.items() if k != method}
     assert _shapes(trunk) == _shapes({k: v for k, v in legacy["params"].items()
                                       if k != "head"})
@@ -56,10 +63,11 @@ def test_acol_spg_build_with_head_widths_4w(method, width):
         assert head["b2a"]["kernel"].shape == (3, 3, 4 * width, w)   # tap b2 = conv3_1 output
         assert head["c_conv"]["kernel"].shape == (3, 3, 4 * width, w)
         assert head["a4"]["kernel"].shape == (4 * width, 10)
-    out = model.apply(variables, IMAGES, train=False, labels=LABELS)
+    out = jax.eval_shape(lambda v: model.apply(v, IMAGES, train=False, labels=LABELS),
+                         variables)
     assert out[0].shape == (3, 10)
-    updated = model.apply(variables, IMAGES, train=True, labels=LABELS,
-                          mutable=["batch_stats"])[1]
+    updated = jax.eval_shape(lambda v: model.apply(v, IMAGES, train=True, labels=LABELS,
+                                                   mutable=["batch_stats"])[1], variables)
     assert set(updated) == {"batch_stats"}
 
 
@@ -77,26 +85,33 @@ def test_bad_digits_options_name_the_field(kwargs, field):
 def test_acol_erases_the_given_class():
     """Branch A (the logits) ignores ``labels``; branch B reads features erased where branch
     A's min-max normalised map of that class is >= 0.7 (NumPy statement of the erasure)."""
-    model, variables = _init("acol")
-    a = model.apply(variables, IMAGES, train=False, labels=LABELS)
-    b = model.apply(variables, IMAGES, train=False, labels=(LABELS + 1) % 10)
+    model, variables = _init("acol", width=4)
+    legacy = digits.digits_cnn(10, width=4)
+    lv = {"params": {k: v for k, v in variables["params"].items() if k != "acol"},
+          "batch_stats": variables["batch_stats"]}
+    lv["params"]["head"] = {"kernel": jnp.zeros((16, 10)), "bias": jnp.zeros(10)}
+
+    @jax.jit
+    def run(v, lv):
+        a = model.apply(v, IMAGES, train=False, labels=LABELS)
+        b = model.apply(v, IMAGES, train=False, labels=(LABELS + 1) % 10)
+        top = model.apply(v, IMAGES, train=False)
+        same = model.apply(v, IMAGES, train=False, labels=jnp.argmax(a.logits, -1))
+        return a, b, top, same, legacy.apply(lv, IMAGES, train=False)[1]
+
+    a, b, top, same, trunk = run(variables, lv)
     np.testing.assert_array_equal(np.asarray(a.logits), np.asarray(b.logits))
     assert not np.allclose(np.asarray(a.logits_b), np.asarray(b.logits_b))
     # labels=None reads the top-1 class of branch A.
-    top = model.apply(variables, IMAGES, train=False)
-    same = model.apply(variables, IMAGES, train=False, labels=jnp.argmax(a.logits, -1))
     np.testing.assert_allclose(np.asarray(top.logits_b), np.asarray(same.logits_b), rtol=1e-6)
-    # The erasure, in NumPy, fed through branch B's own modules.
+    # The erasure in NumPy, then branch B's two convolutions and head by lax / NumPy.
     p = variables["params"]["acol"]
     fa = np.asarray(a.features_a, np.float64)
     s = np.einsum("bhwk,kb->bhw", fa, np.asarray(p["a_head"]["kernel"])[:, np.asarray(LABELS)])
     lo, hi = s.min((1, 2), keepdims=True), s.max((1, 2), keepdims=True)
     keep = ((s - lo) / (hi - lo) < 0.7)[..., None]
-    legacy = digits.digits_cnn(10)
-    lv = {"params": {k: v for k, v in variables["params"].items() if k != "acol"},
-          "batch_stats": variables["batch_stats"]}
-    lv["params"]["head"] = {"kernel": jnp.zeros((64, 10)), "bias": jnp.zeros(10)}
-    x = jnp.asarray(np.asarray(legacy.apply(lv, IMAGES, train=False)[1]) * keep, jnp.float32)
+    assert 0 < keep.sum() < keep.size
+    x = jnp.asarray(np.asarray(trunk) * keep, jnp.float32)
     for name in ("b_conv1", "b_conv2"):
         x = jax.nn.relu(jax.lax.conv_general_dilated(
             x, p[name]["kernel"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
@@ -216,19 +231,18 @@ def test_spg_resize_equals_torch_bilinear():
 
 @pytest.mark.parametrize("method", ["acol", "spg"])
 def test_model_loss_and_readout_run(method):
-    """The losses and readout on real model outputs: finite, differentiable, and the readout's
-    branches reproduce the logits (``logits = mean(features) @ kernel + bias``)."""
-    model, variables = _init(method)
+    """The loss and readout on real model outputs (the train step's gradients are
+    tests/test_train_methods.py's): a finite loss, and the readout's branches reproduce the
+    logits (``logits = mean(features) @ kernel + bias``)."""
+    model, variables = _init(method, width=4)
 
-    def loss(params):
-        out, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
-                             IMAGES, train=True, labels=LABELS, mutable=["batch_stats"])
-        return models.method_loss(method, out, LABELS)
+    @jax.jit
+    def run(v):
+        out = model.apply(v, IMAGES, train=False, labels=LABELS)
+        return out, models.method_loss(method, out, LABELS)
 
-    value, grads = jax.value_and_grad(loss)(variables["params"])
+    out, value = run(variables)
     assert np.isfinite(float(value))
-    assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
-    out = model.apply(variables, IMAGES, train=False, labels=LABELS)
     ro = models.readout(method, variables, out)
     assert ro.fusion == ("max_minmax" if method == "acol" else "single")
     assert len(ro.branches) == (2 if method == "acol" else 1)
