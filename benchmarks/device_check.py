@@ -17,6 +17,10 @@ short keeps what it measured) and ``DIR/device_check.md`` (the same as tables). 
   over the threshold grid, metric counters) in images/s, for each box backend the library
   offers (probed: ``boxes.largest_box(..., backend=...)`` and a backend field of the eval
   settings), and box extraction alone per backend.
+* Post-hoc maps (``infocam_jax.posthoc``: Grad-CAM, HiResCAM, Grad-CAM++, XGrad-CAM,
+  LayerCAM, Eigen-CAM on the GAP input; Score-CAM on the 64-channel stem, ``chunk_size`` 64)
+  in images/s, JAX only (pytorch-grad-cam is compared on CPU by
+  ``benchmarks/posthoc_vs_gradcam.py``). Smoke: Grad-CAM and Score-CAM only.
 * Memory: XLA's compiled-buffer estimate per step (``Compiled.memory_analysis()``: arguments
   + outputs + temporaries) and the device allocator's peak so far (``Device.memory_stats()``,
   cumulative over the run); PyTorch's ``max_memory_allocated`` per measurement.
@@ -98,7 +102,7 @@ class Report:
         self.start = time.perf_counter()
         self.data: dict[str, Any] = {
             "args": {k: v for k, v in vars(args).items()}, "env": {}, "models": [],
-            "eval": [], "boxes": [], "skipped": [], "errors": [], "notes": []}
+            "eval": [], "boxes": [], "posthoc": [], "skipped": [], "errors": [], "notes": []}
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -160,6 +164,14 @@ def markdown(data: dict) -> str:
         for r in data["boxes"]:
             lines.append(f"| {r['batch']} | {r['size']} | {r['thresholds']} | {r['backend']} | "
                          f"{_fmt(r.get('images_per_s'))} | {_fmt(r.get('compile_s'))} |")
+    if data.get("posthoc"):
+        lines += ["", "## Post-hoc maps (infocam_jax.posthoc, one target class per image)", "",
+                  "| network | batch | method | layer | img/s | compile s | XLA step MiB |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in data["posthoc"]:
+            lines.append(f"| {r['arch']} | {r['batch']} | {r['method']} | {r['layer']} | "
+                         f"{_fmt(r.get('images_per_s'))} | {_fmt(r.get('compile_s'))} | "
+                         f"{_fmt(_mib(r.get('xla_bytes')), '.0f')} |")
     for title, key in (("Skipped", "skipped"), ("Errors", "errors"), ("Notes", "notes")):
         if data[key]:
             lines += ["", f"## {title}", ""] + [f"- {x}" for x in data[key]]
@@ -376,6 +388,37 @@ def bench_boxes(jax, args, batch, backend) -> dict:
     return dict(result, compile_s=compile_s)
 
 
+POSTHOC_LAYERS = {"scorecam": {"resnet50": "bn1", "vgg16_gap": "conv1_1"}}
+
+
+def posthoc_methods(smoke: bool) -> tuple[str, ...]:
+    """The post-hoc methods measured (smoke: one gradient method and Score-CAM)."""
+    from infocam_jax import posthoc  # pylint: disable=import-outside-toplevel
+    return ("gradcam", "scorecam") if smoke else posthoc.METHOD_NAMES
+
+
+def bench_posthoc(jax, bench: JaxBench, arch, batch, method) -> dict:
+    """One post-hoc method's maps for ``batch`` images (Score-CAM: at most 4 images)."""
+    from infocam_jax import models, posthoc  # pylint: disable=import-outside-toplevel
+    args = bench.args
+    layer = POSTHOC_LAYERS.get(method, {}).get(arch, posthoc.DEFAULT_LAYER)
+    if method == "scorecam":
+        batch = min(batch, 4)
+    options = {"chunk_size": 64} if method == "scorecam" else {}
+    model = models.create(arch, args.num_classes)
+    x, y = bench.batch(batch)
+    x, y = jax.device_put(x), jax.device_put(y)
+    fn = jax.jit(lambda v, x, t: posthoc.compute(method, model, v, x, t, layer=layer,
+                                                 **options))
+    variables = bench.variables(arch)
+    compiled, compile_s = _compile(fn, variables, x, y)
+    result = timed(lambda: jax.block_until_ready(compiled(variables, x, y)),
+                   warmup=args.warmup, iters=args.iters, max_s=args.max_measure_s,
+                   batch=batch)
+    return dict(result, batch=batch, layer=layer, compile_s=compile_s,
+                xla_bytes=xla_bytes(compiled))
+
+
 # ----------------------------------------------------------------------------- PyTorch side
 
 class TorchBench:
@@ -473,6 +516,7 @@ def plan(args) -> list[tuple]:
         tasks.append(("model", arch, dtype, first, None))
     tasks.append(("eval", eval_arch[0], eval_arch[1], min(args.batches), None))
     tasks.append(("boxes", None, None, first, None))
+    tasks.append(("posthoc", eval_arch[0], eval_arch[1], min(args.batches), None))
     # The other convolution path on the heaviest backward (which one "auto" should pick).
     tasks.append(("model_conv_impl", grid[0][0], grid[0][1], first, None))
     for batch in rest:
@@ -552,8 +596,22 @@ def _run_boxes(task, jax, bench, torch_bench, report):
         _emit(report, "boxes", row)
 
 
+def _run_posthoc(task, jax, bench, torch_bench, report):
+    """Each post-hoc method's maps (float32)."""
+    del torch_bench
+    _, arch, _, batch, _ = task
+    for method in posthoc_methods(bench.args.smoke):
+        row = {"arch": arch, "method": method}
+        try:
+            row.update(bench_posthoc(jax, bench, arch, batch, method))
+        except Exception as e:  # pylint: disable=broad-except
+            _record_error(report, f"posthoc {method}", e)
+            continue
+        _emit(report, "posthoc", row)
+
+
 _RUNNERS = {"model": _run_models, "model_conv_impl": _run_models, "eval": _run_eval,
-            "boxes": _run_boxes}
+            "boxes": _run_boxes, "posthoc": _run_posthoc}
 
 
 def run_task(task, jax, bench, torch_bench, report):

@@ -1,7 +1,7 @@
 r"""Benchmark: launch/evaluate_scoremaps.py vs the reference WSOL evaluation, as whole processes.
 
-Builds a tree in a temporary folder (metadata in the reference's formats, one noisy 224x224
-``.npy`` map per image, PNG masks for OpenImages), then runs, side by side as subprocesses,
+Builds a tree in a temporary folder (metadata in the reference's formats, one 224x224 ``.npy``
+map per image, PNG masks for OpenImages), then runs, side by side as subprocesses,
 
 * the reference ``evaluation.py`` from a checkout of clovaai/wsolevaluation outside this
   repository (``--reference_src``), started through a small shim that restores ``np.float``
@@ -9,11 +9,21 @@ Builds a tree in a temporary folder (metadata in the reference's formats, one no
   evaluation never uses them), and
 * ``launch/evaluate_scoremaps.py`` with the same flags,
 
-and prints both wall times (process start to exit, imports and compilation included), their
-ratio, and both ``performance`` numbers. The default case is the issue's: 120 CUB-like maps,
-``--cam_curve_interval 0.001``, MaxBoxAccV2 settings (multi-contour, multi-IoU).
+and prints, per number of maps N (``--n``), both wall times (process start to exit, imports
+and compilation included), both peak resident set sizes (the child's ``ru_maxrss`` from
+``os.wait4``), their ratio, both ``performance`` numbers, and our tool's start-up: seconds
+from process start to the first map read (its report's ``timings_s``). The last line is a
+Markdown table of the same figures.
+
+Maps (``--maps``): ``smooth`` (default) are CAM-like: Gaussian blobs at the GT boxes' centres
+plus a little noise on a 7x7, 14x14 or 28x28 grid (drawn per map), bicubic-upsampled to
+224x224 and min-max normalised, as real CAMs are; ``noisy`` are the blobs drawn at 224x224 with
+``--noise`` uniform noise (many small contours: OpenCV's slowest case).
 
   python benchmarks/scoremaps_vs_reference.py --reference_src /path/to/wsolevaluation
+  python benchmarks/scoremaps_vs_reference.py --reference_src ... --n=300 --interval=0.01
+  python benchmarks/scoremaps_vs_reference.py --reference_src ... --n=300,2000,10000 \
+      --reference_n=300,2000          # the reference only where it finishes in minutes
   python benchmarks/scoremaps_vs_reference.py --reference_src ... --dataset OpenImages
   python benchmarks/scoremaps_vs_reference.py --skip_reference --keep /tmp/tree   # ours only
 """
@@ -76,10 +86,26 @@ def _noisy_map(rng, size, centres, noise):
     return (m - m.min()) / (m.max() - m.min())
 
 
+GRIDS = (7, 14, 28)
+
+
+def _smooth_map(rng, size, centres, noise):
+    """A CAM-like map: blobs + ``noise / 10`` noise on a 7/14/28 grid, bicubic to ``size``."""
+    grid = int(rng.choice(GRIDS))
+    coarse = _noisy_map(rng, grid, [(cx * grid / size, cy * grid / size) for cx, cy in centres],
+                        noise / 10)
+    up = np.asarray(Image.fromarray(coarse.astype(np.float32), mode="F").resize(
+        (size, size), Image.BICUBIC), np.float64)
+    return (up - up.min()) / max(up.max() - up.min(), 1e-12)
+
+
 def build_tree(root, dataset: str = "CUB", split: str = "val", num_maps: int = 120,
-               seed: int = 0, noise: float = 0.3, dtype: str = "float32", size: int = 224):
+               seed: int = 0, noise: float = 0.3, dtype: str = "float32", size: int = 224,
+               maps: str = "smooth"):
     """Writes ``root/{metadata,scoremaps,masks}`` for a CUB-like (one box), ILSVRC-like
-    (1-3 boxes) or OpenImages-like (masks) dataset; returns the three folders."""
+    (1-3 boxes) or OpenImages-like (masks) dataset with ``smooth`` or ``noisy`` maps; returns
+    the three folders."""
+    draw = {"smooth": _smooth_map, "noisy": _noisy_map}[maps]
     rng = np.random.default_rng(seed)
     root = pathlib.Path(root)
     meta = root / "metadata" / dataset / split
@@ -118,7 +144,7 @@ def build_tree(root, dataset: str = "CUB", split: str = "val", num_maps: int = 1
                 centres.append(((x0 + x1) / 2 * size / w, (y0 + y1) / 2 * size / h))
         path = maps_dir / (image_id + ".npy")
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, _noisy_map(rng, size, centres, noise).astype(dtype))
+        np.save(path, draw(rng, size, centres, noise).astype(dtype))
         ids.append(image_id)
         labels.append((image_id, label))
         sizes.append((image_id, w, h))
@@ -142,13 +168,81 @@ def _flags(maps, meta, masks, args) -> list:
 
 
 def _run(cmd, cwd=None, env=None):
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if proc.returncode:
-        sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout}\n"
-                 f"{proc.stderr}")
-    return elapsed, proc.stdout
+    """Runs ``cmd``; returns (wall seconds, stdout, peak RSS in MiB of that process)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read()
+        if proc.returncode:
+            sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{stdout}\n"
+                     f"{err.read()}")
+    return elapsed, stdout, usage.ru_maxrss / 1024  # Linux: kilobytes
+
+
+def _ints(text: str) -> list:
+    return [int(v) for v in str(text).split(",") if v.strip()]
+
+
+def measure(args, n: int, run_reference: bool) -> dict:
+    """One tree of ``n`` maps; both tools on it. Returns the row of figures."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = tmp
+        if args.keep:  # one kept tree per case, reused by later runs
+            root = os.path.join(args.keep, f"{args.maps}_{args.dataset}_{args.split}_{n}_"
+                                f"{args.seed}_{args.noise}_{args.dtype}")
+        done = os.path.join(root, "complete")
+        if os.path.exists(done):
+            maps, meta, masks = (os.path.join(root, d) for d in ("scoremaps", "metadata",
+                                                                 "masks"))
+        else:
+            maps, meta, masks = build_tree(root, args.dataset, args.split, n, args.seed,
+                                           args.noise, args.dtype, maps=args.maps)
+            pathlib.Path(done).touch()
+        if run_reference is None:  # --build_only
+            return {}
+        flags = _flags(maps, meta, masks, args)
+        output = os.path.join(root, "ours.json")
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+        row = {"n": n}
+        row["ours_s"], _, row["ours_mib"] = _run(
+            [sys.executable, str(REPO_ROOT / "launch" / "evaluate_scoremaps.py"), *flags,
+             f"--output={output}", "--quiet"], env=env)
+        with open(output) as f:
+            report = json.load(f)
+        row["ours"] = report["performance"]
+        row["start_s"] = report.get("timings_s", {}).get("first_map_read")
+        print(f"N={n}: ours {row['ours_s']:8.2f} s, {row['ours_mib']:7.0f} MiB peak, first map "
+              f"read at {row['start_s']} s, performance {row['ours']:.6f}", flush=True)
+        if run_reference:
+            row["ref_s"], out, row["ref_mib"] = _run(
+                [sys.executable, "-c", _SHIM, os.path.abspath(args.reference_src), *flags],
+                cwd=args.reference_src)
+            found = re.findall(r"localization: ([-0-9.eE+naN]+)", out)
+            row["ref"] = float(found[-1]) if found else float("nan")
+            print(f"N={n}: reference {row['ref_s']:8.2f} s, {row['ref_mib']:7.0f} MiB peak, "
+                  f"performance {row['ref']:.6f}; speed-up {row['ref_s'] / row['ours_s']:.1f}x,"
+                  f" |difference| {abs(row['ref'] - row['ours']):.2e}", flush=True)
+    return row
+
+
+def markdown(rows, args) -> str:
+    lines = [f"| N ({args.maps} {args.dataset}-like maps, interval {args.interval}) | ours s | "
+             "ours peak MiB | ours first map read s | reference s | reference peak MiB | "
+             "speed-up | same performance |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ref = "ref_s" in r
+        lines.append(
+            f"| {r['n']} | {r['ours_s']:.2f} | {r['ours_mib']:.0f} | {r['start_s']} | "
+            f"{r['ref_s']:.2f} | {r['ref_mib']:.0f} | {r['ref_s'] / r['ours_s']:.1f}x | "
+            f"{'yes' if r['ref'] == r['ours'] else 'NO'} |" if ref else
+            f"| {r['n']} | {r['ours_s']:.2f} | {r['ours_mib']:.0f} | {r['start_s']} | - | - | "
+            f"- | - |")
+    return "\n".join(lines)
 
 
 def main():
@@ -158,44 +252,39 @@ def main():
     p.add_argument("--skip_reference", action="store_true", help="Time our tool only.")
     p.add_argument("--dataset", default="CUB", choices=("CUB", "ILSVRC", "OpenImages"))
     p.add_argument("--split", default="val")
-    p.add_argument("--num_maps", type=int, default=120)
+    p.add_argument("--n", "--num_maps", dest="n", default="120",
+                   help="Comma list of numbers of maps, one tree each.")
+    p.add_argument("--reference_n", default="",
+                   help="Comma list: the N at which the reference runs too (default: all).")
+    p.add_argument("--maps", default="smooth", choices=("smooth", "noisy"))
     p.add_argument("--interval", type=float, default=0.001)
     p.add_argument("--multi_contour_eval", default="true")
     p.add_argument("--multi_iou_eval", default="true")
     p.add_argument("--noise", type=float, default=0.3)
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--keep", default="", help="Build the tree here and keep it.")
+    p.add_argument("--keep", default="", help="Keep the trees under this folder (one per "
+                   "case) and reuse them in later runs.")
+    p.add_argument("--build_only", action="store_true", help="Only build the trees (--keep).")
     args = p.parse_args()
     if not args.skip_reference and not os.path.isfile(
             os.path.join(args.reference_src, "evaluation.py")):
         sys.exit("--reference_src must point at a checkout of clovaai/wsolevaluation "
                  "(or pass --skip_reference)")
-
-    with tempfile.TemporaryDirectory() as tmp:
-        root = args.keep or tmp
-        maps, meta, masks = build_tree(root, args.dataset, args.split, args.num_maps,
-                                       args.seed, args.noise, args.dtype)
-        print(f"tree: {args.num_maps} {args.dataset}-like {args.dtype} maps under {root}; "
-              f"interval {args.interval}, multi_contour_eval={args.multi_contour_eval}, "
-              f"multi_iou_eval={args.multi_iou_eval}")
-        flags = _flags(maps, meta, masks, args)
-        output = os.path.join(root, "ours.json")
-        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-        ours_s, _ = _run([sys.executable, str(REPO_ROOT / "launch" / "evaluate_scoremaps.py"),
-                          *flags, f"--output={output}", "--quiet"], env=env)
-        with open(output) as f:
-            ours = json.load(f)["performance"]
-        print(f"ours:      {ours_s:8.2f} s   performance {ours:.6f}")
-        if args.skip_reference:
-            return
-        ref_s, out = _run([sys.executable, "-c", _SHIM, os.path.abspath(args.reference_src),
-                           *flags], cwd=args.reference_src)
-        found = re.findall(r"localization: ([-0-9.eE+naN]+)", out)
-        ref = float(found[-1]) if found else float("nan")
-        print(f"reference: {ref_s:8.2f} s   performance {ref:.6f}")
-        print(f"speed-up (reference / ours, whole processes): {ref_s / ours_s:.1f}x; "
-              f"|difference| {abs(ref - ours):.2e}")
+    sizes = _ints(args.n)
+    with_reference = set() if args.skip_reference else set(_ints(args.reference_n) or sizes)
+    print(f"{args.maps} {args.dataset}-like {args.dtype} maps, interval {args.interval}, "
+          f"multi_contour_eval={args.multi_contour_eval}, multi_iou_eval={args.multi_iou_eval};"
+          f" load average {os.getloadavg()[0]:.2f} at start", flush=True)
+    if args.build_only:
+        if not args.keep:
+            sys.exit("--build_only needs --keep")
+        for n in sizes:
+            measure(args, n, None)
+        return
+    rows = [measure(args, n, n in with_reference) for n in sizes]
+    print(f"load average {os.getloadavg()[0]:.2f} at end")
+    print(markdown(rows, args))
 
 
 if __name__ == "__main__":

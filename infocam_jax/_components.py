@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from infocam_jax import box_protocol
+
 NUM_LEVELS = 256
 _TRASH = NUM_LEVELS * NUM_LEVELS          # the table's dump slot for masked scatter writes
 # Neighbour order: NW, N, NE, W, E, SW, S, SE.
@@ -97,22 +99,10 @@ def fill_holes(values):
     return g
 
 
-def _iou(boxes, gt_boxes, gt_valid):
-    """Max over valid GT of the inclusive-pixel IoU. boxes ``[K, 4]`` -> float32 ``[K]``."""
-    a = boxes[:, None, :]
-    b = gt_boxes[None, :, :]
-    iw = jnp.maximum(0, jnp.minimum(a[..., 2], b[..., 2]) - jnp.maximum(a[..., 0], b[..., 0]) + 1)
-    ih = jnp.maximum(0, jnp.minimum(a[..., 3], b[..., 3]) - jnp.maximum(a[..., 1], b[..., 1]) + 1)
-    inter = iw * ih
-    area_a = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
-    area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
-    iou = inter.astype(jnp.float32) / (area_a + area_b - inter).astype(jnp.float32)
-    return jnp.max(jnp.where(gt_valid[None, :], iou, 0.0), axis=1)
-
-
 def iou_with_gt(boxes, gt_boxes, gt_valid):
-    """Max IoU over valid GT boxes: boxes ``[B, T, 4]``, gt ``[B, G, 4]`` -> float32 ``[B, T]``."""
-    return jax.vmap(_iou)(boxes, gt_boxes, gt_valid)
+    """Max IoU over valid GT boxes: boxes ``[B, T, 4]``, gt ``[B, G, 4]`` -> float32 ``[B, T]``
+    (:func:`infocam_jax.box_protocol.max_iou_with_gt` in jax.numpy)."""
+    return box_protocol.max_iou_with_gt(boxes, gt_boxes, gt_valid, xp=jnp)
 
 
 # Columns of the per-root attribute rows.
@@ -190,7 +180,7 @@ def _batched_pass(values, allowed, gt_boxes, gt_valid, is_hole, *, height, width
         grow = is_hole.astype(jnp.int32)[:, None]
         box = jnp.stack([x0 - grow, y0 - grow, jnp.minimum(x1 + 1 + grow, width - 1),
                          jnp.minimum(y1 + 1 + grow, height - 1)], axis=-1)
-        u = jax.vmap(_iou)(box, gt_boxes, gt_valid)
+        u = iou_with_gt(box, gt_boxes, gt_valid)
         frame = (x0 == 0) | (y0 == 0) | (x1 == width - 1) | (y1 == height - 1)
         u = jnp.where(live & ~(is_hole[:, None] & frame), u, -1.0)
         return tab.at[off_t + cell].max(u)

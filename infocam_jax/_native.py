@@ -2,9 +2,10 @@
 
 Internal helper of :mod:`infocam_jax.boxes`. ``pip install`` builds the kernel into
 ``infocam_jax/_boxes_native*.so`` (see setup.py; ``python setup.py build_ext --inplace`` in a
-checkout). On first use the library is loaded with ctypes, its C ABI version is checked, its two
+checkout). On first use the library is loaded with ctypes, its C ABI version is checked and its
+C entry points are self-tested (:mod:`infocam_jax._native_host`, which needs no JAX), its two
 XLA FFI handlers are registered for the CPU platform, and both are run once on a tiny map whose
-answer is known, through plain C and through a compiled ``jax.ffi.ffi_call``; any failure
+answer is known through a compiled ``jax.ffi.ffi_call``; any failure
 (library absent, no compiler at install time, an FFI ABI mismatch) gives one warning and
 :func:`available` returns False, so callers use the pure-JAX pass instead.
 
@@ -26,83 +27,40 @@ elsewhere a ``jax.pure_callback`` runs the same kernel on the host (on every CPU
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import threading
 import warnings
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-NUM_LEVELS = 256
-ABI_VERSION = 2
+from infocam_jax import _native_host
+from infocam_jax._native_host import (ABI_VERSION, NUM_LEVELS, _bind, _host_iou,  # noqa: F401
+                                      _host_largest, _ptr, _self_test_case, library_path)
+
 _LARGEST = "infocam_largest_boxes"
 _IOU = "infocam_contour_iou"
 _lock = threading.Lock()
 _state: dict = {}
 
 
-def library_path() -> Path | None:
-    """Path of the compiled library: ``$INFOCAM_NATIVE_LIB`` or the one next to this file."""
-    override = os.environ.get("INFOCAM_NATIVE_LIB")
-    if override:
-        return Path(override)
-    found = sorted(Path(__file__).parent.glob("_boxes_native*.so"))
-    return found[0] if found else None
-
-
-def _bind(lib):
-    i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    lib.infocam_boxes_abi_version.restype = ctypes.c_int
-    lib.infocam_largest_boxes.argtypes = [ptr, i64, i64, i64, ptr, ctypes.c_int]
-    lib.infocam_largest_boxes.restype = ctypes.c_int
-    lib.infocam_contour_iou.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, ptr, ctypes.c_int]
-    lib.infocam_contour_iou.restype = ctypes.c_int
-
-
-def _self_test_case():
-    """A 4x5 map with a 2x2 blob: largest box (1, 1, 3, 3) for L < 200, empty from 200 on."""
-    q = np.zeros((1, 4, 5), np.uint8)
-    q[0, 1:3, 1:3] = 200
-    boxes = np.zeros((1, NUM_LEVELS, 4), np.int32)
-    boxes[0, :200] = (1, 1, 3, 3)
-    gt = np.array([[[0, 0, 2, 2]]], np.int32)
-    iou = np.full((1, NUM_LEVELS), np.float32(1) / np.float32(9), np.float32)  # box (0,0,0,0)
-    iou[0, :200] = np.float32(4) / np.float32(14)
-    return q, gt, np.ones((1, 1), bool), boxes, iou
-
-
 def _load():
-    path = library_path()
-    if os.environ.get("INFOCAM_DISABLE_NATIVE", "") not in ("", "0"):
-        raise RuntimeError("disabled by INFOCAM_DISABLE_NATIVE")
-    if path is None or not path.exists():
-        raise RuntimeError(
-            "the compiled library infocam_jax/_boxes_native*.so is missing (it is built by "
-            "`pip install -e .`, which needs a C++ compiler; in a checkout: "
-            "`python setup.py build_ext --inplace`)")
-    lib = ctypes.CDLL(str(path))
-    _bind(lib)
-    version = lib.infocam_boxes_abi_version()
-    if version != ABI_VERSION:
-        raise RuntimeError(f"{path} has ABI version {version}, this package expects "
-                           f"{ABI_VERSION}: rebuild it (pip install -e .)")
-    q, gt, valid, want_boxes, want_iou = _self_test_case()
-    if not (np.array_equal(_host_largest(lib, q), want_boxes)
-            and np.array_equal(_host_iou(lib, q, gt, valid), want_iou)):
-        raise RuntimeError(f"{path} gives wrong answers on its self test: rebuild it")
+    lib = _native_host.library()
+    if lib is None:
+        raise RuntimeError(_native_host.unavailable_reason())
     for name, symbol in ((_LARGEST, "InfocamLargestBoxes"), (_IOU, "InfocamContourIou")):
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, symbol)),
                                     platform="cpu")
     # Run the FFI handlers once through XLA: an FFI ABI mismatch fails here, not later.
+    q, gt, valid, want_boxes, want_iou = _self_test_case()
     with jax.ensure_compile_time_eval():
         args = jax.device_put((q, gt, valid), jax.local_devices(backend="cpu")[0])
         got = jax.jit(_ffi_largest)(args[0]), jax.jit(_ffi_iou)(*args)
         if not (np.array_equal(np.asarray(got[0]), want_boxes)
                 and np.array_equal(np.asarray(got[1]), want_iou)):
-            raise RuntimeError(f"{path}: the XLA FFI call gives wrong answers on its self test")
+            raise RuntimeError(f"{library_path()}: the XLA FFI call gives wrong answers on "
+                               "its self test")
     return lib
 
 
@@ -115,9 +73,10 @@ def library():
             except Exception as err:  # noqa: BLE001 (any failure means: use the JAX pass)
                 _state["lib"] = None
                 _state["error"] = f"{type(err).__name__}: {err}"
-                warnings.warn(f"infocam_jax: the native box kernel is unavailable ({err}); "
-                              "using the pure-JAX pass (slower on CPU)", RuntimeWarning,
-                              stacklevel=3)
+                if _native_host.library() is not None:  # else _native_host warned already
+                    warnings.warn(f"infocam_jax: the native box kernel is unavailable ({err}); "
+                                  "using the pure-JAX pass (slower on CPU)", RuntimeWarning,
+                                  stacklevel=3)
         return _state["lib"]
 
 
@@ -128,39 +87,7 @@ def available() -> bool:
 
 def unavailable_reason() -> str | None:
     """Why :func:`available` is False (None when it is True or not yet tried)."""
-    return _state.get("error")
-
-
-# --------------------------------------------------------------------------------------------
-# Host (NumPy) calls through the C entry points
-# --------------------------------------------------------------------------------------------
-def _ptr(a):
-    return a.ctypes.data_as(ctypes.c_void_p)
-
-
-def _host_largest(lib, q):
-    q = np.ascontiguousarray(q, np.uint8)
-    lead, (h, w) = q.shape[:-2], q.shape[-2:]
-    out = np.empty(lead + (NUM_LEVELS, 4), np.int32)
-    rc = lib.infocam_largest_boxes(_ptr(q), int(np.prod(lead, dtype=np.int64)), h, w, _ptr(out),
-                                   0)
-    if rc != 0:
-        raise RuntimeError(f"native largest-box kernel failed (code {rc}) on maps {q.shape}")
-    return out
-
-
-def _host_iou(lib, q, gt_boxes, gt_valid):
-    q = np.ascontiguousarray(q, np.uint8)
-    gt_boxes = np.ascontiguousarray(gt_boxes, np.int32)
-    gt_valid = np.ascontiguousarray(gt_valid, np.bool_)
-    lead, (h, w) = q.shape[:-2], q.shape[-2:]
-    out = np.empty(lead + (NUM_LEVELS,), np.float32)
-    rc = lib.infocam_contour_iou(_ptr(q), _ptr(gt_boxes), _ptr(gt_valid),
-                                 int(np.prod(lead, dtype=np.int64)), h, w, gt_boxes.shape[-2],
-                                 _ptr(out), 0)
-    if rc != 0:
-        raise RuntimeError(f"native contour-IoU kernel failed (code {rc}) on maps {q.shape}")
-    return out
+    return _state.get("error") or _native_host.unavailable_reason()
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,13 +104,9 @@ def _iou_shape(q):
 def _threads() -> np.int32:
     """Kernel threads per call: this process's CPUs shared among the local CPU devices (under
     pmap each device runs its own call)."""
-    setting = os.environ.get("INFOCAM_NATIVE_THREADS", "").strip()
+    setting = _native_host.env_threads()
     if setting:
-        try:
-            return np.int32(max(1, int(setting)))
-        except ValueError:
-            raise ValueError(f"INFOCAM_NATIVE_THREADS must be a positive integer, got "
-                             f"{setting!r}") from None
+        return np.int32(setting)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     devices = len(jax.local_devices(backend="cpu"))
     return np.int32(max(1, (cpus or 1) // max(1, devices)))

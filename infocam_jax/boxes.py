@@ -54,7 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from infocam_jax import _checks, _components, _native
+from infocam_jax import _checks, _components, _native, box_protocol
 
 _METHODS = ("bicubic", "bilinear")
 BACKENDS = ("auto", "native", "xla")
@@ -130,8 +130,7 @@ def level_table(thresholds) -> np.ndarray:
 
     Computed in float64 exactly as the protocol's ``int(threshold * np.max(uint8_map))``.
     """
-    t = _check_thresholds(thresholds)
-    return np.floor(t[:, None] * np.arange(256, dtype=np.float64)[None, :]).astype(np.int32)
+    return box_protocol.level_table(_check_thresholds(thresholds))
 
 
 # --------------------------------------------------------------------------------------------

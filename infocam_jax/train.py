@@ -342,7 +342,8 @@ def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, f
     os.makedirs(workdir, exist_ok=True)
 
     variables = _init_variables(config, model, image_shape)
-    mask = models.new_layer_mask(config.model, variables["params"])
+    mask = models.new_layer_mask(config.model, variables["params"],
+                                 method=train_methods.method_of(config))
     tx, schedule = optim.create_optimizer(config.optimizer, plan.steps, mask)
     state = ts.create_train_state(variables, tx)
 

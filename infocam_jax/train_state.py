@@ -89,7 +89,8 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], root_key: jax.
       batch: this device's shard: "image" float32 [b, H, W, C], "label" int32 [b], and for
         multi-label sets "labels" float32 [b, M].
       root_key: PRNG key (the same on all devices).
-      model: Flax module; `apply(..., train=True, rngs={"adl": k}, mutable=["batch_stats"])`
+      model: Flax module; `apply(..., train=True, rngs={"adl": k, "dropout": k'},
+        mutable=["batch_stats"])` (k' = fold_in(k, 1): InceptionV3's neck dropout)
         returns ((logits [b, M], features [b, h, w, K]), updated collections).
       tx: optax transformation.
       loss_fn: (logits [b, M], batch) -> scalar mean loss over the shard.
@@ -116,7 +117,8 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], root_key: jax.
         variables = {"params": params, "batch_stats": state.batch_stats}
         if method is None:
             (logits, _), updated = model.apply(
-                variables, batch["image"], train=True, rngs={"adl": key},
+                variables, batch["image"], train=True,
+                rngs={"adl": key, "dropout": jax.random.fold_in(key, 1)},
                 mutable=["batch_stats"])
             return loss_fn(logits, batch), (logits, updated)
         outputs, updated = method.forward(model, variables, batch, key)

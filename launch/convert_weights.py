@@ -1,7 +1,13 @@
-"""Converts a torchvision-format state dict (vgg16 / resnet50) into infocam-jax variables.
+"""Converts a torchvision-format state dict (vgg16 / resnet50 / inception_v3) into infocam-jax
+variables.
 
     python launch/convert_weights.py --arch=resnet50 --input=resnet50.pth \
         --output=pretrained/resnet50.npz --num_classes=200
+    python launch/convert_weights.py --arch=inception_v3 --input=inception_v3_google.pth \
+        --output=pretrained/inception_v3.npz --num_classes=200
+
+For inception_v3, torchvision's Mixed_7*, AuxLogits.* and fc.* are dropped (as the reference
+WSOL evaluation does) and the WSOL neck (A3_1b, A3_2b) and head are freshly initialised.
 
 The input is a local ``.pth``/``.pt`` (needs torch) or ``.npz`` with torchvision's keys; the
 output (``.npz`` or ``.msgpack``) is what ``config.pretrained`` points to. Nothing is downloaded.
@@ -18,7 +24,8 @@ flags.DEFINE_string("input", None, "torchvision state dict (.pth/.pt or .npz).")
 flags.DEFINE_string("output", None, "converted variables (.npz or .msgpack).")
 flags.DEFINE_integer("num_classes", 1000, "classes of the re-initialised head.")
 flags.DEFINE_integer("seed", 0, "seed of the new layers' initialisation.")
-flags.DEFINE_bool("include_head", False, "also import WSOL head keys (conv6.*, fc.*).")
+flags.DEFINE_bool("include_head", False, "also import WSOL head keys (conv6.*, fc.*; "
+                  "inception_v3: SPG_A3_1b.0.*, SPG_A3_2b.0.*, SPG_A4.*).")
 flags.mark_flags_as_required(["arch", "input", "output"])
 
 

@@ -73,6 +73,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch_size", type=int, default=64, help="Maps per jitted call.")
     p.add_argument("--num_threads", type=int, default=0,
                    help="Map/mask reader threads (0: the CPU count, at most 16).")
+    p.add_argument("--engine", default="auto", choices=("auto", "host", "jax"),
+                   help="Box datasets: host = NumPy + the compiled kernel (JAX never "
+                        "imported), jax = jitted steps, auto = host when the kernel loads.")
     p.add_argument("--quiet", action="store_true", help="No progress line.")
     args = p.parse_args(argv)
     args.iou_threshold_list = _ints(args.iou_threshold_list)
@@ -90,7 +93,8 @@ def main(argv=None) -> int:
             cam_curve_interval=args.cam_curve_interval,
             multi_contour_eval=args.multi_contour_eval, multi_iou_eval=args.multi_iou_eval,
             iou_threshold_list=args.iou_threshold_list, batch_size=args.batch_size,
-            num_threads=args.num_threads or None, progress=not args.quiet)
+            num_threads=args.num_threads or None, progress=not args.quiet,
+            engine=args.engine)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -81,9 +81,11 @@ def test_smoke_writes_every_measurement(smoke):
     assert {r["backend"] for r in data["eval"]} <= set(data["env"]["box_backends"]) | {"default"}
     assert [r["backend"] for r in data["boxes"]] == data["env"]["box_backends"]
     assert all(r["images_per_s"] > 0 for r in data["boxes"])
+    assert [r["method"] for r in data["posthoc"]] == ["gradcam", "scorecam"]
+    assert all(r["images_per_s"] > 0 and r["xla_bytes"] > 0 for r in data["posthoc"])
     md = (out / "device_check.md").read_text()
     assert "| vgg16_gap | bfloat16 | 2 | train |" in md and "SMOKE RUN" in md
-    assert "Full eval step" in md and "Box extraction" in md
+    assert "Full eval step" in md and "Box extraction" in md and "Post-hoc maps" in md
 
 
 def test_budget_skips_and_lists_the_rest(tmp_path):

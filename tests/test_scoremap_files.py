@@ -172,13 +172,15 @@ class TestResizeBoxes:
 
 
 class TestBoxEvaluation:
+    @pytest.mark.parametrize("engine", ["host", "jax"])
     @pytest.mark.parametrize("multi_contour", [False, True])
     @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-    def test_single_box_equals_statement(self, tmp_path, multi_contour, dtype):
+    def test_single_box_equals_statement(self, tmp_path, multi_contour, dtype, engine):
         maps, gt = box_tree(tmp_path, dtype=dtype, seed=1)
         thresholds = np.arange(0, 1, 0.05)
         report = evaluate(tmp_path, cam_curve_interval=0.05, multi_contour_eval=multi_contour,
-                          multi_iou_eval=True, batch_size=4)
+                          multi_iou_eval=True, batch_size=4, engine=engine)
+        assert report["engine"] == engine
         acc, best = np_max_box_acc(maps, gt, thresholds, (30, 50, 70), multi_contour)
         assert [report["max_box_acc"][k] for k in ("30", "50", "70")] == acc.tolist()
         assert [report["best_threshold"][k] for k in ("30", "50", "70")] == \
@@ -193,6 +195,31 @@ class TestBoxEvaluation:
         acc, _ = np_max_box_acc(maps, gt, thresholds, (30, 50, 70), True)
         assert report["performance"] == acc[1]
         assert report["num_images"] == 5
+
+    @pytest.mark.parametrize("multi_contour", [False, True])
+    def test_engines_agree_on_several_boxes(self, tmp_path, multi_contour):
+        box_tree(tmp_path, num=7, max_boxes=3, seed=5, dataset="ILSVRC")
+        reports = [evaluate(tmp_path, "ILSVRC", cam_curve_interval=0.01, batch_size=3,
+                            multi_contour_eval=multi_contour, multi_iou_eval=True, engine=e)
+                   for e in ("host", "jax")]
+        for key in ("performance", "max_box_acc", "best_threshold", "per_class_max_box_acc"):
+            assert reports[0][key] == reports[1][key], key
+
+    def test_host_engine_never_imports_jax_and_reports_timings(self, tmp_path):
+        box_tree(tmp_path, num=3)
+        code = (f"import sys; from infocam_jax.evaluation import scoremap_files as sf; "
+                f"r = sf.evaluate_scoremaps({str(tmp_path / 'maps')!r}, "
+                f"{str(tmp_path / 'metadata')!r}, 'CUB', 'val', progress=False, engine='host'); "
+                f"print(r['engine'], 'jax' in sys.modules, sorted(r['timings_s']))")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env=dict(os.environ, PYTHONPATH=str(REPO)), check=False)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.split("\n")[0] == "host False ['counted', 'first_map_read']"
+
+    def test_unknown_engine(self, tmp_path):
+        box_tree(tmp_path, num=2)
+        with pytest.raises(ValueError, match="engine must be one of"):
+            evaluate(tmp_path, engine="opencv")
 
     def test_per_class_at_best_threshold(self, tmp_path):
         maps, gt = box_tree(tmp_path, num=6, seed=3)

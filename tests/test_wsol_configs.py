@@ -88,7 +88,7 @@ def test_docstring_gives_the_commands():
 
 
 # Compile-bound (a big backbone each): one runs by default, INFOCAM_FULL_SMOKE=1 runs both.
-SMOKE = [("resnet50,cutmix,cub,runlocal", False), ("vgg16,has,openimages,runlocal", True)]
+SMOKE = [("vgg16,cutmix,cub,runlocal", False), ("resnet50,has,openimages,runlocal", True)]
 
 
 @pytest.mark.slow

@@ -1,6 +1,10 @@
-"""Mutation check of augment.py / train_methods.py: each mutant must make its tests fail.
+"""Mutation check of augment.py / train_methods.py and of the (backbone, method) networks
+(models/{acol,spg,adl,methods,vgg,resnet,convert}.py, checked by tests/test_method_parity.py
+against the reference's fixtures): each mutant must make its tests fail.
 
     python tools/mutation_check_methods.py [index ...]
+
+A mutant is (name, file, old text, new text, test file[, pytest -k expression]).
 
 Each mutant is written into the source, the named test file runs, and the source is restored
 (even on failure). Prints KILLED (tests failed, good) or SURVIVED per mutant.
@@ -41,15 +45,97 @@ MUTANTS = [
    "key = jax.random.fold_in(step_key, AUGMENT_STREAM)\n            images = augment.hide_and_seek",
    "key = jax.random.fold_in(step_key, device_index)\n            images = augment.hide_and_seek", "tests/test_train_methods.py"),
 ]
+PARITY = "tests/test_method_parity.py"
+MUTANTS += [
+  ("acol: erase where attention < delta (mask inverted)", "infocam_jax/models/acol.py",
+   "keep = (attention < self.drop_threshold)", "keep = (attention >= self.drop_threshold)",
+   PARITY, "vgg16_gap-acol"),
+  ("acol: labels=None erases the argmin class", "infocam_jax/models/acol.py",
+   "labels = jnp.argmax(logits_a, axis=-1)", "labels = jnp.argmin(logits_a, axis=-1)",
+   PARITY, "vgg16_gap-acol"),
+  ("acol loss: branch B term dropped", "infocam_jax/models/acol.py",
+   "+ classification_loss(outputs.logits_b, labels, weights=weights))", "+ 0.0)",
+   PARITY, "vgg16_gap-acol"),
+  ("acol: VGG neck without the 3x3 average pool", "infocam_jax/models/vgg.py",
+   "return avg_pool3_count_pad(x)", "return x", PARITY, "vgg16_gap-acol"),
+  ("acol: VGG avg pool divides by 8", "infocam_jax/models/vgg.py",
+   "return summed / jnp.array(9, x.dtype)", "return summed / jnp.array(8, x.dtype)",
+   PARITY, "vgg16_gap-acol"),
+  ("acol readout: branch B read with branch A's features", "infocam_jax/models/methods.py",
+   "Branch(outputs.features_b,", "Branch(outputs.features_a,", PARITY, "vgg16_gap-acol"),
+  ("convert: classifier_A / classifier_B swapped", "infocam_jax/models/convert.py",
+   'for branch, name in (("A", "a"), ("B", "b")):', 'for branch, name in (("A", "b"), ("B", "a")):',
+   PARITY, "vgg16_gap-acol"),
+  ("spg: ResNet tap b1 after layer3_1", "infocam_jax/models/resnet.py",
+   'taps={"spg_b1": "30", "spg_b2": "35"}', 'taps={"spg_b1": "31", "spg_b2": "35"}',
+   PARITY, "resnet50-spg"),
+  ("spg: ResNet tap b2 after layer3_4", "infocam_jax/models/resnet.py",
+   'taps={"spg_b1": "30", "spg_b2": "35"}', 'taps={"spg_b1": "30", "spg_b2": "34"}',
+   PARITY, "resnet50-spg"),
+  ("spg: VGG tap b1 before pool4", "infocam_jax/models/vgg.py",
+   '"4M" if opts.method == "spg" and not opts.large_feature_map else "43"', '"43"',
+   PARITY, "vgg16_gap-spg"),
+  ("spg: VGG pool4 2x2/2 instead of 3x3/2/1", "infocam_jax/models/vgg.py",
+   'return ("M", "M", "M", None if large else "M1", None)',
+   'return ("M", "M", "M", None if large else "M", None)', PARITY, "vgg16_gap-spg"),
+  ("spg: mask thresholds of terms 1 and 2 swapped", "infocam_jax/models/spg.py",
+   "(h1, l1), (h2, l2), (h3, l3) = check_thresholds(thresholds)",
+   "(h2, l2), (h1, l1), (h3, l3) = check_thresholds(thresholds)", PARITY, "vgg16_gap-spg"),
+  ("spg: high / low swapped in the attention mask", "infocam_jax/models/spg.py",
+   "term(up_b2, outputs.attention, h1, l1)", "term(up_b2, outputs.attention, l1, h1)",
+   PARITY, "vgg16_gap-spg"),
+  ("spg: BCE ignores no pixel", "infocam_jax/models/spg.py",
+   "return jnp.where(bg, 0.0, 1.0).astype(jnp.float32), fg | bg",
+   "return jnp.where(bg, 0.0, 1.0).astype(jnp.float32), jnp.ones_like(fg)", PARITY, "spg"),
+  ("spg: background test <= instead of <", "infocam_jax/models/spg.py",
+   "bg = attention < low", "bg = attention <= low", PARITY, "spg"),
+  ("spg: no fallback when fewer than 30 pixels pass", "infocam_jax/models/spg.py",
+   "fg = jnp.where(few, attention > FALLBACK_FRACTION * peak, fg)", "fg = fg", PARITY, "spg"),
+  ("spg: B1's target from sigma(B1) instead of sigma(B2)", "infocam_jax/models/spg.py",
+   "term(up_b1, jax.nn.sigmoid(up_b2), h2, l2)", "term(up_b1, jax.nn.sigmoid(up_b1), h2, l2)",
+   PARITY, "spg"),
+  ("spg: fused attention from B1 twice", "infocam_jax/models/spg.py",
+   "+ jax.nn.sigmoid(resize_bilinear(logits_b2, image_size))) / 2",
+   "+ jax.nn.sigmoid(resize_bilinear(logits_b1, image_size))) / 2", PARITY, "spg"),
+  ("spg: bilinear with align_corners=True", "infocam_jax/models/spg.py",
+   "src = (np.arange(out_size, dtype=np.float64) + 0.5) * (in_size / out_size) - 0.5",
+   "src = np.arange(out_size, dtype=np.float64) * ((in_size - 1) / max(out_size - 1, 1))",
+   PARITY, "vgg16_gap-spg"),
+  ("spg: attention at the input size (spg_attention_size ignored)", "infocam_jax/models/methods.py",
+   "self.spg_attention_size or images.shape[1:3]", "images.shape[1:3]", PARITY, "vgg16_gap-spg"),
+  ("spg loss: the three BCE terms dropped", "infocam_jax/models/methods.py",
+   "return spg_lib.spg_loss(outputs, labels, weights, spg_thresholds, classification_loss)",
+   "return classification_loss(outputs[0], labels, weights=weights)", PARITY, "vgg16_gap-spg"),
+  ("convert: SPG_B_shared.2 and SPG_C.2 swapped", "infocam_jax/models/convert.py",
+   'conv(head, "SPG_B_shared.2", ("spg", "shared_out"))', 'conv(head, "SPG_B_shared.2", ("spg", "c_out"))',
+   PARITY, "vgg16_gap-spg"),
+  ("adl: VGG ADL after pool4 instead of conv4_3", "infocam_jax/models/vgg.py",
+   'adl_default="3M 43 53"', 'adl_default="3M 4M 53"', PARITY, "vgg16_gap-adl"),
+  ("adl: ResNet ADL after layer4_1 instead of layer4_2", "infocam_jax/models/resnet.py",
+   'adl_default="30 40 42"', 'adl_default="30 40 41"', PARITY, "resnet50-adl"),
+  ("adl: drop mask inverted", "infocam_jax/models/adl.py",
+   "drop_mask = (attention < self.gamma * peak)", "drop_mask = (attention >= self.gamma * peak)",
+   PARITY, "vgg16_gap-adl"),
+  ("adl: peak over the whole batch", "infocam_jax/models/adl.py",
+   "peak = jnp.max(attention, axis=(1, 2, 3), keepdims=True)",
+   "peak = jnp.max(attention, axis=(0, 1, 2, 3), keepdims=True)", PARITY, "vgg16_gap-adl"),
+  ("adl: drop mask and importance map swapped", "infocam_jax/models/adl.py",
+   "selected = jnp.where(use_drop, drop_mask, importance)",
+   "selected = jnp.where(use_drop, importance, drop_mask)", PARITY, "vgg16_gap-adl"),
+  ("resnet: large_feature_map keeps layer3 stride 2", "infocam_jax/models/resnet.py",
+   "RESNET50_STRIDES_LARGE = (1, 2, 1, 1)", "RESNET50_STRIDES_LARGE = (1, 2, 2, 1)",
+   PARITY, "resnet50-cam"),
+]
 sel = sys.argv[1:] 
-for i, (name, path, old, new, test) in enumerate(MUTANTS):
+for i, (name, path, old, new, test, *kexpr) in enumerate(MUTANTS):
     if sel and str(i) not in sel: continue
     f = repo / path
     src = f.read_text()
     assert src.count(old) == 1, (name, src.count(old))
     f.write_text(src.replace(old, new))
     try:
-        k = "-k" ; kexpr = "step or has_" if "train_methods" in test else ""
+        k = "-k"
+        kexpr = kexpr[0] if kexpr else ("step or has_" if "train_methods" in test else "")
         cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", test]
         if kexpr: cmd += [k, kexpr]
         p = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"})

@@ -18,9 +18,13 @@ How it runs (a whole split streams through a fixed amount of memory):
    (its shape fixes the one batch shape that is compiled; the last batch is padded).
 2. :class:`_Prefetch`: a thread pool reads, checks and quantises the maps (and masks) of the
    next ``ahead`` batches while the current one is evaluated; only those batches are held.
-3. JAX is imported only now (while the readers already work), and one jitted step per batch
-   (:func:`_box_step` / :func:`_mask_step`) turns the uint8 maps into hit counts at every
-   threshold, summed on the device: the memory does not grow with the split.
+3. Box datasets with the compiled kernel (engine ``"host"``, the default when it loads): the
+   uint8 maps of each batch go straight to its C entry points (:mod:`infocam_jax._native_host`)
+   and NumPy sums the hits at every threshold (:func:`_host_box_step`); JAX is never imported,
+   so start-up is NumPy's. Otherwise (engine ``"jax"``, and mask datasets) JAX is imported only
+   now, while the readers already work, and one jitted step per batch (:func:`_box_step`, the
+   PxAP histograms) sums the counts on the device. Either way the memory does not grow with
+   the split.
 4. :func:`_box_report` / :func:`_mask_report` turn the counts into the reference's numbers.
 """
 from __future__ import annotations
@@ -40,6 +44,22 @@ from infocam_jax.evaluation.scoremap_io import (MASK_DATASETS, RESIZE_LENGTH, Me
                                                 read_metadata, scoremap_path)
 
 __all__ = ["evaluate_scoremaps", "format_table", "write_report"]
+
+
+def seconds_since_process_start() -> float:
+    """Wall seconds since this process started (Linux ``/proc``; elsewhere since this module
+    was imported): the clock of the report's ``timings_s``."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = float(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 0.0)
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - _IMPORTED
+
+
+_IMPORTED = time.perf_counter()
 
 
 def _protocol_quantise(m: np.ndarray) -> np.ndarray:
@@ -71,6 +91,7 @@ class _Plan:
     shape: tuple              # (H, W) of every map
     batch: int
     mask_dir: str
+    first_read_s: float       # seconds since process start when the first map was read
 
 
 def _plan(scoremap_root, metadata_root, dataset_name, split, mask_root, cam_curve_interval,
@@ -89,6 +110,7 @@ def _plan(scoremap_root, metadata_root, dataset_name, split, mask_root, cam_curv
     ids = metadata.image_ids
     paths = tuple(scoremap_path(scoremap_root, i) for i in ids)
     shape = load_scoremap(paths[0]).shape
+    first_read_s = seconds_since_process_start()
     if kind == "masks" and shape != (RESIZE_LENGTH, RESIZE_LENGTH):
         raise ValueError(f"score map {paths[0]} has shape {shape}; mask datasets need "
                          f"{RESIZE_LENGTH}x{RESIZE_LENGTH} maps")
@@ -99,7 +121,7 @@ def _plan(scoremap_root, metadata_root, dataset_name, split, mask_root, cam_curv
                  multi_contour=bool(multi_contour_eval), multi_iou=bool(multi_iou_eval),
                  metadata=metadata, paths=paths, labels=labels, shape=shape,
                  batch=max(1, min(int(batch_size), len(ids))),
-                 mask_dir=os.path.join(mask_root, dataset_name))
+                 mask_dir=os.path.join(mask_root, dataset_name), first_read_s=first_read_s)
 
 
 def _reader(plan: _Plan):
@@ -192,19 +214,64 @@ def _box_step(multi_contour: bool):
     return step
 
 
-def _count_boxes(plan: _Plan, batches, progress) -> tuple:
-    """Streams the batches through :func:`_box_step`: int64 (total [I, T], per_class [C, I, T])."""
-    import jax.numpy as jnp
+def _host_box_step(multi_contour: bool):
+    """:func:`_box_step` in NumPy + the compiled kernel's C entry points (no JAX): the same
+    signature and the same counts (the same kernel, levels and float32 IoU)."""
+    from infocam_jax import _native_host, box_protocol
 
-    from infocam_jax import boxes as boxes_lib
+    def step(total, per_class, q, table, gt, gt_valid, labels, valid, deltas):
+        levels = table[:, q.max(axis=(1, 2))].T                                   # [B, T]
+        if multi_contour:
+            best = np.take_along_axis(_native_host.contour_iou(q, gt, gt_valid), levels, 1)
+        else:
+            boxes = np.take_along_axis(_native_host.largest_boxes(q), levels[..., None], 1)
+            best = box_protocol.max_iou_with_gt(boxes, gt, gt_valid, xp=np)
+        hit = (best[:, None, :] >= deltas[None, :, None]) & valid[:, None, None]  # [B, I, T]
+        np.add.at(per_class, labels[valid], hit[valid])
+        return total + hit.sum(axis=0), per_class
+
+    return step
+
+
+def resolve_engine(engine: str) -> str:
+    """``"host"`` (NumPy + the compiled kernel, JAX never imported), ``"jax"`` (one jitted
+    step per batch: the native FFI kernel or the pure-JAX pass) or ``"auto"``: host when the
+    compiled kernel loads, else jax."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "jax":
+        return engine
+    from infocam_jax import _native_host
+    if _native_host.library() is not None:
+        return "host"
+    if engine == "host":
+        raise ValueError(f"engine 'host' needs the compiled box kernel, which is unavailable: "
+                         f"{_native_host.unavailable_reason()}")
+    return "jax"
+
+
+ENGINES = ("auto", "host", "jax")
+
+
+def _count_boxes(plan: _Plan, batches, progress, engine: str = "jax") -> tuple:
+    """Streams the batches through the step of ``engine``: int64 (total [I, T], per_class
+    [C, I, T])."""
+    from infocam_jax import box_protocol
     gt, gt_valid = gt_boxes(plan.metadata)
     num_classes = int(plan.labels.max()) + 1
     t = plan.thresholds.size
-    total = jnp.zeros((len(plan.ious), t), jnp.int32)
-    per_class = jnp.zeros((num_classes, len(plan.ious), t), jnp.int32)
-    table = jnp.asarray(boxes_lib.level_table(plan.thresholds))
-    deltas = jnp.asarray(np.asarray([v / 100 for v in plan.ious], np.float32))
-    step = _box_step(plan.multi_contour)
+    table = box_protocol.level_table(plan.thresholds)
+    deltas = np.asarray([v / 100 for v in plan.ious], np.float32)
+    if engine == "host":
+        total = np.zeros((len(plan.ious), t), np.int64)
+        per_class = np.zeros((num_classes, len(plan.ious), t), np.int64)
+        step = _host_box_step(plan.multi_contour)
+    else:
+        import jax.numpy as jnp
+        total = jnp.zeros((len(plan.ious), t), jnp.int32)
+        per_class = jnp.zeros((num_classes, len(plan.ious), t), jnp.int32)
+        table, deltas = jnp.asarray(table), jnp.asarray(deltas)
+        step = _box_step(plan.multi_contour)
     done = 0
     for rows, items in batches:
         idx = np.asarray(rows)
@@ -256,7 +323,8 @@ class _Progress:
 def _base_report(plan: _Plan, dataset_name: str, split: str) -> dict:
     return {"dataset_name": dataset_name, "split": split,
             "num_images": len(plan.metadata.image_ids), "cam_curve_interval": plan.interval,
-            "num_thresholds": int(plan.thresholds.size), "scoremap_shape": list(plan.shape)}
+            "num_thresholds": int(plan.thresholds.size), "scoremap_shape": list(plan.shape),
+            "timings_s": {"first_map_read": round(plan.first_read_s, 3)}}
 
 
 def _mask_report(report: dict, positive, negative) -> dict:
@@ -294,7 +362,8 @@ def evaluate_scoremaps(scoremap_root: str, metadata_root: str, dataset_name: str
                        mask_root: str = "", cam_curve_interval: float = 0.01,
                        multi_contour_eval: bool = False, multi_iou_eval: bool = False,
                        iou_threshold_list=(30, 50, 70), batch_size: int = 64,
-                       num_threads: int | None = None, progress: bool = True) -> dict:
+                       num_threads: int | None = None, progress: bool = True,
+                       engine: str = "auto") -> dict:
     """Evaluates a tree of saved maps exactly as the reference ``evaluate_wsol`` does.
 
     Args:
@@ -304,29 +373,43 @@ def evaluate_scoremaps(scoremap_root: str, metadata_root: str, dataset_name: str
       batch_size: maps per jitted call (memory holds about 4 batches of maps).
       num_threads: reader threads (default: CPU count, at most 16).
       progress: print a progress line on stderr.
+      engine: box datasets: ``"host"`` (NumPy + the compiled kernel's C entry points: JAX is
+        never imported), ``"jax"`` (jitted steps), ``"auto"`` (host when the kernel loads);
+        :func:`resolve_engine`. Both give the same numbers. Mask datasets always use JAX.
 
     Returns:
       The report (percentages): ``performance``, ``metric``, ``num_images``, settings, and for
       box datasets ``max_box_acc`` / ``best_threshold`` per IoU threshold (keys "30", ...),
       ``per_class_max_box_acc`` (per IoU threshold, per class, at that IoU's best threshold) and
-      ``per_class_num_images`` when ``class_labels.txt`` exists; ``pxap`` for mask datasets.
+      ``per_class_num_images`` when ``class_labels.txt`` exists; ``pxap`` for mask datasets;
+      ``timings_s``: seconds since the process started when the first map was read
+      (``first_map_read``: imports, argument checks, metadata) and when every map was counted
+      (``counted``).
 
     Raises:
       ValueError naming the offending file for bad metadata, maps or masks.
     """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     plan = _plan(scoremap_root, metadata_root, dataset_name, split, mask_root,
                  cam_curve_interval, multi_contour_eval, multi_iou_eval, iou_threshold_list,
                  batch_size)
+    engine = resolve_engine(engine) if plan.kind == "boxes" else "jax"
     threads = int(num_threads or min(os.cpu_count() or 1, 16))
     batches = _Prefetch(_reader(plan), len(plan.paths), plan.batch, threads)
     report_progress = _Progress(len(plan.paths), progress)
     report = _base_report(plan, dataset_name, split)
     try:
         if plan.kind == "masks":
-            return _mask_report(report, *_count_pixels(plan, batches, report_progress))
-        return _box_report(report, plan, *_count_boxes(plan, batches, report_progress))
+            report = _mask_report(report, *_count_pixels(plan, batches, report_progress))
+        else:
+            report = _box_report(report, plan,
+                                 *_count_boxes(plan, batches, report_progress, engine))
     finally:
         batches.close()
+    report["engine"] = engine
+    report["timings_s"]["counted"] = round(seconds_since_process_start(), 3)
+    return report
 
 
 def format_table(report: dict) -> str:

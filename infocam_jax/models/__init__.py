@@ -46,6 +46,7 @@ from infocam_jax.models.resnet import ResNet50, resnet50
 from infocam_jax.models.spec import METHODS, NETWORK_METHODS, network_method
 from infocam_jax.models.vgg import ConvGAP, vgg16_gap
 # Backbones that exist only as a spec register themselves on import (one line each).
+from infocam_jax.models import inception  # noqa: F401 pylint: disable=unused-import
 
 __all__ = ["create", "classifier_kernel", "new_layer_mask", "adl_maps", "MODEL_NAMES",
            "DTYPES", "METHODS", "NETWORK_METHODS", "ADL", "ConvGAP", "ResNet50", "WSOLNet",
@@ -53,7 +54,7 @@ __all__ = ["create", "classifier_kernel", "new_layer_mask", "adl_maps", "MODEL_N
 
 _COMMON = ("adl_positions", "adl_drop_rate", "adl_gamma", "axis_name", "dtype",
            "conv_impl")
-_METHOD_OPTIONS = ("acol_drop_threshold", "spg_thresholds")
+_METHOD_OPTIONS = ("acol_drop_threshold", "spg_thresholds", "spg_attention_size")
 # Legacy builders: cam / adl networks of these backbones (parameter trees of checkpoints).
 _BUILDERS = {
     "vgg16_gap": (vgg16_gap, _COMMON),
@@ -92,7 +93,10 @@ def create(name: str, num_classes: int, method: str = "cam", large_feature_map: 
         VGG/digits "3M 4M 53" style, ResNet "30 40 42" style; cam / adl only), adl_drop_rate
         (0.75, in [0, 1]), adl_gamma (0.9, in [0, 1]), acol_drop_threshold (0.7, in [0, 1]),
         spg_thresholds (((0.7, 0.01), (0.5, 0.05), (0.7, 0.1)), validated here, used by the
-        loss), axis_name (BatchNorm sync axis; accepted and unused by BN-free VGG), dtype
+        loss), spg_attention_size (None (default): SPG's attention maps and pixel losses at the
+        input size; an int S or a pair (H, W): at that fixed size, as the reference WSOL
+        evaluation, which hard-codes 224 x 224 whatever the input; the same at 224 input;
+        used by method "spg" only), axis_name (BatchNorm sync axis; accepted and unused by BN-free VGG), dtype
         (compute dtype of the convolutions, one of ``DTYPES``: "float32" (default) or
         "bfloat16"; parameters, BatchNorm statistics, the returned features / logits and the
         heads stay float32), conv_impl ("auto" (default): "explicit" on the CPU backend, "xla"
@@ -137,6 +141,7 @@ def create(name: str, num_classes: int, method: str = "cam", large_feature_map: 
     if not isinstance(acol_threshold, (int, float)) or not 0.0 <= acol_threshold <= 1.0:
         raise ValueError(f"acol_drop_threshold must be in [0, 1], got {acol_threshold!r}")
     spg.check_thresholds(options.pop("spg_thresholds", spg.DEFAULT_THRESHOLDS))
+    attention_size = spg.check_attention_size(options.pop("spg_attention_size", None))
     adl_lib.check_rates(options.get("adl_drop_rate", 0.75), options.get("adl_gamma", 0.9))
     if net in ("acol", "spg") and options.get("adl_positions"):
         raise ValueError(f"adl_positions is only used with method 'cam' or 'adl', got "
@@ -161,7 +166,8 @@ def create(name: str, num_classes: int, method: str = "cam", large_feature_map: 
     return WSOLNet(name, net, num_classes, large_feature_map, codes,
                    options.get("adl_drop_rate", 0.75), options.get("adl_gamma", 0.9),
                    float(acol_threshold), options.get("dtype", jnp.float32),
-                   options.get("conv_impl", "auto"), options.get("axis_name"), width=width)
+                   options.get("conv_impl", "auto"), options.get("axis_name"),
+                   width=width, spg_attention_size=attention_size)
 
 
 def _available(name: str):
@@ -200,7 +206,8 @@ def new_layer_mask(name: str, params: Dict[str, Any], method: str = "cam"):
     The reference WSOL evaluation's split (each spec's ``is_new_layer``): VGG16-GAP: all but
     conv1_1..conv5_3 (conv6, head, ACoL / SPG heads; for SPG also conv4 / conv5, which the
     reference keeps outside its ``features``); ResNet50: layer4 and head (ACoL / SPG heads
-    train at the base rate there, as in the reference). digits_cnn has no pretrained part, so
+    train at the base rate there, as in the reference); InceptionV3: all but ``Conv2d_*`` and
+    ``Mixed_*`` (the neck A3_1b / A3_2b and every head). digits_cnn has no pretrained part, so
     every leaf is False (the whole network uses the base learning rate).
 
     Args:
@@ -211,7 +218,7 @@ def new_layer_mask(name: str, params: Dict[str, Any], method: str = "cam"):
     Returns:
       A pytree with the structure of ``params`` and bool leaves.
     """
-    if name not in _BUILDERS:
+    if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
     if "params" in params:
         raise ValueError("pass variables['params'], not the whole variables dict")

@@ -38,6 +38,8 @@ class WSOLNet(nn.Module):
       acol_drop_threshold: ACoL's erasing threshold δ.
       dtype, conv_impl, axis_name: as for the other models.
       width: base width of backbones that have one (digits_cnn; None = its default).
+      spg_attention_size: (H, W) of SPG's attention maps and pixel losses; None = the input
+        size (the reference hard-codes 224 x 224).
     """
     backbone: str
     method: str
@@ -51,6 +53,7 @@ class WSOLNet(nn.Module):
     conv_impl: str = "auto"
     axis_name: Optional[str] = None
     width: Optional[int] = None
+    spg_attention_size: Optional[Tuple[int, int]] = None
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False,
@@ -75,7 +78,9 @@ class WSOLNet(nn.Module):
         if self.method == "spg":
             return spg_lib.SpgHead(self.num_classes, spg_b_width, spg_c_width,
                                    self.dtype, self.conv_impl,
-                                   name="spg")(x, taps, images.shape[1:3], labels)
+                                   name="spg")(x, taps,
+                                               self.spg_attention_size or images.shape[1:3],
+                                               labels)
         features = x.astype(jnp.float32)
         logits = nn.Dense(self.num_classes, name="head",
                           kernel_init=nn.initializers.normal(0.01))(jnp.mean(features, (1, 2)))

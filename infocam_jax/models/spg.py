@@ -12,8 +12,10 @@ taps, ``spg_b1`` and ``spg_b2`` (spec.py). With ``W_b = spec.spg_b_width`` and
   kernel [K, M]); logits = mean over space of ``S``.
 * ``attention`` = min-max over space of ``up(S)_y`` (y = label: ground truth in training,
   else argmax of the logits); ``fused_attention`` = ``(σ(up(B1)) + σ(up(B2))) / 2``; both carry
-  no gradient. ``up`` = bilinear resize to the input size with half-pixel centres (torch
-  ``align_corners=False``; the reference hard-codes 224, its input size).
+  no gradient. ``up`` = bilinear resize to the attention size with half-pixel centres (torch
+  ``align_corners=False``). The attention size is the input size by default; the reference
+  WSOL evaluation hard-codes 224 x 224 whatever the input (the same thing at its 224 input):
+  ``models.create(..., spg_attention_size=224)`` reproduces that at any input size.
 
 Loss (:func:`spg_loss`, thresholds ((h1, l1), (h2, l2), (h3, l3)) = ((0.7, 0.01), (0.5, 0.05),
 (0.7, 0.1))):
@@ -53,7 +55,8 @@ class SpgOutput(NamedTuple):
       logits: [B, M].
       features: [B, h, w, K], input of the 1x1 class conv ``a4``.
       logits_b1: [B, h1, w1]; logits_b2: [B, h2, w2]; logits_c: [B, h, w].
-      attention: [B, H, W]; fused_attention: [B, H, W] (H, W = the input size).
+      attention: [B, H, W]; fused_attention: [B, H, W] (H, W = the attention size: the input
+        size, or ``spg_attention_size``).
     """
     logits: jax.Array
     features: jax.Array
@@ -110,7 +113,8 @@ class SpgHead(nn.Module):
     def __call__(self, x: jax.Array, taps: Dict[str, jax.Array], image_size: Tuple[int, int],
                  labels: Optional[jax.Array] = None) -> SpgOutput:
         """Args: x [B, h, w, K] neck features (compute dtype); taps with "spg_b1", "spg_b2";
-        image_size (H, W); labels int [B] or None (-> argmax). Returns :class:`SpgOutput`."""
+        image_size (H, W): the attention size (the input size or ``spg_attention_size``);
+        labels int [B] or None (-> argmax). Returns :class:`SpgOutput`."""
         shared_conv = self._conv(self.b_width, 3, "shared_conv")
         shared_out = self._conv(1, 1, "shared_out")
 
@@ -135,6 +139,27 @@ class SpgHead(nn.Module):
                  + jax.nn.sigmoid(resize_bilinear(logits_b2, image_size))) / 2
         return SpgOutput(logits, features, logits_b1, logits_b2, logits_c,
                          jax.lax.stop_gradient(attention), jax.lax.stop_gradient(fused))
+
+
+def check_attention_size(size) -> Optional[Tuple[int, int]]:
+    """Validates ``spg_attention_size``: None, a positive int S (-> (S, S)) or a pair (H, W).
+
+    Raises:
+      ValueError: naming ``spg_attention_size``.
+    """
+    if size is None:
+        return None
+    pair = (size, size) if isinstance(size, (int, np.integer)) else size
+    try:
+        h, w = pair
+    except (TypeError, ValueError):
+        h = w = None
+    ok = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
+             for v in (h, w))
+    if not ok:
+        raise ValueError("spg_attention_size must be None, a positive int or a pair of "
+                         f"positive ints, got {size!r}")
+    return int(h), int(w)
 
 
 def check_thresholds(thresholds: Sequence[Sequence[float]]) -> Tuple[Tuple[float, float], ...]:
@@ -186,7 +211,18 @@ def spg_loss(outputs: SpgOutput, labels: jax.Array, weights=None,
              thresholds: Sequence[Sequence[float]] = DEFAULT_THRESHOLDS,
              classification_loss=losses.softmax_cross_entropy) -> jax.Array:
     """SPG's training loss (module docstring). ``weights`` [B] (0 = padding) drops an image's
-    CE term and its pixels. Returns a float32 scalar."""
+    CE term and its pixels. Returns a float32 scalar: the sum of :func:`spg_loss_terms`."""
+    return sum(spg_loss_terms(outputs, labels, weights, thresholds, classification_loss))
+
+
+def spg_loss_terms(outputs: SpgOutput, labels: jax.Array, weights=None,
+                   thresholds: Sequence[Sequence[float]] = DEFAULT_THRESHOLDS,
+                   classification_loss=losses.softmax_cross_entropy
+                   ) -> Tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """The four terms of :func:`spg_loss`, float32 scalars: ``(CE(logits, y),
+    BCE(up(B2), mask(attention, h1, l1)), BCE(up(B1), mask(σ(up(B2)), h2, l2)),
+    BCE(up(C), mask(fused_attention, h3, l3)))`` (the reference's loss_cls, loss_b2_att,
+    loss_b1_b2i, loss_c1_fus). ``up`` resizes to the attention maps' size."""
     (h1, l1), (h2, l2), (h3, l3) = check_thresholds(thresholds)
     size = outputs.attention.shape[1:]
     keep = (jnp.ones(outputs.logits.shape[:1], bool) if weights is None
@@ -199,7 +235,7 @@ def spg_loss(outputs: SpgOutput, labels: jax.Array, weights=None,
         target, valid = spg_targets(jax.lax.stop_gradient(attention), high, low)
         return masked_bce(logits, target, valid & keep)
 
-    return (classification_loss(outputs.logits, labels, weights=weights)
-            + term(up_b2, outputs.attention, h1, l1)
-            + term(up_b1, jax.nn.sigmoid(up_b2), h2, l2)
-            + term(up_c, outputs.fused_attention, h3, l3))
+    return (classification_loss(outputs.logits, labels, weights=weights),
+            term(up_b2, outputs.attention, h1, l1),
+            term(up_b1, jax.nn.sigmoid(up_b2), h2, l2),
+            term(up_c, outputs.fused_attention, h3, l3))
