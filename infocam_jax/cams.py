@@ -27,8 +27,12 @@ from jax import lax
 from infocam_jax import _checks
 
 __all__ = [
+    "FUSIONS",
     "all_maps",
     "cam",
+    "class_maps",
+    "fuse",
+    "fused_maps",
     "infocam",
     "infocam_plus",
     "multilabel_cam",
@@ -39,6 +43,7 @@ __all__ = [
 _PADDINGS = ("same", "full")
 _RIVALS = ("image", "region")
 _HEADS = ("sigmoid", "pc_sigmoid")
+FUSIONS = ("single", "max_minmax")
 _HIGHEST = lax.Precision.HIGHEST
 
 
@@ -320,6 +325,99 @@ def all_maps(features, kernel, labels, region_size: int, padding: str = "same",
         sums = _all_class_region_sums(features, kernel, region_size, padding)
         plus = _region_sum_axes12(cam_map, region_size, padding) - jnp.min(sums, axis=-1)
     return {"cam": cam_map, "infocam": info, "infocam_plus": plus}
+
+
+# --------------------------------------------------------------------------------------------
+# Several classifier branches (WSOL methods): per-branch maps and their fusion
+# --------------------------------------------------------------------------------------------
+def class_maps(features, kernel):
+    """Every class's activation map ``S_m(a, c) = Σ_k g(a, c, k) W[k, m]`` (eq. 1, no bias).
+
+    Args:
+      features: float ``[B, h, w, K]``; kernel: float ``[K, M]``.
+
+    Returns:
+      float32 ``[B, h, w, M]``.
+    """
+    features, kernel = _check_features_kernel(features, kernel)
+    return jnp.einsum("bhwk,km->bhwm", features, kernel, precision=_HIGHEST)
+
+
+def _minmax_hw(maps):
+    """``(m - min m) / (max m - min m)`` over the last two axes; 0 where the map is constant."""
+    lo = jnp.min(maps, axis=(-2, -1), keepdims=True)
+    span = jnp.max(maps, axis=(-2, -1), keepdims=True) - lo
+    return jnp.where(span > 0, (maps - lo) / jnp.where(span > 0, span, 1.0), 0.0)
+
+
+def fuse(branch_maps, fusion: str = "single"):
+    """One map from the maps of several classifier branches (the method's fusion rule).
+
+    With ``m_i`` the map of branch ``i`` (``[B, h, w]``, one image's map of one class):
+
+    * ``"single"``: ``F = m_0`` (CAM, ADL, HaS, CutMix, SPG: one class head);
+    * ``"max_minmax"`` (ACoL, the reference's ``return_cam``): each branch's map min-max
+      normalised over space, image by image, then the elementwise maximum,
+
+          F(a, c) = max_i (m_i(a, c) - min m_i) / (max m_i - min m_i),
+
+      with min / max over the ``h x w`` positions of that image (the reference's
+      ``normalize_tensor`` normalises each class channel of ``[B, M, h, w]`` over its
+      ``h·w`` positions, no epsilon). Where a branch's map is constant (max = min) we use 0
+      for it; the reference divides 0 by 0 there (NaN, which ``torch.max`` propagates).
+      ``F`` lies in [0, 1].
+
+    Args:
+      branch_maps: sequence of float ``[B, h, w]`` maps of equal shape, one per branch.
+      fusion: one of :data:`FUSIONS` (static).
+
+    Returns:
+      float32 ``[B, h, w]``.
+    """
+    _check_choice(fusion, "fusion", FUSIONS)
+    branch_maps = [jnp.asarray(m, jnp.float32) for m in branch_maps]
+    if not branch_maps:
+        raise ValueError("branch_maps must hold at least one map")
+    shapes = {m.shape for m in branch_maps}
+    if len(shapes) != 1:
+        raise ValueError(f"branch_maps must have one shape, got shapes {sorted(shapes)}")
+    if fusion == "single":
+        return branch_maps[0]
+    return jnp.max(jnp.stack([_minmax_hw(m) for m in branch_maps]), axis=0)
+
+
+def fused_maps(branches, labels, region_size: int, padding: str = "same",
+               rival: str = "image", fusion: str = "single"):
+    """CAM, infoCAM and infoCAM+ of a method with one or several classifier branches.
+
+    For each branch ``i`` (``features`` ``g_i [B, h, w, K_i]``, ``kernel`` ``W_i [K_i, M]``,
+    ``logits`` ``[B, M]`` or None) the maps are :func:`all_maps` on that branch alone: for a
+    1x1-convolution class head the class map of ``c`` is ``g_i · w_i^c`` (+ a bias that no
+    map uses), so infoCAM_i / infoCAM+_i are eq. 2-3 with branch ``i``'s own features, kernel
+    and (for infoCAM+'s image rival) logits. Each kind is then fused by :func:`fuse`:
+
+        K(a, c) = fuse_i(K_i)(a, c)     for K in {CAM, infoCAM, infoCAM+},
+
+    i.e. for ACoL (``"max_minmax"``) ``K = max_i minmax_hw(K_i)``.
+
+    Args:
+      branches: sequence of objects with ``features``, ``kernel`` and ``logits`` attributes
+        (``models.Branch``), one per branch.
+      labels: int ``[B]`` in ``[0, M)``, the class whose maps are read.
+      region_size, padding, rival: as in :func:`all_maps`.
+      fusion: one of :data:`FUSIONS` (``models.readout(...).fusion``).
+
+    Returns:
+      ``{"cam", "infocam", "infocam_plus"}`` each float32 ``[B, h, w]`` (``[B, h', w']`` for
+      the region maps with ``padding="full"``).
+    """
+    _check_choice(fusion, "fusion", FUSIONS)
+    branches = tuple(branches)[:1] if fusion == "single" else tuple(branches)
+    per_branch = [all_maps(b.features, b.kernel, labels, region_size, padding=padding,
+                           rival=rival, logits=b.logits) for b in branches]
+    if not per_branch:
+        raise ValueError("branches must hold at least one branch")
+    return {k: fuse([maps[k] for maps in per_branch], fusion) for k in per_branch[0]}
 
 
 # --------------------------------------------------------------------------------------------

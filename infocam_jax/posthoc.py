@@ -2,7 +2,8 @@
 
 Each method is a pure function ``f(model, variables, images, targets, *, layer=..., ...)`` of a
 Flax model whose ``apply(variables, images, train=False)`` returns ``(logits [B, M], features
-[B, h, w, K])`` (every ``infocam_jax.models`` backbone). It returns float32 maps ``[B, h', w']``
+[B, h, w, K])`` (every ``infocam_jax.models`` backbone with method cam / adl / has / cutmix;
+ACoL and SPG networks are refused with a ValueError naming the method). It returns float32 maps ``[B, h', w']``
 at the chosen layer's resolution, with the same shape contract as :func:`infocam_jax.cams.cam`,
 so ``boxes.scoremaps`` and the eval step take them unchanged. Everything traces under ``jit``
 (``model`` and the keyword options are static) and works on the whole batch at once.
@@ -202,7 +203,17 @@ def _shapes(model, variables, images, layer):
     return jax.eval_shape(run, variables, images)
 
 
+def _check_model(model):
+    """ACoL / SPG networks (``models.WSOLNet`` with ``method`` "acol" / "spg") return a method
+    output, not ``(logits, features)``, and have no ``head`` module: refused by name."""
+    method = getattr(model, "method", None)
+    if method in ("acol", "spg"):
+        raise ValueError(f"post-hoc maps are not defined for method {method!r} (several class "
+                         "heads); read its CAM / infoCAM / infoCAM+ instead (cams.fused_maps)")
+
+
 def _prepare(model, variables, images, targets, layer):
+    _check_model(model)
     images = _check_images(images)
     layer = _check_layer(layer)
     logits_shape, _, _ = _shapes(model, variables, images, layer)

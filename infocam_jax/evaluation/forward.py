@@ -69,14 +69,40 @@ def posthoc_maps(settings: EvalSettings, model, variables, images: jax.Array,
             for k in settings.posthoc_kinds}
 
 
+def readout_class_maps(map_kinds: tuple[str, ...], readout, labels: jax.Array, *,
+                       region_size: int) -> dict[str, jax.Array]:
+    """:func:`class_maps` of every branch of a ``models.Readout``, fused by its rule.
+
+    Each branch ``i`` gives ``class_maps(map_kinds, features_i, kernel_i, labels,
+    logits=logits_i)``; each kind is fused with ``cams.fuse(..., readout.fusion)``: branch 0
+    for "single" (then this is exactly :func:`class_maps` of that branch), the elementwise max
+    of the per-branch min-max normalised maps for ACoL's "max_minmax" (``cams.fused_maps``).
+
+    Returns:
+      ``{kind: float32 [B,h,w]}``.
+    """
+    branches = readout.branches[:1] if readout.fusion == "single" else readout.branches
+    per_branch = [class_maps(map_kinds, b.features, b.kernel, labels, logits=b.logits,
+                             region_size=region_size) for b in branches]
+    return {k: cams.fuse([maps[k] for maps in per_branch], readout.fusion) for k in map_kinds}
+
+
 def single_label_maps(settings: EvalSettings, model, variables, images: jax.Array,
                       labels: jax.Array, *, logits: jax.Array, features: jax.Array,
-                      kernel: jax.Array) -> dict[str, jax.Array]:
+                      kernel: jax.Array, readout=None) -> dict[str, jax.Array]:
     """Every map of ``settings.map_kinds`` (CAM family and post-hoc), ``{kind: [B,h,w]}`` in
-    ``map_kinds`` order; ``logits``, ``features`` are the model's outputs on ``images``."""
+    ``map_kinds`` order; ``logits``, ``features`` are the model's outputs on ``images``.
+
+    ``readout`` (a ``models.Readout``, from ``backends.forward_readout``), when given, makes
+    the CAM-family maps (:func:`readout_class_maps`; ``features`` / ``kernel`` are then its
+    branch 0); None = the one branch ``(features, kernel, logits)``."""
     cam_kinds = tuple(k for k in settings.map_kinds if k not in POSTHOC_MAP_KINDS)
-    maps = class_maps(cam_kinds, features, kernel, labels, logits=logits,
-                      region_size=settings.region_size) if cam_kinds else {}
+    maps = {}
+    if cam_kinds and readout is None:
+        maps = class_maps(cam_kinds, features, kernel, labels, logits=logits,
+                          region_size=settings.region_size)
+    elif cam_kinds:
+        maps = readout_class_maps(cam_kinds, readout, labels, region_size=settings.region_size)
     maps.update(posthoc_maps(settings, model, variables, images, labels))
     return {k: maps[k] for k in settings.map_kinds}
 
@@ -138,20 +164,24 @@ def predict_maps(settings: EvalSettings, model, variables, images: jax.Array,
 
     Args:
       settings: evaluation settings (``normalize`` decides the score maps and boxes).
-      model: Flax module with ``apply(variables, images, train=False) -> (logits, features)``.
+      model: Flax module: any ``infocam_jax.models`` network (ACoL / SPG are applied with
+        ``labels=``, ``backends.forward_readout``) or one with ``apply(variables, images,
+        train=False) -> (logits, features)``.
       variables: the model's variables.
       images: float ``[B,H,W,C]``.
       labels: int ``[B]`` classes whose maps to draw; None -> the predicted (top-1) class.
         Multi-label settings use the multi-label maps of that one label per image.
-      kernel_fn: ``variables -> [K,M]`` classifier kernel (default ``models.classifier_kernel``).
+      kernel_fn: ``variables -> [K,M]`` classifier kernel of ``(logits, features)`` models
+        (default ``models.classifier_kernel``; ACoL / SPG read their own heads).
 
     Returns:
       ``{"logits": [B,M], "labels": [B], "scoremaps": {kind: [B,H,W] in [0,1]},
       "boxes": {kind: int32 [B,4]}}``.
     """
-    kernel_fn = kernel_fn or backends.default_kernel_fn()
-    logits, features = model.apply(variables, images, train=False)
-    kernel = kernel_fn(variables)
+    backends.check_model_settings(settings, model)
+    logits, readout = backends.forward_readout(model, variables, images, labels,
+                                               kernel_fn=kernel_fn)
+    features, kernel = readout.branches[0].features, readout.branches[0].kernel
     if labels is None:
         labels = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     out = {"logits": logits, "labels": labels, "scoremaps": {}, "boxes": {}}
@@ -161,7 +191,7 @@ def predict_maps(settings: EvalSettings, model, variables, images: jax.Array,
                 for k in settings.map_kinds}
     else:
         maps = single_label_maps(settings, model, variables, images, labels, logits=logits,
-                                 features=features, kernel=kernel)
+                                 features=features, kernel=kernel, readout=readout)
     for kind in settings.map_kinds:
         sm = stacked_scoremaps(settings, maps[kind])
         out["scoremaps"][kind] = sm

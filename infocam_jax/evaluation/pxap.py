@@ -47,10 +47,12 @@ def init_counts(settings: EvalSettings) -> masks.PixelCounts:
 
 def pxap_step(settings: EvalSettings, model, kernel_fn, variables, batch, counts):
     """Per-device step: adds one batch's pixel histograms (every map kind) to ``counts``."""
-    logits, features = model.apply(variables, batch["image"], train=False)
+    backends.check_model_settings(settings, model)
     labels = batch["label"].astype(jnp.int32)
-    maps = forward.class_maps(settings.map_kinds, features, kernel_fn(variables), labels,
-                              logits=logits, region_size=settings.region_size)
+    _, readout = backends.forward_readout(model, variables, batch["image"], labels,
+                                          kernel_fn=kernel_fn)
+    maps = forward.readout_class_maps(settings.map_kinds, readout, labels,
+                                      region_size=settings.region_size)
     sm = forward.stacked_scoremaps(settings, jnp.stack([maps[k] for k in settings.map_kinds]))
     foreground = batch["mask"].astype(bool)
     ignore = batch["ignore"].astype(bool) & ~foreground

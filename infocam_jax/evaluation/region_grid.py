@@ -71,9 +71,11 @@ def make_multilabel_grid_step(settings: EvalSettings, model, *,
                                      settings.iou_threshold)
     kinds_r = tuple((str(k), int(r)) for k, r in kinds_r)
 
+    backends.check_model_settings(settings, model)
+
     def grid_step(variables, batch):
-        _, features = model.apply(variables, batch["image"], train=False)
-        kernel = backends.default_kernel_fn()(variables)
+        _, readout = backends.forward_readout(model, variables, batch["image"])
+        features, kernel = readout.branches[0].features, readout.branches[0].kernel
         gt = batch["boxes"].astype(jnp.int32)                                 # [B, G, 4]
         box_labels = batch["box_labels"].astype(jnp.int32)                    # [B, G]
         box_valid = batch["box_valid"].astype(bool)

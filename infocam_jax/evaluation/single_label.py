@@ -110,11 +110,13 @@ def _faithfulness_update(settings: EvalSettings, apply_fn, images, labels, logit
 
 
 def update(settings: EvalSettings, logits, features, kernel, batch, valid, counts, *,
-           network=None):
+           network=None, readout=None):
     """Adds one per-device batch to ``counts`` (traced inside the eval step).
 
     ``network`` is the ``(model, variables)`` pair: post-hoc maps and faithfulness metrics run
-    the model again (required when ``settings`` asks for either)."""
+    the model again (required when ``settings`` asks for either). ``readout`` (a
+    ``models.Readout`` of the ground-truth class, ``backends.forward_readout``) makes the
+    CAM-family maps of multi-branch methods (ACoL); None = ``(features, kernel)``."""
     labels = batch["label"].astype(jnp.int32)
     gt_boxes = batch["boxes"].astype(jnp.int32)
     gt_valid = batch["box_valid"].astype(bool)
@@ -123,12 +125,13 @@ def update(settings: EvalSettings, logits, features, kernel, batch, valid, count
                          "faithfulness metrics")
     model, variables = network if network is not None else (None, None)
     maps = forward.single_label_maps(settings, model, variables, batch["image"], labels,
-                                     logits=logits, features=features, kernel=kernel)
+                                     logits=logits, features=features, kernel=kernel,
+                                     readout=readout)
     sm = forward.kind_scoremaps(settings, maps)                                # [K, B, H, W]
     box_opts = backends.box_options(settings)
     faith = {}
     if settings.faithfulness:
-        def apply_fn(x):
+        def apply_fn(x):  # main logits (outputs[0]) of every method
             return model.apply(variables, x, train=False)[0]
 
         faith = _faithfulness_update(settings, apply_fn, batch["image"], labels, logits, sm,

@@ -56,9 +56,11 @@ def eval_step(settings: EvalSettings, model, kernel_fn, variables, batch, counts
 
     Args:
       settings: static evaluation settings.
-      model: Flax module, ``apply(variables, images, train=False) -> (logits [B,M],
-        features [B,h,w,K])``.
-      kernel_fn: ``variables -> [K,M]``.
+      model: Flax module: any ``infocam_jax.models`` network (ACoL / SPG are applied with
+        ``labels=batch["label"]``, the ground truth, and their maps fuse their branches:
+        ``backends.forward_readout``), or one with ``apply(variables, images, train=False) ->
+        (logits [B,M], features [B,h,w,K])``.
+      kernel_fn: ``variables -> [K,M]`` (``(logits, features)`` models only).
       variables: model variables.
       batch: dict of docs/interfaces.md (``image`` ``[B,H,W,C]``, ``label`` ``[B]``,
         ``boxes`` ``[B,G,4]``, ``box_valid`` ``[B,G]``, ``valid`` ``[B]``, multi-label also
@@ -68,11 +70,15 @@ def eval_step(settings: EvalSettings, model, kernel_fn, variables, batch, counts
     Returns:
       the updated counters (same structure).
     """
-    logits, features = model.apply(variables, batch["image"], train=False)
-    kernel = kernel_fn(variables)
+    backends.check_model_settings(settings, model)
+    logits, readout = backends.forward_readout(model, variables, batch["image"],
+                                               batch["label"].astype("int32"),
+                                               kernel_fn=kernel_fn)
+    features, kernel = readout.branches[0].features, readout.branches[0].kernel
     valid = batch["valid"].astype(bool)
+    extra = {} if settings.multi_label else {"readout": readout}
     return _evaluator(settings).update(settings, logits, features, kernel, batch, valid, counts,
-                                       network=(model, variables))
+                                       network=(model, variables), **extra)
 
 
 def make_eval_step(settings: EvalSettings, model, *, num_devices: int,

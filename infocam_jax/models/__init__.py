@@ -36,6 +36,7 @@ import jax.numpy as jnp
 
 from infocam_jax.models import acol, methods, spec, spg
 from infocam_jax.models import adl as adl_lib
+from infocam_jax.models import digits as digits_lib
 from infocam_jax.models.adl import ADL
 from infocam_jax.models.digits import digits_cnn
 from infocam_jax.models.layers import CONV_IMPLS
@@ -87,7 +88,8 @@ def create(name: str, num_classes: int, method: str = "cam", large_feature_map: 
         resnet50 with layer3 stride 1 (28x28 features at 224 for both; default False: 14x14,
         the networks as before). digits_cnn: False only.
       **options: adl_positions (str of position codes; "" = no ADL; default "" for cam and the
-        reference's positions for method "adl": vgg16_gap "3M 43 53", resnet50 "30 40 42";
+        reference's positions for method "adl": vgg16_gap "3M 43 53", resnet50 "30 40 42",
+        digits_cnn "2M 31" (ours);
         VGG/digits "3M 4M 53" style, ResNet "30 40 42" style; cam / adl only), adl_drop_rate
         (0.75, in [0, 1]), adl_gamma (0.9, in [0, 1]), acol_drop_threshold (0.7, in [0, 1]),
         spg_thresholds (((0.7, 0.01), (0.5, 0.05), (0.7, 0.1)), validated here, used by the
@@ -158,10 +160,14 @@ def create(name: str, num_classes: int, method: str = "cam", large_feature_map: 
     backbone = spec.get(name)
     codes = adl_lib.parse_positions(options.pop("adl_positions", ""),
                                     backbone.adl_codes(large_feature_map), name)
+    width = options.get("width")
+    if width is not None:
+        digits_lib.check_width(width)
     return WSOLNet(name, net, num_classes, large_feature_map, codes,
                    options.get("adl_drop_rate", 0.75), options.get("adl_gamma", 0.9),
                    float(acol_threshold), options.get("dtype", jnp.float32),
-                   options.get("conv_impl", "auto"), options.get("axis_name"), attention_size)
+                   options.get("conv_impl", "auto"), options.get("axis_name"),
+                   width=width, spg_attention_size=attention_size)
 
 
 def _available(name: str):

@@ -12,13 +12,33 @@ SGD on a label-averaged sigmoid loss sits on the base-rate plateau for epochs. T
 VGG's N(0, 0.01^2)) for the same reason.
 
 ADL position codes as for VGG: "11", "1M", "21", "22", "2M", "31".
+
+:data:`DIGITS_SPEC` describes the network for the WSOL methods (``spec.py``), so
+``models.create("digits_cnn", M, method="acol" | "spg")`` builds a ``WSOLNet`` (cam / adl, and
+has / cutmix, keep :class:`ConvGAP` and its parameter tree):
+
+* trunk: conv1_1 .. conv3_1 as above (BatchNorm + ReLU, same names and initialisation) for
+  every method; neck: the identity (as ResNet50's), so ACoL's branches and SPG's class head read
+  the conv3_1 output [B, H/4, W/4, 4w].
+* SPG taps: ``spg_b1`` = the pool2 output (H/4, 2w channels; the reference's SPG_A_1 output
+  after its pool), ``spg_b2`` = the conv3_1 output (H/4, 4w; the end of SPG_A_2). The digits
+  CNN has no SPG_A_3 (no extra convs between ``spg_b2`` and the class head).
+* head widths, small so the network stays cheap: ACoL's branch convs and SPG's B / C convs
+  have 4w channels (64 at w = 16), not the reference's 1024 / 512.
+* ``method="adl"`` default positions "2M 31" (the last pool and the last conv, as the
+  reference's "3M 43 53" covers the last pool and the last convs of VGG16).
+* one learning rate for every layer (trained from scratch; ``is_new_layer`` is always False).
 """
 from typing import Any, Optional
 
 import jax.numpy as jnp
 
 from infocam_jax.models import adl as adl_lib
-from infocam_jax.models.vgg import ConvGAP, position_codes
+from infocam_jax.models import spec as spec_lib
+from infocam_jax.models.vgg import ConvGAP, conv_stack, position_codes
+
+DEFAULT_WIDTH = 16
+DIGITS_POOLS = ("M", "M", None)
 
 
 def digits_blocks(width: int):
@@ -28,13 +48,56 @@ def digits_blocks(width: int):
 
 def digits_cnn(num_classes: int, adl_positions: str = "", adl_drop_rate: float = 0.75,
                adl_gamma: float = 0.9, axis_name: Optional[str] = None,
-               dtype: Any = jnp.float32, width: int = 16,
+               dtype: Any = jnp.float32, width: int = DEFAULT_WIDTH,
                conv_impl: str = "auto") -> ConvGAP:
     """The digits CNN-GAP; returns ``(logits [B, M], features [B, H/4, W/4, 4*width])``."""
-    if not isinstance(width, int) or width < 1:
-        raise ValueError(f"width must be a positive int, got {width!r}")
+    check_width(width)
     adl_lib.check_rates(adl_drop_rate, adl_gamma)
     blocks, pools = digits_blocks(width)
     codes = adl_lib.parse_positions(adl_positions, position_codes(blocks, pools), "digits_cnn")
     return ConvGAP(num_classes, blocks, pools, 0, codes, adl_drop_rate, adl_gamma, dtype,
                    conv_impl, batch_norm=True, axis_name=axis_name, head_std=None)
+
+
+def check_width(width: Any) -> int:
+    """``width`` as a positive int; ValueError naming ``width`` otherwise."""
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"width must be a positive int, got {width!r}")
+    return width
+
+
+def _width(opts: spec_lib.TrunkOptions) -> int:
+    return DEFAULT_WIDTH if opts.width is None else opts.width
+
+
+def _digits_trunk(x, train, opts: spec_lib.TrunkOptions):
+    """conv1_1 - pool - conv2_1 conv2_2 - pool - conv3_1 (BatchNorm + ReLU each); taps
+    ``spg_b1`` = pool2 output, ``spg_b2`` = conv3_1 output."""
+    blocks, _ = digits_blocks(_width(opts))
+    return conv_stack(x.astype(opts.dtype), train, blocks, DIGITS_POOLS,
+                      adl_positions=opts.adl_positions, adl_drop_rate=opts.adl_drop_rate,
+                      adl_gamma=opts.adl_gamma, dtype=opts.dtype, conv_impl=opts.conv_impl,
+                      batch_norm=True, axis_name=opts.axis_name,
+                      taps={"spg_b1": "2M", "spg_b2": "31"})
+
+
+def _identity_neck(x, train, opts):  # pylint: disable=unused-argument
+    return x
+
+
+def _digits_adl_codes(large: bool):  # pylint: disable=unused-argument
+    blocks, pools = digits_blocks(DEFAULT_WIDTH)
+    return position_codes(blocks, pools)
+
+
+def _digits_head_widths(opts: spec_lib.TrunkOptions):
+    w = 4 * _width(opts)
+    return w, w, w
+
+
+DIGITS_SPEC = spec_lib.register(spec_lib.BackboneSpec(
+    name="digits_cnn", methods=("cam", "adl", "acol", "spg"), trunk=_digits_trunk,
+    neck=_identity_neck, adl_codes=_digits_adl_codes, adl_default="2M 31",
+    spg_b_width=4 * DEFAULT_WIDTH, spg_c_width=4 * DEFAULT_WIDTH,
+    acol_width=4 * DEFAULT_WIDTH, large_feature_map_ok=False,
+    head_widths=_digits_head_widths))

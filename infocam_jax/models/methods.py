@@ -37,6 +37,7 @@ class WSOLNet(nn.Module):
       adl_positions, adl_drop_rate, adl_gamma: ADL (cam/adl only).
       acol_drop_threshold: ACoL's erasing threshold δ.
       dtype, conv_impl, axis_name: as for the other models.
+      width: base width of backbones that have one (digits_cnn; None = its default).
       spg_attention_size: (H, W) of SPG's attention maps and pixel losses; None = the input
         size (the reference hard-codes 224 x 224).
     """
@@ -51,6 +52,7 @@ class WSOLNet(nn.Module):
     dtype: Any = jnp.float32
     conv_impl: str = "auto"
     axis_name: Optional[str] = None
+    width: Optional[int] = None
     spg_attention_size: Optional[Tuple[int, int]] = None
 
     @nn.compact
@@ -65,15 +67,16 @@ class WSOLNet(nn.Module):
         spec = spec_lib.get(self.backbone)
         opts = spec_lib.TrunkOptions(self.method, self.large_feature_map, self.adl_positions,
                                      self.adl_drop_rate, self.adl_gamma, self.dtype,
-                                     self.conv_impl, self.axis_name)
+                                     self.conv_impl, self.axis_name, self.width)
+        acol_width, spg_b_width, spg_c_width = spec_lib.head_widths(spec, opts)
         x, taps = spec.trunk(images.astype(self.dtype), train, opts)
         x = spec.neck(x, train, opts)
         if self.method == "acol":
             return acol_lib.AcolHead(self.num_classes, self.acol_drop_threshold,
-                                     spec.acol_width, self.dtype, self.conv_impl,
+                                     acol_width, self.dtype, self.conv_impl,
                                      name="acol")(x, labels)
         if self.method == "spg":
-            return spg_lib.SpgHead(self.num_classes, spec.spg_b_width, spec.spg_c_width,
+            return spg_lib.SpgHead(self.num_classes, spg_b_width, spg_c_width,
                                    self.dtype, self.conv_impl,
                                    name="spg")(x, taps,
                                                self.spg_attention_size or images.shape[1:3],

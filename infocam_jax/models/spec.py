@@ -52,6 +52,8 @@ class TrunkOptions:
       dtype: compute dtype of convolutions.
       conv_impl: "auto" | "explicit" | "xla" (``layers.conv2d``).
       axis_name: BatchNorm sync axis in training (None = none).
+      width: base channel count of backbones that have one (digits_cnn; None = the
+        backbone's default).
     """
     method: str = "cam"
     large_feature_map: bool = False
@@ -61,6 +63,7 @@ class TrunkOptions:
     dtype: Any = jnp.float32
     conv_impl: str = "auto"
     axis_name: Optional[str] = None
+    width: Optional[int] = None
 
 
 def _never_new(top: str, method: str) -> bool:  # pylint: disable=unused-argument
@@ -84,6 +87,9 @@ class BackboneSpec:
       is_new_layer: ``(top-level parameter name, network method) -> bool``: the layers trained
         at ``lr_ratio`` x the base learning rate (the reference's feature / classifier split).
       large_feature_map_ok: whether ``large_feature_map=True`` is defined.
+      head_widths: optional ``opts -> (acol_width, spg_b_width, spg_c_width)`` for backbones
+        whose width is an option (digits_cnn: all three are 4 x ``opts.width``); when given it
+        replaces the three fixed widths above (:func:`head_widths`).
     """
     name: str
     methods: Tuple[str, ...]
@@ -96,6 +102,14 @@ class BackboneSpec:
     acol_width: int = 1024
     is_new_layer: Callable[[str, str], bool] = _never_new
     large_feature_map_ok: bool = True
+    head_widths: Optional[Callable[[TrunkOptions], Tuple[int, int, int]]] = None
+
+
+def head_widths(spec: BackboneSpec, opts: TrunkOptions) -> Tuple[int, int, int]:
+    """``(acol_width, spg_b_width, spg_c_width)`` of ``spec`` built with ``opts``."""
+    if spec.head_widths is not None:
+        return tuple(int(w) for w in spec.head_widths(opts))
+    return spec.acol_width, spec.spg_b_width, spec.spg_c_width
 
 
 SPECS: Dict[str, BackboneSpec] = {}
