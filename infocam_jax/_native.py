@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import os
 import threading
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -74,18 +73,9 @@ def _load():
 
 def library():
     """The loaded, registered and self-tested ctypes library, or None (warned once)."""
-    with _lock:
-        if "lib" not in _state:
-            try:
-                _state["lib"] = _load()
-            except Exception as err:  # noqa: BLE001 (any failure means: use the JAX pass)
-                _state["lib"] = None
-                _state["error"] = f"{type(err).__name__}: {err}"
-                if _native_host.library() is not None:  # else _native_host warned already
-                    warnings.warn(f"infocam_jax: the native box kernel is unavailable ({err}); "
-                                  "using the pure-JAX pass (slower on CPU)", RuntimeWarning,
-                                  stacklevel=3)
-        return _state["lib"]
+    # When the host library itself failed, _native_host has warned already.
+    return _native_host.load_once(_state, _lock, _load,
+                                  warn=lambda: _native_host.library() is not None)
 
 
 def available() -> bool:

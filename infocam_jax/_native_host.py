@@ -106,19 +106,27 @@ def _load_host():
     return lib
 
 
+def load_once(state: dict, lock, loader, warn=lambda: True):
+    """``state["lib"]``, filled on the first call by ``loader()``; a failure stores None and the
+    reason (``state["error"]``) and warns once when ``warn()`` says so (the shared loader of
+    this module and of :mod:`infocam_jax._native`)."""
+    with lock:
+        if "lib" not in state:
+            try:
+                state["lib"] = loader()
+            except Exception as err:  # noqa: BLE001 (any failure means: use the JAX pass)
+                state["lib"] = None
+                state["error"] = f"{type(err).__name__}: {err}"
+                if warn():
+                    warnings.warn(f"infocam_jax: the native box kernel is unavailable ({err}); "
+                                  "using the pure-JAX pass (slower on CPU)", RuntimeWarning,
+                                  stacklevel=4)
+        return state["lib"]
+
+
 def library():
     """The loaded, self-tested ctypes library, or None (warned once)."""
-    with _lock:
-        if "lib" not in _state:
-            try:
-                _state["lib"] = _load_host()
-            except Exception as err:  # noqa: BLE001 (any failure means: use the JAX pass)
-                _state["lib"] = None
-                _state["error"] = f"{type(err).__name__}: {err}"
-                warnings.warn(f"infocam_jax: the native box kernel is unavailable ({err}); "
-                              "using the pure-JAX pass (slower on CPU)", RuntimeWarning,
-                              stacklevel=3)
-        return _state["lib"]
+    return load_once(_state, _lock, _load_host)
 
 
 def unavailable_reason() -> str | None:
