@@ -2,16 +2,20 @@
 
     python benchmarks/models.py                       # both backbones, batch 8, 224x224
     python benchmarks/models.py --arch=resnet50 --rounds=5 --dtype=bfloat16
-    python benchmarks/models.py --variants=before,explicit,xla
+    python benchmarks/models.py --variants=explicit,taps,xla --cpu_convolutions=ynn
 
 JAX variants (``--variants``), each its own runner in the same run:
 
 * ``explicit``: the library's XLA:CPU path (``conv_impl="explicit"``, what ``"auto"`` picks on
-  CPU): convolution kernel gradients as matmuls (row-shifted for stride 1) and max-pooling
-  without select-and-scatter (``models/layers.py``).
-* ``before``: that path as it was before issue 12 (kernel gradients from k*k materialised input
-  windows, ``flax.linen.max_pool``), rebuilt here by patching ``layers`` while it compiles.
+  CPU): each convolution's kernel gradient as one matmul (row-shifted for stride 1) and
+  max-pooling without select-and-scatter (``models/layers.py``).
+* ``taps``: that path before issue 20: the kernel gradient as kh*kw matmuls, one per tap.
 * ``xla``: plain autodiff of XLA's convolution and ``flax.linen.max_pool`` (``conv_impl="xla"``).
+The older path is rebuilt here by patching ``layers`` while it compiles.
+
+``--cpu_convolutions`` picks the XLA:CPU convolution library for the whole process (XLA reads
+it once, at start-up): ``eigen`` (``xla_cpu.use_eigen_convolutions()``, what the launchers
+set) or ``ynn`` (this jaxlib's default). Compare the two with two runs, each against PyTorch.
 
 For each backbone the JAX and PyTorch measurements alternate within every round (the machine
 is shared, so only ratios measured together mean anything); the median over rounds is
@@ -22,6 +26,7 @@ stdout only.
 """
 import contextlib
 import functools
+import os
 import pathlib
 import statistics
 import sys
@@ -34,8 +39,8 @@ import numpy as np
 import optax
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from infocam_jax import models  # noqa: E402  pylint: disable=wrong-import-position
-from infocam_jax.models import layers, resnet, vgg  # noqa: E402  pylint: disable=wrong-import-position
+from infocam_jax import models, xla_cpu  # noqa: E402  pylint: disable=wrong-import-position
+from infocam_jax.models import layers  # noqa: E402  pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("arch", ["resnet50", "vgg16_gap"], "backbones to measure.")
@@ -45,8 +50,10 @@ flags.DEFINE_integer("num_classes", 200, "classes of the head.")
 flags.DEFINE_integer("rounds", 3, "alternating measurement rounds (median is reported).")
 flags.DEFINE_integer("iters", 2, "steps per measurement.")
 flags.DEFINE_string("dtype", "float32", "JAX compute dtype (bfloat16 changes results).")
-flags.DEFINE_list("variants", ["before", "explicit"], "JAX variants to compare (before, "
+flags.DEFINE_list("variants", ["explicit", "taps"], "JAX variants to compare (taps, "
                   "explicit, xla; see the module docstring), each measured as its own runner.")
+flags.DEFINE_enum("cpu_convolutions", "eigen", ["eigen", "ynn"],
+                  "XLA:CPU convolution library for this process (see the module docstring).")
 flags.DEFINE_bool("torch", True, "also measure PyTorch eager when torch is importable.")
 
 
@@ -78,7 +85,6 @@ def jax_steps(arch, x, y, conv_impl):
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
         return loss, batch_stats
 
-    @jax.jit
     def train_step(state, x, y):
         (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state["params"], state["batch_stats"], x, y)
@@ -86,7 +92,7 @@ def jax_steps(arch, x, y, conv_impl):
         return {"params": optax.apply_updates(state["params"], updates), "batch_stats": stats,
                 "opt": opt}, loss
 
-    train_step_donated = jax.jit(train_step.__wrapped__, donate_argnums=(0,))
+    train_step_donated = jax.jit(train_step, donate_argnums=(0,))
     holder = {"state": state}
 
     def run_forward():
@@ -99,43 +105,52 @@ def jax_steps(arch, x, y, conv_impl):
     return run_forward, run_train
 
 
-def _kernel_grad_before(x, g, k, strides, padding):
-    """The kernel gradient before issue 12: k*k materialised input windows, one matmul each."""
+def _kernel_grad_taps(x, g, kernel_shape, strides, padding):
+    """The kernel gradient before issue 20: kh*kw matmuls [C, n] @ [n, O], row-shifted for
+    stride 1 (kh row slices of the padded input against kw column-shifted copies of g)."""
+    kh, kw = kernel_shape
+    ph, pw = layers._pair(padding)  # pylint: disable=protected-access
     c, o = x.shape[-1], g.shape[-1]
-    h, w = g.shape[1], g.shape[2]
-    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0))) if padding else x
-    g2 = g.reshape(-1, o)
+    b, h, w = g.shape[:3]
+    xp = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0))) if ph or pw else x
+    matmul = functools.partial(jnp.matmul, preferred_element_type=jnp.float32)
     taps = []
-    for i in range(k):
-        for j in range(k):
-            window = jax.lax.slice(xp, (0, i, j, 0),
-                                   (xp.shape[0], i + strides * (h - 1) + 1,
-                                    j + strides * (w - 1) + 1, c), (1, strides, strides, 1))
-            taps.append(jnp.transpose(window.reshape(-1, c)) @ g2)
-    return jnp.stack(taps).reshape(k, k, c, o)
+    if strides == 1:
+        wp = xp.shape[2]
+        shifted = [jnp.pad(g, ((0, 0), (0, 0), (j, wp - w - j), (0, 0))).reshape(-1, o)
+                   for j in range(kw)]
+        for i in range(kh):
+            rows = jnp.transpose(jax.lax.slice_in_dim(xp, i, i + h, axis=1).reshape(-1, c))
+            taps += [matmul(rows, shifted[j]) for j in range(kw)]
+    else:
+        g2 = g.reshape(-1, o)
+        for i in range(kh):
+            for j in range(kw):
+                window = jax.lax.slice(xp, (0, i, j, 0),
+                                       (b, i + strides * (h - 1) + 1,
+                                        j + strides * (w - 1) + 1, c), (1, strides, strides, 1))
+                taps.append(matmul(jnp.transpose(window.reshape(-1, c)), g2))
+    return jnp.stack(taps).reshape(kh, kw, c, o)
 
 
 @contextlib.contextmanager
-def _before_issue_12():
-    """Patches models.layers back to the pre-issue-12 explicit path while runners compile."""
-    saved = layers._kernel_grad, resnet.max_pool, vgg.max_pool  # pylint: disable=protected-access
-    lax_pool = functools.partial(layers.max_pool, impl="xla")
-    layers._kernel_grad = _kernel_grad_before  # pylint: disable=protected-access
-    resnet.max_pool = vgg.max_pool = lambda *a, impl=None, **k: lax_pool(*a, **k)
+def _taps_kernel_grad():
+    """Patches models.layers back to the pre-issue-20 kernel gradient while runners compile."""
+    saved = layers._kernel_grad  # pylint: disable=protected-access
+    layers._kernel_grad = _kernel_grad_taps  # pylint: disable=protected-access
     try:
         yield
     finally:
-        layers._kernel_grad, resnet.max_pool, vgg.max_pool = saved  # pylint: disable=protected-access
+        layers._kernel_grad = saved  # pylint: disable=protected-access
 
 
 def jax_variant(arch, x, y, variant):
     """(forward, train) runners of one variant, compiled now (the patch only acts on tracing)."""
-    if variant not in ("before", "explicit", "xla"):
-        raise ValueError(f"unknown variant {variant!r}: before, explicit or xla")
-    impl = "xla" if variant == "xla" else "explicit"
-    context = _before_issue_12() if variant == "before" else contextlib.nullcontext()
+    if variant not in ("taps", "explicit", "xla"):
+        raise ValueError(f"unknown variant {variant!r}: taps, explicit or xla")
+    context = _taps_kernel_grad() if variant == "taps" else contextlib.nullcontext()
     with context:
-        fwd, train = jax_steps(arch, x, y, impl)
+        fwd, train = jax_steps(arch, x, y, "xla" if variant == "xla" else "explicit")
         fwd()
         train()
     return fwd, train
@@ -177,6 +192,8 @@ def _rate(fn, iters, batch):
 
 def main(argv):
     del argv
+    os.environ[xla_cpu.CHOICE_ENV] = FLAGS.cpu_convolutions
+    xla_cpu.use_eigen_convolutions()
     try:
         import torch  # pylint: disable=import-outside-toplevel,unused-import
         have_torch = FLAGS.torch
@@ -188,7 +205,7 @@ def main(argv):
     y = rng.integers(0, FLAGS.num_classes, FLAGS.batch).astype(np.int32)
     print(f"jax {jax.__version__} {jax.devices()[0].platform} dtype={FLAGS.dtype}; {torch_info}; "
           f"batch {FLAGS.batch}, {FLAGS.size}x{FLAGS.size}, median of {FLAGS.rounds} rounds "
-          f"x {FLAGS.iters} steps")
+          f"x {FLAGS.iters} steps; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
     for arch in FLAGS.arch:
         runners = {f"jax[{v}]": jax_variant(arch, jnp.asarray(x), jnp.asarray(y), v)
                    for v in FLAGS.variants}

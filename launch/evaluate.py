@@ -71,6 +71,8 @@ def map_table(config, model, variables, out_dir: str) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from infocam_jax import xla_cpu  # pylint: disable=import-outside-toplevel
+    xla_cpu.use_eigen_convolutions()  # before the first computation: XLA reads its flags once
     config = _CONFIG.value
     variables, extra = train.restore_variables(config, _WORKDIR.value, _WHICH.value)
     logging.info("Restored the %s checkpoint of %s (%s)", _WHICH.value, _WORKDIR.value,

@@ -45,6 +45,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from infocam_jax import xla_cpu  # pylint: disable=import-outside-toplevel
+    xla_cpu.use_eigen_convolutions()  # before the first computation: XLA reads its flags once
     reproduction.reproduce(
         FLAGS.config, FLAGS.workdir, seeds=[int(s) for s in FLAGS.seeds],
         region_sizes=[int(r) for r in (FLAGS.region_sizes or [])], map_kinds=FLAGS.map_kinds,

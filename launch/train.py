@@ -59,6 +59,8 @@ def _maybe_initialize_distributed() -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from infocam_jax import xla_cpu  # pylint: disable=import-outside-toplevel
+    xla_cpu.use_eigen_convolutions()  # before the first computation: XLA reads its flags once
     _maybe_initialize_distributed()
     import jax  # pylint: disable=import-outside-toplevel
     from configs import common  # pylint: disable=import-outside-toplevel

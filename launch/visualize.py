@@ -76,6 +76,8 @@ def _select_images(config, n, class_id):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from infocam_jax import xla_cpu  # pylint: disable=import-outside-toplevel
+    xla_cpu.use_eigen_convolutions()  # before the first computation: XLA reads its flags once
     config = _CONFIG.value
     overrides = {"map_kinds": tuple(_KINDS.value)} if _KINDS.value else {}
     settings = eval_settings.EvalSettings.from_config(config, **overrides)

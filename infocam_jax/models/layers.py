@@ -38,17 +38,20 @@ def _conv_forward(x: jax.Array, kernel: jax.Array, strides: int, padding) -> jax
 
 
 def _kernel_grad(x, g, kernel_shape, strides, padding):
-    """dL/dkernel [kh, kw, C, O] as kh*kw matmuls [C, n] @ [n, O] over shifted input windows.
+    """dL/dkernel [kh, kw, C, O] from one matmul ``A^T @ G`` that sums over n positions.
 
-    XLA:CPU lowers the kernel gradient of a convolution to a generic convolution that
-    contracts over batch x space with poor blocking; explicit (materialised) transposes and
-    matmuls are faster for the large maps of VGG and ResNet.
+    XLA:CPU lowers the kernel gradient of a convolution to a convolution that contracts over
+    batch x space; to run it, it transposes the activations to batch-minor layouts, which in a
+    whole ResNet50 train step costs more than the products themselves. A materialised matmul
+    avoids that, and one matmul with wide operands keeps the GEMM's blocks full where kh*kw
+    small ones (one per tap, C or O as small as 3 or 64) would run far below peak.
 
-    Stride 1 (most of VGG and ResNet) shifts rows and columns separately: kh row-slices of the
-    padded input (whole padded rows, n = B*h*Wp) against kw column-shifted, zero-padded copies
-    of ``g``, so kh + kw arrays are copied instead of kh*kw input windows; the zero columns of
-    the shifted ``g`` drop the products that fall outside the window. Strided convolutions
-    slice kh*kw windows (n = B*h*w).
+    Stride 1 (most of VGG and ResNet) shifts rows and columns separately: A is the kh row
+    slices of the padded input side by side ([n, kh*C], whole padded rows, n = B*h*Wp) and G
+    is ``g`` shifted by each of the kw columns and zero-padded ([n, kw*O]); block (i, j) of
+    the [kh*C, kw*O] product is tap (i, j), and the zero columns of the shifted ``g`` drop the
+    products that fall outside the window. Strided convolutions take A as the kh*kw strided
+    input windows side by side ([n, kh*kw*C], n = B*h*w) and G = ``g`` ([n, O]).
 
     The sums run over n (hundreds of thousands of terms): products accumulate in float32
     whatever the input dtype (bfloat16 accumulation would lose the gradient's low bits).
@@ -59,24 +62,21 @@ def _kernel_grad(x, g, kernel_shape, strides, padding):
     c, o = x.shape[-1], g.shape[-1]
     b, h, w = g.shape[:3]
     xp = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0))) if ph or pw else x
-    matmul = functools.partial(jnp.matmul, preferred_element_type=jnp.float32)
-    taps = []
     if strides == 1:
         wp = xp.shape[2]
-        shifted = [jnp.pad(g, ((0, 0), (0, 0), (j, wp - w - j), (0, 0))).reshape(-1, o)
-                   for j in range(kw)]
-        for i in range(kh):
-            rows = jnp.transpose(jax.lax.slice_in_dim(xp, i, i + h, axis=1).reshape(-1, c))
-            taps += [matmul(rows, shifted[j]) for j in range(kw)]
-    else:
-        g2 = g.reshape(-1, o)
-        for i in range(kh):
-            for j in range(kw):
-                window = jax.lax.slice(xp, (0, i, j, 0),
-                                       (b, i + strides * (h - 1) + 1,
-                                        j + strides * (w - 1) + 1, c), (1, strides, strides, 1))
-                taps.append(matmul(jnp.transpose(window.reshape(-1, c)), g2))
-    return jnp.stack(taps).reshape(kh, kw, c, o)
+        rows = jnp.concatenate([jax.lax.slice_in_dim(xp, i, i + h, axis=1) for i in range(kh)],
+                               axis=-1).reshape(-1, kh * c)
+        shifted = jnp.concatenate([jnp.pad(g, ((0, 0), (0, 0), (j, wp - w - j), (0, 0)))
+                                   for j in range(kw)], axis=-1).reshape(-1, kw * o)
+        taps = jnp.matmul(rows.T, shifted, preferred_element_type=jnp.float32)
+        return jnp.transpose(taps.reshape(kh, c, kw, o), (0, 2, 1, 3))
+    windows = [jax.lax.slice(xp, (0, i, j, 0),
+                             (b, i + strides * (h - 1) + 1, j + strides * (w - 1) + 1, c),
+                             (1, strides, strides, 1))
+               for i in range(kh) for j in range(kw)]
+    cols = jnp.concatenate(windows, axis=-1).reshape(-1, kh * kw * c)
+    taps = jnp.matmul(cols.T, g.reshape(-1, o), preferred_element_type=jnp.float32)
+    return taps.reshape(kh, kw, c, o)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
