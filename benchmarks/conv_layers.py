@@ -8,11 +8,11 @@ of one training forward, traced with ``jax.eval_shape``) and grouped by shape. F
 the three products of a train step are timed alone: the forward, the input gradient (dx) and
 the kernel gradient (dw), best of ``--repeats`` after a warm-up, side by side in one process:
 
-* ``explicit``: the library's ``conv_impl="explicit"`` (dw as the one-matmul formulation of
+* ``explicit``: the library's ``conv_impl="explicit"`` (dw of 1x1 convolutions as one matmul;
+  of k x k ones from XLA's convolution under ``eigen``, the one matmul under ``ynn``: see
   ``models/layers.py``);
-* ``xla``: plain autodiff of XLA's convolution (``conv_impl="xla"``); its dw alone is fast
-  under Eigen, but in a whole train step XLA transposes the activations batch-minor for it
-  (see README "Benchmarks");
+* ``xla``: plain autodiff of XLA's convolution (``conv_impl="xla"``) for every dw (for 1x1
+  convolutions XLA transposes the activations batch-minor first);
 * ``torch``: ``torch.nn.functional.conv2d`` and ``aten::convolution_backward`` (one output
   each), PyTorch's CPU kernels.
 

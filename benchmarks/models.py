@@ -50,8 +50,9 @@ flags.DEFINE_integer("num_classes", 200, "classes of the head.")
 flags.DEFINE_integer("rounds", 3, "alternating measurement rounds (median is reported).")
 flags.DEFINE_integer("iters", 2, "steps per measurement.")
 flags.DEFINE_string("dtype", "float32", "JAX compute dtype (bfloat16 changes results).")
-flags.DEFINE_list("variants", ["explicit", "taps"], "JAX variants to compare (taps, "
-                  "explicit, xla; see the module docstring), each measured as its own runner.")
+flags.DEFINE_list("variants", ["explicit", "matmul", "taps"], "JAX variants to compare "
+                  "(taps, matmul, explicit, xla; see the module docstring), each measured as "
+                  "its own runner.")
 flags.DEFINE_enum("cpu_convolutions", "eigen", ["eigen", "ynn"],
                   "XLA:CPU convolution library for this process (see the module docstring).")
 flags.DEFINE_bool("torch", True, "also measure PyTorch eager when torch is importable.")
@@ -134,21 +135,24 @@ def _kernel_grad_taps(x, g, kernel_shape, strides, padding):
 
 
 @contextlib.contextmanager
-def _taps_kernel_grad():
-    """Patches models.layers back to the pre-issue-20 kernel gradient while runners compile."""
-    saved = layers._kernel_grad  # pylint: disable=protected-access
-    layers._kernel_grad = _kernel_grad_taps  # pylint: disable=protected-access
+def _patched_kernel_grad(kernel_grad):
+    """Patches models.layers' kernel gradient while runners compile: always ``kernel_grad``
+    (or the library's matmul when None), never XLA's convolution."""
+    saved = layers._kernel_grad, layers._xla_kernel_grad  # pylint: disable=protected-access
+    layers._kernel_grad = kernel_grad or saved[0]  # pylint: disable=protected-access
+    layers._xla_kernel_grad = lambda kernel: False  # pylint: disable=protected-access
     try:
         yield
     finally:
-        layers._kernel_grad = saved  # pylint: disable=protected-access
+        layers._kernel_grad, layers._xla_kernel_grad = saved  # pylint: disable=protected-access
 
 
 def jax_variant(arch, x, y, variant):
     """(forward, train) runners of one variant, compiled now (the patch only acts on tracing)."""
-    if variant not in ("taps", "explicit", "xla"):
-        raise ValueError(f"unknown variant {variant!r}: taps, explicit or xla")
-    context = _taps_kernel_grad() if variant == "taps" else contextlib.nullcontext()
+    if variant not in ("taps", "matmul", "explicit", "xla"):
+        raise ValueError(f"unknown variant {variant!r}: taps, matmul, explicit or xla")
+    context = (_patched_kernel_grad(_kernel_grad_taps if variant == "taps" else None)
+               if variant in ("taps", "matmul") else contextlib.nullcontext())
     with context:
         fwd, train = jax_steps(arch, x, y, "xla" if variant == "xla" else "explicit")
         fwd()

@@ -31,6 +31,13 @@ def _backend_started() -> bool:
         return False
 
 
+def eigen_convolutions_active(environ=None) -> bool:
+    """Whether ``XLA_FLAGS`` carries ``EIGEN_CONVOLUTIONS_FLAG`` (read when a step is traced;
+    ``models.layers`` then takes the kernel gradients of k x k convolutions from XLA)."""
+    environ = os.environ if environ is None else environ
+    return EIGEN_CONVOLUTIONS_FLAG in environ.get("XLA_FLAGS", "").split()
+
+
 def use_eigen_convolutions(environ=None) -> bool:
     """Adds ``EIGEN_CONVOLUTIONS_FLAG`` to ``XLA_FLAGS`` unless the caller already chose.
 

@@ -59,3 +59,37 @@ def test_backend_started_reads_jax():
     import jax  # pylint: disable=import-outside-toplevel
     jax.numpy.zeros(1).block_until_ready()
     assert xla_cpu._backend_started()  # pylint: disable=protected-access
+
+
+def test_eigen_convolutions_active_reads_the_flag():
+    assert xla_cpu.eigen_convolutions_active({"XLA_FLAGS": f"--a=1 {FLAG}"})
+    assert not xla_cpu.eigen_convolutions_active({"XLA_FLAGS": "--a=1"})
+    assert not xla_cpu.eigen_convolutions_active({})
+
+
+@pytest.mark.parametrize("k,stride,dtype,want", [
+    (3, 1, "float32", True), (7, 2, "float32", True), (1, 1, "float32", False),
+    (3, 1, "bfloat16", False)])
+def test_kernel_gradient_route_under_eigen(monkeypatch, k, stride, dtype, want):
+    """Under the Eigen flag, k x k float32 kernel gradients come from XLA's convolution (1x1
+    and bfloat16 keep the matmul); every route equals plain autodiff."""
+    import jax  # pylint: disable=import-outside-toplevel
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    from infocam_jax.models import layers  # pylint: disable=import-outside-toplevel
+    monkeypatch.setenv("XLA_FLAGS", FLAG)
+    rng = np.random.default_rng(k)
+    x = jnp.asarray(rng.standard_normal((2, 12, 12, 4)), dtype)
+    kernel = jnp.asarray(rng.standard_normal((k, k, 4, 6)) * 0.2, dtype)
+    assert layers._xla_kernel_grad(kernel) == want  # pylint: disable=protected-access
+
+    def grads(impl):
+        loss = lambda x, w: jnp.sum(jnp.sin(layers.conv2d(x, w, stride, k // 2, impl).astype(
+            jnp.float32)))
+        return jax.grad(loss, argnums=(0, 1))(x, kernel)
+
+    tol = 1e-5 if dtype == "float32" else 5e-2
+    for got, ref in zip(grads("explicit"), grads("xla")):
+        assert got.dtype == ref.dtype == jnp.dtype(dtype)
+        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(ref, np.float32),
+                                   rtol=tol, atol=tol * float(np.abs(np.asarray(ref, np.float32)).max()))

@@ -11,6 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from infocam_jax import xla_cpu
+
 # He-normal on fan-out, as torchvision initialises VGG and ResNet convolutions.
 he_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -90,10 +92,27 @@ def _conv_explicit_fwd(x, kernel, strides, padding):
 
 def _conv_explicit_bwd(strides, padding, residuals, g):
     x, kernel = residuals
-    _, input_vjp = jax.vjp(lambda x: _conv_forward(x, kernel, strides, padding), x)
-    dx = input_vjp(g)[0]
+    forward = lambda x, kernel: _conv_forward(x, kernel, strides, padding)
+    if _xla_kernel_grad(kernel):
+        _, vjp = jax.vjp(forward, x, kernel)
+        return vjp(g)
+    dx = jax.vjp(lambda x: forward(x, kernel), x)[1](g)[0]
     dkernel = _kernel_grad(x, g, kernel.shape[:2], strides, padding).astype(kernel.dtype)
     return dx, dkernel
+
+
+def _xla_kernel_grad(kernel) -> bool:
+    """Whether XLA's own convolution computes this kernel gradient (decided when traced).
+
+    With convolutions on XLA's Eigen kernels (``xla_cpu.eigen_convolutions_active()``), its
+    kernel gradient of a k x k convolution (k > 1) beat the matmul of ``_kernel_grad`` in the
+    whole ResNet50 and VGG16 train steps; for 1x1 ones XLA transposes the activations
+    batch-minor first, which costs more than the product, and on YNNPACK's convolutions the
+    matmul wins everywhere (``benchmarks/conv_layers.py``). bfloat16 keeps the matmul for its
+    float32 accumulation.
+    """
+    return (kernel.shape[0] * kernel.shape[1] > 1 and kernel.dtype == jnp.float32
+            and xla_cpu.eigen_convolutions_active())
 
 
 _conv_explicit.defvjp(_conv_explicit_fwd, _conv_explicit_bwd)
