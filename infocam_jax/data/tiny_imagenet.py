@@ -23,8 +23,10 @@ Records: ``image`` uint8 [64, 64, 3] (grayscale files converted to RGB), ``label
 """
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
+import sys
 
 import numpy as np
 
@@ -132,57 +134,22 @@ def parse_annotations(root: pathlib.Path) -> dict:
             "class_names": [words[w] for w in wnids]}
 
 
-def _make_builder_class():
-    import tensorflow_datasets as tfds
-
-    class InfocamTinyImagenet(tfds.core.GeneratorBasedBuilder):
-        """Tiny-ImageNet with boxes and the paper's validation/test split of the official val set."""
-
-        VERSION = tfds.core.Version("1.0.0")
-        RELEASE_NOTES = {"1.0.0": "Initial release."}
-        MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
-
-        def _info(self):
-            return tfds.core.DatasetInfo(
-                builder=self,
-                description="Tiny-ImageNet (200 classes, 64x64) with one box per image.",
-                features=builder_utils.single_box_features(NUM_CLASSES),
-                homepage="http://cs231n.stanford.edu/tiny-imagenet-200.zip",
-                metadata=tfds.core.MetadataDict(),
-            )
-
-        def _split_generators(self, dl_manager):
-            root = builder_utils.resolve_root(dl_manager.manual_dir, DIRNAME, REQUIRED_FILES,
-                                              how_to_get=HOW_TO_GET)
-            ann = parse_annotations(root)
-            val = ann["val"]
-            val_idx, test_idx = splits.stratified_halves([e["label"] for e in val],
-                                                         seed=SPLIT_SEED)
-            counts = np.bincount([e["label"] for e in ann["train"]], minlength=NUM_CLASSES)
-            self.info.metadata["train_label_counts"] = counts.tolist()
-            self.info.metadata["wnids"] = ann["wnids"]
-            self.info.metadata["class_names"] = ann["class_names"]
-            return {
-                "train": self._generate_examples(ann["train"]),
-                "validation": self._generate_examples([val[i] for i in val_idx]),
-                "test": self._generate_examples([val[i] for i in test_idx]),
-            }
-
-        def _generate_examples(self, examples):
-            return builder_utils.single_box_records(examples)
-
-    return InfocamTinyImagenet
+def _load_splits(root: pathlib.Path):
+    """(train, official val, metadata) for :func:`builder_utils.single_box_builder_class`."""
+    ann = parse_annotations(root)
+    return ann["train"], ann["val"], {"wnids": ann["wnids"], "class_names": ann["class_names"]}
 
 
-_BUILDER_CLASS = None
-
-
+@functools.cache
 def builder_class():
     """The tfds builder class (created on first use so importing this module stays cheap)."""
-    global _BUILDER_CLASS
-    if _BUILDER_CLASS is None:
-        _BUILDER_CLASS = _make_builder_class()
-    return _BUILDER_CLASS
+    return builder_utils.single_box_builder_class(
+        "InfocamTinyImagenet", sys.modules[__name__],
+        doc="Tiny-ImageNet with boxes and the paper's validation/test split of the official "
+            "val set.",
+        description="Tiny-ImageNet (200 classes, 64x64) with one box per image.",
+        homepage="http://cs231n.stanford.edu/tiny-imagenet-200.zip",
+        load_splits=_load_splits)
 
 
 def prepare(*, data_dir: str | os.PathLike, manual_dir: str | os.PathLike | None):
@@ -197,12 +164,5 @@ def prepare(*, data_dir: str | os.PathLike, manual_dir: str | os.PathLike | None
       FileNotFoundError: manual files missing (message says where to get them and put them).
       AnnotationError / ValueError: inconsistent annotations or a corrupt image (named).
     """
-    import tensorflow_datasets as tfds
-
-    builder = builder_class()(data_dir=os.fspath(data_dir), file_format="array_record")
-    if not builder.is_prepared():
-        root = builder_utils.resolve_root(manual_dir, DIRNAME, REQUIRED_FILES,
-                                          how_to_get=HOW_TO_GET)
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-            manual_dir=os.fspath(root), try_download_gcs=False))
-    return builder
+    return builder_utils.prepare_builder(sys.modules[__name__], data_dir=data_dir,
+                                         manual_dir=manual_dir)
