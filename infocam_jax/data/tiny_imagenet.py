@@ -50,6 +50,27 @@ def _list_images(directory: pathlib.Path) -> list[str]:
                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
+def _annotated_images(directory: pathlib.Path, annotated, ann_file: pathlib.Path, *,
+                      unannotated: str, absent: str) -> list[str]:
+    """The sorted image names in ``directory``, which must be exactly the keys of ``annotated``.
+
+    Raises:
+      AnnotationError: "{ann_file}: {unannotated} [names] in {directory}" for images without an
+        annotation, or "{ann_file}: {absent} [names] missing from {directory}" for annotations
+        without an image (at most 10 names each).
+    """
+    files = _list_images(directory)
+    no_ann = sorted(set(files) - set(annotated))
+    no_file = sorted(set(annotated) - set(files))
+    if no_ann:
+        raise builder_utils.AnnotationError(
+            f"{ann_file}: {unannotated} {no_ann[:10]} in {directory}")
+    if no_file:
+        raise builder_utils.AnnotationError(
+            f"{ann_file}: {absent} {no_file[:10]} missing from {directory}")
+    return files
+
+
 def _parse_box(row, path, lineno):
     try:
         return np.array([float(v) for v in row], np.float32)
@@ -100,14 +121,8 @@ def parse_annotations(root: pathlib.Path) -> dict:
             if row[0] in boxes:
                 raise err(f"{box_file}: line {lineno}: {row[0]} has two boxes")
             boxes[row[0]] = _parse_box(row[1:], box_file, lineno)
-        files = _list_images(class_dir / "images")
-        no_box = sorted(set(files) - set(boxes))
-        no_file = sorted(set(boxes) - set(files))
-        if no_box:
-            raise err(f"{box_file}: no box for images {no_box[:10]} in {class_dir / 'images'}")
-        if no_file:
-            raise err(f"{box_file}: boxes for images {no_file[:10]} missing from "
-                      f"{class_dir / 'images'}")
+        files = _annotated_images(class_dir / "images", boxes, box_file,
+                                  unannotated="no box for images", absent="boxes for images")
         train += [{"key": f"train/{wnid}/{name}", "path": class_dir / "images" / name,
                    "label": label_of[wnid], "box": boxes[name]} for name in files]
 
@@ -120,14 +135,8 @@ def parse_annotations(root: pathlib.Path) -> dict:
         if name in val_ann:
             raise err(f"{ann_file}: line {lineno}: {name} is annotated twice")
         val_ann[name] = (label_of[wnid], _parse_box(row[2:], ann_file, lineno))
-    files = _list_images(root / "val" / "images")
-    no_ann = sorted(set(files) - set(val_ann))
-    no_file = sorted(set(val_ann) - set(files))
-    if no_ann:
-        raise err(f"{ann_file}: no annotation for images {no_ann[:10]} in {root / 'val/images'}")
-    if no_file:
-        raise err(f"{ann_file}: annotated images {no_file[:10]} missing from "
-                  f"{root / 'val/images'}")
+    files = _annotated_images(root / "val" / "images", val_ann, ann_file,
+                              unannotated="no annotation for images", absent="annotated images")
     val = [{"key": f"val/{name}", "path": root / "val" / "images" / name,
             "label": val_ann[name][0], "box": val_ann[name][1]} for name in files]
     return {"train": train, "val": val, "wnids": wnids,
