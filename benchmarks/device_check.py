@@ -566,48 +566,51 @@ def _run_models(task, jax, bench, torch_bench, report):
             _emit(report, "models", row)
 
 
+def _emit_each(report, section: str, variants, row_of, measure, what) -> None:
+    """One row of ``section`` per variant: ``row_of(v)`` (dict) updated with ``measure(v)``.
+
+    A measurement that raises is recorded as an error named ``what(v)`` and its row skipped.
+    """
+    for v in variants:
+        row = row_of(v)
+        try:
+            row.update(measure(v))
+        except Exception as e:  # pylint: disable=broad-except
+            _record_error(report, what(v), e)
+            continue
+        _emit(report, section, row)
+
+
 def _run_eval(task, jax, bench, torch_bench, report):
     """The full eval step, once per box backend."""
     del torch_bench
     _, arch, dtype, batch, _ = task
-    for backend in box_backends():
-        row = {"arch": arch, "dtype": dtype, "batch": batch, "backend": backend,
-               "thresholds": bench.args.num_thresholds}
-        try:
-            row.update(bench_eval(jax, bench, arch, dtype, batch, backend))
-        except Exception as e:  # pylint: disable=broad-except
-            _record_error(report, f"eval step backend={backend}", e)
-            continue
-        _emit(report, "eval", row)
+    _emit_each(report, "eval", box_backends(),
+               lambda backend: {"arch": arch, "dtype": dtype, "batch": batch, "backend": backend,
+                                "thresholds": bench.args.num_thresholds},
+               lambda backend: bench_eval(jax, bench, arch, dtype, batch, backend),
+               "eval step backend={}".format)
 
 
 def _run_boxes(task, jax, bench, torch_bench, report):
     """Box extraction alone, once per box backend."""
     del torch_bench
     batch, args = task[3], bench.args
-    for backend in box_backends():
-        row = {"batch": batch, "size": args.size, "thresholds": args.num_thresholds,
-               "backend": backend}
-        try:
-            row.update(bench_boxes(jax, args, batch, backend))
-        except Exception as e:  # pylint: disable=broad-except
-            _record_error(report, f"boxes backend={backend}", e)
-            continue
-        _emit(report, "boxes", row)
+    _emit_each(report, "boxes", box_backends(),
+               lambda backend: {"batch": batch, "size": args.size,
+                                "thresholds": args.num_thresholds, "backend": backend},
+               lambda backend: bench_boxes(jax, args, batch, backend),
+               "boxes backend={}".format)
 
 
 def _run_posthoc(task, jax, bench, torch_bench, report):
     """Each post-hoc method's maps (float32)."""
     del torch_bench
     _, arch, _, batch, _ = task
-    for method in posthoc_methods(bench.args.smoke):
-        row = {"arch": arch, "method": method}
-        try:
-            row.update(bench_posthoc(jax, bench, arch, batch, method))
-        except Exception as e:  # pylint: disable=broad-except
-            _record_error(report, f"posthoc {method}", e)
-            continue
-        _emit(report, "posthoc", row)
+    _emit_each(report, "posthoc", posthoc_methods(bench.args.smoke),
+               lambda method: {"arch": arch, "method": method},
+               lambda method: bench_posthoc(jax, bench, arch, batch, method),
+               "posthoc {}".format)
 
 
 _RUNNERS = {"model": _run_models, "model_conv_impl": _run_models, "eval": _run_eval,
