@@ -124,6 +124,14 @@ def _mib(n):
     return None if n is None else n / 2**20
 
 
+def _table(title: str, header: str, rows, cells) -> list[str]:
+    """Lines of a Markdown section: a blank line, ``## title``, a blank line, ``header``, its
+    separator and one line per row ``r`` of ``rows`` from the list ``cells(r)``."""
+    rule = "|" + "---|" * (header.count("|") - 1)
+    return (["", f"## {title}", "", header, rule]
+            + ["| " + " | ".join(str(c) for c in cells(r)) + " |" for r in rows])
+
+
 def markdown(data: dict) -> str:
     """The JSON report as Markdown tables."""
     env = data["env"]
@@ -132,46 +140,43 @@ def markdown(data: dict) -> str:
              f"({env.get('platform', '?')}); jax {env.get('jax')}, jaxlib {env.get('jaxlib')}, "
              f"flax {env.get('flax')}, torch {env.get('torch', 'not installed')}; "
              f"{'SMOKE RUN (CPU, tiny shapes: not a benchmark)' if data['args']['smoke'] else ''}"
-             f" {data.get('elapsed_s', 0):.0f} s in all.", "",
-             "## Backbones (images/s; ratio = JAX / PyTorch eager)", "",
-             "| network | dtype | batch | step | JAX img/s | PyTorch img/s | ratio | JAX compile s "
-             "| XLA step MiB | device peak MiB | torch peak MiB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in data["models"]:
+             f" {data.get('elapsed_s', 0):.0f} s in all."]
+
+    def model_cells(r):
         jx, tc = r.get("jax") or {}, r.get("torch") or {}
         ratio = (jx["images_per_s"] / tc["images_per_s"]
                  if jx.get("images_per_s") and tc.get("images_per_s") else None)
-        lines.append(
-            f"| {r['arch']} | {r['dtype']} | {r['batch']} | {r['kind']}"
-            f"{' (' + r['conv_impl'] + ')' if r.get('conv_impl') else ''} | "
-            f"{_fmt(jx.get('images_per_s'))} | {_fmt(tc.get('images_per_s'))} | "
-            f"{_fmt(ratio, '.2f')} | {_fmt(jx.get('compile_s'))} | "
-            f"{_fmt(_mib(jx.get('xla_bytes')), '.0f')} | "
-            f"{_fmt(_mib(jx.get('device_peak_bytes')), '.0f')} | "
-            f"{_fmt(_mib(tc.get('peak_bytes')), '.0f')} |")
+        return [r["arch"], r["dtype"], r["batch"],
+                f"{r['kind']}{' (' + r['conv_impl'] + ')' if r.get('conv_impl') else ''}",
+                _fmt(jx.get("images_per_s")), _fmt(tc.get("images_per_s")), _fmt(ratio, ".2f"),
+                _fmt(jx.get("compile_s")), _fmt(_mib(jx.get("xla_bytes")), ".0f"),
+                _fmt(_mib(jx.get("device_peak_bytes")), ".0f"),
+                _fmt(_mib(tc.get("peak_bytes")), ".0f")]
+
+    lines += _table("Backbones (images/s; ratio = JAX / PyTorch eager)",
+                    "| network | dtype | batch | step | JAX img/s | PyTorch img/s | ratio "
+                    "| JAX compile s | XLA step MiB | device peak MiB | torch peak MiB |",
+                    data["models"], model_cells)
     if data["eval"]:
-        lines += ["", "## Full eval step (forward + CAM family + boxes + counters)", "",
-                  "| network | dtype | batch | box backend | img/s | compile s | XLA step MiB |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in data["eval"]:
-            lines.append(f"| {r['arch']} | {r['dtype']} | {r['batch']} | {r['backend']} | "
-                         f"{_fmt(r.get('images_per_s'))} | {_fmt(r.get('compile_s'))} | "
-                         f"{_fmt(_mib(r.get('xla_bytes')), '.0f')} |")
+        lines += _table(
+            "Full eval step (forward + CAM family + boxes + counters)",
+            "| network | dtype | batch | box backend | img/s | compile s | XLA step MiB |",
+            data["eval"], lambda r: [r["arch"], r["dtype"], r["batch"], r["backend"],
+                                     _fmt(r.get("images_per_s")), _fmt(r.get("compile_s")),
+                                     _fmt(_mib(r.get("xla_bytes")), ".0f")])
     if data["boxes"]:
-        lines += ["", "## Box extraction alone (largest box, every threshold)", "",
-                  "| batch | size | thresholds | backend | img/s | compile s |",
-                  "|---|---|---|---|---|---|"]
-        for r in data["boxes"]:
-            lines.append(f"| {r['batch']} | {r['size']} | {r['thresholds']} | {r['backend']} | "
-                         f"{_fmt(r.get('images_per_s'))} | {_fmt(r.get('compile_s'))} |")
+        lines += _table(
+            "Box extraction alone (largest box, every threshold)",
+            "| batch | size | thresholds | backend | img/s | compile s |",
+            data["boxes"], lambda r: [r["batch"], r["size"], r["thresholds"], r["backend"],
+                                      _fmt(r.get("images_per_s")), _fmt(r.get("compile_s"))])
     if data.get("posthoc"):
-        lines += ["", "## Post-hoc maps (infocam_jax.posthoc, one target class per image)", "",
-                  "| network | batch | method | layer | img/s | compile s | XLA step MiB |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in data["posthoc"]:
-            lines.append(f"| {r['arch']} | {r['batch']} | {r['method']} | {r['layer']} | "
-                         f"{_fmt(r.get('images_per_s'))} | {_fmt(r.get('compile_s'))} | "
-                         f"{_fmt(_mib(r.get('xla_bytes')), '.0f')} |")
+        lines += _table(
+            "Post-hoc maps (infocam_jax.posthoc, one target class per image)",
+            "| network | batch | method | layer | img/s | compile s | XLA step MiB |",
+            data["posthoc"], lambda r: [r["arch"], r["batch"], r["method"], r["layer"],
+                                        _fmt(r.get("images_per_s")), _fmt(r.get("compile_s")),
+                                        _fmt(_mib(r.get("xla_bytes")), ".0f")])
     for title, key in (("Skipped", "skipped"), ("Errors", "errors"), ("Notes", "notes")):
         if data[key]:
             lines += ["", f"## {title}", ""] + [f"- {x}" for x in data[key]]
