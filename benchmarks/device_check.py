@@ -124,6 +124,14 @@ def _mib(n):
     return None if n is None else n / 2**20
 
 
+def _table(title: str, header: str, rows, cells) -> list[str]:
+    """Lines of a Markdown section: a blank line, ``## title``, a blank line, ``header``, its
+    separator and one line per row ``r`` of ``rows`` from the list ``cells(r)``."""
+    rule = "|" + "---|" * (header.count("|") - 1)
+    return (["", f"## {title}", "", header, rule]
+            + ["| " + " | ".join(str(c) for c in cells(r)) + " |" for r in rows])
+
+
 def markdown(data: dict) -> str:
     """The JSON report as Markdown tables."""
     env = data["env"]
@@ -132,46 +140,43 @@ def markdown(data: dict) -> str:
              f"({env.get('platform', '?')}); jax {env.get('jax')}, jaxlib {env.get('jaxlib')}, "
              f"flax {env.get('flax')}, torch {env.get('torch', 'not installed')}; "
              f"{'SMOKE RUN (CPU, tiny shapes: not a benchmark)' if data['args']['smoke'] else ''}"
-             f" {data.get('elapsed_s', 0):.0f} s in all.", "",
-             "## Backbones (images/s; ratio = JAX / PyTorch eager)", "",
-             "| network | dtype | batch | step | JAX img/s | PyTorch img/s | ratio | JAX compile s "
-             "| XLA step MiB | device peak MiB | torch peak MiB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in data["models"]:
+             f" {data.get('elapsed_s', 0):.0f} s in all."]
+
+    def model_cells(r):
         jx, tc = r.get("jax") or {}, r.get("torch") or {}
         ratio = (jx["images_per_s"] / tc["images_per_s"]
                  if jx.get("images_per_s") and tc.get("images_per_s") else None)
-        lines.append(
-            f"| {r['arch']} | {r['dtype']} | {r['batch']} | {r['kind']}"
-            f"{' (' + r['conv_impl'] + ')' if r.get('conv_impl') else ''} | "
-            f"{_fmt(jx.get('images_per_s'))} | {_fmt(tc.get('images_per_s'))} | "
-            f"{_fmt(ratio, '.2f')} | {_fmt(jx.get('compile_s'))} | "
-            f"{_fmt(_mib(jx.get('xla_bytes')), '.0f')} | "
-            f"{_fmt(_mib(jx.get('device_peak_bytes')), '.0f')} | "
-            f"{_fmt(_mib(tc.get('peak_bytes')), '.0f')} |")
+        return [r["arch"], r["dtype"], r["batch"],
+                f"{r['kind']}{' (' + r['conv_impl'] + ')' if r.get('conv_impl') else ''}",
+                _fmt(jx.get("images_per_s")), _fmt(tc.get("images_per_s")), _fmt(ratio, ".2f"),
+                _fmt(jx.get("compile_s")), _fmt(_mib(jx.get("xla_bytes")), ".0f"),
+                _fmt(_mib(jx.get("device_peak_bytes")), ".0f"),
+                _fmt(_mib(tc.get("peak_bytes")), ".0f")]
+
+    lines += _table("Backbones (images/s; ratio = JAX / PyTorch eager)",
+                    "| network | dtype | batch | step | JAX img/s | PyTorch img/s | ratio "
+                    "| JAX compile s | XLA step MiB | device peak MiB | torch peak MiB |",
+                    data["models"], model_cells)
     if data["eval"]:
-        lines += ["", "## Full eval step (forward + CAM family + boxes + counters)", "",
-                  "| network | dtype | batch | box backend | img/s | compile s | XLA step MiB |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in data["eval"]:
-            lines.append(f"| {r['arch']} | {r['dtype']} | {r['batch']} | {r['backend']} | "
-                         f"{_fmt(r.get('images_per_s'))} | {_fmt(r.get('compile_s'))} | "
-                         f"{_fmt(_mib(r.get('xla_bytes')), '.0f')} |")
+        lines += _table(
+            "Full eval step (forward + CAM family + boxes + counters)",
+            "| network | dtype | batch | box backend | img/s | compile s | XLA step MiB |",
+            data["eval"], lambda r: [r["arch"], r["dtype"], r["batch"], r["backend"],
+                                     _fmt(r.get("images_per_s")), _fmt(r.get("compile_s")),
+                                     _fmt(_mib(r.get("xla_bytes")), ".0f")])
     if data["boxes"]:
-        lines += ["", "## Box extraction alone (largest box, every threshold)", "",
-                  "| batch | size | thresholds | backend | img/s | compile s |",
-                  "|---|---|---|---|---|---|"]
-        for r in data["boxes"]:
-            lines.append(f"| {r['batch']} | {r['size']} | {r['thresholds']} | {r['backend']} | "
-                         f"{_fmt(r.get('images_per_s'))} | {_fmt(r.get('compile_s'))} |")
+        lines += _table(
+            "Box extraction alone (largest box, every threshold)",
+            "| batch | size | thresholds | backend | img/s | compile s |",
+            data["boxes"], lambda r: [r["batch"], r["size"], r["thresholds"], r["backend"],
+                                      _fmt(r.get("images_per_s")), _fmt(r.get("compile_s"))])
     if data.get("posthoc"):
-        lines += ["", "## Post-hoc maps (infocam_jax.posthoc, one target class per image)", "",
-                  "| network | batch | method | layer | img/s | compile s | XLA step MiB |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in data["posthoc"]:
-            lines.append(f"| {r['arch']} | {r['batch']} | {r['method']} | {r['layer']} | "
-                         f"{_fmt(r.get('images_per_s'))} | {_fmt(r.get('compile_s'))} | "
-                         f"{_fmt(_mib(r.get('xla_bytes')), '.0f')} |")
+        lines += _table(
+            "Post-hoc maps (infocam_jax.posthoc, one target class per image)",
+            "| network | batch | method | layer | img/s | compile s | XLA step MiB |",
+            data["posthoc"], lambda r: [r["arch"], r["batch"], r["method"], r["layer"],
+                                        _fmt(r.get("images_per_s")), _fmt(r.get("compile_s")),
+                                        _fmt(_mib(r.get("xla_bytes")), ".0f")])
     for title, key in (("Skipped", "skipped"), ("Errors", "errors"), ("Notes", "notes")):
         if data[key]:
             lines += ["", f"## {title}", ""] + [f"- {x}" for x in data[key]]
@@ -566,48 +571,51 @@ def _run_models(task, jax, bench, torch_bench, report):
             _emit(report, "models", row)
 
 
+def _emit_each(report, section: str, variants, row_of, measure, what) -> None:
+    """One row of ``section`` per variant: ``row_of(v)`` (dict) updated with ``measure(v)``.
+
+    A measurement that raises is recorded as an error named ``what(v)`` and its row skipped.
+    """
+    for v in variants:
+        row = row_of(v)
+        try:
+            row.update(measure(v))
+        except Exception as e:  # pylint: disable=broad-except
+            _record_error(report, what(v), e)
+            continue
+        _emit(report, section, row)
+
+
 def _run_eval(task, jax, bench, torch_bench, report):
     """The full eval step, once per box backend."""
     del torch_bench
     _, arch, dtype, batch, _ = task
-    for backend in box_backends():
-        row = {"arch": arch, "dtype": dtype, "batch": batch, "backend": backend,
-               "thresholds": bench.args.num_thresholds}
-        try:
-            row.update(bench_eval(jax, bench, arch, dtype, batch, backend))
-        except Exception as e:  # pylint: disable=broad-except
-            _record_error(report, f"eval step backend={backend}", e)
-            continue
-        _emit(report, "eval", row)
+    _emit_each(report, "eval", box_backends(),
+               lambda backend: {"arch": arch, "dtype": dtype, "batch": batch, "backend": backend,
+                                "thresholds": bench.args.num_thresholds},
+               lambda backend: bench_eval(jax, bench, arch, dtype, batch, backend),
+               "eval step backend={}".format)
 
 
 def _run_boxes(task, jax, bench, torch_bench, report):
     """Box extraction alone, once per box backend."""
     del torch_bench
     batch, args = task[3], bench.args
-    for backend in box_backends():
-        row = {"batch": batch, "size": args.size, "thresholds": args.num_thresholds,
-               "backend": backend}
-        try:
-            row.update(bench_boxes(jax, args, batch, backend))
-        except Exception as e:  # pylint: disable=broad-except
-            _record_error(report, f"boxes backend={backend}", e)
-            continue
-        _emit(report, "boxes", row)
+    _emit_each(report, "boxes", box_backends(),
+               lambda backend: {"batch": batch, "size": args.size,
+                                "thresholds": args.num_thresholds, "backend": backend},
+               lambda backend: bench_boxes(jax, args, batch, backend),
+               "boxes backend={}".format)
 
 
 def _run_posthoc(task, jax, bench, torch_bench, report):
     """Each post-hoc method's maps (float32)."""
     del torch_bench
     _, arch, _, batch, _ = task
-    for method in posthoc_methods(bench.args.smoke):
-        row = {"arch": arch, "method": method}
-        try:
-            row.update(bench_posthoc(jax, bench, arch, batch, method))
-        except Exception as e:  # pylint: disable=broad-except
-            _record_error(report, f"posthoc {method}", e)
-            continue
-        _emit(report, "posthoc", row)
+    _emit_each(report, "posthoc", posthoc_methods(bench.args.smoke),
+               lambda method: {"arch": arch, "method": method},
+               lambda method: bench_posthoc(jax, bench, arch, batch, method),
+               "posthoc {}".format)
 
 
 _RUNNERS = {"model": _run_models, "model_conv_impl": _run_models, "eval": _run_eval,

@@ -163,6 +163,51 @@ def finish(config: config_dict.ConfigDict, arg: str | None) -> config_dict.Confi
     raise ValueError(f"unknown config argument {arg!r}: expected '' or 'runlocal'")
 
 
+def wsol_metadata_config(name: str, model: str, *, num_classes: int, max_boxes: int,
+                         learning_rate: float, num_epochs: int,
+                         decay_epochs: int) -> config_dict.ConfigDict:
+    """The reference WSOL training recipe (clovaai/wsolevaluation) on its metadata layout.
+
+    Data: ``config.dataset = "wsol_metadata"`` with the images under ``<shared data>/<name>``
+    and the metadata under ``<shared data>/wsol_metadata/<name>`` (the reference's dataset /
+    metadata folders). From the reference's ``config.py`` / ``main.py``: resize 256 + random crop
+    224 + flip for training, a plain 224 x 224 resize for evaluation, SGD with Nesterov momentum
+    0.9, the classifier at 10 x the LR (``lr_classifier_ratio``), LR x0.1 every
+    ``decay_epochs``, ``cam_curve_interval`` 0.001; from its README's example command: batch 32,
+    weight decay 5e-4. Used by configs/imagenet_common.py and configs/wsol.py.
+    """
+    data = REPO_ROOT.parent / "shared" / "data"
+    c = base_config()
+    c.dataset = "wsol_metadata"
+    c.manual_dir = str(data / name)
+    c.wsol_metadata_root = str(data / "wsol_metadata" / name)
+    c.num_train_examples = 0
+    c.num_test_examples = 0
+    c.image_size = (224, 224)
+    c.resize_size = 256
+    c.eval_protocol = "resize"
+    c.max_boxes = max_boxes
+    c.model = model
+    c.num_classes = num_classes
+    c.multi_label = False
+    c.loss = "softmax"
+    c.optimizer.learning_rate = learning_rate
+    c.optimizer.lr_ratio = 10.0
+    c.optimizer.momentum = 0.9
+    c.optimizer.nesterov = True
+    c.optimizer.weight_decay = 5e-4
+    c.optimizer.decay_epochs = decay_epochs
+    c.optimizer.decay_factor = 0.1
+    c.num_epochs = num_epochs
+    c.batch_size = 32
+    c.eval_batch_size = 64
+    c.region_size = 3
+    c.num_box_thresholds = 1000  # the reference's cam_curve_interval 0.001
+    c.upsample = "bicubic"
+    c.log_every_steps = 100
+    return c
+
+
 # The authors' settings (their scripts in info_cam/{CUB-200-2011,Tiny-ImageNet}/scripts/):
 # SGD Nesterov 0.9, weight decay 1e-4, 200 epochs, LR x0.1 every 60 epochs, lr_ratio 10 for the
 # new layers, ADL drop rate 0.75 at "3M 4M 53" (VGG) / "30 40 42" (ResNet).

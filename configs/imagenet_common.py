@@ -29,32 +29,6 @@ MAX_BOXES = 259
 
 def imagenet_config(model: str):
     """The ILSVRC config for ``model`` ("vgg16_gap" or "resnet50")."""
-    c = common.base_config()
-    c.dataset = "wsol_metadata"
-    c.manual_dir = str(DATA / "ILSVRC")
-    c.wsol_metadata_root = str(DATA / "wsol_metadata" / "ILSVRC")
-    c.num_train_examples = 0
-    c.num_test_examples = 0
-    c.image_size = (224, 224)
-    c.resize_size = 256
-    c.eval_protocol = "resize"
-    c.max_boxes = MAX_BOXES
-    c.model = model
-    c.num_classes = 1000
-    c.multi_label = False
-    c.loss = "softmax"
-    c.optimizer.learning_rate = LEARNING_RATES[model]
-    c.optimizer.lr_ratio = 10.0
-    c.optimizer.momentum = 0.9
-    c.optimizer.nesterov = True
-    c.optimizer.weight_decay = 5e-4
-    c.optimizer.decay_epochs = 3
-    c.optimizer.decay_factor = 0.1
-    c.num_epochs = 10
-    c.batch_size = 32
-    c.eval_batch_size = 64
-    c.region_size = 3
-    c.num_box_thresholds = 1000  # the reference's cam_curve_interval 0.001
-    c.upsample = "bicubic"
-    c.log_every_steps = 100
-    return c
+    return common.wsol_metadata_config("ILSVRC", model, num_classes=1000, max_boxes=MAX_BOXES,
+                                       learning_rate=LEARNING_RATES[model], num_epochs=10,
+                                       decay_epochs=3)

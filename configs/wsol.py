@@ -121,41 +121,16 @@ def get_config(arg: str | None = None):
     """The config of one (backbone, method, dataset); see the module docstring."""
     model, method, dataset, runlocal = parse(arg)
     name, num_classes, max_boxes, epochs, decay, _ = DATASETS[dataset]
-    c = common.base_config()
-    c.dataset = "wsol_metadata"
-    c.manual_dir = str(DATA / name)
-    c.wsol_metadata_root = str(DATA / "wsol_metadata" / name)
+    c = common.wsol_metadata_config(name, model, num_classes=num_classes, max_boxes=max_boxes,
+                                    learning_rate=LEARNING_RATES[model], num_epochs=epochs,
+                                    decay_epochs=decay)
     c.wsol_mask_root = str(DATA / name) if dataset == "openimages" else ""
-    c.num_train_examples = 0
-    c.num_test_examples = 0
-    c.image_size = (224, 224)
-    c.resize_size = 256
-    c.eval_protocol = "resize"
-    c.max_boxes = max_boxes
-    c.model = model
     c.method = method
-    c.num_classes = num_classes
-    c.multi_label = False
-    c.loss = "softmax"
     c.heads = ()
     c.pretrained = ""
     c.model_options.large_feature_map = False
     c.model_options.adl_drop_rate = 0.75
     c.model_options.adl_gamma = 0.9
     c.model_options.adl_positions = ""  # method "adl": the backbone's reference positions
-    c.optimizer.learning_rate = LEARNING_RATES[model]
-    c.optimizer.lr_ratio = 10.0
-    c.optimizer.momentum = 0.9
-    c.optimizer.nesterov = True
-    c.optimizer.weight_decay = 5e-4
-    c.optimizer.decay_epochs = decay
-    c.optimizer.decay_factor = 0.1
-    c.num_epochs = epochs
-    c.batch_size = 32
-    c.eval_batch_size = 64
-    c.num_box_thresholds = 1000
-    c.region_size = 3
-    c.upsample = "bicubic"
     c.checkpoint_best = False
-    c.log_every_steps = 100
     return common.finish(c, "runlocal" if runlocal else None)

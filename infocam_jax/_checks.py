@@ -46,13 +46,24 @@ def check_labels(labels, batch: int, num_classes: int, *, name: str = "labels",
 # --------------------------------------------------------------------------------------------
 # Metric arguments (metrics, multilabel_metrics)
 # --------------------------------------------------------------------------------------------
+def concrete_list(values, name: str, dims: str = "") -> np.ndarray:
+    """Concrete values (a scalar or a 1-D list) -> float64 ``[N]``, ``N >= 1``.
+
+    Raises:
+      ValueError: traced values, or not a non-empty 1-D list (``dims``, e.g. " [T]", is put
+        after "list" in the message).
+    """
+    if isinstance(values, jax.core.Tracer):
+        raise ValueError(f"{name} must be concrete (Python/NumPy) values, not traced")
+    values = np.atleast_1d(np.asarray(values, np.float64))
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D list{dims}, got shape {values.shape}")
+    return values
+
+
 def check_thresholds(thresholds, name: str = "thresholds") -> tuple:
     """Concrete thresholds ``[T]`` in [0, 1] -> tuple of floats (hashable, static)."""
-    if isinstance(thresholds, jax.core.Tracer):
-        raise ValueError(f"{name} must be concrete (Python/NumPy) values, not traced")
-    values = np.atleast_1d(np.asarray(thresholds, np.float64))
-    if values.ndim != 1 or values.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D list [T], got shape {values.shape}")
+    values = concrete_list(thresholds, name, " [T]")
     if not np.all((values >= 0) & (values <= 1)):
         raise ValueError(
             f"{name} must lie in [0, 1], got values in [{np.nanmin(values)}, "

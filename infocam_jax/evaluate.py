@@ -20,8 +20,7 @@ format_table, write_results                 ``evaluation.run_tables``
 """
 from __future__ import annotations
 
-import importlib
-import warnings
+from infocam_jax import _moved
 
 _MOVED = {
     "settings": ("EvalSettings", "MAP_KINDS", "KNOWN_MAP_KINDS", "MULTI_LABEL_MAP_KINDS",
@@ -32,19 +31,9 @@ _MOVED = {
     "devices": ("replicate",),
     "run_tables": ("format_table", "write_results"),
 }
-_NEW_HOME = {name: module for module, names in _MOVED.items() for name in names}
+_NEW_HOME = {name: f"infocam_jax.evaluation.{module}"
+             for module, names in _MOVED.items() for name in names}
 
 __all__ = sorted(_NEW_HOME)
 
-
-def __getattr__(name: str):
-    if name not in _NEW_HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module = f"infocam_jax.evaluation.{_NEW_HOME[name]}"
-    warnings.warn(f"infocam_jax.evaluate.{name} moved to {module}.{name}; the old name will "
-                  "be removed", DeprecationWarning, stacklevel=2)
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = _moved.moved_attributes(__name__, _NEW_HOME)

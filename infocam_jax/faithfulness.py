@@ -125,11 +125,7 @@ def _check_valid(valid, batch: int):
 
 
 def _check_percentiles(percentiles, name: str = "percentiles") -> tuple:
-    if isinstance(percentiles, jax.core.Tracer):
-        raise ValueError(f"{name} must be concrete (Python/NumPy) values, not traced")
-    values = np.atleast_1d(np.asarray(percentiles, np.float64))
-    if values.ndim != 1 or values.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D list, got shape {values.shape}")
+    values = _checks.concrete_list(percentiles, name)
     if not np.all((values > 0) & (values < 100)):
         raise ValueError(f"{name} must lie in (0, 100), got {values.tolist()}")
     return tuple(float(v) for v in values)

@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from infocam_jax import _checks
+from infocam_jax import _checks, _moved
 
 _MOVED_TO_MULTILABEL = ("MultiLabelCounts", "multilabel_cls_correct", "multilabel_counts",
                         "multilabel_loc_correct", "present_label_slots")
@@ -399,12 +399,7 @@ def localization_counts(logits, labels, scoremaps, gt_boxes, gt_valid, valid=Non
         topk_correct(logits, labels, 1), topk_correct(logits, labels, 5), loc, valid)
 
 
-def __getattr__(name: str):
-    """The multi-label names that used to be re-exported here, with a DeprecationWarning."""
-    if name not in _MOVED_TO_MULTILABEL:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import warnings  # pylint: disable=import-outside-toplevel
-    from infocam_jax import multilabel_metrics  # pylint: disable=import-outside-toplevel
-    warnings.warn(f"infocam_jax.metrics.{name} moved to infocam_jax.multilabel_metrics.{name}; "
-                  "the old name will be removed", DeprecationWarning, stacklevel=2)
-    return getattr(multilabel_metrics, name)
+# The multi-label names that used to be re-exported here, with a DeprecationWarning
+# (multilabel_metrics is imported on first use).
+__getattr__ = _moved.moved_attributes(
+    __name__, dict.fromkeys(_MOVED_TO_MULTILABEL, "infocam_jax.multilabel_metrics"))[0]

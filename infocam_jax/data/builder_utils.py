@@ -8,10 +8,12 @@ from __future__ import annotations
 import io
 import os
 import pathlib
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
+
+from infocam_jax.data import splits
 
 
 class AnnotationError(ValueError):
@@ -137,3 +139,81 @@ def single_box_features(num_classes: int):
         "box_labels": tfds.features.Tensor(shape=(None,), dtype=np.int32),
         "image_id": tfds.features.Text(),
     })
+
+
+def single_box_builder_class(class_name: str, dataset, *, doc: str, description: str,
+                             homepage: str, load_splits: Callable[[pathlib.Path], tuple]):
+    """Creates the tfds builder class of a one-box-per-image manual-directory dataset.
+
+    Args:
+      class_name: the class name; tfds names the dataset ``snake_case(class_name)``.
+      dataset: the dataset's module (the class is defined as if there); it defines
+        ``NUM_CLASSES``, ``DIRNAME``, ``REQUIRED_FILES``, ``HOW_TO_GET``, ``SPLIT_SEED`` and
+        ``MANUAL_DOWNLOAD_INSTRUCTIONS``.
+      doc, description, homepage: the class docstring and the DatasetInfo texts.
+      load_splits: ``root -> (train, heldout, metadata)``: two lists of
+        :func:`single_box_records` examples and a dict of extra ``info.metadata`` entries.
+
+    Returns:
+      A ``GeneratorBasedBuilder`` subclass (version 1.0.0) whose splits are ``train`` and the
+      per-class halves of ``heldout`` (the official evaluation images) by
+      ``splits.stratified_halves(seed=SPLIT_SEED)``: ``validation`` and ``test``.
+      ``info.metadata`` gets ``train_label_counts`` (int list [NUM_CLASSES]), then the extras.
+    """
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=description,
+            features=single_box_features(dataset.NUM_CLASSES),
+            homepage=homepage,
+            metadata=tfds.core.MetadataDict(),
+        )
+
+    def _split_generators(self, dl_manager):
+        root = resolve_root(dl_manager.manual_dir, dataset.DIRNAME, dataset.REQUIRED_FILES,
+                            how_to_get=dataset.HOW_TO_GET)
+        train, heldout, metadata = load_splits(root)
+        val_idx, test_idx = splits.stratified_halves([e["label"] for e in heldout],
+                                                     seed=dataset.SPLIT_SEED)
+        counts = np.bincount([e["label"] for e in train], minlength=dataset.NUM_CLASSES)
+        self.info.metadata["train_label_counts"] = counts.tolist()
+        self.info.metadata.update(metadata)
+        return {
+            "train": self._generate_examples(train),
+            "validation": self._generate_examples([heldout[i] for i in val_idx]),
+            "test": self._generate_examples([heldout[i] for i in test_idx]),
+        }
+
+    def _generate_examples(self, examples):
+        return single_box_records(examples)
+
+    # type() rather than a class statement so that tfds registers the builder under its own
+    # name and module (registration happens when the class is created).
+    return type(class_name, (tfds.core.GeneratorBasedBuilder,), {
+        "__module__": dataset.__name__, "__qualname__": class_name, "__doc__": doc,
+        "VERSION": tfds.core.Version("1.0.0"),
+        "RELEASE_NOTES": {"1.0.0": "Initial release."},
+        "MANUAL_DOWNLOAD_INSTRUCTIONS": dataset.MANUAL_DOWNLOAD_INSTRUCTIONS,
+        "_info": _info, "_split_generators": _split_generators,
+        "_generate_examples": _generate_examples,
+    })
+
+
+def prepare_builder(dataset, *, data_dir: str | os.PathLike,
+                    manual_dir: str | os.PathLike | None):
+    """Instantiates ``dataset.builder_class()`` (array_record) in ``data_dir``, prepared once.
+
+    ``dataset`` is the dataset's module (see :func:`single_box_builder_class`); ``manual_dir`` is
+    resolved (:func:`resolve_root`) only when the dataset is not prepared yet.
+    """
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+    builder = dataset.builder_class()(data_dir=os.fspath(data_dir), file_format="array_record")
+    if not builder.is_prepared():
+        root = resolve_root(manual_dir, dataset.DIRNAME, dataset.REQUIRED_FILES,
+                            how_to_get=dataset.HOW_TO_GET)
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+            manual_dir=os.fspath(root), try_download_gcs=False))
+    return builder

@@ -28,8 +28,10 @@ the format above; it is never used in tests.
 """
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
+import sys
 
 import numpy as np
 
@@ -122,62 +124,27 @@ def _id_order(image_id: str):
     return (0, int(image_id), "") if image_id.isdigit() else (1, 0, image_id)
 
 
-def _make_builder_class():
-    import tensorflow_datasets as tfds
-
-    class InfocamCub(tfds.core.GeneratorBasedBuilder):
-        """CUB-200-2011 with boxes and the paper's validation/test split of the official test set."""
-
-        VERSION = tfds.core.Version("1.0.0")
-        RELEASE_NOTES = {"1.0.0": "Initial release."}
-        MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
-
-        def _info(self):
-            return tfds.core.DatasetInfo(
-                builder=self,
-                description="CUB-200-2011 birds with one box per image (infocam-jax).",
-                features=builder_utils.single_box_features(NUM_CLASSES),
-                homepage="https://www.vision.caltech.edu/datasets/cub_200_2011/",
-                metadata=tfds.core.MetadataDict(),
-            )
-
-        def _split_generators(self, dl_manager):
-            root = builder_utils.resolve_root(dl_manager.manual_dir, DIRNAME, REQUIRED_FILES,
-                                              how_to_get=HOW_TO_GET)
-            ann = parse_annotations(root)
-            missing = [str(e["path"]) for e in ann["train"] + ann["test"]
-                       if not e["path"].is_file()]
-            if missing:
-                raise FileNotFoundError(
-                    f"{len(missing)} image files listed in {root / 'images.txt'} are missing, "
-                    f"e.g. {missing[:5]}. {HOW_TO_GET}")
-            test = ann["test"]
-            val_idx, test_idx = splits.stratified_halves(
-                [e["label"] for e in test], seed=SPLIT_SEED)
-            counts = np.bincount([e["label"] for e in ann["train"]], minlength=NUM_CLASSES)
-            self.info.metadata["train_label_counts"] = counts.tolist()
-            self.info.metadata["class_names"] = ann["class_names"]
-            return {
-                "train": self._generate_examples(ann["train"]),
-                "validation": self._generate_examples([test[i] for i in val_idx]),
-                "test": self._generate_examples([test[i] for i in test_idx]),
-            }
-
-        def _generate_examples(self, examples):
-            return builder_utils.single_box_records(examples)
-
-    return InfocamCub
+def _load_splits(root: pathlib.Path):
+    """(train, official test, metadata) for :func:`builder_utils.single_box_builder_class`."""
+    ann = parse_annotations(root)
+    missing = [str(e["path"]) for e in ann["train"] + ann["test"] if not e["path"].is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} image files listed in {root / 'images.txt'} are missing, "
+            f"e.g. {missing[:5]}. {HOW_TO_GET}")
+    return ann["train"], ann["test"], {"class_names": ann["class_names"]}
 
 
-_BUILDER_CLASS = None
-
-
+@functools.cache
 def builder_class():
     """The tfds builder class (created on first use so importing this module stays cheap)."""
-    global _BUILDER_CLASS
-    if _BUILDER_CLASS is None:
-        _BUILDER_CLASS = _make_builder_class()
-    return _BUILDER_CLASS
+    return builder_utils.single_box_builder_class(
+        "InfocamCub", sys.modules[__name__],
+        doc="CUB-200-2011 with boxes and the paper's validation/test split of the official "
+            "test set.",
+        description="CUB-200-2011 birds with one box per image (infocam-jax).",
+        homepage="https://www.vision.caltech.edu/datasets/cub_200_2011/",
+        load_splits=_load_splits)
 
 
 def prepare(*, data_dir: str | os.PathLike, manual_dir: str | os.PathLike | None):
@@ -192,15 +159,8 @@ def prepare(*, data_dir: str | os.PathLike, manual_dir: str | os.PathLike | None
       FileNotFoundError: the manual files are missing (message says where to get them).
       AnnotationError / ValueError: inconsistent annotations or a corrupt image (named).
     """
-    import tensorflow_datasets as tfds
-
-    builder = builder_class()(data_dir=os.fspath(data_dir), file_format="array_record")
-    if not builder.is_prepared():
-        root = builder_utils.resolve_root(manual_dir, DIRNAME, REQUIRED_FILES,
-                                          how_to_get=HOW_TO_GET)
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-            manual_dir=os.fspath(root), try_download_gcs=False))
-    return builder
+    return builder_utils.prepare_builder(sys.modules[__name__], data_dir=data_dir,
+                                         manual_dir=manual_dir)
 
 
 def tensorflow_available() -> bool:

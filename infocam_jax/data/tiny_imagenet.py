@@ -23,8 +23,10 @@ Records: ``image`` uint8 [64, 64, 3] (grayscale files converted to RGB), ``label
 """
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
+import sys
 
 import numpy as np
 
@@ -46,6 +48,27 @@ itself) as the manual dir (config.manual_dir); it must contain {', '.join(REQUIR
 def _list_images(directory: pathlib.Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir()
                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _annotated_images(directory: pathlib.Path, annotated, ann_file: pathlib.Path, *,
+                      unannotated: str, absent: str) -> list[str]:
+    """The sorted image names in ``directory``, which must be exactly the keys of ``annotated``.
+
+    Raises:
+      AnnotationError: "{ann_file}: {unannotated} [names] in {directory}" for images without an
+        annotation, or "{ann_file}: {absent} [names] missing from {directory}" for annotations
+        without an image (at most 10 names each).
+    """
+    files = _list_images(directory)
+    no_ann = sorted(set(files) - set(annotated))
+    no_file = sorted(set(annotated) - set(files))
+    if no_ann:
+        raise builder_utils.AnnotationError(
+            f"{ann_file}: {unannotated} {no_ann[:10]} in {directory}")
+    if no_file:
+        raise builder_utils.AnnotationError(
+            f"{ann_file}: {absent} {no_file[:10]} missing from {directory}")
+    return files
 
 
 def _parse_box(row, path, lineno):
@@ -98,14 +121,8 @@ def parse_annotations(root: pathlib.Path) -> dict:
             if row[0] in boxes:
                 raise err(f"{box_file}: line {lineno}: {row[0]} has two boxes")
             boxes[row[0]] = _parse_box(row[1:], box_file, lineno)
-        files = _list_images(class_dir / "images")
-        no_box = sorted(set(files) - set(boxes))
-        no_file = sorted(set(boxes) - set(files))
-        if no_box:
-            raise err(f"{box_file}: no box for images {no_box[:10]} in {class_dir / 'images'}")
-        if no_file:
-            raise err(f"{box_file}: boxes for images {no_file[:10]} missing from "
-                      f"{class_dir / 'images'}")
+        files = _annotated_images(class_dir / "images", boxes, box_file,
+                                  unannotated="no box for images", absent="boxes for images")
         train += [{"key": f"train/{wnid}/{name}", "path": class_dir / "images" / name,
                    "label": label_of[wnid], "box": boxes[name]} for name in files]
 
@@ -118,71 +135,30 @@ def parse_annotations(root: pathlib.Path) -> dict:
         if name in val_ann:
             raise err(f"{ann_file}: line {lineno}: {name} is annotated twice")
         val_ann[name] = (label_of[wnid], _parse_box(row[2:], ann_file, lineno))
-    files = _list_images(root / "val" / "images")
-    no_ann = sorted(set(files) - set(val_ann))
-    no_file = sorted(set(val_ann) - set(files))
-    if no_ann:
-        raise err(f"{ann_file}: no annotation for images {no_ann[:10]} in {root / 'val/images'}")
-    if no_file:
-        raise err(f"{ann_file}: annotated images {no_file[:10]} missing from "
-                  f"{root / 'val/images'}")
+    files = _annotated_images(root / "val" / "images", val_ann, ann_file,
+                              unannotated="no annotation for images", absent="annotated images")
     val = [{"key": f"val/{name}", "path": root / "val" / "images" / name,
             "label": val_ann[name][0], "box": val_ann[name][1]} for name in files]
     return {"train": train, "val": val, "wnids": wnids,
             "class_names": [words[w] for w in wnids]}
 
 
-def _make_builder_class():
-    import tensorflow_datasets as tfds
-
-    class InfocamTinyImagenet(tfds.core.GeneratorBasedBuilder):
-        """Tiny-ImageNet with boxes and the paper's validation/test split of the official val set."""
-
-        VERSION = tfds.core.Version("1.0.0")
-        RELEASE_NOTES = {"1.0.0": "Initial release."}
-        MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
-
-        def _info(self):
-            return tfds.core.DatasetInfo(
-                builder=self,
-                description="Tiny-ImageNet (200 classes, 64x64) with one box per image.",
-                features=builder_utils.single_box_features(NUM_CLASSES),
-                homepage="http://cs231n.stanford.edu/tiny-imagenet-200.zip",
-                metadata=tfds.core.MetadataDict(),
-            )
-
-        def _split_generators(self, dl_manager):
-            root = builder_utils.resolve_root(dl_manager.manual_dir, DIRNAME, REQUIRED_FILES,
-                                              how_to_get=HOW_TO_GET)
-            ann = parse_annotations(root)
-            val = ann["val"]
-            val_idx, test_idx = splits.stratified_halves([e["label"] for e in val],
-                                                         seed=SPLIT_SEED)
-            counts = np.bincount([e["label"] for e in ann["train"]], minlength=NUM_CLASSES)
-            self.info.metadata["train_label_counts"] = counts.tolist()
-            self.info.metadata["wnids"] = ann["wnids"]
-            self.info.metadata["class_names"] = ann["class_names"]
-            return {
-                "train": self._generate_examples(ann["train"]),
-                "validation": self._generate_examples([val[i] for i in val_idx]),
-                "test": self._generate_examples([val[i] for i in test_idx]),
-            }
-
-        def _generate_examples(self, examples):
-            return builder_utils.single_box_records(examples)
-
-    return InfocamTinyImagenet
+def _load_splits(root: pathlib.Path):
+    """(train, official val, metadata) for :func:`builder_utils.single_box_builder_class`."""
+    ann = parse_annotations(root)
+    return ann["train"], ann["val"], {"wnids": ann["wnids"], "class_names": ann["class_names"]}
 
 
-_BUILDER_CLASS = None
-
-
+@functools.cache
 def builder_class():
     """The tfds builder class (created on first use so importing this module stays cheap)."""
-    global _BUILDER_CLASS
-    if _BUILDER_CLASS is None:
-        _BUILDER_CLASS = _make_builder_class()
-    return _BUILDER_CLASS
+    return builder_utils.single_box_builder_class(
+        "InfocamTinyImagenet", sys.modules[__name__],
+        doc="Tiny-ImageNet with boxes and the paper's validation/test split of the official "
+            "val set.",
+        description="Tiny-ImageNet (200 classes, 64x64) with one box per image.",
+        homepage="http://cs231n.stanford.edu/tiny-imagenet-200.zip",
+        load_splits=_load_splits)
 
 
 def prepare(*, data_dir: str | os.PathLike, manual_dir: str | os.PathLike | None):
@@ -197,12 +173,5 @@ def prepare(*, data_dir: str | os.PathLike, manual_dir: str | os.PathLike | None
       FileNotFoundError: manual files missing (message says where to get them and put them).
       AnnotationError / ValueError: inconsistent annotations or a corrupt image (named).
     """
-    import tensorflow_datasets as tfds
-
-    builder = builder_class()(data_dir=os.fspath(data_dir), file_format="array_record")
-    if not builder.is_prepared():
-        root = builder_utils.resolve_root(manual_dir, DIRNAME, REQUIRED_FILES,
-                                          how_to_get=HOW_TO_GET)
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-            manual_dir=os.fspath(root), try_download_gcs=False))
-    return builder
+    return builder_utils.prepare_builder(sys.modules[__name__], data_dir=data_dir,
+                                         manual_dir=manual_dir)

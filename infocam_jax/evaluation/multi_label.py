@@ -24,6 +24,7 @@ import numpy as np
 
 from infocam_jax import multilabel_metrics as mlm
 from infocam_jax.evaluation import backends, forward
+from infocam_jax.evaluation.kind_counts import kind_slice, per_kind_curves
 from infocam_jax.evaluation.settings import EvalSettings
 
 REQUIRED_KEYS = ("image", "label", "boxes", "box_valid", "valid", "labels", "box_labels")
@@ -31,10 +32,6 @@ REQUIRED_KEYS = ("image", "label", "boxes", "box_valid", "valid", "labels", "box
 
 def _stack(trees):
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
-
-
-def _kind(tree, index: int):
-    return jax.tree_util.tree_map(lambda x: x[index], tree)
 
 
 def init_counts(settings: EvalSettings) -> dict[str, Any]:
@@ -98,7 +95,7 @@ def _float(x) -> float:
 def finalize(settings: EvalSettings, counts: Mapping[str, Any]) -> dict[str, float]:
     """Summed counters -> the flat results dict of the module docstring."""
     res: dict[str, float] = {}
-    first = _kind(counts["ml"], 0)
+    first = kind_slice(counts["ml"], 0)
     n = int(first.count)
     res["num_images"] = float(n)
     cls = first.result()
@@ -108,7 +105,7 @@ def finalize(settings: EvalSettings, counts: Mapping[str, Any]) -> dict[str, flo
     res["exact_match"] = int(counts["exact"]) / n if n else float("nan")
     res["accuracy"] = res["cls_acc"]
     for i, kind in enumerate(settings.map_kinds):
-        r = _kind(counts["ml"], i).result()
+        r = kind_slice(counts["ml"], i).result()
         res[f"{kind}/loc_acc"] = _float(r["loc_acc_all"])
         for c in range(settings.num_classes):
             res[f"{kind}/loc_acc/{c}"] = _float(r["loc_acc"][c])
@@ -123,14 +120,11 @@ def curves(settings: EvalSettings, counts: Mapping[str, Any]) -> dict[str, dict[
     Raises:
       ValueError: without ``settings.box_accuracy`` (no grid was counted).
     """
-    if "curve" not in counts:
-        raise ValueError("curves need settings.box_accuracy=True (config eval_box_accuracy)")
-    out = {}
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for i, kind in enumerate(settings.map_kinds):
-            c = _kind(counts["curve"], i)
-            correct = np.asarray(c.correct, np.float64)
-            count = np.asarray(c.count, np.float64)
-            out[kind] = {"loc_acc": correct.sum(0) / count.sum(),
-                         "loc_acc_per_class": correct / count[:, None]}
-    return out
+    def curve(i):
+        c = kind_slice(counts["curve"], i)
+        correct = np.asarray(c.correct, np.float64)
+        count = np.asarray(c.count, np.float64)
+        return {"loc_acc": correct.sum(0) / count.sum(),
+                "loc_acc_per_class": correct / count[:, None]}
+
+    return per_kind_curves(settings, counts, "curve", curve)

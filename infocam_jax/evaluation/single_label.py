@@ -40,6 +40,7 @@ from jax import lax
 
 from infocam_jax import boxes, faithfulness, metrics
 from infocam_jax.evaluation import backends, forward
+from infocam_jax.evaluation.kind_counts import kind_slice, per_kind_curves
 from infocam_jax.evaluation.settings import V2_IOU_THRESHOLDS, EvalSettings
 
 REQUIRED_KEYS = ("image", "label", "boxes", "box_valid", "valid")
@@ -47,11 +48,6 @@ REQUIRED_KEYS = ("image", "label", "boxes", "box_valid", "valid")
 
 def _stack(trees):
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
-
-
-def kind_slice(tree, index: int):
-    """The counters of map kind ``index`` (counters carry a leading map-kind axis)."""
-    return jax.tree_util.tree_map(lambda x: x[index], tree)
 
 
 def init_counts(settings: EvalSettings) -> dict[str, Any]:
@@ -225,13 +221,10 @@ def curves(settings: EvalSettings, counts: Mapping[str, Any]) -> dict[str, dict[
     Raises:
       ValueError: without ``settings.box_accuracy`` (no grid was counted).
     """
-    if "box" not in counts:
-        raise ValueError("curves need settings.box_accuracy=True (config eval_box_accuracy)")
-    out = {}
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for i, kind in enumerate(settings.map_kinds):
-            box, top1 = kind_slice(counts["box"], i), kind_slice(counts["box_top1"], i)
-            n = np.float64(np.asarray(box.count))
-            out[kind] = {"gt_known_loc": np.asarray(box.correct[0], np.float64) / n,
-                         "top1_loc": np.asarray(top1.correct[0], np.float64) / n}
-    return out
+    def curve(i):
+        box, top1 = kind_slice(counts["box"], i), kind_slice(counts["box_top1"], i)
+        n = np.float64(np.asarray(box.count))
+        return {"gt_known_loc": np.asarray(box.correct[0], np.float64) / n,
+                "top1_loc": np.asarray(top1.correct[0], np.float64) / n}
+
+    return per_kind_curves(settings, counts, "box", curve)
