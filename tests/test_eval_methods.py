@@ -3,12 +3,6 @@ NumPy statement of the reference's ACoL fusion, and ACoL / SPG digits models thr
 step (one and two devices) and ``predict_maps``, whose maps must equal the maps fused by hand
 from the model applied with the ground-truth labels."""
 import dataclasses
-import json
-import os
-import pathlib
-import subprocess
-import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +14,8 @@ from infocam_jax import cams, models
 from infocam_jax.evaluation import backends, driver, forward
 from infocam_jax.evaluation.settings import EvalSettings
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+import two_devices  # tests/two_devices.py (tests/ is on sys.path under pytest)
+
 SIZE, M, R = 16, 5, 3
 KINDS = ("cam", "infocam", "infocam_plus")
 
@@ -211,31 +206,19 @@ def test_eval_step_on_two_devices_equals_the_hand_fused_maps():
     result of every map kind equals the results of its hand-fused map read as a CAM."""
     data = make_data()
     expected = {m: stub_results(m, data) for m in ("acol", "spg")}
-    script = textwrap.dedent(f"""
-        import json, sys
-        sys.path.insert(0, {str(REPO / 'tests')!r})
-        import jax
-        assert jax.local_device_count() == 2, jax.devices()
+    results = two_devices.run_json("""
         import test_eval_methods as t
         from infocam_jax.evaluation import driver
-        out = {{}}
+        out = {}
         for method in ("acol", "spg"):
             model, variables = t.make_model(method)
             data = t.make_data()
             # batches of 3, 3, 2: padded to 4 and split over the 2 devices.
-            batches = [{{k: v[i:i + 3] for k, v in data.items()}} for i in (0, 3, 6)]
+            batches = [{k: v[i:i + 3] for k, v in data.items()} for i in (0, 3, 6)]
             out[method] = driver.evaluate(t.make_config(), model, variables, batches,
                                           num_devices=2)
         print("RESULTS" + json.dumps(out))
     """)
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                          text=True, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULTS")][-1]
-    results = json.loads(line[len("RESULTS"):])
     for method in ("acol", "spg"):
         check_results(results[method], expected[method])
 

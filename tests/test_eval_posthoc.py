@@ -6,12 +6,9 @@ boxes.scoremaps -> metrics / faithfulness counters), padding and batch splitting
 two devices equal one, and the score-map export writes the post-hoc kinds. The maths of the
 maps and of the metrics are tested in test_posthoc.py and test_faithfulness.py.
 """
-import json
 import os
 import pathlib
-import subprocess
 import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -24,8 +21,8 @@ from infocam_jax.evaluation import settings as eval_settings
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import test_evaluate as t  # noqa: E402  pylint: disable=wrong-import-position
+import two_devices  # noqa: E402  pylint: disable=wrong-import-position
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 KINDS = ("cam", "gradcam", "gradcampp", "eigencam")
 FAITH = ("confidence", "road")
 PERCENTILES = {"road_morf_percentiles": (50, 80), "road_lerf_percentiles": (50, 80)}
@@ -105,11 +102,7 @@ def test_padding_and_splitting_change_nothing(tiny, results):
 
 
 def test_two_devices_match_one(results):
-    script = textwrap.dedent(f"""
-        import json, sys
-        sys.path.insert(0, {str(REPO / 'tests')!r})
-        import jax
-        assert jax.local_device_count() == 2, jax.devices()
+    two = two_devices.run_json("""
         import test_evaluate as t
         import test_eval_posthoc as p
         from infocam_jax.evaluation import driver
@@ -118,14 +111,7 @@ def test_two_devices_match_one(results):
                               t.split_batches(t.make_data(), 3, pad=False), num_devices=2)
         print("RESULTS" + json.dumps(res))
     """)
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                          text=True, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULTS")][-1]
-    assert json.loads(line[len("RESULTS"):]) == pytest.approx(results, abs=1e-6)
+    assert two == pytest.approx(results, abs=1e-6)
 
 
 def test_one_cached_step(tiny):

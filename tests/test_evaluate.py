@@ -6,11 +6,7 @@ the wiring: which maps reach which counters, masking of padded examples, device/
 splitting, aggregation against a plain NumPy statement, and the written run_tables.
 """
 import json
-import os
 import pathlib
-import subprocess
-import sys
-import textwrap
 
 import flax.linen as nn
 import jax
@@ -21,7 +17,8 @@ import pytest
 
 from infocam_jax.evaluation import driver, forward, run_tables, settings as eval_settings
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+import two_devices  # tests/two_devices.py (tests/ is on sys.path under pytest)
+
 SIZE = 16
 NUM_CLASSES = 5
 NUM_THRESHOLDS = 10
@@ -248,28 +245,17 @@ def test_multi_label_hand_built():
 
 def test_two_devices_match_one(one_batch_results):
     """Two simulated CPU devices (subprocess) give the results of one device."""
-    script = textwrap.dedent(f"""
-        import json, sys
-        sys.path.insert(0, {str(REPO / 'tests')!r})
-        import jax
-        assert jax.local_device_count() == 2, jax.devices()
+    results = two_devices.run_json("""
         import test_evaluate as t
-        from infocam_jax.evaluation import driver, forward, run_tables, settings as eval_settings
+        from infocam_jax.evaluation import driver
         model = t.TinyNet(t.NUM_CLASSES)
         data = t.make_data()
         # Batches of 3 (3, 3, 3, 1): evaluate pads each to 4 so that it splits over 2 devices.
         res = driver.evaluate(t.make_config(), model, t.tiny_variables(model),
-                                t.split_batches(data, 3, pad=False), num_devices=2)
+                              t.split_batches(data, 3, pad=False), num_devices=2)
         print("RESULTS" + json.dumps(res))
     """)
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                          text=True, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULTS")][-1]
-    assert json.loads(line[len("RESULTS"):]) == pytest.approx(one_batch_results, rel=1e-6)
+    assert results == pytest.approx(one_batch_results, rel=1e-6)
 
 
 def test_write_results_writes_json_and_table(tmp_path, one_batch_results):

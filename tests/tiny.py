@@ -1,4 +1,9 @@
-"""The tiny training config the training and error tests share (no files, seconds to run)."""
+"""Test helper module, not a test file: the tiny training config that test_train, test_errors
+and the other training tests import (``import tiny``; no files, seconds to run).
+
+It holds no tests and asserts nothing on purpose; pytest does not collect it (its name does not
+match ``test_*.py``). tests/two_devices.py is the other such helper.
+"""
 import pathlib
 import sys
 
