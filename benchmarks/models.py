@@ -7,11 +7,14 @@
 JAX variants (``--variants``), each its own runner in the same run:
 
 * ``explicit``: the library's XLA:CPU path (``conv_impl="explicit"``, what ``"auto"`` picks on
-  CPU): each convolution's kernel gradient as one matmul (row-shifted for stride 1) and
-  max-pooling without select-and-scatter (``models/layers.py``).
-* ``taps``: that path before issue 20: the kernel gradient as kh*kw matmuls, one per tap.
+  CPU): max-pooling without select-and-scatter, kernel gradients of 1x1 convolutions as one
+  matmul, those of k x k ones from XLA's convolution under ``--cpu_convolutions=eigen`` and as
+  one matmul (row-shifted for stride 1) otherwise (``models/layers.py``).
+* ``matmul``: every kernel gradient as the one matmul.
+* ``taps``: the path before issue 20: every kernel gradient as kh*kw matmuls, one per tap.
 * ``xla``: plain autodiff of XLA's convolution and ``flax.linen.max_pool`` (``conv_impl="xla"``).
-The older path is rebuilt here by patching ``layers`` while it compiles.
+
+``matmul`` and ``taps`` are rebuilt here by patching ``layers`` while they compile.
 
 ``--cpu_convolutions`` picks the XLA:CPU convolution library for the whole process (XLA reads
 it once, at start-up): ``eigen`` (``xla_cpu.use_eigen_convolutions()``, what the launchers
