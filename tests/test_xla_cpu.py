@@ -1,7 +1,11 @@
 """xla_cpu.use_eigen_convolutions: when it sets XLA_FLAGS and when it leaves them alone."""
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from infocam_jax import xla_cpu
+from infocam_jax.models import layers
 
 FLAG = xla_cpu.EIGEN_CONVOLUTIONS_FLAG
 
@@ -56,8 +60,7 @@ def test_started_backend_warns_and_changes_nothing(monkeypatch):
 
 
 def test_backend_started_reads_jax():
-    import jax  # pylint: disable=import-outside-toplevel
-    jax.numpy.zeros(1).block_until_ready()
+    jnp.zeros(1).block_until_ready()
     assert xla_cpu._backend_started()  # pylint: disable=protected-access
 
 
@@ -73,10 +76,6 @@ def test_eigen_convolutions_active_reads_the_flag():
 def test_kernel_gradient_route_under_eigen(monkeypatch, k, stride, dtype, want):
     """Under the Eigen flag, k x k float32 kernel gradients come from XLA's convolution (1x1
     and bfloat16 keep the matmul); every route equals plain autodiff."""
-    import jax  # pylint: disable=import-outside-toplevel
-    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-    import numpy as np  # pylint: disable=import-outside-toplevel
-    from infocam_jax.models import layers  # pylint: disable=import-outside-toplevel
     monkeypatch.setenv("XLA_FLAGS", FLAG)
     rng = np.random.default_rng(k)
     x = jnp.asarray(rng.standard_normal((2, 12, 12, 4)), dtype)
