@@ -1,11 +1,11 @@
-"""Build of the compiled box kernel: csrc/boxes_kernel.cc -> infocam_jax/_boxes_native*.so.
+"""Build of the compiled box kernel: csrc/boxes_kernel.cc -> infocam_jax/native/_boxes_native*.so.
 
 Everything else about the package is in pyproject.toml. The kernel is an XLA FFI handler: its
 headers come from jaxlib (``jax.ffi.include_dir()``), pinned in pyproject's build requirements to
 the oldest jaxlib the package supports (newer jaxlibs accept handlers built against older FFI
 headers). ``pip install -e .`` builds it in place next to the Python sources. Without a working
 C++ compiler the install still succeeds with a warning, and infocam_jax.boxes uses its pure-JAX
-box pass (see infocam_jax/_native.py).
+box pass (see infocam_jax/native/ffi.py).
 """
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -28,7 +28,7 @@ class OptionalBuildExt(build_ext):
 
 setup(
     ext_modules=[Extension(
-        "infocam_jax._boxes_native",
+        "infocam_jax.native._boxes_native",
         sources=["csrc/boxes_kernel.cc"],
         language="c++",
         extra_compile_args=["-std=c++17", "-O3", "-pthread"],

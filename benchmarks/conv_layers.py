@@ -35,7 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from infocam_jax import models, xla_cpu  # noqa: E402  pylint: disable=wrong-import-position
+from infocam_jax import models  # noqa: E402  pylint: disable=wrong-import-position
+from infocam_jax.models import xla_cpu
 from infocam_jax.models import layers  # noqa: E402  pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS

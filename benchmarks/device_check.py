@@ -17,7 +17,7 @@ short keeps what it measured) and ``DIR/device_check.md`` (the same as tables). 
   over the threshold grid, metric counters) in images/s, for each box backend the library
   offers (probed: ``boxes.largest_box(..., backend=...)`` and a backend field of the eval
   settings), and box extraction alone per backend.
-* Post-hoc maps (``infocam_jax.posthoc``: Grad-CAM, HiResCAM, Grad-CAM++, XGrad-CAM,
+* Post-hoc maps (``infocam_jax.maps.posthoc``: Grad-CAM, HiResCAM, Grad-CAM++, XGrad-CAM,
   LayerCAM, Eigen-CAM on the GAP input; Score-CAM on the 64-channel stem, ``chunk_size`` 64)
   in images/s, JAX only (pytorch-grad-cam is compared on CPU by
   ``benchmarks/posthoc_vs_gradcam.py``). Smoke: Grad-CAM and Score-CAM only.
@@ -172,7 +172,7 @@ def markdown(data: dict) -> str:
                                       _fmt(r.get("images_per_s")), _fmt(r.get("compile_s"))])
     if data.get("posthoc"):
         lines += _table(
-            "Post-hoc maps (infocam_jax.posthoc, one target class per image)",
+            "Post-hoc maps (infocam_jax.maps.posthoc, one target class per image)",
             "| network | batch | method | layer | img/s | compile s | XLA step MiB |",
             data["posthoc"], lambda r: [r["arch"], r["batch"], r["method"], r["layer"],
                                         _fmt(r.get("images_per_s")), _fmt(r.get("compile_s")),
@@ -292,7 +292,7 @@ class JaxBench:
         import optax  # pylint: disable=import-outside-toplevel
 
         from infocam_jax import losses, models  # pylint: disable=import-outside-toplevel
-        from infocam_jax import train_state as ts  # pylint: disable=import-outside-toplevel
+        from infocam_jax.train import state as ts  # pylint: disable=import-outside-toplevel
         jax = self.jax
         model = models.create(arch, self.args.num_classes, dtype=dtype, conv_impl=conv_impl,
                               axis_name=ts.AXIS_NAME)
@@ -398,13 +398,14 @@ POSTHOC_LAYERS = {"scorecam": {"resnet50": "bn1", "vgg16_gap": "conv1_1"}}
 
 def posthoc_methods(smoke: bool) -> tuple[str, ...]:
     """The post-hoc methods measured (smoke: one gradient method and Score-CAM)."""
-    from infocam_jax import posthoc  # pylint: disable=import-outside-toplevel
+    from infocam_jax.maps import posthoc  # pylint: disable=import-outside-toplevel
     return ("gradcam", "scorecam") if smoke else posthoc.METHOD_NAMES
 
 
 def bench_posthoc(jax, bench: JaxBench, arch, batch, method) -> dict:
     """One post-hoc method's maps for ``batch`` images (Score-CAM: at most 4 images)."""
-    from infocam_jax import models, posthoc  # pylint: disable=import-outside-toplevel
+    from infocam_jax import models  # pylint: disable=import-outside-toplevel
+    from infocam_jax.maps import posthoc
     args = bench.args
     layer = POSTHOC_LAYERS.get(method, {}).get(arch, posthoc.DEFAULT_LAYER)
     if method == "scorecam":

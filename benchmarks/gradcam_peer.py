@@ -1,4 +1,4 @@
-"""pytorch-grad-cam (pip ``grad-cam``) as the peer of ``infocam_jax.posthoc``: import and raw maps.
+"""pytorch-grad-cam (pip ``grad-cam``) as the peer of ``infocam_jax.maps.posthoc``: import and raw maps.
 
 Install (what works with the CPU torch wheel; ``pip install grad-cam`` pulls a CUDA-built
 torchvision whose ``_C.so`` needs ``libtorch_cuda.so`` and fails with "operator torchvision::nms

@@ -1,4 +1,4 @@
-r"""Post-hoc maps per image: ``infocam_jax.posthoc`` (jitted, batched) beside pytorch-grad-cam.
+r"""Post-hoc maps per image: ``infocam_jax.maps.posthoc`` (jitted, batched) beside pytorch-grad-cam.
 
     python benchmarks/posthoc_vs_gradcam.py                      # ResNet50, batch 16, 224x224
     python benchmarks/posthoc_vs_gradcam.py --methods=gradcam,scorecam --rounds=3
@@ -70,7 +70,7 @@ def _ours(method, model, variables, images, targets, layer, **options):
     """A runner that computes our maps once (compiled on the first call) and blocks."""
     import jax  # pylint: disable=import-outside-toplevel
 
-    from infocam_jax import posthoc  # pylint: disable=import-outside-toplevel
+    from infocam_jax.maps import posthoc  # pylint: disable=import-outside-toplevel
     fn = jax.jit(lambda v, x, t: posthoc.compute(method, model, v, x, t, layer=layer,
                                                  **options))
     x, t = jax.device_put(images), jax.device_put(targets)

@@ -18,9 +18,10 @@ import jax
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from configs import cluttered_mnist  # noqa: E402  pylint: disable=wrong-import-position
-from infocam_jax import data, models, optim, train  # noqa: E402  pylint: disable=wrong-import-position
-from infocam_jax import train_loop as loop  # noqa: E402  pylint: disable=wrong-import-position
-from infocam_jax import train_state as ts  # noqa: E402  pylint: disable=wrong-import-position
+from infocam_jax import data, models  # noqa: E402  pylint: disable=wrong-import-position
+from infocam_jax.train import optim, trainer
+from infocam_jax.train import loop  # noqa: E402  pylint: disable=wrong-import-position
+from infocam_jax.train import state as ts  # noqa: E402  pylint: disable=wrong-import-position
 from infocam_jax.evaluation import evaluators  # noqa: E402  pylint: disable=wrong-import-position
 from infocam_jax.evaluation.settings import EvalSettings  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -41,8 +42,8 @@ def _config():
 def _train(config):
     """(seconds per training step, steps per epoch, trained host variables, model)."""
     info = data.get_info(config)
-    prior = train.usable_prior(info.label_prior, int(info.num_examples["train"]), False)
-    model, loss_fn = train.create_model(config), train.make_loss_fn(config, prior)
+    prior = trainer.usable_prior(info.label_prior, int(info.num_examples["train"]), False)
+    model, loss_fn = trainer.create_model(config), trainer.make_loss_fn(config, prior)
     plan = loop.Plan.from_config(config, info)
     variables = ts.init_variables(model, jax.random.PRNGKey(0), tuple(info.image_shape))
     mask = models.new_layer_mask(config.model, variables["params"])
@@ -65,7 +66,7 @@ def _time_validation(config, model, variables, evals) -> list[float]:
     out = []
     for _ in range(2):
         t0 = time.perf_counter()
-        train._run_evaluators(config, model, variables, evals, "validation")  # pylint: disable=protected-access
+        trainer._run_evaluators(config, model, variables, evals, "validation")  # pylint: disable=protected-access
         out.append(time.perf_counter() - t0)
     return out
 

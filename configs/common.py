@@ -1,7 +1,7 @@
 """Shared base of every experiment config, and the `runlocal` smoke-run shrink.
 
 Every field of docs/interfaces.md "Config fields" is defined here, so each experiment file only
-overrides what differs. Fields beyond the interface (read only by `infocam_jax.train`):
+overrides what differs. Fields beyond the interface (read only by `infocam_jax.train.trainer`):
 
   heads                 tuple of loss names; when non-empty, `train_and_evaluate` trains one model
                         per head (`config.loss = head`) in `workdir/<head>/` and returns
@@ -11,7 +11,7 @@ overrides what differs. Fields beyond the interface (read only by `infocam_jax.t
   checkpoint_best       keep a separate "best by validation top-1" checkpoint (paper's selection).
   eval_readings         heads runs: after training, read each head's maps CAM vs infoCAM under
                         both normalisations with thresholds chosen on validation and print one
-                        table per head (infocam_jax.evaluation.readings; the digits main job).
+                        table per head (infocam_jax.experiments.readings; the digits main job).
   dtype                 compute dtype of the backbone: "float32" or "bfloat16" (mixed precision:
                         convolutions in bfloat16; parameters, BatchNorm statistics, loss, CAMs and
                         metrics in float32). Passed to `models.create(..., dtype=...)`.
@@ -19,7 +19,7 @@ overrides what differs. Fields beyond the interface (read only by `infocam_jax.t
                         this process, `data_threads` threads); > 0 spreads decoding over cores.
   method                WSOL method: "cam", "adl", "has", "acol", "spg" or "cutmix"; with
   method_options        its hyper-parameters (HaS grid / drop rate, CutMix beta / prob, ACoL
-                        threshold, SPG thresholds). See infocam_jax/train_methods.py.
+                        threshold, SPG thresholds). See infocam_jax/methods/registry.py.
 """
 import pathlib
 
@@ -55,7 +55,7 @@ def base_config() -> config_dict.ConfigDict:
     c.model_options.adl_positions = ""
     c.model_options.adl_drop_rate = 0.75
     c.model_options.adl_gamma = 0.9
-    # WSOL method (infocam_jax/train_methods.py): cam, adl, has, acol, spg, cutmix. Defaults of
+    # WSOL method (infocam_jax/methods/registry.py): cam, adl, has, acol, spg, cutmix. Defaults of
     # the options: the reference's config.py (clovaai/wsolevaluation).
     c.method = "cam"
     c.method_options = config_dict.ConfigDict()
@@ -99,14 +99,14 @@ def base_config() -> config_dict.ConfigDict:
     # Box extraction backend of the eval step: "auto" | "native" | "xla" (boxes.largest_box).
     c.box_backend = "auto"
     # Map kinds of the evaluation (evaluation.settings.KNOWN_MAP_KINDS: the CAM family and the
-    # post-hoc maps of infocam_jax.posthoc, e.g. ("cam", "infocam", "gradcam")); () = by label
+    # post-hoc maps of infocam_jax.maps.posthoc, e.g. ("cam", "infocam", "gradcam")); () = by label
     # type (CAM / infoCAM / infoCAM+ single-label, CAM / infoCAM multi-label).
     c.map_kinds = ()
     # Post-hoc maps: the layer (module path; "features" = the map GAP consumes) and Score-CAM's
     # channels per forward pass (B * chunk images at once).
     c.posthoc_layer = "features"
     c.scorecam_chunk_size = 32
-    # Faithfulness metrics counted per map kind (infocam_jax.faithfulness, single-label only):
+    # Faithfulness metrics counted per map kind (infocam_jax.metrics.faithfulness, single-label only):
     # "confidence" (average drop / increase in confidence), "road" (ROAD MoRF / LeRF at these
     # percentiles, pytorch-grad-cam's convention: p = percent of pixels kept).
     c.eval_faithfulness = ()

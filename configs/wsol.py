@@ -3,7 +3,7 @@ r"""The reference WSOL benchmark: every (backbone, method, dataset) of clovaai/w
 Parameter string ``BACKBONE,METHOD,DATASET[,runlocal]``:
 
   BACKBONE  vgg16 (= vgg16_gap), resnet50, inception_v3
-  METHOD    cam, adl, has, acol, spg, cutmix          (infocam_jax/train_methods.py)
+  METHOD    cam, adl, has, acol, spg, cutmix          (infocam_jax/methods/registry.py)
   DATASET   cub (200 classes), ilsvrc (1000), openimages (100), all through
             ``config.dataset = "wsol_metadata"`` (the reference's metadata folders)
 
@@ -66,7 +66,7 @@ be reached from this machine; nothing below is taken from it. So:
 
 OpenImages is a mask dataset: the training loop's table reads boxes (the instance masks'
 bounding rectangles); the reference's PxAP comes from exported score maps
-(``infocam_jax.evaluation.scoremap_io`` / launch/evaluate_scoremaps.py).
+(``infocam_jax.evaluation.scoremaps.read`` / launch/evaluate_scoremaps.py).
 """
 import pathlib
 import sys

@@ -12,7 +12,7 @@ localisation; other evaluators' keys as ``<name>/<key>``).
 ``--map_table`` instead compares every map kind of the model (CAM, infoCAM, infoCAM+ and the
 post-hoc maps, or ``--config.map_kinds``) in one table: MaxBoxAccV2 with the threshold chosen
 on validation, and average drop / increase in confidence on test (``--config.eval_faithfulness``
-adds ROAD); it writes ``map_table.{md,json}`` (``infocam_jax.evaluation.map_table``):
+adds ROAD); it writes ``map_table.{md,json}`` (``infocam_jax.experiments.map_table``):
 
   python launch/evaluate.py --config configs/cluttered_mnist.py \
       --workdir workdirs/cluttered_mnist --map_table
@@ -28,7 +28,8 @@ from ml_collections import config_flags
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
 
-from infocam_jax import data, train
+from infocam_jax import data
+from infocam_jax.train import trainer
 from infocam_jax.evaluation import evaluators, run_tables, settings
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file.",
@@ -50,7 +51,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def map_table(config, model, variables, out_dir: str) -> None:
     """``--map_table``: the comparison of every map kind, printed and written to ``out_dir``."""
-    from infocam_jax.evaluation import json_files, map_table as table_lib, readings
+    from infocam_jax.evaluation import json_files
+    from infocam_jax.experiments import map_table as table_lib, readings
     kinds = tuple(config.get("map_kinds", ()) or table_lib.DEFAULT_KINDS)
     faith = tuple(config.get("eval_faithfulness", ()) or table_lib.DEFAULT_FAITHFULNESS)
     if _MAX_BATCHES.value:
@@ -71,13 +73,13 @@ def map_table(config, model, variables, out_dir: str) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from infocam_jax import xla_cpu  # pylint: disable=import-outside-toplevel
+    from infocam_jax.models import xla_cpu  # pylint: disable=import-outside-toplevel
     xla_cpu.use_eigen_convolutions()  # before the first computation: XLA reads its flags once
     config = _CONFIG.value
-    variables, extra = train.restore_variables(config, _WORKDIR.value, _WHICH.value)
+    variables, extra = trainer.restore_variables(config, _WORKDIR.value, _WHICH.value)
     logging.info("Restored the %s checkpoint of %s (%s)", _WHICH.value, _WORKDIR.value,
                  {k: v for k, v in dict(extra or {}).items() if k != "label_prior"})
-    model = train.create_model(config)  # config.method and its options included
+    model = trainer.create_model(config)  # config.method and its options included
     if _MAP_TABLE.value:
         map_table(config, model, variables, _OUTPUT_DIR.value or _WORKDIR.value)
         return
@@ -97,8 +99,8 @@ def main(argv):
                   f"{_WHICH.value} checkpoint", settings=reading)
         logging.info("Wrote %s", ", ".join(paths))
     if _SAVE_SCOREMAPS.value:
-        from infocam_jax.evaluation import scoremap_export
-        saved = scoremap_export.export_model_scoremaps(
+        from infocam_jax.evaluation.scoremaps import write
+        saved = write.export_model_scoremaps(
             config, model, variables,
             data.make_iterator(config, _SPLIT.value, training=False,
                                batch_size=config.eval_batch_size,

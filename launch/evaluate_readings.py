@@ -26,7 +26,7 @@ if str(REPO_ROOT) not in sys.path:
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from infocam_jax import saved_runs  # noqa: E402
+from infocam_jax.experiments import saved_runs  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.",
                                           lock_config=False)

@@ -84,10 +84,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from infocam_jax.evaluation import scoremap_files
+    from infocam_jax.evaluation.scoremaps import score
 
     try:
-        report = scoremap_files.evaluate_scoremaps(
+        report = score.evaluate_scoremaps(
             scoremap_root=args.scoremap_root, metadata_root=args.metadata_root,
             mask_root=args.mask_root, dataset_name=args.dataset_name, split=args.split,
             cam_curve_interval=args.cam_curve_interval,
@@ -98,9 +98,9 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(scoremap_files.format_table(report), end="")
+    print(score.format_table(report), end="")
     if args.output:
-        scoremap_files.write_report(report, args.output)
+        score.write_report(report, args.output)
         print(f"wrote {os.path.abspath(args.output)}")
     return 0
 

@@ -6,7 +6,7 @@ several infoCAM region sizes, and aggregates mean ± std over seeds into Markdow
   python launch/reproduce.py --config=configs/cluttered_mnist.py \
       --workdir=workdirs/repro/cluttered_mnist --seeds=0,1,2
 
-The work is ``infocam_jax.reproduction.reproduce`` (layout, protocol and reports are described
+The work is ``infocam_jax.experiments.reproduction.reproduce`` (layout, protocol and reports are described
 there); ``--config.normalize=max`` reads the maps the paper's way.
 """
 import pathlib
@@ -18,7 +18,7 @@ from ml_collections import config_flags
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
 
-from infocam_jax import reproduction  # noqa: E402
+from infocam_jax.experiments import reproduction  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config (configs/*.py).",
@@ -45,7 +45,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from infocam_jax import xla_cpu  # pylint: disable=import-outside-toplevel
+    from infocam_jax.models import xla_cpu  # pylint: disable=import-outside-toplevel
     xla_cpu.use_eigen_convolutions()  # before the first computation: XLA reads its flags once
     reproduction.reproduce(
         FLAGS.config, FLAGS.workdir, seeds=[int(s) for s in FLAGS.seeds],

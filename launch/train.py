@@ -59,12 +59,12 @@ def _maybe_initialize_distributed() -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from infocam_jax import xla_cpu  # pylint: disable=import-outside-toplevel
+    from infocam_jax.models import xla_cpu  # pylint: disable=import-outside-toplevel
     xla_cpu.use_eigen_convolutions()  # before the first computation: XLA reads its flags once
     _maybe_initialize_distributed()
     import jax  # pylint: disable=import-outside-toplevel
     from configs import common  # pylint: disable=import-outside-toplevel
-    from infocam_jax import train  # pylint: disable=import-outside-toplevel
+    from infocam_jax.train import trainer  # pylint: disable=import-outside-toplevel
     config = FLAGS.config
     if config.get("runlocal", False):
         # `--config.runlocal` shrinks after the overrides were applied: shrink, then re-apply
@@ -81,7 +81,7 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     logging.info("JAX %s: %d process(es), %d device(s): %s", jax.__version__,
                  jax.process_count(), jax.device_count(), jax.devices())
-    train.train_and_evaluate(config, FLAGS.workdir)
+    trainer.train_and_evaluate(config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@ from ml_collections import config_flags
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
 
-from infocam_jax import data, train, visualize
+from infocam_jax import data
+from infocam_jax.train import trainer
+from infocam_jax.experiments import figures
 from infocam_jax.evaluation import settings as eval_settings
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file.",
@@ -76,13 +78,13 @@ def _select_images(config, n, class_id):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from infocam_jax import xla_cpu  # pylint: disable=import-outside-toplevel
+    from infocam_jax.models import xla_cpu  # pylint: disable=import-outside-toplevel
     xla_cpu.use_eigen_convolutions()  # before the first computation: XLA reads its flags once
     config = _CONFIG.value
     overrides = {"map_kinds": tuple(_KINDS.value)} if _KINDS.value else {}
     settings = eval_settings.EvalSettings.from_config(config, **overrides)
-    variables, _ = train.restore_variables(config, _WORKDIR.value, _WHICH.value)
-    model = train.create_model(config)  # config.method and its options included
+    variables, _ = trainer.restore_variables(config, _WORKDIR.value, _WHICH.value)
+    model = trainer.create_model(config)  # config.method and its options included
     n = _NUM_IMAGES.value
     batch = _select_images(config, n, _CLASS_ID.value)
     if _CLASS_ID.value is not None:
@@ -91,7 +93,7 @@ def main(argv):
         labels = batch["label"].astype(np.int32) if _CLASS.value == "gt" else None
     path = _OUTPUT.value or os.path.join(_WORKDIR.value, "figures", f"{_SPLIT.value}_grid.png")
     # Multi-label: only the ground-truth boxes of the digit whose maps are drawn.
-    size, drawn = visualize.draw_model_maps(settings, model, variables, batch, labels, path,
+    size, drawn = figures.draw_model_maps(settings, model, variables, batch, labels, path,
                                             label_boxes_only=settings.multi_label)
     logging.info("Wrote %s (%dx%d); classes drawn: %s; green boxes: %s", path, size[0],
                  size[1], drawn.tolist(), settings.reading)

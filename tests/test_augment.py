@@ -1,4 +1,4 @@
-"""Tests of infocam_jax/augment.py: HaS and CutMix against the reference's own transforms.
+"""Tests of infocam_jax/methods/augment.py: HaS and CutMix against the reference's own transforms.
 
 tests/fixtures/augment_reference.npz holds the reference's outputs (clovaai/wsolevaluation
 ``wsol/method/{has,cutmix}.py``, run by tools/augment_reference_fixtures.py with its random
@@ -15,7 +15,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from infocam_jax import augment, train
+from infocam_jax.methods import augment
+from infocam_jax.train import trainer
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "augment_reference.npz"
 
@@ -172,7 +173,7 @@ def test_cutmix_equals_the_reference(ref, case):
     np.testing.assert_array_equal(np.asarray(permuted["label"]), ref[p + "targets"][1])
     np.testing.assert_array_equal(np.asarray(batch["label"]), ref[p + "targets"][0])
     config = ml_collections.ConfigDict(dict(loss="softmax", multi_label=False))
-    loss = augment.cutmix_loss(train.make_loss_fn(config, None), jnp.asarray(ref[p + "logits"]),
+    loss = augment.cutmix_loss(trainer.make_loss_fn(config, None), jnp.asarray(ref[p + "logits"]),
                                batch, draw.perm, lam)
     np.testing.assert_allclose(float(loss), float(ref[p + "loss"]), rtol=1e-5)
 
@@ -224,7 +225,7 @@ def test_cutmix_draw_ranges_and_probability():
 
 def test_cutmix_loss_mixes_the_two_targets():
     config = ml_collections.ConfigDict(dict(loss="softmax", multi_label=False))
-    loss_fn = train.make_loss_fn(config, None)
+    loss_fn = trainer.make_loss_fn(config, None)
     logits = jnp.asarray(np.random.default_rng(0).normal(size=(4, 3)), jnp.float32)
     batch = {"label": jnp.asarray([0, 1, 2, 0])}
     perm = jnp.asarray([1, 0, 3, 2])

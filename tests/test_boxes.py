@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from infocam_jax import boxes
+from infocam_jax.native import ffi as native_ffi
 
 cv2 = pytest.importorskip("cv2")
 
@@ -145,14 +146,14 @@ def test_kernel_is_built_where_a_compiler_exists():
     # not in test_native.py, whose module-wide fixture skips when the kernel is unavailable.)
     if shutil.which("c++") is None and shutil.which("g++") is None:
         pytest.skip("no C++ compiler")
-    assert boxes._native.library_path() is not None, "the native box kernel was not built"
-    assert boxes._native.available(), boxes._native.unavailable_reason()
+    assert native_ffi.library_path() is not None, "the native box kernel was not built"
+    assert native_ffi.available(), native_ffi.unavailable_reason()
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def backend(request):
-    if request.param == "native" and not boxes._native.available():
-        pytest.skip(f"native box kernel unavailable: {boxes._native.unavailable_reason()}")
+    if request.param == "native" and not native_ffi.available():
+        pytest.skip(f"native box kernel unavailable: {native_ffi.unavailable_reason()}")
     return request.param
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from infocam_jax import cams
+from infocam_jax.maps import cams
 
 B, H, W, K, M = 3, 5, 6, 4, 7
 TOL = dict(atol=1e-4, rtol=1e-4)

@@ -35,8 +35,8 @@ def _run(code: str, timeout: int) -> subprocess.CompletedProcess:
 
 def test_core_modules_import_without_the_missing_packages():
     proc = _run(textwrap.dedent("""
-        import infocam_jax.models, infocam_jax.cams, infocam_jax.boxes, infocam_jax.metrics
-        import infocam_jax.losses, infocam_jax.train_state
+        import infocam_jax.models, infocam_jax.maps.cams, infocam_jax.boxes, infocam_jax.metrics
+        import infocam_jax.losses, infocam_jax.train.state
         print(sorted(m for m, mod in sys.modules.items()
                      if m.split(".")[0] in BLOCKED and mod is not None))
         """), timeout=120)

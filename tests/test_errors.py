@@ -17,8 +17,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from infocam_jax import boxes, checkpointing, losses, metrics, models, multilabel_metrics, optim, train
-from infocam_jax import train_state as ts
+from infocam_jax import boxes, losses, metrics, models
+from infocam_jax.train import checkpoints, optim, trainer
+from infocam_jax.metrics import multilabel
+from infocam_jax.train import state as ts
 from infocam_jax.data import pipeline, sources
 from infocam_jax.evaluation import driver
 from infocam_jax.evaluation.settings import EvalSettings
@@ -68,7 +70,7 @@ def test_eval_settings_from_config_names_the_bad_field():
     (lambda s: metrics.LocalizationCounts.empty(iou_threshold=s), (0.5, 0.7)),
     (lambda s: metrics.BoxAccuracyCounts.empty(np.arange(0, 1, s)), (0.25, 0.5)),
     (lambda s: metrics.BoxAccuracyCounts.empty((0.5,), iou_thresholds=s), ((0.5,), (0.3,))),
-    (lambda s: multilabel_metrics.MultiLabelCounts.empty(3, cam_threshold=s), (0.2, 0.4)),
+    (lambda s: multilabel.MultiLabelCounts.empty(3, cam_threshold=s), (0.2, 0.4)),
 ])
 def test_counts_with_different_settings_refuse_to_merge(make, settings):
     a, b = make(settings[0]), make(settings[1])
@@ -194,7 +196,7 @@ def cached_init(monkeypatch):
 
 
 def _no_checkpoints(workdir):
-    for name in (checkpointing.LATEST_DIR, checkpointing.BEST_DIR):
+    for name in (checkpoints.LATEST_DIR, checkpoints.BEST_DIR):
         assert not os.path.exists(os.path.join(workdir, name)), f"{name}/ was created"
     assert not os.path.exists(os.path.join(workdir, "results.json"))
 
@@ -208,13 +210,13 @@ def _no_checkpoints(workdir):
 ])
 def test_make_loss_fn_names_the_config_field(overrides, match):
     with pytest.raises(ValueError, match=match):
-        train.make_loss_fn(_tiny_config(**overrides), np.full(10, 0.5))
+        trainer.make_loss_fn(_tiny_config(**overrides), np.full(10, 0.5))
 
 
 @pytest.mark.parametrize("loss, multi_label", [("pc_sigmoid", True), ("pc_softmax", False)])
 def test_make_loss_fn_pc_losses_need_the_prior(loss, multi_label):
     with pytest.raises(ValueError, match=f"loss '{loss}' needs the training label prior"):
-        train.make_loss_fn(_tiny_config(loss=loss, multi_label=multi_label), None)
+        trainer.make_loss_fn(_tiny_config(loss=loss, multi_label=multi_label), None)
 
 
 @pytest.mark.parametrize("overrides, match", [
@@ -226,21 +228,21 @@ def test_config_errors_write_nothing(tmp_path, overrides, match):
     """_check_config runs before the workdir is created."""
     workdir = tmp_path / "run"
     with pytest.raises(ValueError, match=match):
-        train.train_and_evaluate(_tiny_config(**overrides), str(workdir))
+        trainer.train_and_evaluate(_tiny_config(**overrides), str(workdir))
     assert not workdir.exists()
 
 
 def test_bad_loss_through_train_writes_no_checkpoint(tmp_path):
     workdir = tmp_path / "run"
     with pytest.raises(ValueError, match=r"config.loss='softmax' does not fit"):
-        train.train_and_evaluate(_tiny_config(loss="softmax"), str(workdir))
+        trainer.train_and_evaluate(_tiny_config(loss="softmax"), str(workdir))
     _no_checkpoints(workdir)
     assert not workdir.exists()
 
 
 def _save_run(config, workdir):
     """A finished epoch of `config` in `workdir`, saved the way train_single saves it."""
-    model = train.create_model(config)
+    model = trainer.create_model(config)
     variables = ts.init_variables(model, jax.random.PRNGKey(0), (16, 32, 1))
     mask = models.new_layer_mask(config.model, variables["params"])
     tx, _ = optim.create_optimizer(config.optimizer, 1, mask)
@@ -249,7 +251,7 @@ def _save_run(config, workdir):
              "best_val_accuracy": 0.5, "best_epoch": 1, "label_prior": [0.5] * 10,
              "loss": str(config.loss), "model": str(config.model), "num_classes": 10,
              "dataset": "synthetic"}
-    ckpt = checkpointing.Checkpointer(str(workdir), 1)
+    ckpt = checkpoints.Checkpointer(str(workdir), 1)
     ckpt.save(1, state.variables, state.opt_state, extra, True)
     ckpt.close()
     (workdir / "config.json").write_text(config.to_json_best_effort(sort_keys=True))
@@ -267,16 +269,16 @@ def test_resume_into_a_workdir_of_another_run(tmp_path, cached_init):
     with pytest.raises(ValueError, match=re.escape(
             f"{workdir} holds a run with loss='pc_sigmoid', but config.loss='sigmoid': use "
             f"another --workdir")):
-        train.train_and_evaluate(_tiny_config(loss="sigmoid"), str(workdir))
+        trainer.train_and_evaluate(_tiny_config(loss="sigmoid"), str(workdir))
     assert _listing(workdir) == before  # no new checkpoint, no results
-    assert checkpointing.Checkpointer(str(workdir), 1).latest_epoch() == 1
+    assert checkpoints.Checkpointer(str(workdir), 1).latest_epoch() == 1
     assert json.loads((workdir / "config.json").read_text()) == json.loads(config_before)
 
 
 def test_pretrained_missing_file(tmp_path, cached_init):
     path = tmp_path / "missing.npz"
     with pytest.raises(FileNotFoundError, match=re.escape(str(path))):
-        train.train_and_evaluate(_tiny_config(pretrained=str(path)), str(tmp_path / "run"))
+        trainer.train_and_evaluate(_tiny_config(pretrained=str(path)), str(tmp_path / "run"))
     _no_checkpoints(tmp_path / "run")
 
 
@@ -285,7 +287,7 @@ def test_pretrained_unknown_extension(tmp_path, cached_init):
     path.write_bytes(b"")
     with pytest.raises(ValueError, match=r"variables path must end in .npz or .msgpack, got "
                        + re.escape(repr(str(path)))):
-        train.train_and_evaluate(_tiny_config(pretrained=str(path)), str(tmp_path / "run"))
+        trainer.train_and_evaluate(_tiny_config(pretrained=str(path)), str(tmp_path / "run"))
     _no_checkpoints(tmp_path / "run")
 
 
@@ -294,7 +296,7 @@ def test_pretrained_with_wrong_keys_names_them(tmp_path, cached_init):
     np.savez(path, **{"params/bogus/kernel": np.zeros((3, 3), np.float32)})
     with pytest.raises(ValueError, match=r"pretrained variables do not match the model: missing "
                        r"\[.*'params/.*unexpected \['params/bogus/kernel'\]") as info:
-        train.train_and_evaluate(_tiny_config(pretrained=str(path)), str(tmp_path / "run"))
+        trainer.train_and_evaluate(_tiny_config(pretrained=str(path)), str(tmp_path / "run"))
     _no_checkpoints(tmp_path / "run")
     assert f"config.pretrained={str(path)!r}" in str(info.value)
 
@@ -302,17 +304,17 @@ def test_pretrained_with_wrong_keys_names_them(tmp_path, cached_init):
 def test_keep_checkpoints_below_one(tmp_path, cached_init):
     workdir = tmp_path / "run"
     with pytest.raises(ValueError, match=r"config.keep_checkpoints must be >= 1, got 0"):
-        train.train_and_evaluate(_tiny_config(keep_checkpoints=0), str(workdir))
+        trainer.train_and_evaluate(_tiny_config(keep_checkpoints=0), str(workdir))
     _no_checkpoints(workdir)
 
 
 def test_restore_names_the_argument_and_the_directory(tmp_path):
     config = _tiny_config()
     with pytest.raises(ValueError, match=r"which must be 'best' or 'latest', got 'first'"):
-        train.restore_variables(config, str(tmp_path), "first")
+        trainer.restore_variables(config, str(tmp_path), "first")
     with pytest.raises(FileNotFoundError,
                        match=re.escape(f"no 'latest' checkpoint under {tmp_path}")):
-        train.restore_variables(config, str(tmp_path), "latest")
+        trainer.restore_variables(config, str(tmp_path), "latest")
     assert not any(tmp_path.iterdir())
 
 

@@ -10,7 +10,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from infocam_jax import cams, models
+from infocam_jax.maps import cams
+from infocam_jax import models
 from infocam_jax.evaluation import backends, driver, forward
 from infocam_jax.evaluation.settings import EvalSettings
 
@@ -234,6 +235,6 @@ def test_posthoc_and_multi_label_are_refused_by_method(method):
                             map_kinds=("cam",))
     with pytest.raises(ValueError, match=f"{method}.*single-label"):
         backends.check_model_settings(settings, model)
-    from infocam_jax import posthoc
+    from infocam_jax.maps import posthoc
     with pytest.raises(ValueError, match=method):
         posthoc.compute("gradcam", model, variables, data["image"], data["label"])

@@ -15,8 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from infocam_jax import boxes, faithfulness, metrics, posthoc
-from infocam_jax.evaluation import driver, forward, scoremap_export, step
+from infocam_jax import boxes, metrics
+from infocam_jax.metrics import faithfulness
+from infocam_jax.maps import posthoc
+from infocam_jax.evaluation import driver, forward, step
+from infocam_jax.evaluation.scoremaps import write
 from infocam_jax.evaluation import settings as eval_settings
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -168,7 +171,7 @@ def test_predict_maps_and_export_write_posthoc_kinds(tiny, tmp_path):
     np.testing.assert_allclose(np.asarray(out["scoremaps"]["gradcam"]),
                                np.asarray(boxes.scoremaps(maps, (t.SIZE, t.SIZE), "bicubic")),
                                atol=1e-6)
-    written = scoremap_export.export_model_scoremaps(config, model, variables, [data],
+    written = write.export_model_scoremaps(config, model, variables, [data],
                                                      str(tmp_path))
     root = written["scoremap_roots"]["gradcam"]
     first = np.load(os.path.join(root, "test", "0000000.png.npy"))
@@ -179,7 +182,7 @@ def test_predict_maps_and_export_write_posthoc_kinds(tiny, tmp_path):
 def test_map_table_selection_on_the_test_split_is_the_protocol(tiny):
     """With validation = test, the validation-chosen MaxBoxAccV2 is MaxBoxAccV2 itself; on
     another validation split it cannot exceed it."""
-    from infocam_jax.evaluation import map_table
+    from infocam_jax.experiments import map_table
     model, variables, data = tiny
     kinds = ("cam", "gradcam")
     same = map_table.evaluate(t.make_config(), model, variables, [data], [data],

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from infocam_jax import train, train_loop
+from infocam_jax.train import trainer, loop
 from infocam_jax.evaluation import evaluators
 
 import test_wsol_metadata as twm  # noqa: E402  (metadata trees)
@@ -58,8 +58,8 @@ def test_selection_needs_a_per_epoch_accuracy():
 
 def _logged(monkeypatch):
     logged = []
-    real = train_loop.write_scalars
-    monkeypatch.setattr(train_loop, "write_scalars",
+    real = loop.write_scalars
+    monkeypatch.setattr(loop, "write_scalars",
                         lambda w, step, scalars: (logged.append(dict(scalars)),
                                                   real(w, step, scalars)))
     return logged
@@ -69,12 +69,12 @@ def test_cheap_validation_keeps_the_final_numbers(tmp_path, monkeypatch):
     """Default (classification per epoch) and the old full-grid per-epoch validation pick the
     same epoch and give the same final test results."""
     base = dict(num_epochs=2, max_steps_per_epoch=2, num_box_thresholds=20)
-    cheap = train.train_and_evaluate(tiny.tiny_config(**base), str(tmp_path / "cheap"))
+    cheap = trainer.train_and_evaluate(tiny.tiny_config(**base), str(tmp_path / "cheap"))
     full_cfg = tiny.tiny_config(**base)
     full_cfg.evals.eval = dict(type="localization", every_epoch=True, final=False)
     full_cfg.evals.localization = dict(type="localization")
     logged = _logged(monkeypatch)
-    full = train.train_and_evaluate(full_cfg, str(tmp_path / "full"))
+    full = trainer.train_and_evaluate(full_cfg, str(tmp_path / "full"))
     assert cheap.keys() == full.keys()
     np.testing.assert_equal(cheap, full)  # exact, NaN where nothing was counted
     per_epoch = [s for s in logged if any(k.startswith("eval/") for k in s)]
@@ -111,7 +111,7 @@ def test_mask_dataset_logs_pxap_per_epoch_and_at_test(tmp_path, monkeypatch):
     c = _mask_config(tmp_path)
     assert [e.name for e in evaluators.build(c)] == ["classification", "localization", "pxap"]
     logged = _logged(monkeypatch)
-    results = train.train_and_evaluate(c, str(tmp_path / "work"))
+    results = trainer.train_and_evaluate(c, str(tmp_path / "work"))
     per_epoch = [s for s in logged if "pxap/cam/pxap" in s]
     assert len(per_epoch) == 2  # both validation epochs (pxap every_epoch)
     for key in ("pxap/cam/pxap", "pxap/infocam/pxap", "pxap/cam/piou/valsel",

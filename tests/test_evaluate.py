@@ -293,58 +293,6 @@ def test_bad_inputs_raise(tiny):
         driver.evaluate(make_config(), model, variables, [data], num_devices=64)
 
 
-OLD_NAMES = {"EvalSettings": "settings", "MAP_KINDS": "settings", "KNOWN_MAP_KINDS": "settings",
-             "MULTI_LABEL_MAP_KINDS": "settings", "DISPLAY_NAMES": "settings",
-             "V2_IOU_THRESHOLDS": "settings", "class_maps": "forward",
-             "multilabel_class_maps": "forward", "predict_maps": "forward",
-             "init_counts": "step", "eval_step": "step", "make_eval_step": "step",
-             "finalize": "step", "evaluate": "driver", "replicate": "devices",
-             "format_table": "run_tables", "write_results": "run_tables"}
-
-
-@pytest.mark.parametrize("name", sorted(OLD_NAMES))
-def test_old_evaluate_names_warn_and_point_at_the_new_ones(name):
-    import importlib
-    from infocam_jax import evaluate
-    new = importlib.import_module(f"infocam_jax.evaluation.{OLD_NAMES[name]}")
-    with pytest.warns(DeprecationWarning, match=f"evaluation.{OLD_NAMES[name]}.{name}"):
-        old = getattr(evaluate, name)
-    assert old is getattr(new, name)
-
-
-# Split or renamed evaluation modules: (old module, name, new module).
-MOVED_MODULE_NAMES = [("common", n, "devices") for n in ("pad_to", "shard", "replicate",
-                                                         "sum_devices", "check_num_devices")] + [
-    ("common", "write_json", "json_files"), ("common", "json_clean", "json_files"),
-    ("common", "box_options", "backends"), ("common", "default_kernel_fn", "backends"),
-    ("reports", "format_table", "run_tables"), ("reports", "write_results", "run_tables"),
-    ("summary", "aggregate", "seed_tables"), ("summary", "pm", "seed_tables"),
-    ("summary", "multi_label_report", "seed_tables")]
-
-
-@pytest.mark.parametrize("old_module, name, new_module", MOVED_MODULE_NAMES)
-def test_old_evaluation_module_names_warn_and_point_at_the_new_ones(old_module, name,
-                                                                    new_module):
-    import importlib
-    old = importlib.import_module(f"infocam_jax.evaluation.{old_module}")
-    new = importlib.import_module(f"infocam_jax.evaluation.{new_module}")
-    with pytest.warns(DeprecationWarning, match=f"evaluation.{new_module}.{name}"):
-        value = getattr(old, name)
-    assert value is getattr(new, name)
-
-
-def test_removed_readings_report_names_its_replacement():
-    from infocam_jax.evaluation import summary
-    with pytest.raises(AttributeError, match="readings_table.render"):
-        summary.readings_report  # noqa: B018
-
-
-def test_unknown_old_name_is_an_attribute_error():
-    from infocam_jax import evaluate
-    with pytest.raises(AttributeError, match="no_such_name"):
-        evaluate.no_such_name  # noqa: B018
-
-
 @pytest.mark.parametrize("normalize,expected", [
     ("minmax", [3, 4, 14, 10]),   # (0.1 + 1) / 2 = 0.55 > 0.2: the weak blob joins the square
     ("max", [3, 4, 11, 10]),      # max(0.1, 0) / 1 = 0.1 < 0.2: the square alone
@@ -388,16 +336,17 @@ def _multi_label_data(n=8, seed=3):
 def test_multilabel_grid_step_matches_the_eval_step_with_its_box_backend(backend, monkeypatch):
     """region_grid's (map, R) x threshold step counts what the eval step counts at each fixed
     threshold, and hands the settings' box_backend to every box pass."""
-    from infocam_jax import _native, multilabel_metrics
+    from infocam_jax.native import ffi
+    from infocam_jax.metrics import multilabel
     from infocam_jax.evaluation import region_grid
-    if backend == "native" and not _native.available():
+    if backend == "native" and not ffi.available():
         pytest.skip("compiled box kernel not built")
     model = TinyNet(3)
     variables = tiny_variables(model, channels=3)
     batch = _multi_label_data()
     seen = []
-    real = multilabel_metrics.slot_max_iou
-    monkeypatch.setattr(multilabel_metrics, "slot_max_iou",
+    real = multilabel.slot_max_iou
+    monkeypatch.setattr(multilabel, "slot_max_iou",
                         lambda *a, **kw: seen.append(kw) or real(*a, **kw))
     config = make_config(num_classes=3, multi_label=True, box_backend=backend)
     kinds_r, thresholds = (("cam", 1), ("infocam", 3)), (0.2, 0.5, 0.8)

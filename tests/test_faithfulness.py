@@ -1,4 +1,4 @@
-"""Tests of infocam_jax.faithfulness against plain NumPy / SciPy statements of each definition.
+"""Tests of infocam_jax.metrics.faithfulness against plain NumPy / SciPy statements of each definition.
 
 The ROAD imputation is checked against a SciPy sparse solve of the system written pixel by
 pixel; the confidence and ROAD counters against NumPy loops over images with a linear model;
@@ -12,7 +12,7 @@ import pytest
 import scipy.sparse as sp
 import scipy.sparse.linalg as spl
 
-from infocam_jax import faithfulness as F
+from infocam_jax.metrics import faithfulness as F
 
 NUM_CLASSES = 4
 

@@ -139,7 +139,7 @@ def test_plain_train_step_feeds_the_dropout_stream():
     import ml_collections  # pylint: disable=import-outside-toplevel
     import optax  # pylint: disable=import-outside-toplevel
 
-    from infocam_jax import train, train_state as ts  # pylint: disable=import-outside-toplevel
+    from infocam_jax.train import trainer, state as ts  # pylint: disable=import-outside-toplevel
 
     class TinyDropout(nn.Module):
         @nn.compact
@@ -152,7 +152,7 @@ def test_plain_train_step_feeds_the_dropout_stream():
     tx = optax.sgd(0.0)
     config = ml_collections.ConfigDict(dict(loss="softmax", multi_label=False))
     step = ts.parallelize(lambda s, b, k: ts.train_step(
-        s, b, k, model=model, tx=tx, loss_fn=train.make_loss_fn(config, None),
+        s, b, k, model=model, tx=tx, loss_fn=trainer.make_loss_fn(config, None),
         multi_label=False))
     state = ts.replicate(ts.create_train_state(variables, tx))
     key = ts.replicate(jax.random.PRNGKey(1))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from infocam_jax.evaluation import masks
+from infocam_jax.metrics import pxap
 
 
 def np_histograms(scores, foreground, ignore, thresholds):
@@ -56,19 +56,19 @@ class TestScoreBins:
         scores, _, _, thresholds = random_case(0, interval=interval)
         edges = np.append(thresholds, [1.0, 2.0, 3.0])
         expected = np.digitize(scores.astype(np.float64), edges) - 1  # e_k <= s < e_{k+1}
-        np.testing.assert_array_equal(np.asarray(masks.score_bins(scores, thresholds)),
+        np.testing.assert_array_equal(np.asarray(pxap.score_bins(scores, thresholds)),
                                       expected)
-        np.testing.assert_array_equal(masks.host_score_bins(scores, thresholds), expected)
+        np.testing.assert_array_equal(pxap.host_score_bins(scores, thresholds), expected)
 
     def test_one_falls_in_bin_t(self):
         thresholds = np.arange(0, 1, 0.1)
-        assert int(masks.score_bins(np.float32(1.0), thresholds)) == thresholds.size
-        assert int(masks.host_score_bins(1.0, thresholds)) == thresholds.size
+        assert int(pxap.score_bins(np.float32(1.0), thresholds)) == thresholds.size
+        assert int(pxap.host_score_bins(1.0, thresholds)) == thresholds.size
 
     @pytest.mark.parametrize("bad", [[], [0.5, 0.2], [0.0, 1.0], [-0.1, 0.5]])
     def test_bad_thresholds(self, bad):
         with pytest.raises(ValueError, match="thresholds"):
-            masks.bin_edges(bad)
+            pxap.bin_edges(bad)
 
 
 class TestPixelCounts:
@@ -76,7 +76,7 @@ class TestPixelCounts:
     @pytest.mark.parametrize("seed", [0, 1])
     def test_histograms_equal_numpy(self, seed, jit):
         scores, fg, ignore, thresholds = random_case(seed)
-        fn = lambda s, f, i: masks.pixel_counts(s, f, i, thresholds)  # noqa: E731
+        fn = lambda s, f, i: pxap.pixel_counts(s, f, i, thresholds)  # noqa: E731
         counts = (jax.jit(fn) if jit else fn)(scores, fg, ignore)
         pos, neg = np_histograms(scores, fg, ignore, thresholds)
         np.testing.assert_array_equal(np.asarray(counts.positive), pos)
@@ -85,18 +85,18 @@ class TestPixelCounts:
     def test_padding_rows_count_zero_times(self):
         scores, fg, ignore, thresholds = random_case(2, shape=(4, 8, 8))
         valid = np.array([True, False, True, False])
-        masked = masks.pixel_counts(scores, fg, ignore, thresholds, valid)
-        subset = masks.pixel_counts(scores[valid], fg[valid], ignore[valid], thresholds)
+        masked = pxap.pixel_counts(scores, fg, ignore, thresholds, valid)
+        subset = pxap.pixel_counts(scores[valid], fg[valid], ignore[valid], thresholds)
         chex.assert_trees_all_equal(masked, subset)
 
     def test_merge_and_psum_equal_whole(self):
         scores, fg, ignore, thresholds = random_case(3, shape=(4, 8, 8))
-        whole = masks.pixel_counts(scores, fg, ignore, thresholds)
-        halves = [masks.pixel_counts(scores[s], fg[s], ignore[s], thresholds)
+        whole = pxap.pixel_counts(scores, fg, ignore, thresholds)
+        halves = [pxap.pixel_counts(scores[s], fg[s], ignore[s], thresholds)
                   for s in (slice(0, 2), slice(2, 4))]
         chex.assert_trees_all_equal(halves[0].merge(halves[1]), whole)
         shards = jax.vmap(
-            lambda s, f, i: lax.psum(masks.pixel_counts(s, f, i, thresholds), "d"),
+            lambda s, f, i: lax.psum(pxap.pixel_counts(s, f, i, thresholds), "d"),
             axis_name="d")(scores.reshape(2, 2, 8, 8), fg.reshape(2, 2, 8, 8),
                            ignore.reshape(2, 2, 8, 8))
         np.testing.assert_array_equal(np.asarray(shards.positive[0]), whole.positive)
@@ -104,45 +104,45 @@ class TestPixelCounts:
 
     def test_update_from_empty(self):
         scores, fg, ignore, thresholds = random_case(4)
-        counts = masks.PixelCounts.empty(thresholds).update(scores, fg, ignore)
-        chex.assert_trees_all_equal(counts, masks.pixel_counts(scores, fg, ignore, thresholds))
+        counts = pxap.PixelCounts.empty(thresholds).update(scores, fg, ignore)
+        chex.assert_trees_all_equal(counts, pxap.pixel_counts(scores, fg, ignore, thresholds))
 
     def test_shape_errors(self):
         scores, fg, ignore, thresholds = random_case(5)
         with pytest.raises(ValueError, match="foreground"):
-            masks.pixel_counts(scores, fg[:1], ignore, thresholds)
+            pxap.pixel_counts(scores, fg[:1], ignore, thresholds)
         with pytest.raises(ValueError, match="valid"):
-            masks.pixel_counts(scores, fg, ignore, thresholds, np.ones(2, bool))
+            pxap.pixel_counts(scores, fg, ignore, thresholds, np.ones(2, bool))
         with pytest.raises(ValueError, match="rank 3"):
-            masks.pixel_counts(scores[0], fg[0], ignore[0], thresholds)
+            pxap.pixel_counts(scores[0], fg[0], ignore[0], thresholds)
 
 
 class TestAveragePrecision:
     @pytest.mark.parametrize("seed,interval", [(0, 0.01), (1, 0.001), (2, 0.1)])
     def test_equals_per_threshold_statement(self, seed, interval):
         scores, fg, ignore, thresholds = random_case(seed, interval=interval)
-        got = masks.pxap(scores, fg, ignore, thresholds)
+        got = pxap.pxap(scores, fg, ignore, thresholds)
         np.testing.assert_allclose(got, np_ap(scores, fg, ignore, thresholds), rtol=1e-12)
 
     def test_perfect_map_is_one(self):
         _, fg, ignore, thresholds = random_case(6)
-        assert masks.pxap(fg.astype(np.float32), fg, ignore, thresholds) == 1.0
+        assert pxap.pxap(fg.astype(np.float32), fg, ignore, thresholds) == 1.0
 
     @pytest.mark.parametrize("value", [0.0, 0.5, 1.0])
     def test_constant_map_is_the_foreground_fraction(self, value):
         _, fg, ignore, thresholds = random_case(7)
         scores = np.full(fg.shape, value, np.float32)
         expected = fg.sum() / (fg.sum() + (~fg & ~ignore).sum())
-        np.testing.assert_allclose(masks.pxap(scores, fg, ignore, thresholds), expected,
+        np.testing.assert_allclose(pxap.pxap(scores, fg, ignore, thresholds), expected,
                                    rtol=1e-12)
 
     def test_result_curve(self):
         scores, fg, ignore, thresholds = random_case(8)
-        result = masks.pixel_counts(scores, fg, ignore, thresholds).result()
+        result = pxap.pixel_counts(scores, fg, ignore, thresholds).result()
         assert result["recall"][-1] == 1.0
         assert result["precision"].shape == (thresholds.size + 2,)
 
     def test_no_foreground_raises(self):
         scores, fg, ignore, thresholds = random_case(9)
         with pytest.raises(ValueError, match="foreground"):
-            masks.pxap(scores, np.zeros_like(fg), ignore, thresholds)
+            pxap.pxap(scores, np.zeros_like(fg), ignore, thresholds)

@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 from infocam_jax import models
-from infocam_jax.models import convert, parity, spg
+from infocam_jax.models import convert, parity
+from infocam_jax.methods import spg
 
 FIXTURE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 FIXTURES = sorted(glob.glob(os.path.join(FIXTURE_DIR, "method_parity*.npz")))

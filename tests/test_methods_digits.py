@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from infocam_jax import models
-from infocam_jax.models import acol, digits, spg
+from infocam_jax.methods import acol, spg
+from infocam_jax.models import digits
 
 IMAGES = jax.random.normal(jax.random.PRNGKey(0), (3, 16, 16, 1))
 LABELS = jnp.array([1, 4, 7])

@@ -1,4 +1,4 @@
-"""Tests of infocam_jax/methods_table.py: Eq. (V) against NumPy, and the method table end to end
+"""Tests of infocam_jax/experiments/methods_table.py: Eq. (V) against NumPy, and the method table end to end
 through launch-level ``reproduction.reproduce`` on the tiny synthetic config."""
 import json
 import pathlib
@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from infocam_jax import methods_table, metrics, reproduction
+from infocam_jax.experiments import methods_table, reproduction
+from infocam_jax import metrics
 from infocam_jax.evaluation.settings import EvalSettings
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from infocam_jax import metrics, multilabel_metrics
+from infocam_jax import metrics
+from infocam_jax.metrics import multilabel
 
 
 # ------------------------------------------------------------------ NumPy / OpenCV reference
@@ -74,7 +75,7 @@ def backend(request, monkeypatch):
     if request.param == "reference":
         stub = types.SimpleNamespace(max_contour_iou=ref_max_contour_iou)
         monkeypatch.setattr(metrics, "_boxes_module", lambda: stub)
-        monkeypatch.setattr(multilabel_metrics, "_boxes_module", lambda: stub)
+        monkeypatch.setattr(multilabel, "_boxes_module", lambda: stub)
     return request.param
 
 
@@ -277,9 +278,9 @@ def test_localization_counts_under_jit(backend, known_batch):
 def test_multilabel_cls_correct_and_slots():
     logits = np.array([[2.0, -1.0, 0.0, 3.0], [-1.0, -2.0, 1.0, -0.5]], np.float32)
     targets = np.array([[1, 0, 1, 1], [0, 0, 1, 0]], np.float32)
-    np.testing.assert_array_equal(multilabel_metrics.multilabel_cls_correct(logits, targets),
+    np.testing.assert_array_equal(multilabel.multilabel_cls_correct(logits, targets),
                                   [[1, 1, 0, 1], [1, 1, 1, 1]])
-    slots, slot_valid = multilabel_metrics.present_label_slots(targets, 2)
+    slots, slot_valid = multilabel.present_label_slots(targets, 2)
     np.testing.assert_array_equal(slots, [[0, 2], [2, 0]])
     np.testing.assert_array_equal(slot_valid, [[1, 1], [1, 0]])
 
@@ -301,12 +302,12 @@ def test_multilabel_counts(backend):
     box_labels = np.array([[1, 3], [2, 2], [0, 3], [1, 0]], np.int32)
     box_valid = np.array([[1, 1], [1, 1], [1, 1], [1, 0]], bool)
     # Image 1 has the digit 2 twice: one pair, correct if either GT box is matched.
-    loc = multilabel_metrics.multilabel_loc_correct(maps, slot_labels, slot_valid, gt, box_labels, box_valid)
+    loc = multilabel.multilabel_loc_correct(maps, slot_labels, slot_valid, gt, box_labels, box_valid)
     np.testing.assert_array_equal(loc, [[1, 1], [1, 0], [1, 0], [1, 0]])
     # A map against a GT box of another label does not count.
     wrong_labels = np.array([[3, 1], [2, 2], [0, 3], [1, 0]], np.int32)
     np.testing.assert_array_equal(
-        multilabel_metrics.multilabel_loc_correct(maps, wrong_labels, slot_valid, gt, box_labels,
+        multilabel.multilabel_loc_correct(maps, wrong_labels, slot_valid, gt, box_labels,
                                        box_valid)[0], [0, 0])
 
     targets = np.zeros((4, num_labels), np.float32)
@@ -314,7 +315,7 @@ def test_multilabel_counts(backend):
         targets[b, slot_labels[b][slot_valid[b]]] = 1
     logits = np.where(targets > 0, 1.0, -1.0).astype(np.float32)
     logits[0, 0] = 2.0  # one false positive on label 0
-    counts = multilabel_metrics.multilabel_counts(logits, targets, maps, slot_labels, slot_valid, gt,
+    counts = multilabel.multilabel_counts(logits, targets, maps, slot_labels, slot_valid, gt,
                                        box_labels, box_valid)
     result = counts.result()
     np.testing.assert_allclose(result["cls_acc"], [3 / 4, 1, 1, 1])
@@ -322,7 +323,7 @@ def test_multilabel_counts(backend):
     np.testing.assert_array_equal(counts.loc_correct, [1, 2, 1, 1])
     np.testing.assert_allclose(result["loc_acc"], [1, 1, 1, 0.5])
     np.testing.assert_allclose(result["loc_acc_all"], 5 / 6)
-    masked = multilabel_metrics.MultiLabelCounts.empty(num_labels).update(
+    masked = multilabel.MultiLabelCounts.empty(num_labels).update(
         logits, targets, maps, slot_labels, slot_valid, gt, box_labels, box_valid,
         valid=np.array([1, 1, 0, 1], bool))
     np.testing.assert_array_equal(masked.loc_count, [0, 2, 1, 1])
@@ -362,14 +363,14 @@ def _bad_input_cases():
         (lambda: metrics.topk_correct(logits, np.array([0, 1]), 0), "k"),
         (lambda: metrics.localization_counts(logits, np.array([0, 1]), maps[:1], gt, valid),
          "scoremaps"),
-        (lambda: multilabel_metrics.multilabel_cls_correct(logits, np.zeros((2, 4))), "targets"),
-        (lambda: multilabel_metrics.present_label_slots(np.zeros((2, 3)), 4), "max_labels"),
-        (lambda: multilabel_metrics.multilabel_loc_correct(maps, np.zeros((2, 1)), np.ones((2, 1), bool),
+        (lambda: multilabel.multilabel_cls_correct(logits, np.zeros((2, 4))), "targets"),
+        (lambda: multilabel.present_label_slots(np.zeros((2, 3)), 4), "max_labels"),
+        (lambda: multilabel.multilabel_loc_correct(maps, np.zeros((2, 1)), np.ones((2, 1), bool),
                                                 gt, np.zeros((2, 1)), valid), "scoremaps"),
-        (lambda: multilabel_metrics.multilabel_loc_correct(maps[:, None], np.zeros((2, 2)),
+        (lambda: multilabel.multilabel_loc_correct(maps[:, None], np.zeros((2, 2)),
                                                 np.ones((2, 1), bool), gt, np.zeros((2, 1)),
                                                 valid), "slot_labels"),
-        (lambda: multilabel_metrics.multilabel_loc_correct(maps[:, None], np.zeros((2, 1)),
+        (lambda: multilabel.multilabel_loc_correct(maps[:, None], np.zeros((2, 1)),
                                                 np.ones((2, 1), bool), gt, np.zeros((2, 2)),
                                                 valid), "box_labels"),
     ]
@@ -381,12 +382,3 @@ def test_bad_input_raises(case):
     with pytest.raises(ValueError, match=match):
         call()
 
-
-@pytest.mark.parametrize("name", ["MultiLabelCounts", "multilabel_cls_correct",
-                                  "multilabel_counts", "multilabel_loc_correct",
-                                  "present_label_slots"])
-def test_old_multilabel_names_in_metrics_warn(name):
-    with pytest.warns(DeprecationWarning, match=f"multilabel_metrics.{name}"):
-        old = getattr(metrics, name)
-    assert old is getattr(multilabel_metrics, name)
-    assert name not in metrics.__all__

@@ -370,7 +370,7 @@ def _random_variables(model, shape, seed=0):
 
 
 def _normalised_cams(features, kernel, labels):
-    from infocam_jax import cams  # pylint: disable=import-outside-toplevel
+    from infocam_jax.maps import cams  # pylint: disable=import-outside-toplevel
     m = np.asarray(cams.cam(features, kernel, labels), np.float64)
     lo = m.min(axis=(1, 2), keepdims=True)
     hi = m.max(axis=(1, 2), keepdims=True)
@@ -400,21 +400,21 @@ def test_bf16_outputs_float32_and_maps_close_to_float32(name):
 
 
 def test_bf16_train_step_updates_float32_params():
-    """config.dtype="bfloat16" through train.create_model and the per-device train step:
+    """config.dtype="bfloat16" through trainer.create_model and the per-device train step:
     gradients, updated parameters and BatchNorm statistics are float32 and finite."""
     import ml_collections  # pylint: disable=import-outside-toplevel
     import optax  # pylint: disable=import-outside-toplevel
 
-    from infocam_jax import train, train_state  # pylint: disable=import-outside-toplevel
+    from infocam_jax.train import trainer, state  # pylint: disable=import-outside-toplevel
     config = ml_collections.ConfigDict(dict(
         model="resnet50", num_classes=5, dtype="bfloat16",
         model_options=dict(adl_positions="30", adl_drop_rate=0.75, adl_gamma=0.9)))
-    model = train.create_model(config)
+    model = trainer.create_model(config)
     assert model.dtype == jnp.bfloat16
     shape = (2, 32, 32, 3)
     variables = _random_variables(model, shape, seed=1)
     tx = optax.sgd(0.1, momentum=0.9)
-    state = train_state.create_train_state(variables, tx)
+    state = state.create_train_state(variables, tx)
     batch = {"image": np.asarray(jax.random.normal(jax.random.key(2), shape)),
              "label": np.array([1, 3], np.int32)}
 
@@ -422,12 +422,12 @@ def test_bf16_train_step_updates_float32_params():
         assert logits.dtype == jnp.float32
         return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
 
-    step = train_state.parallelize(lambda s, b, k: train_state.train_step(
+    step = state.parallelize(lambda s, b, k: state.train_step(
         s, b, k, model=model, tx=tx, loss_fn=loss_fn, multi_label=False))
-    new, metrics = step(train_state.replicate(state), train_state.shard_batch(batch, 1),
-                        train_state.replicate(jax.random.key(0)))
-    new = train_state.unreplicate(new)
-    assert np.isfinite(train_state.unreplicate(metrics)["loss"])
+    new, metrics = step(state.replicate(state), state.shard_batch(batch, 1),
+                        state.replicate(jax.random.key(0)))
+    new = state.unreplicate(new)
+    assert np.isfinite(state.unreplicate(metrics)["loss"])
     for tree in (new.params, new.batch_stats, new.opt_state):
         for leaf in jax.tree_util.tree_leaves(tree):
             assert leaf.dtype == np.float32 and np.isfinite(leaf).all()
@@ -469,10 +469,10 @@ def test_create_rejects_other_dtypes(dtype):
 def test_train_create_model_dtype_conflict():
     import ml_collections  # pylint: disable=import-outside-toplevel
 
-    from infocam_jax import train  # pylint: disable=import-outside-toplevel
+    from infocam_jax.train import trainer  # pylint: disable=import-outside-toplevel
     config = ml_collections.ConfigDict(dict(model="vgg16_gap", num_classes=3, dtype="float32",
                                             model_options=dict(dtype="bfloat16")))
     with pytest.raises(ValueError, match="config.dtype"):
-        train.create_model(config)
+        trainer.create_model(config)
     config.dtype = "bfloat16"
-    assert train.create_model(config).dtype == jnp.bfloat16
+    assert trainer.create_model(config).dtype == jnp.bfloat16

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from test_boxes import reference_boxes, reference_iou
 
-from infocam_jax import _native, boxes
+from infocam_jax.native import ffi
+from infocam_jax import boxes
 
 cv2 = pytest.importorskip("cv2")
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,8 +26,8 @@ THRESHOLDS = np.array([0.0, 0.001, 0.2, 0.5, 0.75, 0.999, 1.0])
 
 @pytest.fixture(scope="module", autouse=True)
 def native():
-    if not _native.available():
-        pytest.skip(f"native box kernel unavailable: {_native.unavailable_reason()}")
+    if not ffi.available():
+        pytest.skip(f"native box kernel unavailable: {ffi.unavailable_reason()}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,12 +149,12 @@ def test_host_callback_path_equals_ffi(small_batch):
     # The path used off the CPU platform (pure_callback to the same kernel), run here on CPU.
     maps, gt, valid = small_batch
     q = (maps * np.float32(255)).astype(np.uint8)
-    np.testing.assert_array_equal(np.asarray(_native.largest_boxes(q, ffi=False)),
-                                  np.asarray(_native.largest_boxes(q, ffi=True)))
-    via_callback = jax.jit(jax.vmap(lambda a, b, c: _native.contour_iou(a, b, c, ffi=False)))(
+    np.testing.assert_array_equal(np.asarray(ffi.largest_boxes(q, ffi=False)),
+                                  np.asarray(ffi.largest_boxes(q, ffi=True)))
+    via_callback = jax.jit(jax.vmap(lambda a, b, c: ffi.contour_iou(a, b, c, ffi=False)))(
         q.reshape(2, 4, 10, 14), gt.reshape(2, 4, 2, 4), valid.reshape(2, 4, 2))
     np.testing.assert_array_equal(np.asarray(via_callback).reshape(8, -1),
-                                  np.asarray(_native.contour_iou(q, gt, valid, ffi=True)))
+                                  np.asarray(ffi.contour_iou(q, gt, valid, ffi=True)))
 
 
 def _run_python(code, **env):
@@ -243,15 +244,15 @@ def test_thread_setting(monkeypatch, small_batch):
     maps, gt, valid = small_batch
     q = (maps * np.float32(255)).astype(np.uint8)
     monkeypatch.setenv("INFOCAM_NATIVE_THREADS", "3")
-    assert _native._threads() == 3
-    three = _native._ffi_largest(q)
+    assert ffi._threads() == 3
+    three = ffi._ffi_largest(q)
     monkeypatch.setenv("INFOCAM_NATIVE_THREADS", "1")
-    np.testing.assert_array_equal(np.asarray(_native._ffi_largest(q)), np.asarray(three))
+    np.testing.assert_array_equal(np.asarray(ffi._ffi_largest(q)), np.asarray(three))
     monkeypatch.setenv("INFOCAM_NATIVE_THREADS", "two")
     with pytest.raises(ValueError, match="INFOCAM_NATIVE_THREADS"):
-        _native._threads()
+        ffi._threads()
     monkeypatch.delenv("INFOCAM_NATIVE_THREADS")
-    assert _native._threads() >= 1
+    assert ffi._threads() >= 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -293,10 +294,10 @@ def test_host_path_range_check(bad):
     for x in (0, 20, 36):                          # in a SIMD block and in the tail
         broken = maps.copy()
         broken[1, 4, x] = bad
-        with pytest.raises(_native.MapRangeError):
-            _native.host_largest_box(broken, table)
-        with pytest.raises(_native.MapRangeError):
-            _native.host_contour_iou(broken, table, gt, valid)
+        with pytest.raises(ffi.MapRangeError):
+            ffi.host_largest_box(broken, table)
+        with pytest.raises(ffi.MapRangeError):
+            ffi.host_contour_iou(broken, table, gt, valid)
         with pytest.raises(ValueError, match=r"scoremaps must lie in \[0, 1\]"):
             boxes.largest_box(broken, THRESHOLDS, backend="native")
         with pytest.raises(ValueError, match=r"scoremaps must lie in \[0, 1\]"):

@@ -1,4 +1,4 @@
-"""Tests of infocam_jax.posthoc: relations to CAM, bad input, and parity with the peer.
+"""Tests of infocam_jax.maps.posthoc: relations to CAM, bad input, and parity with the peer.
 
 Parity: on the same converted weights (torchvision-format state dicts of tests/test_convert.py
 loaded into its PyTorch twins and, through ``convert.convert_state_dict``, into our models),
@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from infocam_jax import cams, models, posthoc
+from infocam_jax.maps import cams, posthoc
+from infocam_jax import models
 from infocam_jax.models import convert
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))

@@ -12,7 +12,8 @@ import pathlib
 import numpy as np
 import pytest
 
-from infocam_jax.evaluation import readings_table, seed_tables, thresholds
+from infocam_jax.experiments import readings_table, seed_tables
+from infocam_jax.evaluation import thresholds
 from infocam_jax.evaluation.settings import EvalSettings
 
 DATA = pathlib.Path(__file__).resolve().parents[1] / "docs" / "results_data"
@@ -96,9 +97,9 @@ def test_one_seed_table_cells():
 def test_main_job_prints_the_one_table(tmp_path):
     """A heads run with eval_readings writes the readings table in this module's layout."""
     import tiny
-    from infocam_jax import train
+    from infocam_jax.train import trainer
     c = tiny.tiny_config(heads=("pc_sigmoid",), eval_readings=True, num_box_thresholds=10)
-    train.train_and_evaluate(c, str(tmp_path))
+    trainer.train_and_evaluate(c, str(tmp_path))
     text = (tmp_path / "results.md").read_text()
     assert text.startswith("## CAM vs infoCAM under every reading\n\nTest split, %, mean ± std "
                            "over seeds [0]; largest box at IoU >= 0.5; R = 3; threshold grid "

@@ -13,8 +13,9 @@ import chex
 import numpy as np
 import pytest
 
-from infocam_jax import metrics, reproduction
-from infocam_jax.evaluation import baselines, seed_tables
+from infocam_jax import metrics
+from infocam_jax.experiments import reproduction
+from infocam_jax.experiments import baselines, seed_tables
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -146,7 +147,7 @@ def test_infocam_not_below_cam_and_both_far_above_random(small_run):
 def test_saved_runs_reads_the_runs_as_the_reproduction_does(small_run):
     """launch/evaluate_readings.py's library call re-reads the saved checkpoint: its threshold
     selections equal the ones the reproduction computed while it ran (same run, same data)."""
-    from infocam_jax import saved_runs
+    from infocam_jax.experiments import saved_runs
     result, workdir, config = small_run
     text = saved_runs.read_runs(config, str(workdir), heads=("pc_sigmoid",), seeds=[0],
                                 log=lambda s: None)

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from infocam_jax.evaluation import scoremap_export
-from infocam_jax.evaluation import scoremap_files as sf
-from infocam_jax.evaluation import scoremap_io
+from infocam_jax.evaluation.scoremaps import write
+from infocam_jax.evaluation.scoremaps import score as sf
+from infocam_jax.evaluation.scoremaps import read
 
 cv2 = pytest.importorskip("cv2")
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -165,10 +165,10 @@ class TestResizeBoxes:
             box = [int(rng.integers(0, w)), int(rng.integers(0, h)), int(rng.integers(0, w)),
                    int(rng.integers(0, h))]
             expected = [int(float(v) * 224.0 / float(d)) for v, d in zip(box, (w, h, w, h))]
-            assert scoremap_io.resize_boxes(box, (w, h)).tolist() == expected
+            assert read.resize_boxes(box, (w, h)).tolist() == expected
 
     def test_hand_value(self):
-        assert scoremap_io.resize_boxes([1, 2, 4, 3], (10, 20)).tolist() == [22, 22, 89, 33]
+        assert read.resize_boxes([1, 2, 4, 3], (10, 20)).tolist() == [22, 22, 89, 33]
 
 
 class TestBoxEvaluation:
@@ -207,7 +207,7 @@ class TestBoxEvaluation:
 
     def test_host_engine_never_imports_jax_and_reports_timings(self, tmp_path):
         box_tree(tmp_path, num=3)
-        code = (f"import sys; from infocam_jax.evaluation import scoremap_files as sf; "
+        code = (f"import sys; from infocam_jax.evaluation.scoremaps import score as sf; "
                 f"r = sf.evaluate_scoremaps({str(tmp_path / 'maps')!r}, "
                 f"{str(tmp_path / 'metadata')!r}, 'CUB', 'val', progress=False, engine='host'); "
                 f"print(r['engine'], 'jax' in sys.modules, sorted(r['timings_s']))")
@@ -260,7 +260,7 @@ class TestMaskEvaluation:
         image = image.convert("P") if mode == "P" else image
         path = tmp_path / "m.png"
         image.save(path)
-        fg, _ = scoremap_io.load_mask(str(tmp_path), ["m.png"], "")
+        fg, _ = read.load_mask(str(tmp_path), ["m.png"], "")
         ref = cv2.resize(np.float32(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)), (224, 224),
                          interpolation=cv2.INTER_NEAREST) > 0.5
         np.testing.assert_array_equal(fg, ref)
@@ -335,8 +335,8 @@ class TestSaveScoremaps:
         gt = np.array([[[4, 5, 15, 18], [0, 0, 0, 0]], [[8, 8, 20, 20], [1, 1, 30, 30]],
                        [[2, 3, 9, 9], [0, 0, 0, 0]]])
         valid = np.array([[True, False], [True, True], [True, False]])
-        scoremap_export.save_scoremaps(str(tmp_path / "maps"), ids, maps)
-        scoremap_export.write_metadata(str(tmp_path / "metadata" / "ILSVRC" / "val"), ids, [0, 1, 0],
+        write.save_scoremaps(str(tmp_path / "maps"), ids, maps)
+        write.write_metadata(str(tmp_path / "metadata" / "ILSVRC" / "val"), ids, [0, 1, 0],
                           [(224, 224)] * 3, boxes=(gt, valid))
         report = evaluate(tmp_path, "ILSVRC", cam_curve_interval=0.1)
         acc, _ = np_max_box_acc(maps, [g[v] for g, v in zip(gt, valid)],
@@ -401,7 +401,7 @@ class TestExportModelScoremaps:
                  "box_valid": np.array([[True, False], [True, True], [False, False],
                                         [True, False]]),
                  "valid": np.array([True, True, True, False])}
-        out = scoremap_export.export_model_scoremaps(config, model, variables, [batch], str(tmp_path),
+        out = write.export_model_scoremaps(config, model, variables, [batch], str(tmp_path),
                                         split="val")
         assert (out["num_images"], out["num_skipped"]) == (2, 1)
         reading = settings.EvalSettings.from_config(config)
@@ -411,7 +411,7 @@ class TestExportModelScoremaps:
             for kind, root in out["scoremap_roots"].items():
                 saved = np.load(os.path.join(root, "val", f"{n:07d}.png.npy"))
                 np.testing.assert_array_equal(saved, np.asarray(want["scoremaps"][kind][b]))
-        meta = scoremap_io.read_metadata(str(tmp_path / "metadata" / "synthetic" / "val"))
+        meta = read.read_metadata(str(tmp_path / "metadata" / "synthetic" / "val"))
         assert meta.boxes == {"val/0000000.png": [(1, 2, 9, 9)],
                               "val/0000001.png": [(1, 2, 9, 9), (0, 0, 3, 3)]}
         report = sf.evaluate_scoremaps(out["scoremap_roots"]["cam"], out["metadata_root"],

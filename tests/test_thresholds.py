@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from infocam_jax import boxes, metrics
-from infocam_jax.evaluation import (driver, forward, readings_table, seed_tables, step,
-                                    thresholds)
+from infocam_jax.evaluation import driver, forward, step, thresholds
+from infocam_jax.experiments import readings_table, seed_tables
 from infocam_jax.evaluation.settings import EvalSettings
 
 import test_evaluate as te  # noqa: E402  (shared tiny models and data)

@@ -20,8 +20,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from infocam_jax import optim
-from infocam_jax import train_state as ts
+from infocam_jax.train import optim
+from infocam_jax.train import state as ts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -122,7 +122,7 @@ WORKER = textwrap.dedent('''
     import ml_collections
     import numpy as np
     sys.path.insert(0, os.environ["REPO"])
-    from infocam_jax import optim, train, train_state as ts
+    from infocam_jax.train import optim, trainer, state as ts
 
     class TinyBN(nn.Module):
         """Conv-BatchNorm-ReLU-GAP-Dense returning (logits, features), BN synced on "batch"."""
@@ -143,7 +143,7 @@ WORKER = textwrap.dedent('''
     mask = jax.tree_util.tree_map_with_path(lambda p, _: p[0].key == "head", variables["params"])
     tx, _ = optim.create_optimizer(oc, 2, mask)
     step = ts.parallelize(lambda s, b, k: ts.train_step(
-        s, b, k, model=model, tx=tx, loss_fn=train.make_loss_fn(config, None),
+        s, b, k, model=model, tx=tx, loss_fn=trainer.make_loss_fn(config, None),
         multi_label=False))
     p_state = ts.replicate(ts.create_train_state(variables, tx))
     key = ts.replicate(jax.random.PRNGKey(1))
@@ -170,7 +170,7 @@ WORKER = textwrap.dedent('''
         bad = ml_collections.ConfigDict(dict(loss="softmax", multi_label=False, batch_size=6,
                                              eval_batch_size=8, num_epochs=1))
         try:
-            train.train_and_evaluate(bad, os.path.join(os.path.dirname(out), "bad_workdir"))
+            trainer.train_and_evaluate(bad, os.path.join(os.path.dirname(out), "bad_workdir"))
         except ValueError as e:
             errors["train_and_evaluate"] = str(e)
     np.savez(out, **flat)
@@ -334,7 +334,7 @@ def _tiny_config(**overrides):
 
 @pytest.fixture(scope="module")
 def train_lib():
-    from infocam_jax import train  # pylint: disable=import-outside-toplevel
+    from infocam_jax.train import trainer  # pylint: disable=import-outside-toplevel
     return train
 
 
@@ -365,7 +365,8 @@ def _killing_make_iterator(real, kill_epoch, after_batches):
 
 def test_kill_and_resume_reaches_the_uninterrupted_state(train_lib, uninterrupted, tmp_path,
                                                          monkeypatch):
-    from infocam_jax import checkpointing, data  # pylint: disable=import-outside-toplevel
+    from infocam_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
+    from infocam_jax import data
     workdir_a, results_a = uninterrupted
     workdir_b = str(tmp_path)
     config = _tiny_config()
@@ -374,7 +375,7 @@ def test_kill_and_resume_reaches_the_uninterrupted_state(train_lib, uninterrupte
     with pytest.raises(KeyboardInterrupt):
         train_lib.train_and_evaluate(config, workdir_b)
     monkeypatch.undo()
-    assert sorted(os.listdir(os.path.join(workdir_b, checkpointing.LATEST_DIR))) == ["1", "2"]
+    assert sorted(os.listdir(os.path.join(workdir_b, checkpoints.LATEST_DIR))) == ["1", "2"]
     results_b = train_lib.train_and_evaluate(config, workdir_b)  # resumes at epoch 2
     extras = {}
     for which in ("latest", "best"):
@@ -388,11 +389,12 @@ def test_kill_and_resume_reaches_the_uninterrupted_state(train_lib, uninterrupte
     np.testing.assert_equal(results_a, results_b)  # NaN (absent digit) == NaN here
     # The optimiser state (momentum buffers, step counts) is identical too.
     ref = train_lib.restore_variables(config, workdir_a, "latest")[0]
-    from infocam_jax import models, optim as optim_lib  # pylint: disable=import-outside-toplevel
+    from infocam_jax import models  # pylint: disable=import-outside-toplevel
+    from infocam_jax.train import optim as optim_lib
     tx, _ = optim_lib.create_optimizer(config.optimizer, 2,
                                        models.new_layer_mask(config.model, ref["params"]))
     target_opt = tx.init(ref["params"])
-    opts = [checkpointing.Checkpointer(w, 2).restore_latest(ref, target_opt)[1]
+    opts = [checkpoints.Checkpointer(w, 2).restore_latest(ref, target_opt)[1]
             for w in (workdir_a, workdir_b)]
     chex.assert_trees_all_equal(*opts)
 
@@ -420,7 +422,8 @@ def test_best_checkpoint_is_the_best_validation_epoch(train_lib, tmp_path, monke
 
 
 def test_nan_loss_aborts_with_a_clear_message(train_lib, tmp_path, monkeypatch):
-    from infocam_jax import checkpointing, data  # pylint: disable=import-outside-toplevel
+    from infocam_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
+    from infocam_jax import data
     real = data.make_iterator
 
     def poisoned(config, split, **kw):
@@ -433,7 +436,7 @@ def test_nan_loss_aborts_with_a_clear_message(train_lib, tmp_path, monkeypatch):
     monkeypatch.setattr(data, "make_iterator", poisoned)
     with pytest.raises(train_lib.NonFiniteLossError, match=r"training loss became nan by step 1"):
         train_lib.train_and_evaluate(_tiny_config(), str(tmp_path))
-    manager = checkpointing.Checkpointer(str(tmp_path), 1)
+    manager = checkpoints.Checkpointer(str(tmp_path), 1)
     assert manager.latest_epoch() is None  # nothing saved from the poisoned epoch
 
 
@@ -467,7 +470,7 @@ def test_launcher_with_two_processes_and_jax_distributed(tmp_path, cpu_collectiv
     (True, [0.1, 0.2, 0.7], [0.1, 0.2, 0.7]),        # already usable: unchanged
 ])
 def test_usable_prior_moves_only_degenerate_labels(multi_label, prior, expected):
-    from infocam_jax import train  # pylint: disable=import-outside-toplevel
-    got = train.usable_prior(np.array(prior), num_train=10, multi_label=multi_label)
+    from infocam_jax.train import trainer  # pylint: disable=import-outside-toplevel
+    got = trainer.usable_prior(np.array(prior), num_train=10, multi_label=multi_label)
     np.testing.assert_allclose(got, expected)
     assert np.all(np.isfinite(np.log(got)))

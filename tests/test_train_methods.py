@@ -1,4 +1,4 @@
-"""Tests of config.method in training (infocam_jax/train_methods.py, train_state.train_step).
+"""Tests of config.method in training (infocam_jax/methods/registry.py, train_state.train_step).
 
 * The step is wired: the loss the pmapped step reports equals the loss of the model on the
   batch transformed by ``augment`` with the documented keys (HaS, CutMix), and the network
@@ -16,8 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from infocam_jax import augment, models, optim, train, train_methods
-from infocam_jax import train_state as ts
+from infocam_jax.methods import augment, registry
+from infocam_jax import models
+from infocam_jax.train import optim, trainer
+from infocam_jax.train import state as ts
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -33,7 +35,7 @@ def _supports(backbone, method):
     """Whether models.create builds ``method`` on ``backbone`` (the zoo decides)."""
     c = _single_label(method=method, model=backbone)
     try:
-        train.create_model(c)
+        trainer.create_model(c)
     except ValueError:
         return False
     return True
@@ -42,7 +44,7 @@ def _supports(backbone, method):
 def _one_step(config, seed=0):
     """(reported loss, manual loss, manual loss on the untransformed batch, CutMix's (perm, λ))
     of one pmapped step from fresh variables on one batch."""
-    model = train.create_model(config)
+    model = trainer.create_model(config)
     rng = np.random.default_rng(seed)
     b = int(config.batch_size)
     images = rng.normal(size=(b, *config.image_size, 1)).astype(np.float32)
@@ -51,8 +53,8 @@ def _one_step(config, seed=0):
     variables = ts.init_variables(model, jax.random.PRNGKey(0), (*config.image_size, 1))
     tx, _ = optim.create_optimizer(config.optimizer, 1,
                                    models.new_layer_mask(config.model, variables["params"]))
-    loss_fn = train.make_loss_fn(config, None)
-    method = train_methods.build(config, loss_fn, train.make_classification_loss(config, None))
+    loss_fn = trainer.make_loss_fn(config, None)
+    method = registry.build(config, loss_fn, trainer.make_classification_loss(config, None))
     step = ts.parallelize(lambda s, bt, k: ts.train_step(
         s, bt, k, model=model, tx=tx, loss_fn=loss_fn, multi_label=False, method=method))
     root = jax.random.PRNGKey(7)
@@ -63,13 +65,13 @@ def _one_step(config, seed=0):
     # The same step by hand: step 0, device 0.
     step_key = jax.random.fold_in(root, 0)
     key = jax.random.fold_in(step_key, 0)
-    aug_key = jax.random.fold_in(step_key, train_methods.AUGMENT_STREAM)
+    aug_key = jax.random.fold_in(step_key, registry.AUGMENT_STREAM)
     opts = config.method_options
     mix = None
     if config.method == "has":
         images = augment.hide_and_seek(aug_key, images, opts.has_grid_size, opts.has_drop_rate)
     elif config.method == "cutmix":
-        perm_key = jax.random.fold_in(jax.random.fold_in(step_key, train_methods.PERM_STREAM), 0)
+        perm_key = jax.random.fold_in(jax.random.fold_in(step_key, registry.PERM_STREAM), 0)
         images, perm, lam = augment.cutmix(aug_key, images, opts.cutmix_beta, opts.cutmix_prob,
                                            perm_key)
         mix = (perm, lam)
@@ -86,8 +88,8 @@ def _one_step(config, seed=0):
         if config.method in ("acol", "spg"):
             return models.method_loss(
                 config.method, outputs, labels,
-                classification_loss=train.make_classification_loss(config, None),
-                spg_thresholds=train_methods.spg_thresholds(config))
+                classification_loss=trainer.make_classification_loss(config, None),
+                spg_thresholds=registry.spg_thresholds(config))
         return loss_fn(logits, batch)
 
     hand = jax.pmap(by_hand, axis_name=ts.AXIS_NAME)
@@ -146,18 +148,18 @@ def test_bad_method_config_names_the_field_and_writes_nothing(field, value, matc
     workdir = tmp_path / "run"
     workdir.mkdir()
     with pytest.raises(ValueError, match=match):
-        train.train_and_evaluate(_bad(field, value), str(workdir))
+        trainer.train_and_evaluate(_bad(field, value), str(workdir))
     assert os.listdir(workdir) == []
     missing = tmp_path / "never"
     with pytest.raises(ValueError, match=match):
-        train.train_and_evaluate(_bad(field, value), str(missing))
+        trainer.train_and_evaluate(_bad(field, value), str(missing))
     assert not missing.exists()
 
 
 def test_single_label_methods_reject_multi_label(tmp_path):
     c = tiny.tiny_config(method="acol")  # multi-label pc_sigmoid
     with pytest.raises(ValueError, match=r"config.method='acol'.*config.multi_label"):
-        train.train_and_evaluate(c, str(tmp_path))
+        trainer.train_and_evaluate(c, str(tmp_path))
     assert os.listdir(tmp_path) == []
 
 
@@ -167,14 +169,14 @@ def test_method_impossible_on_backbone_is_refused_before_the_workdir(tmp_path):
     c = _single_label()
     c.model_options.large_feature_map = True  # no large-feature-map variant of digits_cnn
     with pytest.raises(ValueError, match=r"config.model='digits_cnn'.*large_feature_map"):
-        train.train_and_evaluate(c, str(tmp_path))
+        trainer.train_and_evaluate(c, str(tmp_path))
     for backbone, method in impossible:
         with pytest.raises(ValueError, match=rf"config.model={backbone!r}.*{method}"):
-            train.train_and_evaluate(_single_label(method=method), str(tmp_path))
+            trainer.train_and_evaluate(_single_label(method=method), str(tmp_path))
     assert os.listdir(tmp_path) == []
 
 
 def test_a_workdir_of_another_method_is_refused(tmp_path):
-    train.train_and_evaluate(_single_label(method="cam"), str(tmp_path))
+    trainer.train_and_evaluate(_single_label(method="cam"), str(tmp_path))
     with pytest.raises(ValueError, match=r"method='cam'.*config.method='has'"):
-        train.train_and_evaluate(_single_label(method="has", num_epochs=2), str(tmp_path))
+        trainer.train_and_evaluate(_single_label(method="has", num_epochs=2), str(tmp_path))

@@ -1,9 +1,9 @@
-"""Tests of infocam_jax.visualize: PNG grid size, box colours, heat-map colours, bad input."""
+"""Tests of infocam_jax.experiments.figures: PNG grid size, box colours, heat-map colours, bad input."""
 import numpy as np
 import pytest
 from PIL import Image
 
-from infocam_jax import visualize
+from infocam_jax.experiments import figures
 
 
 def _inputs(b=3, h=16, w=16, c=1):
@@ -22,10 +22,10 @@ def test_png_has_expected_size(tmp_path, shape):
     b, h, w, c = shape
     images, maps, gt, gt_valid, preds = _inputs(b, h, w, c)
     path = tmp_path / "sub" / "grid.png"
-    size = visualize.render_grid(images, maps, gt, gt_valid, preds, path)
+    size = figures.render_grid(images, maps, gt, gt_valid, preds, path)
     with Image.open(path) as im:
         assert im.format == "PNG"
-        assert im.size == size == visualize.grid_size(b, 3, h, w)
+        assert im.size == size == figures.grid_size(b, 3, h, w)
     # 16 px images are upscaled by 8 (cells >= 128 px); width: label margin + B cells + pads.
     if h == 16:
         assert size == (96 + b * (128 + 4) + 4, 3 * (128 + 4) + 4)
@@ -34,22 +34,22 @@ def test_png_has_expected_size(tmp_path, shape):
 def test_boxes_drawn_in_red_and_green(tmp_path):
     images, maps, gt, gt_valid, preds = _inputs()
     path = tmp_path / "grid.png"
-    visualize.render_grid(images, maps, gt, gt_valid, preds, path)
+    figures.render_grid(images, maps, gt, gt_valid, preds, path)
     px = np.asarray(Image.open(path).convert("RGB"))
     s, pad, left = 8, 4, 96
     # Image row, column 0: GT box (2, 3, 9, 10) -> top-left corner at pixel (2*8, 3*8).
-    assert tuple(px[pad + 3 * s, left + 2 * s]) == visualize.GT_COLOUR
+    assert tuple(px[pad + 3 * s, left + 2 * s]) == figures.GT_COLOUR
     # The invalid GT slot (0, 0, 0, 0) is not drawn: the cell's corner is not red.
-    assert tuple(px[pad, left]) != visualize.GT_COLOUR
+    assert tuple(px[pad, left]) != figures.GT_COLOUR
     # CAM row (row 1): predicted box (4, 4, 12, 12) top edge in green.
     y0 = pad + (16 * s + pad)
-    assert tuple(px[y0 + 4 * s, left + 6 * s]) == visualize.PRED_COLOUR
+    assert tuple(px[y0 + 4 * s, left + 6 * s]) == figures.PRED_COLOUR
     # Image row has no predicted boxes.
-    assert tuple(px[pad + 4 * s, left + 6 * s]) != visualize.PRED_COLOUR
+    assert tuple(px[pad + 4 * s, left + 6 * s]) != figures.PRED_COLOUR
 
 
 def test_jet_matches_endpoints():
-    np.testing.assert_array_equal(visualize.jet(np.array([0.0, 0.5, 1.0])),
+    np.testing.assert_array_equal(figures.jet(np.array([0.0, 0.5, 1.0])),
                                   [[0, 0, 128], [128, 255, 128], [128, 0, 0]])
 
 
@@ -59,29 +59,29 @@ def test_heatmap_follows_map(tmp_path):
     m = np.zeros((b, h, w))
     m[0, :, 8:] = 1.0                       # hot right half, cold left half
     path = tmp_path / "g.png"
-    visualize.render_grid(images, {"cam": m}, np.zeros((b, 1, 4), np.int32),
+    figures.render_grid(images, {"cam": m}, np.zeros((b, 1, 4), np.int32),
                           np.zeros((b, 1), bool), {}, path, alpha=1.0)
     px = np.asarray(Image.open(path).convert("RGB")).astype(int)
     y = 4 + 128 + 4 + 64
     left_rgb, right_rgb = px[y, 96 + 32], px[y, 96 + 96]
-    np.testing.assert_array_equal(left_rgb, visualize.jet(0.0))
-    np.testing.assert_array_equal(right_rgb, visualize.jet(1.0))
+    np.testing.assert_array_equal(left_rgb, figures.jet(0.0))
+    np.testing.assert_array_equal(right_rgb, figures.jet(1.0))
 
 
 def test_bad_inputs_raise(tmp_path):
     images, maps, gt, gt_valid, preds = _inputs()
     with pytest.raises(ValueError, match="images"):
-        visualize.render_grid(images[0], maps, gt, gt_valid, preds, tmp_path / "a.png")
+        figures.render_grid(images[0], maps, gt, gt_valid, preds, tmp_path / "a.png")
     with pytest.raises(ValueError, match="maps_by_kind"):
-        visualize.render_grid(images, {"cam": maps["cam"][:, :8]}, gt, gt_valid, {},
+        figures.render_grid(images, {"cam": maps["cam"][:, :8]}, gt, gt_valid, {},
                               tmp_path / "a.png")
     with pytest.raises(ValueError, match="gt_valid"):
-        visualize.render_grid(images, maps, gt, gt_valid[:, :1], preds, tmp_path / "a.png")
+        figures.render_grid(images, maps, gt, gt_valid[:, :1], preds, tmp_path / "a.png")
     with pytest.raises(ValueError, match="not in maps_by_kind"):
-        visualize.render_grid(images, {"cam": maps["cam"]}, gt, gt_valid, preds,
+        figures.render_grid(images, {"cam": maps["cam"]}, gt, gt_valid, preds,
                               tmp_path / "a.png")
     with pytest.raises(ValueError, match="alpha"):
-        visualize.render_grid(images, maps, gt, gt_valid, preds, tmp_path / "a.png", alpha=2)
+        figures.render_grid(images, maps, gt, gt_valid, preds, tmp_path / "a.png", alpha=2)
 
 
 def test_draw_model_maps_writes_the_grid_of_the_requested_class(tmp_path):
@@ -101,9 +101,9 @@ def test_draw_model_maps_writes_the_grid_of_the_requested_class(tmp_path):
              "box_labels": np.array([[1, 0], [0, 0]], np.int32)}
     settings = EvalSettings(image_size=(16, 16), map_kinds=("cam", "infocam"), num_classes=2,
                             normalize="max")
-    size, drawn = visualize.draw_model_maps(settings, PassThrough(), variables, batch,
+    size, drawn = figures.draw_model_maps(settings, PassThrough(), variables, batch,
                                             np.array([1, 1], np.int32), tmp_path / "g.png",
                                             label_boxes_only=True)
     assert drawn.tolist() == [1, 1]
     with Image.open(tmp_path / "g.png") as im:
-        assert im.size == size == visualize.grid_size(2, 3, 16, 16)
+        assert im.size == size == figures.grid_size(2, 3, 16, 16)

@@ -8,7 +8,8 @@ import pathlib
 
 import pytest
 
-from infocam_jax import models, train
+from infocam_jax import models
+from infocam_jax.train import trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -51,7 +52,7 @@ def test_parameter_string_builds(arg):
     if WSOL.BACKBONES[backbone] not in models.MODEL_NAMES:
         pytest.skip(f"config checked; {WSOL.BACKBONES[backbone]!r} is not registered in "
                     "models.create yet (its trunk exists in models/inception.py)")
-    model = train.create_model(c)  # the backbone x method pair is valid
+    model = trainer.create_model(c)  # the backbone x method pair is valid
     assert model is not None
 
 
@@ -102,7 +103,7 @@ def test_runlocal_trains_a_step_on_synthetic_data(arg, full_only, tmp_path):
     c.image_size = (32, 32)
     c.num_classes = 8
     c.max_boxes = 1
-    results = train.train_and_evaluate(c, str(tmp_path))
+    results = trainer.train_and_evaluate(c, str(tmp_path))
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["method"] == arg.split(",")[1]
     assert 0.0 <= results["top1_cls"] <= 1.0 and results["num_images"] > 0

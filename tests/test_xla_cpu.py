@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from infocam_jax import xla_cpu
+from infocam_jax.models import xla_cpu
 from infocam_jax.models import layers
 
 FLAG = xla_cpu.EIGEN_CONVOLUTIONS_FLAG

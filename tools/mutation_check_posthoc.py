@@ -8,7 +8,7 @@ import sys
 
 from mutation_check import Mutant, main
 
-SOURCE = "infocam_jax/posthoc.py"
+SOURCE = "infocam_jax/maps/posthoc.py"
 TEST = "tests/test_posthoc.py"
 MUTANTS = [Mutant(name, SOURCE, old, new, (TEST,)) for name, old, new in [
     ("wrong gradient sign (cotangent -one_hot)",

@@ -9,7 +9,7 @@ the previous version:
   git show HEAD~1:csrc/boxes_kernel.cc > /tmp/old.cc
   g++ -std=c++17 -O3 -pthread -fPIC -shared -isystem "$(python -c 'import jax; print(jax.ffi.include_dir())')" \
       /tmp/old.cc -o /tmp/libold.so
-  PYTHONPATH=. python tools/native_diff_fuzz.py /tmp/libold.so infocam_jax/_boxes_native*.so --rounds 200
+  PYTHONPATH=. python tools/native_diff_fuzz.py /tmp/libold.so infocam_jax/native/_boxes_native*.so --rounds 200
 
 When NEW has the float32 entry points (ABI >= 3), they are checked as well: on float maps near
 the quantisation edges, against OLD's per-level outputs on NumPy's quantisation gathered at a
@@ -24,12 +24,12 @@ import ctypes
 
 import numpy as np
 
-from infocam_jax import _native
+from infocam_jax.native import ffi
 
 
 def _load(path):
     lib = ctypes.CDLL(path)
-    _native._bind(lib)  # noqa: SLF001 (the same C signatures)
+    ffi._bind(lib)  # noqa: SLF001 (the same C signatures)
     return lib
 
 
@@ -77,7 +77,7 @@ def _run(lib, q, gt, valid, threads):
     n, h, w = q.shape
     boxes = np.empty((n, 256, 4), np.int32)
     iou = np.empty((n, 256), np.float32)
-    p = _native._ptr  # noqa: SLF001
+    p = ffi._ptr  # noqa: SLF001
     assert lib.infocam_largest_boxes(p(q), n, h, w, p(boxes), threads) == 0
     assert lib.infocam_contour_iou(p(q), p(gt), p(valid), n, h, w, gt.shape[1], p(iou),
                                    threads) == 0
@@ -100,7 +100,7 @@ def _check_f32(old, new, rng, q, gt, valid, threads, ref):
     levels = table[:, top].T                                  # [n, T]
     boxes = np.empty((n, len(t), 4), np.int32)
     iou = np.empty((n, len(t)), np.float32)
-    p = _native._ptr  # noqa: SLF001
+    p = ffi._ptr  # noqa: SLF001
     assert new.infocam_largest_boxes_f32(p(s), n, h, w, p(table), len(t), p(boxes), threads) == 0
     assert new.infocam_contour_iou_f32(p(s), p(table), len(t), p(gt), p(valid), n, h, w,
                                        gt.shape[1], p(iou), threads) == 0

@@ -250,8 +250,8 @@ class WsolMetadataSource:
                "box_labels": np.full((boxes.shape[0],), label, np.int32),
                "image_id": image_id}
         if self.has_masks:
-            from infocam_jax.evaluation import scoremap_io  # pylint: disable=import-outside-toplevel
-            out["mask"], out["ignore"] = scoremap_io.load_mask(
+            from infocam_jax.evaluation.scoremaps import read  # pylint: disable=import-outside-toplevel
+            out["mask"], out["ignore"] = read.load_mask(
                 self.mask_root, self.metadata.mask_paths[image_id],
                 self.metadata.ignore_paths[image_id], self.mask_size)
         return out

@@ -74,11 +74,11 @@ def forward_readout(model, variables, images, labels=None, *, kernel_fn=None):
       (``cams.fused_maps``). ``(logits, features)`` models give one branch
       ``(features, kernel_fn(variables), bias None, logits)``, fusion "single".
     """
-    from infocam_jax.models import methods  # pylint: disable=import-outside-toplevel
+    from infocam_jax.methods import network  # pylint: disable=import-outside-toplevel
     method = network_method(model)
     if method in LABEL_METHODS:
         outputs = model.apply(variables, images, train=False, labels=labels)
-        return methods.main_logits(outputs), methods.readout(method, variables, outputs)
+        return network.main_logits(outputs), network.readout(method, variables, outputs)
     logits, features = model.apply(variables, images, train=False)
     kernel = (kernel_fn or default_kernel_fn())(variables)
-    return logits, methods.Readout((methods.Branch(features, kernel, None, logits),), "single")
+    return logits, network.Readout((network.Branch(features, kernel, None, logits),), "single")

@@ -1,7 +1,7 @@
 """Model forward pass -> CAM-family and post-hoc maps of chosen classes -> score maps and boxes.
 
-CAM-family maps come from ``infocam_jax.cams``, post-hoc maps (Grad-CAM, ...) from
-``infocam_jax.posthoc``; score maps and boxes from ``infocam_jax.boxes`` with the settings'
+CAM-family maps come from ``infocam_jax.maps.cams``, post-hoc maps (Grad-CAM, ...) from
+``infocam_jax.maps.posthoc``; score maps and boxes from ``infocam_jax.boxes`` with the settings'
 upsampling and normalisation.
 """
 from __future__ import annotations
@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from infocam_jax import boxes, cams, posthoc
+from infocam_jax import boxes
+from infocam_jax.maps import cams, posthoc
 from infocam_jax.evaluation import backends
 from infocam_jax.evaluation.settings import (MAP_KINDS, MULTI_LABEL_MAP_KINDS, POSTHOC_MAP_KINDS,
                                              EvalSettings)

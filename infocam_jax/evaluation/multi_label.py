@@ -11,7 +11,7 @@ Results (fractions in [0, 1]; M classes; ``K`` a map kind, "cam" or "infocam")::
 
 Curves (:func:`curves`, with ``settings.box_accuracy``): ``K/loc_acc`` at every grid threshold,
 overall and per digit. One largest-box pass per map serves the fixed threshold and the grid.
-Definitions: ``infocam_jax.multilabel_metrics``.
+Definitions: ``infocam_jax.metrics.multilabel``.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from infocam_jax import multilabel_metrics as mlm
+from infocam_jax.metrics import multilabel as mlm
 from infocam_jax.evaluation import backends, forward
 from infocam_jax.evaluation.kind_counts import kind_slice, per_kind_curves
 from infocam_jax.evaluation.settings import EvalSettings

@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from infocam_jax.evaluation import backends, devices, forward, masks, thresholds
+from infocam_jax.evaluation import backends, devices, forward, thresholds
+from infocam_jax.metrics import pxap
 from infocam_jax.evaluation.devices import Batch
 from infocam_jax.evaluation.settings import EvalSettings
 
@@ -36,10 +37,10 @@ def _check(settings: EvalSettings) -> None:
         raise ValueError("PxAP is a single-label protocol (mask datasets): got multi_label=True")
 
 
-def init_counts(settings: EvalSettings) -> masks.PixelCounts:
+def init_counts(settings: EvalSettings) -> pxap.PixelCounts:
     """Zero ``PixelCounts`` with a leading map-kind axis (``[kinds, T + 2]``)."""
     _check(settings)
-    empty = masks.PixelCounts.empty(settings.box_thresholds)
+    empty = pxap.PixelCounts.empty(settings.box_thresholds)
     n = len(settings.map_kinds)
     return empty.replace(positive=jnp.zeros((n,) + empty.positive.shape, jnp.int32),
                          negative=jnp.zeros((n,) + empty.negative.shape, jnp.int32))
@@ -56,7 +57,7 @@ def pxap_step(settings: EvalSettings, model, kernel_fn, variables, batch, counts
     sm = forward.stacked_scoremaps(settings, jnp.stack([maps[k] for k in settings.map_kinds]))
     foreground = batch["mask"].astype(bool)
     ignore = batch["ignore"].astype(bool) & ~foreground
-    per_kind = [masks.pixel_counts(sm[i], foreground, ignore, counts.thresholds, batch["valid"])
+    per_kind = [pxap.pixel_counts(sm[i], foreground, ignore, counts.thresholds, batch["valid"])
                 for i in range(len(settings.map_kinds))]
     return counts.replace(positive=counts.positive + jnp.stack([c.positive for c in per_kind]),
                           negative=counts.negative + jnp.stack([c.negative for c in per_kind]))
@@ -71,7 +72,7 @@ def _make_step(settings, model, num_devices, kernel_fn):
 
 def evaluate_counts(settings: EvalSettings, model, variables, iterator: Iterable[Batch], *,
                     num_devices: int | None = None, kernel_fn=None,
-                    max_batches: int | None = None) -> masks.PixelCounts:
+                    max_batches: int | None = None) -> pxap.PixelCounts:
     """Summed ``PixelCounts`` (leading map-kind axis, int64 on the host) of ``iterator``."""
     _check(settings)
     num_devices = devices.check_num_devices(num_devices)
@@ -95,7 +96,7 @@ def evaluate_counts(settings: EvalSettings, model, variables, iterator: Iterable
     return summed
 
 
-def piou_curve(counts: masks.PixelCounts, index: int) -> np.ndarray:
+def piou_curve(counts: pxap.PixelCounts, index: int) -> np.ndarray:
     """Pixel IoU of kind ``index`` at every grid threshold, float64 ``[T]``:
     ``tp_t / (positives + fp_t)`` with ``tp_t`` / ``fp_t`` the pixels scoring ``>= t_t``."""
     pos = np.asarray(counts.positive[index], np.float64)
@@ -106,20 +107,20 @@ def piou_curve(counts: masks.PixelCounts, index: int) -> np.ndarray:
         return tp / (pos.sum() + fp)
 
 
-def finalize(settings: EvalSettings, counts: masks.PixelCounts) -> dict[str, float]:
+def finalize(settings: EvalSettings, counts: pxap.PixelCounts) -> dict[str, float]:
     """``{kind}/pxap`` of the summed counts (NaN when no foreground pixel was counted)."""
     out = {}
     for i, kind in enumerate(settings.map_kinds):
         try:
-            out[f"{kind}/pxap"] = masks.average_precision(counts.positive[i],
+            out[f"{kind}/pxap"] = pxap.average_precision(counts.positive[i],
                                                           counts.negative[i])
         except ValueError:
             out[f"{kind}/pxap"] = float("nan")
     return out
 
 
-def select(settings: EvalSettings, validation: masks.PixelCounts,
-           test: masks.PixelCounts) -> dict[str, float]:
+def select(settings: EvalSettings, validation: pxap.PixelCounts,
+           test: pxap.PixelCounts) -> dict[str, float]:
     """Pixel-IoU threshold chosen on ``validation``, read on ``test`` (``thresholds.select``):
     ``{kind}/piou/valsel``, ``/valsel_threshold``, ``/valsel_validation``, ``/best_test``,
     ``/best_threshold``."""

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from infocam_jax import boxes
-from infocam_jax import multilabel_metrics as mlm
+from infocam_jax.metrics import multilabel as mlm
 from infocam_jax.evaluation import backends, driver, forward, step
 from infocam_jax.evaluation.settings import EvalSettings
 

@@ -9,17 +9,18 @@ import dataclasses
 
 import numpy as np
 
-from infocam_jax import faithfulness as faithfulness_lib
-from infocam_jax import metrics, posthoc
+from infocam_jax.metrics import faithfulness as faithfulness_lib
+from infocam_jax import metrics
+from infocam_jax.maps import posthoc
 
 MAP_KINDS = ("cam", "infocam", "infocam_plus")
 MULTI_LABEL_MAP_KINDS = ("cam", "infocam")
-# Post-hoc maps of the model (``infocam_jax.posthoc``), single-label evaluation only.
+# Post-hoc maps of the model (``infocam_jax.maps.posthoc``), single-label evaluation only.
 POSTHOC_MAP_KINDS = posthoc.METHOD_NAMES
 KNOWN_MAP_KINDS = ("cam", "infocam", "infocam_plus", "infocam_plus_region") + POSTHOC_MAP_KINDS
 DISPLAY_NAMES = {"cam": "CAM", "infocam": "infoCAM", "infocam_plus": "infoCAM+",
                  "infocam_plus_region": "infoCAM+ (region rival)", **posthoc.DISPLAY_NAMES}
-# Faithfulness metrics of the eval step (``infocam_jax.faithfulness``): "confidence" = average
+# Faithfulness metrics of the eval step (``infocam_jax.metrics.faithfulness``): "confidence" = average
 # drop and increase in confidence; "road" = ROAD most- and least-relevant-first.
 FAITHFULNESS_METRICS = ("confidence", "road")
 NORMALIZE_MODES = ("minmax", "max")

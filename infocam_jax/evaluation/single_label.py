@@ -11,7 +11,7 @@ Results (fractions in [0, 1]; ``K`` is a map kind such as ``cam``)::
   K/max_box_acc_v2    MaxBoxAccV2: every contour's box, mean over IoU 0.3 / 0.5 / 0.7
   K/max_box_acc_v2_iou30, _iou50, _iou70
   (the max_box_acc keys only with ``settings.box_accuracy``)
-  with ``settings.faithfulness`` (``infocam_jax.faithfulness``; the maps are the score maps
+  with ``settings.faithfulness`` (``infocam_jax.metrics.faithfulness``; the maps are the score maps
   above, the explained class is the ground truth):
   K/average_drop, K/increase_in_confidence, K/mean_absolute_drop       ("confidence")
   K/road_morf_p<p>, K/road_lerf_p<p>   ROAD: mean change of the class's softmax score on the
@@ -38,7 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from infocam_jax import boxes, faithfulness, metrics
+from infocam_jax import boxes, metrics
+from infocam_jax.metrics import faithfulness
 from infocam_jax.evaluation import backends, forward
 from infocam_jax.evaluation.kind_counts import kind_slice, per_kind_curves
 from infocam_jax.evaluation.settings import V2_IOU_THRESHOLDS, EvalSettings

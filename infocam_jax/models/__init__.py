@@ -34,13 +34,14 @@ from typing import Any, Dict
 import jax
 import jax.numpy as jnp
 
-from infocam_jax.models import acol, methods, spec, spg
+from infocam_jax.methods import acol, network, spg
+from infocam_jax.models import spec
 from infocam_jax.models import adl as adl_lib
 from infocam_jax.models import digits as digits_lib
 from infocam_jax.models.adl import ADL
 from infocam_jax.models.digits import digits_cnn
 from infocam_jax.models.layers import CONV_IMPLS
-from infocam_jax.models.methods import (Branch, Readout, WSOLNet, main_logits, method_loss,
+from infocam_jax.methods.network import (Branch, Readout, WSOLNet, main_logits, method_loss,
                                         readout)
 from infocam_jax.models.resnet import ResNet50, resnet50
 from infocam_jax.models.spec import METHODS, NETWORK_METHODS, network_method

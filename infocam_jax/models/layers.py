@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from infocam_jax import xla_cpu
+from infocam_jax.models import xla_cpu
 
 # He-normal on fan-out, as torchvision initialises VGG and ResNet convolutions.
 he_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")

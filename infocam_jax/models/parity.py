@@ -157,7 +157,7 @@ def build(meta: Mapping[str, Any]):
 def _cam(meta, readout, labels):
     import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
-    from infocam_jax.models.acol import minmax_hw  # pylint: disable=import-outside-toplevel
+    from infocam_jax.methods.acol import minmax_hw  # pylint: disable=import-outside-toplevel
     rule = meta["cam_rule"]
     idx = jnp.arange(labels.shape[0])
     maps = [jnp.einsum("bhwk,km->bmhw", b.features, b.kernel, precision="highest")
@@ -191,7 +191,7 @@ def run_ours(meta: Mapping[str, Any], images: np.ndarray, labels: np.ndarray,
     import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
     from infocam_jax import losses, models  # pylint: disable=import-outside-toplevel
-    from infocam_jax.models import spg as spg_lib  # pylint: disable=import-outside-toplevel
+    from infocam_jax.methods import spg as spg_lib  # pylint: disable=import-outside-toplevel
     if model is None:
         model, variables = build(meta)
     method = meta["method"]

@@ -2,7 +2,7 @@
 
 A backbone is described by a :class:`BackboneSpec`. Its ``trunk`` and ``neck`` are plain
 functions called inside the network's ``@nn.compact __call__``
-(:class:`infocam_jax.models.methods.WSOLNet`): they create their submodules (``Conv``,
+(:class:`infocam_jax.methods.network.WSOLNet`): they create their submodules (``Conv``,
 ``BatchNorm``, ``ADL``, ...) with explicit names in the caller's scope, so a backbone's parameter
 names are flat and the same for every method (``conv4_1``, ``layer3_0``, ...) and one torchvision
 key map serves all methods.

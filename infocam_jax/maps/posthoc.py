@@ -4,7 +4,7 @@ Each method is a pure function ``f(model, variables, images, targets, *, layer=.
 Flax model whose ``apply(variables, images, train=False)`` returns ``(logits [B, M], features
 [B, h, w, K])`` (every ``infocam_jax.models`` backbone with method cam / adl / has / cutmix;
 ACoL and SPG networks are refused with a ValueError naming the method). It returns float32 maps ``[B, h', w']``
-at the chosen layer's resolution, with the same shape contract as :func:`infocam_jax.cams.cam`,
+at the chosen layer's resolution, with the same shape contract as :func:`infocam_jax.maps.cams.cam`,
 so ``boxes.scoremaps`` and the eval step take them unchanged. Everything traces under ``jit``
 (``model`` and the keyword options are static) and works on the whole batch at once.
 

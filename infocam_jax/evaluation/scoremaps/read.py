@@ -18,8 +18,8 @@ Inputs, as the reference reads them:
 GT boxes are rescaled to 224x224 as ``int(float(x) * 224 / width)`` (truncation); instance
 masks are resized to 224x224 like ``cv2.resize(INTER_NEAREST)``, foreground where > 0.5, united;
 ignored pixels are the ignore mask minus the foreground. The batched evaluation is
-:mod:`infocam_jax.evaluation.scoremap_files`; writing this layout is
-:mod:`infocam_jax.evaluation.scoremap_export`.
+:mod:`infocam_jax.evaluation.scoremaps.score`; writing this layout is
+:mod:`infocam_jax.evaluation.scoremaps.write`.
 """
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """The compiled CPU box kernel (``csrc/boxes_kernel.cc``): loading, registration and calls.
 
 Internal helper of :mod:`infocam_jax.boxes`. ``pip install`` builds the kernel into
-``infocam_jax/_boxes_native*.so`` (see setup.py; ``python setup.py build_ext --inplace`` in a
+``infocam_jax/native/_boxes_native*.so`` (see setup.py; ``python setup.py build_ext --inplace`` in a
 checkout). On first use the library is loaded with ctypes, its C ABI version is checked and its
-C entry points are self-tested (:mod:`infocam_jax._native_host`, which needs no JAX), its two
+C entry points are self-tested (:mod:`infocam_jax.native.host`, which needs no JAX), its two
 XLA FFI handlers are registered for the CPU platform, and both are run once on a tiny map whose
 answer is known through a compiled ``jax.ffi.ffi_call``; any failure
 (library absent, no compiler at install time, an FFI ABI mismatch) gives one warning and
@@ -42,8 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from infocam_jax import _native_host
-from infocam_jax._native_host import (ABI_VERSION, NUM_LEVELS, _bind, _host_iou,  # noqa: F401
+from infocam_jax.native import host
+from infocam_jax.native.host import (ABI_VERSION, NUM_LEVELS, _bind, _host_iou,  # noqa: F401
                                       _host_largest, _ptr, _self_test_case, library_path)
 
 _LARGEST = "infocam_largest_boxes"
@@ -53,9 +53,9 @@ _state: dict = {}
 
 
 def _load():
-    lib = _native_host.library()
+    lib = host.library()
     if lib is None:
-        raise RuntimeError(_native_host.unavailable_reason())
+        raise RuntimeError(host.unavailable_reason())
     for name, symbol in ((_LARGEST, "InfocamLargestBoxes"), (_IOU, "InfocamContourIou")):
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, symbol)),
                                     platform="cpu")
@@ -74,8 +74,8 @@ def _load():
 def library():
     """The loaded, registered and self-tested ctypes library, or None (warned once)."""
     # When the host library itself failed, _native_host has warned already.
-    return _native_host.load_once(_state, _lock, _load,
-                                  warn=lambda: _native_host.library() is not None)
+    return host.load_once(_state, _lock, _load,
+                                  warn=lambda: host.library() is not None)
 
 
 def available() -> bool:
@@ -85,7 +85,7 @@ def available() -> bool:
 
 def unavailable_reason() -> str | None:
     """Why :func:`available` is False (None when it is True or not yet tried)."""
-    return _state.get("error") or _native_host.unavailable_reason()
+    return _state.get("error") or host.unavailable_reason()
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,7 +156,7 @@ def _iou_shape(q):
 def _threads() -> np.int32:
     """Kernel threads per call: this process's CPUs shared among the local CPU devices (under
     pmap each device runs its own call)."""
-    setting = _native_host.env_threads()
+    setting = host.env_threads()
     if setting:
         return np.int32(setting)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

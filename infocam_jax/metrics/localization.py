@@ -22,8 +22,7 @@ metrics). Boxes are int ``(x0, y0, x1, y1)`` with inclusive pixel coordinates.
   threshold list (default ``np.arange(0, 1, 0.01)``), largest component only;
   MaxBoxAccV2 = mean over δ ∈ {0.3, 0.5, 0.7} of MaxBoxAcc(δ) with every contour's box
   (``multi_contour=True``).
-* Multi-label metrics (double-digit MNIST) live in ``infocam_jax.multilabel_metrics``; their
-  old names here (``metrics.MultiLabelCounts``, ...) still work with a DeprecationWarning.
+* Multi-label metrics (double-digit MNIST) live in ``infocam_jax.metrics.multilabel``.
 
 Streaming. Every ``*_counts`` function returns a ``flax.struct.dataclass`` of int32 counts
 (a pytree): add batches with ``a.merge(b)`` (``jax.tree.map(jnp.add, a, b)``), sum devices with
@@ -49,10 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from infocam_jax import _checks, _moved
-
-_MOVED_TO_MULTILABEL = ("MultiLabelCounts", "multilabel_cls_correct", "multilabel_counts",
-                        "multilabel_loc_correct", "present_label_slots")
+from infocam_jax import _checks
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -398,8 +394,3 @@ def localization_counts(logits, labels, scoremaps, gt_boxes, gt_valid, valid=Non
     return LocalizationCounts.empty(cam_threshold, iou_threshold).add(
         topk_correct(logits, labels, 1), topk_correct(logits, labels, 5), loc, valid)
 
-
-# The multi-label names that used to be re-exported here, with a DeprecationWarning
-# (multilabel_metrics is imported on first use).
-__getattr__ = _moved.moved_attributes(
-    __name__, dict.fromkeys(_MOVED_TO_MULTILABEL, "infocam_jax.multilabel_metrics"))[0]

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from infocam_jax import box_protocol
+from infocam_jax.native import protocol
 
 NUM_LEVELS = 256
 _TRASH = NUM_LEVELS * NUM_LEVELS          # the table's dump slot for masked scatter writes
@@ -101,8 +101,8 @@ def fill_holes(values):
 
 def iou_with_gt(boxes, gt_boxes, gt_valid):
     """Max IoU over valid GT boxes: boxes ``[B, T, 4]``, gt ``[B, G, 4]`` -> float32 ``[B, T]``
-    (:func:`infocam_jax.box_protocol.max_iou_with_gt` in jax.numpy)."""
-    return box_protocol.max_iou_with_gt(boxes, gt_boxes, gt_valid, xp=jnp)
+    (:func:`infocam_jax.native.protocol.max_iou_with_gt` in jax.numpy)."""
+    return protocol.max_iou_with_gt(boxes, gt_boxes, gt_valid, xp=jnp)
 
 
 # Columns of the per-root attribute rows.

@@ -4,7 +4,7 @@
   maximum (NumPy, float64, as the protocol computes it).
 * :func:`max_iou_with_gt`: the inclusive-pixel IoU of boxes with an image's GT boxes, one
   statement for NumPy and jax.numpy (``xp=``; only functions both share), so
-  :mod:`infocam_jax._components` (jitted) and :mod:`infocam_jax.evaluation.scoremap_files`
+  :mod:`infocam_jax.boxes.components` (jitted) and :mod:`infocam_jax.evaluation.scoremaps.score`
   (host) give the same float32 numbers.
 
 Imports no JAX.
@@ -18,7 +18,7 @@ def level_table(thresholds: np.ndarray) -> np.ndarray:
     """int32 ``[T, 256]``: ``int(t * m)`` for each threshold t and map maximum m = 0..255.
 
     Computed in float64 exactly as the protocol's ``int(threshold * np.max(uint8_map))``;
-    ``thresholds`` float64 ``[T]`` in [0, 1] (checked by :func:`infocam_jax.boxes.level_table`).
+    ``thresholds`` float64 ``[T]`` in [0, 1] (checked by :func:`infocam_jax.boxes.extract.level_table`).
     """
     t = np.asarray(thresholds, np.float64)
     return np.floor(t[:, None] * np.arange(256, dtype=np.float64)[None, :]).astype(np.int32)

@@ -34,11 +34,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from infocam_jax import checkpointing
-from infocam_jax import optim
-from infocam_jax import train_loop as loop
-from infocam_jax import train_state as ts
-from infocam_jax.train_loop import NonFiniteLossError
+from infocam_jax.train import checkpoints
+from infocam_jax.train import optim
+from infocam_jax.train import loop
+from infocam_jax.train import state as ts
+from infocam_jax.train.loop import NonFiniteLossError
 
 PyTree = Any
 __all__ = ["NonFiniteLossError", "create_model", "make_loss_fn", "restore_variables",
@@ -71,9 +71,9 @@ def create_model(config: ml_collections.ConfigDict):
       ValueError naming the field for an unknown backbone or method, a method the backbone does
       not support, or an option out of range (nothing is built or written)."""
     from infocam_jax import models  # pylint: disable=import-outside-toplevel
-    from infocam_jax import train_methods  # pylint: disable=import-outside-toplevel
-    train_methods.check_config(config)
-    options = train_methods.model_options(config)
+    from infocam_jax.methods import registry  # pylint: disable=import-outside-toplevel
+    registry.check_config(config)
+    options = registry.model_options(config)
     options.setdefault("axis_name", ts.AXIS_NAME)
     dtype = str(config.get("dtype", "float32"))
     if str(options.setdefault("dtype", dtype)) != dtype:
@@ -83,7 +83,7 @@ def create_model(config: ml_collections.ConfigDict):
         return models.create(config.model, int(config.num_classes), **options)
     except ValueError as e:
         raise ValueError(f"config.model={config.model!r}, config.method="
-                         f"{train_methods.method_of(config)!r}: {e}") from e
+                         f"{registry.method_of(config)!r}: {e}") from e
 
 
 def make_classification_loss(config: ml_collections.ConfigDict, label_prior: np.ndarray | None):
@@ -166,9 +166,9 @@ def _check_loss(config: ml_collections.ConfigDict) -> bool:
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
-    from infocam_jax import train_methods  # pylint: disable=import-outside-toplevel
+    from infocam_jax.methods import registry  # pylint: disable=import-outside-toplevel
     _check_loss(config)
-    train_methods.check_config(config)
+    registry.check_config(config)
     ts.check_batch_divisible(int(config.batch_size), "config.batch_size")
     if int(config.eval_batch_size) % jax.process_count():
         raise ValueError(f"config.eval_batch_size={config.eval_batch_size} must be divisible by "
@@ -218,9 +218,9 @@ def _resume(ckpt, state, config, workdir: str):
     if ckpt.latest_epoch() is None:
         return state, 0, -math.inf, 0
     restored_vars, opt_state, extra = ckpt.restore_latest(state.variables, state.opt_state)
-    from infocam_jax import train_methods  # pylint: disable=import-outside-toplevel
+    from infocam_jax.methods import registry  # pylint: disable=import-outside-toplevel
     for key, want in (("loss", config.loss), ("model", config.model),
-                      ("method", train_methods.method_of(config))):
+                      ("method", registry.method_of(config))):
         if extra.get(key, want) != want:
             raise ValueError(f"{workdir} holds a run with {key}={extra[key]!r}, but "
                              f"config.{key}={want!r}: use another --workdir")
@@ -285,7 +285,7 @@ def _test_best(config, model, workdir: str, writer, evals) -> dict[str, float]:
     """Restores the best epoch, runs the final evaluators on the test split, writes and prints
     the table."""
     from infocam_jax.evaluation import evaluators, run_tables, settings  # pylint: disable=import-outside-toplevel
-    variables, extra = checkpointing.restore_variables_from(workdir, "best")
+    variables, extra = checkpoints.restore_variables_from(workdir, "best")
     logging.info("Evaluating epoch %d (validation accuracy %s) on the test split.",
                  extra["epoch"], extra.get("val_accuracy"))
     final = [e for e in evals if e.final]
@@ -309,14 +309,14 @@ def _test_best(config, model, workdir: str, writer, evals) -> dict[str, float]:
 def _checkpoint_extra(config, plan: loop.Plan, epoch: int, train_loss: float, val_acc,
                       best_val: float, best_epoch: int, label_prior) -> dict:
     """What is stored beside the weights of `epoch` (see `restore_variables`)."""
-    from infocam_jax import train_methods  # pylint: disable=import-outside-toplevel
+    from infocam_jax.methods import registry  # pylint: disable=import-outside-toplevel
     return {
         "epoch": epoch + 1, "step": (epoch + 1) * plan.steps, "train_loss": train_loss,
         "val_accuracy": val_acc,
         "best_val_accuracy": None if best_val == -math.inf else best_val,
         "best_epoch": best_epoch, "label_prior": label_prior.tolist(),
         "loss": str(config.loss), "model": str(config.model),
-        "method": train_methods.method_of(config),
+        "method": registry.method_of(config),
         "num_classes": int(config.num_classes), "dataset": str(config.dataset),
     }
 
@@ -328,7 +328,7 @@ def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, f
     from infocam_jax import models  # pylint: disable=import-outside-toplevel
     from infocam_jax.evaluation import evaluators  # pylint: disable=import-outside-toplevel
     evals = evaluators.build(config)
-    from infocam_jax import train_methods  # pylint: disable=import-outside-toplevel
+    from infocam_jax.methods import registry  # pylint: disable=import-outside-toplevel
     _quiet_orbax_info_logs()
     # Every config check (the backbone x method pair included) runs before the workdir is made.
     model = create_model(config)
@@ -337,17 +337,17 @@ def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, f
                                bool(config.multi_label))
     image_shape = tuple(int(s) for s in info.image_shape)
     loss_fn = make_loss_fn(config, label_prior)
-    method = train_methods.build(config, loss_fn, make_classification_loss(config, label_prior))
+    method = registry.build(config, loss_fn, make_classification_loss(config, label_prior))
     plan = loop.Plan.from_config(config, info)
     os.makedirs(workdir, exist_ok=True)
 
     variables = _init_variables(config, model, image_shape)
     mask = models.new_layer_mask(config.model, variables["params"],
-                                 method=train_methods.method_of(config))
+                                 method=registry.method_of(config))
     tx, schedule = optim.create_optimizer(config.optimizer, plan.steps, mask)
     state = ts.create_train_state(variables, tx)
 
-    ckpt = checkpointing.Checkpointer(workdir, int(config.keep_checkpoints),
+    ckpt = checkpoints.Checkpointer(workdir, int(config.keep_checkpoints),
                                       keep_best=bool(config.get("checkpoint_best", True)))
     state, start_epoch, best_val, best_epoch = _resume(ckpt, state, config, workdir)
     # Written only once the workdir is known to hold this run (or none), so a rejected config
@@ -363,7 +363,7 @@ def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, f
     p_key = ts.replicate(jax.random.PRNGKey(int(config.seed) + 1))
     logging.info("Training %s (method %s, %s loss) on %s: %d epochs x %d steps, global batch "
                  "%d over %d device(s) in %d process(es).", config.model,
-                 train_methods.method_of(config), config.loss, config.dataset, plan.num_epochs,
+                 registry.method_of(config), config.loss, config.dataset, plan.num_epochs,
                  plan.steps, plan.global_batch, jax.device_count(), jax.process_count())
 
     for epoch in range(start_epoch, plan.num_epochs):
@@ -408,13 +408,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     all_results = {h: train_single(sub, os.path.join(workdir, h)) for h, sub in subs.items()}
     readings = {}
     if config.get("eval_readings", False):
-        from infocam_jax.evaluation import readings as rd  # pylint: disable=import-outside-toplevel
+        from infocam_jax.experiments import readings as rd  # pylint: disable=import-outside-toplevel
         splits = rd.load_splits(config)
         for head, sub in subs.items():
             variables, _ = restore_variables(sub, os.path.join(workdir, head), "best")
             readings[head] = rd.evaluate_run(sub, create_model(sub), variables, splits)
     if _is_main():
-        from infocam_jax.evaluation import readings as rd  # pylint: disable=import-outside-toplevel
+        from infocam_jax.experiments import readings as rd  # pylint: disable=import-outside-toplevel
         text = rd.write_heads_summary(all_results, readings, workdir, config)
         print("\n# Summary over heads\n\n" + text, flush=True)
     return all_results
@@ -434,11 +434,11 @@ def restore_variables(config: ml_collections.ConfigDict, workdir: str, which: st
       (variables {"params", "batch_stats"?} of NumPy arrays, extra) with extra holding
       "label_prior" (list, [M]), "epoch", "step", "val_accuracy", "best_val_accuracy", "loss".
     """
-    if (config.get("heads") and not os.path.isdir(os.path.join(workdir, checkpointing.LATEST_DIR))
+    if (config.get("heads") and not os.path.isdir(os.path.join(workdir, checkpoints.LATEST_DIR))
             and os.path.isdir(os.path.join(workdir, str(config.loss)))):
         workdir = os.path.join(workdir, str(config.loss))
     _quiet_orbax_info_logs()
-    variables, extra = checkpointing.restore_variables_from(workdir, which)
+    variables, extra = checkpoints.restore_variables_from(workdir, which)
     if not variables.get("batch_stats"):
         variables.pop("batch_stats", None)
     return variables, extra

@@ -1,4 +1,4 @@
-"""Tables over seeds (``mean ± std``, percent) of a reproduction (``infocam_jax.reproduction``).
+"""Tables over seeds (``mean ± std``, percent) of a reproduction (``infocam_jax.experiments.reproduction``).
 
 Runs are flat ``{"split/key": value}`` dicts (``split/R{r}/key`` for region-size ablations,
 ``split/t{t}/...`` for threshold sweeps); :func:`aggregate` gives mean and sample standard

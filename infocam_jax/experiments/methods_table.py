@@ -30,7 +30,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from infocam_jax.evaluation import json_files, seed_tables
+from infocam_jax.evaluation import json_files
+from infocam_jax.experiments import seed_tables
 from infocam_jax.evaluation import single_label
 from infocam_jax.evaluation.settings import EvalSettings
 
@@ -70,7 +71,7 @@ def method_config(config, method: str, seed: int):
     """The training config of one (method, seed): ``config`` with ``method``, its one loss,
     ``seed``, no ``methods`` list, and the cheap per-epoch validation of
     ``reproduction.training_config``."""
-    from infocam_jax import reproduction  # pylint: disable=import-outside-toplevel
+    from infocam_jax.experiments import reproduction  # pylint: disable=import-outside-toplevel
     sub = reproduction.training_config(config, str(config.loss), seed)
     sub.method = str(method)
     sub.methods = ()
@@ -128,7 +129,8 @@ def reproduce_methods(config, workdir: str, *, seeds: Sequence[int], reevaluate:
     Returns:
       the summary dict written to ``<workdir>/summary.json``.
     """
-    from infocam_jax import reproduction, train  # pylint: disable=import-outside-toplevel
+    from infocam_jax.experiments import reproduction  # pylint: disable=import-outside-toplevel
+    from infocam_jax.train import trainer
     methods = tuple(str(m) for m in config.methods)
     kinds = tuple(config.get("map_kinds", KINDS) or KINDS)
     if bool(config.multi_label):
@@ -137,7 +139,7 @@ def reproduce_methods(config, workdir: str, *, seeds: Sequence[int], reevaluate:
         raise ValueError(f"config.methods must list distinct methods and seeds must be "
                          f"non-empty, got {methods}, {list(seeds)}")
     # Every method's config (and its model on this backbone) is checked before any training.
-    models = {m: train.create_model(method_config(config, m, seeds[0])) for m in methods}
+    models = {m: trainer.create_model(method_config(config, m, seeds[0])) for m in methods}
     os.makedirs(workdir, exist_ok=True)
     t_start = time.time()
     t0 = time.time()
@@ -157,9 +159,9 @@ def reproduce_methods(config, workdir: str, *, seeds: Sequence[int], reevaluate:
             else:
                 sub = method_config(config, method, seed)
                 t0 = time.time()
-                train.train_and_evaluate(sub, run_dir)
+                trainer.train_and_evaluate(sub, run_dir)
                 train_s = time.time() - t0
-                variables, extra = train.restore_variables(sub, run_dir, "best")
+                variables, extra = trainer.restore_variables(sub, run_dir, "best")
                 t0 = time.time()
                 # Settings of the experiment config (the training config counts CAM only).
                 result = evaluate_run(config, models[method], variables, split_batches)

@@ -28,12 +28,12 @@ value order yields every component at every one of the 256 levels at once; the T
 then a gather, so the cost does not grow with T. Two implementations of that pass give identical
 results (``backend=``, resolved by :func:`resolve_backend`):
 
-* ``"native"``: a compiled C++ kernel (``csrc/boxes_kernel.cc``, :mod:`infocam_jax._native`)
+* ``"native"``: a compiled C++ kernel (``csrc/boxes_kernel.cc``, :mod:`infocam_jax.native.ffi`)
   called through the XLA FFI on the CPU platform (jit, vmap and pmap work), parallel over the
   batch on all cores; on other platforms the same kernel runs on the host through a callback.
   Concrete inputs (NumPy, or JAX arrays outside ``jit``) skip XLA: one host call quantises and
   range-checks the float32 maps in the kernel and gathers the thresholds' levels.
-* ``"xla"``: the pure-JAX pass (:mod:`infocam_jax._components`), the portable reference.
+* ``"xla"``: the pure-JAX pass (:mod:`infocam_jax.boxes.components`), the portable reference.
 * ``"auto"`` (default): ``"native"`` when JAX's default backend is the CPU and the kernel
   loaded, else ``"xla"``. On GPU/TPU it is ``"xla"``: the host round trip (device -> host copy
   of the uint8 maps, the kernel, copy back) is the alternative, but it has not been measured
@@ -56,7 +56,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from infocam_jax import _checks, _components, _native, box_protocol
+from infocam_jax import _checks
+from infocam_jax.boxes import components
+from infocam_jax.native import ffi, protocol
 
 _METHODS = ("bicubic", "bilinear")
 BACKENDS = ("auto", "native", "xla")
@@ -125,7 +127,7 @@ def _host_maps(maps, name: str, backend: str, *others):
 def _host_call(fn, maps, name, *args):
     try:
         return jnp.asarray(fn(maps, *args))
-    except _native.MapRangeError:
+    except ffi.MapRangeError:
         raise _range_error(maps, name) from None
 
 
@@ -166,7 +168,7 @@ def level_table(thresholds) -> np.ndarray:
 
     Computed in float64 exactly as the protocol's ``int(threshold * np.max(uint8_map))``.
     """
-    return box_protocol.level_table(_check_thresholds(thresholds))
+    return protocol.level_table(_check_thresholds(thresholds))
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,10 +311,10 @@ def resolve_backend(backend: str = "auto") -> str:
         return "xla"
     if backend == "auto":
         on_cpu = jax.default_backend() == "cpu"
-        return "native" if on_cpu and _native.available() else "xla"
-    if not _native.available():
+        return "native" if on_cpu and ffi.available() else "xla"
+    if not ffi.available():
         raise RuntimeError(f"backend='native': the compiled box kernel is unavailable "
-                           f"({_native.unavailable_reason()}); use backend='auto' or 'xla'")
+                           f"({ffi.unavailable_reason()}); use backend='auto' or 'xla'")
     return "native"
 
 
@@ -334,7 +336,7 @@ def _levels(q, table):
 def _largest_box(scoremaps, table):
     _, h, w = scoremaps.shape
     q = _quantize(scoremaps)
-    raw, found = _components.largest_components(_components.fill_holes(q))
+    raw, found = components.largest_components(components.fill_holes(q))
     boxes = jnp.stack([raw[..., 0], raw[..., 1], jnp.minimum(raw[..., 2] + 1, w - 1),
                        jnp.minimum(raw[..., 3] + 1, h - 1)], axis=-1)
     boxes = jnp.where(found[..., None], boxes, 0)
@@ -345,7 +347,7 @@ def _largest_box(scoremaps, table):
 @jax.jit
 def _largest_box_native(scoremaps, table):
     q = _quantize(scoremaps)
-    per_level = _native.largest_boxes(q.astype(jnp.uint8))               # [B, 256, 4]
+    per_level = ffi.largest_boxes(q.astype(jnp.uint8))               # [B, 256, 4]
     return jnp.take_along_axis(per_level, _levels(q, table)[..., None], axis=1)
 
 
@@ -369,7 +371,7 @@ def _largest_box_any(scoremaps, thresholds, backend: str):
     host = _host_maps(scoremaps, "scoremaps", backend)
     if host is not None:  # concrete maps: one kernel call does quantise, boxes and gather
         table = level_table(thresholds)
-        return _host_call(_native.host_largest_box, host, "scoremaps", table)
+        return _host_call(ffi.host_largest_box, host, "scoremaps", table)
     scoremaps = _check_maps(scoremaps, "scoremaps", unit_range=True)
     table = jnp.asarray(level_table(thresholds))
     return _largest_box_fn(backend)(scoremaps, table)
@@ -382,9 +384,9 @@ def _largest_box_fn(backend: str):
 @jax.jit
 def _multi_iou(scoremaps, table, gt_boxes, gt_valid):
     q = _quantize(scoremaps)
-    best = _components.best_contour_iou(q, gt_boxes, gt_valid)           # [B, 256]
+    best = components.best_contour_iou(q, gt_boxes, gt_valid)           # [B, 256]
     per_t = jnp.take_along_axis(best, _levels(q, table), axis=1)         # [B, T]
-    empty = _components.iou_with_gt(jnp.zeros((q.shape[0], 1, 4), jnp.int32), gt_boxes,
+    empty = components.iou_with_gt(jnp.zeros((q.shape[0], 1, 4), jnp.int32), gt_boxes,
                                     gt_valid)
     return jnp.where(per_t < 0, empty, per_t)
 
@@ -392,7 +394,7 @@ def _multi_iou(scoremaps, table, gt_boxes, gt_valid):
 @jax.jit
 def _multi_iou_native(scoremaps, table, gt_boxes, gt_valid):
     q = _quantize(scoremaps)
-    best = _native.contour_iou(q.astype(jnp.uint8), gt_boxes, gt_valid)  # [B, 256]
+    best = ffi.contour_iou(q.astype(jnp.uint8), gt_boxes, gt_valid)  # [B, 256]
     return jnp.take_along_axis(best, _levels(q, table), axis=1)
 
 
@@ -422,15 +424,15 @@ def max_contour_iou(scoremaps, thresholds, gt_boxes, gt_valid, multi_contour: bo
     if host is not None:  # concrete inputs: quantise, boxes and gather in one kernel call
         gt_boxes, gt_valid = _check_gt(gt_boxes, gt_valid, host.shape[0])
         if not multi_contour:
-            return _components.iou_with_gt(_largest_box_any(host, thresholds, backend),
+            return components.iou_with_gt(_largest_box_any(host, thresholds, backend),
                                            gt_boxes, gt_valid)
-        return _host_call(_native.host_contour_iou, host, "scoremaps", level_table(thresholds),
+        return _host_call(ffi.host_contour_iou, host, "scoremaps", level_table(thresholds),
                           np.asarray(gt_boxes), np.asarray(gt_valid))
     scoremaps = _check_maps(scoremaps, "scoremaps", unit_range=True)
     gt_boxes, gt_valid = _check_gt(gt_boxes, gt_valid, scoremaps.shape[0])
     table = jnp.asarray(level_table(thresholds))
     if not multi_contour:
-        return _components.iou_with_gt(_largest_box_fn(backend)(scoremaps, table), gt_boxes,
+        return components.iou_with_gt(_largest_box_fn(backend)(scoremaps, table), gt_boxes,
                                        gt_valid)
     multi = _multi_iou_native if backend == "native" else _multi_iou
     return multi(scoremaps, table, gt_boxes, gt_valid)

@@ -6,8 +6,8 @@ the evaluation readout (which features and kernels make each method's CAMs).
 
 * ``cam`` / ``adl``: GAP -> Dense ``head``; ``apply -> (logits [B, M], features [B, h, w, K])``
   (ADL lives in the trunk / neck at ``adl_positions``).
-* ``acol``: :class:`~infocam_jax.models.acol.AcolHead` (module ``acol``) -> ``AcolOutput``.
-* ``spg``: :class:`~infocam_jax.models.spg.SpgHead` (module ``spg``) -> ``SpgOutput``.
+* ``acol``: :class:`~infocam_jax.methods.acol.AcolHead` (module ``acol``) -> ``AcolOutput``.
+* ``spg``: :class:`~infocam_jax.methods.spg.SpgHead` (module ``spg``) -> ``SpgOutput``.
 
 ``apply(variables, images, train=..., labels=None)``: ``labels`` int [B] are the classes ACoL
 erases and SPG attends to (the ground truth in training, as the reference's
@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 
 from infocam_jax import losses
-from infocam_jax.models import acol as acol_lib
+from infocam_jax.methods import acol as acol_lib
 from infocam_jax.models import spec as spec_lib
-from infocam_jax.models import spg as spg_lib
+from infocam_jax.methods import spg as spg_lib
 
 
 class WSOLNet(nn.Module):

@@ -23,7 +23,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from infocam_jax.evaluation import seed_tables, thresholds
+from infocam_jax.experiments import seed_tables
+from infocam_jax.evaluation import thresholds
 from infocam_jax.evaluation.settings import EvalSettings
 
 MODES = ("max", "minmax")

@@ -1,7 +1,7 @@
 """The reference WSOL evaluation (clovaai/wsolevaluation) of saved score maps, batched.
 
 Inputs (metadata, ``.npy`` maps, masks) are read and checked by
-:mod:`infocam_jax.evaluation.scoremap_io`. Semantics (equal to the reference's
+:mod:`infocam_jax.evaluation.scoremaps.read`. Semantics (equal to the reference's
 ``evaluation.py``):
 
 * GT boxes rescaled to 224x224 by truncation and scored with the inclusive IoU of
@@ -10,7 +10,7 @@ Inputs (metadata, ``.npy`` maps, masks) are read and checked by
 * ``thresholds = np.arange(0, 1, cam_curve_interval)``; MaxBoxAcc(δ) = max over thresholds of
   ``100 * correct / N`` with ``IoU >= δ / 100``; ``performance`` is MaxBoxAcc at δ = 50, or the
   mean over δ with ``multi_iou_eval``.
-* PxAP (:mod:`infocam_jax.evaluation.masks`) from the united instance masks and the ignore mask.
+* PxAP (:mod:`infocam_jax.metrics.pxap`) from the united instance masks and the ignore mask.
 
 How it runs (a whole split streams through a fixed amount of memory):
 
@@ -19,7 +19,7 @@ How it runs (a whole split streams through a fixed amount of memory):
 2. :class:`_Prefetch`: a thread pool reads, checks and quantises the maps (and masks) of the
    next ``ahead`` batches while the current one is evaluated; only those batches are held.
 3. Box datasets with the compiled kernel (engine ``"host"``, the default when it loads): the
-   uint8 maps of each batch go straight to its C entry points (:mod:`infocam_jax._native_host`)
+   uint8 maps of each batch go straight to its C entry points (:mod:`infocam_jax.native.host`)
    and NumPy sums the hits at every threshold (:func:`_host_box_step`); JAX is never imported,
    so start-up is NumPy's. Otherwise (engine ``"jax"``, and mask datasets) JAX is imported only
    now, while the readers already work, and one jitted step per batch (:func:`_box_step`, the
@@ -39,7 +39,7 @@ import time
 
 import numpy as np
 
-from infocam_jax.evaluation.scoremap_io import (MASK_DATASETS, RESIZE_LENGTH, Metadata,
+from infocam_jax.evaluation.scoremaps.read import (MASK_DATASETS, RESIZE_LENGTH, Metadata,
                                                 gt_boxes, load_mask, load_scoremap,
                                                 read_metadata, scoremap_path)
 
@@ -128,7 +128,7 @@ def _reader(plan: _Plan):
     """read(i): image i's uint8 map (boxes), or (int16 score bins, foreground, ignore)."""
     if plan.kind == "boxes":
         return lambda i: _protocol_quantise(load_scoremap(plan.paths[i], plan.shape))
-    from infocam_jax.evaluation import masks as masks_lib
+    from infocam_jax.metrics import pxap as masks_lib
     ids = plan.metadata.image_ids
 
     def read(i):
@@ -185,7 +185,8 @@ def _box_step(multi_contour: bool):
     import jax
     import jax.numpy as jnp
 
-    from infocam_jax import _components, _native
+    from infocam_jax.boxes import components
+    from infocam_jax.native import ffi
     from infocam_jax import boxes as boxes_lib
     native = boxes_lib.resolve_backend("auto") == "native"
 
@@ -194,14 +195,14 @@ def _box_step(multi_contour: bool):
             s = jnp.where(q == 255, 1.0, (q.astype(jnp.float32) + 0.5) / 255)
             if multi_contour:
                 return boxes_lib._multi_iou(s, table, gt, gt_valid)  # noqa: SLF001
-            return _components.iou_with_gt(boxes_lib._largest_box(s, table), gt,  # noqa: SLF001
+            return components.iou_with_gt(boxes_lib._largest_box(s, table), gt,  # noqa: SLF001
                                            gt_valid)
         levels = boxes_lib._levels(q, table)                                # noqa: SLF001
         if multi_contour:
-            return jnp.take_along_axis(_native.contour_iou(q, gt, gt_valid), levels, axis=1)
-        per_level = _native.largest_boxes(q)
+            return jnp.take_along_axis(ffi.contour_iou(q, gt, gt_valid), levels, axis=1)
+        per_level = ffi.largest_boxes(q)
         boxes = jnp.take_along_axis(per_level, levels[..., None], axis=1)
-        return _components.iou_with_gt(boxes, gt, gt_valid)
+        return components.iou_with_gt(boxes, gt, gt_valid)
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))
     def step(total, per_class, q, table, gt, gt_valid, labels, valid, deltas):
@@ -217,15 +218,15 @@ def _box_step(multi_contour: bool):
 def _host_box_step(multi_contour: bool):
     """:func:`_box_step` in NumPy + the compiled kernel's C entry points (no JAX): the same
     signature and the same counts (the same kernel, levels and float32 IoU)."""
-    from infocam_jax import _native_host, box_protocol
+    from infocam_jax.native import host, protocol
 
     def step(total, per_class, q, table, gt, gt_valid, labels, valid, deltas):
         levels = table[:, q.max(axis=(1, 2))].T                                   # [B, T]
         if multi_contour:
-            best = np.take_along_axis(_native_host.contour_iou(q, gt, gt_valid), levels, 1)
+            best = np.take_along_axis(host.contour_iou(q, gt, gt_valid), levels, 1)
         else:
-            boxes = np.take_along_axis(_native_host.largest_boxes(q), levels[..., None], 1)
-            best = box_protocol.max_iou_with_gt(boxes, gt, gt_valid, xp=np)
+            boxes = np.take_along_axis(host.largest_boxes(q), levels[..., None], 1)
+            best = protocol.max_iou_with_gt(boxes, gt, gt_valid, xp=np)
         hit = (best[:, None, :] >= deltas[None, :, None]) & valid[:, None, None]  # [B, I, T]
         np.add.at(per_class, labels[valid], hit[valid])
         return total + hit.sum(axis=0), per_class
@@ -241,12 +242,12 @@ def resolve_engine(engine: str) -> str:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if engine == "jax":
         return engine
-    from infocam_jax import _native_host
-    if _native_host.library() is not None:
+    from infocam_jax.native import host
+    if host.library() is not None:
         return "host"
     if engine == "host":
         raise ValueError(f"engine 'host' needs the compiled box kernel, which is unavailable: "
-                         f"{_native_host.unavailable_reason()}")
+                         f"{host.unavailable_reason()}")
     return "jax"
 
 
@@ -256,11 +257,11 @@ ENGINES = ("auto", "host", "jax")
 def _count_boxes(plan: _Plan, batches, progress, engine: str = "jax") -> tuple:
     """Streams the batches through the step of ``engine``: int64 (total [I, T], per_class
     [C, I, T])."""
-    from infocam_jax import box_protocol
+    from infocam_jax.native import protocol
     gt, gt_valid = gt_boxes(plan.metadata)
     num_classes = int(plan.labels.max()) + 1
     t = plan.thresholds.size
-    table = box_protocol.level_table(plan.thresholds)
+    table = protocol.level_table(plan.thresholds)
     deltas = np.asarray([v / 100 for v in plan.ious], np.float32)
     if engine == "host":
         total = np.zeros((len(plan.ious), t), np.int64)
@@ -286,7 +287,7 @@ def _count_boxes(plan: _Plan, batches, progress, engine: str = "jax") -> tuple:
 
 def _count_pixels(plan: _Plan, batches, progress) -> tuple:
     """Streams the batches into the PxAP histograms: int64 (positive [K], negative [K])."""
-    from infocam_jax.evaluation import masks as masks_lib
+    from infocam_jax.metrics import pxap as masks_lib
     positive = np.zeros(plan.thresholds.size + 2, np.int64)
     negative = np.zeros(plan.thresholds.size + 2, np.int64)
     done = 0
@@ -328,7 +329,7 @@ def _base_report(plan: _Plan, dataset_name: str, split: str) -> dict:
 
 
 def _mask_report(report: dict, positive, negative) -> dict:
-    from infocam_jax.evaluation import masks as masks_lib
+    from infocam_jax.metrics import pxap as masks_lib
     ap = masks_lib.average_precision(positive, negative) * 100
     report.update(metric="PxAP", performance=float(np.average([ap])), pxap=ap)
     return report

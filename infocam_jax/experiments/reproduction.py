@@ -37,9 +37,10 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from infocam_jax.evaluation import baselines as ref
-from infocam_jax.evaluation import json_files, readings_table, region_grid, seed_tables
-from infocam_jax.evaluation import readings as rd
+from infocam_jax.experiments import baselines as ref
+from infocam_jax.evaluation import json_files, region_grid
+from infocam_jax.experiments import readings_table, seed_tables
+from infocam_jax.experiments import readings as rd
 from infocam_jax.evaluation.settings import EvalSettings
 
 SPLITS = ("validation", "test")
@@ -93,10 +94,10 @@ def write_fan_in_init(config, seed: int, path: str, gain: float = 2.0) -> str:
       ``path`` (an .npz of ``models.convert.save_variables``).
     """
     import flax  # pylint: disable=import-outside-toplevel
-    from infocam_jax import train_state as ts  # pylint: disable=import-outside-toplevel
-    from infocam_jax import train  # pylint: disable=import-outside-toplevel
+    from infocam_jax.train import state as ts  # pylint: disable=import-outside-toplevel
+    from infocam_jax.train import trainer  # pylint: disable=import-outside-toplevel
     from infocam_jax.models import convert  # pylint: disable=import-outside-toplevel
-    model = train.create_model(config)  # config.method and its options included
+    model = trainer.create_model(config)  # config.method and its options included
     shape = tuple(int(s) for s in config.image_size) + (1 if config.model == "digits_cnn" else 3,)
     variables = ts.init_variables(model, jax.random.PRNGKey(int(seed)), shape)
     flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(jax.device_get(variables)))
@@ -122,9 +123,9 @@ def write_checkpoint_init(source_run: str, path: str) -> str:
     Returns:
       ``path`` (an .npz of ``models.convert.save_variables``).
     """
-    from infocam_jax import checkpointing  # pylint: disable=import-outside-toplevel
+    from infocam_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
     from infocam_jax.models import convert  # pylint: disable=import-outside-toplevel
-    variables, _ = checkpointing.restore_variables_from(source_run, "best")
+    variables, _ = checkpoints.restore_variables_from(source_run, "best")
     variables = {k: v for k, v in variables.items() if k == "params" or v}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     convert.save_variables(variables, path)
@@ -172,7 +173,7 @@ def make_figure(config, model, variables, batches, path: str, *, digit: int | No
     Returns:
       the canvas indices (positions in the split) drawn.
     """
-    from infocam_jax import visualize  # pylint: disable=import-outside-toplevel
+    from infocam_jax.experiments import figures  # pylint: disable=import-outside-toplevel
     settings = EvalSettings.from_config(config, map_kinds=tuple(map_kinds))
     picked, index = [], 0
     for b in batches:
@@ -186,7 +187,7 @@ def make_figure(config, model, variables, batches, path: str, *, digit: int | No
     batch = {k: np.stack([p[1][k] for p in picked]) for k in picked[0][1]}
     labels = (np.full(len(picked), digit, np.int32) if digit is not None
               else batch["label"].astype(np.int32))
-    visualize.draw_model_maps(settings, model, variables, batch, labels, path,
+    figures.draw_model_maps(settings, model, variables, batch, labels, path,
                               label_boxes_only=digit is not None)
     return [p[0] for p in picked]
 
@@ -195,7 +196,7 @@ def _threshold_results(model, config, head, seed, run_dir, split_batches, plan, 
                        cache, log):
     """Threshold sweep of one run (multi-label: the (map, R) x threshold grid), cached in
     ``<run>/reproduce_thresholds.json``; returns its flat values."""
-    from infocam_jax import train  # pylint: disable=import-outside-toplevel
+    from infocam_jax.train import trainer  # pylint: disable=import-outside-toplevel
     thresholds, region_sizes = plan.cam_thresholds, plan.region_sizes
     path = os.path.join(run_dir, "reproduce_thresholds.json")
     kinds_r = [("cam", 1)] + [("infocam", int(r)) for r in region_sizes]
@@ -206,7 +207,7 @@ def _threshold_results(model, config, head, seed, run_dir, split_batches, plan, 
         if any(sweep.get(k) != v for k, v in want.items()):
             sweep = None
     if sweep is None:
-        variables, _ = train.restore_variables(training_config(config, head, seed), run_dir,
+        variables, _ = trainer.restore_variables(training_config(config, head, seed), run_dir,
                                                "best")
         t0 = time.time()
         if plan.multi:
@@ -283,7 +284,7 @@ def _trained_record(config, model, plan: _Plan, head: str, seed: int, run_dir: s
                     log) -> dict:
     """Trains one (head, seed) and evaluates its best checkpoint at every R on every split,
     or reuses ``<run>/reproduce_eval.json``; returns that record."""
-    from infocam_jax import train  # pylint: disable=import-outside-toplevel
+    from infocam_jax.train import trainer  # pylint: disable=import-outside-toplevel
     eval_path = os.path.join(run_dir, "reproduce_eval.json")
     if os.path.exists(eval_path) and not reevaluate:
         log(f"[{head} seed {seed}] reusing {eval_path}")
@@ -291,9 +292,9 @@ def _trained_record(config, model, plan: _Plan, head: str, seed: int, run_dir: s
     sub = training_config(config, head, seed)
     _initial_weights(sub, seed, run_dir, init_from=init_from, fan_in_init=fan_in_init, log=log)
     t0 = time.time()
-    train.train_and_evaluate(sub, run_dir)
+    trainer.train_and_evaluate(sub, run_dir)
     train_s = time.time() - t0
-    variables, extra = train.restore_variables(sub, run_dir, "best")
+    variables, extra = trainer.restore_variables(sub, run_dir, "best")
     t0 = time.time()
     # Multi-label with a threshold grid: the grid covers every R in one compile.
     eval_rs = [plan.main_r] if (plan.multi and plan.cam_thresholds) else plan.region_sizes
@@ -313,7 +314,7 @@ def _run_flat(config, model, plan: _Plan, record: dict, run_dir: str, split_batc
               reevaluate: bool, grid_cache: dict, log) -> dict[str, float]:
     """One run's flat scalars: every split and R, the threshold sweep (when asked), the
     readings (``readings/`` + ``readings_table`` keys) and its timing."""
-    from infocam_jax import train  # pylint: disable=import-outside-toplevel
+    from infocam_jax.train import trainer  # pylint: disable=import-outside-toplevel
     head, seed = record["head"], record["seed"]
     results = {s: {r: {k: (float("nan") if v is None else v) for k, v in res.items()}
                    for r, res in per_r.items()}
@@ -335,7 +336,7 @@ def _run_flat(config, model, plan: _Plan, record: dict, run_dir: str, split_batc
     if plan.readings:
         sub = training_config(config, head, seed)
         values = rd.cached_flat(
-            config, model, lambda: train.restore_variables(sub, run_dir, "best")[0],
+            config, model, lambda: trainer.restore_variables(sub, run_dir, "best")[0],
             split_batches, os.path.join(run_dir, "reproduce_readings.json"),
             reevaluate=reevaluate, map_kinds=MULTI_LABEL_KINDS)
         flat.update({f"readings/{k}": v for k, v in values.items()})
@@ -373,9 +374,9 @@ def _report(config, plan: _Plan, aggs, baselines, timing, wall: float) -> str:
 def _figure(config, model, plan: _Plan, workdir: str, split_batches, figure: str,
             figure_digit: int, log) -> None:
     """Draws the Figure-4-style grid of the first head's first seed to ``figure``."""
-    from infocam_jax import train  # pylint: disable=import-outside-toplevel
+    from infocam_jax.train import trainer  # pylint: disable=import-outside-toplevel
     first = os.path.join(workdir, plan.heads[0], f"seed{plan.seeds[0]}")
-    variables, _ = train.restore_variables(training_config(config, plan.heads[0],
+    variables, _ = trainer.restore_variables(training_config(config, plan.heads[0],
                                                            plan.seeds[0]), first, "best")
     drawn = make_figure(config, model, variables, split_batches["test"], figure,
                         digit=figure_digit if plan.multi else None,
@@ -439,17 +440,17 @@ def reproduce(config, workdir: str, *, seeds: Sequence[int], region_sizes: Seque
     Returns:
       the summary dict written to ``<workdir>/summary.json``.
     """
-    from infocam_jax import train  # pylint: disable=import-outside-toplevel
+    from infocam_jax.train import trainer  # pylint: disable=import-outside-toplevel
     if tuple(config.get("methods", ()) or ()):
         # One config, several WSOL methods: the method x map-kind table.
-        from infocam_jax import methods_table  # pylint: disable=import-outside-toplevel
+        from infocam_jax.experiments import methods_table  # pylint: disable=import-outside-toplevel
         return methods_table.reproduce_methods(config, workdir, seeds=seeds,
                                                reevaluate=reevaluate, log=log)
     plan = _resolve(config, seeds=seeds, region_sizes=region_sizes, map_kinds=map_kinds,
                     heads=heads, eval_splits=eval_splits, cam_thresholds=cam_thresholds,
                     readings=readings)
     # The config (method and backbone included) is checked before anything is written.
-    model = train.create_model(config)
+    model = trainer.create_model(config)
     os.makedirs(workdir, exist_ok=True)
     t_start = time.time()
     split_batches = {s: load_split(config, s) for s in plan.eval_splits}

@@ -16,8 +16,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from infocam_jax.evaluation import (json_files, readings_table, run_tables, seed_tables,
-                                    thresholds)
+from infocam_jax.evaluation import json_files, run_tables, thresholds
+from infocam_jax.experiments import readings_table, seed_tables
 from infocam_jax.evaluation.settings import EvalSettings
 
 def load_splits(config, splits: Sequence[str] = ("validation", "test")

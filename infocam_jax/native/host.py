@@ -1,8 +1,8 @@
 """The compiled CPU box kernel through its plain C entry points: NumPy in, NumPy out, no JAX.
 
-Internal helper of :mod:`infocam_jax._native` (which adds the XLA FFI handlers on top) and of
-the score-map tool (:mod:`infocam_jax.evaluation.scoremap_files`), which calls the kernel on
-the host without importing JAX at all. :func:`library` loads ``infocam_jax/_boxes_native*.so``
+Internal helper of :mod:`infocam_jax.native.ffi` (which adds the XLA FFI handlers on top) and of
+the score-map tool (:mod:`infocam_jax.evaluation.scoremaps.score`), which calls the kernel on
+the host without importing JAX at all. :func:`library` loads ``infocam_jax/native/_boxes_native*.so``
 with ctypes, checks its C ABI version and runs both entry points once on a tiny map whose answer
 is known; any failure (library absent, wrong ABI, wrong answer) gives one warning and
 :func:`library` returns None.
@@ -78,7 +78,7 @@ def _load_host():
         raise RuntimeError("disabled by INFOCAM_DISABLE_NATIVE")
     if path is None or not path.exists():
         raise RuntimeError(
-            "the compiled library infocam_jax/_boxes_native*.so is missing (it is built by "
+            "the compiled library infocam_jax/native/_boxes_native*.so is missing (it is built by "
             "`pip install -e .`, which needs a C++ compiler; in a checkout: "
             "`python setup.py build_ext --inplace`)")
     lib = ctypes.CDLL(str(path))
@@ -109,7 +109,7 @@ def _load_host():
 def load_once(state: dict, lock, loader, warn=lambda: True):
     """``state["lib"]``, filled on the first call by ``loader()``; a failure stores None and the
     reason (``state["error"]``) and warns once when ``warn()`` says so (the shared loader of
-    this module and of :mod:`infocam_jax._native`)."""
+    this module and of :mod:`infocam_jax.native.ffi`)."""
     with lock:
         if "lib" not in state:
             try:

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from infocam_jax import losses
-from infocam_jax.models.acol import minmax_hw
+from infocam_jax.methods.acol import minmax_hw
 from infocam_jax.models.layers import Conv
 
 DEFAULT_THRESHOLDS = ((0.7, 0.01), (0.5, 0.05), (0.7, 0.1))

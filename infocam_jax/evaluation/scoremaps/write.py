@@ -1,5 +1,5 @@
 """Writing score maps and ground truth in the layout of the reference WSOL evaluation
-(the layout :mod:`infocam_jax.evaluation.scoremap_io` reads), e.g. a model's maps for
+(the layout :mod:`infocam_jax.evaluation.scoremaps.read` reads), e.g. a model's maps for
 ``launch/evaluate.py --save_scoremaps``.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 import jax
 import numpy as np
 
-from infocam_jax.evaluation.scoremap_io import MASK_DATASETS, RESIZE_LENGTH
+from infocam_jax.evaluation.scoremaps.read import MASK_DATASETS, RESIZE_LENGTH
 
 __all__ = ["export_model_scoremaps", "save_scoremaps", "write_metadata"]
 

@@ -44,7 +44,7 @@ from typing import Any, Callable, Mapping, Optional
 import jax
 import jax.numpy as jnp
 
-from infocam_jax import augment
+from infocam_jax.methods import augment
 
 METHODS = ("cam", "adl", "has", "acol", "spg", "cutmix")
 NETWORK_METHODS = {"cam": "cam", "adl": "adl", "has": "cam", "cutmix": "cam", "acol": "acol",

@@ -14,7 +14,7 @@ from absl import logging
 import jax
 import numpy as np
 
-from infocam_jax import train_state as ts
+from infocam_jax.train import state as ts
 
 TRAIN_KEYS = ("image", "label", "labels")
 

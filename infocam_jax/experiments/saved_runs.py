@@ -14,8 +14,10 @@ import os
 import time
 from collections.abc import Callable, Sequence
 
-from infocam_jax import reproduction, train
-from infocam_jax.evaluation import json_files, readings, readings_table, seed_tables
+from infocam_jax.experiments import reproduction
+from infocam_jax.train import trainer
+from infocam_jax.evaluation import json_files
+from infocam_jax.experiments import readings, readings_table, seed_tables
 from infocam_jax.evaluation.settings import EvalSettings
 
 
@@ -37,7 +39,7 @@ def read_runs(config, workdir: str, *, heads: Sequence[str] | None = None,
     multi = bool(config.multi_label)
     heads = tuple(heads or reproduction.heads_of(config))
     seeds = [int(s) for s in seeds]
-    model = train.create_model(config)  # config.method and its options included
+    model = trainer.create_model(config)  # config.method and its options included
     splits = readings.load_splits(config)
     per_head, t_start = {}, time.time()
     for head in heads:
@@ -49,7 +51,7 @@ def read_runs(config, workdir: str, *, heads: Sequence[str] | None = None,
             best = {}
 
             def load_variables(sub=sub, run_dir=run_dir, best=best):
-                variables, extra = train.restore_variables(sub, run_dir, "best")
+                variables, extra = trainer.restore_variables(sub, run_dir, "best")
                 best["epoch"] = float(extra["epoch"])
                 return variables
 

@@ -1,0 +1,1 @@
+"""Experiment drivers over seeds and variants, their readings, tables and figures."""
