@@ -5,7 +5,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
 from infocam_jax import models
 from infocam_jax.methods import acol, spg
@@ -146,7 +145,9 @@ def test_acol_loss_is_the_sum_of_two_cross_entropies():
 
 
 def _up(maps, size):
-    """The reference's nn.Upsample(size, mode='bilinear') (align_corners=False)."""
+    """The reference's nn.Upsample(size, mode='bilinear') (align_corners=False); the tests that
+    call it skip, with this reason, where PyTorch is not installed (the README's `.[test]`)."""
+    torch = pytest.importorskip("torch", reason="PyTorch is the reference of SPG's resize")
     t = torch.from_numpy(np.asarray(maps, np.float64))[:, None]
     return torch.nn.functional.interpolate(t, size=size, mode="bilinear",
                                            align_corners=False)[:, 0].numpy()
