@@ -292,6 +292,7 @@ class JaxBench:
         import optax  # pylint: disable=import-outside-toplevel
 
         from infocam_jax import losses, models  # pylint: disable=import-outside-toplevel
+        from infocam_jax import devices  # pylint: disable=import-outside-toplevel
         from infocam_jax.train import state as ts  # pylint: disable=import-outside-toplevel
         jax = self.jax
         model = models.create(arch, self.args.num_classes, dtype=dtype, conv_impl=conv_impl,
@@ -307,9 +308,9 @@ class JaxBench:
             ts.train_step, model=model, tx=tx, loss_fn=loss_fn, multi_label=False))
         x, y = self.batch(batch)
         to_device = jax.pmap(lambda t: t)
-        sharded = to_device(ts.shard_batch({"image": x, "label": y}, 1))
-        key = ts.replicate(jax.random.key(0))
-        holder = {"state": ts.replicate(state)}
+        sharded = to_device(devices.shard({"image": x, "label": y}, 1))
+        key = devices.replicate(jax.random.key(0))
+        holder = {"state": devices.replicate(state)}
         compiled, compile_s = _compile(step, holder["state"], sharded, key)
 
         def run():
@@ -346,7 +347,8 @@ def bench_eval(jax, bench: JaxBench, arch, dtype, batch, backend) -> dict:
     import numpy as np  # pylint: disable=import-outside-toplevel
 
     from infocam_jax import models  # pylint: disable=import-outside-toplevel
-    from infocam_jax.evaluation import devices, settings as settings_lib, step as step_lib  # pylint: disable=import-outside-toplevel
+    from infocam_jax import devices  # pylint: disable=import-outside-toplevel
+    from infocam_jax.evaluation import settings as settings_lib, step as step_lib  # pylint: disable=import-outside-toplevel
     args = bench.args
     settings = settings_lib.EvalSettings(
         image_size=(args.size, args.size), upsample="bicubic", region_size=4,

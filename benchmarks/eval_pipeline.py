@@ -70,7 +70,8 @@ class JaxPipeline:
         import jax
 
         from infocam_jax import boxes, models
-        from infocam_jax.evaluation import devices, settings, step
+        from infocam_jax import devices
+        from infocam_jax.evaluation import settings, step
         self.jax, self.devices, self.step_lib = jax, devices, step
         # The eval step's boxes use backend="auto": the compiled kernel on CPU when it loaded.
         self.box_backend = boxes.resolve_backend("auto")

@@ -21,6 +21,7 @@ from configs import cluttered_mnist  # noqa: E402  pylint: disable=wrong-import-
 from infocam_jax import data, models  # noqa: E402  pylint: disable=wrong-import-position
 from infocam_jax.train import optim, trainer
 from infocam_jax.train import loop  # noqa: E402  pylint: disable=wrong-import-position
+from infocam_jax import devices  # noqa: E402  pylint: disable=wrong-import-position
 from infocam_jax.train import state as ts  # noqa: E402  pylint: disable=wrong-import-position
 from infocam_jax.evaluation import evaluators  # noqa: E402  pylint: disable=wrong-import-position
 from infocam_jax.evaluation.settings import EvalSettings  # noqa: E402  pylint: disable=wrong-import-position
@@ -50,8 +51,8 @@ def _train(config):
     tx, schedule = optim.create_optimizer(config.optimizer, plan.steps, mask)
     p_step = ts.parallelize(lambda s, b, k: ts.train_step(s, b, k, model=model, tx=tx,
                                                           loss_fn=loss_fn, multi_label=False))
-    p_state = ts.replicate(ts.create_train_state(variables, tx))
-    p_key = ts.replicate(jax.random.PRNGKey(1))
+    p_state = devices.replicate(ts.create_train_state(variables, tx))
+    p_key = devices.replicate(jax.random.PRNGKey(1))
     seconds = []
     for steps in (2, _STEPS.value):  # warm-up (compile), then timed
         short = loop.Plan(plan.num_epochs, steps, plan.global_batch, plan.log_every, 0)
@@ -59,7 +60,7 @@ def _train(config):
         p_state, _ = loop.train_epoch(config, short, 0, p_step, p_state, p_key, schedule, None)
         jax.block_until_ready(p_state)
         seconds.append((time.perf_counter() - t0) / steps)
-    return seconds[1], plan.steps, ts.unreplicate(p_state).variables, model
+    return seconds[1], plan.steps, devices.unreplicate(p_state).variables, model
 
 
 def _time_validation(config, model, variables, evals) -> list[float]:

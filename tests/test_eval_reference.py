@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from infocam_jax.evaluation import devices, step
+from infocam_jax import devices
+from infocam_jax.evaluation import step
 from infocam_jax.evaluation.settings import EvalSettings
 
 FEAT = (6, 8)           # feature grid h, w (non-square)

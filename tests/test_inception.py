@@ -139,6 +139,7 @@ def test_plain_train_step_feeds_the_dropout_stream():
     import ml_collections  # pylint: disable=import-outside-toplevel
     import optax  # pylint: disable=import-outside-toplevel
 
+    from infocam_jax import devices  # pylint: disable=import-outside-toplevel
     from infocam_jax.train import trainer, state as ts  # pylint: disable=import-outside-toplevel
 
     class TinyDropout(nn.Module):
@@ -154,12 +155,12 @@ def test_plain_train_step_feeds_the_dropout_stream():
     step = ts.parallelize(lambda s, b, k: ts.train_step(
         s, b, k, model=model, tx=tx, loss_fn=trainer.make_loss_fn(config, None),
         multi_label=False))
-    state = ts.replicate(ts.create_train_state(variables, tx))
-    key = ts.replicate(jax.random.PRNGKey(1))
-    batch = ts.shard_batch({"image": np.ones((2, 4, 4, 2), np.float32),
+    state = devices.replicate(ts.create_train_state(variables, tx))
+    key = devices.replicate(jax.random.PRNGKey(1))
+    batch = devices.shard({"image": np.ones((2, 4, 4, 2), np.float32),
                             "label": np.zeros(2, np.int32)}, jax.local_device_count())
     seen = []
     for _ in range(2):
         state, metrics = step(state, batch, key)
-        seen.append(float(ts.unreplicate(metrics)["loss"]))
+        seen.append(float(devices.unreplicate(metrics)["loss"]))
     assert np.all(np.isfinite(seen)) and seen[0] != seen[1]  # lr 0: only the mask changed

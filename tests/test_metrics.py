@@ -16,7 +16,7 @@ import pytest
 from jax import lax
 
 from infocam_jax import metrics
-from infocam_jax.metrics import multilabel
+from infocam_jax.metrics import localization, multilabel
 
 
 # ------------------------------------------------------------------ NumPy / OpenCV reference
@@ -74,8 +74,8 @@ def ref_max_contour_iou(scoremaps, thresholds, gt_boxes, gt_valid, multi_contour
 def backend(request, monkeypatch):
     if request.param == "reference":
         stub = types.SimpleNamespace(max_contour_iou=ref_max_contour_iou)
-        monkeypatch.setattr(metrics, "_boxes_module", lambda: stub)
-        monkeypatch.setattr(multilabel, "_boxes_module", lambda: stub)
+        monkeypatch.setattr(localization, "boxes_lib", stub)
+        monkeypatch.setattr(multilabel, "boxes_lib", stub)
     return request.param
 
 

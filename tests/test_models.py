@@ -405,6 +405,7 @@ def test_bf16_train_step_updates_float32_params():
     import ml_collections  # pylint: disable=import-outside-toplevel
     import optax  # pylint: disable=import-outside-toplevel
 
+    from infocam_jax import devices  # pylint: disable=import-outside-toplevel
     from infocam_jax.train import trainer, state  # pylint: disable=import-outside-toplevel
     config = ml_collections.ConfigDict(dict(
         model="resnet50", num_classes=5, dtype="bfloat16",
@@ -424,10 +425,10 @@ def test_bf16_train_step_updates_float32_params():
 
     step = state.parallelize(lambda s, b, k: state.train_step(
         s, b, k, model=model, tx=tx, loss_fn=loss_fn, multi_label=False))
-    new, metrics = step(state.replicate(state), state.shard_batch(batch, 1),
-                        state.replicate(jax.random.key(0)))
-    new = state.unreplicate(new)
-    assert np.isfinite(state.unreplicate(metrics)["loss"])
+    new, metrics = step(devices.replicate(state), devices.shard(batch, 1),
+                        devices.replicate(jax.random.key(0)))
+    new = devices.unreplicate(new)
+    assert np.isfinite(devices.unreplicate(metrics)["loss"])
     for tree in (new.params, new.batch_stats, new.opt_state):
         for leaf in jax.tree_util.tree_leaves(tree):
             assert leaf.dtype == np.float32 and np.isfinite(leaf).all()

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from infocam_jax.evaluation.scoremaps import write
+from infocam_jax.data import masks, wsol_metadata
+from infocam_jax.evaluation.scoremaps import write as scoremap_write
 from infocam_jax.evaluation.scoremaps import score as sf
 from infocam_jax.evaluation.scoremaps import read
 
@@ -260,7 +261,7 @@ class TestMaskEvaluation:
         image = image.convert("P") if mode == "P" else image
         path = tmp_path / "m.png"
         image.save(path)
-        fg, _ = read.load_mask(str(tmp_path), ["m.png"], "")
+        fg, _ = masks.load_mask(str(tmp_path), ["m.png"], "")
         ref = cv2.resize(np.float32(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)), (224, 224),
                          interpolation=cv2.INTER_NEAREST) > 0.5
         np.testing.assert_array_equal(fg, ref)
@@ -335,8 +336,8 @@ class TestSaveScoremaps:
         gt = np.array([[[4, 5, 15, 18], [0, 0, 0, 0]], [[8, 8, 20, 20], [1, 1, 30, 30]],
                        [[2, 3, 9, 9], [0, 0, 0, 0]]])
         valid = np.array([[True, False], [True, True], [True, False]])
-        write.save_scoremaps(str(tmp_path / "maps"), ids, maps)
-        write.write_metadata(str(tmp_path / "metadata" / "ILSVRC" / "val"), ids, [0, 1, 0],
+        scoremap_write.save_scoremaps(str(tmp_path / "maps"), ids, maps)
+        scoremap_write.write_metadata(str(tmp_path / "metadata" / "ILSVRC" / "val"), ids, [0, 1, 0],
                           [(224, 224)] * 3, boxes=(gt, valid))
         report = evaluate(tmp_path, "ILSVRC", cam_curve_interval=0.1)
         acc, _ = np_max_box_acc(maps, [g[v] for g, v in zip(gt, valid)],
@@ -401,7 +402,7 @@ class TestExportModelScoremaps:
                  "box_valid": np.array([[True, False], [True, True], [False, False],
                                         [True, False]]),
                  "valid": np.array([True, True, True, False])}
-        out = write.export_model_scoremaps(config, model, variables, [batch], str(tmp_path),
+        out = scoremap_write.export_model_scoremaps(config, model, variables, [batch], str(tmp_path),
                                         split="val")
         assert (out["num_images"], out["num_skipped"]) == (2, 1)
         reading = settings.EvalSettings.from_config(config)
@@ -411,7 +412,7 @@ class TestExportModelScoremaps:
             for kind, root in out["scoremap_roots"].items():
                 saved = np.load(os.path.join(root, "val", f"{n:07d}.png.npy"))
                 np.testing.assert_array_equal(saved, np.asarray(want["scoremaps"][kind][b]))
-        meta = read.read_metadata(str(tmp_path / "metadata" / "synthetic" / "val"))
+        meta = wsol_metadata.read_metadata(str(tmp_path / "metadata" / "synthetic" / "val"))
         assert meta.boxes == {"val/0000000.png": [(1, 2, 9, 9)],
                               "val/0000001.png": [(1, 2, 9, 9), (0, 0, 3, 3)]}
         report = sf.evaluate_scoremaps(out["scoremap_roots"]["cam"], out["metadata_root"],

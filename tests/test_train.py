@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from infocam_jax.train import optim
+from infocam_jax import devices
 from infocam_jax.train import state as ts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -100,11 +101,11 @@ def test_optimizer_rejects_bad_settings(field, value):
 
 def test_shard_batch_reshapes_and_rejects_uneven():
     batch = {"image": np.arange(8 * 2, dtype=np.float32).reshape(8, 2), "label": np.arange(8)}
-    out = ts.shard_batch(batch, 4)
+    out = devices.shard(batch, 4)
     chex.assert_shape(out["image"], (4, 2, 2))
     np.testing.assert_array_equal(out["label"][1], [2, 3])
     with pytest.raises(ValueError, match="not divisible by 3"):
-        ts.shard_batch(batch, 3)
+        devices.shard(batch, 3)
 
 
 # ----------------------------------------------------------------------------- parallel runs
@@ -122,6 +123,7 @@ WORKER = textwrap.dedent('''
     import ml_collections
     import numpy as np
     sys.path.insert(0, os.environ["REPO"])
+    from infocam_jax import devices
     from infocam_jax.train import optim, trainer, state as ts
 
     class TinyBN(nn.Module):
@@ -145,8 +147,8 @@ WORKER = textwrap.dedent('''
     step = ts.parallelize(lambda s, b, k: ts.train_step(
         s, b, k, model=model, tx=tx, loss_fn=trainer.make_loss_fn(config, None),
         multi_label=False))
-    p_state = ts.replicate(ts.create_train_state(variables, tx))
-    key = ts.replicate(jax.random.PRNGKey(1))
+    p_state = devices.replicate(ts.create_train_state(variables, tx))
+    key = devices.replicate(jax.random.PRNGKey(1))
     rng = np.random.default_rng(0)
     P, p = jax.process_count(), jax.process_index()
     losses = []
@@ -154,11 +156,11 @@ WORKER = textwrap.dedent('''
         image = rng.normal(size=(8, 8, 8, 1)).astype(np.float32) * (1 + i)
         label = rng.integers(0, 3, size=8).astype(np.int32)
         lo, hi = p * 8 // P, (p + 1) * 8 // P
-        batch = ts.shard_batch({"image": image[lo:hi], "label": label[lo:hi]},
+        batch = devices.shard({"image": image[lo:hi], "label": label[lo:hi]},
                                jax.local_device_count())
         p_state, metrics = step(p_state, batch, key)
-        losses.append(float(ts.unreplicate(metrics)["loss"]))
-    state = ts.unreplicate(p_state)
+        losses.append(float(devices.unreplicate(metrics)["loss"]))
+    state = devices.unreplicate(p_state)
     flat = flax.traverse_util.flatten_dict(state.variables, sep="/")
     errors = {}
     if mode == "local" and jax.device_count() == 4:

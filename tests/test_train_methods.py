@@ -19,6 +19,7 @@ import pytest
 from infocam_jax.methods import augment, registry
 from infocam_jax import models
 from infocam_jax.train import optim, trainer
+from infocam_jax import devices
 from infocam_jax.train import state as ts
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -58,9 +59,9 @@ def _one_step(config, seed=0):
     step = ts.parallelize(lambda s, bt, k: ts.train_step(
         s, bt, k, model=model, tx=tx, loss_fn=loss_fn, multi_label=False, method=method))
     root = jax.random.PRNGKey(7)
-    state = ts.replicate(ts.create_train_state(variables, tx))
-    _, metrics = step(state, ts.shard_batch(batch, 1), ts.replicate(root))
-    reported = float(ts.unreplicate(metrics)["loss"])
+    state = devices.replicate(ts.create_train_state(variables, tx))
+    _, metrics = step(state, devices.shard(batch, 1), devices.replicate(root))
+    reported = float(devices.unreplicate(metrics)["loss"])
 
     # The same step by hand: step 0, device 0.
     step_key = jax.random.fold_in(root, 0)

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from infocam_jax.data import synthetic
+from infocam_jax.data import cub, synthetic, tiny_imagenet, wsol_metadata
 
 SPLITS = ("train", "validation", "test")
 DIGIT_DATASETS = ("digits", "multi_mnist", "cluttered_mnist")
@@ -123,7 +123,6 @@ def _open_synthetic(config) -> _Opened:
 
 def _open_wsol_metadata(config) -> _Opened:
     """Any dataset in the reference WSOL metadata format (see data/wsol_metadata.py)."""
-    from infocam_jax.data import wsol_metadata
     splits = dict(config.get("wsol_splits", None) or wsol_metadata.SPLITS)
     h, w = (int(v) for v in config.image_size)
     plain_resize = (int(config.get("resize_size", 0)) == 0
@@ -137,29 +136,34 @@ def _open_wsol_metadata(config) -> _Opened:
                    lambda _: _prior_from_labels(srcs["train"].labels, m, False))
 
 
+def _digit_builders():
+    """The tfds builders of the digit datasets. The module defines its builder classes on
+    tensorflow_datasets (an optional dependency) when imported, so it is the one module of
+    ``data`` imported lazily: when a digit dataset is opened."""
+    from infocam_jax.data import digit_builders  # pylint: disable=import-outside-toplevel
+    return digit_builders
+
+
 def _prepare_builder(config):
     name = config.dataset
     ddir = data_dir(config)
     manual = config.get("manual_dir", "")
     if name in DIGIT_DATASETS:
-        from infocam_jax.data import digit_builders  # teammate's module, imported lazily
+        digit_builders = _digit_builders()
         return digit_builders.prepare_digit_dataset(
             name, data_dir=ddir, manual_dir=manual,
             num_train=int(config.num_train_examples), num_test=int(config.num_test_examples),
             seed=int(config.data_seed),
             canvas_size=tuple(config.image_size) if name == "cluttered_mnist" else None)
     if name == "cub":
-        from infocam_jax.data import cub
         return cub.prepare(data_dir=ddir, manual_dir=manual)
     if name == "tiny_imagenet":
-        from infocam_jax.data import tiny_imagenet
         return tiny_imagenet.prepare(data_dir=ddir, manual_dir=manual)
     raise ValueError(f"config.dataset must be one of {DATASETS}; got {name!r}")
 
 
 def _open_cub_catalog(config) -> _Opened:
     """CUB through the tfds catalog builder (TensorFlow installed, no manual directory)."""
-    from infocam_jax.data import cub
     if int(config.num_classes) != cub.NUM_CLASSES:
         raise ValueError(f"config.num_classes={config.num_classes} but CUB has {cub.NUM_CLASSES}")
     if config.multi_label:
@@ -175,7 +179,6 @@ def _open_builder(config) -> _Opened:
     try:
         builder = _prepare_builder(config)
     except FileNotFoundError:
-        from infocam_jax.data import cub
         if config.dataset != "cub" or not cub.tensorflow_available():
             raise
         logging.warning("CUB manual directory not found; falling back to the tfds catalog "

@@ -30,6 +30,8 @@ import os
 import numpy as np
 from PIL import Image
 
+from infocam_jax.data.masks import load_mask
+
 __all__ = ["SPLITS", "Metadata", "WsolMetadataSource", "read_metadata", "metadata_kind"]
 
 SPLITS = {"train": "train", "validation": "val", "test": "test"}
@@ -187,9 +189,9 @@ class WsolMetadataSource:
       mask_root: folder the mask paths are relative to (mask datasets).
       localization: read boxes / masks (False for training splits).
       mask_size: > 0: records of a mask dataset also carry the protocol's pixel ground truth
-        at ``[mask_size, mask_size]`` (``scoremap_io.load_mask``: instance masks resized
-        nearest-neighbour and united, ``mask``; the ignore region minus the foreground,
-        ``ignore``), for PxAP of score maps at that size (``has_masks``).
+        at ``[mask_size, mask_size]`` (:func:`infocam_jax.data.masks.load_mask`: instance
+        masks resized nearest-neighbour and united, ``mask``; the ignore region minus the
+        foreground, ``ignore``), for PxAP of score maps at that size (``has_masks``).
     """
 
     def __init__(self, image_root: str, metadata_dir: str, mask_root: str = "",
@@ -250,8 +252,7 @@ class WsolMetadataSource:
                "box_labels": np.full((boxes.shape[0],), label, np.int32),
                "image_id": image_id}
         if self.has_masks:
-            from infocam_jax.evaluation.scoremaps import read  # pylint: disable=import-outside-toplevel
-            out["mask"], out["ignore"] = read.load_mask(
+            out["mask"], out["ignore"] = load_mask(
                 self.mask_root, self.metadata.mask_paths[image_id],
                 self.metadata.ignore_paths[image_id], self.mask_size)
         return out

@@ -13,8 +13,9 @@ from typing import Any
 
 import jax
 
-from infocam_jax.evaluation import devices, step
-from infocam_jax.evaluation.devices import Batch
+from infocam_jax import devices
+from infocam_jax.evaluation import step
+from infocam_jax.devices import Batch
 from infocam_jax.evaluation.settings import EvalSettings
 
 

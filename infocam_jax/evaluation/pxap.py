@@ -24,9 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from infocam_jax.evaluation import backends, devices, forward, thresholds
+from infocam_jax import devices
+from infocam_jax.evaluation import backends, forward, thresholds
 from infocam_jax.metrics import pxap
-from infocam_jax.evaluation.devices import Batch
+from infocam_jax.devices import Batch
 from infocam_jax.evaluation.settings import EvalSettings
 
 REQUIRED_KEYS = ("image", "label", "mask", "ignore", "valid")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from infocam_jax.evaluation import driver, step
-from infocam_jax.evaluation.devices import Batch
+from infocam_jax.devices import Batch
 from infocam_jax.evaluation.settings import NORMALIZE_MODES, EvalSettings
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from infocam_jax.evaluation import driver, single_label, step, thresholds
-from infocam_jax.evaluation.devices import Batch
+from infocam_jax.devices import Batch
 from infocam_jax.evaluation.settings import (DISPLAY_NAMES, MAP_KINDS, POSTHOC_MAP_KINDS,
                                              V2_IOU_THRESHOLDS, EvalSettings)
 

@@ -49,6 +49,7 @@ import numpy as np
 from jax import lax
 
 from infocam_jax import _checks
+from infocam_jax import boxes as boxes_lib
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -69,12 +70,6 @@ __all__ = [
 # same at any number of thresholds (one component-tree pass per map, then a gather).
 DEFAULT_THRESHOLDS = np.arange(0, 1, 0.001)
 V2_IOU_THRESHOLDS = (0.3, 0.5, 0.7)
-
-
-def _boxes_module():
-    # Imported lazily so that metrics (IoU, classification) works without boxes.
-    from infocam_jax import boxes
-    return boxes
 
 
 _is_concrete = _checks.is_concrete
@@ -140,7 +135,7 @@ def topk_correct(logits, labels, k: int = 1):
 def _max_iou(scoremaps, gt_boxes, gt_valid, thresholds: tuple, multi_contour: bool,
              backend: str = "auto"):
     """``boxes.max_contour_iou`` -> float32 ``[B, T]``."""
-    out = _boxes_module().max_contour_iou(
+    out = boxes_lib.max_contour_iou(
         scoremaps, np.asarray(thresholds, np.float64), gt_boxes, gt_valid,
         multi_contour=bool(multi_contour), backend=backend)
     return jnp.asarray(out, jnp.float32)

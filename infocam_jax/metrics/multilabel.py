@@ -24,12 +24,7 @@ import numpy as np
 from jax import lax
 
 from infocam_jax import _checks
-
-
-def _boxes_module():
-    # Imported lazily so that the classification counts work without boxes.
-    from infocam_jax import boxes  # pylint: disable=import-outside-toplevel
-    return boxes
+from infocam_jax import boxes as boxes_lib
 
 
 def slot_max_iou(scoremaps, slot_labels, gt_boxes, box_labels, box_valid, thresholds,
@@ -49,7 +44,7 @@ def slot_max_iou(scoremaps, slot_labels, gt_boxes, box_labels, box_valid, thresh
     batch, slots, height, width = scoremaps.shape
     num_gt = gt_boxes.shape[1]
     pair_valid = box_valid[:, None, :] & (box_labels[:, None, :] == slot_labels[:, :, None])
-    best = _boxes_module().max_contour_iou(
+    best = boxes_lib.max_contour_iou(
         scoremaps.reshape(batch * slots, height, width), np.asarray(thresholds, np.float64),
         jnp.broadcast_to(gt_boxes[:, None], (batch, slots, num_gt, 4)).reshape(-1, num_gt, 4),
         pair_valid.reshape(batch * slots, num_gt), multi_contour=False, **box_options)

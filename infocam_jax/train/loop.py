@@ -14,6 +14,7 @@ from absl import logging
 import jax
 import numpy as np
 
+from infocam_jax import devices
 from infocam_jax.train import state as ts
 
 TRAIN_KEYS = ("image", "label", "labels")
@@ -68,7 +69,7 @@ def fetch_metrics(pending: list[dict]) -> dict[str, float]:
     """Mean over the pending steps of device metrics (already averaged across devices)."""
     # First local replica (the values are identical on all devices after pmean); works when
     # the pmap output spans other processes' devices too.
-    host = [ts.unreplicate(m) for m in pending]
+    host = [devices.unreplicate(m) for m in pending]
     return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
 
 
@@ -123,7 +124,7 @@ def train_epoch(config, plan: Plan, epoch: int, p_step, p_state, p_key, schedule
     pending, t0, seen, epoch_start = [], time.time(), 0, time.time()
     epoch_metrics = []
     for i, batch in enumerate(train_batches(config, epoch, process_batch, steps), start=1):
-        p_state, metrics = p_step(p_state, ts.shard_batch(batch, num_local), p_key)
+        p_state, metrics = p_step(p_state, devices.shard(batch, num_local), p_key)
         pending.append(metrics)
         seen += plan.global_batch
         step = epoch * steps + i

@@ -157,30 +157,3 @@ def check_batch_divisible(global_batch: int, what: str = "config.batch_size") ->
             f"({n} = {jax.process_count()} process(es) x {jax.local_device_count()} local "
             f"device(s)), so that every device gets the same number of examples")
     return global_batch // n
-
-
-def shard_batch(batch: Mapping[str, np.ndarray], num_devices: int) -> dict[str, np.ndarray]:
-    """Reshapes every array of a per-process batch from [b, ...] to [num_devices, b/num_devices, ...].
-
-    Raises:
-      ValueError: when b is not divisible by num_devices.
-    """
-    out = {}
-    for name, value in batch.items():
-        value = np.asarray(value)
-        if value.shape[0] % num_devices:
-            raise ValueError(
-                f"batch[{name!r}] has leading size {value.shape[0]}, not divisible by "
-                f"{num_devices} local devices")
-        out[name] = value.reshape(num_devices, value.shape[0] // num_devices, *value.shape[1:])
-    return out
-
-
-def replicate(tree: PyTree) -> PyTree:
-    """Copies a host pytree onto every local device (leading axis = local devices)."""
-    return flax.jax_utils.replicate(tree)
-
-
-def unreplicate(tree: PyTree) -> PyTree:
-    """First local replica of a replicated pytree, as host NumPy (works on any process)."""
-    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0))[0], tree)

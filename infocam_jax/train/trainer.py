@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from infocam_jax import devices
 from infocam_jax.train import checkpoints
 from infocam_jax.train import optim
 from infocam_jax.train import loop
@@ -359,8 +360,8 @@ def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, f
     p_step = ts.parallelize(lambda s, b, k: ts.train_step(
         s, b, k, model=model, tx=tx, loss_fn=loss_fn, multi_label=bool(config.multi_label),
         method=method))
-    p_state = ts.replicate(state)
-    p_key = ts.replicate(jax.random.PRNGKey(int(config.seed) + 1))
+    p_state = devices.replicate(state)
+    p_key = devices.replicate(jax.random.PRNGKey(int(config.seed) + 1))
     logging.info("Training %s (method %s, %s loss) on %s: %d epochs x %d steps, global batch "
                  "%d over %d device(s) in %d process(es).", config.model,
                  registry.method_of(config), config.loss, config.dataset, plan.num_epochs,
@@ -369,7 +370,7 @@ def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, f
     for epoch in range(start_epoch, plan.num_epochs):
         p_state, train_loss = loop.train_epoch(config, plan, epoch, p_step, p_state, p_key,
                                            schedule, writer)
-        host_state = ts.unreplicate(p_state)
+        host_state = devices.unreplicate(p_state)
         val_acc, is_best, (best_val, best_epoch) = _validate(
             config, model, host_state.variables, plan, epoch, train_loss, (best_val, best_epoch),
             writer, evals)

@@ -13,37 +13,26 @@ Inputs, as the reference reads them:
 * ``<scoremap_root>/<image_id>.npy``: a 2-D float map in [0, 1] per image (``<id>.npy`` with the
   id's extension kept, as the reference's loader builds the name; ``<id without extension>.npy``
   is accepted too). All maps share one shape (224x224 for masks).
-* masks under ``<mask_root>/<dataset_name>/<mask_path>``.
+* masks under ``<mask_root>/<dataset_name>/<mask_path>``, read by
+  :func:`infocam_jax.data.masks.load_mask` (instance masks resized to 224x224 like
+  ``cv2.resize(INTER_NEAREST)``, foreground where > 0.5, united; ignored pixels are the ignore
+  mask minus the foreground).
 
-GT boxes are rescaled to 224x224 as ``int(float(x) * 224 / width)`` (truncation); instance
-masks are resized to 224x224 like ``cv2.resize(INTER_NEAREST)``, foreground where > 0.5, united;
-ignored pixels are the ignore mask minus the foreground. The batched evaluation is
-:mod:`infocam_jax.evaluation.scoremaps.score`; writing this layout is
+GT boxes are rescaled to 224x224 as ``int(float(x) * 224 / width)`` (truncation). The batched
+evaluation is :mod:`infocam_jax.evaluation.scoremaps.score`; writing this layout is
 :mod:`infocam_jax.evaluation.scoremaps.write`.
 """
 from __future__ import annotations
 
-import functools
 import os
 
 import numpy as np
-from PIL import Image
 
-from infocam_jax.data.wsol_metadata import Metadata, read_metadata
+from infocam_jax.data.masks import RESIZE_LENGTH
+from infocam_jax.data.wsol_metadata import Metadata
 
-__all__ = [
-    "MASK_DATASETS",
-    "RESIZE_LENGTH",
-    "Metadata",
-    "gt_boxes",
-    "load_mask",
-    "load_scoremap",
-    "read_metadata",
-    "resize_boxes",
-    "scoremap_path",
-]
+__all__ = ["MASK_DATASETS", "gt_boxes", "load_scoremap", "resize_boxes", "scoremap_path"]
 
-RESIZE_LENGTH = 224
 MASK_DATASETS = ("OpenImages",)
 
 
@@ -72,7 +61,7 @@ def gt_boxes(metadata: Metadata, size: int = RESIZE_LENGTH):
 
 
 # --------------------------------------------------------------------------------------------
-# Score maps and masks
+# Score maps
 # --------------------------------------------------------------------------------------------
 def scoremap_path(scoremap_root: str, image_id: str) -> str:
     """``<root>/<image_id>.npy``, else ``<root>/<image_id without extension>.npy`` if that
@@ -114,60 +103,3 @@ def load_scoremap(path: str, shape: tuple | None = None) -> np.ndarray:
     if lo < 0 or hi > 1:
         raise ValueError(f"score map {path} must lie in [0, 1], got values in [{lo}, {hi}]")
     return m
-
-
-def _read_gray(path: str) -> np.ndarray:
-    """uint8 gray image as ``cv2.imread(path, IMREAD_GRAYSCALE)`` decodes it.
-
-    Colour PNGs go through libpng's conversion, as OpenCV's PNG decoder asks for it:
-    ``(9797 R + 19234 G + 3737 B) >> 15`` (truncated; pixels with R = G = B kept); other
-    formats through PIL's ``convert("L")`` (libjpeg's rounding).
-    """
-    if not os.path.isfile(path):
-        raise ValueError(f"mask not found: {path}")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("L", "1"):
-                return np.asarray(im.convert("L"), np.uint8)
-            if im.mode.startswith("I;16") or im.mode == "I":
-                return (np.asarray(im, np.uint32) >> 8).astype(np.uint8)
-            if im.format != "PNG":
-                return np.asarray(im.convert("L"), np.uint8)
-            rgb = np.asarray(im.convert("RGB"), np.uint32)
-    except Exception as e:  # PIL raises several types for a corrupt file
-        raise ValueError(f"mask {path} could not be read as an image: {e}") from None
-    gray = (rgb[..., 0] * 9797 + rgb[..., 1] * 19234 + rgb[..., 2] * 3737) >> 15
-    equal = (rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])
-    return np.where(equal, rgb[..., 0], gray).astype(np.uint8)
-
-
-@functools.lru_cache(maxsize=64)
-def _nearest_index(n_in: int, n_out: int) -> np.ndarray:
-    # cv2.resize INTER_NEAREST: source index floor(x * (n_in / n_out)), clipped.
-    return np.minimum(np.floor(np.arange(n_out) * (1.0 / (n_out / n_in))).astype(np.int64),
-                      n_in - 1)
-
-
-def _mask_at(path: str, size: int) -> np.ndarray:
-    gray = _read_gray(path)
-    h, w = gray.shape[:2]
-    return gray[_nearest_index(h, size)][:, _nearest_index(w, size)] > 0
-
-
-def load_mask(mask_root: str, mask_paths, ignore_path: str, size: int = RESIZE_LENGTH):
-    """The protocol's GT of one image: (foreground bool ``[size, size]``, ignore bool).
-
-    Foreground is the union of the instance masks (each resized nearest-neighbour, > 0.5);
-    ignore is the ignore mask minus the foreground ("" = no ignore mask).
-
-    Raises:
-      ValueError naming a mask file that is missing or cannot be decoded.
-    """
-    foreground = np.zeros((size, size), bool)
-    for p in mask_paths:
-        foreground |= _mask_at(os.path.join(mask_root, p), size)
-    ignore = np.zeros((size, size), bool)
-    if ignore_path:
-        ignore = _mask_at(os.path.join(mask_root, ignore_path), size) & ~foreground
-    return foreground, ignore

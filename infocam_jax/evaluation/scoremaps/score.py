@@ -22,16 +22,15 @@ How it runs (a whole split streams through a fixed amount of memory):
    uint8 maps of each batch go straight to its C entry points (:mod:`infocam_jax.native.host`)
    and NumPy sums the hits at every threshold (:func:`_host_box_step`); JAX is never imported,
    so start-up is NumPy's. Otherwise (engine ``"jax"``, and mask datasets) JAX is imported only
-   now, while the readers already work, and one jitted step per batch (:func:`_box_step`, the
-   PxAP histograms) sums the counts on the device. Either way the memory does not grow with
-   the split.
+   now, while the readers already work, and one jitted step per batch
+   (:mod:`infocam_jax.evaluation.scoremaps.jax_engine`: the box step, the PxAP histograms) sums
+   the counts on the device. Either way the memory does not grow with the split.
 4. :func:`_box_report` / :func:`_mask_report` turn the counts into the reference's numbers.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import functools
 import json
 import os
 import sys
@@ -39,9 +38,11 @@ import time
 
 import numpy as np
 
-from infocam_jax.evaluation.scoremaps.read import (MASK_DATASETS, RESIZE_LENGTH, Metadata,
-                                                gt_boxes, load_mask, load_scoremap,
-                                                read_metadata, scoremap_path)
+from infocam_jax.data.masks import RESIZE_LENGTH, load_mask
+from infocam_jax.data.wsol_metadata import Metadata, read_metadata
+from infocam_jax.evaluation.scoremaps.read import (MASK_DATASETS, gt_boxes, load_scoremap,
+                                                   scoremap_path)
+from infocam_jax.native import host, protocol
 
 __all__ = ["evaluate_scoremaps", "format_table", "write_report"]
 
@@ -124,18 +125,25 @@ def _plan(scoremap_root, metadata_root, dataset_name, split, mask_root, cam_curv
                  mask_dir=os.path.join(mask_root, dataset_name), first_read_s=first_read_s)
 
 
+def _jax_engine():
+    """The JAX engine module. The host engine never imports JAX, so this is the one lazy import
+    of the module, made when the JAX engine (or a mask dataset) is chosen."""
+    from infocam_jax.evaluation.scoremaps import jax_engine  # pylint: disable=import-outside-toplevel
+    return jax_engine
+
+
 def _reader(plan: _Plan):
     """read(i): image i's uint8 map (boxes), or (int16 score bins, foreground, ignore)."""
     if plan.kind == "boxes":
         return lambda i: _protocol_quantise(load_scoremap(plan.paths[i], plan.shape))
-    from infocam_jax.metrics import pxap as masks_lib
+    engine = _jax_engine()
     ids = plan.metadata.image_ids
 
     def read(i):
         m = load_scoremap(plan.paths[i], plan.shape)
         fg, ignore = load_mask(plan.mask_dir, plan.metadata.mask_paths[ids[i]],
                                plan.metadata.ignore_paths[ids[i]])
-        return masks_lib.host_score_bins(m, plan.thresholds), fg, ignore
+        return engine.score_bins(m, plan.thresholds), fg, ignore
 
     return read
 
@@ -177,48 +185,9 @@ def _pad(arrays, batch: int) -> np.ndarray:
     return out
 
 
-@functools.lru_cache(maxsize=8)
-def _box_step(multi_contour: bool):
-    """The jitted step ``(total [I, T], per_class [C, I, T], q uint8 [B, H, W], level table,
-    gt [B, G, 4], gt_valid [B, G], labels [B], valid [B], deltas float32 [I]) -> (total,
-    per_class)``: adds the hits ``best IoU >= δ`` of the valid rows."""
-    import jax
-    import jax.numpy as jnp
-
-    from infocam_jax.boxes import components
-    from infocam_jax.native import ffi
-    from infocam_jax import boxes as boxes_lib
-    native = boxes_lib.resolve_backend("auto") == "native"
-
-    def best_iou(q, table, gt, gt_valid):                                 # [B, T]
-        if not native:  # the XLA pass on bin-centre maps, which quantise back to q
-            s = jnp.where(q == 255, 1.0, (q.astype(jnp.float32) + 0.5) / 255)
-            if multi_contour:
-                return boxes_lib._multi_iou(s, table, gt, gt_valid)  # noqa: SLF001
-            return components.iou_with_gt(boxes_lib._largest_box(s, table), gt,  # noqa: SLF001
-                                           gt_valid)
-        levels = boxes_lib._levels(q, table)                                # noqa: SLF001
-        if multi_contour:
-            return jnp.take_along_axis(ffi.contour_iou(q, gt, gt_valid), levels, axis=1)
-        per_level = ffi.largest_boxes(q)
-        boxes = jnp.take_along_axis(per_level, levels[..., None], axis=1)
-        return components.iou_with_gt(boxes, gt, gt_valid)
-
-    @functools.partial(jax.jit, donate_argnums=(0, 1))
-    def step(total, per_class, q, table, gt, gt_valid, labels, valid, deltas):
-        best = best_iou(q, table, gt, gt_valid)
-        hit = (best[:, None, :] >= deltas[None, :, None]) & valid[:, None, None]   # [B, I, T]
-        hit = hit.astype(jnp.int32)
-        return (total + jnp.sum(hit, axis=0),
-                per_class + jax.ops.segment_sum(hit, labels, num_segments=per_class.shape[0]))
-
-    return step
-
-
 def _host_box_step(multi_contour: bool):
-    """:func:`_box_step` in NumPy + the compiled kernel's C entry points (no JAX): the same
-    signature and the same counts (the same kernel, levels and float32 IoU)."""
-    from infocam_jax.native import host, protocol
+    """The JAX engine's ``box_step`` in NumPy + the compiled kernel's C entry points (no JAX):
+    the same signature and the same counts (the same kernel, levels and float32 IoU)."""
 
     def step(total, per_class, q, table, gt, gt_valid, labels, valid, deltas):
         levels = table[:, q.max(axis=(1, 2))].T                                   # [B, T]
@@ -242,7 +211,6 @@ def resolve_engine(engine: str) -> str:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if engine == "jax":
         return engine
-    from infocam_jax.native import host
     if host.library() is not None:
         return "host"
     if engine == "host":
@@ -257,7 +225,6 @@ ENGINES = ("auto", "host", "jax")
 def _count_boxes(plan: _Plan, batches, progress, engine: str = "jax") -> tuple:
     """Streams the batches through the step of ``engine``: int64 (total [I, T], per_class
     [C, I, T])."""
-    from infocam_jax.native import protocol
     gt, gt_valid = gt_boxes(plan.metadata)
     num_classes = int(plan.labels.max()) + 1
     t = plan.thresholds.size
@@ -268,11 +235,10 @@ def _count_boxes(plan: _Plan, batches, progress, engine: str = "jax") -> tuple:
         per_class = np.zeros((num_classes, len(plan.ious), t), np.int64)
         step = _host_box_step(plan.multi_contour)
     else:
-        import jax.numpy as jnp
-        total = jnp.zeros((len(plan.ious), t), jnp.int32)
-        per_class = jnp.zeros((num_classes, len(plan.ious), t), jnp.int32)
-        table, deltas = jnp.asarray(table), jnp.asarray(deltas)
-        step = _box_step(plan.multi_contour)
+        jax_engine = _jax_engine()
+        total, per_class, table, deltas = jax_engine.box_counts(num_classes, len(plan.ious),
+                                                                table, deltas)
+        step = jax_engine.box_step(plan.multi_contour)
     done = 0
     for rows, items in batches:
         idx = np.asarray(rows)
@@ -287,16 +253,16 @@ def _count_boxes(plan: _Plan, batches, progress, engine: str = "jax") -> tuple:
 
 def _count_pixels(plan: _Plan, batches, progress) -> tuple:
     """Streams the batches into the PxAP histograms: int64 (positive [K], negative [K])."""
-    from infocam_jax.metrics import pxap as masks_lib
+    engine = _jax_engine()
     positive = np.zeros(plan.thresholds.size + 2, np.int64)
     negative = np.zeros(plan.thresholds.size + 2, np.int64)
     done = 0
     for rows, items in batches:
         bins, fg, ignore = (_pad(list(x), plan.batch) for x in zip(*items))
-        counts = masks_lib.pixel_counts_from_bins(bins, fg, ignore, plan.thresholds,
-                                                  np.arange(plan.batch) < len(rows))
-        positive += np.asarray(counts.positive, np.int64)
-        negative += np.asarray(counts.negative, np.int64)
+        pos, neg = engine.pixel_counts(bins, fg, ignore, plan.thresholds,
+                                       np.arange(plan.batch) < len(rows))
+        positive += pos
+        negative += neg
         done += len(rows)
         progress(done)
     return positive, negative
@@ -329,8 +295,7 @@ def _base_report(plan: _Plan, dataset_name: str, split: str) -> dict:
 
 
 def _mask_report(report: dict, positive, negative) -> dict:
-    from infocam_jax.metrics import pxap as masks_lib
-    ap = masks_lib.average_precision(positive, negative) * 100
+    ap = _jax_engine().pxap_percent(positive, negative)
     report.update(metric="PxAP", performance=float(np.average([ap])), pxap=ap)
     return report
 

@@ -10,7 +10,10 @@ import os
 import jax
 import numpy as np
 
-from infocam_jax.evaluation.scoremaps.read import MASK_DATASETS, RESIZE_LENGTH
+from infocam_jax.data.masks import RESIZE_LENGTH
+from infocam_jax.evaluation import forward
+from infocam_jax.evaluation import settings as settings_lib
+from infocam_jax.evaluation.scoremaps.read import MASK_DATASETS
 
 __all__ = ["export_model_scoremaps", "save_scoremaps", "write_metadata"]
 
@@ -110,9 +113,6 @@ def export_model_scoremaps(config, model, variables, iterator, out_dir: str, *,
       ``{"scoremap_roots": {kind: path}, "metadata_root": path, "dataset_name": str,
       "num_images": int, "num_skipped": int}``.
     """
-    from infocam_jax.evaluation import forward
-    from infocam_jax.evaluation import settings as settings_lib
-
     reading = settings_lib.EvalSettings.from_config(config)
     if reading.multi_label:
         raise ValueError("export_model_scoremaps supports single-label configs only")
