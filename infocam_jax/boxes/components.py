@@ -19,6 +19,7 @@ stay below 2**23 (packed int32 keys) and W, H below 2**16.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -110,6 +111,141 @@ _SB, _FIRST, _X0, _Y0, _X1, _Y1, _S2 = range(7)
 _NATTR = 8
 
 
+class _Lanes(NamedTuple):
+    """What every step of :func:`_batched_pass` reads (traced arrays and static sizes).
+
+    Arrays indexed per lane are stored flat, lane-major: 1-D gathers and scatters are cheaper
+    per index on XLA's CPU backend than 2-D ones. ``off_n`` / ``off_t`` are each lane's offset
+    into the flat per-pixel arrays (``n + 1`` rows a lane, the last a dump) and into the flat
+    record table (``_TRASH + 1`` rows a lane).
+    """
+    values: jax.Array          # int32 [B, n]
+    order: jax.Array           # int32 [B, n]: pixels by descending value, raster order within
+    nbr: jax.Array             # int32 [n, 8]: neighbour pixel or -1
+    allowed: jax.Array         # bool [B, 8]
+    gt_boxes: jax.Array
+    gt_valid: jax.Array
+    is_hole: jax.Array         # bool [B]
+    rows: jax.Array            # int32 [B, 1]
+    off_n: jax.Array           # int32 [B, 1]
+    off_t: jax.Array           # int32 [B, 1]
+    height: int
+    width: int
+    mode: str
+
+
+def _fget(a, idx, off):
+    """``a[lane, idx]`` of a flat lane-major array (``idx`` ``[B]`` or ``[B, K]``)."""
+    return a[(off if idx.ndim == 2 else off[:, 0]) + idx]
+
+
+def _emit(lanes: _Lanes, tab, cell, live, rec):
+    """Reduce closing records ``rec`` [B, K, _NATTR] (masked by ``live``) into the table."""
+    cell = jnp.where(live, cell, _TRASH)
+    x0, y0, x1, y1 = (rec[..., c] for c in (_X0, _Y0, _X1, _Y1))
+    if lanes.mode == "area":
+        ks2, kf = rec[..., _S2], rec[..., _FIRST]
+        better = (ks2[:, None, :] > ks2[:, :, None]) | (
+            (ks2[:, None, :] == ks2[:, :, None]) & (kf[:, None, :] > kf[:, :, None]))
+        same = (cell[:, None, :] == cell[:, :, None]) & live[:, None, :]
+        beaten = jnp.any(same & better, axis=2)
+        cur = _fget(tab, cell, lanes.off_t)
+        upd = live & ~beaten & ((ks2 > cur[..., 0]) | ((ks2 == cur[..., 0]) & (kf > cur[..., 1])))
+        row = jnp.stack([ks2, kf, x0 | (x1 << 16), y0 | (y1 << 16)], axis=-1)
+        return tab.at[lanes.off_t + jnp.where(upd, cell, _TRASH)].set(row)
+    # A hole's contour runs through the foreground pixels around it: one pixel wider.
+    height, width, is_hole = lanes.height, lanes.width, lanes.is_hole
+    grow = is_hole.astype(jnp.int32)[:, None]
+    box = jnp.stack([x0 - grow, y0 - grow, jnp.minimum(x1 + 1 + grow, width - 1),
+                     jnp.minimum(y1 + 1 + grow, height - 1)], axis=-1)
+    u = iou_with_gt(box, lanes.gt_boxes, lanes.gt_valid)
+    frame = (x0 == 0) | (y0 == 0) | (x1 == width - 1) | (y1 == height - 1)
+    u = jnp.where(live & ~(is_hole[:, None] & frame), u, -1.0)
+    return tab.at[lanes.off_t + cell].max(u)
+
+
+def _touching_roots(lanes: _Lanes, par, p):
+    """The distinct union-find roots of the processed neighbours of pixels ``p`` [B].
+
+    Returns:
+      ``(proc, nbc, rv, svalid)``: bool ``[B, 8]`` neighbours that are processed and connect;
+      int32 ``[B, 8]`` neighbour index (n where none); the roots compacted to 4 slots, int32
+      ``[B, 4]`` (n where empty: at most 4 distinct 8-connected components touch a pixel) and
+      bool ``[B, 4]`` which slots hold one.
+    """
+    n = lanes.order.shape[1]
+    nb = lanes.nbr[p]                                   # [B, 8]
+    nbc = jnp.where(nb >= 0, nb, n)
+    parent = _fget(par, nbc, lanes.off_n)
+    proc = (nb >= 0) & (parent >= 0) & lanes.allowed
+
+    def not_root(r):
+        return jnp.any(proc & (_fget(par, r, lanes.off_n) != r))
+
+    r = lax.while_loop(not_root, lambda r: jnp.where(proc, _fget(par, r, lanes.off_n), r),
+                       jnp.where(proc, parent, n))
+    k8 = jnp.arange(8)
+    dup = jnp.any((r[:, None, :] == r[:, :, None]) & proc[:, None, :]
+                  & (k8[None, :] < k8[:, None])[None], axis=2)
+    valid = proc & ~dup
+    pos = jnp.cumsum(valid, axis=1) - 1
+    pick = valid[:, :, None] & (pos[:, :, None] == jnp.arange(4)[None, None, :])   # [B, 8, 4]
+    svalid = jnp.any(pick, axis=1)
+    rv = jnp.where(svalid, jnp.sum(jnp.where(pick, r[:, :, None], 0), axis=1), n)
+    return proc, nbc, rv, svalid
+
+
+def _merged_row(lanes: _Lanes, p, v, proc, svalid, rec):
+    """The attribute row ``[B, _NATTR]`` of the component that pixels ``p`` (value ``v``) join
+    with the roots' records ``rec`` [B, 4, _NATTR] (slots ``svalid``)."""
+    big = jnp.int32(2**30)
+    py, px = p // lanes.width, p % lanes.width
+
+    def merged(col, reduce, combine, own, empty):
+        return combine(own, reduce(jnp.where(svalid, rec[..., col], empty), axis=1))
+
+    size = 1 + jnp.sum(jnp.where(svalid, rec[..., _SB] >> 8, 0), axis=1)
+    if lanes.mode == "area":
+        # Twice the contour-area gain: each 2x2 cell around p reaching 3 (4) pixels adds
+        # a half (a whole) unit square.
+        c = proc.astype(jnp.int32)
+        ds2 = sum((c[:, a] + c[:, b] + c[:, d]) >= 2 for a, b, d in _CELLS)
+        s2 = merged(_S2, jnp.sum, jnp.add, ds2, 0)
+    else:
+        s2 = jnp.zeros_like(p)
+    return jnp.stack([
+        size * NUM_LEVELS + v,
+        merged(_FIRST, jnp.min, jnp.minimum, p, big),
+        merged(_X0, jnp.min, jnp.minimum, px, big),
+        merged(_Y0, jnp.min, jnp.minimum, py, big),
+        merged(_X1, jnp.max, jnp.maximum, px, -1),
+        merged(_Y1, jnp.max, jnp.maximum, py, -1),
+        s2, jnp.zeros_like(p)], axis=-1)
+
+
+def _visit(lanes: _Lanes, t, state):
+    """Step ``t`` of the pass: every lane adds its ``t``-th pixel (in descending value)."""
+    par, attr, tab = state
+    n = lanes.order.shape[1]
+    p = lanes.order[:, t]
+    v = lanes.values[lanes.rows[:, 0], p]
+    proc, nbc, rv, svalid = _touching_roots(lanes, par, p)
+    rec = _fget(attr, rv, lanes.off_n)                  # [B, 4, _NATTR]
+    sizeborn = jnp.where(svalid, rec[..., _SB], -1)
+    biggest = jnp.take_along_axis(rv, jnp.argmax(sizeborn, axis=1)[:, None], axis=1)[:, 0]
+    root = jnp.where(jnp.any(svalid, axis=1), biggest, p)
+
+    # Close the records of every root that changes (absorbed or growing).
+    hi = (rec[..., _SB] & (NUM_LEVELS - 1)) - 1
+    live = svalid & (v[:, None] <= hi)
+    tab = _emit(lanes, tab, v[:, None] * NUM_LEVELS + hi, live, rec)
+    attr = attr.at[lanes.off_n[:, 0] + root].set(_merged_row(lanes, p, v, proc, svalid, rec))
+    # New parents: the pixel, the absorbed roots and (path compression) the neighbours.
+    targets = jnp.concatenate([p[:, None], rv, jnp.where(proc, nbc, n)], axis=1)
+    par = par.at[lanes.off_n + targets].set(root[:, None])
+    return par, attr, tab
+
+
 def _batched_pass(values, allowed, gt_boxes, gt_valid, is_hole, *, height, width, mode):
     """One union-find pass over a batch of maps (lanes in lockstep).
 
@@ -133,25 +269,13 @@ def _batched_pass(values, allowed, gt_boxes, gt_valid, is_hole, *, height, width
     """
     n = height * width
     batch = values.shape[0]
-    big = jnp.int32(2**30)
-    nbr = jnp.asarray(neighbour_table(height, width))
     keys = (NUM_LEVELS - 1 - values) * n + jnp.arange(n, dtype=jnp.int32)[None, :]
-    order = lax.sort(keys, dimension=1) % n           # descending value, raster order within
     rows = jnp.arange(batch)[:, None]
-    k8 = jnp.arange(8)
-    slot_ids = jnp.arange(4)
-
-    # Arrays indexed per lane are stored flat, lane-major: 1-D gathers and scatters are
-    # cheaper per index on XLA's CPU backend than 2-D ones.
-    def get(a, idx):
-        return a[rows, idx] if idx.ndim == 2 else a[rows[:, 0], idx]
-
-    off_n = rows * (n + 1)
-    off_t = rows * (_TRASH + 1)
-
-    def fget(a, idx, off):
-        return a[(off if idx.ndim == 2 else off[:, 0]) + idx]
-
+    lanes = _Lanes(values=values, order=lax.sort(keys, dimension=1) % n,
+                   nbr=jnp.asarray(neighbour_table(height, width)), allowed=allowed,
+                   gt_boxes=gt_boxes, gt_valid=gt_valid, is_hole=is_hole, rows=rows,
+                   off_n=rows * (n + 1), off_t=rows * (_TRASH + 1), height=height, width=width,
+                   mode=mode)
     # par: union-find parent (-1: not yet processed); attr: per-root rows. Index n is a dump.
     # Column _SB packs the root's pixel count and the level its current record was born at:
     # size * 256 + level.
@@ -161,95 +285,12 @@ def _batched_pass(values, allowed, gt_boxes, gt_valid, is_hole, *, height, width
         tab = jnp.full((batch * (_TRASH + 1), 4), -1, jnp.int32)
     else:
         tab = jnp.full((batch * (_TRASH + 1),), -1.0, jnp.float32)
-
-    def emit(tab, cell, live, rec):
-        """Reduce closing records ``rec`` [B, K, _NATTR] (masked by ``live``) into the table."""
-        cell = jnp.where(live, cell, _TRASH)
-        x0, y0, x1, y1 = (rec[..., c] for c in (_X0, _Y0, _X1, _Y1))
-        if mode == "area":
-            ks2, kf = rec[..., _S2], rec[..., _FIRST]
-            better = (ks2[:, None, :] > ks2[:, :, None]) | (
-                (ks2[:, None, :] == ks2[:, :, None]) & (kf[:, None, :] > kf[:, :, None]))
-            same = (cell[:, None, :] == cell[:, :, None]) & live[:, None, :]
-            beaten = jnp.any(same & better, axis=2)
-            cur = fget(tab, cell, off_t)
-            upd = live & ~beaten & ((ks2 > cur[..., 0]) | ((ks2 == cur[..., 0]) & (kf > cur[..., 1])))
-            row = jnp.stack([ks2, kf, x0 | (x1 << 16), y0 | (y1 << 16)], axis=-1)
-            return tab.at[off_t + jnp.where(upd, cell, _TRASH)].set(row)
-        # A hole's contour runs through the foreground pixels around it: one pixel wider.
-        grow = is_hole.astype(jnp.int32)[:, None]
-        box = jnp.stack([x0 - grow, y0 - grow, jnp.minimum(x1 + 1 + grow, width - 1),
-                         jnp.minimum(y1 + 1 + grow, height - 1)], axis=-1)
-        u = iou_with_gt(box, gt_boxes, gt_valid)
-        frame = (x0 == 0) | (y0 == 0) | (x1 == width - 1) | (y1 == height - 1)
-        u = jnp.where(live & ~(is_hole[:, None] & frame), u, -1.0)
-        return tab.at[off_t + cell].max(u)
-
-    def body(t, st):
-        par, attr, tab = st
-        p = order[:, t]
-        v = get(values, p)
-        py, px = p // width, p % width
-        nb = nbr[p]                                   # [B, 8]
-        nbc = jnp.where(nb >= 0, nb, n)
-        parent = fget(par, nbc, off_n)
-        proc = (nb >= 0) & (parent >= 0) & allowed
-
-        def not_root(r):
-            return jnp.any(proc & (fget(par, r, off_n) != r))
-
-        r = lax.while_loop(not_root, lambda r: jnp.where(proc, fget(par, r, off_n), r),
-                           jnp.where(proc, parent, n))
-        dup = jnp.any((r[:, None, :] == r[:, :, None]) & proc[:, None, :]
-                      & (k8[None, :] < k8[:, None])[None], axis=2)
-        valid = proc & ~dup
-        # At most 4 distinct 8-connected components touch a pixel: compact to 4 slots.
-        pos = jnp.cumsum(valid, axis=1) - 1
-        pick = valid[:, :, None] & (pos[:, :, None] == slot_ids[None, None, :])   # [B, 8, 4]
-        svalid = jnp.any(pick, axis=1)
-        rv = jnp.where(svalid, jnp.sum(jnp.where(pick, r[:, :, None], 0), axis=1), n)
-        rec = fget(attr, rv, off_n)                   # [B, 4, _NATTR]
-        sizeborn = jnp.where(svalid, rec[..., _SB], -1)
-        biggest = jnp.take_along_axis(rv, jnp.argmax(sizeborn, axis=1)[:, None], axis=1)[:, 0]
-        root = jnp.where(jnp.any(svalid, axis=1), biggest, p)
-
-        # Close the records of every root that changes (absorbed or growing).
-        hi = (rec[..., _SB] & (NUM_LEVELS - 1)) - 1
-        live = svalid & (v[:, None] <= hi)
-        tab = emit(tab, v[:, None] * NUM_LEVELS + hi, live, rec)
-
-        def merged(col, reduce, combine, own, empty):
-            return combine(own, reduce(jnp.where(svalid, rec[..., col], empty), axis=1))
-
-        size = 1 + jnp.sum(jnp.where(svalid, rec[..., _SB] >> 8, 0), axis=1)
-        if mode == "area":
-            # Twice the contour-area gain: each 2x2 cell around p reaching 3 (4) pixels adds
-            # a half (a whole) unit square.
-            c = proc.astype(jnp.int32)
-            ds2 = sum((c[:, a] + c[:, b] + c[:, d]) >= 2 for a, b, d in _CELLS)
-            s2 = merged(_S2, jnp.sum, jnp.add, ds2, 0)
-        else:
-            s2 = jnp.zeros_like(p)
-        new = jnp.stack([
-            size * NUM_LEVELS + v,
-            merged(_FIRST, jnp.min, jnp.minimum, p, big),
-            merged(_X0, jnp.min, jnp.minimum, px, big),
-            merged(_Y0, jnp.min, jnp.minimum, py, big),
-            merged(_X1, jnp.max, jnp.maximum, px, -1),
-            merged(_Y1, jnp.max, jnp.maximum, py, -1),
-            s2, jnp.zeros_like(p)], axis=-1)
-        attr = attr.at[off_n[:, 0] + root].set(new)
-        # New parents: the pixel, the absorbed roots and (path compression) the neighbours.
-        targets = jnp.concatenate([p[:, None], rv, jnp.where(proc, nbc, n)], axis=1)
-        par = par.at[off_n + targets].set(root[:, None])
-        return par, attr, tab
-
-    par, attr, tab = lax.fori_loop(0, n, body, (par, attr, tab))
+    par, attr, tab = lax.fori_loop(0, n, functools.partial(_visit, lanes), (par, attr, tab))
     # The whole grid is one component at the end: close its record for levels [0, v - 1].
-    root = fget(par, order[:, n - 1], off_n)
-    rec = fget(attr, root[:, None], off_n)            # [B, 1, _NATTR]
+    root = _fget(par, lanes.order[:, n - 1], lanes.off_n)
+    rec = _fget(attr, root[:, None], lanes.off_n)       # [B, 1, _NATTR]
     hi = (rec[..., _SB] & (NUM_LEVELS - 1)) - 1
-    tab = emit(tab, hi, hi >= 0, rec)
+    tab = _emit(lanes, tab, hi, hi >= 0, rec)
     return tab.reshape((batch, _TRASH + 1) + tab.shape[1:])
 
 

@@ -317,6 +317,36 @@ def compose_cluttered(
       top-left corner) describing where the target frame was placed.
     """
     images, labels = _check_source(images, labels, num_classes)
+    _check_cluttered(num_canvases, canvas_size, scale_range, num_clutter, clutter_size,
+                     clutter_gap)
+    rng = np.random.default_rng(seed)
+    n, size = num_canvases, canvas_size
+    classes, source = _sample_digits(rng, labels, (n,), num_classes)
+    sizes = np.rint(DIGIT_SIZE * rng.uniform(*scale_range, n)).astype(np.int64)
+    offsets = np.floor(rng.random((n, 2)) * (size - sizes + 1)[:, None]).astype(np.int64)  # (x, y)
+
+    canvas = np.zeros((n, size, size), np.uint8)
+    boxes = _paste_targets(canvas, images, source, sizes, offsets)
+    if num_clutter:
+        _paste_clutter(rng, canvas, images, boxes, num_clutter, clutter_size, clutter_gap)
+
+    valid = np.ones((n, 1), bool)
+    return {
+        "image": canvas[..., None],
+        "label": classes.astype(np.int32),
+        "labels": _multi_hot(classes[:, None], valid, num_classes),
+        "boxes": boxes[:, None, :].astype(np.float32),
+        "box_labels": classes[:, None].astype(np.int32),
+        "box_valid": valid,
+        "source_index": source[:, None].astype(np.int64),
+        "target_size": sizes.astype(np.int32),
+        "target_offset": offsets.astype(np.int32),
+    }
+
+
+def _check_cluttered(num_canvases, canvas_size, scale_range, num_clutter, clutter_size,
+                     clutter_gap) -> None:
+    """The argument checks of :func:`compose_cluttered`."""
     lo, hi = scale_range
     if not 0 < lo <= hi:
         raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
@@ -334,14 +364,13 @@ def compose_cluttered(
         )
     if num_canvases < 0:
         raise ValueError(f"num_canvases must be >= 0, got {num_canvases}")
-    rng = np.random.default_rng(seed)
-    n, size = num_canvases, canvas_size
-    classes, source = _sample_digits(rng, labels, (n,), num_classes)
-    sizes = np.rint(DIGIT_SIZE * rng.uniform(lo, hi, n)).astype(np.int64)
-    offsets = np.floor(rng.random((n, 2)) * (size - sizes + 1)[:, None]).astype(np.int64)  # (x, y)
 
-    canvas = np.zeros((n, size, size), np.uint8)
-    boxes = np.zeros((n, 4), np.int64)
+
+def _paste_targets(canvas: np.ndarray, images: np.ndarray, source: np.ndarray,
+                   sizes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Pastes digit ``images[source[i]]``, resized to ``sizes[i]``, at ``offsets[i]`` (x, y) of
+    ``canvas[i]`` (in place); returns the tight ink boxes, int64 [n, 4]."""
+    boxes = np.zeros((canvas.shape[0], 4), np.int64)
     for s in np.unique(sizes):  # one vectorised resize per distinct frame size (<= ~25 sizes)
         sel = np.flatnonzero(sizes == s)
         frames = _to_uint8(resize_images(images[source[sel]], s, s))  # [k, s, s]
@@ -355,48 +384,41 @@ def compose_cluttered(
                 "a resized target digit lost all its ink; use a larger scale_range low end"
             )
         boxes[sel] = local + np.tile(offsets[sel], 2)
+    return boxes
 
-    if num_clutter:
-        c = clutter_size
-        margin = min(4, (DIGIT_SIZE - c) // 2)  # crop inside MNIST's 20x20 ink area when possible
-        crop_src = rng.integers(0, images.shape[0], (n, num_clutter))
-        crop_at = rng.integers(margin, DIGIT_SIZE - c - margin + 1, (n, num_clutter, 2))  # (x, y)
-        span = np.arange(c)
-        patches = images[
-            crop_src[..., None, None],
-            crop_at[..., 1, None, None] + span[:, None],
-            crop_at[..., 0, None, None] + span[None, :],
-        ]  # [n, k, c, c]
-        place = rng.integers(0, size - c + 1, (n, num_clutter, 2))
-        near = boxes[:, None, :] + np.array([-1, -1, 1, 1]) * clutter_gap  # grown target box
-        for _ in range(10_000):  # redraw positions too close to the target (vectorised rounds)
-            bad = (
-                (place[..., 0] <= near[..., 2])
-                & (place[..., 0] + c - 1 >= near[..., 0])
-                & (place[..., 1] <= near[..., 3])
-                & (place[..., 1] + c - 1 >= near[..., 1])
-            )
-            if not bad.any():
-                break
-            place[bad] = rng.integers(0, size - c + 1, (int(bad.sum()), 2))
-        else:  # pragma: no cover - impossible given the canvas_size check
-            raise RuntimeError("could not place clutter outside the target box")
-        rows_all = np.arange(n)[:, None, None]
-        for j in range(num_clutter):  # one vectorised paste per fragment slot
-            rows = place[:, j, 1, None] + span
-            cols = place[:, j, 0, None] + span
-            idx = (rows_all, rows[:, :, None], cols[:, None, :])
-            canvas[idx] = np.maximum(canvas[idx], patches[:, j])
 
-    valid = np.ones((n, 1), bool)
-    return {
-        "image": canvas[..., None],
-        "label": classes.astype(np.int32),
-        "labels": _multi_hot(classes[:, None], valid, num_classes),
-        "boxes": boxes[:, None, :].astype(np.float32),
-        "box_labels": classes[:, None].astype(np.int32),
-        "box_valid": valid,
-        "source_index": source[:, None].astype(np.int64),
-        "target_size": sizes.astype(np.int32),
-        "target_offset": offsets.astype(np.int32),
-    }
+def _paste_clutter(rng, canvas: np.ndarray, images: np.ndarray, boxes: np.ndarray,
+                   num_clutter: int, clutter_size: int, clutter_gap: int) -> None:
+    """Pastes (pixel-wise max, in place) ``num_clutter`` fragments of random source digits per
+    canvas, at positions at least ``clutter_gap`` pixels away from the target ``boxes``."""
+    n, size = canvas.shape[0], canvas.shape[1]
+    c = clutter_size
+    margin = min(4, (DIGIT_SIZE - c) // 2)  # crop inside MNIST's 20x20 ink area when possible
+    crop_src = rng.integers(0, images.shape[0], (n, num_clutter))
+    crop_at = rng.integers(margin, DIGIT_SIZE - c - margin + 1, (n, num_clutter, 2))  # (x, y)
+    span = np.arange(c)
+    patches = images[
+        crop_src[..., None, None],
+        crop_at[..., 1, None, None] + span[:, None],
+        crop_at[..., 0, None, None] + span[None, :],
+    ]  # [n, k, c, c]
+    place = rng.integers(0, size - c + 1, (n, num_clutter, 2))
+    near = boxes[:, None, :] + np.array([-1, -1, 1, 1]) * clutter_gap  # grown target box
+    for _ in range(10_000):  # redraw positions too close to the target (vectorised rounds)
+        bad = (
+            (place[..., 0] <= near[..., 2])
+            & (place[..., 0] + c - 1 >= near[..., 0])
+            & (place[..., 1] <= near[..., 3])
+            & (place[..., 1] + c - 1 >= near[..., 1])
+        )
+        if not bad.any():
+            break
+        place[bad] = rng.integers(0, size - c + 1, (int(bad.sum()), 2))
+    else:  # pragma: no cover - impossible given the canvas_size check
+        raise RuntimeError("could not place clutter outside the target box")
+    rows_all = np.arange(n)[:, None, None]
+    for j in range(num_clutter):  # one vectorised paste per fragment slot
+        rows = place[:, j, 1, None] + span
+        cols = place[:, j, 0, None] + span
+        idx = (rows_all, rows[:, :, None], cols[:, None, :])
+        canvas[idx] = np.maximum(canvas[idx], patches[:, j])

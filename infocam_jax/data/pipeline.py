@@ -120,6 +120,75 @@ class BatchIterator:
             close()
 
 
+def _padding_example(pad_image, image_size, max_boxes: int, num_classes: int,
+                     multi_label: bool, masks: bool) -> dict:
+    """The example of an eval padding slot (``valid`` False, nothing else set)."""
+    out = {"image": pad_image, "label": np.int32(0),
+           "boxes": np.zeros((max_boxes, 4), np.int32),
+           "box_labels": np.zeros(max_boxes, np.int32),
+           "box_valid": np.zeros(max_boxes, bool), "valid": np.bool_(False)}
+    if multi_label:
+        out["labels"] = np.zeros(num_classes, np.float32)
+    if masks:
+        out["mask"] = out["ignore"] = np.zeros(image_size, bool)
+    return out
+
+
+def _record_image_and_boxes(record: dict, where: str, channels: int, max_boxes: int):
+    """A record's image (HWC) and its boxes, checked: (image, float32 boxes [g, 4], int32
+    box_labels [g])."""
+    image = np.asarray(record["image"])
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[-1] != channels:
+        raise ValueError(f"{where}: image shape {image.shape}, expected {channels} channels")
+    boxes = np.asarray(record["boxes"], np.float32).reshape(-1, 4)
+    box_labels = np.asarray(record["box_labels"], np.int32).reshape(-1)
+    if boxes.shape[0] > max_boxes:
+        raise ValueError(f"{where} has {boxes.shape[0]} boxes, more than "
+                         f"config.max_boxes={max_boxes}")
+    if box_labels.shape[0] != boxes.shape[0]:
+        raise ValueError(f"{where}: {boxes.shape[0]} boxes but {box_labels.shape[0]} "
+                         f"box_labels")
+    return image, boxes, box_labels
+
+
+def _padded_boxes(int_boxes, visible, box_labels, max_boxes: int) -> dict:
+    """``boxes`` int32 [G, 4], ``box_labels`` int32 [G] and ``box_valid`` bool [G], padded to
+    ``max_boxes``."""
+    g = int_boxes.shape[0]
+    padded = np.zeros((max_boxes, 4), np.int32)
+    padded[:g] = int_boxes
+    valid_boxes = np.zeros(max_boxes, bool)
+    valid_boxes[:g] = visible
+    padded_labels = np.zeros(max_boxes, np.int32)
+    padded_labels[:g] = box_labels
+    return {"boxes": padded, "box_labels": padded_labels, "box_valid": valid_boxes}
+
+
+def _record_multi_hot(record: dict, where: str, dataset: str, num_classes: int) -> np.ndarray:
+    """A record's multi-hot ``labels``, float32 [M], checked."""
+    if "labels" not in record:
+        raise ValueError(f"config.multi_label=True but {dataset} records carry no "
+                         f"multi-hot 'labels'")
+    labels = np.asarray(record["labels"], np.float32).reshape(-1)
+    if labels.shape != (num_classes,):
+        raise ValueError(f"{where}: labels shape {labels.shape}, expected ({num_classes},)")
+    return labels
+
+
+def _record_pixels(record: dict, where: str, image_size) -> dict:
+    """A record's PxAP ground truth ``mask`` / ``ignore``, bool [H, W], checked."""
+    out = {}
+    for key in ("mask", "ignore"):
+        pixels = np.asarray(record[key], bool)
+        if pixels.shape != image_size:
+            raise ValueError(f"{where}: {key} shape {pixels.shape}, "
+                             f"expected config.image_size {image_size}")
+        out[key] = pixels
+    return out
+
+
 def _example_fn(config, opened: _Opened, src, *, training: bool, epoch: int, seed: int,
                 normalize: bool = True):
     """``load(index, record) -> example dict``; with ``normalize=False`` the image stays uint8
@@ -143,31 +212,11 @@ def _example_fn(config, opened: _Opened, src, *, training: bool, epoch: int, see
         """Example ``index`` (-1: eval padding); ``record`` = ``src[index]`` when already read."""
         index = int(index)
         if index < 0:
-            out = {"image": pad_image, "label": np.int32(0),
-                   "boxes": np.zeros((max_boxes, 4), np.int32),
-                   "box_labels": np.zeros(max_boxes, np.int32),
-                   "box_valid": np.zeros(max_boxes, bool), "valid": np.bool_(False)}
-            if multi_label:
-                out["labels"] = np.zeros(m, np.float32)
-            if masks:
-                out["mask"] = out["ignore"] = np.zeros(image_size, bool)
-            return out
+            return _padding_example(pad_image, image_size, max_boxes, m, multi_label, masks)
         if record is None:
             record = src[index]
-        image = np.asarray(record["image"])
-        if image.ndim == 2:
-            image = image[..., None]
-        if image.shape[-1] != channels:
-            raise ValueError(f"{dataset} record {index}: image shape {image.shape}, "
-                             f"expected {channels} channels")
-        boxes = np.asarray(record["boxes"], np.float32).reshape(-1, 4)
-        box_labels = np.asarray(record["box_labels"], np.int32).reshape(-1)
-        if boxes.shape[0] > max_boxes:
-            raise ValueError(f"{dataset} record {index} has {boxes.shape[0]} boxes, more "
-                             f"than config.max_boxes={max_boxes}")
-        if box_labels.shape[0] != boxes.shape[0]:
-            raise ValueError(f"{dataset} record {index}: {boxes.shape[0]} boxes but "
-                             f"{box_labels.shape[0]} box_labels")
+        where = f"{dataset} record {index}"
+        image, boxes, box_labels = _record_image_and_boxes(record, where, channels, max_boxes)
         if kwargs["resize_size"] == 0 and image.shape[:2] != image_size and not warned:
             warned.append(True)
             logging.warning("%s: records are %s but config.image_size is %s and resize_size is 0: "
@@ -176,36 +225,17 @@ def _example_fn(config, opened: _Opened, src, *, training: bool, epoch: int, see
         rng = np.random.default_rng([int(seed), int(epoch), index]) if training else None
         image, int_boxes, visible = transforms.preprocess(image, boxes, training=training,
                                                           rng=rng, **kwargs)
-        g = int_boxes.shape[0]
-        padded = np.zeros((max_boxes, 4), np.int32)
-        padded[:g] = int_boxes
-        valid_boxes = np.zeros(max_boxes, bool)
-        valid_boxes[:g] = visible
-        padded_labels = np.zeros(max_boxes, np.int32)
-        padded_labels[:g] = box_labels
         label = int(record["label"])
         if not 0 <= label < m:
-            raise ValueError(f"{dataset} record {index}: label {label} outside "
-                             f"[0, {m})")
+            raise ValueError(f"{where}: label {label} outside [0, {m})")
         image = transforms.normalize(image) if normalize else np.asarray(image, np.uint8)
-        out = {"image": image, "label": np.int32(label), "boxes": padded,
-               "box_labels": padded_labels, "box_valid": valid_boxes, "valid": np.bool_(True)}
+        out = {"image": image, "label": np.int32(label),
+               **_padded_boxes(int_boxes, visible, box_labels, max_boxes),
+               "valid": np.bool_(True)}
         if multi_label:
-            if "labels" not in record:
-                raise ValueError(f"config.multi_label=True but {dataset} records carry no "
-                                 f"multi-hot 'labels'")
-            labels = np.asarray(record["labels"], np.float32).reshape(-1)
-            if labels.shape != (m,):
-                raise ValueError(f"{dataset} record {index}: labels shape {labels.shape}, "
-                                 f"expected ({m},)")
-            out["labels"] = labels
+            out["labels"] = _record_multi_hot(record, where, dataset, m)
         if masks:
-            for key in ("mask", "ignore"):
-                pixels = np.asarray(record[key], bool)
-                if pixels.shape != image_size:
-                    raise ValueError(f"{dataset} record {index}: {key} shape {pixels.shape}, "
-                                     f"expected config.image_size {image_size}")
-                out[key] = pixels
+            out.update(_record_pixels(record, where, image_size))
         return out
 
     return load

@@ -173,6 +173,41 @@ def _open_cub_catalog(config) -> _Opened:
     return _Opened("cub", srcs.__getitem__, cub.NUM_CLASSES, 3, lambda _: counts / counts.sum())
 
 
+def _builder_prior(builder, num_classes: int):
+    """``prior(multi_label)`` of a prepared tfds builder: from its metadata's training label
+    counts, else from a cached file beside its records, else from one pass over its labels."""
+    import tensorflow_datasets as tfds
+
+    metadata = dict(builder.info.metadata or {})
+
+    def prior(multi_label):
+        counts = metadata.get("train_label_counts")
+        if counts is not None and not multi_label:
+            return _prior_from_labels(np.repeat(np.arange(len(counts)), counts), num_classes,
+                                      False)
+        cache = os.path.join(os.fspath(builder.data_dir),
+                             f"infocam_label_prior_{'multi' if multi_label else 'single'}.json")
+        if os.path.exists(cache):
+            with open(cache) as f:
+                value = np.asarray(json.load(f), np.float64)
+            if value.shape == (num_classes,):
+                return value
+        # Read every training label once, skipping image decoding.
+        src = builder.as_data_source("train", decoders={"image": tfds.decode.SkipDecoding()})
+        key = "labels" if multi_label else "label"
+        labels = [np.asarray(src[i][key]) for i in range(len(src))]
+        value = _prior_from_labels(np.stack(labels) if labels else np.zeros((0,)), num_classes,
+                                   multi_label)
+        try:
+            with open(cache, "w") as f:
+                json.dump(value.tolist(), f)
+        except OSError:
+            pass  # read-only data dir: recompute next time
+        return value
+
+    return prior
+
+
 def _open_builder(config) -> _Opened:
     import tensorflow_datasets as tfds
 
@@ -207,36 +242,9 @@ def _open_builder(config) -> _Opened:
 
     if channels is None:
         channels = np.asarray(source("train")[0]["image"]).shape[-1]
-    metadata = dict(builder.info.metadata or {})
-
-    def prior(multi_label):
-        counts = metadata.get("train_label_counts")
-        if counts is not None and not multi_label:
-            return _prior_from_labels(np.repeat(np.arange(len(counts)), counts), num_classes,
-                                      False)
-        cache = os.path.join(os.fspath(builder.data_dir),
-                             f"infocam_label_prior_{'multi' if multi_label else 'single'}.json")
-        if os.path.exists(cache):
-            with open(cache) as f:
-                value = np.asarray(json.load(f), np.float64)
-            if value.shape == (num_classes,):
-                return value
-        # Read every training label once, skipping image decoding.
-        src = builder.as_data_source("train", decoders={"image": tfds.decode.SkipDecoding()})
-        key = "labels" if multi_label else "label"
-        labels = [np.asarray(src[i][key]) for i in range(len(src))]
-        value = _prior_from_labels(np.stack(labels) if labels else np.zeros((0,)), num_classes,
-                                   multi_label)
-        try:
-            with open(cache, "w") as f:
-                json.dump(value.tolist(), f)
-        except OSError:
-            pass  # read-only data dir: recompute next time
-        return value
-
-    names = metadata.get("class_names")
-    return _Opened(config.dataset, source, num_classes, int(channels), prior,
-                   tuple(names) if names else None)
+    names = dict(builder.info.metadata or {}).get("class_names")
+    return _Opened(config.dataset, source, num_classes, int(channels),
+                   _builder_prior(builder, num_classes), tuple(names) if names else None)
 
 
 def open_dataset(config) -> _Opened:

@@ -115,69 +115,88 @@ def read_metadata(directory: str, kind: str = "boxes", localization: bool = True
         raise ValueError(f"kind must be 'boxes' or 'masks', got {kind!r}")
     path = {name: os.path.join(directory, name) for name in _FILES}
     ids_file = path["image_ids.txt"]
+    image_ids = _read_image_ids(ids_file)
+    class_labels = None
+    if os.path.isfile(path["class_labels.txt"]):
+        class_labels = _read_class_labels(path["class_labels.txt"], image_ids, ids_file)
+    sizes, boxes, mask_paths, ignore_paths = {}, {}, {}, {}
+    loc = path["localization.txt"]
+    if not localization:
+        pass
+    elif kind == "boxes":
+        sizes, boxes = _read_boxes(path["image_sizes.txt"], loc, image_ids, ids_file)
+    else:
+        mask_paths, ignore_paths = _read_masks(loc, image_ids, ids_file)
+    return Metadata(directory, kind, image_ids, class_labels, sizes, boxes, mask_paths,
+                    ignore_paths)
+
+
+def _read_image_ids(ids_file: str) -> tuple:
     if not os.path.isfile(ids_file):
         raise ValueError(f"metadata file not found: {ids_file}")
     with open(ids_file, encoding="utf-8") as f:
         image_ids = tuple(line.rstrip("\r\n") for line in f if line.strip())
     if not image_ids:
         raise ValueError(f"{ids_file} lists no image ids")
+    return image_ids
 
-    class_labels = None
-    if os.path.isfile(path["class_labels.txt"]):
-        p = path["class_labels.txt"]
-        class_labels = {}
-        for number, (image_id, label) in _lines(p, 2, "'<image_id>,<class_label>'"):
-            (value,) = _ints(p, number, [label], "the class label")
-            if value < 0:
-                raise ValueError(f"{p}:{number}: class labels must be >= 0, got {value}")
-            class_labels[image_id] = value
-        missing = [i for i in image_ids if i not in class_labels]
-        if missing:
-            raise ValueError(f"{p}: no class label for {len(missing)} image id(s) of "
-                             f"{ids_file}, e.g. {missing[0]!r}")
 
-    sizes, boxes, mask_paths, ignore_paths = {}, {}, {}, {}
-    loc = path["localization.txt"]
-    if not localization:
-        pass
-    elif kind == "boxes":
-        p = path["image_sizes.txt"]
-        for number, (image_id, *wh) in _lines(p, 3, "'<image_id>,<width>,<height>'"):
-            w, h = _ints(p, number, wh, "the image size")
-            if w <= 0 or h <= 0:
-                raise ValueError(f"{p}:{number}: image size must be positive, got {w}x{h}")
-            sizes[image_id] = (w, h)
-        for number, (image_id, *xy) in _lines(loc, 5, "'<image_id>,<x0>,<y0>,<x1>,<y1>'"):
-            box = _ints(loc, number, xy, "the box")
-            x0, y0, x1, y1 = box
-            if min(box) < 0 or x1 < x0 or y1 < y0:
-                raise ValueError(f"{loc}:{number}: a box must satisfy 0 <= x0 <= x1 and "
-                                 f"0 <= y0 <= y1, got {box}")
-            boxes.setdefault(image_id, []).append(box)
-        for table, file, what in ((sizes, p, "image size"), (boxes, loc, "box")):
-            missing = [i for i in image_ids if i not in table]
-            if missing:
-                raise ValueError(f"{file}: no {what} for {len(missing)} image id(s) of "
-                                 f"{ids_file}, e.g. {missing[0]!r}")
-    else:
-        for number, (image_id, mask, ignore) in _lines(
-                loc, 3, "'<image_id>,<mask_path>,<ignore_path>'"):
-            if not mask:
-                raise ValueError(f"{loc}:{number}: empty mask path")
-            if image_id not in mask_paths:
-                mask_paths[image_id] = []
-                ignore_paths[image_id] = ignore
-            elif ignore:
-                raise ValueError(f"{loc}:{number}: only the first line of an image may name its "
-                                 f"ignore mask ({image_id!r} already has "
-                                 f"{ignore_paths[image_id]!r})")
-            mask_paths[image_id].append(mask)
-        missing = [i for i in image_ids if i not in mask_paths]
-        if missing:
-            raise ValueError(f"{loc}: no mask for {len(missing)} image id(s) of {ids_file}, "
-                             f"e.g. {missing[0]!r}")
-    return Metadata(directory, kind, image_ids, class_labels, sizes, boxes, mask_paths,
-                    ignore_paths)
+def _check_all_ids(table: dict, image_ids, file: str, what: str, ids_file: str) -> None:
+    """Raises naming ``file`` when an id of ``image_ids`` has no entry in ``table``."""
+    missing = [i for i in image_ids if i not in table]
+    if missing:
+        raise ValueError(f"{file}: no {what} for {len(missing)} image id(s) of "
+                         f"{ids_file}, e.g. {missing[0]!r}")
+
+
+def _read_class_labels(p: str, image_ids, ids_file: str) -> dict:
+    class_labels = {}
+    for number, (image_id, label) in _lines(p, 2, "'<image_id>,<class_label>'"):
+        (value,) = _ints(p, number, [label], "the class label")
+        if value < 0:
+            raise ValueError(f"{p}:{number}: class labels must be >= 0, got {value}")
+        class_labels[image_id] = value
+    _check_all_ids(class_labels, image_ids, p, "class label", ids_file)
+    return class_labels
+
+
+def _read_boxes(p: str, loc: str, image_ids, ids_file: str) -> tuple:
+    """(id -> (width, height), id -> list of boxes) of a box dataset."""
+    sizes, boxes = {}, {}
+    for number, (image_id, *wh) in _lines(p, 3, "'<image_id>,<width>,<height>'"):
+        w, h = _ints(p, number, wh, "the image size")
+        if w <= 0 or h <= 0:
+            raise ValueError(f"{p}:{number}: image size must be positive, got {w}x{h}")
+        sizes[image_id] = (w, h)
+    for number, (image_id, *xy) in _lines(loc, 5, "'<image_id>,<x0>,<y0>,<x1>,<y1>'"):
+        box = _ints(loc, number, xy, "the box")
+        x0, y0, x1, y1 = box
+        if min(box) < 0 or x1 < x0 or y1 < y0:
+            raise ValueError(f"{loc}:{number}: a box must satisfy 0 <= x0 <= x1 and "
+                             f"0 <= y0 <= y1, got {box}")
+        boxes.setdefault(image_id, []).append(box)
+    for table, file, what in ((sizes, p, "image size"), (boxes, loc, "box")):
+        _check_all_ids(table, image_ids, file, what, ids_file)
+    return sizes, boxes
+
+
+def _read_masks(loc: str, image_ids, ids_file: str) -> tuple:
+    """(id -> list of instance mask paths, id -> ignore mask path) of a mask dataset."""
+    mask_paths, ignore_paths = {}, {}
+    for number, (image_id, mask, ignore) in _lines(
+            loc, 3, "'<image_id>,<mask_path>,<ignore_path>'"):
+        if not mask:
+            raise ValueError(f"{loc}:{number}: empty mask path")
+        if image_id not in mask_paths:
+            mask_paths[image_id] = []
+            ignore_paths[image_id] = ignore
+        elif ignore:
+            raise ValueError(f"{loc}:{number}: only the first line of an image may name its "
+                             f"ignore mask ({image_id!r} already has "
+                             f"{ignore_paths[image_id]!r})")
+        mask_paths[image_id].append(mask)
+    _check_all_ids(mask_paths, image_ids, loc, "mask", ids_file)
+    return mask_paths, ignore_paths
 
 
 class WsolMetadataSource:
