@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "infocam_jax"
-CORE_MODULES = ["cams", "boxes", "metrics", "losses", "models"]
+CORE_MODULES = ["maps.cams", "boxes", "metrics", "losses", "models"]
 
 BLOCKER = textwrap.dedent("""
     import importlib.abc, sys

@@ -252,7 +252,7 @@ def test_cub_num_classes_mismatch(cub_config):
 def test_digits_pipeline(tmp_path):
     pytest.importorskip("tensorflow_datasets")
     pytest.importorskip("sklearn")
-    from infocam_jax.data import digit_builders  # noqa: F401  (registers the builders)
+    from infocam_jax.data import digit_builders  # noqa: F401
     config = make_config(dataset="digits", data_dir=str(tmp_path), num_train_examples=20,
                          num_test_examples=10, num_classes=10, multi_label=True, max_boxes=2,
                          model="digits_cnn", image_size=(28, 56), resize_size=0)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from infocam_jax.evaluation import forward, pxap, thresholds
-from infocam_jax.metrics import pxap
+from infocam_jax.metrics import pxap as pxap_metrics
 from infocam_jax.evaluation.settings import EvalSettings
 
 import test_evaluate as te  # noqa: E402  (shared tiny models and data)
@@ -29,7 +29,7 @@ def _mask_data(n, seed):
 def _numpy_histograms(settings, model, variables, data):
     """float64 scores of the same maps, binned by np.histogram over the protocol's edges."""
     out = forward.predict_maps(settings, model, variables, data["image"], data["label"])
-    edges = pxap.bin_edges(settings.box_thresholds)
+    edges = pxap_metrics.bin_edges(settings.box_thresholds)
     fg = data["mask"]
     counted = ~(data["ignore"] & ~fg) & data["valid"][:, None, None]
     result = []
@@ -56,7 +56,7 @@ def test_histograms_match_numpy_and_padding_counts_nothing(model_and_variables):
         np.testing.assert_array_equal(counts.positive[i], pos)
         np.testing.assert_array_equal(counts.negative[i], neg)
     res = pxap.finalize(settings, counts)
-    assert res["cam/pxap"] == pytest.approx(pxap.average_precision(*_numpy_histograms(
+    assert res["cam/pxap"] == pytest.approx(pxap_metrics.average_precision(*_numpy_histograms(
         settings, model, variables, data)[0]))
 
 

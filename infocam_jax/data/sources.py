@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from infocam_jax.data import cub, synthetic, tiny_imagenet, wsol_metadata
+from infocam_jax.data import cub, digit_builders, synthetic, tiny_imagenet, wsol_metadata
 
 SPLITS = ("train", "validation", "test")
 DIGIT_DATASETS = ("digits", "multi_mnist", "cluttered_mnist")
@@ -136,20 +136,11 @@ def _open_wsol_metadata(config) -> _Opened:
                    lambda _: _prior_from_labels(srcs["train"].labels, m, False))
 
 
-def _digit_builders():
-    """The tfds builders of the digit datasets. The module defines its builder classes on
-    tensorflow_datasets (an optional dependency) when imported, so it is the one module of
-    ``data`` imported lazily: when a digit dataset is opened."""
-    from infocam_jax.data import digit_builders  # pylint: disable=import-outside-toplevel
-    return digit_builders
-
-
 def _prepare_builder(config):
     name = config.dataset
     ddir = data_dir(config)
     manual = config.get("manual_dir", "")
     if name in DIGIT_DATASETS:
-        digit_builders = _digit_builders()
         return digit_builders.prepare_digit_dataset(
             name, data_dir=ddir, manual_dir=manual,
             num_train=int(config.num_train_examples), num_test=int(config.num_test_examples),
