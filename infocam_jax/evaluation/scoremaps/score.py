@@ -126,8 +126,9 @@ def _plan(scoremap_root, metadata_root, dataset_name, split, mask_root, cam_curv
 
 
 def _jax_engine():
-    """The JAX engine module. The host engine never imports JAX, so this is the one lazy import
-    of the module, made when the JAX engine (or a mask dataset) is chosen."""
+    """:mod:`~infocam_jax.evaluation.scoremaps.jax_engine`, imported here and only here: the host
+    engine starts without JAX, so this module's one function-local import is made once the JAX
+    engine (or a mask dataset) is chosen."""
     # pylint: disable-next=import-outside-toplevel
     from infocam_jax.evaluation.scoremaps import jax_engine
     return jax_engine
