@@ -406,7 +406,7 @@ def test_bf16_train_step_updates_float32_params():
     import optax  # pylint: disable=import-outside-toplevel
 
     from infocam_jax import devices  # pylint: disable=import-outside-toplevel
-    from infocam_jax.train import trainer, state  # pylint: disable=import-outside-toplevel
+    from infocam_jax.train import trainer, state as ts  # pylint: disable=import-outside-toplevel
     config = ml_collections.ConfigDict(dict(
         model="resnet50", num_classes=5, dtype="bfloat16",
         model_options=dict(adl_positions="30", adl_drop_rate=0.75, adl_gamma=0.9)))
@@ -415,7 +415,7 @@ def test_bf16_train_step_updates_float32_params():
     shape = (2, 32, 32, 3)
     variables = _random_variables(model, shape, seed=1)
     tx = optax.sgd(0.1, momentum=0.9)
-    state = state.create_train_state(variables, tx)
+    state = ts.create_train_state(variables, tx)
     batch = {"image": np.asarray(jax.random.normal(jax.random.key(2), shape)),
              "label": np.array([1, 3], np.int32)}
 
@@ -423,7 +423,7 @@ def test_bf16_train_step_updates_float32_params():
         assert logits.dtype == jnp.float32
         return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
 
-    step = state.parallelize(lambda s, b, k: state.train_step(
+    step = ts.parallelize(lambda s, b, k: ts.train_step(
         s, b, k, model=model, tx=tx, loss_fn=loss_fn, multi_label=False))
     new, metrics = step(devices.replicate(state), devices.shard(batch, 1),
                         devices.replicate(jax.random.key(0)))
