@@ -38,11 +38,13 @@ from __future__ import annotations
 import math
 import os
 
+import jax
 from ml_collections import config_dict
 
 from infocam_jax.evaluation import evaluators
 from infocam_jax.evaluation.settings import EvalSettings
 from infocam_jax.methods import registry
+from infocam_jax.train import state
 
 MNIST_DIR_ENV = "INFOCAM_MNIST_DIR"
 LOSSES = ("softmax", "pc_softmax", "sigmoid", "pc_sigmoid")
@@ -380,8 +382,10 @@ def _check_choice(config, field: str, choices) -> None:
 def _check_int(config, field: str, low: int, node=None, prefix: str = "config.") -> int:
     node = config if node is None else node
     value = node[field]
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{prefix}{field} must be an int >= {low}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{prefix}{field} must be an int, got {value!r}")
+    if value < low:
+        raise ValueError(f"{prefix}{field} must be >= {low}, got {value!r}")
     return value
 
 
@@ -397,7 +401,8 @@ def _check_data(config) -> None:
 
 
 def _check_model(config) -> None:
-    _check_choice(config, "loss", LOSSES)
+    if config.loss not in LOSSES:
+        raise ValueError(f"config.loss must be one of {', '.join(LOSSES)}; got {config.loss!r}")
     multi = config.loss in MULTI_LABEL_LOSSES
     if multi != bool(config.multi_label):
         raise ValueError(f"config.loss={config.loss!r} does not fit config.multi_label="
@@ -412,9 +417,12 @@ def _check_model(config) -> None:
 
 
 def _check_training(config) -> None:
-    for field in ("num_epochs", "batch_size", "eval_batch_size", "log_every_steps",
-                  "keep_checkpoints"):
+    state.check_batch_divisible(config.batch_size, "config.batch_size")
+    for field in ("num_epochs", "eval_batch_size", "log_every_steps", "keep_checkpoints"):
         _check_int(config, field, 1)
+    if config.eval_batch_size % jax.process_count():
+        raise ValueError(f"config.eval_batch_size={config.eval_batch_size} must be divisible by "
+                         f"the number of processes ({jax.process_count()})")
     _check_int(config, "eval_every_epochs", 0)
     opt = config.optimizer
     for field in ("learning_rate", "lr_ratio", "momentum", "weight_decay", "decay_factor"):
