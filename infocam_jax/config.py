@@ -53,6 +53,10 @@ DTYPES = ("float32", "bfloat16")
 UPSAMPLE_MODES = ("bicubic", "bilinear")
 EVAL_PROTOCOLS = ("resize", "center_crop")
 
+# The base config's evaluations (config.evals): cheap validation every epoch, then the protocol.
+DEFAULT_EVALS = {"classification": {"type": "classification", "every_epoch": True, "final": False},
+                 "localization": {"type": "localization"}}
+
 __all__ = ["base_config", "cluttered_mnist_config", "finish", "imagenet_config", "mnist_dir",
            "shrink_for_runlocal", "table1_config", "validate", "wsol_metadata_config"]
 
@@ -154,9 +158,7 @@ def _eval_fields(c: config_dict.ConfigDict) -> None:
     # them: config.evals.<name> = dict(type="classification" | "localization" | "pxap",
     # every_epoch=..., final=..., <EvalSettings field>=...). By default classification on
     # validation every epoch (model selection) and the full protocol on the chosen checkpoint.
-    c.evals = config_dict.ConfigDict()
-    c.evals.classification = dict(type="classification", every_epoch=True, final=False)
-    c.evals.localization = dict(type="localization")
+    c.evals = config_dict.ConfigDict(DEFAULT_EVALS)
 
 
 def base_config() -> config_dict.ConfigDict:

@@ -1,18 +1,21 @@
-r"""``infocam-reproduce``: runs one experiment config over several seeds (and heads), evaluates every trained model at
-several infoCAM region sizes, and aggregates mean ± std over seeds into Markdown and JSON.
+r"""``infocam-reproduce``: runs one experiment config over several seeds (and heads), evaluates
+every trained model at several infoCAM region sizes, and aggregates mean ± std over seeds into
+Markdown and JSON.
 
   infocam-reproduce --config=configs/multi_mnist.py --workdir=workdirs/repro/multi_mnist \
       --seeds=0,1,2 --region_sizes=1,2,3,4,5
   infocam-reproduce --config=configs/cluttered_mnist.py \
       --workdir=workdirs/repro/cluttered_mnist --seeds=0,1,2
 
-The work is ``infocam_jax.experiments.reproduction.reproduce`` (layout, protocol and reports are described
+A config listing ``methods`` (configs/methods_cluttered.py) runs the method table instead
+(``infocam_jax.experiments.methods_table.reproduce_methods``; the flags it does not read are
+refused). Otherwise the work is ``infocam_jax.experiments.reproduction.reproduce`` (layout, protocol and reports are described
 there); ``--config.normalize=max`` reads the maps the paper's way.
 """
 from absl import app, flags
 from ml_collections import config_flags
 
-from infocam_jax.experiments import reproduction
+from infocam_jax.experiments import methods_table, reproduction
 from infocam_jax.models import xla_cpu
 
 FLAGS = flags.FLAGS
@@ -37,10 +40,26 @@ flags.DEFINE_bool("fan_in_init", False,
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+# What the method table (a config listing `methods`) does not read: refused there, not ignored.
+NOT_FOR_METHODS = ("region_sizes", "map_kinds", "baseline_draws", "figure", "figure_digit",
+                   "heads", "eval_splits", "cam_thresholds", "init_from", "fan_in_init")
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     xla_cpu.use_eigen_convolutions()  # before the first computation: XLA reads its flags once
+    if tuple(FLAGS.config.get("methods", ()) or ()):
+        # One config, several WSOL methods: the method x map-kind table.
+        given = [f"--{name}" for name in NOT_FOR_METHODS if FLAGS[name].present]
+        if given:
+            raise app.UsageError(f"config.methods runs the method table, which does not read "
+                                 f"{', '.join(given)}: drop them (or config.methods)")
+        methods_table.reproduce_methods(FLAGS.config, FLAGS.workdir,
+                                        seeds=[int(s) for s in FLAGS.seeds],
+                                        reevaluate=FLAGS.reevaluate,
+                                        log=lambda s: print(s, flush=True))
+        return
     reproduction.reproduce(
         FLAGS.config, FLAGS.workdir, seeds=[int(s) for s in FLAGS.seeds],
         region_sizes=[int(r) for r in (FLAGS.region_sizes or [])], map_kinds=FLAGS.map_kinds,

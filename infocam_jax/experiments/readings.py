@@ -9,6 +9,7 @@ writes ``readings.json`` and caches per-run flat scalars. The table and its flat
 """
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from infocam_jax import data
 from infocam_jax.evaluation import json_files, run_tables, thresholds
 from infocam_jax.experiments import readings_table, seed_tables
 from infocam_jax.evaluation.settings import EvalSettings
@@ -23,8 +25,6 @@ from infocam_jax.evaluation.settings import EvalSettings
 def load_splits(config, splits: Sequence[str] = ("validation", "test")
                 ) -> dict[str, list[dict[str, np.ndarray]]]:
     """This process's eval batches of each split, kept in memory (``max_eval_batches`` kept)."""
-    import itertools  # pylint: disable=import-outside-toplevel
-    from infocam_jax import data  # pylint: disable=import-outside-toplevel
     max_batches = int(config.get("max_eval_batches", 0)) or None
     out = {}
     for split in splits:

@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 
+from infocam_jax import config as config_lib
 from infocam_jax.experiments import reproduction
 from infocam_jax.train import trainer
 from infocam_jax.evaluation import json_files
@@ -39,6 +40,7 @@ def read_runs(config, workdir: str, *, heads: Sequence[str] | None = None,
     multi = bool(config.multi_label)
     heads = tuple(heads or reproduction.heads_of(config))
     seeds = [int(s) for s in seeds]
+    config_lib.validate(config)  # the one check, before anything is read or written
     model = trainer.create_model(config)  # config.method and its options included
     splits = readings.load_splits(config)
     per_head, t_start = {}, time.time()

@@ -14,13 +14,14 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from infocam_jax.evaluation.settings import NORMALIZE_NAMES
+from infocam_jax.evaluation.settings import DISPLAY_NAMES, NORMALIZE_NAMES
 
 MULTI_LABEL_KINDS = ("cam", "infocam")
 # R-independent result keys are taken from the main region size only.
 _SINGLE_METRICS = ("gt_known_loc", "top1_loc", "max_box_acc", "max_box_acc_v2")
-DISPLAY = {"cam": "CAM", "infocam": "infoCAM", "infocam_plus": "infoCAM+ (image rival)",
-           "infocam_plus_region": "infoCAM+ (region rival)", "sigmoid": "sigmoid",
+# Map kinds by their display names (evaluation.settings), infoCAM+ naming its rival beside the
+# region-rival variant; then the heads.
+DISPLAY = {**DISPLAY_NAMES, "infocam_plus": "infoCAM+ (image rival)", "sigmoid": "sigmoid",
            "pc_sigmoid": "PC-sigmoid", "softmax": "softmax", "pc_softmax": "PC-softmax"}
 
 
