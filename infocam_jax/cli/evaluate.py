@@ -58,9 +58,10 @@ def map_table(config, model, variables, out_dir: str) -> None:
     if _MAX_BATCHES.value:
         config.max_eval_batches = _MAX_BATCHES.value
     splits = readings.load_splits(config)
-    results = table_lib.evaluate(config, model, variables, splits["validation"], splits["test"],
-                                 map_kinds=kinds, faithfulness=faith)
-    text = table_lib.format_table(results, kinds, EvalSettings.from_config(config))
+    settings = EvalSettings.from_config(config)
+    results = table_lib.evaluate(settings, model, variables, splits["validation"],
+                                 splits["test"], map_kinds=kinds, faithfulness=faith)
+    text = table_lib.format_table(results, kinds, settings)
     print(text)
     if jax.process_index() == 0:
         os.makedirs(out_dir, exist_ok=True)

@@ -11,6 +11,7 @@ validation pass skips the faithfulness metrics, the test pass counts them.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -67,7 +68,8 @@ def v2_selection(settings: EvalSettings, validation_counts: Mapping[str, Any],
     return out
 
 
-def evaluate(config, model, variables, validation: Iterable[Batch], test: Iterable[Batch], *,
+def evaluate(settings: EvalSettings, model, variables, validation: Iterable[Batch],
+             test: Iterable[Batch], *,
              map_kinds: Sequence[str] = DEFAULT_KINDS,
              faithfulness: Sequence[str] = DEFAULT_FAITHFULNESS,
              num_devices: int | None = None, **overrides) -> dict[str, float]:
@@ -75,7 +77,8 @@ def evaluate(config, model, variables, validation: Iterable[Batch], test: Iterab
     plus ``K/max_box_acc_v2/valsel`` and ``K/max_box_acc_v2/valsel_threshold_iou{30,50,70}``.
 
     Args:
-      config: single-label experiment config.
+      settings: the protocol of a single-label config (``EvalSettings.from_config``); the map
+        kinds, ``box_accuracy`` and faithfulness of each split are set here.
       model, variables: the trained model.
       validation, test: batches of the two splits (iterables; each read once).
       map_kinds: kinds to compare (default CAM, infoCAM, infoCAM+ and the seven post-hoc maps).
@@ -84,11 +87,11 @@ def evaluate(config, model, variables, validation: Iterable[Batch], test: Iterab
       **overrides: further ``EvalSettings`` fields.
     """
     fields = dict(overrides, map_kinds=tuple(map_kinds), box_accuracy=True)
-    val_settings = EvalSettings.from_config(config, **dict(fields, faithfulness=()))
-    if val_settings.multi_label:
+    if settings.multi_label:
         raise ValueError("the map table needs a single-label config (multi_label=False)")
-    test_settings = EvalSettings.from_config(config, **dict(fields,
-                                                             faithfulness=tuple(faithfulness)))
+    val_settings = dataclasses.replace(settings, **dict(fields, faithfulness=()))
+    test_settings = dataclasses.replace(settings,
+                                        **dict(fields, faithfulness=tuple(faithfulness)))
     val_counts = driver.evaluate_counts(val_settings, model, variables, validation,
                                         num_devices=num_devices)
     test_counts = driver.evaluate_counts(test_settings, model, variables, test,
