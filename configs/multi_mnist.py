@@ -1,8 +1,8 @@
 """Double-digit MNIST (paper §3.3): sigmoid vs PC-sigmoid on real MNIST digits.
 
 Canvases of 28x56 with up to two MNIST digits (left / right, each present with probability 0.7,
-empty canvases removed), built from the four IDX .gz files in `manual_dir` (default: the folder named by the
-environment variable INFOCAM_MNIST_DIR; or --config.manual_dir=/path).
+empty canvases removed), built from the four IDX .gz files in `manual_dir` (default: the folder
+named by the environment variable INFOCAM_MNIST_DIR; or --config.manual_dir=/path).
 Trains the small CNN-GAP with a sigmoid and a PC-sigmoid head (sub-workdirs per head) and
 prints the per-digit classification and CAM-vs-infoCAM localisation table.
 

@@ -55,7 +55,8 @@ be reached from this machine; nothing below is taken from it. So:
       infocam_jax/config.py `imagenet_config`);
     CUB: 50 epochs, decay every 15 (CUB has ~6 k training images, 1/200 of ILSVRC);
     learning rates other than (VGG16, CAM, OpenImages): VGG16 0.00227913316 (the README value),
-      ResNet50 and InceptionV3 2e-4 (infocam_jax/config.py `imagenet_config`'s ResNet50 value); override
+      ResNet50 and InceptionV3 2e-4 (infocam_jax/config.py `imagenet_config`'s ResNet50
+      value); override
       with ``--config.optimizer.learning_rate`` once the spreadsheet values are at hand;
     ADL positions: ``models.create(..., method="adl")``'s per-backbone default (the reference's);
     the evaluated checkpoint: the last epoch (``checkpoint_best = False``; the README: "We

@@ -1,4 +1,5 @@
-"""``infocam-convert-weights``: converts a torchvision-format state dict (vgg16 / resnet50 / inception_v3) into infocam-jax
+"""``infocam-convert-weights``: converts a torchvision-format state dict (vgg16 / resnet50 /
+inception_v3) into infocam-jax
 variables.
 
     infocam-convert-weights --arch=resnet50 --input=resnet50.pth \

@@ -1,4 +1,5 @@
-r"""``infocam-evaluate-readings``: reads the saved runs of ``infocam-reproduce`` under both normalisations of the maps.
+r"""``infocam-evaluate-readings``: reads the saved runs of ``infocam-reproduce`` under both
+normalisations of the maps.
 
 For every ``<workdir>/<head>/seed<k>`` run, restores the best checkpoint (selected on validation
 top-1 during training) and evaluates validation and test with

@@ -1,4 +1,5 @@
-r"""``infocam-scoremaps``: evaluates saved score maps like the reference WSOL evaluation (clovaai/wsolevaluation), fast.
+r"""``infocam-scoremaps``: evaluates saved score maps like the reference WSOL evaluation
+(clovaai/wsolevaluation), fast.
 
 A drop-in for the reference's ``python evaluation.py``: the same flags, inputs and numbers
 (MaxBoxAcc, MaxBoxAccV2 or PxAP), from one ``.npy`` map per image and the reference's metadata

@@ -50,11 +50,10 @@ from infocam_jax.train import trainer
 from infocam_jax.evaluation import json_files, region_grid
 from infocam_jax.experiments import readings_table, seed_tables
 from infocam_jax.experiments import readings as rd
-from infocam_jax.evaluation.settings import EvalSettings
+from infocam_jax.evaluation.settings import (CAM_FAMILY_KINDS, MULTI_LABEL_MAP_KINDS,
+                                             EvalSettings)
 
 SPLITS = ("validation", "test")
-MULTI_LABEL_KINDS = ("cam", "infocam")
-SINGLE_LABEL_KINDS = ("cam", "infocam", "infocam_plus", "infocam_plus_region")
 
 
 def training_config(config, head: str, seed: int):
@@ -255,7 +254,7 @@ def _resolve(config, *, seeds, region_sizes, map_kinds, heads, eval_splits, cam_
     return _Plan(
         multi=multi, main_r=main_r,
         region_sizes=sorted({int(r) for r in region_sizes} | {main_r}),
-        map_kinds=tuple(map_kinds or (MULTI_LABEL_KINDS if multi else SINGLE_LABEL_KINDS)),
+        map_kinds=tuple(map_kinds or (MULTI_LABEL_MAP_KINDS if multi else CAM_FAMILY_KINDS)),
         heads=tuple(heads or heads_of(config)), seeds=tuple(int(s) for s in seeds),
         cam_thresholds=sorted(float(t) for t in (cam_thresholds or ())),
         eval_splits=eval_splits, readings=bool(readings) and "validation" in eval_splits)
@@ -335,7 +334,7 @@ def _run_flat(config, model, plan: _Plan, record: dict, run_dir: str, split_batc
         values = rd.cached_flat(
             config, model, lambda: trainer.restore_variables(sub, run_dir, "best")[0],
             split_batches, os.path.join(run_dir, "reproduce_readings.json"),
-            reevaluate=reevaluate, map_kinds=MULTI_LABEL_KINDS)
+            reevaluate=reevaluate, map_kinds=MULTI_LABEL_MAP_KINDS)
         flat.update({f"readings/{k}": v for k, v in values.items()})
     for key in ("train_seconds", "eval_seconds", "best_epoch"):
         flat[key] = record[key]
@@ -350,7 +349,7 @@ def _report(config, plan: _Plan, aggs, baselines, timing, wall: float) -> str:
         report = seed_tables.single_label_report(aggs, baselines, plan.region_sizes,
                                                  plan.main_r, plan.map_kinds)
     if plan.readings:
-        settings = EvalSettings.from_config(config, map_kinds=MULTI_LABEL_KINDS)
+        settings = EvalSettings.from_config(config, map_kinds=MULTI_LABEL_MAP_KINDS)
         report += ("\nCAM vs infoCAM under every reading of the maps:\n\n"
                    + readings_table.render(aggs, settings, plan.seeds, prefix="readings/"))
     if plan.cam_thresholds and plan.multi:

@@ -19,7 +19,8 @@ from infocam_jax.experiments import reproduction
 from infocam_jax.train import trainer
 from infocam_jax.evaluation import json_files
 from infocam_jax.experiments import readings, readings_table, seed_tables
-from infocam_jax.evaluation.settings import EvalSettings
+from infocam_jax.evaluation.settings import (CAM_FAMILY_KINDS, MULTI_LABEL_MAP_KINDS,
+                                             EvalSettings)
 
 
 def read_runs(config, workdir: str, *, heads: Sequence[str] | None = None,
@@ -67,8 +68,8 @@ def read_runs(config, workdir: str, *, heads: Sequence[str] | None = None,
                 else f"[{head} seed {seed}] read in {time.time() - t0:.0f}s")
             per_head[head].append(flat)
     aggs = {h: seed_tables.aggregate(v) for h, v in per_head.items()}
-    kinds = tuple(config.get("map_kinds", None) or (reproduction.MULTI_LABEL_KINDS if multi
-                                                    else reproduction.SINGLE_LABEL_KINDS))
+    kinds = tuple(config.get("map_kinds", None) or (MULTI_LABEL_MAP_KINDS if multi
+                                                    else CAM_FAMILY_KINDS))
     text = readings_table.render(aggs, EvalSettings.from_config(config, map_kinds=kinds), seeds,
                                  wall_seconds=time.time() - t_start)
     with open(os.path.join(workdir, "readings_summary.md"), "w") as f:

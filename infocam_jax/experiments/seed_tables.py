@@ -14,9 +14,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from infocam_jax.evaluation.settings import DISPLAY_NAMES, NORMALIZE_NAMES
+from infocam_jax.evaluation.settings import DISPLAY_NAMES, MULTI_LABEL_MAP_KINDS, NORMALIZE_NAMES
 
-MULTI_LABEL_KINDS = ("cam", "infocam")
 # R-independent result keys are taken from the main region size only.
 _SINGLE_METRICS = ("gt_known_loc", "top1_loc", "max_box_acc", "max_box_acc_v2")
 # Map kinds by their display names (evaluation.settings), infoCAM+ naming its rival beside the
@@ -98,7 +97,7 @@ def multi_label_report(aggs: Mapping[str, Mapping], baselines: Mapping[str, floa
               "| Head | Map | " + " | ".join(str(d) for d in digits) + " |",
               "|---|---|" + "---:|" * 10]
     for h in heads:
-        for kind in MULTI_LABEL_KINDS:
+        for kind in MULTI_LABEL_MAP_KINDS:
             lines.append(f"| {DISPLAY.get(h, h)} | {DISPLAY[kind]} | "
                          + " | ".join(pm(aggs[h], f"{split}/{kind}/loc_acc/{d}", digits=0)
                                       for d in digits) + " |")
