@@ -41,6 +41,8 @@ import os
 import jax
 from ml_collections import config_dict
 
+from infocam_jax import data
+from infocam_jax import models
 from infocam_jax.evaluation import evaluators
 from infocam_jax.evaluation.settings import EvalSettings
 from infocam_jax.methods import registry
@@ -392,6 +394,7 @@ def _check_int(config, field: str, low: int, node=None, prefix: str = "config.")
 
 
 def _check_data(config) -> None:
+    _check_choice(config, "dataset", data.DATASETS)
     for field in ("num_train_examples", "num_test_examples", "resize_size", "max_eval_batches",
                   "max_steps_per_epoch", "data_workers", "data_seed"):
         _check_int(config, field, 0)
@@ -413,6 +416,7 @@ def _check_model(config) -> None:
         if head not in LOSSES or (head in MULTI_LABEL_LOSSES) != multi:
             raise ValueError(f"config.heads lists {head!r}: each head must be a loss of "
                              f"{LOSSES} fitting config.multi_label={bool(config.multi_label)}")
+    _check_choice(config, "model", models.MODEL_NAMES)
     _check_choice(config, "dtype", DTYPES)
     _check_int(config, "num_classes", 1)
     registry.check_config(config)  # the WSOL method and its options (one seam: methods/)

@@ -180,3 +180,40 @@ def test_launcher_runs_the_digits_main_job_in_runlocal_mode(tmp_path):
     assert set(json.loads((tmp_path / "results.json").read_text())) == {"sigmoid", "pc_sigmoid"}
     assert "# Summary over heads" in proc.stdout
     assert re.search(r"\| CAM \|", proc.stdout) and re.search(r"\| infoCAM \|", proc.stdout)
+
+
+# ----------------------------------------------------------------------------- the one check
+
+@pytest.mark.parametrize("name", CONFIGS + ["methods_cluttered", "imagenet_resnet50",
+                                            "imagenet_vgg16_gap"])
+def test_every_config_passes_the_one_check(name):
+    for arg in (None, "runlocal"):
+        evals = base.validate(load(name, arg)[1])
+        assert [e.name for e in evals][:2] == ["classification", "localization"]
+
+
+@pytest.mark.parametrize("path, value, match", [
+    ("dataset", "mnist", r"config.dataset must be one of"),
+    ("model", "vgg19", r"config.model must be one of"),
+    ("image_size", (28,), r"config.image_size must be two positive ints"),
+    ("eval_protocol", "crop", r"config.eval_protocol must be one of"),
+    ("num_train_examples", -1, r"config.num_train_examples must be >= 0, got -1"),
+    ("max_boxes", 0, r"config.max_boxes must be >= 1, got 0"),
+    ("heads", ("softmax",), r"config.heads lists 'softmax'"),
+    ("dtype", "float16", r"config.dtype must be one of"),
+    ("eval_every_epochs", -1, r"config.eval_every_epochs must be >= 0, got -1"),
+    ("optimizer.learning_rate", float("nan"), r"config.optimizer.learning_rate must be a finite"),
+    ("optimizer.decay_epochs", 0, r"config.optimizer.decay_epochs must be >= 1, got 0"),
+    ("upsample", "nearest", r"config.upsample must be one of"),
+    ("cam_threshold", 1.5, r"cam_threshold must be in \[0, 1\)"),
+    ("method", "gradcam", r"config.method must be one of"),
+])
+def test_the_one_check_names_the_field(path, value, match):
+    _, c = load("digits")
+    *parents, leaf = path.split(".")
+    node = c
+    for name in parents:
+        node = node[name]
+    node[leaf] = value
+    with pytest.raises(ValueError, match=match):
+        base.validate(c)
