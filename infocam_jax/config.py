@@ -35,6 +35,7 @@ environment variable ``INFOCAM_MNIST_DIR`` (:func:`mnist_dir`); the big datasets
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
@@ -59,7 +60,7 @@ EVAL_PROTOCOLS = ("resize", "center_crop")
 DEFAULT_EVALS = {"classification": {"type": "classification", "every_epoch": True, "final": False},
                  "localization": {"type": "localization"}}
 
-__all__ = ["base_config", "cluttered_mnist_config", "finish", "imagenet_config", "mnist_dir",
+__all__ = ["Checked", "base_config", "cluttered_mnist_config", "finish", "imagenet_config", "mnist_dir",
            "shrink_for_runlocal", "table1_config", "validate", "wsol_metadata_config"]
 
 
@@ -377,15 +378,22 @@ def table1_config(dataset: str, model: str, adl: bool) -> config_dict.ConfigDict
 
 # ----------------------------------------------------------------------------- validation
 
+def _get(node, field: str, prefix: str = "config."):
+    if field not in node:
+        raise ValueError(f"{prefix}{field} is missing (infocam_jax.config.base_config defines "
+                         f"every field)")
+    return node[field]
+
+
 def _check_choice(config, field: str, choices) -> None:
-    value = config[field]
+    value = _get(config, field)
     if value not in choices:
         raise ValueError(f"config.{field} must be one of {tuple(choices)}, got {value!r}")
 
 
 def _check_int(config, field: str, low: int, node=None, prefix: str = "config.") -> int:
     node = config if node is None else node
-    value = node[field]
+    value = _get(node, field, prefix)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{prefix}{field} must be an int, got {value!r}")
     if value < low:
@@ -399,23 +407,27 @@ def _check_data(config) -> None:
                   "max_steps_per_epoch", "data_workers", "data_seed"):
         _check_int(config, field, 0)
     _check_int(config, "max_boxes", 1)
-    size = tuple(config.image_size)
+    size = tuple(_get(config, "image_size"))
     if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
         raise ValueError(f"config.image_size must be two positive ints (H, W), got {size!r}")
     _check_choice(config, "eval_protocol", EVAL_PROTOCOLS)
 
 
-def _check_model(config) -> None:
-    if config.loss not in LOSSES:
-        raise ValueError(f"config.loss must be one of {', '.join(LOSSES)}; got {config.loss!r}")
-    multi = config.loss in MULTI_LABEL_LOSSES
-    if multi != bool(config.multi_label):
-        raise ValueError(f"config.loss={config.loss!r} does not fit config.multi_label="
+def _check_loss(config) -> None:
+    loss = _get(config, "loss")
+    if loss not in LOSSES:
+        raise ValueError(f"config.loss must be one of {', '.join(LOSSES)}; got {loss!r}")
+    multi = loss in MULTI_LABEL_LOSSES
+    if multi != bool(_get(config, "multi_label")):
+        raise ValueError(f"config.loss={loss!r} does not fit config.multi_label="
                          f"{bool(config.multi_label)} (sigmoid losses are for multi-label sets)")
     for head in tuple(config.get("heads", ()) or ()):
         if head not in LOSSES or (head in MULTI_LABEL_LOSSES) != multi:
             raise ValueError(f"config.heads lists {head!r}: each head must be a loss of "
                              f"{LOSSES} fitting config.multi_label={bool(config.multi_label)}")
+
+
+def _check_network(config) -> None:
     _check_choice(config, "model", models.MODEL_NAMES)
     _check_choice(config, "dtype", DTYPES)
     _check_int(config, "num_classes", 1)
@@ -423,16 +435,16 @@ def _check_model(config) -> None:
 
 
 def _check_training(config) -> None:
-    state.check_batch_divisible(config.batch_size, "config.batch_size")
+    state.check_batch_divisible(_get(config, "batch_size"), "config.batch_size")
     for field in ("num_epochs", "eval_batch_size", "log_every_steps", "keep_checkpoints"):
         _check_int(config, field, 1)
     if config.eval_batch_size % jax.process_count():
         raise ValueError(f"config.eval_batch_size={config.eval_batch_size} must be divisible by "
                          f"the number of processes ({jax.process_count()})")
     _check_int(config, "eval_every_epochs", 0)
-    opt = config.optimizer
+    opt = _get(config, "optimizer")
     for field in ("learning_rate", "lr_ratio", "momentum", "weight_decay", "decay_factor"):
-        value = opt[field]
+        value = _get(opt, field, "config.optimizer.")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
                 math.isfinite(value) and value >= 0):
             raise ValueError(f"config.optimizer.{field} must be a finite number >= 0, got "
@@ -440,23 +452,36 @@ def _check_training(config) -> None:
     _check_int(config, "decay_epochs", 1, node=opt, prefix="config.optimizer.")
 
 
-def validate(config: config_dict.ConfigDict) -> list:
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    """What :func:`validate` hands to the layers below: typed pieces, not the ConfigDict.
+
+    Attributes:
+      settings: the config's own evaluation protocol (``EvalSettings.from_config``, no
+        evaluator's overrides): what tables state as their reading.
+      evals: the evaluators of ``config.evals`` (``evaluation.evaluators``), in their order.
+    """
+    settings: EvalSettings
+    evals: tuple
+
+
+def validate(config: config_dict.ConfigDict) -> Checked:
     """Checks every field of ``config`` before anything is built or written.
 
     Returns:
-      The evaluators of ``config.evals`` (``evaluation.evaluators``), built from the checked
-      protocol fields (``EvalSettings``).
+      The typed pieces (:class:`Checked`): the protocol and the evaluators.
 
     Raises:
       ValueError naming the first field out of range, of the wrong kind, or contradicting
       another (a loss and ``multi_label``, a method and its options, an evaluator's entry).
     """
-    _check_data(config)
-    _check_model(config)
+    _check_loss(config)
     _check_training(config)
+    _check_data(config)
+    _check_network(config)
     _check_choice(config, "upsample", UPSAMPLE_MODES)
     try:
-        EvalSettings.from_config(config)
+        settings = EvalSettings.from_config(config)
     except ValueError as e:
         raise ValueError(f"config: {e}") from e
-    return evaluators.build(config)
+    return Checked(settings=settings, evals=tuple(evaluators.build(config)))

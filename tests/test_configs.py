@@ -188,8 +188,9 @@ def test_launcher_runs_the_digits_main_job_in_runlocal_mode(tmp_path):
                                             "imagenet_vgg16_gap"])
 def test_every_config_passes_the_one_check(name):
     for arg in (None, "runlocal"):
-        evals = base.validate(load(name, arg)[1])
-        assert [e.name for e in evals][:2] == ["classification", "localization"]
+        checked = base.validate(load(name, arg)[1])
+        assert [e.name for e in checked.evals][:2] == ["classification", "localization"]
+        assert checked.settings.num_box_thresholds == load(name, arg)[1].num_box_thresholds
 
 
 @pytest.mark.parametrize("path, value, match", [

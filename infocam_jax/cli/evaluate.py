@@ -51,14 +51,13 @@ _MAP_TABLE = flags.DEFINE_bool(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def map_table(config, model, variables, out_dir: str) -> None:
+def map_table(config, settings: EvalSettings, model, variables, out_dir: str) -> None:
     """``--map_table``: the comparison of every map kind, printed and written to ``out_dir``."""
     kinds = tuple(config.get("map_kinds", ()) or table_lib.DEFAULT_KINDS)
     faith = tuple(config.get("eval_faithfulness", ()) or table_lib.DEFAULT_FAITHFULNESS)
     if _MAX_BATCHES.value:
         config.max_eval_batches = _MAX_BATCHES.value
     splits = readings.load_splits(config)
-    settings = EvalSettings.from_config(config)
     results = table_lib.evaluate(settings, model, variables, splits["validation"],
                                  splits["test"], map_kinds=kinds, faithfulness=faith)
     text = table_lib.format_table(results, kinds, settings)
@@ -76,22 +75,22 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     xla_cpu.use_eigen_convolutions()  # before the first computation: XLA reads its flags once
     config = _CONFIG.value
-    evals = config_lib.validate(config)  # the one check, before anything is built or written
+    checked = config_lib.validate(config)  # the one check, before anything is built or written
     variables, extra = trainer.restore_variables(config, _WORKDIR.value, _WHICH.value)
     logging.info("Restored the %s checkpoint of %s (%s)", _WHICH.value, _WORKDIR.value,
                  {k: v for k, v in dict(extra or {}).items() if k != "label_prior"})
     model = trainer.create_model(config)  # config.method and its options included
     if _MAP_TABLE.value:
-        map_table(config, model, variables, _OUTPUT_DIR.value or _WORKDIR.value)
+        map_table(config, checked.settings, model, variables, _OUTPUT_DIR.value or _WORKDIR.value)
         return
-    final = [e for e in evals if e.final]
+    final = [e for e in checked.evals if e.final]
     batches_of = lambda split: data.make_iterator(  # noqa: E731
         config, split, training=False, batch_size=config.eval_batch_size,
         process_index=jax.process_index(), process_count=jax.process_count())
     results = evaluators.flat_results(final, evaluators.run_all(
         final, model, variables, batches_of, report_split=_SPLIT.value,
         max_batches=_MAX_BATCHES.value))
-    reading = EvalSettings.from_config(config)
+    reading = checked.settings
     print(run_tables.format_table(results, reading))
     if jax.process_index() == 0:
         paths = run_tables.write_results(

@@ -7,6 +7,7 @@ of each map at ``config.cam_threshold`` green, read under ``config.normalize``
   infocam-visualize --config configs/digits.py --workdir /tmp/digits \
       --num_images 8 --output /tmp/digits/figures/test_grid.png
 """
+import dataclasses
 import itertools
 import os
 
@@ -16,7 +17,6 @@ from ml_collections import config_flags
 
 from infocam_jax import config as config_lib
 from infocam_jax import data
-from infocam_jax.evaluation.settings import EvalSettings
 from infocam_jax.experiments import figures
 from infocam_jax.models import xla_cpu
 from infocam_jax.train import trainer
@@ -77,9 +77,9 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     xla_cpu.use_eigen_convolutions()  # before the first computation: XLA reads its flags once
     config = _CONFIG.value
-    config_lib.validate(config)  # the one check, before anything is built or written
+    checked = config_lib.validate(config)  # the one check, before anything is built or written
     overrides = {"map_kinds": tuple(_KINDS.value)} if _KINDS.value else {}
-    settings = EvalSettings.from_config(config, **overrides)
+    settings = dataclasses.replace(checked.settings, **overrides)
     variables, _ = trainer.restore_variables(config, _WORKDIR.value, _WHICH.value)
     model = trainer.create_model(config)  # config.method and its options included
     n = _NUM_IMAGES.value

@@ -50,11 +50,10 @@ def method_config(config, method: str, seed: int):
     return sub
 
 
-def evaluate_run(config, model, variables, split_batches) -> dict[str, Any]:
-    """Counts validation and test once with the box grid of ``config`` (map kinds
-    ``config.map_kinds``); returns (V) and the flat results of both splits."""
-    kinds = tuple(config.get("map_kinds", MAP_KINDS) or MAP_KINDS)
-    settings = EvalSettings.from_config(config, map_kinds=kinds, box_accuracy=True)
+def evaluate_run(settings: EvalSettings, model, variables, split_batches) -> dict[str, Any]:
+    """Counts validation and test once under ``settings`` (the experiment's protocol with its
+    map kinds and the box grid, ``box_accuracy=True``); returns (V) and the flat results of
+    both splits."""
     counts = {s: driver.evaluate_counts(settings, model, variables, b)
               for s, b in split_batches.items()}
     return {"selection": v2_selection(settings, counts["validation"], counts["test"]),
@@ -85,8 +84,8 @@ def table(records: Mapping[str, Sequence[Mapping[str, Any]]], kinds: Sequence[st
     return "\n".join(lines)
 
 
-def _method_run(config, model, method: str, seed: int, run_dir: str, split_batches, *,
-                reevaluate: bool, log) -> dict:
+def _method_run(config, settings: EvalSettings, model, method: str, seed: int, run_dir: str,
+                split_batches, *, reevaluate: bool, log) -> dict:
     """One (method, seed): trains it (restartable) and reads (V) on both splits, or reuses
     ``<run_dir>/methods_eval.json``; returns that record."""
     path = os.path.join(run_dir, EVAL_FILE)
@@ -102,7 +101,7 @@ def _method_run(config, model, method: str, seed: int, run_dir: str, split_batch
     variables, extra = trainer.restore_variables(sub, run_dir, "best")
     t0 = time.time()
     # Settings of the experiment config (the training config counts CAM only).
-    result = evaluate_run(config, model, variables, split_batches)
+    result = evaluate_run(settings, model, variables, split_batches)
     record = {"method": method, "seed": int(seed), "train_seconds": train_s,
               "eval_seconds": time.time() - t0, "best_epoch": int(extra["epoch"]),
               "eval": result}
@@ -172,12 +171,13 @@ def reproduce_methods(config, workdir: str, *, seeds: Sequence[int], reevaluate:
     methods = tuple(str(m) for m in config.methods)
     kinds = tuple(config.get("map_kinds", MAP_KINDS) or MAP_KINDS)
     models = _checked_models(config, methods, seeds)
+    settings = EvalSettings.from_config(config, map_kinds=kinds, box_accuracy=True)
     os.makedirs(workdir, exist_ok=True)
     t_start = time.time()
     split_batches = {s: reproduction.load_split(config, s) for s in ("validation", "test")}
     counts = {s: sum(int(np.sum(b["valid"])) for b in bs) for s, bs in split_batches.items()}
     log(f"loaded {counts} evaluation examples in {time.time() - t_start:.1f}s")
-    records = {m: [_method_run(config, models[m], m, seed,
+    records = {m: [_method_run(config, settings, models[m], m, seed,
                                os.path.join(workdir, m, f"seed{seed}"), split_batches,
                                reevaluate=reevaluate, log=log) for seed in seeds]
                for m in methods}

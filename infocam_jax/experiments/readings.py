@@ -59,17 +59,16 @@ def write(readings_by_head: Mapping[str, Mapping[str, Any]], workdir: str) -> st
 
 def write_heads_summary(all_results: Mapping[str, Mapping[str, float]],
                         readings_by_head: Mapping[str, Mapping[str, Any]], workdir: str,
-                        config) -> str:
+                        settings: EvalSettings, *, seed: int) -> str:
     """Writes a heads run's ``results.md`` / ``results.json`` (and ``readings.json``).
 
     The Markdown holds the fixed-threshold tables (with their reading line) of every head that
-    ``readings_by_head`` lacks, then the readings table (``readings_table.render``, one seed:
-    ``config.seed``) of the heads it has.
+    ``readings_by_head`` lacks (read under ``settings``, the config's protocol), then the
+    readings table (``readings_table.render``, one seed: ``seed``) of the heads it has.
 
     Returns:
       the Markdown text.
     """
-    settings = EvalSettings.from_config(config)
     parts = [f"## {head}\n\n{run_tables.format_table(results, settings)}"
              for head, results in all_results.items() if head not in readings_by_head]
     if readings_by_head:
@@ -77,7 +76,7 @@ def write_heads_summary(all_results: Mapping[str, Mapping[str, float]],
                 for h, r in readings_by_head.items()}
         first = next(iter(readings_by_head.values()))
         parts.append("## CAM vs infoCAM under every reading\n\n" + readings_table.render(
-            aggs, first["minmax"]["settings"], [int(config.get("seed", 0))]))
+            aggs, first["minmax"]["settings"], [int(seed)]))
     text = "\n".join(parts)
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "results.md"), "w") as f:

@@ -39,7 +39,6 @@ from infocam_jax import data
 from infocam_jax import losses
 from infocam_jax import models
 from infocam_jax.evaluation import evaluators, run_tables
-from infocam_jax.evaluation.settings import EvalSettings
 from infocam_jax.experiments import readings as rd
 from infocam_jax.methods import registry
 from infocam_jax.models import convert
@@ -255,13 +254,14 @@ def _validate(config, model, variables, plan: loop.Plan, epoch: int, train_loss:
     return val_acc, is_best, (best_val, best_epoch)
 
 
-def _test_best(config, model, workdir: str, writer, evals) -> dict[str, float]:
+def _test_best(config, model, workdir: str, writer, checked: config_lib.Checked
+               ) -> dict[str, float]:
     """Restores the best epoch, runs the final evaluators on the test split, writes and prints
-    the table."""
+    the table (its reading: ``checked.settings``)."""
     variables, extra = checkpoints.restore_variables_from(workdir, "best")
     logging.info("Evaluating epoch %d (validation accuracy %s) on the test split.",
                  extra["epoch"], extra.get("val_accuracy"))
-    final = [e for e in evals if e.final]
+    final = [e for e in checked.evals if e.final]
     results = evaluators.flat_results(final, _run_evaluators(config, model, variables, final,
                                                              "test"))
     results["epoch"] = float(extra["epoch"])
@@ -269,10 +269,9 @@ def _test_best(config, model, workdir: str, writer, evals) -> dict[str, float]:
         method = str(config.get("method", "cam") or "cam")
         model_name = config.model if method == "cam" else f"{config.model} + {method}"
         title = f"{config.dataset} / {model_name} / {config.loss} (epoch {extra['epoch']})"
-        eval_settings = EvalSettings.from_config(config)
-        run_tables.write_results(results, workdir, title=title, settings=eval_settings)
+        run_tables.write_results(results, workdir, title=title, settings=checked.settings)
         loop.write_scalars(writer, int(extra["step"]), {"test/" + k: v for k, v in results.items()})
-        table = run_tables.format_table(results, eval_settings)
+        table = run_tables.format_table(results, checked.settings)
         logging.info("Test results of %s written to %s (results.json, results.md).", title,
                      workdir)
         print(f"\n## {title}\n\n{table}", flush=True)
@@ -293,14 +292,14 @@ def _checkpoint_extra(config, plan: loop.Plan, epoch: int, train_loss: float, va
     }
 
 
-def train_single(config: ml_collections.ConfigDict, workdir: str, evals: list
-                 ) -> dict[str, float]:
+def train_single(config: ml_collections.ConfigDict, workdir: str,
+                 checked: config_lib.Checked) -> dict[str, float]:
     """Trains one model (one loss) in `workdir`; returns its test results. See module doc.
 
     Args:
       config: a config checked by `infocam_jax.config.validate` (`train_and_evaluate` does).
       workdir: output directory.
-      evals: its evaluators (what `validate` returns).
+      checked: what `validate` returned (its protocol and evaluators).
     """
     _quiet_orbax_info_logs()
     # The backbone x method pair is checked here, still before the workdir is made.
@@ -344,13 +343,13 @@ def train_single(config: ml_collections.ConfigDict, workdir: str, evals: list
         host_state = ts.unreplicate(p_state)
         val_acc, is_best, (best_val, best_epoch) = _validate(
             config, model, host_state.variables, plan, epoch, train_loss, (best_val, best_epoch),
-            writer, evals)
+            writer, checked.evals)
         extra = _checkpoint_extra(config, plan, epoch, train_loss, val_acc, best_val,
                                   best_epoch, label_prior)
         ckpt.save(epoch + 1, host_state.variables, host_state.opt_state, extra, is_best)
     ckpt.close()
 
-    results = _test_best(config, model, workdir, writer, evals)
+    results = _test_best(config, model, workdir, writer, checked)
     if writer is not None:
         writer.close()
     return results
@@ -370,15 +369,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       `workdir/<loss>/`, and with `config.eval_readings` a CAM vs infoCAM table per head
       under several readings of the maps (`evaluation.readings`) is printed.
     """
-    evals = config_lib.validate(config)  # the one check, before anything is built or written
+    checked = config_lib.validate(config)  # the one check, before anything is built or written
     heads = tuple(config.get("heads", ()) or ())
     if not heads:
-        return train_single(config, workdir, evals)
+        return train_single(config, workdir, checked)
     subs = {}
     for head in heads:
         subs[head] = ml_collections.ConfigDict(config.to_dict())
         subs[head].loss, subs[head].heads = head, ()
-    all_results = {h: train_single(sub, os.path.join(workdir, h), evals)
+    all_results = {h: train_single(sub, os.path.join(workdir, h), checked)
                    for h, sub in subs.items()}
     readings = {}
     if config.get("eval_readings", False):
@@ -387,7 +386,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             variables, _ = restore_variables(sub, os.path.join(workdir, head), "best")
             readings[head] = rd.evaluate_run(sub, create_model(sub), variables, splits)
     if _is_main():
-        text = rd.write_heads_summary(all_results, readings, workdir, config)
+        text = rd.write_heads_summary(all_results, readings, workdir, checked.settings,
+                                      seed=int(config.seed))
         print("\n# Summary over heads\n\n" + text, flush=True)
     return all_results
 
