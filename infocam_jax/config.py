@@ -60,8 +60,9 @@ EVAL_PROTOCOLS = ("resize", "center_crop")
 DEFAULT_EVALS = {"classification": {"type": "classification", "every_epoch": True, "final": False},
                  "localization": {"type": "localization"}}
 
-__all__ = ["Checked", "base_config", "cluttered_mnist_config", "finish", "imagenet_config", "mnist_dir",
-           "shrink_for_runlocal", "table1_config", "validate", "wsol_metadata_config"]
+__all__ = ["Checked", "base_config", "cluttered_mnist_config", "finish", "imagenet_config",
+           "mnist_dir", "shrink_for_runlocal", "table1_config", "validate",
+           "wsol_metadata_config"]
 
 
 def mnist_dir() -> str:
@@ -356,7 +357,8 @@ def table1_config(dataset: str, model: str, adl: bool) -> config_dict.ConfigDict
     c.model = model
     c.num_classes = 200
     c.multi_label = False
-    c.loss = "softmax"  # the paper: "The traditional softmax is used ... both datasets are balanced"
+    # The paper: "The traditional softmax is used ... both datasets are balanced".
+    c.loss = "softmax"
     c.heads = ()
     c.max_boxes = 1
     c.num_train_examples = 0
