@@ -1,7 +1,7 @@
 """ImageNet-1k (ILSVRC), VGG16-GAP, with the reference WSOL evaluation's data and settings.
 
-See infocam_jax/config.py `imagenet_config` for the layout (reference metadata, train-fullsup `val` split
-for selection) and the hyper-parameters.
+See `infocam_jax.config.imagenet_config` for the layout (reference metadata, train-fullsup
+`val` split for selection) and the hyper-parameters.
 
     python launch/train.py --config=configs/imagenet_vgg16_gap.py --workdir=workdirs/imagenet_vgg16_gap \
         --config.manual_dir=/path/to/dataset/ILSVRC \

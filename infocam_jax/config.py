@@ -309,7 +309,26 @@ IMAGENET_MAX_BOXES = 259
 
 
 def imagenet_config(model: str) -> config_dict.ConfigDict:
-    """The ILSVRC config for ``model`` ("vgg16_gap" or "resnet50"); see configs/imagenet_*.py."""
+    """The ILSVRC config for ``model`` ("vgg16_gap" or "resnet50"), configs/imagenet_*.py.
+
+    ImageNet-1k (ILSVRC) through the reference WSOL metadata (``config.dataset =
+    "wsol_metadata"``). Layout and splits of Choe et al. (CVPR 2020, clovaai/wsolevaluation):
+    images under ``manual_dir`` (their ``dataset/ILSVRC``: ``train/...``, ``val2/...`` =
+    ImageNetV2, the *train-fullsup* split, and ``val/...``, the test split), metadata under
+    ``wsol_metadata_root`` (their ``metadata/ILSVRC``: ``train``, ``val``, ``test``). Our
+    ``validation`` split is their ``val`` (train-fullsup, for threshold and model selection);
+    ``test`` is their ``test``.
+
+    Hyper-parameters follow the reference's training code (``main.py`` / ``config.py``): SGD
+    with Nesterov momentum 0.9, the classifier at ``lr_classifier_ratio`` = 10 x the backbone
+    LR, LR x0.1 every ``lr_decay_frequency`` epochs, resize 256 + random crop 224 + flip for
+    training and a plain 224x224 resize for evaluation, batch 32, weight decay 5e-4, 10 epochs
+    with decay every 3 (the settings of the README's example command for the 10-epoch
+    datasets). The tuned learning rates are published only in the authors' spreadsheet (linked
+    from their README), which was not reachable when this was written:
+    ``IMAGENET_LEARNING_RATES`` holds placeholders to be checked against it
+    (``--config.optimizer.learning_rate=...`` overrides).
+    """
     return wsol_metadata_config("ILSVRC", model, num_classes=1000, max_boxes=IMAGENET_MAX_BOXES,
                                 learning_rate=IMAGENET_LEARNING_RATES[model], num_epochs=10,
                                 decay_epochs=3)

@@ -15,8 +15,8 @@ def shared_mnist_dir():
     the variable is unset (or names a folder without them)."""
     value = os.environ.get(MNIST_DIR_ENV, "")
     if not value:
-        pytest.skip(f"real MNIST: {MNIST_DIR_ENV} is unset (.ci/run sets it to ../shared/data/mnist "
-                    f"when that folder exists)")
+        pytest.skip(f"real MNIST: {MNIST_DIR_ENV} is unset (.ci/run sets it to "
+                    f"../shared/data/mnist when that folder exists)")
     folder = pathlib.Path(value)
     if not (folder / "train-images-idx3-ubyte.gz").exists():
         pytest.skip(f"real MNIST IDX files not found in {MNIST_DIR_ENV}={value}")

@@ -10,7 +10,8 @@ Markdown and JSON.
 A config listing ``methods`` (configs/methods_cluttered.py) runs the method table instead
 (``infocam_jax.experiments.methods_table.reproduce_methods``; the flags it does not read are
 refused). Otherwise the work is ``infocam_jax.experiments.reproduction.reproduce`` (layout,
-protocol and reports are described there); ``--config.normalize=max`` reads the maps the paper's way.
+protocol and reports are described there); ``--config.normalize=max`` reads the maps the
+paper's way.
 """
 from absl import app, flags
 from ml_collections import config_flags
