@@ -1,6 +1,6 @@
 """CUB-200-2011, ResNet50: Table 1 of the paper (CAM, infoCAM, infoCAM+).
 
-Trains with the authors' hyper-parameters (configs/common.py `table1_config`), keeps the epoch
+Trains with the authors' hyper-parameters (infocam_jax/config.py `table1_config`), keeps the epoch
 with the best validation top-1 classification accuracy, then evaluates CAM, infoCAM and
 infoCAM+ on the test half of the original validation images (GT-known Loc, Top-1 Loc, Top-1/5
 Cls, MaxBoxAccV2) and prints the Table-1-shaped Markdown table.
@@ -12,13 +12,9 @@ Needs the raw dataset under `manual_dir` and ImageNet weights converted to .npz:
 Expected runtime: about 1-2 GPU-days on two 2080-Ti-class GPUs (200 epochs of 5,994 images); days on CPU.
 Smoke run (seconds to a minute, no files): --config=configs/cub_resnet50.py:runlocal --config.dataset=synthetic
 """
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from configs import common  # noqa: E402  pylint: disable=g-import-not-at-top
+from infocam_jax import config as base
 
 
 def get_config(arg: str | None = None):
     """Returns the config; `arg="runlocal"` shrinks it to a smoke run."""
-    return common.finish(common.table1_config("cub", "resnet50", adl=False), arg)
+    return base.finish(base.table1_config("cub", "resnet50", adl=False), arg)

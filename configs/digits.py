@@ -15,16 +15,12 @@ Expected runtime: about 3-5 minutes on 2 idle CPU cores (both heads, 6 epochs ea
 validation every epoch and the final test evaluation).
 Smoke run: --config=configs/digits.py:runlocal (seconds).
 """
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from configs import common  # noqa: E402  pylint: disable=g-import-not-at-top
+from infocam_jax import config as base
 
 
 def get_config(arg: str | None = None):
     """Returns the digits config; `arg="runlocal"` shrinks it to a smoke run."""
-    c = common.base_config()
+    c = base.base_config()
     c.dataset = "digits"
     c.num_train_examples = 4000
     c.num_test_examples = 1000
@@ -52,4 +48,4 @@ def get_config(arg: str | None = None):
     c.eval_readings = True
     c.keep_checkpoints = 2
     c.log_every_steps = 50
-    return common.finish(c, arg)
+    return base.finish(c, arg)

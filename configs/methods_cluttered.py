@@ -1,7 +1,8 @@
 """Cluttered MNIST, all six WSOL methods: the method x map-kind table (CAM / infoCAM / infoCAM+).
 
 The digits CNN-GAP (``digits_cnn``, width 16) is trained on single-label cluttered-MNIST canvases
-(configs/cluttered_mnist.py's data, fewer of them) once per method of ``methods`` (CAM, ADL,
+(configs/cluttered_mnist.py's data, `infocam_jax.config.cluttered_mnist_config`, fewer of them)
+once per method of ``methods`` (CAM, ADL,
 HaS, ACoL, SPG, CutMix with the reference's default hyper-parameters, infocam_jax/methods/registry.py)
 and seed; each run's last epoch is evaluated (the reference README: "We suggest to use the
 last checkpoint"); every map kind of every run is then
@@ -23,18 +24,14 @@ and 5x a CAM step on the digits CNN): 3,000 training canvases of 64 x 64, 2 epoc
 use the digits CNN's spec (models/digits.py: head widths 4 x width = 64, SPG taps pool2 /
 conv3_1); ADL sits at "2M 31" (the digits CNN's default for method "adl").
 """
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from configs import cluttered_mnist, common  # noqa: E402  pylint: disable=g-import-not-at-top
+from infocam_jax import config as base
 
 METHODS = ("cam", "adl", "has", "acol", "spg", "cutmix")
 
 
 def get_config(arg: str | None = None):
     """Returns the config; `arg="runlocal"` shrinks it to a smoke run."""
-    c = cluttered_mnist.get_config()
+    c = base.cluttered_mnist_config()
     c.methods = METHODS
     c.method = "cam"
     c.map_kinds = ("cam", "infocam", "infocam_plus")
@@ -52,4 +49,4 @@ def get_config(arg: str | None = None):
     c.log_every_steps = 50
     # "" = method "adl" inserts ADL at the digits CNN's default positions "2M 31".
     c.model_options.adl_positions = ""
-    return common.finish(c, arg)
+    return base.finish(c, arg)

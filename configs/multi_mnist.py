@@ -1,8 +1,8 @@
 """Double-digit MNIST (paper §3.3): sigmoid vs PC-sigmoid on real MNIST digits.
 
 Canvases of 28x56 with up to two MNIST digits (left / right, each present with probability 0.7,
-empty canvases removed), built from the four IDX .gz files in `manual_dir` (default: the
-workplace copy at <repo>/../shared/data/mnist; override with --config.manual_dir=/path).
+empty canvases removed), built from the four IDX .gz files in `manual_dir` (default: the folder
+named by the environment variable INFOCAM_MNIST_DIR; or --config.manual_dir=/path).
 Trains the small CNN-GAP with a sigmoid and a PC-sigmoid head (sub-workdirs per head) and
 prints the per-digit classification and CAM-vs-infoCAM localisation table.
 
@@ -11,18 +11,14 @@ Command:
 Expected runtime: about 1 hour on 2 idle CPU cores (2 heads x 10 epochs x 60k canvases at
 ~400 images/s); minutes on one GPU.
 """
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from configs import common  # noqa: E402  pylint: disable=g-import-not-at-top
+from infocam_jax import config as base
 
 
 def get_config(arg: str | None = None):
     """Returns the double-digit MNIST config; `arg="runlocal"` shrinks it to a smoke run."""
-    c = common.base_config()
+    c = base.base_config()
     c.dataset = "multi_mnist"
-    c.manual_dir = common.DEFAULT_MNIST_DIR
+    c.manual_dir = base.mnist_dir()  # INFOCAM_MNIST_DIR; or --config.manual_dir
     c.num_train_examples = 60000
     c.num_test_examples = 10000
     c.image_size = (28, 56)
@@ -42,4 +38,4 @@ def get_config(arg: str | None = None):
     c.eval_batch_size = 500
     c.region_size = 3
     c.upsample = "bilinear"
-    return common.finish(c, arg)
+    return base.finish(c, arg)

@@ -52,10 +52,11 @@ be reached from this machine; nothing below is taken from it. So:
     learning rate 0.00227913316 (exactly that combination; reused for every VGG16 row)
   chosen here (not published in the repository):
     ILSVRC: 10 epochs, decay every 3 (as the README's OpenImages example, and
-      configs/imagenet_common.py);
+      infocam_jax/config.py `imagenet_config`);
     CUB: 50 epochs, decay every 15 (CUB has ~6 k training images, 1/200 of ILSVRC);
     learning rates other than (VGG16, CAM, OpenImages): VGG16 0.00227913316 (the README value),
-      ResNet50 and InceptionV3 2e-4 (configs/imagenet_common.py's ResNet50 value); override
+      ResNet50 and InceptionV3 2e-4 (infocam_jax/config.py `imagenet_config`'s ResNet50
+      value); override
       with ``--config.optimizer.learning_rate`` once the spreadsheet values are at hand;
     ADL positions: ``models.create(..., method="adl")``'s per-backbone default (the reference's);
     the evaluated checkpoint: the last epoch (``checkpoint_best = False``; the README: "We
@@ -68,13 +69,7 @@ OpenImages is a mask dataset: the training loop's table reads boxes (the instanc
 bounding rectangles); the reference's PxAP comes from exported score maps
 (``infocam_jax.evaluation.scoremaps.read`` / launch/evaluate_scoremaps.py).
 """
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from configs import common  # noqa: E402  pylint: disable=g-import-not-at-top
-
-DATA = common.REPO_ROOT.parent / "shared" / "data"
+from infocam_jax import config as base
 
 BACKBONES = {"vgg16": "vgg16_gap", "vgg16_gap": "vgg16_gap", "resnet50": "resnet50",
              "inception_v3": "inception_v3"}
@@ -121,10 +116,13 @@ def get_config(arg: str | None = None):
     """The config of one (backbone, method, dataset); see the module docstring."""
     model, method, dataset, runlocal = parse(arg)
     name, num_classes, max_boxes, epochs, decay, _ = DATASETS[dataset]
-    c = common.wsol_metadata_config(name, model, num_classes=num_classes, max_boxes=max_boxes,
+    c = base.wsol_metadata_config(name, model, num_classes=num_classes, max_boxes=max_boxes,
                                     learning_rate=LEARNING_RATES[model], num_epochs=epochs,
                                     decay_epochs=decay)
-    c.wsol_mask_root = str(DATA / name) if dataset == "openimages" else ""
+    if dataset == "openimages":
+        # A mask dataset: PxAP every validation epoch and at the end (masks under
+        # --config.wsol_mask_root, the reference's dataset folder, usually manual_dir).
+        c.evals.pxap = dict(type="pxap", every_epoch=True)
     c.method = method
     c.heads = ()
     c.pretrained = ""
@@ -133,4 +131,4 @@ def get_config(arg: str | None = None):
     c.model_options.adl_gamma = 0.9
     c.model_options.adl_positions = ""  # method "adl": the backbone's reference positions
     c.checkpoint_best = False
-    return common.finish(c, "runlocal" if runlocal else None)
+    return base.finish(c, "runlocal" if runlocal else None)

@@ -1,62 +1,8 @@
-r"""Runs one experiment config over several seeds (and heads), evaluates every trained model at
-several infoCAM region sizes, and aggregates mean ± std over seeds into Markdown and JSON.
+"""Runs one experiment config over seeds and variants: `infocam-reproduce` from a checkout
+(infocam_jax.cli.reproduce; flags: --help)."""
+from absl import app
 
-  python launch/reproduce.py --config=configs/multi_mnist.py --workdir=workdirs/repro/multi_mnist \
-      --seeds=0,1,2 --region_sizes=1,2,3,4,5
-  python launch/reproduce.py --config=configs/cluttered_mnist.py \
-      --workdir=workdirs/repro/cluttered_mnist --seeds=0,1,2
-
-The work is ``infocam_jax.experiments.reproduction.reproduce`` (layout, protocol and reports are described
-there); ``--config.normalize=max`` reads the maps the paper's way.
-"""
-import pathlib
-import sys
-
-from absl import app, flags
-from ml_collections import config_flags
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
-
-from infocam_jax.experiments import reproduction  # noqa: E402
-
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Experiment config (configs/*.py).",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "Output root: <workdir>/<head>/seed<k>, summary.*.")
-flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds.")
-flags.DEFINE_list("region_sizes", None,
-                  "infoCAM region sizes to evaluate (config.region_size always included).")
-flags.DEFINE_list("map_kinds", None, "Map kinds (default: by label type).")
-flags.DEFINE_integer("baseline_draws", 10, "Random boxes per ground-truth box.")
-flags.DEFINE_string("figure", "", "PNG path of a Figure-4-style grid ('' = none).")
-flags.DEFINE_integer("figure_digit", 0, "Digit whose maps the multi-label figure shows.")
-flags.DEFINE_bool("reevaluate", False, "Re-evaluate runs that already have results.")
-flags.DEFINE_list("heads", None, "Losses to train (default: config.heads or config.loss).")
-flags.DEFINE_list("eval_splits", list(reproduction.SPLITS), "Splits of the full evaluation.")
-flags.DEFINE_list("cam_thresholds", None,
-                  "Score thresholds of an extra localisation sweep (selected on validation).")
-flags.DEFINE_string("init_from", "", "Directory of seed<k>/ runs to start seed k from.")
-flags.DEFINE_bool("fan_in_init", False,
-                  "Start from He-normal fan-in conv weights (reproduction.write_fan_in_init).")
-flags.mark_flags_as_required(["config", "workdir"])
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from infocam_jax.models import xla_cpu  # pylint: disable=import-outside-toplevel
-    xla_cpu.use_eigen_convolutions()  # before the first computation: XLA reads its flags once
-    reproduction.reproduce(
-        FLAGS.config, FLAGS.workdir, seeds=[int(s) for s in FLAGS.seeds],
-        region_sizes=[int(r) for r in (FLAGS.region_sizes or [])], map_kinds=FLAGS.map_kinds,
-        baseline_draws=FLAGS.baseline_draws, figure=FLAGS.figure,
-        figure_digit=FLAGS.figure_digit, reevaluate=FLAGS.reevaluate,
-        fan_in_init=FLAGS.fan_in_init, heads=FLAGS.heads, eval_splits=FLAGS.eval_splits,
-        init_from=FLAGS.init_from,
-        cam_thresholds=[float(t) for t in (FLAGS.cam_thresholds or [])],
-        log=lambda s: print(s, flush=True))
-
+from infocam_jax.cli.reproduce import main
 
 if __name__ == "__main__":
     app.run(main)

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
+from infocam_jax import config as base
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from configs import common  # noqa: E402  pylint: disable=g-import-not-at-top
 
 TABLE1 = [f"{d}_{m}{a}" for d in ("cub", "tiny_imagenet") for m in ("vgg16_gap", "resnet50")
           for a in ("", "_adl")]
@@ -90,12 +90,15 @@ def test_table1_configs_use_the_authors_hyper_parameters(name):
         assert (c.resize_size, c.eval_protocol) == (256, "center_crop")
 
 
-def test_digits_and_multi_mnist_train_both_heads():
+def test_digits_and_multi_mnist_train_both_heads(monkeypatch):
+    monkeypatch.setenv(base.MNIST_DIR_ENV, "/data/mnist")
     for name in ("digits", "multi_mnist"):
         _, c = load(name)
         assert tuple(c.heads) == ("sigmoid", "pc_sigmoid") and c.multi_label
     _, c = load("multi_mnist")
-    assert pathlib.Path(c.manual_dir) == REPO.parent / "shared" / "data" / "mnist"
+    assert c.manual_dir == "/data/mnist"  # INFOCAM_MNIST_DIR: no path of a machine
+    monkeypatch.delenv(base.MNIST_DIR_ENV)
+    assert load("multi_mnist")[1].manual_dir == ""
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -106,7 +109,7 @@ def test_runlocal_shrinks_to_a_smoke_run(name):
     assert small.batch_size <= full.batch_size and small.batch_size % 4 == 0
     assert max(small.image_size) <= 64
     assert small.model == full.model and small.loss == full.loss
-    assert common.shrink_for_runlocal(small.copy_and_resolve_references()) == small
+    assert base.shrink_for_runlocal(small.copy_and_resolve_references()) == small
     with pytest.raises(ValueError, match="runlocal"):
         load(name, "bogus")
 
@@ -160,9 +163,9 @@ def test_runlocal_end_to_end_writes_results(name, tmp_path):
 
 
 def test_launcher_runs_the_digits_main_job_in_runlocal_mode(tmp_path):
-    """The README's main job, shrunk: `--config.runlocal` with an override that must survive."""
-    cmd = [sys.executable, "launch/train.py", "--config=configs/digits.py",
-           "--config.runlocal", "--config.dataset=synthetic",
+    """The README's main job, shrunk: `:runlocal` with an override that must survive."""
+    cmd = [sys.executable, "launch/train.py", "--config=configs/digits.py:runlocal",
+           "--config.dataset=synthetic",
            "--config.optimizer.learning_rate=0.01", f"--workdir={tmp_path}"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
                           env=dict(os.environ, JAX_PLATFORMS="cpu"))
@@ -177,3 +180,41 @@ def test_launcher_runs_the_digits_main_job_in_runlocal_mode(tmp_path):
     assert set(json.loads((tmp_path / "results.json").read_text())) == {"sigmoid", "pc_sigmoid"}
     assert "# Summary over heads" in proc.stdout
     assert re.search(r"\| CAM \|", proc.stdout) and re.search(r"\| infoCAM \|", proc.stdout)
+
+
+# ----------------------------------------------------------------------------- the one check
+
+@pytest.mark.parametrize("name", CONFIGS + ["methods_cluttered", "imagenet_resnet50",
+                                            "imagenet_vgg16_gap"])
+def test_every_config_passes_the_one_check(name):
+    for arg in (None, "runlocal"):
+        checked = base.validate(load(name, arg)[1])
+        assert [e.name for e in checked.evals][:2] == ["classification", "localization"]
+        assert checked.settings.num_box_thresholds == load(name, arg)[1].num_box_thresholds
+
+
+@pytest.mark.parametrize("path, value, match", [
+    ("dataset", "mnist", r"config.dataset must be one of"),
+    ("model", "vgg19", r"config.model must be one of"),
+    ("image_size", (28,), r"config.image_size must be two positive ints"),
+    ("eval_protocol", "crop", r"config.eval_protocol must be one of"),
+    ("num_train_examples", -1, r"config.num_train_examples must be >= 0, got -1"),
+    ("max_boxes", 0, r"config.max_boxes must be >= 1, got 0"),
+    ("heads", ("softmax",), r"config.heads lists 'softmax'"),
+    ("dtype", "float16", r"config.dtype must be one of"),
+    ("eval_every_epochs", -1, r"config.eval_every_epochs must be >= 0, got -1"),
+    ("optimizer.learning_rate", float("nan"), r"config.optimizer.learning_rate must be a finite"),
+    ("optimizer.decay_epochs", 0, r"config.optimizer.decay_epochs must be >= 1, got 0"),
+    ("upsample", "nearest", r"config.upsample must be one of"),
+    ("cam_threshold", 1.5, r"cam_threshold must be in \[0, 1\)"),
+    ("method", "gradcam", r"config.method must be one of"),
+])
+def test_the_one_check_names_the_field(path, value, match):
+    _, c = load("digits")
+    *parents, leaf = path.split(".")
+    node = c
+    for name in parents:
+        node = node[name]
+    node[leaf] = value
+    with pytest.raises(ValueError, match=match):
+        base.validate(c)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from infocam_jax import boxes, losses, metrics, models
+from infocam_jax import config as config_lib
 from infocam_jax.train import checkpoints, optim, trainer
 from infocam_jax.metrics import multilabel
 from infocam_jax.train import state as ts
@@ -208,9 +209,9 @@ def _no_checkpoints(workdir):
     (dict(loss="sigmoid", multi_label=False),
      r"config.loss='sigmoid' does not fit config.multi_label=False"),
 ])
-def test_make_loss_fn_names_the_config_field(overrides, match):
+def test_validate_names_the_loss_field(overrides, match):
     with pytest.raises(ValueError, match=match):
-        trainer.make_loss_fn(_tiny_config(**overrides), np.full(10, 0.5))
+        config_lib.validate(_tiny_config(**overrides))
 
 
 @pytest.mark.parametrize("loss, multi_label", [("pc_sigmoid", True), ("pc_softmax", False)])
@@ -225,7 +226,7 @@ def test_make_loss_fn_pc_losses_need_the_prior(loss, multi_label):
     (dict(num_epochs=0), r"config.num_epochs must be >= 1, got 0"),
 ])
 def test_config_errors_write_nothing(tmp_path, overrides, match):
-    """_check_config runs before the workdir is created."""
+    """config.validate runs before the workdir is created."""
     workdir = tmp_path / "run"
     with pytest.raises(ValueError, match=match):
         trainer.train_and_evaluate(_tiny_config(**overrides), str(workdir))

@@ -185,9 +185,10 @@ def test_map_table_selection_on_the_test_split_is_the_protocol(tiny):
     from infocam_jax.experiments import map_table
     model, variables, data = tiny
     kinds = ("cam", "gradcam")
-    same = map_table.evaluate(t.make_config(), model, variables, [data], [data],
+    settings = eval_settings.EvalSettings.from_config(t.make_config())
+    same = map_table.evaluate(settings, model, variables, [data], [data],
                               map_kinds=kinds, num_devices=1)
-    other = map_table.evaluate(t.make_config(), model, variables, [t.make_data(seed=5)], [data],
+    other = map_table.evaluate(settings, model, variables, [t.make_data(seed=5)], [data],
                                map_kinds=kinds, num_devices=1)
     for kind in kinds:
         assert same[f"{kind}/max_box_acc_v2/valsel"] == pytest.approx(same[f"{kind}/max_box_acc_v2"])

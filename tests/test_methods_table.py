@@ -1,5 +1,6 @@
-"""Tests of infocam_jax/experiments/methods_table.py: Eq. (V) against NumPy, and the method table end to end
-through launch-level ``reproduction.reproduce`` on the tiny synthetic config."""
+"""Tests of infocam_jax/experiments/methods_table.py: Eq. (V) (``map_table.v2_selection``) against
+NumPy, and the method table end to end through ``methods_table.reproduce_methods`` (what
+``infocam-reproduce`` runs for a config listing ``methods``) on the tiny synthetic config."""
 import json
 import pathlib
 import sys
@@ -8,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from infocam_jax.experiments import methods_table, reproduction
+from infocam_jax.experiments import map_table, methods_table, reproduction
 from infocam_jax import metrics
 from infocam_jax.evaluation.settings import EvalSettings
 
@@ -35,7 +36,7 @@ def test_v2_selection_equals_numpy(seed):
     val = rng.integers(0, 40, size=(2, 3, len(grid)))
     test = rng.integers(0, 50, size=(2, 3, len(grid)))
     val[0, 1, 3] = val[0, 1, 7] = 41  # a tie: the first (lowest) threshold wins
-    sel = methods_table.v2_selection(settings, _counts(val, 40, grid), _counts(test, 50, grid))
+    sel = map_table.v2_selection(settings, _counts(val, 40, grid), _counts(test, 50, grid))
     for k, kind in enumerate(settings.map_kinds):
         best = np.argmax(val[k] / 40.0, axis=1)
         want = np.mean([test[k, i, best[i]] / 50.0 for i in range(3)])
@@ -52,8 +53,9 @@ def test_methods_table_end_to_end(tmp_path):
                          map_kinds=("cam", "infocam", "infocam_plus"), eval_every_epochs=0,
                          checkpoint_best=False)
     logs = []
-    out = reproduction.reproduce(c, str(tmp_path), seeds=[0], region_sizes=[],
-                                 log=logs.append)
+    with pytest.raises(ValueError, match="config.methods=.*methods_table.reproduce_methods"):
+        reproduction.reproduce(c, str(tmp_path), seeds=[0], region_sizes=[])
+    out = methods_table.reproduce_methods(c, str(tmp_path), seeds=[0], log=logs.append)
     text = (tmp_path / "summary.md").read_text()
     for name in ("| has |", "| cutmix |", "CAM", "infoCAM", "infoCAM+",
                  "chosen on the validation split"):
@@ -68,12 +70,12 @@ def test_methods_table_end_to_end(tmp_path):
             assert 0.0 <= record["eval"]["selection"][kind]["valsel"] <= 1.0
     # A second invocation reuses every run.
     logs.clear()
-    reproduction.reproduce(c, str(tmp_path), seeds=[0], region_sizes=[], log=logs.append)
+    methods_table.reproduce_methods(c, str(tmp_path), seeds=[0], log=logs.append)
     assert sum("reusing" in line for line in logs) == 2
 
 
 def test_methods_table_checks_every_method_before_the_workdir(tmp_path):
     c = tiny.tiny_config(multi_label=False, loss="softmax", methods=("cam", "gradcam"))
     with pytest.raises(ValueError, match="config.method must be one of"):
-        reproduction.reproduce(c, str(tmp_path / "run"), seeds=[0], region_sizes=[])
+        methods_table.reproduce_methods(c, str(tmp_path / "run"), seeds=[0])
     assert not (tmp_path / "run").exists()

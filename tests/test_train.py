@@ -337,7 +337,7 @@ def _tiny_config(**overrides):
 @pytest.fixture(scope="module")
 def train_lib():
     from infocam_jax.train import trainer  # pylint: disable=import-outside-toplevel
-    return train
+    return trainer
 
 
 @pytest.fixture(scope="module")

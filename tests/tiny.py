@@ -4,11 +4,7 @@ and the other training tests import (``import tiny``; no files, seconds to run).
 It holds no tests and asserts nothing on purpose; pytest does not collect it (its name does not
 match ``test_*.py``). tests/two_devices.py is the other such helper.
 """
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from configs import common  # noqa: E402  pylint: disable=g-import-not-at-top
+from infocam_jax import config as base
 
 
 def tiny_config(**overrides):
@@ -16,7 +12,7 @@ def tiny_config(**overrides):
 
     ``overrides`` set top-level fields (``optimizer=...`` replaces the whole sub-config).
     """
-    c = common.base_config()
+    c = base.base_config()
     c.dataset = "synthetic"
     c.image_size = (16, 32)
     c.num_train_examples = 16

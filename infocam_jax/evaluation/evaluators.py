@@ -10,18 +10,14 @@ A config lists its evaluations by name::
 Every entry has a ``type`` (a key of :data:`REGISTRY`), ``every_epoch`` (run on the validation
 split after every validation epoch of training; default False) and ``final`` (run on the chosen
 checkpoint at the end; default True); any other key is an ``EvalSettings`` field overriding the
-config's own protocol fields (``normalize``, ``cam_threshold``, ``num_box_thresholds``, ...).
-Training (``train.train_single``) and ``launch/evaluate.py`` run the list; results are logged
-under ``<name>/``. Model selection reads ``accuracy`` of the first ``every_epoch`` evaluator
-that reports it.
-
-Without ``config.evals`` the old fields keep working: :func:`default_specs` builds the list
-``classification`` (every epoch: the cheap validation of model selection, no boxes),
-``localization`` (the full protocol of ``config.map_kinds`` / ``eval_box_accuracy`` on the
-chosen checkpoint; its results keep their unprefixed keys in ``results.json``) and, for a mask
-dataset (``wsol_metadata`` with masks), ``pxap`` (every epoch and at the end). Setting both
-``config.evals`` and an old field that chooses what to evaluate (``map_kinds``,
-``eval_box_accuracy``) is a ValueError.
+config's own protocol fields (``map_kinds``, ``normalize``, ``cam_threshold``,
+``num_box_thresholds``, ...). ``config.evals`` is the only way to choose the evaluations: the base
+config (``infocam_jax.config.base_config``) lists ``classification`` (every epoch: the cheap
+validation of model selection, no boxes) and ``localization`` (the full protocol on the chosen
+checkpoint; its results keep their unprefixed keys in ``results.json``); a mask dataset adds
+``pxap`` (configs/wsol.py does for OpenImages). Training (``train.trainer``) and
+``infocam-evaluate`` run the list; results are logged under ``<name>/``. Model selection reads
+``accuracy`` of the first ``every_epoch`` evaluator that reports it.
 
 New evaluator types register with :func:`register` (a class with ``__init__(name, settings,
 every_epoch, final)``, ``splits(report_split)`` and ``run(model, variables, batches, *,
@@ -30,15 +26,13 @@ num_devices, max_batches)``), e.g. post-hoc map kinds.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from infocam_jax.evaluation import driver, pxap
+from infocam_jax.evaluation import driver, pxap, step
 from infocam_jax.evaluation.settings import KNOWN_MAP_KINDS, EvalSettings
 
 REGISTRY: dict[str, type] = {}
-OLD_FIELDS = ("map_kinds", "eval_box_accuracy")
 _SPEC_KEYS = ("type", "every_epoch", "final")
 _SETTING_FIELDS = tuple(f.name for f in dataclasses.fields(EvalSettings)
                         if f.name not in ("image_size", "multi_label", "num_classes"))
@@ -78,7 +72,6 @@ class Classification(_Evaluator):
         (split,) = batches
         counts = driver.evaluate_counts(self.settings, model, variables, batches[split],
                                         num_devices=num_devices, max_batches=max_batches)
-        from infocam_jax.evaluation import step  # pylint: disable=import-outside-toplevel
         return {k: v for k, v in step.finalize(self.settings, counts).items()
                 if k.split("/")[0] not in KNOWN_MAP_KINDS}
 
@@ -90,7 +83,6 @@ class Localization(_Evaluator):
 
     def run(self, model, variables, batches, *, num_devices=None, max_batches=None):
         (split,) = batches
-        from infocam_jax.evaluation import step  # pylint: disable=import-outside-toplevel
         counts = driver.evaluate_counts(self.settings, model, variables, batches[split],
                                         num_devices=num_devices, max_batches=max_batches)
         return step.finalize(self.settings, counts)
@@ -110,36 +102,13 @@ class PxAP(_Evaluator):
         return out["test"] if "test" in out else next(iter(out.values()))
 
 
-def _is_mask_dataset(config) -> bool:
-    if str(config.get("dataset", "")) != "wsol_metadata" or not config.get("wsol_metadata_root"):
-        return False
-    from infocam_jax.data import wsol_metadata  # pylint: disable=import-outside-toplevel
-    splits = dict(config.get("wsol_splits", None) or wsol_metadata.SPLITS)
-    directory = os.path.join(str(config.wsol_metadata_root), splits["validation"])
-    return os.path.isdir(directory) and wsol_metadata.metadata_kind(directory) == "masks"
-
-
-def default_specs(config) -> dict[str, dict[str, Any]]:
-    """The list the old fields mean (see the module docstring)."""
-    specs = {"classification": {"type": "classification", "every_epoch": True, "final": False},
-             "localization": {"type": "localization"}}
-    if _is_mask_dataset(config):
-        specs["pxap"] = {"type": "pxap", "every_epoch": True}
-    return specs
-
-
 def specs_of(config) -> dict[str, dict[str, Any]]:
-    """``config.evals`` as plain dicts (checked), or :func:`default_specs` when it is empty."""
+    """``config.evals`` as plain dicts, checked (each entry's type, fields and data)."""
     evals = config.get("evals", None)
     evals = dict(evals.to_dict() if hasattr(evals, "to_dict") else (evals or {}))
     if not evals:
-        return default_specs(config)
-    # map_kinds is in the base config with () meaning "by label type": only a set value conflicts.
-    old = [f for f in OLD_FIELDS
-           if f in config and not (f == "map_kinds" and not tuple(config.map_kinds or ()))]
-    if old:
-        raise ValueError(f"config.{old[0]} and config.evals both choose what to evaluate: move "
-                         f"{old[0]} into the config.evals entries (or drop config.evals)")
+        raise ValueError("config.evals must name at least one evaluator, e.g. config.evals."
+                         "localization = dict(type='localization')")
     for name, spec in evals.items():
         if not isinstance(spec, Mapping) or "type" not in spec:
             raise ValueError(f"config.evals.{name} must be a dict with a 'type' (one of "
@@ -151,6 +120,10 @@ def specs_of(config) -> dict[str, dict[str, Any]]:
         if unknown:
             raise ValueError(f"config.evals.{name}.{unknown[0]} is not an evaluator field "
                              f"({', '.join(_SPEC_KEYS + _SETTING_FIELDS)})")
+        if spec["type"] == "pxap" and str(config.get("dataset", "")) != "wsol_metadata":
+            raise ValueError(f"config.evals.{name}.type='pxap' needs a mask dataset "
+                             f"(config.dataset='wsol_metadata'), got config.dataset="
+                             f"{config.get('dataset')!r}")
     return {name: dict(spec) for name, spec in evals.items()}
 
 

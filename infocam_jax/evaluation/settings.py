@@ -13,11 +13,14 @@ from infocam_jax.metrics import faithfulness as faithfulness_lib
 from infocam_jax import metrics
 from infocam_jax.maps import posthoc
 
+# The one list of map kinds and their display names (tables, figures and drivers read these).
 MAP_KINDS = ("cam", "infocam", "infocam_plus")
 MULTI_LABEL_MAP_KINDS = ("cam", "infocam")
+# The CAM family: infoCAM+ with the image rival (the paper's) and with the region rival (Eq. 3).
+CAM_FAMILY_KINDS = MAP_KINDS + ("infocam_plus_region",)
 # Post-hoc maps of the model (``infocam_jax.maps.posthoc``), single-label evaluation only.
 POSTHOC_MAP_KINDS = posthoc.METHOD_NAMES
-KNOWN_MAP_KINDS = ("cam", "infocam", "infocam_plus", "infocam_plus_region") + POSTHOC_MAP_KINDS
+KNOWN_MAP_KINDS = CAM_FAMILY_KINDS + POSTHOC_MAP_KINDS
 DISPLAY_NAMES = {"cam": "CAM", "infocam": "infoCAM", "infocam_plus": "infoCAM+",
                  "infocam_plus_region": "infoCAM+ (region rival)", **posthoc.DISPLAY_NAMES}
 # Faithfulness metrics of the eval step (``infocam_jax.metrics.faithfulness``): "confidence" = average

@@ -10,11 +10,15 @@ maps and boxes under the settings' reading (``EvalSettings.normalize``, ``cam_th
 """
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 
+import jax
 import numpy as np
 from PIL import Image, ImageDraw
+
+from infocam_jax.evaluation import forward
 
 GT_COLOUR = (255, 0, 0)
 PRED_COLOUR = (0, 255, 0)
@@ -189,9 +193,6 @@ def draw_model_maps(settings, model, variables, batch: Mapping[str, np.ndarray],
     Returns:
       ``(png size, labels drawn int [B])``.
     """
-    import functools  # pylint: disable=import-outside-toplevel
-    import jax  # pylint: disable=import-outside-toplevel
-    from infocam_jax.evaluation import forward  # pylint: disable=import-outside-toplevel
     predict = jax.jit(functools.partial(forward.predict_maps, settings, model))
     out = jax.device_get(predict(variables, batch["image"], labels))
     gt_valid = np.asarray(batch["box_valid"], bool)

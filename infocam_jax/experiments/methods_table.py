@@ -1,9 +1,9 @@
 r"""The method table: every WSOL method of ``config.methods`` trained and read as CAM / infoCAM /
 infoCAM+, under MaxBoxAccV2 with the score thresholds chosen on validation.
 
-``reproduction.reproduce`` hands a config with a non-empty ``config.methods`` here (the launcher
-is launch/reproduce.py; the demonstration is configs/methods_cluttered.py). Layout:
-``<workdir>/<method>/seed<k>/`` holds one training run (``train.train_and_evaluate`` with
+``infocam-reproduce`` runs a config with a non-empty ``config.methods`` here (the demonstration
+is configs/methods_cluttered.py; ``reproduction.reproduce`` refuses such a config). Layout:
+``<workdir>/<method>/seed<k>/`` holds one training run (``trainer.train_and_evaluate`` with
 ``config.method = method``; restartable, a finished run is reused) and its
 ``methods_eval.json``; ``<workdir>/summary.{md,json}`` the table.
 
@@ -12,7 +12,7 @@ class become score maps (``config.normalize``), every contour's box is scored ag
 ground truth at each score threshold ``t`` of the grid (``config.num_box_thresholds``) and IoU
 ``δ in {0.3, 0.5, 0.7}``, giving BoxAcc_split(t, δ). MaxBoxAccV2 (Choe et al. 2020) takes
 ``max_t`` on the split itself; we choose the threshold on validation, the reference protocol's
-*train-fullsup* split, and read the test split there:
+*train-fullsup* split, and read the test split there (``map_table.v2_selection``):
 
     t*_δ = argmax_t BoxAcc_val(t, δ)          (first maximiser)
     MaxBoxAccV2_valsel = mean_δ BoxAcc_test(t*_δ, δ),                                 (V)
@@ -30,60 +30,30 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from infocam_jax.evaluation import json_files
-from infocam_jax.experiments import seed_tables
-from infocam_jax.evaluation import single_label
-from infocam_jax.evaluation.settings import EvalSettings
+from infocam_jax import config as config_lib
+from infocam_jax.evaluation import driver, json_files, single_label
+from infocam_jax.evaluation.settings import DISPLAY_NAMES, MAP_KINDS, EvalSettings
+from infocam_jax.experiments import reproduction, seed_tables
+from infocam_jax.experiments.map_table import v2_selection
+from infocam_jax.train import trainer
 
-KINDS = ("cam", "infocam", "infocam_plus")
-KIND_NAMES = {"cam": "CAM", "infocam": "infoCAM", "infocam_plus": "infoCAM+"}
 EVAL_FILE = "methods_eval.json"
-
-
-def v2_selection(settings: EvalSettings, validation_counts: Mapping[str, Any],
-                 test_counts: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Eq. (V) per map kind from the summed counters of both splits.
-
-    Args:
-      settings: the EvalSettings both splits were counted with (``box_accuracy=True``).
-      validation_counts, test_counts: ``driver.evaluate_counts`` results.
-
-    Returns:
-      ``{kind: {"valsel": float, "oracle": float, "thresholds": [I] chosen t*_δ,
-      "valsel_per_iou": [I], "validation": float (mean_δ BoxAcc_val(t*_δ, δ))}}``.
-    """
-    grid = np.asarray(settings.box_thresholds, np.float64)
-    out = {}
-    for i, kind in enumerate(settings.map_kinds):
-        val = np.asarray(single_label.kind_slice(validation_counts["box_v2"], i).result()
-                         ["box_acc"], np.float64)                               # [I, T]
-        test = np.asarray(single_label.kind_slice(test_counts["box_v2"], i).result()
-                          ["box_acc"], np.float64)
-        best = np.argmax(val, axis=1)                                            # [I]
-        per_iou = test[np.arange(test.shape[0]), best]
-        out[kind] = {"valsel": float(np.mean(per_iou)), "oracle": float(np.mean(test.max(1))),
-                     "thresholds": grid[best].tolist(), "valsel_per_iou": per_iou.tolist(),
-                     "validation": float(np.mean(val.max(1)))}
-    return out
 
 
 def method_config(config, method: str, seed: int):
     """The training config of one (method, seed): ``config`` with ``method``, its one loss,
     ``seed``, no ``methods`` list, and the cheap per-epoch validation of
     ``reproduction.training_config``."""
-    from infocam_jax.experiments import reproduction  # pylint: disable=import-outside-toplevel
     sub = reproduction.training_config(config, str(config.loss), seed)
     sub.method = str(method)
     sub.methods = ()
     return sub
 
 
-def evaluate_run(config, model, variables, split_batches) -> dict[str, Any]:
-    """Counts validation and test once with the box grid of ``config`` (map kinds
-    ``config.map_kinds``); returns (V) and the flat results of both splits."""
-    from infocam_jax.evaluation import driver  # pylint: disable=import-outside-toplevel
-    kinds = tuple(config.get("map_kinds", KINDS) or KINDS)
-    settings = EvalSettings.from_config(config, map_kinds=kinds, box_accuracy=True)
+def evaluate_run(settings: EvalSettings, model, variables, split_batches) -> dict[str, Any]:
+    """Counts validation and test once under ``settings`` (the experiment's protocol with its
+    map kinds and the box grid, ``box_accuracy=True``); returns (V) and the flat results of
+    both splits."""
     counts = {s: driver.evaluate_counts(settings, model, variables, b)
               for s, b in split_batches.items()}
     return {"selection": v2_selection(settings, counts["validation"], counts["test"]),
@@ -103,7 +73,7 @@ def table(records: Mapping[str, Sequence[Mapping[str, Any]]], kinds: Sequence[st
           key: str = "valsel") -> str:
     """Markdown: one row per method, one column per map kind (percent, mean ± std over seeds),
     plus top-1 classification and training seconds."""
-    head = ("| Method | " + " | ".join(KIND_NAMES.get(k, k) for k in kinds)
+    head = ("| Method | " + " | ".join(DISPLAY_NAMES.get(k, k) for k in kinds)
             + " | Top-1 Cls | train s / seed |")
     lines = [head, "|---|" + "---:|" * (len(kinds) + 2)]
     for method, recs in records.items():
@@ -114,67 +84,53 @@ def table(records: Mapping[str, Sequence[Mapping[str, Any]]], kinds: Sequence[st
     return "\n".join(lines)
 
 
-def reproduce_methods(config, workdir: str, *, seeds: Sequence[int], reevaluate: bool = False,
-                      log=print) -> dict:
-    """Trains every (method, seed) of ``config.methods`` x ``seeds``, reads (V), writes the table.
+def _method_run(config, settings: EvalSettings, model, method: str, seed: int, run_dir: str,
+                split_batches, *, reevaluate: bool, log) -> dict:
+    """One (method, seed): trains it (restartable) and reads (V) on both splits, or reuses
+    ``<run_dir>/methods_eval.json``; returns that record."""
+    path = os.path.join(run_dir, EVAL_FILE)
+    if os.path.exists(path) and not reevaluate:
+        with open(path) as f:
+            record = json.load(f)
+        log(f"[{method} seed {seed}] reusing {path}")
+        return record
+    sub = method_config(config, method, seed)
+    t0 = time.time()
+    trainer.train_and_evaluate(sub, run_dir)
+    train_s = time.time() - t0
+    variables, extra = trainer.restore_variables(sub, run_dir, "best")
+    t0 = time.time()
+    # Settings of the experiment config (the training config counts CAM only).
+    result = evaluate_run(settings, model, variables, split_batches)
+    record = {"method": method, "seed": int(seed), "train_seconds": train_s,
+              "eval_seconds": time.time() - t0, "best_epoch": int(extra["epoch"]),
+              "eval": result}
+    json_files.write_json(record, path)
+    log(f"[{method} seed {seed}] trained in {train_s:.0f}s, evaluated in "
+        f"{record['eval_seconds']:.0f}s: " + ", ".join(
+            f"{DISPLAY_NAMES.get(k, k)} {100 * v['valsel']:.1f}"
+            for k, v in result["selection"].items()))
+    return record
 
-    Args:
-      config: experiment ConfigDict with ``methods`` (tuple of train_methods.METHODS) and
-        ``map_kinds`` (default CAM, infoCAM, infoCAM+); single-label.
-      workdir: output root.
-      seeds: training seeds.
-      reevaluate: evaluate again even when a run's ``methods_eval.json`` exists.
-      log: progress printer.
 
-    Returns:
-      the summary dict written to ``<workdir>/summary.json``.
-    """
-    from infocam_jax.experiments import reproduction  # pylint: disable=import-outside-toplevel
-    from infocam_jax.train import trainer
-    methods = tuple(str(m) for m in config.methods)
-    kinds = tuple(config.get("map_kinds", KINDS) or KINDS)
+def _checked_models(config, methods: Sequence[str], seeds: Sequence[int]) -> dict:
+    """Every method's config checked (``config.validate``) and its model built, before any
+    training or writing."""
     if bool(config.multi_label):
         raise ValueError("config.methods needs a single-label config (config.multi_label=False)")
     if len(set(methods)) != len(methods) or not seeds:
         raise ValueError(f"config.methods must list distinct methods and seeds must be "
                          f"non-empty, got {methods}, {list(seeds)}")
-    # Every method's config (and its model on this backbone) is checked before any training.
-    models = {m: trainer.create_model(method_config(config, m, seeds[0])) for m in methods}
-    os.makedirs(workdir, exist_ok=True)
-    t_start = time.time()
-    t0 = time.time()
-    split_batches = {s: reproduction.load_split(config, s) for s in ("validation", "test")}
-    counts = {s: sum(int(np.sum(b["valid"])) for b in bs) for s, bs in split_batches.items()}
-    log(f"loaded {counts} evaluation examples in {time.time() - t0:.1f}s")
-    records = {}
-    for method in methods:
-        records[method] = []
-        for seed in seeds:
-            run_dir = os.path.join(workdir, method, f"seed{seed}")
-            path = os.path.join(run_dir, EVAL_FILE)
-            if os.path.exists(path) and not reevaluate:
-                with open(path) as f:
-                    record = json.load(f)
-                log(f"[{method} seed {seed}] reusing {path}")
-            else:
-                sub = method_config(config, method, seed)
-                t0 = time.time()
-                trainer.train_and_evaluate(sub, run_dir)
-                train_s = time.time() - t0
-                variables, extra = trainer.restore_variables(sub, run_dir, "best")
-                t0 = time.time()
-                # Settings of the experiment config (the training config counts CAM only).
-                result = evaluate_run(config, models[method], variables, split_batches)
-                record = {"method": method, "seed": int(seed), "train_seconds": train_s,
-                          "eval_seconds": time.time() - t0, "best_epoch": int(extra["epoch"]),
-                          "eval": result}
-                json_files.write_json(record, path)
-                log(f"[{method} seed {seed}] trained in {train_s:.0f}s, evaluated in "
-                    f"{record['eval_seconds']:.0f}s: " + ", ".join(
-                        f"{KIND_NAMES.get(k, k)} {100 * result['selection'][k]['valsel']:.1f}"
-                        for k in kinds))
-            records[method].append(record)
-    wall = time.time() - t_start
+    models = {}
+    for m in methods:
+        sub = method_config(config, m, seeds[0])
+        config_lib.validate(sub)
+        models[m] = trainer.create_model(sub)
+    return models
+
+
+def _write_report(config, workdir: str, records, methods, kinds, seeds, wall: float
+                  ) -> tuple[dict, str]:
     n_thr = int(config.num_box_thresholds)
     report = (
         f"MaxBoxAccV2 (%, test split; mean over IoU 0.3 / 0.5 / 0.7 of the box accuracy at the "
@@ -194,5 +150,38 @@ def reproduce_methods(config, workdir: str, *, seeds: Sequence[int], reevaluate:
     with open(os.path.join(workdir, "summary.md"), "w") as f:
         f.write(f"# {config.dataset}: methods {', '.join(methods)}; seeds {list(seeds)}\n\n"
                 + report)
+    return out, report
+
+
+def reproduce_methods(config, workdir: str, *, seeds: Sequence[int], reevaluate: bool = False,
+                      log=print) -> dict:
+    """Trains every (method, seed) of ``config.methods`` x ``seeds``, reads (V), writes the table.
+
+    Args:
+      config: experiment ConfigDict with ``methods`` (WSOL methods of ``methods.registry``) and
+        ``map_kinds`` (default CAM, infoCAM, infoCAM+); single-label.
+      workdir: output root.
+      seeds: training seeds.
+      reevaluate: evaluate again even when a run's ``methods_eval.json`` exists.
+      log: progress printer.
+
+    Returns:
+      the summary dict written to ``<workdir>/summary.json``.
+    """
+    methods = tuple(str(m) for m in config.methods)
+    kinds = tuple(config.get("map_kinds", MAP_KINDS) or MAP_KINDS)
+    models = _checked_models(config, methods, seeds)
+    settings = EvalSettings.from_config(config, map_kinds=kinds, box_accuracy=True)
+    os.makedirs(workdir, exist_ok=True)
+    t_start = time.time()
+    split_batches = {s: reproduction.load_split(config, s) for s in ("validation", "test")}
+    counts = {s: sum(int(np.sum(b["valid"])) for b in bs) for s, bs in split_batches.items()}
+    log(f"loaded {counts} evaluation examples in {time.time() - t_start:.1f}s")
+    records = {m: [_method_run(config, settings, models[m], m, seed,
+                               os.path.join(workdir, m, f"seed{seed}"), split_batches,
+                               reevaluate=reevaluate, log=log) for seed in seeds]
+               for m in methods}
+    out, report = _write_report(config, workdir, records, methods, kinds, seeds,
+                                time.time() - t_start)
     log("\n" + report)
     return out

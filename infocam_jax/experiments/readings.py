@@ -9,6 +9,7 @@ writes ``readings.json`` and caches per-run flat scalars. The table and its flat
 """
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from infocam_jax import data
 from infocam_jax.evaluation import json_files, run_tables, thresholds
 from infocam_jax.experiments import readings_table, seed_tables
 from infocam_jax.evaluation.settings import EvalSettings
@@ -23,8 +25,6 @@ from infocam_jax.evaluation.settings import EvalSettings
 def load_splits(config, splits: Sequence[str] = ("validation", "test")
                 ) -> dict[str, list[dict[str, np.ndarray]]]:
     """This process's eval batches of each split, kept in memory (``max_eval_batches`` kept)."""
-    import itertools  # pylint: disable=import-outside-toplevel
-    from infocam_jax import data  # pylint: disable=import-outside-toplevel
     max_batches = int(config.get("max_eval_batches", 0)) or None
     out = {}
     for split in splits:
@@ -59,17 +59,16 @@ def write(readings_by_head: Mapping[str, Mapping[str, Any]], workdir: str) -> st
 
 def write_heads_summary(all_results: Mapping[str, Mapping[str, float]],
                         readings_by_head: Mapping[str, Mapping[str, Any]], workdir: str,
-                        config) -> str:
+                        settings: EvalSettings, *, seed: int) -> str:
     """Writes a heads run's ``results.md`` / ``results.json`` (and ``readings.json``).
 
     The Markdown holds the fixed-threshold tables (with their reading line) of every head that
-    ``readings_by_head`` lacks, then the readings table (``readings_table.render``, one seed:
-    ``config.seed``) of the heads it has.
+    ``readings_by_head`` lacks (read under ``settings``, the config's protocol), then the
+    readings table (``readings_table.render``, one seed: ``seed``) of the heads it has.
 
     Returns:
       the Markdown text.
     """
-    settings = EvalSettings.from_config(config)
     parts = [f"## {head}\n\n{run_tables.format_table(results, settings)}"
              for head, results in all_results.items() if head not in readings_by_head]
     if readings_by_head:
@@ -77,7 +76,7 @@ def write_heads_summary(all_results: Mapping[str, Mapping[str, float]],
                 for h, r in readings_by_head.items()}
         first = next(iter(readings_by_head.values()))
         parts.append("## CAM vs infoCAM under every reading\n\n" + readings_table.render(
-            aggs, first["minmax"]["settings"], [int(config.get("seed", 0))]))
+            aggs, first["minmax"]["settings"], [int(seed)]))
     text = "\n".join(parts)
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "results.md"), "w") as f:

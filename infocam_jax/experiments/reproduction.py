@@ -34,18 +34,26 @@ import os
 import time
 from collections.abc import Sequence
 
+import flax
 import jax
+import ml_collections
 import numpy as np
 
+from infocam_jax import config as config_lib
+from infocam_jax import data
 from infocam_jax.experiments import baselines as ref
+from infocam_jax.experiments import figures
+from infocam_jax.models import convert
+from infocam_jax.train import checkpoints
+from infocam_jax.train import state as ts
+from infocam_jax.train import trainer
 from infocam_jax.evaluation import json_files, region_grid
 from infocam_jax.experiments import readings_table, seed_tables
 from infocam_jax.experiments import readings as rd
-from infocam_jax.evaluation.settings import EvalSettings
+from infocam_jax.evaluation.settings import (CAM_FAMILY_KINDS, MULTI_LABEL_MAP_KINDS,
+                                             EvalSettings)
 
 SPLITS = ("validation", "test")
-MULTI_LABEL_KINDS = ("cam", "infocam")
-SINGLE_LABEL_KINDS = ("cam", "infocam", "infocam_plus", "infocam_plus_region")
 
 
 def training_config(config, head: str, seed: int):
@@ -60,12 +68,11 @@ def training_config(config, head: str, seed: int):
     Returns:
       A new, unlocked ConfigDict.
     """
-    import ml_collections  # pylint: disable=import-outside-toplevel
     sub = ml_collections.ConfigDict(config.to_dict())
     sub.loss = str(head)
     sub.heads = ()
     sub.seed = int(seed)
-    if not sub.get("evals"):  # config.evals chooses its own (and refuses map_kinds beside it)
+    if sub.evals.to_dict() == config_lib.DEFAULT_EVALS:  # a config's own evals are kept
         sub.map_kinds = ("cam",)
         sub.num_box_thresholds = 1
     return sub
@@ -93,10 +100,6 @@ def write_fan_in_init(config, seed: int, path: str, gain: float = 2.0) -> str:
     Returns:
       ``path`` (an .npz of ``models.convert.save_variables``).
     """
-    import flax  # pylint: disable=import-outside-toplevel
-    from infocam_jax.train import state as ts  # pylint: disable=import-outside-toplevel
-    from infocam_jax.train import trainer  # pylint: disable=import-outside-toplevel
-    from infocam_jax.models import convert  # pylint: disable=import-outside-toplevel
     model = trainer.create_model(config)  # config.method and its options included
     shape = tuple(int(s) for s in config.image_size) + (1 if config.model == "digits_cnn" else 3,)
     variables = ts.init_variables(model, jax.random.PRNGKey(int(seed)), shape)
@@ -123,8 +126,6 @@ def write_checkpoint_init(source_run: str, path: str) -> str:
     Returns:
       ``path`` (an .npz of ``models.convert.save_variables``).
     """
-    from infocam_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
-    from infocam_jax.models import convert  # pylint: disable=import-outside-toplevel
     variables, _ = checkpoints.restore_variables_from(source_run, "best")
     variables = {k: v for k, v in variables.items() if k == "params" or v}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -141,7 +142,6 @@ def kinds_for_radius(map_kinds: Sequence[str], region_size: int, main_region_siz
 
 def load_split(config, split: str) -> list[dict[str, np.ndarray]]:
     """All eval batches of ``split`` (fixed order, last one padded), kept in memory."""
-    from infocam_jax import data  # pylint: disable=import-outside-toplevel
     it = data.make_iterator(config, split, training=False, batch_size=int(config.eval_batch_size))
     return [{k: np.asarray(v) for k, v in b.items()} for b in it]
 
@@ -173,7 +173,6 @@ def make_figure(config, model, variables, batches, path: str, *, digit: int | No
     Returns:
       the canvas indices (positions in the split) drawn.
     """
-    from infocam_jax.experiments import figures  # pylint: disable=import-outside-toplevel
     settings = EvalSettings.from_config(config, map_kinds=tuple(map_kinds))
     picked, index = [], 0
     for b in batches:
@@ -196,7 +195,6 @@ def _threshold_results(model, config, head, seed, run_dir, split_batches, plan, 
                        cache, log):
     """Threshold sweep of one run (multi-label: the (map, R) x threshold grid), cached in
     ``<run>/reproduce_thresholds.json``; returns its flat values."""
-    from infocam_jax.train import trainer  # pylint: disable=import-outside-toplevel
     thresholds, region_sizes = plan.cam_thresholds, plan.region_sizes
     path = os.path.join(run_dir, "reproduce_thresholds.json")
     kinds_r = [("cam", 1)] + [("infocam", int(r)) for r in region_sizes]
@@ -256,7 +254,7 @@ def _resolve(config, *, seeds, region_sizes, map_kinds, heads, eval_splits, cam_
     return _Plan(
         multi=multi, main_r=main_r,
         region_sizes=sorted({int(r) for r in region_sizes} | {main_r}),
-        map_kinds=tuple(map_kinds or (MULTI_LABEL_KINDS if multi else SINGLE_LABEL_KINDS)),
+        map_kinds=tuple(map_kinds or (MULTI_LABEL_MAP_KINDS if multi else CAM_FAMILY_KINDS)),
         heads=tuple(heads or heads_of(config)), seeds=tuple(int(s) for s in seeds),
         cam_thresholds=sorted(float(t) for t in (cam_thresholds or ())),
         eval_splits=eval_splits, readings=bool(readings) and "validation" in eval_splits)
@@ -284,7 +282,6 @@ def _trained_record(config, model, plan: _Plan, head: str, seed: int, run_dir: s
                     log) -> dict:
     """Trains one (head, seed) and evaluates its best checkpoint at every R on every split,
     or reuses ``<run>/reproduce_eval.json``; returns that record."""
-    from infocam_jax.train import trainer  # pylint: disable=import-outside-toplevel
     eval_path = os.path.join(run_dir, "reproduce_eval.json")
     if os.path.exists(eval_path) and not reevaluate:
         log(f"[{head} seed {seed}] reusing {eval_path}")
@@ -314,7 +311,6 @@ def _run_flat(config, model, plan: _Plan, record: dict, run_dir: str, split_batc
               reevaluate: bool, grid_cache: dict, log) -> dict[str, float]:
     """One run's flat scalars: every split and R, the threshold sweep (when asked), the
     readings (``readings/`` + ``readings_table`` keys) and its timing."""
-    from infocam_jax.train import trainer  # pylint: disable=import-outside-toplevel
     head, seed = record["head"], record["seed"]
     results = {s: {r: {k: (float("nan") if v is None else v) for k, v in res.items()}
                    for r, res in per_r.items()}
@@ -338,7 +334,7 @@ def _run_flat(config, model, plan: _Plan, record: dict, run_dir: str, split_batc
         values = rd.cached_flat(
             config, model, lambda: trainer.restore_variables(sub, run_dir, "best")[0],
             split_batches, os.path.join(run_dir, "reproduce_readings.json"),
-            reevaluate=reevaluate, map_kinds=MULTI_LABEL_KINDS)
+            reevaluate=reevaluate, map_kinds=MULTI_LABEL_MAP_KINDS)
         flat.update({f"readings/{k}": v for k, v in values.items()})
     for key in ("train_seconds", "eval_seconds", "best_epoch"):
         flat[key] = record[key]
@@ -353,7 +349,7 @@ def _report(config, plan: _Plan, aggs, baselines, timing, wall: float) -> str:
         report = seed_tables.single_label_report(aggs, baselines, plan.region_sizes,
                                                  plan.main_r, plan.map_kinds)
     if plan.readings:
-        settings = EvalSettings.from_config(config, map_kinds=MULTI_LABEL_KINDS)
+        settings = EvalSettings.from_config(config, map_kinds=MULTI_LABEL_MAP_KINDS)
         report += ("\nCAM vs infoCAM under every reading of the maps:\n\n"
                    + readings_table.render(aggs, settings, plan.seeds, prefix="readings/"))
     if plan.cam_thresholds and plan.multi:
@@ -374,7 +370,6 @@ def _report(config, plan: _Plan, aggs, baselines, timing, wall: float) -> str:
 def _figure(config, model, plan: _Plan, workdir: str, split_batches, figure: str,
             figure_digit: int, log) -> None:
     """Draws the Figure-4-style grid of the first head's first seed to ``figure``."""
-    from infocam_jax.train import trainer  # pylint: disable=import-outside-toplevel
     first = os.path.join(workdir, plan.heads[0], f"seed{plan.seeds[0]}")
     variables, _ = trainer.restore_variables(training_config(config, plan.heads[0],
                                                            plan.seeds[0]), first, "best")
@@ -433,23 +428,20 @@ def reproduce(config, workdir: str, *, seeds: Sequence[int], region_sizes: Seque
         is empty); False keeps the model's own initialisation.
       log: progress printer.
 
-    A config listing ``methods`` (WSOL methods, e.g. configs/methods_cluttered.py) is handed to
-    ``methods_table.reproduce_methods`` instead (``seeds``, ``reevaluate`` and ``log`` apply;
-    the method x map-kind table under MaxBoxAccV2 with thresholds chosen on validation).
+    A config listing ``methods`` (WSOL methods, e.g. configs/methods_cluttered.py) is refused
+    here: its driver is ``methods_table.reproduce_methods`` (``infocam-reproduce`` picks it).
 
     Returns:
       the summary dict written to ``<workdir>/summary.json``.
     """
-    from infocam_jax.train import trainer  # pylint: disable=import-outside-toplevel
     if tuple(config.get("methods", ()) or ()):
-        # One config, several WSOL methods: the method x map-kind table.
-        from infocam_jax.experiments import methods_table  # pylint: disable=import-outside-toplevel
-        return methods_table.reproduce_methods(config, workdir, seeds=seeds,
-                                               reevaluate=reevaluate, log=log)
+        raise ValueError(f"config.methods={tuple(config.methods)} lists WSOL methods: their "
+                         f"driver is methods_table.reproduce_methods (infocam-reproduce picks it)")
     plan = _resolve(config, seeds=seeds, region_sizes=region_sizes, map_kinds=map_kinds,
                     heads=heads, eval_splits=eval_splits, cam_thresholds=cam_thresholds,
                     readings=readings)
     # The config (method and backbone included) is checked before anything is written.
+    config_lib.validate(config)
     model = trainer.create_model(config)
     os.makedirs(workdir, exist_ok=True)
     t_start = time.time()

@@ -10,15 +10,17 @@ its keys are ``evaluation.readings_table``).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
 
+from infocam_jax import config as config_lib
 from infocam_jax.experiments import reproduction
 from infocam_jax.train import trainer
 from infocam_jax.evaluation import json_files
 from infocam_jax.experiments import readings, readings_table, seed_tables
-from infocam_jax.evaluation.settings import EvalSettings
+from infocam_jax.evaluation.settings import CAM_FAMILY_KINDS, MULTI_LABEL_MAP_KINDS
 
 
 def read_runs(config, workdir: str, *, heads: Sequence[str] | None = None,
@@ -39,6 +41,7 @@ def read_runs(config, workdir: str, *, heads: Sequence[str] | None = None,
     multi = bool(config.multi_label)
     heads = tuple(heads or reproduction.heads_of(config))
     seeds = [int(s) for s in seeds]
+    checked = config_lib.validate(config)  # the one check, before anything is read or written
     model = trainer.create_model(config)  # config.method and its options included
     splits = readings.load_splits(config)
     per_head, t_start = {}, time.time()
@@ -65,10 +68,10 @@ def read_runs(config, workdir: str, *, heads: Sequence[str] | None = None,
                 else f"[{head} seed {seed}] read in {time.time() - t0:.0f}s")
             per_head[head].append(flat)
     aggs = {h: seed_tables.aggregate(v) for h, v in per_head.items()}
-    kinds = tuple(config.get("map_kinds", None) or (reproduction.MULTI_LABEL_KINDS if multi
-                                                    else reproduction.SINGLE_LABEL_KINDS))
-    text = readings_table.render(aggs, EvalSettings.from_config(config, map_kinds=kinds), seeds,
-                                 wall_seconds=time.time() - t_start)
+    kinds = tuple(config.get("map_kinds", None) or (MULTI_LABEL_MAP_KINDS if multi
+                                                    else CAM_FAMILY_KINDS))
+    text = readings_table.render(aggs, dataclasses.replace(checked.settings, map_kinds=kinds),
+                                 seeds, wall_seconds=time.time() - t_start)
     with open(os.path.join(workdir, "readings_summary.md"), "w") as f:
         f.write(text)
     json_files.write_json({"aggregate": aggs, "per_seed": per_head},

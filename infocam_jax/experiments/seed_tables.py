@@ -14,13 +14,13 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from infocam_jax.evaluation.settings import NORMALIZE_NAMES
+from infocam_jax.evaluation.settings import DISPLAY_NAMES, MULTI_LABEL_MAP_KINDS, NORMALIZE_NAMES
 
-MULTI_LABEL_KINDS = ("cam", "infocam")
 # R-independent result keys are taken from the main region size only.
 _SINGLE_METRICS = ("gt_known_loc", "top1_loc", "max_box_acc", "max_box_acc_v2")
-DISPLAY = {"cam": "CAM", "infocam": "infoCAM", "infocam_plus": "infoCAM+ (image rival)",
-           "infocam_plus_region": "infoCAM+ (region rival)", "sigmoid": "sigmoid",
+# Map kinds by their display names (evaluation.settings), infoCAM+ naming its rival beside the
+# region-rival variant; then the heads.
+DISPLAY = {**DISPLAY_NAMES, "infocam_plus": "infoCAM+ (image rival)", "sigmoid": "sigmoid",
            "pc_sigmoid": "PC-sigmoid", "softmax": "softmax", "pc_softmax": "PC-softmax"}
 
 
@@ -97,7 +97,7 @@ def multi_label_report(aggs: Mapping[str, Mapping], baselines: Mapping[str, floa
               "| Head | Map | " + " | ".join(str(d) for d in digits) + " |",
               "|---|---|" + "---:|" * 10]
     for h in heads:
-        for kind in MULTI_LABEL_KINDS:
+        for kind in MULTI_LABEL_MAP_KINDS:
             lines.append(f"| {DISPLAY.get(h, h)} | {DISPLAY[kind]} | "
                          + " | ".join(pm(aggs[h], f"{split}/{kind}/loc_acc/{d}", digits=0)
                                       for d in digits) + " |")

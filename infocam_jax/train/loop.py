@@ -1,4 +1,4 @@
-"""The epoch loop of `train.train_single`: loop sizes, this process's training batches, one
+"""The epoch loop of `trainer.train_single`: loop sizes, this process's training batches, one
 epoch of the parallel train step with progress logs and TensorBoard scalars, NaN checks.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ from absl import logging
 import jax
 import numpy as np
 
+from infocam_jax import data
 from infocam_jax import devices
 from infocam_jax.train import state as ts
 
@@ -44,7 +45,6 @@ def write_scalars(writer, step: int, scalars: Mapping[str, float]) -> None:
 
 def train_batches(config, epoch: int, batch_size: int, steps: int) -> Iterator[dict]:
     """This process's shard of epoch `epoch`, exactly `steps` batches of the needed keys."""
-    from infocam_jax import data  # pylint: disable=import-outside-toplevel
     it = data.make_iterator(
         config, "train", training=True, batch_size=batch_size, epoch=epoch,
         seed=int(config.seed), process_index=jax.process_index(),
@@ -102,7 +102,6 @@ class Plan:
 
     @classmethod
     def from_config(cls, config, info) -> "Plan":
-        from infocam_jax import data  # pylint: disable=import-outside-toplevel
         global_batch = int(config.batch_size)
         steps = int(data.steps_per_epoch(config, global_batch))
         if config.get("max_steps_per_epoch", 0):

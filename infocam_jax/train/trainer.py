@@ -34,7 +34,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from infocam_jax import config as config_lib
+from infocam_jax import data
 from infocam_jax import devices
+from infocam_jax import losses
+from infocam_jax import models
+from infocam_jax.evaluation import evaluators, run_tables
+from infocam_jax.experiments import readings as rd
+from infocam_jax.methods import registry
+from infocam_jax.models import convert
 from infocam_jax.train import checkpoints
 from infocam_jax.train import optim
 from infocam_jax.train import loop
@@ -65,15 +73,14 @@ def _quiet_orbax_info_logs() -> None:
 
 def create_model(config: ml_collections.ConfigDict):
     """`models.create(config.model, config.num_classes, method=config.method,
-    **config.model_options)` (plus the method's options, `train_methods.model_kwargs`), BN synced,
+    **config.model_options)` (plus the method's options, `registry.model_kwargs`), BN synced,
     computing in `config.dtype` ("float32" | "bfloat16"; model_options may not contradict it).
 
+    The config is validated by the caller (`infocam_jax.config.validate`, at the edge).
+
     Raises:
-      ValueError naming the field for an unknown backbone or method, a method the backbone does
-      not support, or an option out of range (nothing is built or written)."""
-    from infocam_jax import models  # pylint: disable=import-outside-toplevel
-    from infocam_jax.methods import registry  # pylint: disable=import-outside-toplevel
-    registry.check_config(config)
+      ValueError naming the field for an unknown backbone, a method the backbone does not
+      support, or a dtype contradiction (nothing is built or written)."""
     options = registry.model_options(config)
     options.setdefault("axis_name", ts.AXIS_NAME)
     dtype = str(config.get("dtype", "float32"))
@@ -84,7 +91,7 @@ def create_model(config: ml_collections.ConfigDict):
         return models.create(config.model, int(config.num_classes), **options)
     except ValueError as e:
         raise ValueError(f"config.model={config.model!r}, config.method="
-                         f"{registry.method_of(config)!r}: {e}") from e
+                         f"{config.get('method', 'cam')!r}: {e}") from e
 
 
 def make_classification_loss(config: ml_collections.ConfigDict, label_prior: np.ndarray | None):
@@ -93,9 +100,7 @@ def make_classification_loss(config: ml_collections.ConfigDict, label_prior: np.
     The classification term handed to `models.method_loss` (ACoL / SPG) and, through
     :func:`make_loss_fn`, the loss of every other method.
     """
-    from infocam_jax import losses  # pylint: disable=import-outside-toplevel
     name = str(config.loss)
-    _check_loss(config)
     priors = None
     if name.startswith("pc_"):
         if label_prior is None:
@@ -112,9 +117,10 @@ def make_loss_fn(config: ml_collections.ConfigDict, label_prior: np.ndarray | No
     """(logits [b, M], batch) -> mean loss, per `config.loss` (priors for the PC losses).
 
     Single-label losses read `batch["label"]` int32 [b]; multi-label ones `batch["labels"]`
-    float32 [b, M]. `label_prior` is float [M] (training-set frequencies).
+    float32 [b, M]. `label_prior` is float [M] (training-set frequencies); the loss and
+    `multi_label` were checked together at the edge (`infocam_jax.config.validate`).
     """
-    multi = _check_loss(config)
+    multi = bool(config.multi_label)
     classification_loss = make_classification_loss(config, label_prior)
     target_key = "labels" if multi else "label"
 
@@ -152,32 +158,6 @@ def usable_prior(label_prior, num_train: int, multi_label: bool) -> np.ndarray:
     return clipped
 
 
-def _check_loss(config: ml_collections.ConfigDict) -> bool:
-    """Validates `config.loss` against `config.multi_label`; returns whether it is multi-label."""
-    name = str(config.loss)
-    single = name in ("softmax", "pc_softmax")
-    multi = name in ("sigmoid", "pc_sigmoid")
-    if not (single or multi):
-        raise ValueError(f"config.loss must be one of softmax, pc_softmax, sigmoid, pc_sigmoid; "
-                         f"got {name!r}")
-    if multi != bool(config.multi_label):
-        raise ValueError(f"config.loss={name!r} does not fit config.multi_label="
-                         f"{bool(config.multi_label)} (sigmoid losses are for multi-label sets)")
-    return multi
-
-
-def _check_config(config: ml_collections.ConfigDict) -> None:
-    from infocam_jax.methods import registry  # pylint: disable=import-outside-toplevel
-    _check_loss(config)
-    registry.check_config(config)
-    ts.check_batch_divisible(int(config.batch_size), "config.batch_size")
-    if int(config.eval_batch_size) % jax.process_count():
-        raise ValueError(f"config.eval_batch_size={config.eval_batch_size} must be divisible by "
-                         f"the number of processes ({jax.process_count()})")
-    if int(config.num_epochs) < 1:
-        raise ValueError(f"config.num_epochs must be >= 1, got {config.num_epochs}")
-
-
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2, sort_keys=True))
@@ -186,7 +166,6 @@ def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
 def _init_variables(config, model, image_shape) -> dict:
     variables = ts.init_variables(model, jax.random.PRNGKey(int(config.seed)), image_shape)
     if config.pretrained:
-        from infocam_jax.models import convert  # pylint: disable=import-outside-toplevel
         skip = ("head", "conv6") if config.model == "vgg16_gap" else ("head",)
         pretrained = convert.load_variables(str(config.pretrained))
         try:
@@ -202,8 +181,6 @@ def _init_variables(config, model, image_shape) -> dict:
 
 def run_evaluation(config, model, variables, split: str) -> dict[str, float]:
     """`evaluation.driver.evaluate` on `split` with this process's shard; results are global."""
-    from infocam_jax import data  # pylint: disable=import-outside-toplevel
-    from infocam_jax.evaluation import driver  # pylint: disable=import-outside-toplevel
     it = data.make_iterator(
         config, split, training=False,
         batch_size=int(config.eval_batch_size) // jax.process_count(),
@@ -219,9 +196,8 @@ def _resume(ckpt, state, config, workdir: str):
     if ckpt.latest_epoch() is None:
         return state, 0, -math.inf, 0
     restored_vars, opt_state, extra = ckpt.restore_latest(state.variables, state.opt_state)
-    from infocam_jax.methods import registry  # pylint: disable=import-outside-toplevel
     for key, want in (("loss", config.loss), ("model", config.model),
-                      ("method", registry.method_of(config))):
+                      ("method", config.method)):
         if extra.get(key, want) != want:
             raise ValueError(f"{workdir} holds a run with {key}={extra[key]!r}, but "
                              f"config.{key}={want!r}: use another --workdir")
@@ -239,7 +215,6 @@ def _resume(ckpt, state, config, workdir: str):
 def _batches_of(config) -> Callable[[str], Any]:
     """``split -> iterator`` of this process's eval batches (``max_eval_batches`` applied by
     the evaluators)."""
-    from infocam_jax import data  # pylint: disable=import-outside-toplevel
 
     def batches(split: str):
         return data.make_iterator(
@@ -250,7 +225,6 @@ def _batches_of(config) -> Callable[[str], Any]:
 
 
 def _run_evaluators(config, model, variables, evals, split: str) -> dict[str, dict[str, float]]:
-    from infocam_jax.evaluation import evaluators  # pylint: disable=import-outside-toplevel
     return evaluators.run_all(evals, model, variables, _batches_of(config), report_split=split,
                               num_devices=jax.local_device_count(),
                               max_batches=int(config.get("max_eval_batches", 0)) or None)
@@ -262,7 +236,6 @@ def _validate(config, model, variables, plan: loop.Plan, epoch: int, train_loss:
     selection reads their `accuracy` (``evaluators.selection_accuracy``).
 
     Returns (val_acc or None, is_best, (best_val, best_epoch)) with the best updated."""
-    from infocam_jax.evaluation import evaluators  # pylint: disable=import-outside-toplevel
     best_val, best_epoch = best
     if plan.eval_every <= 0 or ((epoch + 1) % plan.eval_every and epoch + 1 != plan.num_epochs):
         return None, False, best
@@ -282,14 +255,14 @@ def _validate(config, model, variables, plan: loop.Plan, epoch: int, train_loss:
     return val_acc, is_best, (best_val, best_epoch)
 
 
-def _test_best(config, model, workdir: str, writer, evals) -> dict[str, float]:
+def _test_best(config, model, workdir: str, writer, checked: config_lib.Checked
+               ) -> dict[str, float]:
     """Restores the best epoch, runs the final evaluators on the test split, writes and prints
-    the table."""
-    from infocam_jax.evaluation import evaluators, run_tables, settings  # pylint: disable=import-outside-toplevel
+    the table (its reading: ``checked.settings``)."""
     variables, extra = checkpoints.restore_variables_from(workdir, "best")
     logging.info("Evaluating epoch %d (validation accuracy %s) on the test split.",
                  extra["epoch"], extra.get("val_accuracy"))
-    final = [e for e in evals if e.final]
+    final = [e for e in checked.evals if e.final]
     results = evaluators.flat_results(final, _run_evaluators(config, model, variables, final,
                                                              "test"))
     results["epoch"] = float(extra["epoch"])
@@ -297,10 +270,9 @@ def _test_best(config, model, workdir: str, writer, evals) -> dict[str, float]:
         method = str(config.get("method", "cam") or "cam")
         model_name = config.model if method == "cam" else f"{config.model} + {method}"
         title = f"{config.dataset} / {model_name} / {config.loss} (epoch {extra['epoch']})"
-        eval_settings = settings.EvalSettings.from_config(config)
-        run_tables.write_results(results, workdir, title=title, settings=eval_settings)
+        run_tables.write_results(results, workdir, title=title, settings=checked.settings)
         loop.write_scalars(writer, int(extra["step"]), {"test/" + k: v for k, v in results.items()})
-        table = run_tables.format_table(results, eval_settings)
+        table = run_tables.format_table(results, checked.settings)
         logging.info("Test results of %s written to %s (results.json, results.md).", title,
                      workdir)
         print(f"\n## {title}\n\n{table}", flush=True)
@@ -310,28 +282,28 @@ def _test_best(config, model, workdir: str, writer, evals) -> dict[str, float]:
 def _checkpoint_extra(config, plan: loop.Plan, epoch: int, train_loss: float, val_acc,
                       best_val: float, best_epoch: int, label_prior) -> dict:
     """What is stored beside the weights of `epoch` (see `restore_variables`)."""
-    from infocam_jax.methods import registry  # pylint: disable=import-outside-toplevel
     return {
         "epoch": epoch + 1, "step": (epoch + 1) * plan.steps, "train_loss": train_loss,
         "val_accuracy": val_acc,
         "best_val_accuracy": None if best_val == -math.inf else best_val,
         "best_epoch": best_epoch, "label_prior": label_prior.tolist(),
         "loss": str(config.loss), "model": str(config.model),
-        "method": registry.method_of(config),
+        "method": str(config.method),
         "num_classes": int(config.num_classes), "dataset": str(config.dataset),
     }
 
 
-def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Trains one model (one loss) in `workdir`; returns its test results. See module doc."""
-    _check_config(config)
-    from infocam_jax import data  # pylint: disable=import-outside-toplevel
-    from infocam_jax import models  # pylint: disable=import-outside-toplevel
-    from infocam_jax.evaluation import evaluators  # pylint: disable=import-outside-toplevel
-    evals = evaluators.build(config)
-    from infocam_jax.methods import registry  # pylint: disable=import-outside-toplevel
+def train_single(config: ml_collections.ConfigDict, workdir: str,
+                 checked: config_lib.Checked) -> dict[str, float]:
+    """Trains one model (one loss) in `workdir`; returns its test results. See module doc.
+
+    Args:
+      config: a config checked by `infocam_jax.config.validate` (`train_and_evaluate` does).
+      workdir: output directory.
+      checked: what `validate` returned (its protocol and evaluators).
+    """
     _quiet_orbax_info_logs()
-    # Every config check (the backbone x method pair included) runs before the workdir is made.
+    # The backbone x method pair is checked here, still before the workdir is made.
     model = create_model(config)
     info = data.get_info(config)
     label_prior = usable_prior(info.label_prior, int(info.num_examples["train"]),
@@ -343,8 +315,7 @@ def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, f
     os.makedirs(workdir, exist_ok=True)
 
     variables = _init_variables(config, model, image_shape)
-    mask = models.new_layer_mask(config.model, variables["params"],
-                                 method=registry.method_of(config))
+    mask = models.new_layer_mask(config.model, variables["params"], method=config.method)
     tx, schedule = optim.create_optimizer(config.optimizer, plan.steps, mask)
     state = ts.create_train_state(variables, tx)
 
@@ -364,7 +335,7 @@ def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, f
     p_key = devices.replicate(jax.random.PRNGKey(int(config.seed) + 1))
     logging.info("Training %s (method %s, %s loss) on %s: %d epochs x %d steps, global batch "
                  "%d over %d device(s) in %d process(es).", config.model,
-                 registry.method_of(config), config.loss, config.dataset, plan.num_epochs,
+                 config.method, config.loss, config.dataset, plan.num_epochs,
                  plan.steps, plan.global_batch, jax.device_count(), jax.process_count())
 
     for epoch in range(start_epoch, plan.num_epochs):
@@ -373,13 +344,13 @@ def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, f
         host_state = devices.unreplicate(p_state)
         val_acc, is_best, (best_val, best_epoch) = _validate(
             config, model, host_state.variables, plan, epoch, train_loss, (best_val, best_epoch),
-            writer, evals)
+            writer, checked.evals)
         extra = _checkpoint_extra(config, plan, epoch, train_loss, val_acc, best_val,
                                   best_epoch, label_prior)
         ckpt.save(epoch + 1, host_state.variables, host_state.opt_state, extra, is_best)
     ckpt.close()
 
-    results = _test_best(config, model, workdir, writer, evals)
+    results = _test_best(config, model, workdir, writer, checked)
     if writer is not None:
         writer.close()
     return results
@@ -399,24 +370,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       `workdir/<loss>/`, and with `config.eval_readings` a CAM vs infoCAM table per head
       under several readings of the maps (`evaluation.readings`) is printed.
     """
+    checked = config_lib.validate(config)  # the one check, before anything is built or written
     heads = tuple(config.get("heads", ()) or ())
     if not heads:
-        return train_single(config, workdir)
+        return train_single(config, workdir, checked)
     subs = {}
     for head in heads:
         subs[head] = ml_collections.ConfigDict(config.to_dict())
         subs[head].loss, subs[head].heads = head, ()
-    all_results = {h: train_single(sub, os.path.join(workdir, h)) for h, sub in subs.items()}
+    all_results = {h: train_single(sub, os.path.join(workdir, h), checked)
+                   for h, sub in subs.items()}
     readings = {}
     if config.get("eval_readings", False):
-        from infocam_jax.experiments import readings as rd  # pylint: disable=import-outside-toplevel
         splits = rd.load_splits(config)
         for head, sub in subs.items():
             variables, _ = restore_variables(sub, os.path.join(workdir, head), "best")
             readings[head] = rd.evaluate_run(sub, create_model(sub), variables, splits)
     if _is_main():
-        from infocam_jax.experiments import readings as rd  # pylint: disable=import-outside-toplevel
-        text = rd.write_heads_summary(all_results, readings, workdir, config)
+        text = rd.write_heads_summary(all_results, readings, workdir, checked.settings,
+                                      seed=int(config.seed))
         print("\n# Summary over heads\n\n" + text, flush=True)
     return all_results
 
