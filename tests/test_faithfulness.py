@@ -213,7 +213,8 @@ def test_unconverged_imputation_raises_on_concrete_inputs():
     one[0] = 0.5
     with pytest.raises(F.ImputationNotConverged, match="for 2 of 3 images .first: image 1"):
         F.road_counts(apply_fn, images, one, labels, key, (50,), max_iterations=1)
-    easy = F.road_counts(apply_fn, images, one, labels, key, (50,), np.array([1, 0, 0], bool),
+    easy = F.road_counts(apply_fn, images, one, labels, key, (50,), "morf",
+                         np.array([1, 0, 0], bool),
                          max_iterations=1)
     assert int(easy.unconverged[0]) == 0 and int(easy.count) == 1
 

@@ -226,7 +226,7 @@ def _logits_net(twin):
     """A twin that returns only the logits, its GAP input passing an ``Identity`` module
     (``gap_input``) so that hooks can name the features."""
     import torch  # pylint: disable=import-outside-toplevel  # after importorskip (nets)
-    import test_convert as tc  # pylint: disable=import-outside-toplevel
+    import torch_twins  # pylint: disable=import-outside-toplevel
 
     class Logits(torch.nn.Module):
         def __init__(self, twin):
@@ -239,7 +239,7 @@ def _logits_net(twin):
 
         def forward(self, x):
             t = self.twin
-            if isinstance(t, tc.TorchVGG16GAP):
+            if isinstance(t, torch_twins.TorchVGG16GAP):
                 f = torch.relu(t.conv6(t.features(x)))
             else:
                 x = t.maxpool(torch.relu(t.bn1(t.conv1(x))))
@@ -253,11 +253,11 @@ def _logits_net(twin):
 
 def _torch_layer(net, path):
     """Our layer path -> the twin's module (the wrapper's gap_input for "features")."""
-    import test_convert as tc  # pylint: disable=import-outside-toplevel
+    import torch_twins  # pylint: disable=import-outside-toplevel  # after importorskip (nets)
     if path == "features":
         return net.gap_input
     t = net.twin
-    if isinstance(t, tc.TorchVGG16GAP):
+    if isinstance(t, torch_twins.TorchVGG16GAP):
         names = [f"conv{b}_{l}" for b, layers in enumerate(
             models.vgg.VGG16_BLOCKS, start=1) for l in range(1, len(layers) + 1)]
         if path == "conv6":
@@ -277,12 +277,14 @@ def _torch_layer(net, path):
 def nets():
     """{arch: (our model, our variables, torch wrapper)} on the same converted weights."""
     pytest.importorskip("torch", reason=TORCH_REASON)
-    import test_convert as tc  # pylint: disable=import-outside-toplevel  # its PyTorch twins
+    import test_convert as tc  # pylint: disable=import-outside-toplevel  # state dicts
+    import torch_twins  # pylint: disable=import-outside-toplevel  # imports torch
     out = {}
     for arch, name, state in (("vgg16", "vgg16_gap", tc.vgg16_state(3, NUM_CLASSES)),
                               ("resnet50", "resnet50", tc.resnet50_state(4, NUM_CLASSES))):
-        twin = (tc.TorchVGG16GAP if arch == "vgg16" else tc.TorchResNet50)(NUM_CLASSES)
-        net = _logits_net(tc._load_torch(twin, state)).eval()  # pylint: disable=protected-access
+        twin = (torch_twins.TorchVGG16GAP if arch == "vgg16"
+                else torch_twins.TorchResNet50)(NUM_CLASSES)
+        net = _logits_net(torch_twins.load_torch(twin, state)).eval()
         model, variables = tc.template(name, NUM_CLASSES)
         variables = convert.convert_state_dict(arch, state, variables, include_head=True)
         out[name] = (model, jax.tree_util.tree_map(jnp.asarray, variables), net)
