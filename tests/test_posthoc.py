@@ -222,6 +222,30 @@ def test_peer_imports(grad_cam):
         assert callable(getattr(grad_cam, name)), name
 
 
+@pytest.mark.parametrize("ci", ["true", ""])
+def test_ci_fails_without_the_peers(ci):
+    """conftest's ``peers_on_ci``: with torch blocked, CI=true fails the run with the reason;
+    elsewhere the peer test skips with it."""
+    import os  # pylint: disable=import-outside-toplevel
+    import pathlib  # pylint: disable=import-outside-toplevel
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    code = ("import sys; sys.modules['torch'] = None; import pytest; sys.exit(pytest.main("
+            "['-q', '-rs', '-p', 'no:cacheprovider', '-p', 'no:xdist', "
+            "'tests/test_posthoc.py::test_peer_imports']))")
+    env = dict(os.environ, CI=ci, JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    out = proc.stdout + proc.stderr
+    if ci:
+        assert proc.returncode != 0, out[-3000:]
+        assert "CI=true but a PyTorch peer is missing (torch is not installed)" in out, out[-3000:]
+    else:
+        assert proc.returncode == 0, out[-3000:]
+        assert "SKIPPED" in out and "torch is not installed" in out, out[-3000:]
+
+
 def _logits_net(twin):
     """A twin that returns only the logits, its GAP input passing an ``Identity`` module
     (``gap_input``) so that hooks can name the features."""
