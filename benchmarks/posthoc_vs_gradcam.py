@@ -15,7 +15,7 @@ image and the ratio peer / ours (> 1: ours is faster), with the load average bef
   (``cam(input_tensor=x, targets=[ClassifierOutputTarget(c), ...])``: its hooks, backward,
   weights, ReLU, min-max scaling and resizing to the input), on the PyTorch twin of the same
   network (``benchmarks/torch_nets.py``) in eval mode. It is loaded through
-  ``benchmarks/gradcam_peer.py`` (the torchvision stand-in where torchvision does not load).
+  ``tests/gradcam_peer.py`` (the torchvision stand-in where torchvision does not load).
 
 Both networks have their own random weights: speed does not depend on the values (the maps'
 equality on converted weights is ``tests/test_posthoc.py``). The gradient methods and
@@ -39,6 +39,7 @@ import numpy as np
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))  # gradcam_peer, the test suite's peer helper
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("arch", "resnet50", ["resnet50", "vgg16_gap"], "backbone.")

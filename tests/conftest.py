@@ -1,8 +1,16 @@
-"""Shared test set-up. Tests run on CPU; multi-device tests spawn subprocesses with XLA_FLAGS."""
+"""Shared test set-up. Tests run on CPU; multi-device tests spawn subprocesses with XLA_FLAGS.
+
+The PyTorch peers (torch, pytorch-grad-cam) are optional: every test that needs one asks for it
+through ``pytest.importorskip`` or the ``grad_cam`` fixture and skips with the reason when it is
+absent. On CI (``CI=true``) they must be there: ``peers_on_ci`` fails the run otherwise, so the
+parity tests can never drop out silently.
+"""
 import os
 import pathlib
 
 import pytest
+
+import gradcam_peer
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -21,3 +29,35 @@ def shared_mnist_dir():
     if not (folder / "train-images-idx3-ubyte.gz").exists():
         pytest.skip(f"real MNIST IDX files not found in {MNIST_DIR_ENV}={value}")
     return folder
+
+
+def _on_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def peers_on_ci():
+    """On CI (``CI=true``): fails the run unless torch and pytorch-grad-cam both import.
+
+    pytorch-grad-cam is imported the way every peer test imports it (``gradcam_peer.load``,
+    with the torchvision stand-in where torchvision does not load)."""
+    if not _on_ci():
+        return
+    pgc, note = gradcam_peer.load()
+    if pgc is None:
+        pytest.fail(f"CI=true but a PyTorch peer is missing ({note}): the parity tests with "
+                    "torch and pytorch-grad-cam must run on CI (.ci/run installs them)",
+                    pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def grad_cam():
+    """The ``pytorch_grad_cam`` module (the post-hoc and ROAD peer), imported after the
+    torchvision stand-in is installed where torchvision does not load (``gradcam_peer.load``),
+    so that every peer test also runs alone. Skips, with the reason, without torch or the peer.
+    """
+    pytest.importorskip("torch", reason="torch is not installed: pytorch-grad-cam parity skipped")
+    pgc, note = gradcam_peer.load()
+    if pgc is None:
+        pytest.skip(f"pytorch-grad-cam parity skipped: {note}")
+    return pgc

@@ -1,8 +1,9 @@
 """Tests of torchvision-state-dict import (infocam_jax.models.convert) and PyTorch parity.
 
 The mapping tests use synthetic NumPy state dicts with torchvision's names and shapes. Where
-torch is importable, small PyTorch reference networks written here (torchvision is not
-available) are loaded from the same random state dict and compared with our Flax models.
+torch is importable, small PyTorch reference networks (tests/torch_twins.py; torchvision is not
+needed) are loaded from the same random state dict and compared with our Flax models; without
+torch those tests skip with the reason (``pytest.importorskip``).
 """
 import os
 import subprocess
@@ -17,13 +18,7 @@ import pytest
 from infocam_jax import models
 from infocam_jax.models import convert
 
-try:
-    import torch
-except ImportError:  # pragma: no cover - depends on the environment
-    torch = None
-
-needs_torch = pytest.mark.skipif(
-    torch is None, reason="torch is not installed: PyTorch parity / .pth tests skipped")
+TORCH_REASON = "torch is not installed: PyTorch parity / .pth tests skipped"
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # torchvision vgg16 (configuration D); "M" = 2x2 max-pool. WSOL drops the last pool.
@@ -199,8 +194,8 @@ def test_state_dict_files(tmp_path, vgg_state):
         convert.load_state_dict(str(tmp_path / "absent.npz"))
 
 
-@needs_torch
 def test_pth_file(tmp_path, vgg_state):
+    torch = pytest.importorskip("torch", reason=TORCH_REASON)
     path = str(tmp_path / "vgg.pth")
     torch.save({"state_dict": {k: torch.from_numpy(v) for k, v in vgg_state.items()}}, path)
     loaded = convert.load_state_dict(path)
@@ -242,80 +237,6 @@ def test_launcher_writes_npz(tmp_path, vgg_state):
 
 # --- PyTorch reference networks and parity ---------------------------------------------------
 
-if torch is not None:
-    tnn = torch.nn
-
-    class TorchVGG16GAP(tnn.Module):
-        """torchvision vgg16 features without pool5, conv6 + ReLU, GAP, fc."""
-
-        def __init__(self, num_classes):
-            super().__init__()
-            layers, inp = [], 3
-            for v in VGG16_CFG:
-                if v == "M":
-                    layers.append(tnn.MaxPool2d(2, 2))
-                else:
-                    layers += [tnn.Conv2d(inp, v, 3, padding=1), tnn.ReLU(inplace=True)]
-                    inp = v
-            self.features = tnn.Sequential(*layers)
-            self.conv6 = tnn.Conv2d(512, 1024, 3, padding=1)
-            self.fc = tnn.Linear(1024, num_classes)
-
-        def forward(self, x):
-            f = torch.relu(self.conv6(self.features(x)))
-            return self.fc(f.mean(dim=(2, 3))), f
-
-    class TorchBottleneck(tnn.Module):
-        def __init__(self, inp, width, stride):
-            super().__init__()
-            self.conv1 = tnn.Conv2d(inp, width, 1, bias=False)
-            self.bn1 = tnn.BatchNorm2d(width)
-            self.conv2 = tnn.Conv2d(width, width, 3, stride, 1, bias=False)
-            self.bn2 = tnn.BatchNorm2d(width)
-            self.conv3 = tnn.Conv2d(width, width * 4, 1, bias=False)
-            self.bn3 = tnn.BatchNorm2d(width * 4)
-            self.downsample = None
-            if stride != 1 or inp != width * 4:
-                self.downsample = tnn.Sequential(
-                    tnn.Conv2d(inp, width * 4, 1, stride, bias=False), tnn.BatchNorm2d(width * 4))
-
-        def forward(self, x):
-            out = torch.relu(self.bn1(self.conv1(x)))
-            out = torch.relu(self.bn2(self.conv2(out)))
-            out = self.bn3(self.conv3(out))
-            identity = x if self.downsample is None else self.downsample(x)
-            return torch.relu(out + identity)
-
-    class TorchResNet50(tnn.Module):
-        """torchvision resnet50 layout with layer4 stride 1."""
-
-        def __init__(self, num_classes):
-            super().__init__()
-            self.conv1 = tnn.Conv2d(3, 64, 7, 2, 3, bias=False)
-            self.bn1 = tnn.BatchNorm2d(64)
-            self.maxpool = tnn.MaxPool2d(3, 2, 1)
-            inp = 64
-            for L, (n, width, stride) in enumerate(RESNET50_LAYERS, start=1):
-                blocks = []
-                for i in range(n):
-                    blocks.append(TorchBottleneck(inp, width, stride if i == 0 else 1))
-                    inp = width * 4
-                setattr(self, f"layer{L}", tnn.Sequential(*blocks))
-            self.fc = tnn.Linear(2048, num_classes)
-
-        def forward(self, x):
-            x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
-            for L in range(1, 5):
-                x = getattr(self, f"layer{L}")(x)
-            return self.fc(x.mean(dim=(2, 3))), x
-
-
-def _load_torch(net, state):
-    net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()
-                         if not k.startswith("classifier")})
-    return net
-
-
 def _close(actual, expected, rtol=1e-4):
     """Relative float32 agreement, scaled by the reference's magnitude."""
     expected = np.asarray(expected)
@@ -328,11 +249,12 @@ def parity_images():
     return np.random.default_rng(5).standard_normal((2, 32, 32, 3)).astype(np.float32)
 
 
-@needs_torch
 def test_vgg16_gap_parity_with_torch(parity_images):
+    torch = pytest.importorskip("torch", reason=TORCH_REASON)
+    import torch_twins  # pylint: disable=import-outside-toplevel  # imports torch
     torch.manual_seed(0)
     state = vgg16_state(seed=1, num_classes=6)
-    net = _load_torch(TorchVGG16GAP(6), state).eval()
+    net = torch_twins.load_torch(torch_twins.TorchVGG16GAP(6), state).eval()
     with torch.no_grad():
         ref_logits, ref_features = net(torch.from_numpy(parity_images.transpose(0, 3, 1, 2)))
     model, variables = template("vgg16_gap", 6)
@@ -343,10 +265,11 @@ def test_vgg16_gap_parity_with_torch(parity_images):
     _close(logits, ref_logits.numpy())
 
 
-@needs_torch
 def test_resnet50_parity_with_torch(parity_images):
+    torch = pytest.importorskip("torch", reason=TORCH_REASON)
+    import torch_twins  # pylint: disable=import-outside-toplevel  # imports torch
     state = resnet50_state(seed=2, num_classes=6)
-    net = _load_torch(TorchResNet50(6), state)
+    net = torch_twins.load_torch(torch_twins.TorchResNet50(6), state)
     x = torch.from_numpy(parity_images.transpose(0, 3, 1, 2))
     model, variables = template("resnet50", 6)
     variables = convert.convert_state_dict("resnet50", state, variables, include_head=True)

@@ -4,15 +4,14 @@ Parity: on the same converted weights (torchvision-format state dicts of tests/t
 loaded into its PyTorch twins and, through ``convert.convert_state_dict``, into our models),
 every method's map equals
 
-* pytorch-grad-cam's (``benchmarks/gradcam_peer.py``: its own ``__call__`` with the scaling and
-  resizing replaced by the identity) when it imports, and always (torch present)
-* a PyTorch-autograd statement of the method's formula written here.
+* a PyTorch-autograd statement of the method's formula written here (``test_parity``,
+  ``test_scorecam_parity``), and
+* pytorch-grad-cam's (``tests/gradcam_peer.py``: its own ``__call__`` with the scaling and
+  resizing replaced by the identity; ``test_parity_with_peer``, ``test_scorecam_parity_with_peer``).
 
-Only the torch tests skip, and only when torch itself is absent.
+The torch tests skip, with the reason, when torch is absent; the peer tests (the ``grad_cam``
+fixture of ``conftest.py``) when torch or pytorch-grad-cam is absent. On CI both must run.
 """
-import pathlib
-import sys
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -23,16 +22,9 @@ from infocam_jax.maps import cams, posthoc
 from infocam_jax import models
 from infocam_jax.models import convert
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
-import gradcam_peer  # noqa: E402  pylint: disable=wrong-import-position
+import gradcam_peer
 
-try:
-    import torch
-except ImportError:  # pragma: no cover - depends on the environment
-    torch = None
-
-needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed: PyTorch "
-                                 "parity tests (peer and autograd statements) skipped")
+TORCH_REASON = "torch is not installed: PyTorch parity tests (autograd statements) skipped"
 GRADIENT = posthoc.GRADIENT_METHODS
 NUM_CLASSES = 6
 
@@ -224,22 +216,43 @@ def test_unknown_layer_lists_valid_paths(small):
 # --------------------------------------------------------------------------------------------
 # Parity with pytorch-grad-cam and with PyTorch-autograd statements (VGG16-GAP, ResNet50)
 # --------------------------------------------------------------------------------------------
-PEER, PEER_NOTE = gradcam_peer.load() if torch is not None else (None, "torch is not installed")
+def test_peer_imports(grad_cam):
+    """The peer and every class the parity tests call (the skip reason says why not)."""
+    for name in gradcam_peer.PEER_CLASSES.values():
+        assert callable(getattr(grad_cam, name)), name
 
 
-def test_peer_status_is_reported():
-    """Not a skip: records which reference the parity tests used (see -rA / the log)."""
-    print(f"pytorch-grad-cam: {'used' if PEER is not None else 'unavailable'} ({PEER_NOTE})")
-    assert PEER_NOTE
+@pytest.mark.parametrize("ci", ["true", ""])
+def test_ci_fails_without_the_peers(ci):
+    """conftest's ``peers_on_ci``: with torch blocked, CI=true fails the run with the reason;
+    elsewhere the peer test skips with it."""
+    import os  # pylint: disable=import-outside-toplevel
+    import pathlib  # pylint: disable=import-outside-toplevel
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    code = ("import sys; sys.modules['torch'] = None; import pytest; sys.exit(pytest.main("
+            "['-q', '-rs', '-p', 'no:cacheprovider', '-p', 'no:xdist', "
+            "'tests/test_posthoc.py::test_peer_imports']))")
+    env = dict(os.environ, CI=ci, JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    out = proc.stdout + proc.stderr
+    if ci:
+        assert proc.returncode != 0, out[-3000:]
+        assert "CI=true but a PyTorch peer is missing (torch is not installed)" in out, out[-3000:]
+    else:
+        assert proc.returncode == 0, out[-3000:]
+        assert "SKIPPED" in out and "torch is not installed" in out, out[-3000:]
 
 
-if torch is not None:
-    import test_convert as tc  # the PyTorch twins and torchvision-format state dicts
+def _logits_net(twin):
+    """A twin that returns only the logits, its GAP input passing an ``Identity`` module
+    (``gap_input``) so that hooks can name the features."""
+    import torch  # pylint: disable=import-outside-toplevel  # after importorskip (nets)
+    import torch_twins  # pylint: disable=import-outside-toplevel
 
     class Logits(torch.nn.Module):
-        """A twin that returns only the logits, its GAP input passing an ``Identity`` module
-        (``gap_input``) so that hooks can name the features."""
-
         def __init__(self, twin):
             super().__init__()
             self.twin = twin
@@ -250,7 +263,7 @@ if torch is not None:
 
         def forward(self, x):
             t = self.twin
-            if isinstance(t, tc.TorchVGG16GAP):
+            if isinstance(t, torch_twins.TorchVGG16GAP):
                 f = torch.relu(t.conv6(t.features(x)))
             else:
                 x = t.maxpool(torch.relu(t.bn1(t.conv1(x))))
@@ -259,35 +272,43 @@ if torch is not None:
                 f = x
             return t.fc(self.gap_input(f).mean(dim=(2, 3)))
 
-    def _torch_layer(net, path):
-        """Our layer path -> the twin's module (the wrapper's gap_input for "features")."""
-        if path == "features":
-            return net.gap_input
-        t = net.twin
-        if isinstance(t, tc.TorchVGG16GAP):
-            names = [f"conv{b}_{l}" for b, layers in enumerate(
-                models.vgg.VGG16_BLOCKS, start=1) for l in range(1, len(layers) + 1)]
-            if path == "conv6":
-                return t.conv6
-            return t.features[convert.VGG16_FEATURE_INDICES[names.index(path)]]
-        module = t
-        for part in path.split("/"):
-            if part.startswith("layer"):
-                L, i = part[len("layer"):].split("_")
-                module = getattr(module, f"layer{L}")[int(i)]
-            else:
-                module = getattr(module, part)
-        return module
+    return Logits(twin)
+
+
+def _torch_layer(net, path):
+    """Our layer path -> the twin's module (the wrapper's gap_input for "features")."""
+    import torch_twins  # pylint: disable=import-outside-toplevel  # after importorskip (nets)
+    if path == "features":
+        return net.gap_input
+    t = net.twin
+    if isinstance(t, torch_twins.TorchVGG16GAP):
+        names = [f"conv{b}_{l}" for b, layers in enumerate(
+            models.vgg.VGG16_BLOCKS, start=1) for l in range(1, len(layers) + 1)]
+        if path == "conv6":
+            return t.conv6
+        return t.features[convert.VGG16_FEATURE_INDICES[names.index(path)]]
+    module = t
+    for part in path.split("/"):
+        if part.startswith("layer"):
+            L, i = part[len("layer"):].split("_")
+            module = getattr(module, f"layer{L}")[int(i)]
+        else:
+            module = getattr(module, part)
+    return module
 
 
 @pytest.fixture(scope="module")
 def nets():
     """{arch: (our model, our variables, torch wrapper)} on the same converted weights."""
+    pytest.importorskip("torch", reason=TORCH_REASON)
+    import test_convert as tc  # pylint: disable=import-outside-toplevel  # state dicts
+    import torch_twins  # pylint: disable=import-outside-toplevel  # imports torch
     out = {}
     for arch, name, state in (("vgg16", "vgg16_gap", tc.vgg16_state(3, NUM_CLASSES)),
                               ("resnet50", "resnet50", tc.resnet50_state(4, NUM_CLASSES))):
-        twin = (tc.TorchVGG16GAP if arch == "vgg16" else tc.TorchResNet50)(NUM_CLASSES)
-        net = Logits(tc._load_torch(twin, state)).eval()  # pylint: disable=protected-access
+        twin = (torch_twins.TorchVGG16GAP if arch == "vgg16"
+                else torch_twins.TorchResNet50)(NUM_CLASSES)
+        net = _logits_net(torch_twins.load_torch(twin, state)).eval()
         model, variables = tc.template(name, NUM_CLASSES)
         variables = convert.convert_state_dict(arch, state, variables, include_head=True)
         out[name] = (model, jax.tree_util.tree_map(jnp.asarray, variables), net)
@@ -296,6 +317,7 @@ def nets():
 
 def _torch_statement(method, net, layer, x, targets, chunk=16):
     """The method's formula in PyTorch autograd, [B, h, w] after the ReLU (NumPy)."""
+    import torch  # pylint: disable=import-outside-toplevel  # after importorskip (nets)
     store = {}
     handle = _torch_layer(net, layer).register_forward_hook(
         lambda m, i, o: store.setdefault("a", o))
@@ -345,37 +367,63 @@ def _torch_statement(method, net, layer, x, targets, chunk=16):
     return (xm @ vh[:, 0, :, None])[..., 0].reshape(b, *a.shape[2:]).numpy()
 
 
+_CASES = {}  # (arch, method, layer, size, batch, seed, options) -> computed maps (per process)
+
+
+def _case(nets, arch, method, layer, size, batch=2, seed=0, **options):
+    """Our maps and the autograd statement of one case, computed once per process (the
+    statement test and the peer test share them): ``(x, targets, chunk, ours, statement)``."""
+    import torch  # pylint: disable=import-outside-toplevel  # after importorskip (nets)
+    key = (arch, method, layer, size, batch, seed, tuple(sorted(options.items())))
+    if key not in _CASES:
+        model, variables, net = nets[arch]
+        rng = np.random.default_rng(seed)
+        images = rng.standard_normal((batch, size, size, 3)).astype(np.float32)
+        targets = rng.integers(0, NUM_CLASSES, batch)
+        x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+        ours = np.asarray(posthoc.compute(method, model, variables, images,
+                                          jnp.asarray(targets), layer=layer, **options))
+        chunk = options.get("chunk_size", 16)
+        statement = _torch_statement(method, net, layer, x, targets, chunk)
+        raw = None
+        if method == "eigencam":
+            raw = np.asarray(posthoc.eigencam(model, variables, images, jnp.asarray(targets),
+                                              layer=layer, relu=False))
+        _CASES[key] = (x, targets, chunk, ours, statement, raw)
+    return _CASES[key]
+
+
 def _check_method(nets, arch, method, layer, size, batch=2, seed=0, **options):
-    model, variables, net = nets[arch]
-    rng = np.random.default_rng(seed)
-    images = rng.standard_normal((batch, size, size, 3)).astype(np.float32)
-    targets = rng.integers(0, NUM_CLASSES, batch)
-    x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
-    ours = np.asarray(posthoc.compute(method, model, variables, images, jnp.asarray(targets),
-                                      layer=layer, **options))
-    chunk = options.get("chunk_size", 16)
-    statement = _torch_statement(method, net, layer, x, targets, chunk)
+    """Ours against the PyTorch-autograd statement."""
+    _, _, _, ours, statement, raw = _case(nets, arch, method, layer, size, batch, seed,
+                                          **options)
     if method == "eigencam":  # compare the projection, up to the singular vector's sign
-        raw = np.asarray(posthoc.eigencam(model, variables, images, jnp.asarray(targets),
-                                          layer=layer, relu=False))
         sign = np.sign(np.sum(raw * statement, axis=(1, 2)))[:, None, None]
         _close(raw, sign * statement, rtol=1e-3)
         _close(ours, np.maximum(sign * statement, 0), rtol=1e-3)
     else:
         assert np.abs(statement).max() > 0
         _close(ours, statement)
-    if PEER is not None:
-        peer = gradcam_peer.raw_maps(PEER, method, net, _torch_layer(net, layer), x, targets,
-                                     batch_size=chunk)
-        if method == "eigencam":
-            # peer = ReLU(± projection): equal to ours where both signs agree, else to the
-            # other half-wave; the pre-ReLU projection was compared above.
-            sign = np.where(np.sum(np.maximum(statement, 0) * peer, axis=(1, 2)) >=
-                            np.sum(np.maximum(-statement, 0) * peer, axis=(1, 2)), 1, -1)
-            _close(peer, np.maximum(sign[:, None, None] * statement, 0), rtol=1e-3)
-        else:
-            _close(ours, peer)
     return ours
+
+
+def _check_peer(grad_cam, nets, arch, method, layer, size, batch=2, seed=0, **options):
+    """Ours against pytorch-grad-cam's maps (its own ``__call__``, unscaled)."""
+    x, targets, chunk, ours, statement, _ = _case(nets, arch, method, layer, size, batch, seed,
+                                                  **options)
+    net = nets[arch][2]
+    peer = gradcam_peer.raw_maps(grad_cam, method, net, _torch_layer(net, layer), x, targets,
+                                 batch_size=chunk)
+    if method == "eigencam":
+        # peer = ReLU(± projection): equal to ours where both signs agree, else to the
+        # other half-wave; the pre-ReLU projection is compared with ours in test_parity.
+        sign = np.where(np.sum(np.maximum(statement, 0) * peer, axis=(1, 2)) >=
+                        np.sum(np.maximum(-statement, 0) * peer, axis=(1, 2)), 1, -1)
+        _close(peer, np.maximum(sign[:, None, None] * statement, 0), rtol=1e-3)
+    else:
+        assert np.abs(peer).max() > 0
+        _close(ours, peer)
+
 
 
 # VGG16-GAP runs at 32x32 (2x2 maps at "features", conv5_3 and conv6: the maps still vary over
@@ -390,14 +438,20 @@ PARITY_CASES = (
     + [("resnet50", "hirescam", "layer4_2/bn3", 64)])
 
 
-@needs_torch
 @pytest.mark.parametrize("arch, method, layer, size", PARITY_CASES)
 def test_parity(nets, arch, method, layer, size):
     _check_method(nets, arch, method, layer, size)
 
 
-@needs_torch
-@pytest.mark.parametrize("arch, layer, size, chunk", [("resnet50", "bn1", 32, 24)])
+@pytest.mark.parametrize("arch, method, layer, size", PARITY_CASES)
+def test_parity_with_peer(grad_cam, nets, arch, method, layer, size):
+    _check_peer(grad_cam, nets, arch, method, layer, size)
+
+
+SCORECAM_CASES = [("resnet50", "bn1", 32, 24)]
+
+
+@pytest.mark.parametrize("arch, layer, size, chunk", SCORECAM_CASES)
 def test_scorecam_parity(nets, arch, layer, size, chunk):
     """Score-CAM on a 64-channel layer (one forward pass per channel), chunks of 24 (padded).
 
@@ -407,7 +461,11 @@ def test_scorecam_parity(nets, arch, layer, size, chunk):
     _check_method(nets, arch, "scorecam", layer, size, batch=2, chunk_size=chunk)
 
 
-@needs_torch
+@pytest.mark.parametrize("arch, layer, size, chunk", SCORECAM_CASES)
+def test_scorecam_parity_with_peer(grad_cam, nets, arch, layer, size, chunk):
+    _check_peer(grad_cam, nets, arch, "scorecam", layer, size, batch=2, chunk_size=chunk)
+
+
 def test_default_layer_is_the_gap_input(nets):
     """ResNet50's "features" are its last block's output: both paths give the same maps."""
     model, variables, _ = nets["resnet50"]

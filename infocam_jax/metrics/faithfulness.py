@@ -55,6 +55,12 @@ touches a kept pixel (it is weakly diagonally dominant, strictly so next to a ke
 solved for all images and channels at once by Jacobi-preconditioned conjugate gradients on the
 full pixel grid (kept pixels are identity rows), each system with its own step sizes, until every
 relative residual ``||r|| / ||b||`` is below ``tol`` (default 1e-5) or ``max_iterations`` steps.
+A system still above ``tol`` at the cap has not converged: on concrete inputs
+:func:`noisy_linear_imputation`, :func:`road_images` and :func:`road_counts` raise
+:class:`ImputationNotConverged`; traced (under ``jit``) they cannot raise, and
+:func:`road_counts` counts such images instead (``RoadCounts.unconverged``, ``unconverged`` in
+its results), as does :meth:`RoadCounts.add` given ``road_images(..., with_residual=True)``'s
+residuals; :func:`linear_imputation` returns each image's residual.
 If every pixel of an image is removed (a constant map removes all of them under MoRF), the
 system is singular; the imputation is then defined as 0 (the normalised image's mean colour)
 before the noise (the CG iterate from 0 with a zero right-hand side). The noise of each image is
@@ -76,6 +82,7 @@ from infocam_jax import _checks
 __all__ = [
     "DEFAULT_LERF_PERCENTILES",
     "DEFAULT_MORF_PERCENTILES",
+    "ImputationNotConverged",
     "NEIGHBOUR_WEIGHTS",
     "ROAD_ORDERS",
     "ConfidenceCounts",
@@ -139,6 +146,34 @@ def _check_order(order: str) -> str:
 
 def _check_logits(logits, labels, name: str = "logits"):
     return _checks.check_logits_labels(logits, labels)
+
+
+class ImputationNotConverged(RuntimeError):
+    """ROAD's CG solve stopped at ``max_iterations`` above ``tol`` (concrete inputs only)."""
+
+
+def _raise_if_unconverged(residual, tol: float, max_iterations: int | None, shape) -> None:
+    """Raises :class:`ImputationNotConverged` when a concrete ``residual [B]`` exceeds ``tol``;
+    traced residuals pass (the caller counts them)."""
+    if not _checks.is_concrete(residual):
+        return
+    residual = np.asarray(residual)
+    bad = np.flatnonzero(~(residual <= tol))
+    if bad.size:
+        cap = _max_iterations(shape, max_iterations)
+        raise ImputationNotConverged(
+            f"ROAD imputation: conjugate gradients stopped at max_iterations={cap} above "
+            f"tol={tol:g} for {bad.size} of {residual.size} images (first: image {bad[0]}, "
+            f"relative residual {residual[bad[0]]:.3g}); raise max_iterations or tol")
+
+
+def _max_iterations(shape, max_iterations: int | None) -> int:
+    """The CG step cap of images ``[B, H, W, C]``: default ``4 (H + W) + 100``."""
+    if max_iterations is None:
+        return 4 * (shape[1] + shape[2]) + 100
+    if not isinstance(max_iterations, (int, np.integer)) or max_iterations < 1:
+        raise ValueError(f"max_iterations must be an int >= 1, got {max_iterations!r}")
+    return int(max_iterations)
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,17 +312,16 @@ def linear_imputation(images, removed, *, tol: float = DEFAULT_TOL,
       max_iterations: CG step cap (default ``4 (H + W) + 100``).
 
     Returns:
-      ``(imputed [B,H,W,C] float32, iterations int32 [])``: kept pixels unchanged, removed ones
-      the solution; ``iterations`` is the CG steps taken (``max_iterations`` means the cap was
-      hit before every system reached ``tol``).
+      ``(imputed [B,H,W,C] float32, iterations int32 [], residual float32 [B])``: kept pixels
+      unchanged, removed ones the solution; ``iterations`` is the CG steps taken; ``residual``
+      each image's largest relative residual ``||r|| / ||b||`` over its channels (0 where
+      nothing is imputed): above ``tol``, that image's solve stopped at the cap unconverged.
+      This function never raises on non-convergence (see :func:`noisy_linear_imputation`).
     """
     images = _check_images(images)
     removed = _check_maps_like(removed, images, "removed").astype(bool)
     h, w = images.shape[1:3]
-    if max_iterations is None:
-        max_iterations = 4 * (h + w) + 100
-    if not isinstance(max_iterations, (int, np.integer)) or max_iterations < 1:
-        raise ValueError(f"max_iterations must be an int >= 1, got {max_iterations!r}")
+    max_iterations = _max_iterations(images.shape, max_iterations)
     if not tol > 0:
         raise ValueError(f"tol must be > 0, got {tol!r}")
     v = jnp.moveaxis(images, -1, 1)                               # [B, C, H, W]
@@ -331,9 +365,12 @@ def linear_imputation(images, removed, *, tol: float = DEFAULT_TOL,
         p = z + beta[..., None, None] * p
         return k + 1, x, r, p, jnp.where(go, rz_new, rz)
 
-    k, x, _, _, _ = lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), x, r, p, rz))
+    k, x, r, _, _ = lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), x, r, p, rz))
     out = jnp.where(r_mask > 0, x, v)
-    return jnp.moveaxis(out, 1, -1), k
+    r_norm = jnp.sqrt(dot(r, r))                                   # [B, C]
+    relative = jnp.where(b_norm > 0, r_norm / jnp.where(b_norm > 0, b_norm, 1.0),
+                         jnp.where(r_norm > 0, jnp.inf, 0.0))
+    return jnp.moveaxis(out, 1, -1), k, jnp.max(relative, axis=1)
 
 
 def _image_keys(key, images, labels):
@@ -346,7 +383,8 @@ def _image_keys(key, images, labels):
 
 
 def noisy_linear_imputation(images, removed, key, labels=None, *, noise: float = DEFAULT_NOISE,
-                            tol: float = DEFAULT_TOL, max_iterations: int | None = None):
+                            tol: float = DEFAULT_TOL, max_iterations: int | None = None,
+                            with_residual: bool = False):
     """ROAD's noisy linear imputation: :func:`linear_imputation` plus ``noise · N(0, 1)`` on
     every imputed value (each channel independently).
 
@@ -356,33 +394,44 @@ def noisy_linear_imputation(images, removed, key, labels=None, *, noise: float =
       labels: optional int ``[B]`` mixed into the hash (default zeros).
       noise: standard deviation of the added noise (absolute), >= 0.
       tol, max_iterations: see :func:`linear_imputation`.
+      with_residual: also return the solve's relative residual per image (float32 ``[B]``,
+        :func:`linear_imputation`) instead of raising on non-convergence.
 
     Returns:
-      float32 ``[B,H,W,C]``.
+      float32 ``[B,H,W,C]`` (and the residual ``[B]`` with ``with_residual``).
+
+    Raises:
+      ImputationNotConverged: (concrete inputs, without ``with_residual``) a solve stopped at
+        ``max_iterations`` above ``tol``. Traced, nothing is raised: ask for the residual.
     """
     if not noise >= 0:
         raise ValueError(f"noise must be >= 0, got {noise!r}")
     images = _check_images(images)
     labels = (jnp.zeros(images.shape[0], jnp.int32) if labels is None
               else jnp.asarray(labels))
-    imputed, _ = linear_imputation(images, removed, tol=tol, max_iterations=max_iterations)
-    if noise == 0:
-        return imputed
-    keys = _image_keys(key, images, labels)
-    draws = jax.vmap(lambda k: jax.random.normal(k, images.shape[1:], jnp.float32))(keys)
-    return imputed + noise * jnp.asarray(removed, jnp.float32)[..., None] * draws
+    imputed, _, residual = linear_imputation(images, removed, tol=tol,
+                                             max_iterations=max_iterations)
+    if not with_residual:
+        _raise_if_unconverged(residual, tol, max_iterations, images.shape)
+    if noise != 0:
+        keys = _image_keys(key, images, labels)
+        draws = jax.vmap(lambda k: jax.random.normal(k, images.shape[1:], jnp.float32))(keys)
+        imputed = imputed + noise * jnp.asarray(removed, jnp.float32)[..., None] * draws
+    return (imputed, residual) if with_residual else imputed
 
 
 def road_images(images, scoremaps, percentile: float, order: str, key, labels=None, *,
                 noise: float = DEFAULT_NOISE, tol: float = DEFAULT_TOL,
-                max_iterations: int | None = None):
+                max_iterations: int | None = None, with_residual: bool = False):
     """Images with ROAD's removed pixels (:func:`road_keep_mask`) imputed
-    (:func:`noisy_linear_imputation`); float32 ``[B,H,W,C]``."""
+    (:func:`noisy_linear_imputation`, which raises :class:`ImputationNotConverged` on concrete
+    inputs); float32 ``[B,H,W,C]``, and the solve's residual ``[B]`` with ``with_residual``
+    (for :meth:`RoadCounts.add`; nothing is raised then)."""
     images = _check_images(images)
     scoremaps = _check_maps_like(scoremaps, images, "scoremaps")
     removed = ~road_keep_mask(scoremaps, percentile, order)
     return noisy_linear_imputation(images, removed, key, labels, noise=noise, tol=tol,
-                                   max_iterations=max_iterations)
+                                   max_iterations=max_iterations, with_residual=with_residual)
 
 
 @flax.struct.dataclass
@@ -395,12 +444,15 @@ class RoadCounts:
       correct: int32 ``[P]``: images whose imputed version is still classified as ``c``
         (top-1), the ROAD paper's accuracy.
       count: int32 ``[]``: images counted.
+      unconverged: int32 ``[P]``: images whose imputation's CG solve stopped at its cap above
+        ``tol`` (their imputed images are inexact); counted when the residuals are given.
       percentiles: static tuple of ``P`` percentiles in (0, 100).
       order: static "morf" | "lerf".
     """
     score_change: jax.Array
     correct: jax.Array
     count: jax.Array
+    unconverged: jax.Array
     percentiles: tuple = flax.struct.field(pytree_node=False, default=DEFAULT_MORF_PERCENTILES)
     order: str = flax.struct.field(pytree_node=False, default="morf")
 
@@ -410,15 +462,19 @@ class RoadCounts:
         percentiles = _check_percentiles(percentiles)
         order = _check_order(order)
         n = len(percentiles)
-        return cls(jnp.zeros((n,), jnp.float32), jnp.zeros((n,), jnp.int32),
-                   jnp.zeros((), jnp.int32), percentiles, order)
+        return cls(score_change=jnp.zeros((n,), jnp.float32),
+                   correct=jnp.zeros((n,), jnp.int32), count=jnp.zeros((), jnp.int32),
+                   unconverged=jnp.zeros((n,), jnp.int32), percentiles=percentiles, order=order)
 
     def merge(self, other: RoadCounts) -> RoadCounts:
         return jax.tree.map(jnp.add, self, other)
 
-    def add(self, scores, imputed_logits, labels, valid=None) -> RoadCounts:
+    def add(self, scores, imputed_logits, labels, valid=None, residual=None,
+            tol: float = DEFAULT_TOL) -> RoadCounts:
         """Adds images given ``Y_c`` (``scores [B]``) and the logits of their imputed versions
-        (``imputed_logits [P, B, M]``, one row per percentile)."""
+        (``imputed_logits [P, B, M]``, one row per percentile); ``residual`` ``[P, B]``
+        (``road_images(..., with_residual=True)``), when given, counts the images above
+        ``tol`` in ``unconverged``."""
         y = jnp.asarray(scores, jnp.float32)
         imputed_logits = jnp.asarray(imputed_logits)
         if imputed_logits.ndim != 3 or imputed_logits.shape[:2] != (len(self.percentiles),
@@ -430,16 +486,26 @@ class RoadCounts:
         labels = jnp.asarray(labels, jnp.int32)
         o = jax.vmap(class_scores, in_axes=(0, None))(imputed_logits, labels)     # [P, B]
         right = jnp.argmax(imputed_logits, axis=-1) == labels[None]
+        unconverged = jnp.zeros(o.shape[0], jnp.int32)
+        if residual is not None:
+            residual = jnp.asarray(residual, jnp.float32)
+            if residual.shape != o.shape:
+                raise ValueError(f"residual must have shape [P, B] = {o.shape}, got "
+                                 f"{residual.shape}")
+            unconverged = jnp.sum(~(residual <= tol) & valid[None], axis=1, dtype=jnp.int32)
         return self.merge(self.replace(
             score_change=jnp.sum(jnp.where(valid[None], o - y[None], 0.0), axis=1),
             correct=jnp.sum(right & valid[None], axis=1, dtype=jnp.int32),
-            count=jnp.sum(valid, dtype=jnp.int32)))
+            count=jnp.sum(valid, dtype=jnp.int32), unconverged=unconverged))
 
     def result(self) -> dict:
-        """``score_change`` [P] (mean O_c − Y_c) and ``accuracy`` [P] (fractions)."""
+        """``score_change`` [P] (mean O_c − Y_c) and ``accuracy`` [P] (fractions);
+        ``unconverged`` [P]: the count of images whose imputation did not converge (0 when
+        every solve reached ``tol``; nonzero flags inexact ROAD values)."""
         n = self.count.astype(jnp.float32)
         return {"score_change": self.score_change / n,
-                "accuracy": self.correct.astype(jnp.float32) / n}
+                "accuracy": self.correct.astype(jnp.float32) / n,
+                "unconverged": self.unconverged}
 
 
 def road_counts(apply_fn: Callable[[jax.Array], jax.Array], images, scoremaps, labels, key,
@@ -457,19 +523,28 @@ def road_counts(apply_fn: Callable[[jax.Array], jax.Array], images, scoremaps, l
       noise, tol, max_iterations: see :func:`noisy_linear_imputation`.
 
     Returns:
-      :class:`RoadCounts`.
+      :class:`RoadCounts`, with the images whose solve did not converge in ``unconverged``.
+
+    Raises:
+      ImputationNotConverged: (concrete inputs) a valid image's solve stopped at
+        ``max_iterations`` above ``tol``; traced, it is counted instead.
     """
     counts = RoadCounts.empty(percentiles, order)
     images = _check_images(images)
     labels = jnp.asarray(labels)
     logits = apply_fn(images) if logits is None else logits
     y = class_scores(logits, labels)
-    imputed = jnp.stack([road_images(images, scoremaps, p, order, key, labels, noise=noise,
-                                     tol=tol, max_iterations=max_iterations)
-                         for p in counts.percentiles])                        # [P, B, H, W, C]
+    solved = [road_images(images, scoremaps, p, order, key, labels, noise=noise, tol=tol,
+                          max_iterations=max_iterations, with_residual=True)
+              for p in counts.percentiles]
+    imputed = jnp.stack([im for im, _ in solved])                           # [P, B, H, W, C]
+    residual = jnp.stack([r for _, r in solved])                            # [P, B]
+    valid_b = _check_valid(valid, images.shape[0])
+    _raise_if_unconverged(jnp.max(jnp.where(valid_b[None], residual, 0.0), axis=0), tol,
+                          max_iterations, images.shape)                     # worst over P
     flat = imputed.reshape((-1,) + imputed.shape[2:])
     imputed_logits = apply_fn(flat).reshape(imputed.shape[:2] + (-1,))
-    return counts.add(y, imputed_logits, labels, valid)
+    return counts.add(y, imputed_logits, labels, valid, residual, tol)
 
 
 def road_combined(morf: dict, lerf: dict) -> float:

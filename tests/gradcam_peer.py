@@ -1,4 +1,9 @@
-"""pytorch-grad-cam (pip ``grad-cam``) as the peer of ``infocam_jax.maps.posthoc``: import and raw maps.
+"""pytorch-grad-cam (pip ``grad-cam``), the peer of ``infocam_jax.maps.posthoc`` and of ROAD /
+the confidence metrics (``infocam_jax.metrics.faithfulness``): import and raw maps.
+
+Used by the tests through the ``grad_cam`` fixture of ``tests/conftest.py`` (which skips with
+this module's reason when torch or the peer is absent, and fails the run on CI), and by
+``benchmarks/posthoc_vs_gradcam.py`` (which puts ``tests/`` on ``sys.path``).
 
 Install (what works with the CPU torch wheel; ``pip install grad-cam`` pulls a CUDA-built
 torchvision whose ``_C.so`` needs ``libtorch_cuda.so`` and fails with "operator torchvision::nms
@@ -44,7 +49,7 @@ class _Unavailable(types.ModuleType):
 
         def unavailable(*args, **kwargs):
             raise RuntimeError(f"{self.__name__}.{name}: torchvision is not usable here "
-                               "(stand-in installed by benchmarks/gradcam_peer.py)")
+                               "(stand-in installed by tests/gradcam_peer.py)")
         return unavailable
 
 
