@@ -96,7 +96,7 @@ def _digits_head_widths(opts: spec_lib.TrunkOptions):
 
 
 DIGITS_SPEC = spec_lib.register(spec_lib.BackboneSpec(
-    name="digits_cnn", methods=("cam", "adl", "acol", "spg"), trunk=_digits_trunk,
+    name="digits_cnn", layouts=spec_lib.LAYOUTS, trunk=_digits_trunk,
     neck=_identity_neck, adl_codes=_digits_adl_codes, adl_default="2M 31",
     spg_b_width=4 * DEFAULT_WIDTH, spg_c_width=4 * DEFAULT_WIDTH,
     acol_width=4 * DEFAULT_WIDTH, large_feature_map_ok=False,

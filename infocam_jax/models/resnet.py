@@ -181,13 +181,13 @@ def _identity_neck(x, train, opts):  # pylint: disable=unused-argument
     return x
 
 
-def _resnet_is_new(top: str, method: str) -> bool:  # pylint: disable=unused-argument
+def _resnet_is_new(top: str, layout: str) -> bool:  # pylint: disable=unused-argument
     """The reference trains ``layer4.*`` and ``fc.*`` at lr_ratio x and everything else (ACoL
     and SPG heads included) at the base rate."""
     return top == "head" or top.startswith("layer4_")
 
 
 RESNET50_SPEC = spec_lib.register(spec_lib.BackboneSpec(
-    name="resnet50", methods=("cam", "adl", "acol", "spg"), trunk=_resnet_trunk,
+    name="resnet50", layouts=spec_lib.LAYOUTS, trunk=_resnet_trunk,
     neck=_identity_neck, adl_codes=lambda large: POSITION_CODES, adl_default="30 40 42",
     spg_b_width=1024, spg_c_width=512, acol_width=1024, is_new_layer=_resnet_is_new))

@@ -188,20 +188,20 @@ def vgg16_gap(num_classes: int, adl_positions: str = "", adl_drop_rate: float = 
 # --------------------------------------------------------------------------------------------
 # The spec the methods read (spec.py)
 # --------------------------------------------------------------------------------------------
-def _vgg_pools(method: str, large: bool) -> Tuple[Optional[str], ...]:
-    if method == "acol":
+def _vgg_pools(layout: str, large: bool) -> Tuple[Optional[str], ...]:
+    if layout == "erasing":
         return ("M1", "M1", "M1", "M2" if large else "M1", "M2")
-    if method == "spg":
+    if layout == "guidance":
         return ("M", "M", "M", None if large else "M1", None)
     return ("M", "M", "M", None if large else "M", None)
 
 
 def _vgg_trunk(x, train, opts: spec_lib.TrunkOptions):
     """conv1_1 .. conv5_3 with the method's pools; SPG taps after block 4 (+pool) and 5."""
-    taps = {"spg_b1": "4M" if opts.method == "spg" and not opts.large_feature_map else "43",
+    taps = {"spg_b1": "4M" if opts.layout == "guidance" and not opts.large_feature_map else "43",
             "spg_b2": "53"}
     return conv_stack(x.astype(opts.dtype), train, VGG16_BLOCKS,
-                      _vgg_pools(opts.method, opts.large_feature_map),
+                      _vgg_pools(opts.layout, opts.large_feature_map),
                       adl_positions=opts.adl_positions, adl_drop_rate=opts.adl_drop_rate,
                       adl_gamma=opts.adl_gamma, dtype=opts.dtype, conv_impl=opts.conv_impl,
                       taps=taps)
@@ -217,9 +217,9 @@ def avg_pool3_count_pad(x: jax.Array) -> jax.Array:
 
 def _vgg_neck(x, train, opts: spec_lib.TrunkOptions):  # pylint: disable=unused-argument
     """CAM/ADL: conv6 (1024) + ReLU; ACoL: 3x3 average pool; SPG: spg_a3_1, spg_a3_2 (512)."""
-    if opts.method == "acol":
+    if opts.layout == "erasing":
         return avg_pool3_count_pad(x)
-    if opts.method == "spg":
+    if opts.layout == "guidance":
         for i in (1, 2):
             x = nn.relu(Conv(512, 3, dtype=opts.dtype, impl=opts.conv_impl,
                              name=f"spg_a3_{i}")(x))
@@ -232,17 +232,17 @@ def _vgg_adl_codes(large: bool) -> Tuple[str, ...]:
     return position_codes(VGG16_BLOCKS, VGG16_POOLS_LARGE if large else VGG16_POOLS)
 
 
-def _vgg_is_new(top: str, method: str) -> bool:  # pylint: disable=unused-argument
+def _vgg_is_new(top: str, layout: str) -> bool:  # pylint: disable=unused-argument
     """The reference trains its ``features.*`` (conv1_1..conv5_3) at the base rate, all else
     (conv6, head, ACoL/SPG heads) at lr_ratio x. Its VGG-SPG keeps conv4/conv5 outside
     ``features`` (as SPG_A_1 / SPG_A_2), so they get the classifier rate there."""
     is_trunk_conv = top.startswith("conv") and top != "conv6"
-    if method == "spg" and top.startswith(("conv4_", "conv5_")):
+    if layout == "guidance" and top.startswith(("conv4_", "conv5_")):
         return True
     return not is_trunk_conv
 
 
 VGG16_SPEC = spec_lib.register(spec_lib.BackboneSpec(
-    name="vgg16_gap", methods=("cam", "adl", "acol", "spg"), trunk=_vgg_trunk,
+    name="vgg16_gap", layouts=spec_lib.LAYOUTS, trunk=_vgg_trunk,
     neck=_vgg_neck, adl_codes=_vgg_adl_codes, adl_default="3M 43 53", spg_b_width=512,
     spg_c_width=512, acol_width=1024, is_new_layer=_vgg_is_new))
