@@ -147,9 +147,10 @@ def readout(variables, outputs: AcolOutput) -> base.Readout:
         "max_minmax")
 
 
-def weight_layout(table: dict, conv: Callable) -> None:
+def weight_layout(table: dict, conv: Callable, class_key: str) -> None:  # pylint: disable=unused-argument
     """The reference's ``classifier_{A,B}.{0,2,4}`` keys onto ``acol/{a,b}_{conv1,conv2,head}``
-    (``conv(table, key, path, kind)``, ``models.convert``)."""
+    (``conv(table, key, path, kind)``, ``models.convert``; the backbone's ``class_key`` is not
+    used: each branch has its own class conv)."""
     for branch, name in (("A", "a"), ("B", "b")):
         conv(table, f"classifier_{branch}.0", ("acol", f"{name}_conv1"))
         conv(table, f"classifier_{branch}.2", ("acol", f"{name}_conv2"))

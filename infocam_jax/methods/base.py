@@ -17,8 +17,9 @@ method:
 * ``reads_labels``: whether the network's apply takes ``labels=`` (training and evaluation);
 * ``multi_label``: whether it trains with multi-label heads and losses;
 * ``posthoc``: whether post-hoc maps (Grad-CAM, ...) are defined for its network;
-* ``weight_layout``: ``(head_table, conv) -> None``: the reference's state-dict keys of its
-  head, where they differ (``models.convert``);
+* ``weight_layout``: ``(head_table, conv, class_key) -> None``: the reference's state-dict
+  keys of its head, where they differ (``models.convert``; ``class_key`` is the backbone's key
+  of the reference's 1x1 class conv);
 * ``network_options``: ``kwargs -> (head options, attention size)``: pops and validates the
   :func:`create_model` keywords it owns (every registered method's run, so a bad value names
   its keyword whatever the method);
@@ -142,6 +143,11 @@ class Method:
     def options_from_config(self, config):
         """This method's options from ``config.method_options`` (ValueError naming the key)."""
         return self.options.from_config(config)
+
+    def convert_options(self) -> Dict[str, Any]:
+        """``models.convert.key_map`` / ``convert_state_dict`` keywords of the reference's
+        state-dict layout of this method: ``layout`` and ``head_layout``."""
+        return {"layout": self.layout, "head_layout": self.weight_layout}
 
     def train_step(self, options, loss_fn: Callable, classification_loss: Callable) -> "TrainMethod":
         """What the per-device train step does for this method with ``options``."""

@@ -63,33 +63,31 @@ def _quiet_orbax_info_logs() -> None:
 
 
 def create_model(config: ml_collections.ConfigDict):
-    """`models.create(config.model, config.num_classes, method=config.method,
-    **config.model_options)` (plus the method's options, `train_methods.model_kwargs`), BN synced,
+    """`methods.create_model(config.model, config.num_classes, **methods.model_options(config))`
+    (config.model_options plus the method and its options), BN synced,
     computing in `config.dtype` ("float32" | "bfloat16"; model_options may not contradict it).
 
     Raises:
       ValueError naming the field for an unknown backbone or method, a method the backbone does
       not support, or an option out of range (nothing is built or written)."""
-    from infocam_jax import models  # pylint: disable=import-outside-toplevel
-    from infocam_jax.methods import registry  # pylint: disable=import-outside-toplevel
-    registry.check_config(config)
-    options = registry.model_options(config)
+    from infocam_jax import methods  # pylint: disable=import-outside-toplevel
+    options = methods.model_options(config)
     options.setdefault("axis_name", ts.AXIS_NAME)
     dtype = str(config.get("dtype", "float32"))
     if str(options.setdefault("dtype", dtype)) != dtype:
         raise ValueError(f"config.model_options.dtype={options['dtype']!r} contradicts "
                          f"config.dtype={dtype!r}: set config.dtype only")
     try:
-        return models.create(config.model, int(config.num_classes), **options)
+        return methods.create_model(config.model, int(config.num_classes), **options)
     except ValueError as e:
         raise ValueError(f"config.model={config.model!r}, config.method="
-                         f"{registry.method_of(config)!r}: {e}") from e
+                         f"{methods.method_of(config)!r}: {e}") from e
 
 
 def make_classification_loss(config: ml_collections.ConfigDict, label_prior: np.ndarray | None):
     """(logits [b, M], targets, weights=None) -> weighted mean `config.loss` (priors bound).
 
-    The classification term handed to `models.method_loss` (ACoL / SPG) and, through
+    The classification term handed to a method's loss (`Method.loss`) and, through
     :func:`make_loss_fn`, the loss of every other method.
     """
     from infocam_jax import losses  # pylint: disable=import-outside-toplevel
@@ -166,9 +164,9 @@ def _check_loss(config: ml_collections.ConfigDict) -> bool:
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
-    from infocam_jax.methods import registry  # pylint: disable=import-outside-toplevel
+    from infocam_jax import methods  # pylint: disable=import-outside-toplevel
     _check_loss(config)
-    registry.check_config(config)
+    methods.check_config(config)
     ts.check_batch_divisible(int(config.batch_size), "config.batch_size")
     if int(config.eval_batch_size) % jax.process_count():
         raise ValueError(f"config.eval_batch_size={config.eval_batch_size} must be divisible by "
@@ -218,9 +216,9 @@ def _resume(ckpt, state, config, workdir: str):
     if ckpt.latest_epoch() is None:
         return state, 0, -math.inf, 0
     restored_vars, opt_state, extra = ckpt.restore_latest(state.variables, state.opt_state)
-    from infocam_jax.methods import registry  # pylint: disable=import-outside-toplevel
+    from infocam_jax import methods  # pylint: disable=import-outside-toplevel
     for key, want in (("loss", config.loss), ("model", config.model),
-                      ("method", registry.method_of(config))):
+                      ("method", methods.method_of(config))):
         if extra.get(key, want) != want:
             raise ValueError(f"{workdir} holds a run with {key}={extra[key]!r}, but "
                              f"config.{key}={want!r}: use another --workdir")
@@ -309,14 +307,14 @@ def _test_best(config, model, workdir: str, writer, evals) -> dict[str, float]:
 def _checkpoint_extra(config, plan: loop.Plan, epoch: int, train_loss: float, val_acc,
                       best_val: float, best_epoch: int, label_prior) -> dict:
     """What is stored beside the weights of `epoch` (see `restore_variables`)."""
-    from infocam_jax.methods import registry  # pylint: disable=import-outside-toplevel
+    from infocam_jax import methods  # pylint: disable=import-outside-toplevel
     return {
         "epoch": epoch + 1, "step": (epoch + 1) * plan.steps, "train_loss": train_loss,
         "val_accuracy": val_acc,
         "best_val_accuracy": None if best_val == -math.inf else best_val,
         "best_epoch": best_epoch, "label_prior": label_prior.tolist(),
         "loss": str(config.loss), "model": str(config.model),
-        "method": registry.method_of(config),
+        "method": methods.method_of(config),
         "num_classes": int(config.num_classes), "dataset": str(config.dataset),
     }
 
@@ -328,7 +326,7 @@ def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, f
     from infocam_jax import models  # pylint: disable=import-outside-toplevel
     from infocam_jax.evaluation import evaluators  # pylint: disable=import-outside-toplevel
     evals = evaluators.build(config)
-    from infocam_jax.methods import registry  # pylint: disable=import-outside-toplevel
+    from infocam_jax import methods  # pylint: disable=import-outside-toplevel
     _quiet_orbax_info_logs()
     # Every config check (the backbone x method pair included) runs before the workdir is made.
     model = create_model(config)
@@ -337,13 +335,13 @@ def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, f
                                bool(config.multi_label))
     image_shape = tuple(int(s) for s in info.image_shape)
     loss_fn = make_loss_fn(config, label_prior)
-    method = registry.build(config, loss_fn, make_classification_loss(config, label_prior))
+    wsol, wsol_options = methods.check_config(config)
+    method = wsol.train_step(wsol_options, loss_fn, make_classification_loss(config, label_prior))
     plan = loop.Plan.from_config(config, info)
     os.makedirs(workdir, exist_ok=True)
 
     variables = _init_variables(config, model, image_shape)
-    mask = models.new_layer_mask(config.model, variables["params"],
-                                 method=registry.method_of(config))
+    mask = models.new_layer_mask(config.model, variables["params"], layout=wsol.layout)
     tx, schedule = optim.create_optimizer(config.optimizer, plan.steps, mask)
     state = ts.create_train_state(variables, tx)
 
@@ -363,7 +361,7 @@ def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, f
     p_key = ts.replicate(jax.random.PRNGKey(int(config.seed) + 1))
     logging.info("Training %s (method %s, %s loss) on %s: %d epochs x %d steps, global batch "
                  "%d over %d device(s) in %d process(es).", config.model,
-                 registry.method_of(config), config.loss, config.dataset, plan.num_epochs,
+                 wsol.name, config.loss, config.dataset, plan.num_epochs,
                  plan.steps, plan.global_batch, jax.device_count(), jax.process_count())
 
     for epoch in range(start_epoch, plan.num_epochs):
