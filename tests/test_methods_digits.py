@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from infocam_jax import models
+from infocam_jax import losses, methods, models
 from infocam_jax.methods import acol, spg
 from infocam_jax.models import digits
 
@@ -15,7 +15,7 @@ LABELS = jnp.array([1, 4, 7])
 
 
 def _init(method, **options):
-    model = models.create("digits_cnn", 10, method=method, **options)
+    model = methods.create_model("digits_cnn", 10, method=method, **options)
     return model, model.init({"params": jax.random.PRNGKey(1)}, IMAGES, train=False)
 
 
@@ -33,7 +33,7 @@ def _shapes(tree):
 
 @pytest.mark.parametrize("method", ["cam", "adl", "has", "cutmix"])
 def test_cam_family_keeps_the_legacy_class_and_tree(method):
-    model = models.create("digits_cnn", 10, method=method)
+    model = methods.create_model("digits_cnn", 10, method=method)
     legacy = digits.digits_cnn(10, adl_positions="2M 31" if method == "adl" else "")
     assert isinstance(model, models.ConvGAP)
     assert model == legacy
@@ -43,9 +43,9 @@ def test_cam_family_keeps_the_legacy_class_and_tree(method):
 
 @pytest.mark.parametrize("method,width", [("acol", 16), ("spg", 16), ("acol", 8), ("spg", 8)])
 def test_acol_spg_build_with_head_widths_4w(method, width):
-    model = models.create("digits_cnn", 10, method=method, width=width)
+    model = methods.create_model("digits_cnn", 10, method=method, width=width)
     variables = _abstract_init(model)
-    assert isinstance(model, models.WSOLNet) and model.method == method
+    assert isinstance(model, models.Network) and model.method_head.method == method
     params = variables["params"]
     # The trunk is the legacy digits trunk, name for name.
     legacy = _abstract_init(digits.digits_cnn(10, width=width))
@@ -79,7 +79,7 @@ def test_acol_spg_build_with_head_widths_4w(method, width):
 ])
 def test_bad_digits_options_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
-        models.create("digits_cnn", 10, **kwargs)
+        methods.create_model("digits_cnn", 10, **kwargs)
 
 
 def test_acol_erases_the_given_class():
@@ -138,9 +138,9 @@ def test_acol_loss_is_the_sum_of_two_cross_entropies():
     y = np.array([0, 5, 2, 2, 3])
     w = np.array([1, 1, 0, 1, 1], np.float32)
     out = acol.AcolOutput(jnp.asarray(la), jnp.asarray(lb), None, None)
-    np.testing.assert_allclose(float(models.method_loss("acol", out, y)),
+    np.testing.assert_allclose(float(acol.acol_loss(out, y)),
                                _ce(la, y) + _ce(lb, y), rtol=1e-5)
-    np.testing.assert_allclose(float(models.method_loss("acol", out, y, weights=w)),
+    np.testing.assert_allclose(float(acol.acol_loss(out, y, weights=w)),
                                _ce(la, y, w) + _ce(lb, y, w), rtol=1e-5)
 
 
@@ -206,11 +206,11 @@ def _spg_output(seed):
 def test_spg_loss_equals_the_reference_statement(seed, thresholds):
     out = _spg_output(seed)
     y = np.array([3, 0, 9])
-    got = models.method_loss("spg", out, y, spg_thresholds=thresholds)
+    got = spg.spg_loss(out, y, thresholds=thresholds)
     ref = _spg_reference(out, y, thresholds)
     np.testing.assert_allclose(float(got), ref, rtol=2e-5)
     w = np.array([1.0, 0.0, 1.0], np.float32)
-    got_w = models.method_loss("spg", out, y, weights=w, spg_thresholds=thresholds)
+    got_w = spg.spg_loss(out, y, weights=w, thresholds=thresholds)
     np.testing.assert_allclose(float(got_w), _spg_reference(out, y, thresholds, w), rtol=2e-5)
 
 
@@ -241,11 +241,13 @@ def test_model_loss_and_readout_run(method):
     @jax.jit
     def run(v):
         out = model.apply(v, IMAGES, train=False, labels=LABELS)
-        return out, models.method_loss(method, out, LABELS)
+        wsol = methods.get(method)
+        return out, wsol.loss(wsol.options(), out, {"label": LABELS}, None, None,
+                              losses.softmax_cross_entropy)
 
     out, value = run(variables)
     assert np.isfinite(float(value))
-    ro = models.readout(method, variables, out)
+    ro = methods.get(method).readout(variables, out)
     assert ro.fusion == ("max_minmax" if method == "acol" else "single")
     assert len(ro.branches) == (2 if method == "acol" else 1)
     for br in ro.branches:
