@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from infocam_jax import methods
 from infocam_jax.train import checkpoints
 from infocam_jax.train import optim
 from infocam_jax.train import loop
@@ -70,7 +71,6 @@ def create_model(config: ml_collections.ConfigDict):
     Raises:
       ValueError naming the field for an unknown backbone or method, a method the backbone does
       not support, or an option out of range (nothing is built or written)."""
-    from infocam_jax import methods  # pylint: disable=import-outside-toplevel
     options = methods.model_options(config)
     options.setdefault("axis_name", ts.AXIS_NAME)
     dtype = str(config.get("dtype", "float32"))
@@ -164,7 +164,6 @@ def _check_loss(config: ml_collections.ConfigDict) -> bool:
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
-    from infocam_jax import methods  # pylint: disable=import-outside-toplevel
     _check_loss(config)
     methods.check_config(config)
     ts.check_batch_divisible(int(config.batch_size), "config.batch_size")
@@ -216,7 +215,6 @@ def _resume(ckpt, state, config, workdir: str):
     if ckpt.latest_epoch() is None:
         return state, 0, -math.inf, 0
     restored_vars, opt_state, extra = ckpt.restore_latest(state.variables, state.opt_state)
-    from infocam_jax import methods  # pylint: disable=import-outside-toplevel
     for key, want in (("loss", config.loss), ("model", config.model),
                       ("method", methods.method_of(config))):
         if extra.get(key, want) != want:
@@ -291,7 +289,7 @@ def _test_best(config, model, workdir: str, writer, evals) -> dict[str, float]:
                                                              "test"))
     results["epoch"] = float(extra["epoch"])
     if _is_main():
-        method = str(config.get("method", "cam") or "cam")
+        method = methods.method_of(config)
         model_name = config.model if method == "cam" else f"{config.model} + {method}"
         title = f"{config.dataset} / {model_name} / {config.loss} (epoch {extra['epoch']})"
         eval_settings = settings.EvalSettings.from_config(config)
@@ -307,7 +305,6 @@ def _test_best(config, model, workdir: str, writer, evals) -> dict[str, float]:
 def _checkpoint_extra(config, plan: loop.Plan, epoch: int, train_loss: float, val_acc,
                       best_val: float, best_epoch: int, label_prior) -> dict:
     """What is stored beside the weights of `epoch` (see `restore_variables`)."""
-    from infocam_jax import methods  # pylint: disable=import-outside-toplevel
     return {
         "epoch": epoch + 1, "step": (epoch + 1) * plan.steps, "train_loss": train_loss,
         "val_accuracy": val_acc,
@@ -326,7 +323,6 @@ def train_single(config: ml_collections.ConfigDict, workdir: str) -> dict[str, f
     from infocam_jax import models  # pylint: disable=import-outside-toplevel
     from infocam_jax.evaluation import evaluators  # pylint: disable=import-outside-toplevel
     evals = evaluators.build(config)
-    from infocam_jax import methods  # pylint: disable=import-outside-toplevel
     _quiet_orbax_info_logs()
     # Every config check (the backbone x method pair included) runs before the workdir is made.
     model = create_model(config)
