@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from infocam_jax import methods
+from infocam_jax import methods, models
 
 def box_options(settings) -> dict[str, Any]:
     """Keyword arguments every ``boxes.largest_box`` / ``boxes.max_contour_iou`` call of the
@@ -18,8 +18,7 @@ def box_options(settings) -> dict[str, Any]:
 
 
 def default_kernel_fn():
-    """``models.classifier_kernel`` (imported lazily: evaluation's core needs no model zoo)."""
-    from infocam_jax import models  # pylint: disable=import-outside-toplevel
+    """``models.classifier_kernel``."""
     return models.classifier_kernel
 
 

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from infocam_jax import models
+from infocam_jax.models import inception as inception_lib
 from infocam_jax.models import resnet as resnet_lib
 from infocam_jax.models import spec as spec_lib
 from infocam_jax.models import vgg as vgg_lib
@@ -164,7 +165,6 @@ def _inception_v3_layout(layout: str, large_feature_map: bool,  # pylint: disabl
     ``SPG_A3_1b.0``, ``SPG_A3_2b.0`` -> ``A3_1b``, ``A3_2b``; then ``SPG_A4`` -> ``head``
     (cam / adl), or the method's ``head_layout`` with class key ``SPG_A4``.
     """
-    from infocam_jax.models import inception as inception_lib  # pylint: disable=import-outside-toplevel
     trunk, head = {}, {}
 
     def unit(key, path):
