@@ -19,11 +19,13 @@ overrides what differs. Fields beyond the interface (read only by `infocam_jax.t
                         this process, `data_threads` threads); > 0 spreads decoding over cores.
   method                WSOL method: "cam", "adl", "has", "acol", "spg" or "cutmix"; with
   method_options        its hyper-parameters (HaS grid / drop rate, CutMix beta / prob, ACoL
-                        threshold, SPG thresholds). See infocam_jax/methods/registry.py.
+                        threshold, SPG thresholds). See infocam_jax/methods/.
 """
 import pathlib
 
 from ml_collections import config_dict
+
+from infocam_jax import methods
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The workplace keeps real MNIST next to the repository: <repo>/../shared/data/mnist.
@@ -55,16 +57,10 @@ def base_config() -> config_dict.ConfigDict:
     c.model_options.adl_positions = ""
     c.model_options.adl_drop_rate = 0.75
     c.model_options.adl_gamma = 0.9
-    # WSOL method (infocam_jax/methods/registry.py): cam, adl, has, acol, spg, cutmix. Defaults of
-    # the options: the reference's config.py (clovaai/wsolevaluation).
+    # WSOL method (infocam_jax/methods/): cam, adl, has, acol, spg, cutmix. The options' defaults
+    # are the methods' (= the reference's config.py, clovaai/wsolevaluation).
     c.method = "cam"
-    c.method_options = config_dict.ConfigDict()
-    c.method_options.has_grid_size = 4
-    c.method_options.has_drop_rate = 0.5
-    c.method_options.cutmix_beta = 1.0
-    c.method_options.cutmix_prob = 1.0
-    c.method_options.acol_threshold = 0.7
-    c.method_options.spg_thresholds = ((0.7, 0.01), (0.5, 0.05), (0.7, 0.1))
+    c.method_options = config_dict.ConfigDict(methods.default_options())
     c.num_classes = 10
     c.multi_label = True
     c.loss = "sigmoid"

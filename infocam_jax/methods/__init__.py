@@ -9,10 +9,10 @@ from infocam_jax.methods import acol  # noqa: F401  pylint: disable=unused-impor
 from infocam_jax.methods import spg  # noqa: F401  pylint: disable=unused-import
 from infocam_jax.methods import cutmix  # noqa: F401  pylint: disable=unused-import
 from infocam_jax.methods.base import (Branch, Method, NoOptions, Options, Readout, TrainMethod,
-                                      check_config, create_model, get, label_methods,
+                                      check_config, create_model, default_options, get, label_methods,
                                       main_logits, method_of, model_options,
                                       multi_label_methods, names, register, unregister)
 
 __all__ = ["Branch", "Method", "NoOptions", "Options", "Readout", "TrainMethod", "check_config",
-           "create_model", "get", "label_methods", "main_logits", "method_of", "model_options",
+           "create_model", "default_options", "get", "label_methods", "main_logits", "method_of", "model_options",
            "multi_label_methods", "names", "register", "unregister"]

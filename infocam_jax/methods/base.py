@@ -331,3 +331,13 @@ def model_options(config) -> Dict[str, Any]:
     if method.name != "cam":
         options["method"] = method.name
     return options
+
+
+def default_options() -> Dict[str, Any]:
+    """``{config.method_options key: default}`` of every registered method (the base config's
+    ``method_options``; the defaults live only in the options dataclasses)."""
+    out = {}
+    for method in _REGISTRY.values():
+        for f in dataclasses.fields(method.options):
+            out[f.metadata.get("config", f.name)] = f.default
+    return out
