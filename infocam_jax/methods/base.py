@@ -123,7 +123,8 @@ class Method:
     outputs, batch, mix, loss_fn, classification_loss) -> scalar`` (``loss_fn(logits [b, M],
     batch)`` is the configured batch-mean loss, ``classification_loss(logits, labels,
     weights=)`` its single-label form); ``readout(variables, outputs) -> Readout``;
-    ``head(module, features, taps, image_size, labels, widths, options) -> outputs``.
+    ``head(module, features, taps, image_size, labels, widths) -> outputs`` (``module`` the
+    ``models.Network``; its ``method_head.options`` are the head's options).
     """
     name: str
     options: type = NoOptions

@@ -1,5 +1,6 @@
 """Flax linen backbones for WSOL: VGG16-GAP, ResNet50 (layer4 stride 1), a digits CNN-GAP,
-and the WSOL methods that change the network (ADL, ACoL, SPG) on any backbone with a spec.
+InceptionV3, each a spec (trunk, neck, taps, ADL positions, layouts); one ``Network`` takes a
+method's head (built by ``infocam_jax.methods``).
 
 Usage::
 
