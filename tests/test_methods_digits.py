@@ -8,7 +8,6 @@ import pytest
 
 from infocam_jax import losses, methods, models
 from infocam_jax.methods import acol, spg
-from infocam_jax.models import digits
 
 IMAGES = jax.random.normal(jax.random.PRNGKey(0), (3, 16, 16, 1))
 LABELS = jnp.array([1, 4, 7])
@@ -32,10 +31,10 @@ def _shapes(tree):
 # ----------------------------------------------------------------------------- build / apply
 
 @pytest.mark.parametrize("method", ["cam", "adl", "has", "cutmix"])
-def test_cam_family_keeps_the_legacy_class_and_tree(method):
+def test_cam_family_keeps_the_plain_network_and_tree(method):
     model = methods.create_model("digits_cnn", 10, method=method)
-    legacy = digits.digits_cnn(10, adl_positions="2M 31" if method == "adl" else "")
-    assert isinstance(model, models.ConvGAP)
+    legacy = models.create("digits_cnn", 10, layout=methods.get(method).layout)
+    assert isinstance(model, models.Network) and model.method_head is None
     assert model == legacy
     assert _shapes(_abstract_init(model)) == _shapes(_abstract_init(legacy))
     assert model.adl_positions == (("2M", "31") if method == "adl" else ())
@@ -48,7 +47,7 @@ def test_acol_spg_build_with_head_widths_4w(method, width):
     assert isinstance(model, models.Network) and model.method_head.method == method
     params = variables["params"]
     # The trunk is the legacy digits trunk, name for name.
-    legacy = _abstract_init(digits.digits_cnn(10, width=width))
+    legacy = _abstract_init(models.create("digits_cnn", 10, width=width))
     trunk = {k: v for k, v in params.items() if k != method}
     assert _shapes(trunk) == _shapes({k: v for k, v in legacy["params"].items()
                                       if k != "head"})
@@ -86,7 +85,7 @@ def test_acol_erases_the_given_class():
     """Branch A (the logits) ignores ``labels``; branch B reads features erased where branch
     A's min-max normalised map of that class is >= 0.7 (NumPy statement of the erasure)."""
     model, variables = _init("acol", width=4)
-    legacy = digits.digits_cnn(10, width=4)
+    legacy = models.create("digits_cnn", 10, width=4)
     lv = {"params": {k: v for k, v in variables["params"].items() if k != "acol"},
           "batch_stats": variables["batch_stats"]}
     lv["params"]["head"] = {"kernel": jnp.zeros((16, 10)), "bias": jnp.zeros(10)}

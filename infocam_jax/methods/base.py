@@ -10,7 +10,7 @@ method:
 * ``layout``: which of a backbone's network layouts it needs (``BackboneSpec.layouts``:
   "cam", "adl", or the reference's per-method variants of the trunk and neck);
 * ``head``: None (GAP + Dense ``head``) or a function that builds the method's head around the
-  backbone's features inside :class:`~infocam_jax.methods.network.WSOLNet`;
+  backbone's features inside :class:`~infocam_jax.models.network.Network`;
 * ``transform``: a jittable batch transform before the forward pass, or None;
 * ``loss``: its training loss, or None (the configured loss of the main logits);
 * ``readout``: which features and kernels make its CAMs and how they fuse;

@@ -36,28 +36,21 @@ import jax.numpy as jnp
 
 from infocam_jax.models import spec
 from infocam_jax.models import adl as adl_lib
-from infocam_jax.models import digits as digits_lib
 from infocam_jax.models.adl import ADL
-from infocam_jax.models.digits import digits_cnn
 from infocam_jax.models.layers import CONV_IMPLS
 from infocam_jax.models.network import Head, Network
-from infocam_jax.models.resnet import ResNet50, resnet50
-from infocam_jax.models.vgg import ConvGAP, vgg16_gap
-# Backbones that exist only as a spec register themselves on import (one line each).
+# Backbones register their spec on import, in the order of MODEL_NAMES (one line each).
+from infocam_jax.models import vgg  # noqa: F401 pylint: disable=unused-import
+from infocam_jax.models import resnet  # noqa: F401 pylint: disable=unused-import
+from infocam_jax.models import digits as digits_lib
 from infocam_jax.models import inception  # noqa: F401 pylint: disable=unused-import
 
 __all__ = ["create", "classifier_kernel", "new_layer_mask", "adl_maps", "MODEL_NAMES",
-           "DTYPES", "ADL", "ConvGAP", "ResNet50", "Network", "Head"]
+           "DTYPES", "ADL", "Network", "Head"]
 
 _COMMON = ("adl_positions", "adl_drop_rate", "adl_gamma", "axis_name", "dtype",
            "conv_impl")
-# Legacy builders: cam / adl networks of these backbones (parameter trees of checkpoints).
-_BUILDERS = {
-    "vgg16_gap": (vgg16_gap, _COMMON),
-    "resnet50": (resnet50, _COMMON),
-    "digits_cnn": (digits_cnn, _COMMON + ("width",)),
-}
-MODEL_NAMES = tuple(dict.fromkeys(tuple(_BUILDERS) + tuple(spec.SPECS)))
+MODEL_NAMES = tuple(spec.SPECS)
 # Compute dtypes: "bfloat16" runs convolutions and matmuls in bfloat16 (mixed precision);
 # parameters, BatchNorm statistics, features, logits and the head stay float32.
 DTYPES = ("float32", "bfloat16")
@@ -100,13 +93,6 @@ def create(name: str, num_classes: int, large_feature_map: bool = False, *,
     options = _check_create(name, num_classes, large_feature_map, layout, options)
     if layout == "adl" and "adl_positions" not in options:
         options["adl_positions"] = spec.SPECS[name].adl_default
-    if name in _BUILDERS and method_head is None and layout in ("cam", "adl"):
-        builder = _BUILDERS[name][0]
-        if name == "vgg16_gap":
-            options.pop("axis_name", None)  # no BatchNorm
-        if name != "digits_cnn":
-            options["large_feature_map"] = large_feature_map
-        return builder(num_classes, **options)
     codes = adl_lib.parse_positions(options.pop("adl_positions", ""),
                                     spec.get(name).adl_codes(large_feature_map), name)
     width = options.get("width")
@@ -125,7 +111,7 @@ def _check_create(name, num_classes, large_feature_map, layout, options) -> dict
     if layout not in spec.SPECS[name].layouts:
         raise ValueError(f"layout {layout!r} is not available for backbone {name!r}; "
                          f"available layouts: {', '.join(spec.SPECS[name].layouts)}")
-    valid = _BUILDERS[name][1] if name in _BUILDERS else _COMMON
+    valid = _COMMON + spec.SPECS[name].options
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for model {name!r}; "

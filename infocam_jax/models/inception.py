@@ -1,6 +1,6 @@
 """InceptionV3 for WSOL (the WSOL benchmark's variant) as a backbone spec: stem, Mixed_5b-5d,
 Mixed_6a with stride 1, Mixed_6b-6e; per method a neck (two 3x3 convolutions with dropout, or
-nothing) and the method's head (``models.methods.WSOLNet``).
+nothing) and the method's head (``models.Network``).
 
 Build it with ``models.create("inception_v3", M, method=..., large_feature_map=...)``.
 Shapes for a 224x224 input (torch's ``ceil_mode`` pools)::

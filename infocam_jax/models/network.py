@@ -86,5 +86,5 @@ class Network(nn.Module):
                            spec_lib.head_widths(spec, opts))
         features = x.astype(jnp.float32)
         logits = nn.Dense(self.num_classes, name="head",
-                          kernel_init=nn.initializers.normal(0.01))(jnp.mean(features, (1, 2)))
+                          kernel_init=spec.head_init)(jnp.mean(features, (1, 2)))
         return logits, features

@@ -21,6 +21,7 @@ them all in network order and ``adl_default`` is the reference's choice for ``me
 import dataclasses
 from typing import Any, Callable, Dict, Optional, Tuple
 
+import flax.linen as nn
 import jax.numpy as jnp
 
 # The network layouts a backbone may offer: the plain GAP network ("cam"), the same with
@@ -77,6 +78,10 @@ class BackboneSpec:
       is_new_layer: ``(top-level parameter name, layout) -> bool``: the layers trained
         at ``lr_ratio`` x the base learning rate (the reference's feature / classifier split).
       large_feature_map_ok: whether ``large_feature_map=True`` is defined.
+      head_init: initialiser of the GAP head's Dense kernel (torchvision's N(0, 0.01^2); a
+        backbone trained from scratch may prefer LeCun normal).
+      options: ``models.create`` options of this backbone beyond the common ones (digits_cnn:
+        ``width``).
       head_widths: optional ``opts -> (acol_width, spg_b_width, spg_c_width)`` for backbones
         whose width is an option (digits_cnn: all three are 4 x ``opts.width``); when given it
         replaces the three fixed widths above (:func:`head_widths`).
@@ -93,6 +98,8 @@ class BackboneSpec:
     is_new_layer: Callable[[str, str], bool] = _never_new
     large_feature_map_ok: bool = True
     head_widths: Optional[Callable[[TrunkOptions], Tuple[int, int, int]]] = None
+    head_init: Callable[..., Any] = nn.initializers.normal(0.01)
+    options: Tuple[str, ...] = ()
 
 
 def head_widths(spec: BackboneSpec, opts: TrunkOptions) -> Tuple[int, int, int]:

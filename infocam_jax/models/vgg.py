@@ -1,7 +1,7 @@
 """VGG16-GAP (the WSOL variant): VGG16 configuration D without pool5, conv6, GAP, Dense.
 
 224x224 input -> conv5_3 at 14x14x512 -> conv6 (3x3, 512->1024) + ReLU -> GAP -> Dense.
-The generic :class:`ConvGAP` also builds the small digits network (``digits.py``).
+:func:`conv_stack` also builds the small digits network (``digits.py``).
 
 Parameter names (stable; ``convert.py`` maps torchvision keys onto them):
 ``conv{b}_{l}`` (block b, layer l), ``conv6``, ``head``; each with ``kernel`` and ``bias``.
@@ -67,7 +67,11 @@ def conv_stack(x: jax.Array, train: bool, blocks: Sequence[Sequence[int]],
       train: training mode (ADL, BatchNorm statistics).
       blocks: output channels of each conv, grouped by block.
       pools: pool kind closing each block (None = no pool).
-      adl_positions .. axis_name: as in :class:`ConvGAP`.
+      adl_positions: ADL position codes; adl_drop_rate, adl_gamma: ADL's.
+      dtype, conv_impl: compute dtype and convolution implementation (``layers.conv2d``).
+      conv_init: conv kernel initialiser (default He-normal on fan-out).
+      batch_norm: BatchNorm (``bn{b}_{l}``) between each conv and its ReLU.
+      axis_name: BatchNorm sync axis in training (only with ``batch_norm``).
       taps: {tap name: position code} of maps to return ("{b}{l}" or "{b}M": the map at that
         point, after its ADL if any).
 
@@ -98,91 +102,6 @@ def conv_stack(x: jax.Array, train: bool, blocks: Sequence[Sequence[int]],
             window, stride, padding = POOL_KINDS[pool]
             x = after(max_pool(x, window, stride, padding, impl=conv_impl), f"{b}M")
     return x, out
-
-
-class ConvGAP(nn.Module):
-    """Plain conv stack (3x3 conv + ReLU, 2x2 max-pool between blocks), GAP and a Dense head.
-
-    Attributes:
-      num_classes: M, outputs of the head.
-      blocks: output channels of each conv, grouped by block.
-      pools: whether a 2x2/2 max-pool closes each block.
-      extra_conv: channels of an extra 3x3 conv + ReLU after the stack (VGG's conv6); 0 = none.
-      adl_positions: ADL position codes (see module docstring).
-      adl_drop_rate: ADL drop-mask probability.
-      adl_gamma: ADL drop threshold.
-      dtype: compute dtype; parameters stay float32, outputs are float32.
-      conv_impl: "auto", "explicit" or "xla" (see ``layers.conv2d``; same values, different
-        speed).
-      batch_norm: BatchNorm (``bn{b}_{l}``) between each stack conv and its ReLU.
-      axis_name: BatchNorm sync axis in training (only with ``batch_norm``).
-      conv_fan: "fan_out" (torchvision's VGG init) or "fan_in" He-normal conv kernels
-        ("fan_in" keeps activation scale through a from-scratch network without BatchNorm).
-      head_std: the head kernel's initial N(0, std^2) (torchvision's VGG: 0.01); None = LeCun
-        normal (std 1/sqrt(K)), which starts a network trained from scratch much faster.
-    """
-    num_classes: int
-    blocks: Tuple[Tuple[int, ...], ...] = VGG16_BLOCKS
-    pools: Tuple[bool, ...] = VGG16_POOLS
-    extra_conv: int = VGG16_CONV6
-    adl_positions: Tuple[str, ...] = ()
-    adl_drop_rate: float = 0.75
-    adl_gamma: float = 0.9
-    dtype: Any = jnp.float32
-    conv_impl: str = "auto"
-    batch_norm: bool = False
-    axis_name: Optional[str] = None
-    head_std: Optional[float] = 0.01
-    conv_fan: str = "fan_out"
-
-    @nn.compact
-    def __call__(self, images: jax.Array, train: bool = False,
-                 labels: Optional[jax.Array] = None):  # pylint: disable=unused-argument
-        """Forward pass.
-
-        Args:
-          images: [B, H, W, C] float32 NHWC.
-          labels: ignored (accepted so that every method's network takes
-            ``apply(..., labels=y)``).
-          train: training mode (ADL active; needs ``rngs={"adl": key}`` when ADL is used).
-
-        Returns:
-          (logits [B, M] float32, features [B, h, w, K] float32) where ``features`` is the map
-          GAP consumes (h = H / 2^(number of pools)).
-        """
-        if images.ndim != 4:
-            raise ValueError(f"images must be [B, H, W, C], got shape {images.shape}")
-        conv_init = nn.initializers.variance_scaling(2.0, self.conv_fan, "normal")
-        x, _ = conv_stack(images.astype(self.dtype), train, self.blocks,
-                          tuple("M" if p else None for p in self.pools),
-                          adl_positions=self.adl_positions, adl_drop_rate=self.adl_drop_rate,
-                          adl_gamma=self.adl_gamma, dtype=self.dtype, conv_impl=self.conv_impl,
-                          conv_init=conv_init, batch_norm=self.batch_norm,
-                          axis_name=self.axis_name)
-        if self.extra_conv:
-            x = nn.relu(Conv(self.extra_conv, 3, dtype=self.dtype, impl=self.conv_impl,
-                             kernel_init=conv_init, name=f"conv{len(self.blocks) + 1}")(x))
-        features = x.astype(jnp.float32)
-        pooled = jnp.mean(features, axis=(1, 2))
-        head_init = (nn.initializers.lecun_normal() if self.head_std is None
-                     else nn.initializers.normal(self.head_std))
-        logits = nn.Dense(self.num_classes, name="head", kernel_init=head_init)(pooled)
-        return logits, features
-
-
-def vgg16_gap(num_classes: int, adl_positions: str = "", adl_drop_rate: float = 0.75,
-              adl_gamma: float = 0.9, dtype: Any = jnp.float32,
-              conv_impl: str = "auto", large_feature_map: bool = False) -> ConvGAP:
-    """VGG16-GAP for ``num_classes`` classes; see :class:`ConvGAP`.
-
-    ``large_feature_map=True`` drops pool4 (28x28 features at 224, the reference's option).
-    """
-    adl_lib.check_rates(adl_drop_rate, adl_gamma)
-    pools = VGG16_POOLS_LARGE if large_feature_map else VGG16_POOLS
-    codes = adl_lib.parse_positions(adl_positions, position_codes(VGG16_BLOCKS, pools),
-                                    "vgg16_gap")
-    return ConvGAP(num_classes, VGG16_BLOCKS, pools, VGG16_CONV6, codes, adl_drop_rate,
-                   adl_gamma, dtype, conv_impl)
 
 
 # --------------------------------------------------------------------------------------------
