@@ -3,7 +3,7 @@
 The digits CNN-GAP (``digits_cnn``, width 16) is trained on single-label cluttered-MNIST canvases
 (configs/cluttered_mnist.py's data, `infocam_jax.config.cluttered_mnist_config`, fewer of them)
 once per method of ``methods`` (CAM, ADL,
-HaS, ACoL, SPG, CutMix with the reference's default hyper-parameters, infocam_jax/methods/registry.py)
+HaS, ACoL, SPG, CutMix with the reference's default hyper-parameters, infocam_jax/methods/)
 and seed; each run's last epoch is evaluated (the reference README: "We suggest to use the
 last checkpoint"); every map kind of every run is then
 read under MaxBoxAccV2 with the score threshold chosen on the validation split per IoU

@@ -3,7 +3,7 @@ r"""The reference WSOL benchmark: every (backbone, method, dataset) of clovaai/w
 Parameter string ``BACKBONE,METHOD,DATASET[,runlocal]``:
 
   BACKBONE  vgg16 (= vgg16_gap), resnet50, inception_v3
-  METHOD    cam, adl, has, acol, spg, cutmix          (infocam_jax/methods/registry.py)
+  METHOD    cam, adl, has, acol, spg, cutmix          (infocam_jax/methods/)
   DATASET   cub (200 classes), ilsvrc (1000), openimages (100), all through
             ``config.dataset = "wsol_metadata"`` (the reference's metadata folders)
 

@@ -26,8 +26,8 @@ experiment file only overrides what differs. Fields beyond the interface (read o
                         metrics in float32). Passed to `models.create(..., dtype=...)`.
   data_workers          grain worker processes of the input pipeline (0 = the threaded pipeline in
                         this process, `data_threads` threads); > 0 spreads decoding over cores.
-  method                the WSOL method (infocam_jax/methods/registry.py `METHODS`); with
-  method_options        its hyper-parameters. See infocam_jax/methods/registry.py.
+  method                the WSOL method (a name of `infocam_jax.methods.names()`); with
+  method_options        its hyper-parameters (defaults: `methods.default_options()`).
 
 No path of any machine is written here: real MNIST comes from ``--config.manual_dir`` or the
 environment variable ``INFOCAM_MNIST_DIR`` (:func:`mnist_dir`); the big datasets from
@@ -38,15 +38,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from typing import Any
 
 import jax
 from ml_collections import config_dict
 
 from infocam_jax import data
+from infocam_jax import methods
 from infocam_jax import models
 from infocam_jax.evaluation import evaluators
 from infocam_jax.evaluation.settings import EvalSettings
-from infocam_jax.methods import registry
 from infocam_jax.train import state
 
 MNIST_DIR_ENV = "INFOCAM_MNIST_DIR"
@@ -96,16 +97,10 @@ def _model_fields(c: config_dict.ConfigDict) -> None:
     c.model_options.adl_positions = ""
     c.model_options.adl_drop_rate = 0.75
     c.model_options.adl_gamma = 0.9
-    # WSOL method (infocam_jax/methods/registry.py). Defaults of the options: the reference's
-    # config.py (clovaai/wsolevaluation).
+    # WSOL method (infocam_jax/methods/). The options' defaults are the methods' own (= the
+    # reference's config.py, clovaai/wsolevaluation).
     c.method = "cam"
-    c.method_options = config_dict.ConfigDict()
-    c.method_options.has_grid_size = 4
-    c.method_options.has_drop_rate = 0.5
-    c.method_options.cutmix_beta = 1.0
-    c.method_options.cutmix_prob = 1.0
-    c.method_options.acol_threshold = 0.7
-    c.method_options.spg_thresholds = ((0.7, 0.01), (0.5, 0.05), (0.7, 0.1))
+    c.method_options = config_dict.ConfigDict(methods.default_options())
     c.num_classes = 10
     c.multi_label = True
     c.loss = "sigmoid"
@@ -448,11 +443,12 @@ def _check_loss(config) -> None:
                              f"{LOSSES} fitting config.multi_label={bool(config.multi_label)}")
 
 
-def _check_network(config) -> None:
+def _check_network(config) -> tuple:
+    """Backbone, dtype, classes; returns the WSOL method and its options (`methods.check_config`)."""
     _check_choice(config, "model", models.MODEL_NAMES)
     _check_choice(config, "dtype", DTYPES)
     _check_int(config, "num_classes", 1)
-    registry.check_config(config)  # the WSOL method and its options (one seam: methods/)
+    return methods.check_config(config)
 
 
 def _check_training(config) -> None:
@@ -481,9 +477,13 @@ class Checked:
       settings: the config's own evaluation protocol (``EvalSettings.from_config``, no
         evaluator's overrides): what tables state as their reading.
       evals: the evaluators of ``config.evals`` (``evaluation.evaluators``), in their order.
+      method: the WSOL method (``methods.Method``) of ``config.method``.
+      method_options: its options (the method's frozen options dataclass).
     """
     settings: EvalSettings
     evals: tuple
+    method: methods.Method
+    method_options: Any
 
 
 def validate(config: config_dict.ConfigDict) -> Checked:
@@ -499,10 +499,11 @@ def validate(config: config_dict.ConfigDict) -> Checked:
     _check_loss(config)
     _check_training(config)
     _check_data(config)
-    _check_network(config)
+    method, method_options = _check_network(config)
     _check_choice(config, "upsample", UPSAMPLE_MODES)
     try:
         settings = EvalSettings.from_config(config)
     except ValueError as e:
         raise ValueError(f"config: {e}") from e
-    return Checked(settings=settings, evals=tuple(evaluators.build(config)))
+    return Checked(settings=settings, evals=tuple(evaluators.build(config)), method=method,
+                   method_options=method_options)

@@ -1,4 +1,4 @@
-"""Tests of infocam_jax/methods/augment.py: HaS and CutMix against the reference's own transforms.
+"""Tests of infocam_jax/methods/has.py and cutmix.py: HaS and CutMix against the reference's own transforms.
 
 tests/fixtures/augment_reference.npz holds the reference's outputs (clovaai/wsolevaluation
 ``wsol/method/{has,cutmix}.py``, run by tools/augment_reference_fixtures.py with its random
@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from infocam_jax.methods import augment
+from infocam_jax.methods import cutmix, has
 from infocam_jax.train import trainer
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "augment_reference.npz"
@@ -73,7 +73,7 @@ def np_cutmix(images, lam0, perm, r, c):
 
 
 def _draw(lam0, perm, r, c, apply=True):
-    return augment.CutMixDraw(apply=jnp.asarray(apply), lam0=jnp.float32(lam0),
+    return cutmix.CutMixDraw(apply=jnp.asarray(apply), lam0=jnp.float32(lam0),
                               perm=jnp.asarray(perm, jnp.int32), row=jnp.int32(r),
                               col=jnp.int32(c))
 
@@ -92,7 +92,7 @@ def test_has_equals_the_reference_on_square_inputs(ref, case):
     g, rate = int(ref[p + "params"][0]), float(ref[p + "params"][1])
     hide = ref[p + "u"] <= rate
     assert np.any(ref[p + "u"] == rate), "the fixture holds exact ties (u == drop_rate)"
-    got = jax.jit(augment.has_apply, static_argnums=2)(_nhwc(ref[p + "images"]), hide, g)
+    got = jax.jit(has.has_apply, static_argnums=2)(_nhwc(ref[p + "images"]), hide, g)
     np.testing.assert_array_equal(np.asarray(got), _nhwc(ref[p + "out"]))
     assert 0 < np.mean(np.asarray(got) == 0) < 1
 
@@ -110,8 +110,8 @@ def test_has_on_non_square_inputs_documents_the_reference_quirk(ref, case):
     untouched[:rows, :min(h, w)] = False
     np.testing.assert_array_equal(ref_out[:, untouched], images[:, untouched])
     # ... while ours hides cells over the whole image.
-    hide = np.ones((images.shape[0], *augment.has_grid_shape(h, w, g)), bool)
-    got = np.asarray(augment.has_apply(images, hide, g))
+    hide = np.ones((images.shape[0], *has.has_grid_shape(h, w, g)), bool)
+    got = np.asarray(has.has_apply(images, hide, g))
     assert np.all(got == 0)
 
 
@@ -120,30 +120,30 @@ def test_has_on_non_square_inputs_documents_the_reference_quirk(ref, case):
 def test_has_apply_equals_numpy_statement(shape, g):
     rng = np.random.default_rng(sum(shape) + g)
     images = rng.normal(size=shape).astype(np.float32)
-    hide = rng.random((shape[0], *augment.has_grid_shape(shape[1], shape[2], g))) < 0.5
-    got = jax.jit(augment.has_apply, static_argnums=2)(images, hide, g)
+    hide = rng.random((shape[0], *has.has_grid_shape(shape[1], shape[2], g))) < 0.5
+    got = jax.jit(has.has_apply, static_argnums=2)(images, hide, g)
     np.testing.assert_array_equal(np.asarray(got), np_has(images, hide, g))
 
 
 def test_has_draw_uses_u_le_drop_rate_and_is_device_split_invariant():
     key = jax.random.PRNGKey(3)
-    whole = augment.has_draw(key, 8, 12, 10, 4, 0.5)
+    whole = has.has_draw(key, 8, 12, 10, 4, 0.5)
     chex.assert_shape(whole, (8, 3, 3))
-    halves = [augment.has_draw(key, 4, 12, 10, 4, 0.5, offset=o) for o in (0, 4)]
+    halves = [has.has_draw(key, 4, 12, 10, 4, 0.5, offset=o) for o in (0, 4)]
     np.testing.assert_array_equal(np.concatenate(halves), whole)
-    np.testing.assert_array_equal(augment.has_draw(key, 8, 12, 10, 4, 0.5), whole)
-    assert not np.array_equal(augment.has_draw(jax.random.PRNGKey(4), 8, 12, 10, 4, 0.5), whole)
-    assert not np.any(augment.has_draw(key, 8, 12, 10, 4, 0.0))
-    assert np.all(augment.has_draw(key, 8, 12, 10, 4, 1.0))
-    many = augment.has_draw(key, 400, 16, 16, 4, 0.3)
+    np.testing.assert_array_equal(has.has_draw(key, 8, 12, 10, 4, 0.5), whole)
+    assert not np.array_equal(has.has_draw(jax.random.PRNGKey(4), 8, 12, 10, 4, 0.5), whole)
+    assert not np.any(has.has_draw(key, 8, 12, 10, 4, 0.0))
+    assert np.all(has.has_draw(key, 8, 12, 10, 4, 1.0))
+    many = has.has_draw(key, 400, 16, 16, 4, 0.3)
     assert abs(float(np.mean(many)) - 0.3) < 0.02  # 6400 cells: 5 standard deviations
 
 
 def test_hide_and_seek_grid_zero_is_the_identity():
     images = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype(np.float32)
-    out = augment.hide_and_seek(jax.random.PRNGKey(0), images, grid_size=0, drop_rate=0.5)
+    out = has.hide_and_seek(jax.random.PRNGKey(0), images, grid_size=0, drop_rate=0.5)
     np.testing.assert_array_equal(np.asarray(out), images)
-    out = jax.jit(lambda k, x: augment.hide_and_seek(k, x, 4, 0.5))(jax.random.PRNGKey(0), images)
+    out = jax.jit(lambda k, x: has.hide_and_seek(k, x, 4, 0.5))(jax.random.PRNGKey(0), images)
     hidden = np.asarray(out) == 0
     # Whole 4x4 cells (all channels) are hidden or kept.
     cells = hidden.reshape(2, 2, 4, 2, 4, 3)
@@ -164,16 +164,16 @@ def test_cutmix_equals_the_reference(ref, case):
     p, lam0, cx, cy = _cutmix_case(ref, case)
     images = _nhwc(ref[p + "images"])
     draw = _draw(lam0, ref[p + "perm"], cx, cy)
-    mixed, lam = jax.jit(augment.cutmix_apply)(images, draw)
+    mixed, lam = jax.jit(cutmix.cutmix_apply)(images, draw)
     np.testing.assert_array_equal(np.asarray(mixed), _nhwc(ref[p + "out"]))
     np.testing.assert_allclose(float(lam), float(ref[p + "lam"]), rtol=1e-6)
     # Targets (y_a, y_b) and the label-mixed softmax loss of the reference's main.py.
     batch = {"label": jnp.asarray(ref[p + "labels"], jnp.int32), "image": mixed}
-    permuted = augment.permute_targets(batch, draw.perm)
+    permuted = cutmix.permute_targets(batch, draw.perm)
     np.testing.assert_array_equal(np.asarray(permuted["label"]), ref[p + "targets"][1])
     np.testing.assert_array_equal(np.asarray(batch["label"]), ref[p + "targets"][0])
     config = ml_collections.ConfigDict(dict(loss="softmax", multi_label=False))
-    loss = augment.cutmix_loss(trainer.make_loss_fn(config, None), jnp.asarray(ref[p + "logits"]),
+    loss = cutmix.cutmix_loss(trainer.make_loss_fn(config, None), jnp.asarray(ref[p + "logits"]),
                                batch, draw.perm, lam)
     np.testing.assert_allclose(float(loss), float(ref[p + "loss"]), rtol=1e-5)
 
@@ -192,7 +192,7 @@ def test_cutmix_apply_equals_numpy_statement(shape, seed):
     lam0 = float(rng.beta(1.0, 1.0))
     perm = rng.permutation(shape[0])
     r, c = int(rng.integers(shape[1])), int(rng.integers(shape[2]))
-    mixed, lam = augment.cutmix_apply(images, _draw(lam0, perm, r, c))
+    mixed, lam = cutmix.cutmix_apply(images, _draw(lam0, perm, r, c))
     want, want_lam = np_cutmix(images, np.float32(lam0), perm, r, c)
     np.testing.assert_array_equal(np.asarray(mixed), want)
     np.testing.assert_allclose(float(lam), want_lam, rtol=1e-6)
@@ -200,14 +200,14 @@ def test_cutmix_apply_equals_numpy_statement(shape, seed):
 
 def test_cutmix_not_applied_is_the_identity_with_lambda_one():
     images = np.random.default_rng(0).normal(size=(4, 8, 8, 1)).astype(np.float32)
-    mixed, lam = augment.cutmix_apply(images, _draw(0.3, [3, 2, 1, 0], 4, 4, apply=False))
+    mixed, lam = cutmix.cutmix_apply(images, _draw(0.3, [3, 2, 1, 0], 4, 4, apply=False))
     np.testing.assert_array_equal(np.asarray(mixed), images)
     assert float(lam) == 1.0
 
 
 def test_cutmix_draw_ranges_and_probability():
     keys = jax.random.split(jax.random.PRNGKey(0), 2000)
-    draws = jax.vmap(lambda k: augment.cutmix_draw(k, 6, 10, 14, 1.0, 0.3))(keys)
+    draws = jax.vmap(lambda k: cutmix.cutmix_draw(k, 6, 10, 14, 1.0, 0.3))(keys)
     assert np.all((draws.row >= 0) & (draws.row < 10)) and np.all((draws.col >= 0) & (draws.col < 14))
     assert set(np.asarray(draws.row).tolist()) == set(range(10))
     assert set(np.asarray(draws.col).tolist()) == set(range(14))
@@ -215,11 +215,11 @@ def test_cutmix_draw_ranges_and_probability():
     assert abs(float(np.mean(draws.apply)) - 0.3) < 0.05
     assert abs(float(np.mean(draws.lam0)) - 0.5) < 0.03  # Beta(1, 1) = U(0, 1)
     for prob, expected in ((0.0, False), (1.0, True)):
-        d = jax.vmap(lambda k, p=prob: augment.cutmix_draw(k, 6, 10, 14, 1.0, p))(keys[:200])
+        d = jax.vmap(lambda k, p=prob: cutmix.cutmix_draw(k, 6, 10, 14, 1.0, p))(keys[:200])
         assert np.all(np.asarray(d.apply) == expected)
     # A separate permutation key changes only the permutation.
-    a = augment.cutmix_draw(keys[0], 6, 10, 14)
-    b = augment.cutmix_draw(keys[0], 6, 10, 14, perm_key=keys[1])
+    a = cutmix.cutmix_draw(keys[0], 6, 10, 14)
+    b = cutmix.cutmix_draw(keys[0], 6, 10, 14, perm_key=keys[1])
     assert (a.lam0, a.row, a.col) == (b.lam0, b.row, b.col)
 
 
@@ -231,18 +231,18 @@ def test_cutmix_loss_mixes_the_two_targets():
     perm = jnp.asarray([1, 0, 3, 2])
     la, lb = loss_fn(logits, batch), loss_fn(logits, {"label": batch["label"][perm]})
     for lam in (0.0, 0.25, 1.0):
-        np.testing.assert_allclose(augment.cutmix_loss(loss_fn, logits, batch, perm, lam),
+        np.testing.assert_allclose(cutmix.cutmix_loss(loss_fn, logits, batch, perm, lam),
                                    lam * la + (1 - lam) * lb, rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------- errors
 
 @pytest.mark.parametrize("fn, args, field", [
-    (augment.check_has_options, (-1, 0.5), "has_grid_size"),
-    (augment.check_has_options, (2.5, 0.5), "has_grid_size"),
-    (augment.check_has_options, (4, 1.5), "has_drop_rate"),
-    (augment.check_cutmix_options, (0.0, 1.0), "cutmix_beta"),
-    (augment.check_cutmix_options, (1.0, -0.1), "cutmix_prob"),
+    (has.check_has_options, (-1, 0.5), "has_grid_size"),
+    (has.check_has_options, (2.5, 0.5), "has_grid_size"),
+    (has.check_has_options, (4, 1.5), "has_drop_rate"),
+    (cutmix.check_cutmix_options, (0.0, 1.0), "cutmix_beta"),
+    (cutmix.check_cutmix_options, (1.0, -0.1), "cutmix_prob"),
 ])
 def test_bad_options_name_the_field(fn, args, field):
     with pytest.raises(ValueError, match=field):
@@ -251,6 +251,6 @@ def test_bad_options_name_the_field(fn, args, field):
 
 def test_bad_shapes_are_errors():
     with pytest.raises(ValueError, match="images must be"):
-        augment.has_apply(np.zeros((8, 8, 1)), np.zeros((1, 2, 2), bool), 4)
+        has.has_apply(np.zeros((8, 8, 1)), np.zeros((1, 2, 2), bool), 4)
     with pytest.raises(ValueError, match="hide must have shape"):
-        augment.has_apply(np.zeros((1, 8, 8, 1)), np.zeros((1, 3, 2), bool), 4)
+        has.has_apply(np.zeros((1, 8, 8, 1)), np.zeros((1, 3, 2), bool), 4)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from infocam_jax import models
+from infocam_jax import methods, models
 from infocam_jax.models import convert
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -96,7 +96,7 @@ def torchvision_inception_state(seed=0, dropped=True):
 
 
 def template(num_classes, fill=0.0, method="cam"):
-    model = models.create("inception_v3", num_classes, method=method)
+    model = methods.create_model("inception_v3", num_classes, method=method)
     abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     return jax.tree_util.tree_map(lambda s: np.full(s.shape, fill, s.dtype), abstract)
 

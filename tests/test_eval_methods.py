@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from infocam_jax.maps import cams
-from infocam_jax import models
+from infocam_jax import methods, models
 from infocam_jax.evaluation import backends, driver, forward
 from infocam_jax.evaluation.settings import EvalSettings
 
@@ -115,7 +115,7 @@ def test_fuse_constant_branch_counts_zero_and_bad_input():
 # ----------------------------------------------------------------------------- models
 
 def make_model(method):
-    model = models.create("digits_cnn", M, method=method, width=4)
+    model = methods.create_model("digits_cnn", M, method=method, width=4)
     images = jax.random.normal(jax.random.PRNGKey(3), (8, SIZE, SIZE, 1))
     variables = model.init({"params": jax.random.PRNGKey(4)}, images[:1], train=False)
     return model, variables

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from infocam_jax import models
+from infocam_jax import methods, models
 from infocam_jax.models import layers
 
 # has / cutmix train the cam network.
@@ -21,7 +21,7 @@ NETWORK = {"cam": "cam", "adl": "adl", "acol": "acol", "spg": "spg", "has": "cam
 @functools.lru_cache(maxsize=None)
 def _abstract(method, large=True, size=(32, 48), classes=200):
     """(model, variables, outputs) as shapes (jax.eval_shape: no init is run)."""
-    model = models.create("inception_v3", classes, method=method, large_feature_map=large)
+    model = methods.create_model("inception_v3", classes, method=method, large_feature_map=large)
     x = jnp.zeros((2, *size, 3))
 
     def both():
@@ -34,9 +34,9 @@ def _abstract(method, large=True, size=(32, 48), classes=200):
 
 @pytest.mark.parametrize("method", list(NETWORK))
 def test_training_only_methods_build_the_cam_network(method):
-    model = models.create("inception_v3", 200, method=method, large_feature_map=True)
-    assert model == models.create("inception_v3", 200, method=NETWORK[method],
-                                  large_feature_map=True)
+    model = methods.create_model("inception_v3", 200, method=method, large_feature_map=True)
+    assert model == methods.create_model("inception_v3", 200, method=NETWORK[method],
+                                         large_feature_map=True)
 
 
 def test_one_trunk_tree_for_every_method():
@@ -72,22 +72,23 @@ def test_feature_map_and_tap_sizes(large, size, expected, b1):
 @pytest.mark.parametrize("method", ["cam", "spg", "acol"])
 def test_new_layer_split_is_the_references(method):
     _, variables, _ = _abstract(method)
-    mask = models.new_layer_mask("inception_v3", variables["params"], method=method)
+    mask = models.new_layer_mask("inception_v3", variables["params"],
+                                 layout=methods.get(method).layout)
     for top, sub in mask.items():
         expected = not top.startswith(("Conv2d_", "Mixed_"))
         assert all(leaf == expected for leaf in jax.tree_util.tree_leaves(sub)), top
 
 
 def test_adl_default_positions_and_dropout_streams():
-    model = models.create("inception_v3", 3, method="adl")
+    model = methods.create_model("inception_v3", 3, method="adl")
     assert model.adl_positions == ("5d", "6e", "A3_2b")
     with pytest.raises(ValueError, match="adl_positions"):
-        models.create("inception_v3", 3, method="acol", adl_positions="5d")
+        methods.create_model("inception_v3", 3, method="acol", adl_positions="5d")
     with pytest.raises(ValueError, match="unknown ADL position"):
-        models.create("inception_v3", 3, method="cam", adl_positions="7a")
+        methods.create_model("inception_v3", 3, method="cam", adl_positions="7a")
     x = jnp.zeros((1, 32, 48, 3))
     for method, streams in (("cam", {"dropout"}), ("adl", {"adl"})):
-        model = models.create("inception_v3", 3, method=method)
+        model = methods.create_model("inception_v3", 3, method=method)
         variables = jax.eval_shape(lambda m=model: m.init(jax.random.key(0), x))
         rngs = {s: jax.random.key(1) for s in streams}
         jax.eval_shape(lambda v, m=model, r=rngs: m.apply(

@@ -1,14 +1,14 @@
 """(backbone, method) parity with the reference WSOL evaluation (clovaai/wsolevaluation).
 
-* Parameter counts: ``models.create(b, 200, method=m, large_feature_map=True)`` (shapes by
+* Parameter counts: ``methods.create_model(b, 200, method=m, large_feature_map=True)`` (shapes by
   ``jax.eval_shape``, no init) against the reference's ``sum(p.numel())``.
 * Numbers: every case of every ``tests/fixtures/method_parity*.npz`` (written by
   ``tools/method_parity_fixtures.py`` from the reference's PyTorch models on synthetic
   weights). The weights are regenerated here from the stored state-dict keys
-  (``models.parity.synthetic_state_dict``, no torch), converted with
+  (``tests/parity.py``'s ``synthetic_state_dict``, no torch), converted with
   ``convert.convert_state_dict`` in the reference's layout of the method (every leaf of ours
   must be written), and our eval logits, CAMs (the reference's ``return_cam`` reading of
-  ``models.readout``), training logits, loss (``models.method_loss``) and loss terms must
+  ``Method.readout``), training logits, loss (``Method.loss``) and loss terms must
   equal the reference's up to float tolerance.
 """
 import functools
@@ -20,8 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from infocam_jax import models
-from infocam_jax.models import convert, parity
+import parity  # tests/parity.py (tests/ is on sys.path under pytest)
+
+from infocam_jax import methods, models
+from infocam_jax.models import convert
 from infocam_jax.methods import spg
 
 FIXTURE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
@@ -52,7 +54,7 @@ REFERENCE_PARAMETER_COUNTS = {
 
 @pytest.mark.parametrize("backbone,method", sorted(REFERENCE_PARAMETER_COUNTS))
 def test_parameter_count(backbone, method):
-    model = models.create(backbone, 200, method=method, large_feature_map=True)
+    model = methods.create_model(backbone, 200, method=method, large_feature_map=True)
     abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
     count = sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(abstract["params"]))
     assert count == REFERENCE_PARAMETER_COUNTS[(backbone, method)]
@@ -126,7 +128,7 @@ def test_default_layout_is_torchvision():
     keys = convert.key_map("vgg16")
     assert sorted(int(k.split(".")[1]) for k in keys if k.endswith(".weight")) == list(
         convert.VGG16_FEATURE_INDICES)
-    assert convert.key_map("resnet50", include_head=True, method="cam") == convert.key_map(
+    assert convert.key_map("resnet50", include_head=True, layout="cam") == convert.key_map(
         "resnet50", include_head=True)
 
 
@@ -145,17 +147,18 @@ def test_default_layout_is_torchvision():
     ("resnet50", "spg", True, "SPG_B_shared.2.weight", ("spg", "shared_out")),
 ])
 def test_reference_layout_keys(arch, method, large, key, target):
-    mapping = convert.key_map(arch, include_head=True, method=method, large_feature_map=large)
+    mapping = convert.key_map(arch, include_head=True, large_feature_map=large,
+                              **methods.get(method).convert_options())
     assert mapping[key][0] == target
 
 
 def test_layout_bad_options():
-    with pytest.raises(ValueError, match="method"):
-        convert.key_map("vgg16", method="has")
+    with pytest.raises(ValueError, match="layout"):
+        convert.key_map("vgg16", layout="has")
     with pytest.raises(ValueError, match="adl_positions"):
-        convert.key_map("resnet50", method="cam", adl_positions="30")
+        convert.key_map("resnet50", layout="cam", adl_positions="30")
     with pytest.raises(ValueError, match="large_feature_map"):
-        convert.key_map("resnet50", method="cam", large_feature_map=1)
+        convert.key_map("resnet50", layout="cam", large_feature_map=1)
 
 
 def test_head_keys_ignored_without_include_head():
@@ -166,31 +169,31 @@ def test_head_keys_ignored_without_include_head():
     meta = parity.case_meta(_fixture(path), "vgg16_gap-spg")
     state = parity.synthetic_state_dict(meta["state"], meta["salt"])
     assert any(k.startswith("SPG_C.") for k in state)
-    model = models.create("vgg16_gap", meta["num_classes"], method="spg",
+    model = methods.create_model("vgg16_gap", meta["num_classes"], method="spg",
                           large_feature_map=True)
     abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     template = jax.tree_util.tree_map(lambda a: np.full(a.shape, 7.0, np.float32), abstract)
-    out = convert.convert_state_dict("vgg16", state, template, method="spg",
-                                     large_feature_map=True)
+    out = convert.convert_state_dict("vgg16", state, template, large_feature_map=True,
+                                     **methods.get("spg").convert_options())
     np.testing.assert_array_equal(out["params"]["conv5_3"]["kernel"],
                                   state["SPG_A_2.4.weight"].transpose(2, 3, 1, 0))
     assert np.all(out["params"]["spg"]["a4"]["kernel"] == 7.0)
     assert np.all(out["params"]["spg_a3_1"]["kernel"] == 7.0)
     del state["SPG_A_2.4.bias"]
     with pytest.raises(ValueError, match=r"missing keys \['SPG_A_2.4.bias'\]"):
-        convert.convert_state_dict("vgg16", state, template, method="spg",
-                                   large_feature_map=True)
+        convert.convert_state_dict("vgg16", state, template, large_feature_map=True,
+                                   **methods.get("spg").convert_options())
 
 
 def test_spg_attention_size_option():
-    model = models.create("vgg16_gap", 3, method="spg", spg_attention_size=(24, 20))
+    model = methods.create_model("vgg16_gap", 3, method="spg", spg_attention_size=(24, 20))
     out = jax.eval_shape(model.init_with_output, jax.random.key(0), jnp.zeros((1, 32, 48, 3)))
     assert out[0].attention.shape == (1, 24, 20)
     assert out[0].fused_attention.shape == (1, 24, 20)
-    default = models.create("vgg16_gap", 3, method="spg")
+    default = methods.create_model("vgg16_gap", 3, method="spg")
     out = jax.eval_shape(default.init_with_output, jax.random.key(0), jnp.zeros((1, 32, 48, 3)))
     assert out[0].attention.shape == (1, 32, 48)
     assert spg.check_attention_size(7) == (7, 7)
     for bad in (0, -1, (3,), (2, 0), 2.5, "224", True):
         with pytest.raises(ValueError, match="spg_attention_size"):
-            models.create("resnet50", 3, method="spg", spg_attention_size=bad)
+            methods.create_model("resnet50", 3, method="spg", spg_attention_size=bad)

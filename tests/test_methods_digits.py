@@ -6,16 +6,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from infocam_jax import models
+from infocam_jax import losses, methods, models
 from infocam_jax.methods import acol, spg
-from infocam_jax.models import digits
 
 IMAGES = jax.random.normal(jax.random.PRNGKey(0), (3, 16, 16, 1))
 LABELS = jnp.array([1, 4, 7])
 
 
 def _init(method, **options):
-    model = models.create("digits_cnn", 10, method=method, **options)
+    model = methods.create_model("digits_cnn", 10, method=method, **options)
     return model, model.init({"params": jax.random.PRNGKey(1)}, IMAGES, train=False)
 
 
@@ -32,10 +31,10 @@ def _shapes(tree):
 # ----------------------------------------------------------------------------- build / apply
 
 @pytest.mark.parametrize("method", ["cam", "adl", "has", "cutmix"])
-def test_cam_family_keeps_the_legacy_class_and_tree(method):
-    model = models.create("digits_cnn", 10, method=method)
-    legacy = digits.digits_cnn(10, adl_positions="2M 31" if method == "adl" else "")
-    assert isinstance(model, models.ConvGAP)
+def test_cam_family_keeps_the_plain_network_and_tree(method):
+    model = methods.create_model("digits_cnn", 10, method=method)
+    legacy = models.create("digits_cnn", 10, layout=methods.get(method).layout)
+    assert isinstance(model, models.Network) and model.method_head is None
     assert model == legacy
     assert _shapes(_abstract_init(model)) == _shapes(_abstract_init(legacy))
     assert model.adl_positions == (("2M", "31") if method == "adl" else ())
@@ -43,12 +42,12 @@ def test_cam_family_keeps_the_legacy_class_and_tree(method):
 
 @pytest.mark.parametrize("method,width", [("acol", 16), ("spg", 16), ("acol", 8), ("spg", 8)])
 def test_acol_spg_build_with_head_widths_4w(method, width):
-    model = models.create("digits_cnn", 10, method=method, width=width)
+    model = methods.create_model("digits_cnn", 10, method=method, width=width)
     variables = _abstract_init(model)
-    assert isinstance(model, models.WSOLNet) and model.method == method
+    assert isinstance(model, models.Network) and model.method_head.method == method
     params = variables["params"]
     # The trunk is the legacy digits trunk, name for name.
-    legacy = _abstract_init(digits.digits_cnn(10, width=width))
+    legacy = _abstract_init(models.create("digits_cnn", 10, width=width))
     trunk = {k: v for k, v in params.items() if k != method}
     assert _shapes(trunk) == _shapes({k: v for k, v in legacy["params"].items()
                                       if k != "head"})
@@ -79,14 +78,14 @@ def test_acol_spg_build_with_head_widths_4w(method, width):
 ])
 def test_bad_digits_options_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
-        models.create("digits_cnn", 10, **kwargs)
+        methods.create_model("digits_cnn", 10, **kwargs)
 
 
 def test_acol_erases_the_given_class():
     """Branch A (the logits) ignores ``labels``; branch B reads features erased where branch
     A's min-max normalised map of that class is >= 0.7 (NumPy statement of the erasure)."""
     model, variables = _init("acol", width=4)
-    legacy = digits.digits_cnn(10, width=4)
+    legacy = models.create("digits_cnn", 10, width=4)
     lv = {"params": {k: v for k, v in variables["params"].items() if k != "acol"},
           "batch_stats": variables["batch_stats"]}
     lv["params"]["head"] = {"kernel": jnp.zeros((16, 10)), "bias": jnp.zeros(10)}
@@ -138,9 +137,9 @@ def test_acol_loss_is_the_sum_of_two_cross_entropies():
     y = np.array([0, 5, 2, 2, 3])
     w = np.array([1, 1, 0, 1, 1], np.float32)
     out = acol.AcolOutput(jnp.asarray(la), jnp.asarray(lb), None, None)
-    np.testing.assert_allclose(float(models.method_loss("acol", out, y)),
+    np.testing.assert_allclose(float(acol.acol_loss(out, y)),
                                _ce(la, y) + _ce(lb, y), rtol=1e-5)
-    np.testing.assert_allclose(float(models.method_loss("acol", out, y, weights=w)),
+    np.testing.assert_allclose(float(acol.acol_loss(out, y, weights=w)),
                                _ce(la, y, w) + _ce(lb, y, w), rtol=1e-5)
 
 
@@ -206,11 +205,11 @@ def _spg_output(seed):
 def test_spg_loss_equals_the_reference_statement(seed, thresholds):
     out = _spg_output(seed)
     y = np.array([3, 0, 9])
-    got = models.method_loss("spg", out, y, spg_thresholds=thresholds)
+    got = spg.spg_loss(out, y, thresholds=thresholds)
     ref = _spg_reference(out, y, thresholds)
     np.testing.assert_allclose(float(got), ref, rtol=2e-5)
     w = np.array([1.0, 0.0, 1.0], np.float32)
-    got_w = models.method_loss("spg", out, y, weights=w, spg_thresholds=thresholds)
+    got_w = spg.spg_loss(out, y, weights=w, thresholds=thresholds)
     np.testing.assert_allclose(float(got_w), _spg_reference(out, y, thresholds, w), rtol=2e-5)
 
 
@@ -241,11 +240,13 @@ def test_model_loss_and_readout_run(method):
     @jax.jit
     def run(v):
         out = model.apply(v, IMAGES, train=False, labels=LABELS)
-        return out, models.method_loss(method, out, LABELS)
+        wsol = methods.get(method)
+        return out, wsol.loss(wsol.options(), out, {"label": LABELS}, None, None,
+                              losses.softmax_cross_entropy)
 
     out, value = run(variables)
     assert np.isfinite(float(value))
-    ro = models.readout(method, variables, out)
+    ro = methods.get(method).readout(variables, out)
     assert ro.fusion == ("max_minmax" if method == "acol" else "single")
     assert len(ro.branches) == (2 if method == "acol" else 1)
     for br in ro.branches:

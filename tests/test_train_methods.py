@@ -1,8 +1,8 @@
-"""Tests of config.method in training (infocam_jax/methods/registry.py, train_state.train_step).
+"""Tests of config.method in training (infocam_jax/methods/, train.state.train_step).
 
 * The step is wired: the loss the pmapped step reports equals the loss of the model on the
-  batch transformed by ``augment`` with the documented keys (HaS, CutMix), and the network
-  methods' loss is ``models.method_loss`` (ACoL, SPG) -- so a transform that is skipped, drawn
+  batch transformed by ``methods.has`` / ``methods.cutmix`` with the documented keys, and the
+  network methods' loss is their ``Method.loss`` (ACoL, SPG) -- so a transform that is skipped, drawn
   from another key or mixed with the wrong targets fails.
 * Bad configs raise a ValueError naming the field before anything is written to the workdir.
 * Every method trains a step end to end on the tiny synthetic config.
@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from infocam_jax.methods import augment, registry
-from infocam_jax import models
+from infocam_jax import methods, models
+from infocam_jax.methods import acol, base, cutmix, has, spg
 from infocam_jax.train import optim, trainer
 from infocam_jax import devices
 from infocam_jax.train import state as ts
@@ -33,7 +33,7 @@ def _single_label(**kw):
 
 
 def _supports(backbone, method):
-    """Whether models.create builds ``method`` on ``backbone`` (the zoo decides)."""
+    """Whether methods.create_model builds ``method`` on ``backbone`` (the zoo decides)."""
     c = _single_label(method=method, model=backbone)
     try:
         trainer.create_model(c)
@@ -55,7 +55,8 @@ def _one_step(config, seed=0):
     tx, _ = optim.create_optimizer(config.optimizer, 1,
                                    models.new_layer_mask(config.model, variables["params"]))
     loss_fn = trainer.make_loss_fn(config, None)
-    method = registry.build(config, loss_fn, trainer.make_classification_loss(config, None))
+    wsol, wsol_options = methods.check_config(config)
+    method = wsol.train_step(wsol_options, loss_fn, trainer.make_classification_loss(config, None))
     step = ts.parallelize(lambda s, bt, k: ts.train_step(
         s, bt, k, model=model, tx=tx, loss_fn=loss_fn, multi_label=False, method=method))
     root = jax.random.PRNGKey(7)
@@ -66,15 +67,15 @@ def _one_step(config, seed=0):
     # The same step by hand: step 0, device 0.
     step_key = jax.random.fold_in(root, 0)
     key = jax.random.fold_in(step_key, 0)
-    aug_key = jax.random.fold_in(step_key, registry.AUGMENT_STREAM)
+    aug_key = jax.random.fold_in(step_key, base.AUGMENT_STREAM)
     opts = config.method_options
     mix = None
     if config.method == "has":
-        images = augment.hide_and_seek(aug_key, images, opts.has_grid_size, opts.has_drop_rate)
+        images = has.hide_and_seek(aug_key, images, opts.has_grid_size, opts.has_drop_rate)
     elif config.method == "cutmix":
-        perm_key = jax.random.fold_in(jax.random.fold_in(step_key, registry.PERM_STREAM), 0)
-        images, perm, lam = augment.cutmix(aug_key, images, opts.cutmix_beta, opts.cutmix_prob,
-                                           perm_key)
+        perm_key = jax.random.fold_in(jax.random.fold_in(step_key, base.PERM_STREAM), 0)
+        images, perm, lam = cutmix.cutmix(aug_key, images, opts.cutmix_beta, opts.cutmix_prob,
+                                          perm_key)
         mix = (perm, lam)
     kwargs = {"labels": labels} if config.method in ("acol", "spg") else {}
     untransformed = batch["image"]
@@ -85,12 +86,14 @@ def _one_step(config, seed=0):
                                  mutable=["batch_stats"], **kwargs)
         logits = outputs[0]
         if config.method == "cutmix":
-            return augment.cutmix_loss(loss_fn, logits, batch, *mix)
+            return cutmix.cutmix_loss(loss_fn, logits, batch, *mix)
         if config.method in ("acol", "spg"):
-            return models.method_loss(
-                config.method, outputs, labels,
-                classification_loss=trainer.make_classification_loss(config, None),
-                spg_thresholds=registry.spg_thresholds(config))
+            classification_loss = trainer.make_classification_loss(config, None)
+            if config.method == "acol":
+                return acol.acol_loss(outputs, labels, classification_loss=classification_loss)
+            return spg.spg_loss(outputs, labels,
+                                thresholds=spg.SpgOptions.from_config(config).thresholds,
+                                classification_loss=classification_loss)
         return loss_fn(logits, batch)
 
     hand = jax.pmap(by_hand, axis_name=ts.AXIS_NAME)
@@ -102,7 +105,7 @@ def _one_step(config, seed=0):
 @pytest.mark.parametrize("method", ["cam", "has", "cutmix", "acol", "spg"])
 def test_step_loss_is_the_method_loss_on_the_transformed_batch(method):
     if not _supports("digits_cnn", method):
-        pytest.skip(f"models.create has no {method!r} for digits_cnn on this branch")
+        pytest.skip(f"methods.create_model has no {method!r} for digits_cnn on this branch")
     c = _single_label(method=method)
     c.method_options.cutmix_beta = 1.0
     reported, manual, plain, mix = _one_step(c)

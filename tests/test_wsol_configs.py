@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from infocam_jax import models
+from infocam_jax import methods, models
 from infocam_jax.train import trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -23,8 +23,8 @@ def _module():
 
 WSOL = _module()
 STRINGS = WSOL.all_parameter_strings()
-# The method zoo (models.create(..., method=...), inception_v3) lands from branch zoo.
-ZOO = "method" in inspect.signature(models.create).parameters
+# The method zoo (methods.create_model(..., method=...), inception_v3) lands from branch zoo.
+ZOO = "method" in inspect.signature(methods.create_model).parameters
 
 
 def test_every_published_combination_is_listed():

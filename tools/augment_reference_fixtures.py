@@ -6,7 +6,7 @@ draws chosen here (``random.random`` for HaS; ``np.random.beta``, ``torch.randpe
 ``np.random.randint`` for CutMix; the ``.cuda()`` of its permutation is made a no-op and
 ``np.int``, removed from NumPy >= 1.24, is aliased to ``int``). It stores the inputs, the draws
 and the outputs, numbers only, no reference code; tests/test_augment.py feeds the same draws to
-``infocam_jax.methods.augment`` and compares.
+``infocam_jax.methods.has`` / ``infocam_jax.methods.cutmix`` and compares.
 
     python tools/augment_reference_fixtures.py --reference=PATH/TO/wsolevaluation \
         --out=tests/fixtures/augment_reference.npz

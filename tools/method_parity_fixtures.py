@@ -4,7 +4,7 @@ models on synthetic weights, as numbers.
 For every case it builds the reference's PyTorch model (``wsol.vgg.vgg16`` /
 ``wsol.resnet.resnet50`` / ``wsol.inception.inception_v3`` of a clovaai/wsolevaluation
 checkout, ``pretrained=False``), replaces
-every entry of its ``state_dict()`` with ``infocam_jax.models.parity.synthetic_tensor`` (keyed by
+every entry of its ``state_dict()`` with ``tests/parity.py``'s ``synthetic_tensor`` (keyed by
 the entry's name, so the test regenerates the same weights without torch), and stores the
 state-dict keys and shapes, fixed inputs and labels, and the reference's outputs:
 
@@ -20,7 +20,7 @@ ADL's random choice is made certain instead of patched: a case built with
 ``adl_drop_rate`` 1.0 applies every drop mask (``floor(rand + 1) = 1``), 0.0 every importance
 map, on both sides. Dropout (InceptionV3's CAM / SPG necks) stays on in training: the
 reference's ``F.dropout`` is replaced by masks drawn from (case seed, call index)
-(``models.parity.dropout_mask``), and the test gives our Dropout modules the same masks
+(``parity.dropout_mask``, tests/parity.py), and the test gives our Dropout modules the same masks
 (``meta["dropout"]``). Nothing of the reference's code is stored.
 
     PYTHONPATH=$PWD python tools/method_parity_fixtures.py --reference=PATH/TO/wsolevaluation \
@@ -32,6 +32,7 @@ import argparse
 import fnmatch
 import importlib
 import json
+import pathlib
 import sys
 import time
 
@@ -48,7 +49,7 @@ CONVERT_ARCH = {"vgg16_gap": "vgg16", "resnet50": "resnet50", "inception_v3": "i
 CAM_RULE_OVERRIDES = {("inception_v3", "cam"): "class_map", ("inception_v3", "adl"): "class_map"}
 # Backbones whose networks call F.dropout in training: our Dropout modules in the reference's
 # call order. Their masks are drawn from (case seed, call index) on both sides
-# (models.parity.dropout_mask), so training-mode numbers compare with dropout on.
+# (tests/parity.py dropout_mask), so training-mode numbers compare with dropout on.
 DROPOUT_MODULES = {("inception_v3", "cam"): ("dropout_A3_1b", "dropout_A3_2b", "dropout_A4"),
                    ("inception_v3", "spg"): ("dropout_A3_1b", "dropout_A3_2b", "dropout_A4")}
 INCEPTION_INPUT = (2, 32, 48)  # the smallest useful size: 4x6 maps, the ceil-mode pools matter
@@ -244,7 +245,8 @@ def main(argv=None):
         parser.error(f"no case matches {args.cases!r}")
     import torch  # pylint: disable=import-outside-toplevel
 
-    from infocam_jax.models import parity  # pylint: disable=import-outside-toplevel
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
+    import parity  # pylint: disable=import-outside-toplevel  (tests/parity.py)
     torch.set_num_threads(1)
     sys.path.insert(0, args.reference)
     importlib.import_module("wsol.method")

@@ -33,7 +33,7 @@ MUTANTS = [Mutant(name, SOURCE, old, new, (
     ("ADL default positions 5d 6d A3_2b instead of 5d 6e A3_2b",
      'ADL_POSITIONS = "5d 6e A3_2b"', 'ADL_POSITIONS = "5d 6d A3_2b"', "inception_v3-adl-r1"),
     ("SPG without the third dropout (SPG_C / SPG_A4 read the undropped A3_2b)",
-     '    return drop(x, "A4")', '    return x if opts.method == "spg" else drop(x, "A4")',
+     '    return drop(x, "A4")', '    return x if opts.layout == "guidance" else drop(x, "A4")',
      "inception_v3-spg"),
 ]]
 

@@ -9,11 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# Network methods whose apply takes ``labels=`` (the class whose maps are read) and returns a
-# method output (``models.acol.AcolOutput`` / ``models.spg.SpgOutput``) instead of
-# ``(logits, features)``.
-LABEL_METHODS = ("acol", "spg")
-
+from infocam_jax import methods, models
 
 def box_options(settings) -> dict[str, Any]:
     """Keyword arguments every ``boxes.largest_box`` / ``boxes.max_contour_iou`` call of the
@@ -22,33 +18,33 @@ def box_options(settings) -> dict[str, Any]:
 
 
 def default_kernel_fn():
-    """``models.classifier_kernel`` (imported lazily: evaluation's core needs no model zoo)."""
-    from infocam_jax import models  # pylint: disable=import-outside-toplevel
+    """``models.classifier_kernel``."""
     return models.classifier_kernel
 
 
-def network_method(model) -> str:
-    """The network method of ``model``: a ``models.WSOLNet``'s ``method`` ("cam", "adl",
-    "acol", "spg"); "cam" for every other module (the legacy ``ConvGAP`` / ``ResNet50`` are
-    CAM / ADL networks, and test stubs return ``(logits, features)``)."""
-    method = getattr(model, "method", None)
-    return method if method in ("cam", "adl") + LABEL_METHODS else "cam"
+def model_method(model):
+    """The :class:`~infocam_jax.methods.Method` whose head ``model`` carries (a
+    ``models.Network`` with a ``method_head``), or None for ``(logits, features)`` networks
+    (the GAP head of any method, and test stubs)."""
+    head = getattr(model, "method_head", None)
+    return None if head is None else methods.get(head.method)
 
 
 def check_model_settings(settings, model) -> None:
     """Raises ValueError naming the method when ``settings`` asks ``model`` for something its
-    method does not define: multi-label evaluation of ACoL / SPG (they are single-label
-    methods), or post-hoc map kinds of ACoL / SPG (the post-hoc maps read one ``head`` module
-    and a ``(logits, features)`` output; use the CAM-family kinds, which fuse the branches)."""
-    method = network_method(model)
-    if method not in LABEL_METHODS:
+    method does not define: multi-label evaluation of a single-label method
+    (``Method.multi_label``), or post-hoc map kinds where they are not defined
+    (``Method.posthoc``: the post-hoc maps read one ``head`` module and a ``(logits,
+    features)`` output; use the CAM-family kinds, which fuse the branches)."""
+    method = model_method(model)
+    if method is None:
         return
-    if settings.multi_label:
-        raise ValueError(f"method {method!r} is single-label: it cannot be evaluated with "
+    if settings.multi_label and not method.multi_label:
+        raise ValueError(f"method {method.name!r} is single-label: it cannot be evaluated with "
                          "multi_label=True")
-    if settings.posthoc_kinds:
+    if settings.posthoc_kinds and not method.posthoc:
         raise ValueError(f"post-hoc map kinds {list(settings.posthoc_kinds)} are not defined "
-                         f"for method {method!r} (its class maps come from several heads); "
+                         f"for method {method.name!r} (its class maps come from several heads); "
                          "use map kinds cam / infocam / infocam_plus / infocam_plus_region")
 
 
@@ -61,24 +57,24 @@ def forward_readout(model, variables, images, labels=None, *, kernel_fn=None):
         [B, h, w, K])``.
       variables: its variables.
       images: float ``[B, H, W, C]``.
-      labels: int ``[B]`` the classes whose maps will be read, or None. ACoL and SPG are
-        applied with ``labels=labels`` (the reference's evaluation calls ``model(images,
-        targets, return_cam=True)`` with the ground truth: ACoL's branch B erases that class);
-        None -> their own top-1 class. Other methods ignore it.
+      labels: int ``[B]`` the classes whose maps will be read, or None. Methods that read the
+        labels (``Method.reads_labels``) are applied with ``labels=labels`` (the reference's
+        evaluation calls ``model(images, targets, return_cam=True)`` with the ground truth: an
+        erasing branch erases that class); None -> their own top-1 class.
       kernel_fn: ``variables -> [K, M]`` classifier kernel for ``(logits, features)`` models
-        (default ``models.classifier_kernel``); ACoL / SPG read their heads (``models.readout``).
+        (default ``models.classifier_kernel``); method heads give their own (``Method.readout``).
 
     Returns:
-      ``(logits [B, M], models.Readout)``: the main logits (accuracy, prediction, infoCAM+'s
+      ``(logits [B, M], methods.Readout)``: the main logits (accuracy, prediction, infoCAM+'s
       rival) and the branches whose maps make the method's CAMs with their fusion rule
       (``cams.fused_maps``). ``(logits, features)`` models give one branch
       ``(features, kernel_fn(variables), bias None, logits)``, fusion "single".
     """
-    from infocam_jax.methods import network  # pylint: disable=import-outside-toplevel
-    method = network_method(model)
-    if method in LABEL_METHODS:
-        outputs = model.apply(variables, images, train=False, labels=labels)
-        return network.main_logits(outputs), network.readout(method, variables, outputs)
+    method = model_method(model)
+    if method is not None:
+        kwargs = {"labels": labels} if method.reads_labels else {}
+        outputs = model.apply(variables, images, train=False, **kwargs)
+        return methods.main_logits(outputs), method.readout(variables, outputs)
     logits, features = model.apply(variables, images, train=False)
     kernel = (kernel_fn or default_kernel_fn())(variables)
-    return logits, network.Readout((network.Branch(features, kernel, None, logits),), "single")
+    return logits, methods.Readout((methods.Branch(features, kernel, None, logits),), "single")

@@ -158,7 +158,7 @@ def reproduce_methods(config, workdir: str, *, seeds: Sequence[int], reevaluate:
     """Trains every (method, seed) of ``config.methods`` x ``seeds``, reads (V), writes the table.
 
     Args:
-      config: experiment ConfigDict with ``methods`` (WSOL methods of ``methods.registry``) and
+      config: experiment ConfigDict with ``methods`` (names of ``infocam_jax.methods.names()``) and
         ``map_kinds`` (default CAM, infoCAM, infoCAM+); single-label.
       workdir: output root.
       seeds: training seeds.

@@ -2,7 +2,7 @@
 
 Each method is a pure function ``f(model, variables, images, targets, *, layer=..., ...)`` of a
 Flax model whose ``apply(variables, images, train=False)`` returns ``(logits [B, M], features
-[B, h, w, K])`` (every ``infocam_jax.models`` backbone with method cam / adl / has / cutmix;
+[B, h, w, K])`` (every ``infocam_jax.models`` backbone with the GAP head, i.e. a method without a head;
 ACoL and SPG networks are refused with a ValueError naming the method). It returns float32 maps ``[B, h', w']``
 at the chosen layer's resolution, with the same shape contract as :func:`infocam_jax.maps.cams.cam`,
 so ``boxes.scoremaps`` and the eval step take them unchanged. Everything traces under ``jit``
@@ -204,12 +204,14 @@ def _shapes(model, variables, images, layer):
 
 
 def _check_model(model):
-    """ACoL / SPG networks (``models.WSOLNet`` with ``method`` "acol" / "spg") return a method
-    output, not ``(logits, features)``, and have no ``head`` module: refused by name."""
-    method = getattr(model, "method", None)
-    if method in ("acol", "spg"):
-        raise ValueError(f"post-hoc maps are not defined for method {method!r} (several class "
-                         "heads); read its CAM / infoCAM / infoCAM+ instead (cams.fused_maps)")
+    """Networks with a method head (``models.Network`` with a ``method_head``) return the
+    method's output, not ``(logits, features)``, and have no ``head`` module: refused, naming
+    the method."""
+    head = getattr(model, "method_head", None)
+    if head is not None:
+        raise ValueError(f"post-hoc maps are not defined for method {head.method!r} (several "
+                         "class heads); read its CAM / infoCAM / infoCAM+ instead "
+                         "(cams.fused_maps)")
 
 
 def _prepare(model, variables, images, targets, layer):

@@ -20,13 +20,16 @@ map min-max normalised, then the elementwise maximum.
 Parameters: module ``acol`` with ``a_conv1``, ``a_conv2``, ``a_head``, ``b_conv1``, ``b_conv2``,
 ``b_head`` (the reference's ``classifier_A.{0,2,4}`` / ``classifier_B.{0,2,4}``).
 """
-from typing import Any, NamedTuple, Optional
+import dataclasses
+import math
+from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from infocam_jax import losses
+from infocam_jax.methods import base
 from infocam_jax.models.layers import Conv
 
 
@@ -101,3 +104,66 @@ def acol_loss(outputs: AcolOutput, labels: jax.Array, weights=None,
     ``classification_loss``). Returns a float32 scalar."""
     return (classification_loss(outputs.logits, labels, weights=weights)
             + classification_loss(outputs.logits_b, labels, weights=weights))
+
+
+@dataclasses.dataclass(frozen=True)
+class AcolOptions(base.Options):
+    """ACoL's options: ``drop_threshold`` δ (config ``acol_threshold``, in [0, 1])."""
+    drop_threshold: float = dataclasses.field(default=0.7, metadata={"config": "acol_threshold"})
+
+    def __post_init__(self):
+        value = float(self.drop_threshold)
+        if not 0.0 <= value <= 1.0 or math.isnan(value):
+            raise ValueError(f"acol_threshold must be in [0, 1], got {value!r}")
+
+
+def network_options(kwargs: dict) -> Tuple[float, None]:
+    """Pops and validates ``acol_drop_threshold`` (default 0.7) from ``create_model``'s keywords;
+    returns (head options, attention size)."""
+    threshold = kwargs.pop("acol_drop_threshold", 0.7)
+    if not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"acol_drop_threshold must be in [0, 1], got {threshold!r}")
+    return float(threshold), None
+
+
+def head(module, features, taps, image_size, labels, widths) -> AcolOutput:  # pylint: disable=unused-argument
+    """The network's ACoL head (module ``acol``) on the neck features [B, h, w, C]."""
+    return AcolHead(module.num_classes, module.method_head.options, widths[0], module.dtype,
+                    module.conv_impl, name="acol")(features, labels)
+
+
+def loss(options, outputs, batch, mix, loss_fn, classification_loss):  # pylint: disable=unused-argument
+    """:func:`acol_loss` with the configured classification loss."""
+    return acol_loss(outputs, batch["label"], classification_loss=classification_loss)
+
+
+def readout(variables, outputs: AcolOutput) -> base.Readout:
+    """Branches A and B (``acol/a_head``, ``acol/b_head``), fusion "max_minmax"."""
+    params = variables["params"]["acol"]
+    heads = (params["a_head"], params["b_head"])
+    return base.Readout((
+        base.Branch(outputs.features_a, heads[0]["kernel"], heads[0]["bias"], outputs.logits),
+        base.Branch(outputs.features_b, heads[1]["kernel"], heads[1]["bias"], outputs.logits_b)),
+        "max_minmax")
+
+
+def weight_layout(table: dict, conv: Callable, class_key: str) -> None:  # pylint: disable=unused-argument
+    """The reference's ``classifier_{A,B}.{0,2,4}`` keys onto ``acol/{a,b}_{conv1,conv2,head}``
+    (``conv(table, key, path, kind)``, ``models.convert``; the backbone's ``class_key`` is not
+    used: each branch has its own class conv)."""
+    for branch, name in (("A", "a"), ("B", "b")):
+        conv(table, f"classifier_{branch}.0", ("acol", f"{name}_conv1"))
+        conv(table, f"classifier_{branch}.2", ("acol", f"{name}_conv2"))
+        conv(table, f"classifier_{branch}.4", ("acol", f"{name}_head"), "conv1x1_dense")
+
+
+def model_kwargs(options: AcolOptions) -> dict:
+    """``create_model`` keywords of the options: ``acol_drop_threshold``."""
+    return {"acol_drop_threshold": float(options.drop_threshold)}
+
+
+ACOL = base.register(base.Method(
+    "acol", options=AcolOptions, layout="erasing", head=head, loss=loss, readout=readout,
+    reads_labels=True, multi_label=False, posthoc=False, weight_layout=weight_layout,
+    network_options=network_options, model_kwargs=model_kwargs,
+    doc="ACoL: two classifier branches, the second on features erased by the first."))

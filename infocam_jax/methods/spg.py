@@ -15,7 +15,7 @@ taps, ``spg_b1`` and ``spg_b2`` (spec.py). With ``W_b = spec.spg_b_width`` and
   no gradient. ``up`` = bilinear resize to the attention size with half-pixel centres (torch
   ``align_corners=False``). The attention size is the input size by default; the reference
   WSOL evaluation hard-codes 224 x 224 whatever the input (the same thing at its 224 input):
-  ``models.create(..., spg_attention_size=224)`` reproduces that at any input size.
+  ``methods.create_model(..., spg_attention_size=224)`` reproduces that at any input size.
 
 Loss (:func:`spg_loss`, thresholds ((h1, l1), (h2, l2), (h3, l3)) = ((0.7, 0.01), (0.5, 0.05),
 (0.7, 0.1))):
@@ -32,7 +32,8 @@ Parameters: module ``spg`` with ``b1a``, ``b2a``, ``shared_conv``, ``shared_out`
 ``c_out``, ``a4`` (the reference's SPG_B_1a.0, SPG_B_2a.0, SPG_B_shared.{0,2}, SPG_C.{0,2},
 SPG_A4 / SPG_A_4).
 """
-from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
+import dataclasses
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -40,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from infocam_jax import losses
+from infocam_jax.methods import base
 from infocam_jax.methods.acol import minmax_hw
 from infocam_jax.models.layers import Conv
 
@@ -239,3 +241,65 @@ def spg_loss_terms(outputs: SpgOutput, labels: jax.Array, weights=None,
             term(up_b2, outputs.attention, h1, l1),
             term(up_b1, jax.nn.sigmoid(up_b2), h2, l2),
             term(up_c, outputs.fused_attention, h3, l3))
+
+
+@dataclasses.dataclass(frozen=True)
+class SpgOptions(base.Options):
+    """SPG's options: ``thresholds`` (config ``spg_thresholds``): three (high, low) pairs,
+    0 <= low <= high <= 1 (:data:`DEFAULT_THRESHOLDS`)."""
+    thresholds: Tuple[Tuple[float, float], ...] = dataclasses.field(
+        default=DEFAULT_THRESHOLDS, metadata={"config": "spg_thresholds"})
+
+    def __post_init__(self):
+        object.__setattr__(self, "thresholds", check_thresholds(self.thresholds))
+
+
+def network_options(kwargs: dict) -> Tuple[None, Optional[Tuple[int, int]]]:
+    """Pops and validates ``spg_thresholds`` (used by the loss) and ``spg_attention_size`` from
+    ``create_model``'s keywords; returns (head options, attention size)."""
+    check_thresholds(kwargs.pop("spg_thresholds", DEFAULT_THRESHOLDS))
+    return None, check_attention_size(kwargs.pop("spg_attention_size", None))
+
+
+def head(module, features, taps, image_size, labels, widths) -> SpgOutput:
+    """The network's SPG head (module ``spg``) on the neck features and the two taps."""
+    return SpgHead(module.num_classes, widths[1], widths[2], module.dtype, module.conv_impl,
+                   name="spg")(features, taps, image_size, labels)
+
+
+def loss(options: SpgOptions, outputs, batch, mix, loss_fn, classification_loss):  # pylint: disable=unused-argument
+    """:func:`spg_loss` with the options' thresholds and the configured classification loss."""
+    return spg_loss(outputs, batch["label"], thresholds=options.thresholds,
+                    classification_loss=classification_loss)
+
+
+def readout(variables, outputs: SpgOutput) -> base.Readout:
+    """One branch: the class conv ``spg/a4`` on its input features, fusion "single"."""
+    a4 = variables["params"]["spg"]["a4"]
+    return base.Readout((base.Branch(outputs.features, a4["kernel"], a4["bias"],
+                                     outputs.logits),), "single")
+
+
+def weight_layout(table: dict, conv: Callable, class_key: str) -> None:
+    """The reference's SPG head keys (``class_key``: its 1x1 class conv, ``SPG_A_4`` / ``SPG_A4``;
+    ``SPG_B_1a.0``, ``SPG_B_2a.0``, ``SPG_B_shared.{0,2}``, ``SPG_C.{0,2}``) onto ``spg/{a4,
+    b1a, b2a, shared_conv, shared_out, c_conv, c_out}`` (``models.convert``)."""
+    conv(table, class_key, ("spg", "a4"), "conv1x1_dense")
+    conv(table, "SPG_B_1a.0", ("spg", "b1a"))
+    conv(table, "SPG_B_2a.0", ("spg", "b2a"))
+    conv(table, "SPG_B_shared.0", ("spg", "shared_conv"))
+    conv(table, "SPG_B_shared.2", ("spg", "shared_out"))
+    conv(table, "SPG_C.0", ("spg", "c_conv"))
+    conv(table, "SPG_C.2", ("spg", "c_out"))
+
+
+def model_kwargs(options: SpgOptions) -> dict:
+    """``create_model`` keywords of the options: ``spg_thresholds``."""
+    return {"spg_thresholds": options.thresholds}
+
+
+SPG = base.register(base.Method(
+    "spg", options=SpgOptions, layout="guidance", head=head, loss=loss, readout=readout,
+    reads_labels=True, multi_label=False, posthoc=False, weight_layout=weight_layout,
+    network_options=network_options, model_kwargs=model_kwargs,
+    doc="SPG: self-produced guidance heads on two taps of the backbone."))

@@ -1,5 +1,6 @@
 """Flax linen backbones for WSOL: VGG16-GAP, ResNet50 (layer4 stride 1), a digits CNN-GAP,
-and the WSOL methods that change the network (ADL, ACoL, SPG) on any backbone with a spec.
+InceptionV3, each a spec (trunk, neck, taps, ADL positions, layouts); one ``Network`` takes a
+method's head (built by ``infocam_jax.methods``).
 
 Usage::
 
@@ -20,10 +21,9 @@ BatchNorm (``"batch_stats" in variables``) and need ``mutable=["batch_stats"]`` 
 ADL attention maps for visualisation: add ``"intermediates"`` to ``mutable`` and read them with
 :func:`adl_maps`.
 
-Methods: ``models.create("resnet50", 200, method="acol", large_feature_map=True)``; the apply
-contract per method, the losses (:func:`method_loss`) and the evaluation readout
-(:func:`readout`, ``cams.fused_maps``) are in ``models/methods.py``; backbone specs (how a
-backbone exposes its trunk, neck and taps to the methods) in ``models/spec.py``.
+WSOL methods (a method head, batch transform, loss): ``infocam_jax.methods.create_model``, which
+builds on :func:`create` (``layout=``, ``method_head=``); backbone specs (how a backbone exposes
+its trunk, neck, taps and ADL positions) in ``models/spec.py``.
 
 Pretrained backbones: ``launch/convert_weights.py`` turns a torchvision state dict into an
 ``.npz``; load it into fresh variables with
@@ -34,94 +34,84 @@ from typing import Any, Dict
 import jax
 import jax.numpy as jnp
 
-from infocam_jax.methods import acol, network, spg
 from infocam_jax.models import spec
 from infocam_jax.models import adl as adl_lib
-from infocam_jax.models import digits as digits_lib
 from infocam_jax.models.adl import ADL
-from infocam_jax.models.digits import digits_cnn
 from infocam_jax.models.layers import CONV_IMPLS
-from infocam_jax.methods.network import (Branch, Readout, WSOLNet, main_logits, method_loss,
-                                        readout)
-from infocam_jax.models.resnet import ResNet50, resnet50
-from infocam_jax.models.spec import METHODS, NETWORK_METHODS, network_method
-from infocam_jax.models.vgg import ConvGAP, vgg16_gap
-# Backbones that exist only as a spec register themselves on import (one line each).
+from infocam_jax.models.network import Head, Network
+# Backbones register their spec on import, in the order of MODEL_NAMES (one line each).
+from infocam_jax.models import vgg  # noqa: F401 pylint: disable=unused-import
+from infocam_jax.models import resnet  # noqa: F401 pylint: disable=unused-import
+from infocam_jax.models import digits as digits_lib
 from infocam_jax.models import inception  # noqa: F401 pylint: disable=unused-import
 
 __all__ = ["create", "classifier_kernel", "new_layer_mask", "adl_maps", "MODEL_NAMES",
-           "DTYPES", "METHODS", "NETWORK_METHODS", "ADL", "ConvGAP", "ResNet50", "WSOLNet",
-           "Branch", "Readout", "main_logits", "method_loss", "network_method", "readout"]
+           "DTYPES", "ADL", "Network", "Head"]
 
 _COMMON = ("adl_positions", "adl_drop_rate", "adl_gamma", "axis_name", "dtype",
            "conv_impl")
-_METHOD_OPTIONS = ("acol_drop_threshold", "spg_thresholds", "spg_attention_size")
-# Legacy builders: cam / adl networks of these backbones (parameter trees of checkpoints).
-_BUILDERS = {
-    "vgg16_gap": (vgg16_gap, _COMMON),
-    "resnet50": (resnet50, _COMMON),
-    "digits_cnn": (digits_cnn, _COMMON + ("width",)),
-}
-MODEL_NAMES = tuple(dict.fromkeys(tuple(_BUILDERS) + tuple(spec.SPECS)))
+MODEL_NAMES = tuple(spec.SPECS)
 # Compute dtypes: "bfloat16" runs convolutions and matmuls in bfloat16 (mixed precision);
 # parameters, BatchNorm statistics, features, logits and the head stay float32.
 DTYPES = ("float32", "bfloat16")
 
 
-def _methods_of(name: str):
-    if name in spec.SPECS:
-        return spec.SPECS[name].methods
-    return ("cam", "adl")
-
-
-def create(name: str, num_classes: int, method: str = "cam", large_feature_map: bool = False,
-           **options: Any):
-    """Builds a model: a backbone with a WSOL method.
+def create(name: str, num_classes: int, large_feature_map: bool = False, *,
+           layout: str = "cam", method_head: Head | None = None, **options: Any):
+    """Builds a backbone network: the GAP + Dense head, or a method's head.
 
     Args:
-      name: one of ``MODEL_NAMES`` ("vgg16_gap", "resnet50", "digits_cnn", and the backbones
-        registered as specs, e.g. "inception_v3").
+      name: one of ``MODEL_NAMES`` ("vgg16_gap", "resnet50", "digits_cnn", "inception_v3").
       num_classes: M >= 1, outputs of the classifier head.
-      method: "cam" (default), "adl", "has", "acol", "spg" or "cutmix". has / cutmix change
-        training only and build the cam network; adl / acol / spg change the network
-        (``models.spec``, ``models.acol``, ``models.spg``).
       large_feature_map: the reference WSOL evaluation's option: vgg16_gap without pool4,
-        resnet50 with layer3 stride 1 (28x28 features at 224 for both; default False: 14x14,
-        the networks as before). digits_cnn: False only.
-      **options: adl_positions (str of position codes; "" = no ADL; default "" for cam and the
-        reference's positions for method "adl": vgg16_gap "3M 43 53", resnet50 "30 40 42",
-        digits_cnn "2M 31" (ours);
-        VGG/digits "3M 4M 53" style, ResNet "30 40 42" style; cam / adl only), adl_drop_rate
-        (0.75, in [0, 1]), adl_gamma (0.9, in [0, 1]), acol_drop_threshold (0.7, in [0, 1]),
-        spg_thresholds (((0.7, 0.01), (0.5, 0.05), (0.7, 0.1)), validated here, used by the
-        loss), spg_attention_size (None (default): SPG's attention maps and pixel losses at the
-        input size; an int S or a pair (H, W): at that fixed size, as the reference WSOL
-        evaluation, which hard-codes 224 x 224 whatever the input; the same at 224 input;
-        used by method "spg" only), axis_name (BatchNorm sync axis; accepted and unused by BN-free VGG), dtype
-        (compute dtype of the convolutions, one of ``DTYPES``: "float32" (default) or
-        "bfloat16"; parameters, BatchNorm statistics, the returned features / logits and the
-        heads stay float32), conv_impl ("auto" (default): "explicit" on the CPU backend, "xla"
-        on GPU/TPU; "explicit": convolution kernel gradients as explicit matmuls, faster on
-        XLA:CPU; "xla": plain autodiff, what cuDNN wants; same values up to rounding),
-        width (digits_cnn only, base channel count, 16).
+        resnet50 with layer3 stride 1 (28x28 features at 224 for both; default False: 14x14).
+        digits_cnn: False only.
+      layout: the backbone layout (``spec.LAYOUTS``; "cam" default, "adl": the default ADL
+        positions and ADL's neck where a backbone has one; the others: a method's variant).
+      method_head: None (GAP + Dense ``head``) or a :class:`Head` (``infocam_jax.methods``).
+      **options: adl_positions (str of position codes; "" = no ADL; default "" and, with
+        layout "adl", the reference's positions: vgg16_gap "3M 43 53", resnet50 "30 40 42",
+        digits_cnn "2M 31" (ours); VGG/digits "3M 4M 53" style, ResNet "30 40 42" style),
+        adl_drop_rate (0.75, in [0, 1]), adl_gamma (0.9, in [0, 1]), axis_name (BatchNorm
+        sync axis; accepted and unused by BN-free VGG), dtype (compute dtype of the
+        convolutions, one of ``DTYPES``: "float32" (default) or "bfloat16"; parameters,
+        BatchNorm statistics, the returned features / logits and the heads stay float32),
+        conv_impl ("auto" (default): "explicit" on the CPU backend, "xla" on GPU/TPU;
+        "explicit": convolution kernel gradients as explicit matmuls, faster on XLA:CPU;
+        "xla": plain autodiff, what cuDNN wants; same values up to rounding), width
+        (digits_cnn only, base channel count, 16).
 
     Returns:
-      A flax.linen Module. cam / adl (and has / cutmix): ``apply(variables, images,
-      train=...)`` returns ``(logits [B, M], features [B, h, w, K])``; acol / spg:
-      ``apply(variables, images, train=..., labels=None)`` returns ``acol.AcolOutput`` /
-      ``spg.SpgOutput`` (``outputs[0]`` is the logits; see ``models.methods``).
+      A flax.linen Module. GAP head: ``apply(variables, images, train=...)`` returns
+      ``(logits [B, M], features [B, h, w, K])``; a method head: ``apply(variables, images,
+      train=..., labels=None)`` returns its outputs (``outputs[0]`` is the logits).
 
     Raises:
-      ValueError: unknown name, method or option (listing the valid ones), a method the
-        backbone does not have, or a bad option value (naming the field).
+      ValueError: unknown name, layout or option (listing the valid ones), or a bad option
+        value (naming the field).
     """
+    options = _check_create(name, num_classes, large_feature_map, layout, options)
+    if layout == "adl" and "adl_positions" not in options:
+        options["adl_positions"] = spec.SPECS[name].adl_default
+    codes = adl_lib.parse_positions(options.pop("adl_positions", ""),
+                                    spec.get(name).adl_codes(large_feature_map), name)
+    width = options.get("width")
+    if width is not None:
+        digits_lib.check_width(width)
+    return Network(name, num_classes, layout, method_head, large_feature_map, codes,
+                   options.get("adl_drop_rate", 0.75), options.get("adl_gamma", 0.9),
+                   options.get("dtype", jnp.float32), options.get("conv_impl", "auto"),
+                   options.get("axis_name"), width)
+
+
+def _check_create(name, num_classes, large_feature_map, layout, options) -> dict:
+    """The validated options of :func:`create` (dtype resolved); ValueError naming the field."""
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
-    net = network_method(method)
-    if net not in _methods_of(name):
-        raise ValueError(f"method {method!r} is not available for backbone {name!r}; "
-                         f"available methods: {', '.join(_available(name))}")
-    valid = (_BUILDERS[name][1] if name in _BUILDERS else _COMMON) + _METHOD_OPTIONS
+    if layout not in spec.SPECS[name].layouts:
+        raise ValueError(f"layout {layout!r} is not available for backbone {name!r}; "
+                         f"available layouts: {', '.join(spec.SPECS[name].layouts)}")
+    valid = _COMMON + spec.SPECS[name].options
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for model {name!r}; "
@@ -130,50 +120,16 @@ def create(name: str, num_classes: int, method: str = "cam", large_feature_map: 
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     if not isinstance(large_feature_map, bool):
         raise ValueError(f"large_feature_map must be a bool, got {large_feature_map!r}")
-    if large_feature_map and name == "digits_cnn":
-        raise ValueError("large_feature_map=True is not defined for digits_cnn")
+    if large_feature_map and not spec.SPECS[name].large_feature_map_ok:
+        raise ValueError(f"large_feature_map=True is not defined for {name}")
     options = dict(options)
     if "dtype" in options:
         options["dtype"] = _compute_dtype(options["dtype"])
     if options.get("conv_impl", "auto") not in CONV_IMPLS:
         raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, "
                          f"got {options['conv_impl']!r}")
-    acol_threshold = options.pop("acol_drop_threshold", 0.7)
-    if not isinstance(acol_threshold, (int, float)) or not 0.0 <= acol_threshold <= 1.0:
-        raise ValueError(f"acol_drop_threshold must be in [0, 1], got {acol_threshold!r}")
-    spg.check_thresholds(options.pop("spg_thresholds", spg.DEFAULT_THRESHOLDS))
-    attention_size = spg.check_attention_size(options.pop("spg_attention_size", None))
     adl_lib.check_rates(options.get("adl_drop_rate", 0.75), options.get("adl_gamma", 0.9))
-    if net in ("acol", "spg") and options.get("adl_positions"):
-        raise ValueError(f"adl_positions is only used with method 'cam' or 'adl', got "
-                         f"{options['adl_positions']!r} with method {method!r}")
-    if net == "adl" and "adl_positions" not in options:
-        if name not in spec.SPECS:
-            raise ValueError(f"method 'adl' on {name!r} needs adl_positions (no default)")
-        options["adl_positions"] = spec.SPECS[name].adl_default
-    if name in _BUILDERS and net in ("cam", "adl"):
-        builder = _BUILDERS[name][0]
-        if name == "vgg16_gap":
-            options.pop("axis_name", None)  # no BatchNorm
-        if name != "digits_cnn":
-            options["large_feature_map"] = large_feature_map
-        return builder(num_classes, **options)
-    backbone = spec.get(name)
-    codes = adl_lib.parse_positions(options.pop("adl_positions", ""),
-                                    backbone.adl_codes(large_feature_map), name)
-    width = options.get("width")
-    if width is not None:
-        digits_lib.check_width(width)
-    return WSOLNet(name, net, num_classes, large_feature_map, codes,
-                   options.get("adl_drop_rate", 0.75), options.get("adl_gamma", 0.9),
-                   float(acol_threshold), options.get("dtype", jnp.float32),
-                   options.get("conv_impl", "auto"), options.get("axis_name"),
-                   width=width, spg_attention_size=attention_size)
-
-
-def _available(name: str):
-    nets = _methods_of(name)
-    return [m for m in METHODS if network_method(m) in nets]
+    return options
 
 
 def _compute_dtype(dtype: Any) -> jnp.dtype:
@@ -195,18 +151,12 @@ def classifier_kernel(variables: Dict[str, Any]) -> jax.Array:
                          "variables['params']['head']['kernel']") from e
 
 
-def _is_new_layer(name: str, top: str, method: str) -> bool:
-    if name in spec.SPECS:
-        return spec.SPECS[name].is_new_layer(top, network_method(method))
-    return False  # digits_cnn: trained from scratch, one learning rate for all
-
-
-def new_layer_mask(name: str, params: Dict[str, Any], method: str = "cam"):
+def new_layer_mask(name: str, params: Dict[str, Any], layout: str = "cam"):
     """Which parameters are new layers that train with ``lr_ratio`` x the base learning rate.
 
     The reference WSOL evaluation's split (each spec's ``is_new_layer``): VGG16-GAP: all but
-    conv1_1..conv5_3 (conv6, head, ACoL / SPG heads; for SPG also conv4 / conv5, which the
-    reference keeps outside its ``features``); ResNet50: layer4 and head (ACoL / SPG heads
+    conv1_1..conv5_3 (conv6, head, method heads; for the "guidance" layout also conv4 / conv5, which the
+    reference keeps outside its ``features``); ResNet50: layer4 and head (method heads
     train at the base rate there, as in the reference); InceptionV3: all but ``Conv2d_*`` and
     ``Mixed_*`` (the neck A3_1b / A3_2b and every head). digits_cnn has no pretrained part, so
     every leaf is False (the whole network uses the base learning rate).
@@ -214,7 +164,8 @@ def new_layer_mask(name: str, params: Dict[str, Any], method: str = "cam"):
     Args:
       name: model name as in :func:`create`.
       params: ``variables["params"]`` (not the whole variables dict).
-      method: the method the model was built with.
+      layout: the layout the model was built with (``spec.LAYOUTS``; a method's
+        ``Method.layout``).
 
     Returns:
       A pytree with the structure of ``params`` and bool leaves.
@@ -224,10 +175,12 @@ def new_layer_mask(name: str, params: Dict[str, Any], method: str = "cam"):
     if "params" in params:
         raise ValueError("pass variables['params'], not the whole variables dict")
 
-    network_method(method)
+    if layout not in spec.LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; valid layouts: {', '.join(spec.LAYOUTS)}")
+    is_new = spec.SPECS[name].is_new_layer
 
     def mark(path, _):
-        return _is_new_layer(name, path[0].key, method)
+        return is_new(path[0].key, layout)
 
     return jax.tree_util.tree_map_with_path(mark, params)
 

@@ -11,17 +11,19 @@ A state dict is a mapping ``name -> array`` with torchvision's names and layouts
   ``head`` (and VGG's new ``conv6``) keep their fresh initialisation for ``num_classes``.
   With ``include_head=True`` the WSOL-style keys ``conv6.*`` (VGG) and ``fc.*`` are imported
   too (needed to compare against a complete PyTorch WSOL network).
-* ``method=`` / ``large_feature_map=`` / ``adl_positions=`` name the reference WSOL
-  evaluation's state-dict layout of that model (ADL modules and dropped pools shift VGG's
-  ``features.<i>`` and ResNet's block indices; ACoL's ``classifier_{A,B}``; SPG's ``SPG_*``);
-  the default (cam, False) is torchvision's layout, as before (:func:`key_map`).
+* ``layout=`` / ``head_layout=`` / ``large_feature_map=`` / ``adl_positions=`` name the
+  reference WSOL evaluation's state-dict layout of that model (ADL modules and dropped pools
+  shift VGG's ``features.<i>`` and ResNet's block indices; a method's layout renames trunk
+  blocks; a method head's keys come from its ``head_layout``, ``Method.weight_layout``; pass
+  ``**methods.get(name).convert_options()``); the default ("cam", False) is torchvision's
+  layout, as before (:func:`key_map`).
 * ``inception_v3``: torchvision's names (``Conv2d_1a_3x3.conv.weight``,
   ``Mixed_6e.branch7x7dbl_5.bn.running_var``, ...) map onto the same flat names for every
   method (the reference's InceptionV3 networks keep them); as the reference does,
   ``Mixed_7*``, ``AuxLogits*`` and ``fc.*`` are dropped (the WSOL network stops at Mixed_6e).
   With ``include_head=True`` the reference's neck and method head are imported too:
   ``SPG_A3_1b.0`` / ``SPG_A3_2b.0`` -> ``A3_1b`` / ``A3_2b``, the 1x1 convolution ``SPG_A4``
-  -> the Dense ``head`` (cam, adl) or ``spg/a4`` (spg), ACoL's / SPG's heads as for the others.
+  -> the Dense ``head`` (layouts cam, adl) or the method head's class conv.
 
 Files: ``.pth`` / ``.pt`` (read with torch, only if it is installed) or ``.npz`` with the same
 keys. Converted variables are written as ``.npz`` (keys ``"params/conv1/kernel"``, ...) or
@@ -36,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from infocam_jax import models
+from infocam_jax.models import inception as inception_lib
 from infocam_jax.models import resnet as resnet_lib
 from infocam_jax.models import spec as spec_lib
 from infocam_jax.models import vgg as vgg_lib
@@ -59,13 +63,21 @@ _BN = (("weight", "bn_weight"), ("bias", "bn_bias"), ("running_mean", "bn_mean")
        ("running_var", "bn_var"))
 
 
-def _vgg16_layout(method: str, large_feature_map: bool, adl_positions: Tuple[str, ...]):
-    """(trunk, head) key maps of the reference WSOL evaluation's VGG16 for ``method``.
+def _head_keys(head, conv, head_layout, class_key):
+    if head_layout is None:
+        raise ValueError("a method head's layout needs its head_layout "
+                         "(``methods.get(name).convert_options()``)")
+    head_layout(head, conv, class_key)
+
+
+def _vgg16_layout(layout: str, large_feature_map: bool, adl_positions: Tuple[str, ...],
+                  head_layout=None):
+    """(trunk, head) key maps of the reference WSOL evaluation's VGG16 in ``layout``.
 
     The reference's ``features`` is a torch Sequential: every conv takes two indices (conv,
     ReLU), every pool and every ADL module one, so pools dropped by ``large_feature_map`` and
-    ADL modules shift the indices of the convs after them. VGG-SPG keeps conv4 / conv5 outside
-    ``features`` as ``SPG_A_1`` / ``SPG_A_2``.
+    ADL modules shift the indices of the convs after them. The "guidance" layout keeps conv4 /
+    conv5 outside ``features`` as ``SPG_A_1`` / ``SPG_A_2``, and its neck as ``SPG_A_3``.
     """
     trunk, head = {}, {}
 
@@ -74,51 +86,34 @@ def _vgg16_layout(method: str, large_feature_map: bool, adl_positions: Tuple[str
         table[f"{key}.bias"] = (path, "bias")
 
     idx = 0
-    pools = vgg_lib._vgg_pools(method, large_feature_map)  # pylint: disable=protected-access
+    pools = vgg_lib._vgg_pools(layout, large_feature_map)  # pylint: disable=protected-access
+    guided = layout == "guidance"
     for b, (layers, pool) in enumerate(zip(vgg_lib.VGG16_BLOCKS, pools), start=1):
         for l in range(1, len(layers) + 1):
-            if method == "spg" and b >= 4:
+            if guided and b >= 4:
                 conv(trunk, f"SPG_A_{b - 3}.{2 * (l - 1)}", (f"conv{b}_{l}",))
                 continue
             conv(trunk, f"features.{idx}", (f"conv{b}_{l}",))
             idx += 2 + (f"{b}{l}" in adl_positions)
-        if pool is not None and not (method == "spg" and b >= 4):
+        if pool is not None and not (guided and b >= 4):
             idx += 1 + (f"{b}M" in adl_positions)
-    if method in ("cam", "adl"):
+    if layout in ("cam", "adl"):
         conv(head, "conv6", ("conv6",))
         head["fc.weight"] = (("head",), "dense")
         head["fc.bias"] = (("head",), "bias")
-    elif method == "acol":
-        _acol_head(head, conv)
-    else:
+        return trunk, head
+    if guided:
         for i in (1, 2):
             conv(head, f"SPG_A_3.{2 * (i - 1)}", (f"spg_a3_{i}",))
-        conv(head, "SPG_A_4", ("spg", "a4"), "conv1x1_dense")
-        _spg_side(head, conv)
+    _head_keys(head, conv, head_layout, "SPG_A_4")
     return trunk, head
 
 
-def _acol_head(head, conv):
-    for branch, name in (("A", "a"), ("B", "b")):
-        conv(head, f"classifier_{branch}.0", ("acol", f"{name}_conv1"))
-        conv(head, f"classifier_{branch}.2", ("acol", f"{name}_conv2"))
-        conv(head, f"classifier_{branch}.4", ("acol", f"{name}_head"), "conv1x1_dense")
-
-
-def _spg_side(head, conv):
-    conv(head, "SPG_B_1a.0", ("spg", "b1a"))
-    conv(head, "SPG_B_2a.0", ("spg", "b2a"))
-    conv(head, "SPG_B_shared.0", ("spg", "shared_conv"))
-    conv(head, "SPG_B_shared.2", ("spg", "shared_out"))
-    conv(head, "SPG_C.0", ("spg", "c_conv"))
-    conv(head, "SPG_C.2", ("spg", "c_out"))
-
-
-def _resnet50_layout(method: str, large_feature_map: bool,  # pylint: disable=unused-argument
-                     adl_positions: Tuple[str, ...]):
-    """(trunk, head) key maps of the reference's ResNet50 for ``method``: torchvision's names,
-    except that ADL modules shift the block indices after them inside their layer, and
-    ResNet-SPG splits layer3 into ``SPG_A1`` (block 0) and ``SPG_A2`` (blocks 1-5)."""
+def _resnet50_layout(layout: str, large_feature_map: bool,  # pylint: disable=unused-argument
+                     adl_positions: Tuple[str, ...], head_layout=None):
+    """(trunk, head) key maps of the reference's ResNet50 in ``layout``: torchvision's names,
+    except that ADL modules shift the block indices after them inside their layer, and the
+    "guidance" layout splits layer3 into ``SPG_A1`` (block 0) and ``SPG_A2`` (blocks 1-5)."""
     trunk, head = {}, {}
 
     def conv_bn(tconv, tbn, path_conv, path_bn):
@@ -133,7 +128,7 @@ def _resnet50_layout(method: str, large_feature_map: bool,  # pylint: disable=un
     conv_bn("conv1", "bn1", ("conv1",), ("bn1",))
     for L, n in enumerate(resnet_lib.RESNET50_LAYERS, start=1):
         for i in range(n):
-            if method == "spg" and L == 3:
+            if layout == "guidance" and L == 3:
                 t = "SPG_A1.0" if i == 0 else f"SPG_A2.{i - 1}"
             else:
                 shift = sum(1 for j in range(i) if f"{L}{j}" in adl_positions)
@@ -144,14 +139,11 @@ def _resnet50_layout(method: str, large_feature_map: bool,  # pylint: disable=un
             if i == 0:
                 conv_bn(f"{t}.downsample.0", f"{t}.downsample.1", (f, "downsample_conv"),
                         (f, "downsample_bn"))
-    if method in ("cam", "adl"):
+    if layout in ("cam", "adl"):
         head["fc.weight"] = (("head",), "dense")
         head["fc.bias"] = (("head",), "bias")
-    elif method == "acol":
-        _acol_head(head, conv)
     else:
-        conv(head, "SPG_A4", ("spg", "a4"), "conv1x1_dense")
-        _spg_side(head, conv)
+        _head_keys(head, conv, head_layout, "SPG_A4")
     return trunk, head
 
 
@@ -160,19 +152,19 @@ def _resnet50_layout(method: str, large_feature_map: bool,  # pylint: disable=un
 INCEPTION_DROPPED_PREFIXES = ("Mixed_7", "AuxLogits", "fc.")
 
 
-def _inception_v3_layout(method: str, large_feature_map: bool,  # pylint: disable=unused-argument
-                         adl_positions: Tuple[str, ...]):  # pylint: disable=unused-argument
-    """(trunk, head) key maps of torchvision's / the reference's InceptionV3 for ``method``.
+def _inception_v3_layout(layout: str, large_feature_map: bool,  # pylint: disable=unused-argument
+                         adl_positions: Tuple[str, ...],  # pylint: disable=unused-argument
+                         head_layout=None):
+    """(trunk, head) key maps of torchvision's / the reference's InceptionV3 in ``layout``.
 
     Trunk (the same for every method and ``large_feature_map``: the extra pool and the ADL
     modules hold no tensors): every ``BasicConv2d`` ``<unit>.conv.weight`` -> ``<unit>/conv``
     kernel and ``<unit>.bn.{weight,bias,running_mean,running_var}`` -> ``<unit>/bn`` scale /
     bias / mean / var, ``<unit>`` = ``Conv2d_1a_3x3`` ... or ``Mixed_5b.branch1x1`` ... (our
-    path ``("Mixed_5b", "branch1x1")``). Head: cam / adl / spg ``SPG_A3_1b.0``,
-    ``SPG_A3_2b.0`` -> ``A3_1b``, ``A3_2b``; ``SPG_A4`` -> ``head`` (cam / adl) or ``spg/a4``
-    with SPG's side branches (spg); acol ``classifier_{A,B}.{0,2,4}``.
+    path ``("Mixed_5b", "branch1x1")``). Head: every layout but "erasing" has the neck
+    ``SPG_A3_1b.0``, ``SPG_A3_2b.0`` -> ``A3_1b``, ``A3_2b``; then ``SPG_A4`` -> ``head``
+    (cam / adl), or the method's ``head_layout`` with class key ``SPG_A4``.
     """
-    from infocam_jax.models import inception as inception_lib  # pylint: disable=import-outside-toplevel
     trunk, head = {}, {}
 
     def unit(key, path):
@@ -189,77 +181,76 @@ def _inception_v3_layout(method: str, large_feature_map: bool,  # pylint: disabl
     for name, kind, _ in inception_lib.MIXED_BLOCKS:
         for child in inception_lib.BLOCK_UNITS[kind]:
             unit(f"{name}.{child}", (name, child))
-    if method == "acol":
-        _acol_head(head, conv)
-        return trunk, head
-    for name in inception_lib.NECK_CONVS:
-        conv(head, f"SPG_{name}.0", (name,))
-    conv(head, "SPG_A4", ("spg", "a4") if method == "spg" else ("head",), "conv1x1_dense")
-    if method == "spg":
-        _spg_side(head, conv)
+    if layout != "erasing":
+        for name in inception_lib.NECK_CONVS:
+            conv(head, f"SPG_{name}.0", (name,))
+    if layout in ("cam", "adl"):
+        conv(head, "SPG_A4", ("head",), "conv1x1_dense")
+    else:
+        _head_keys(head, conv, head_layout, "SPG_A4")
     return trunk, head
 
 
-# arch -> layout(method, large_feature_map, adl_positions) -> (trunk key map, head key map).
-# A backbone adds its layout here.
+# arch -> layout(layout, large_feature_map, adl_positions, head_layout) -> (trunk key map,
+# head key map). A backbone adds its layout here.
 LAYOUTS = {"vgg16": _vgg16_layout, "resnet50": _resnet50_layout,
            "inception_v3": _inception_v3_layout}
-LAYOUT_METHODS = ("cam", "adl", "acol", "spg")
 
 
-def _layout(arch: str, method: str, large_feature_map: bool, adl_positions):
+def _layout(arch: str, layout: str, large_feature_map: bool, adl_positions, head_layout=None):
     if arch not in LAYOUTS:
         raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(LAYOUTS)}")
-    if method not in LAYOUT_METHODS:
-        raise ValueError(f"method must be one of {LAYOUT_METHODS} (the reference's state-dict "
-                         f"layouts), got {method!r}")
+    if layout not in spec_lib.LAYOUTS:
+        raise ValueError(f"layout must be one of {spec_lib.LAYOUTS} (the reference's state-dict "
+                         f"layouts), got {layout!r}")
     if not isinstance(large_feature_map, bool):
         raise ValueError(f"large_feature_map must be a bool, got {large_feature_map!r}")
     if adl_positions is None:
-        adl_positions = (spec_lib.get(ARCHS[arch]).adl_default if method == "adl" else "")
-    elif method != "adl":
-        raise ValueError(f"adl_positions is only used with method 'adl', got "
-                         f"{adl_positions!r} with method {method!r}")
+        adl_positions = (spec_lib.get(ARCHS[arch]).adl_default if layout == "adl" else "")
+    elif layout != "adl":
+        raise ValueError(f"adl_positions is only used with layout 'adl', got "
+                         f"{adl_positions!r} with layout {layout!r}")
     if not isinstance(adl_positions, str):
         raise ValueError(f"adl_positions must be a space-separated string, got "
                          f"{adl_positions!r}")
-    return LAYOUTS[arch](method, large_feature_map, tuple(adl_positions.split()))
+    return LAYOUTS[arch](layout, large_feature_map, tuple(adl_positions.split()), head_layout)
 
 
-def key_map(arch: str, include_head: bool = False, method: str = "cam",
-            large_feature_map: bool = False, adl_positions: Any = None
+def key_map(arch: str, include_head: bool = False, layout: str = "cam",
+            large_feature_map: bool = False, adl_positions: Any = None, head_layout=None
             ) -> Dict[str, Tuple[Tuple[str, ...], str]]:
     """State-dict key -> (our module path, kind) for every imported tensor.
 
-    The state dict's layout is the reference WSOL evaluation's model of ``(method,
-    large_feature_map)``. The default (``"cam"``, False) is torchvision's layout (the
+    The state dict's layout is the reference WSOL evaluation's model of ``(layout,
+    head_layout, large_feature_map)``. The default (``"cam"``, False) is torchvision's layout (the
     reference's 14x14 VggCam / ResNetCam use torchvision's names plus ``conv6`` / ``fc``):
     use it for torchvision's pretrained weights whatever model they go into.
 
     Args:
       arch: "vgg16", "resnet50" or "inception_v3" (a key of :data:`LAYOUTS`).
-      include_head: also map the method's new layers: VGG ``conv6.*`` and ``fc.*`` onto
-        ``conv6`` / ``head`` (cam, adl); ``classifier_{A,B}.{0,2,4}`` onto
-        ``acol/{a,b}_{conv1,conv2,head}`` (acol); VGG ``SPG_A_3.{0,2}`` onto
-        ``spg_a3_{1,2}``, ``SPG_A_4`` / ResNet ``SPG_A4`` onto ``spg/a4``, ``SPG_B_1a.0``,
-        ``SPG_B_2a.0``, ``SPG_B_shared.{0,2}``, ``SPG_C.{0,2}`` onto ``spg/{b1a, b2a,
-        shared_conv, shared_out, c_conv, c_out}`` (spg). 1x1 class convolutions become
-        Dense-shaped kernels [K, M]. InceptionV3: ``SPG_A3_1b.0`` / ``SPG_A3_2b.0`` onto
-        ``A3_1b`` / ``A3_2b`` and ``SPG_A4`` onto ``head`` (cam, adl) or ``spg/a4`` (spg).
-      method: "cam" (default), "adl", "acol" or "spg": whose layout. The backbone's names
-        differ by method: VGG-ADL's ADL modules and a dropped pool4 (``large_feature_map``
-        for cam / adl) shift ``features.<i>``; VGG-SPG holds conv4 / conv5 as
-        ``SPG_A_1.{0,2,4}`` / ``SPG_A_2.{0,2,4}``; ResNet-ADL's modules shift the block
-        indices (``layer3.i`` -> ``layer3.{i+1}`` after "30"); ResNet-SPG holds layer3 as
-        ``SPG_A1.0`` + ``SPG_A2.{0..4}``.
+      include_head: also map the new layers: VGG ``conv6.*`` and ``fc.*`` onto ``conv6`` /
+        ``head`` (layouts cam, adl); a method head's keys from its ``head_layout`` (given the
+        backbone's class-conv key: VGG ``SPG_A_4``, ResNet / InceptionV3 ``SPG_A4``); VGG's
+        "guidance" neck ``SPG_A_3.{0,2}`` onto ``spg_a3_{1,2}``. 1x1 class convolutions
+        become Dense-shaped kernels [K, M]. InceptionV3: ``SPG_A3_1b.0`` / ``SPG_A3_2b.0``
+        onto ``A3_1b`` / ``A3_2b`` (every layout but "erasing") and ``SPG_A4`` onto ``head``
+        (cam, adl).
+      layout: a ``spec.LAYOUTS`` name ("cam" default; a method's ``Method.layout``). The
+        backbone's names differ by layout: VGG-ADL's ADL modules and a dropped pool4
+        (``large_feature_map`` for cam / adl) shift ``features.<i>``; VGG "guidance" holds
+        conv4 / conv5 as ``SPG_A_1.{0,2,4}`` / ``SPG_A_2.{0,2,4}``; ResNet-ADL's modules
+        shift the block indices (``layer3.i`` -> ``layer3.{i+1}`` after "30"); ResNet
+        "guidance" holds layer3 as ``SPG_A1.0`` + ``SPG_A2.{0..4}``.
+      head_layout: ``(table, conv, class_key) -> None``, a method's ``weight_layout`` (needed
+        by the layouts with a method head).
       large_feature_map: the reference's option the state dict was built with.
       adl_positions: ADL position codes of an ``"adl"`` layout (default: the reference's,
-        vgg16 "3M 43 53", resnet50 "30 40 42"); only with method "adl".
+        vgg16 "3M 43 53", resnet50 "30 40 42"); only with layout "adl".
 
     Raises:
-      ValueError: unknown arch or method, or a bad option (naming it).
+      ValueError: unknown arch or layout, or a bad option (naming it).
     """
-    trunk, head = _layout(arch, method, large_feature_map, adl_positions)
+    trunk, head = _layout(arch, layout, large_feature_map, adl_positions, head_layout)
     return {**trunk, **head} if include_head else trunk
 
 
@@ -274,19 +265,20 @@ def _ignored(arch: str, key: str, head_keys) -> bool:
 
 
 def convert_state_dict(arch: str, state_dict: Mapping[str, Any], variables: Mapping[str, Any],
-                       include_head: bool = False, method: str = "cam",
+                       include_head: bool = False, layout: str = "cam",
                        large_feature_map: bool = False,
-                       adl_positions: Any = None) -> Dict[str, Any]:
+                       adl_positions: Any = None, head_layout=None) -> Dict[str, Any]:
     """Copies a torchvision (or reference WSOL evaluation) state dict into (a copy of)
     initialised Flax variables.
 
     Args:
       arch: "vgg16", "resnet50" or "inception_v3".
       state_dict: key -> array (NumPy or torch tensor), float.
-      variables: variables of ``models.create(ARCHS[arch], num_classes, method=...)`` (from
-        ``init`` or zeros of its shapes); the layers not imported (the method's new layers
+      variables: variables of ``methods.create_model(ARCHS[arch], num_classes, method=...)``
+        (from ``init`` or zeros of its shapes); the layers not imported (the new layers
         without ``include_head``) keep these values.
-      include_head, method, large_feature_map, adl_positions: the state dict's layout, see
+      include_head, layout, large_feature_map, adl_positions, head_layout: the state dict's
+        layout, see
         :func:`key_map` (defaults: torchvision's layout, today's behaviour).
 
     Returns:
@@ -295,7 +287,7 @@ def convert_state_dict(arch: str, state_dict: Mapping[str, Any], variables: Mapp
     Raises:
       ValueError: listing missing keys, unexpected keys and shape mismatches.
     """
-    trunk, head = _layout(arch, method, large_feature_map, adl_positions)
+    trunk, head = _layout(arch, layout, large_feature_map, adl_positions, head_layout)
     mapping = {**trunk, **head} if include_head else trunk
     head_keys = () if include_head else head
     state = {k[len("module."):] if k.startswith("module.") else k: v
@@ -323,7 +315,7 @@ def convert_state_dict(arch: str, state_dict: Mapping[str, Any], variables: Mapp
             node[leaf] = value
     if missing or unexpected or mismatched:
         raise ValueError(
-            f"state dict does not match {arch} ({method} layout): missing keys {missing}; "
+            f"state dict does not match {arch} ({layout} layout): missing keys {missing}; "
             f"unexpected keys {unexpected}; shape mismatches {mismatched}")
     return out
 
@@ -359,12 +351,13 @@ def load_state_dict(path: str) -> Dict[str, np.ndarray]:
 
 
 def convert_file(arch: str, path: str, num_classes: int, seed: int = 0,
-                 include_head: bool = False, method: str = "cam",
-                 large_feature_map: bool = False) -> Dict[str, Any]:
+                 include_head: bool = False, large_feature_map: bool = False
+                 ) -> Dict[str, Any]:
     """Loads a torchvision state dict file and returns variables for ``num_classes`` classes
-    of ``models.create(ARCHS[arch], num_classes, method=method,
-    large_feature_map=large_feature_map)``; the file's layout is torchvision's (default) or
-    the reference's for ``method`` / ``large_feature_map`` (:func:`key_map`).
+    of ``models.create(ARCHS[arch], num_classes, large_feature_map)`` (the GAP network); the
+    file's layout is torchvision's (default) or the reference's for ``large_feature_map``
+    (:func:`key_map`). A method head's variables: :func:`convert_state_dict` with the
+    method's ``convert_options()``.
 
     The layers the file does not provide (head; VGG conv6; InceptionV3 A3_1b / A3_2b) are
     initialised as the models do (conv kernels He-normal on fan-out, Dense kernel
@@ -372,12 +365,10 @@ def convert_file(arch: str, path: str, num_classes: int, seed: int = 0,
     ``initialize_weights(..., 'xavier')``) from a NumPy generator seeded with ``seed``; this
     avoids compiling the whole model's init.
     """
-    from infocam_jax import models  # pylint: disable=import-outside-toplevel
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(ARCHS)}")
     state = load_state_dict(path)
-    model = models.create(ARCHS[arch], num_classes, method=method,
-                          large_feature_map=large_feature_map)
+    model = models.create(ARCHS[arch], num_classes, large_feature_map)
     abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     rng = np.random.default_rng(seed)
 
@@ -394,7 +385,8 @@ def convert_file(arch: str, path: str, num_classes: int, seed: int = 0,
         return np.full(leaf.shape, value, np.float32)
 
     variables = jax.tree_util.tree_map_with_path(fresh, abstract)
-    return convert_state_dict(arch, state, variables, include_head, method, large_feature_map)
+    return convert_state_dict(arch, state, variables, include_head,
+                              large_feature_map=large_feature_map)
 
 
 def _xavier_uniform(rng: np.random.Generator, shape: Tuple[int, ...]) -> np.ndarray:

@@ -13,9 +13,9 @@ VGG's N(0, 0.01^2)) for the same reason.
 
 ADL position codes as for VGG: "11", "1M", "21", "22", "2M", "31".
 
-:data:`DIGITS_SPEC` describes the network for the WSOL methods (``spec.py``), so
-``models.create("digits_cnn", M, method="acol" | "spg")`` builds a ``WSOLNet`` (cam / adl, and
-has / cutmix, keep :class:`ConvGAP` and its parameter tree):
+:data:`DIGITS_SPEC` describes the network (``spec.py``): ``models.create("digits_cnn", M)``
+builds it (``models.Network``, the one builder), and ``methods.create_model("digits_cnn", M,
+method="acol" | "spg")`` puts a method's head on it:
 
 * trunk: conv1_1 .. conv3_1 as above (BatchNorm + ReLU, same names and initialisation) for
   every method; neck: the identity (as ResNet50's), so ACoL's branches and SPG's class head read
@@ -31,11 +31,12 @@ has / cutmix, keep :class:`ConvGAP` and its parameter tree):
 """
 from typing import Any, Optional
 
+import flax.linen as nn
 import jax.numpy as jnp
 
 from infocam_jax.models import adl as adl_lib
 from infocam_jax.models import spec as spec_lib
-from infocam_jax.models.vgg import ConvGAP, conv_stack, position_codes
+from infocam_jax.models.vgg import conv_stack, position_codes
 
 DEFAULT_WIDTH = 16
 DIGITS_POOLS = ("M", "M", None)
@@ -44,19 +45,6 @@ DIGITS_POOLS = ("M", "M", None)
 def digits_blocks(width: int):
     """Per-block conv channels and pools of the digits CNN for base width ``width``."""
     return ((width,), (2 * width, 2 * width), (4 * width,)), (True, True, False)
-
-
-def digits_cnn(num_classes: int, adl_positions: str = "", adl_drop_rate: float = 0.75,
-               adl_gamma: float = 0.9, axis_name: Optional[str] = None,
-               dtype: Any = jnp.float32, width: int = DEFAULT_WIDTH,
-               conv_impl: str = "auto") -> ConvGAP:
-    """The digits CNN-GAP; returns ``(logits [B, M], features [B, H/4, W/4, 4*width])``."""
-    check_width(width)
-    adl_lib.check_rates(adl_drop_rate, adl_gamma)
-    blocks, pools = digits_blocks(width)
-    codes = adl_lib.parse_positions(adl_positions, position_codes(blocks, pools), "digits_cnn")
-    return ConvGAP(num_classes, blocks, pools, 0, codes, adl_drop_rate, adl_gamma, dtype,
-                   conv_impl, batch_norm=True, axis_name=axis_name, head_std=None)
 
 
 def check_width(width: Any) -> int:
@@ -96,8 +84,9 @@ def _digits_head_widths(opts: spec_lib.TrunkOptions):
 
 
 DIGITS_SPEC = spec_lib.register(spec_lib.BackboneSpec(
-    name="digits_cnn", methods=("cam", "adl", "acol", "spg"), trunk=_digits_trunk,
+    name="digits_cnn", layouts=spec_lib.LAYOUTS, trunk=_digits_trunk,
     neck=_identity_neck, adl_codes=_digits_adl_codes, adl_default="2M 31",
     spg_b_width=4 * DEFAULT_WIDTH, spg_c_width=4 * DEFAULT_WIDTH,
     acol_width=4 * DEFAULT_WIDTH, large_feature_map_ok=False,
-    head_widths=_digits_head_widths))
+    head_widths=_digits_head_widths, head_init=nn.initializers.lecun_normal(),
+    options=("width",)))

@@ -1,6 +1,6 @@
 """InceptionV3 for WSOL (the WSOL benchmark's variant) as a backbone spec: stem, Mixed_5b-5d,
 Mixed_6a with stride 1, Mixed_6b-6e; per method a neck (two 3x3 convolutions with dropout, or
-nothing) and the method's head (``models.methods.WSOLNet``).
+nothing) and the method's head (``models.Network``).
 
 Build it with ``models.create("inception_v3", M, method=..., large_feature_map=...)``.
 Shapes for a 224x224 input (torch's ``ceil_mode`` pools)::
@@ -238,14 +238,14 @@ def inception_neck(x: jax.Array, train: bool, opts: spec_lib.TrunkOptions) -> ja
     Args:
       x: Mixed_6e's output [B, h, w, 768].
       train: dropout / ADL active.
-      opts: ``method`` ("acol": identity; "adl": no dropout), ADL, dtype, conv_impl.
+      opts: ``layout`` ("erasing": identity; "adl": no dropout), ADL, dtype, conv_impl.
 
     Returns:
-      [B, h, w, 1024] (acol: x unchanged, 768 channels).
+      [B, h, w, 1024] ("erasing": x unchanged, 768 channels).
     """
-    if opts.method == "acol":
+    if opts.layout == "erasing":
         return x
-    dropout = opts.method != "adl"
+    dropout = opts.layout != "adl"
 
     def drop(x, name):
         if not dropout:
@@ -265,12 +265,12 @@ def _inception_adl_codes(large: bool) -> Tuple[str, ...]:  # pylint: disable=unu
     return POSITION_CODES
 
 
-def _inception_is_new(top: str, method: str) -> bool:  # pylint: disable=unused-argument
+def _inception_is_new(top: str, layout: str) -> bool:  # pylint: disable=unused-argument
     """Everything but the stem convolutions and the Mixed blocks trains at lr_ratio x."""
     return not top.startswith(FEATURE_PREFIXES)
 
 
 INCEPTION_V3_SPEC = spec_lib.register(spec_lib.BackboneSpec(
-    name="inception_v3", methods=("cam", "adl", "acol", "spg"), trunk=inception_trunk,
+    name="inception_v3", layouts=spec_lib.LAYOUTS, trunk=inception_trunk,
     neck=inception_neck, adl_codes=_inception_adl_codes, adl_default=ADL_POSITIONS,
     spg_b_width=512, spg_c_width=512, acol_width=1024, is_new_layer=_inception_is_new))

@@ -107,69 +107,6 @@ def resnet_trunk(images: jax.Array, train: bool, opts: spec_lib.TrunkOptions,
     return x, out
 
 
-class ResNet50(nn.Module):
-    """ResNet50 with layer4 stride 1 and a GAP + Dense head.
-
-    Attributes:
-      num_classes: M.
-      adl_positions: ADL position codes (module docstring).
-      adl_drop_rate: ADL drop-mask probability.
-      adl_gamma: ADL drop threshold.
-      axis_name: pmap/shard_map axis over which training BatchNorm statistics are averaged.
-      dtype: compute dtype; parameters and outputs are float32.
-      conv_impl: "auto", "explicit" or "xla" (see ``layers.conv2d``; same values, different
-        speed).
-      large_feature_map: layer3 stride 1 (features H/8 instead of H/16).
-    """
-    num_classes: int
-    adl_positions: Tuple[str, ...] = ()
-    adl_drop_rate: float = 0.75
-    adl_gamma: float = 0.9
-    axis_name: Optional[str] = None
-    dtype: Any = jnp.float32
-    conv_impl: str = "auto"
-    large_feature_map: bool = False
-
-    @nn.compact
-    def __call__(self, images: jax.Array, train: bool = False,
-                 labels: Optional[jax.Array] = None):  # pylint: disable=unused-argument
-        """Forward pass.
-
-        Args:
-          images: [B, H, W, C] float32 NHWC.
-          labels: ignored (accepted so that every method's network takes
-            ``apply(..., labels=y)``).
-          train: training mode: BatchNorm batch statistics (``mutable=["batch_stats"]``) and
-            ADL (``rngs={"adl": key}``).
-
-        Returns:
-          (logits [B, M] float32, features [B, H/16, W/16, 2048] float32), ``features`` being
-          the map GAP consumes (for H, W multiples of 16).
-        """
-        if images.ndim != 4:
-            raise ValueError(f"images must be [B, H, W, C], got shape {images.shape}")
-        opts = spec_lib.TrunkOptions("cam", self.large_feature_map, self.adl_positions,
-                                     self.adl_drop_rate, self.adl_gamma, self.dtype,
-                                     self.conv_impl, self.axis_name)
-        x, _ = resnet_trunk(images, train, opts)
-        features = x.astype(jnp.float32)
-        pooled = jnp.mean(features, axis=(1, 2))
-        logits = nn.Dense(self.num_classes, name="head",
-                          kernel_init=nn.initializers.normal(0.01))(pooled)
-        return logits, features
-
-
-def resnet50(num_classes: int, adl_positions: str = "", adl_drop_rate: float = 0.75,
-             adl_gamma: float = 0.9, axis_name: Optional[str] = None,
-             dtype: Any = jnp.float32, conv_impl: str = "auto",
-             large_feature_map: bool = False) -> ResNet50:
-    """ResNet50-WSOL for ``num_classes`` classes; see :class:`ResNet50`."""
-    adl_lib.check_rates(adl_drop_rate, adl_gamma)
-    codes = adl_lib.parse_positions(adl_positions, POSITION_CODES, "resnet50")
-    return ResNet50(num_classes, codes, adl_drop_rate, adl_gamma, axis_name, dtype, conv_impl,
-                    large_feature_map)
-
-
 # --------------------------------------------------------------------------------------------
 # The spec the methods read (spec.py)
 # --------------------------------------------------------------------------------------------
@@ -181,13 +118,13 @@ def _identity_neck(x, train, opts):  # pylint: disable=unused-argument
     return x
 
 
-def _resnet_is_new(top: str, method: str) -> bool:  # pylint: disable=unused-argument
+def _resnet_is_new(top: str, layout: str) -> bool:  # pylint: disable=unused-argument
     """The reference trains ``layer4.*`` and ``fc.*`` at lr_ratio x and everything else (ACoL
     and SPG heads included) at the base rate."""
     return top == "head" or top.startswith("layer4_")
 
 
 RESNET50_SPEC = spec_lib.register(spec_lib.BackboneSpec(
-    name="resnet50", methods=("cam", "adl", "acol", "spg"), trunk=_resnet_trunk,
+    name="resnet50", layouts=spec_lib.LAYOUTS, trunk=_resnet_trunk,
     neck=_identity_neck, adl_codes=lambda large: POSITION_CODES, adl_default="30 40 42",
     spg_b_width=1024, spg_c_width=512, acol_width=1024, is_new_layer=_resnet_is_new))

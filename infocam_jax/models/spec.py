@@ -2,14 +2,14 @@
 
 A backbone is described by a :class:`BackboneSpec`. Its ``trunk`` and ``neck`` are plain
 functions called inside the network's ``@nn.compact __call__``
-(:class:`infocam_jax.methods.network.WSOLNet`): they create their submodules (``Conv``,
+(:class:`infocam_jax.models.network.Network`): they create their submodules (``Conv``,
 ``BatchNorm``, ``ADL``, ...) with explicit names in the caller's scope, so a backbone's parameter
 names are flat and the same for every method (``conv4_1``, ``layer3_0``, ...) and one torchvision
 key map serves all methods.
 
 * ``trunk(x, train, opts) -> (features [B, h, w, C], taps)``: the feature extractor.
   ``taps`` maps tap names to intermediate maps; SPG reads ``"spg_b1"`` (input of SPG_B_1a) and
-  ``"spg_b2"`` (input of SPG_B_2a). ``opts.method`` lets a trunk take the per-method variants the
+  ``"spg_b2"`` (input of SPG_B_2a). ``opts.layout`` lets a trunk take the per-layout variants the
   reference WSOL evaluation hard-wires (e.g. VGG-ACoL's 3x3 pools).
 * ``neck(x, train, opts) -> features [B, h, w, K]``: what the class head reads (VGG's conv6
   for CAM, SPG's extra convs, ACoL's 3x3 average pool, or the identity).
@@ -21,23 +21,14 @@ them all in network order and ``adl_default`` is the reference's choice for ``me
 import dataclasses
 from typing import Any, Callable, Dict, Optional, Tuple
 
+import flax.linen as nn
 import jax.numpy as jnp
 
-NETWORK_METHODS = ("cam", "adl", "acol", "spg")
-# Training-only methods build the CAM network; ``network_method`` maps them.
-METHODS = ("cam", "adl", "has", "acol", "spg", "cutmix")
-_TRAINING_ONLY = {"has": "cam", "cutmix": "cam"}
-
-
-def network_method(method: str) -> str:
-    """The network a method trains: "has"/"cutmix" -> "cam"; others unchanged.
-
-    Raises:
-      ValueError: ``method`` not in :data:`METHODS`.
-    """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
-    return _TRAINING_ONLY.get(method, method)
+# The network layouts a backbone may offer: the plain GAP network ("cam"), the same with
+# ADL's reference neck ("adl"), and the reference's variants for a two-branch erasing head
+# ("erasing") and a self-guidance head with two taps ("guidance"). A method names the layout
+# it needs (``Method.layout``); a spec lists the layouts it has.
+LAYOUTS = ("cam", "adl", "erasing", "guidance")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +36,7 @@ class TrunkOptions:
     """What a trunk / neck function needs to build itself.
 
     Attributes:
-      method: network method, one of :data:`NETWORK_METHODS`.
+      layout: network layout, one of :data:`LAYOUTS`.
       large_feature_map: the reference's ``large_feature_map`` (backbone-specific strides).
       adl_positions: ADL position codes (validated against the spec's ``adl_codes``).
       adl_drop_rate, adl_gamma: ADL hyper-parameters.
@@ -55,7 +46,7 @@ class TrunkOptions:
       width: base channel count of backbones that have one (digits_cnn; None = the
         backbone's default).
     """
-    method: str = "cam"
+    layout: str = "cam"
     large_feature_map: bool = False
     adl_positions: Tuple[str, ...] = ()
     adl_drop_rate: float = 0.75
@@ -66,7 +57,7 @@ class TrunkOptions:
     width: Optional[int] = None
 
 
-def _never_new(top: str, method: str) -> bool:  # pylint: disable=unused-argument
+def _never_new(top: str, layout: str) -> bool:  # pylint: disable=unused-argument
     return False
 
 
@@ -76,23 +67,27 @@ class BackboneSpec:
 
     Attributes:
       name: model name for ``models.create`` ("vgg16_gap", "resnet50", "inception_v3", ...).
-      methods: the network methods it supports (subset of :data:`NETWORK_METHODS`).
+      layouts: the network layouts it offers (subset of :data:`LAYOUTS`).
       trunk: ``trunk(x, train, opts) -> (features, taps)``.
       neck: ``neck(x, train, opts) -> features`` for the class head.
       adl_codes: ``adl_codes(large_feature_map) -> tuple`` of valid ADL position codes.
-      adl_default: the reference's ADL positions (for ``method="adl"``).
+      adl_default: the reference's ADL positions (the default of the "adl" layout).
       spg_b_width: channels of SPG_B_1a / SPG_B_2a / SPG_B_shared's 3x3 convs.
       spg_c_width: channels of SPG_C's 3x3 conv.
       acol_width: channels of each ACoL classifier's two 3x3 convs.
-      is_new_layer: ``(top-level parameter name, network method) -> bool``: the layers trained
+      is_new_layer: ``(top-level parameter name, layout) -> bool``: the layers trained
         at ``lr_ratio`` x the base learning rate (the reference's feature / classifier split).
       large_feature_map_ok: whether ``large_feature_map=True`` is defined.
+      head_init: initialiser of the GAP head's Dense kernel (torchvision's N(0, 0.01^2); a
+        backbone trained from scratch may prefer LeCun normal).
+      options: ``models.create`` options of this backbone beyond the common ones (digits_cnn:
+        ``width``).
       head_widths: optional ``opts -> (acol_width, spg_b_width, spg_c_width)`` for backbones
         whose width is an option (digits_cnn: all three are 4 x ``opts.width``); when given it
         replaces the three fixed widths above (:func:`head_widths`).
     """
     name: str
-    methods: Tuple[str, ...]
+    layouts: Tuple[str, ...]
     trunk: Callable[..., Tuple[Any, Dict[str, Any]]]
     neck: Callable[..., Any]
     adl_codes: Callable[[bool], Tuple[str, ...]]
@@ -103,6 +98,8 @@ class BackboneSpec:
     is_new_layer: Callable[[str, str], bool] = _never_new
     large_feature_map_ok: bool = True
     head_widths: Optional[Callable[[TrunkOptions], Tuple[int, int, int]]] = None
+    head_init: Callable[..., Any] = nn.initializers.normal(0.01)
+    options: Tuple[str, ...] = ()
 
 
 def head_widths(spec: BackboneSpec, opts: TrunkOptions) -> Tuple[int, int, int]:
@@ -117,10 +114,9 @@ SPECS: Dict[str, BackboneSpec] = {}
 
 def register(spec: BackboneSpec) -> BackboneSpec:
     """Adds ``spec`` to :data:`SPECS` (by ``spec.name``) and returns it."""
-    bad = [m for m in spec.methods if m not in NETWORK_METHODS]
+    bad = [m for m in spec.layouts if m not in LAYOUTS]
     if bad:
-        raise ValueError(f"spec {spec.name!r}: unknown network methods {bad}; valid: "
-                         f"{', '.join(NETWORK_METHODS)}")
+        raise ValueError(f"spec {spec.name!r}: unknown layouts {bad}; valid: {', '.join(LAYOUTS)}")
     SPECS[spec.name] = spec
     return spec
 

@@ -1,7 +1,7 @@
 """VGG16-GAP (the WSOL variant): VGG16 configuration D without pool5, conv6, GAP, Dense.
 
 224x224 input -> conv5_3 at 14x14x512 -> conv6 (3x3, 512->1024) + ReLU -> GAP -> Dense.
-The generic :class:`ConvGAP` also builds the small digits network (``digits.py``).
+:func:`conv_stack` also builds the small digits network (``digits.py``).
 
 Parameter names (stable; ``convert.py`` maps torchvision keys onto them):
 ``conv{b}_{l}`` (block b, layer l), ``conv6``, ``head``; each with ``kernel`` and ``bias``.
@@ -67,7 +67,11 @@ def conv_stack(x: jax.Array, train: bool, blocks: Sequence[Sequence[int]],
       train: training mode (ADL, BatchNorm statistics).
       blocks: output channels of each conv, grouped by block.
       pools: pool kind closing each block (None = no pool).
-      adl_positions .. axis_name: as in :class:`ConvGAP`.
+      adl_positions: ADL position codes; adl_drop_rate, adl_gamma: ADL's.
+      dtype, conv_impl: compute dtype and convolution implementation (``layers.conv2d``).
+      conv_init: conv kernel initialiser (default He-normal on fan-out).
+      batch_norm: BatchNorm (``bn{b}_{l}``) between each conv and its ReLU.
+      axis_name: BatchNorm sync axis in training (only with ``batch_norm``).
       taps: {tap name: position code} of maps to return ("{b}{l}" or "{b}M": the map at that
         point, after its ADL if any).
 
@@ -100,108 +104,23 @@ def conv_stack(x: jax.Array, train: bool, blocks: Sequence[Sequence[int]],
     return x, out
 
 
-class ConvGAP(nn.Module):
-    """Plain conv stack (3x3 conv + ReLU, 2x2 max-pool between blocks), GAP and a Dense head.
-
-    Attributes:
-      num_classes: M, outputs of the head.
-      blocks: output channels of each conv, grouped by block.
-      pools: whether a 2x2/2 max-pool closes each block.
-      extra_conv: channels of an extra 3x3 conv + ReLU after the stack (VGG's conv6); 0 = none.
-      adl_positions: ADL position codes (see module docstring).
-      adl_drop_rate: ADL drop-mask probability.
-      adl_gamma: ADL drop threshold.
-      dtype: compute dtype; parameters stay float32, outputs are float32.
-      conv_impl: "auto", "explicit" or "xla" (see ``layers.conv2d``; same values, different
-        speed).
-      batch_norm: BatchNorm (``bn{b}_{l}``) between each stack conv and its ReLU.
-      axis_name: BatchNorm sync axis in training (only with ``batch_norm``).
-      conv_fan: "fan_out" (torchvision's VGG init) or "fan_in" He-normal conv kernels
-        ("fan_in" keeps activation scale through a from-scratch network without BatchNorm).
-      head_std: the head kernel's initial N(0, std^2) (torchvision's VGG: 0.01); None = LeCun
-        normal (std 1/sqrt(K)), which starts a network trained from scratch much faster.
-    """
-    num_classes: int
-    blocks: Tuple[Tuple[int, ...], ...] = VGG16_BLOCKS
-    pools: Tuple[bool, ...] = VGG16_POOLS
-    extra_conv: int = VGG16_CONV6
-    adl_positions: Tuple[str, ...] = ()
-    adl_drop_rate: float = 0.75
-    adl_gamma: float = 0.9
-    dtype: Any = jnp.float32
-    conv_impl: str = "auto"
-    batch_norm: bool = False
-    axis_name: Optional[str] = None
-    head_std: Optional[float] = 0.01
-    conv_fan: str = "fan_out"
-
-    @nn.compact
-    def __call__(self, images: jax.Array, train: bool = False,
-                 labels: Optional[jax.Array] = None):  # pylint: disable=unused-argument
-        """Forward pass.
-
-        Args:
-          images: [B, H, W, C] float32 NHWC.
-          labels: ignored (accepted so that every method's network takes
-            ``apply(..., labels=y)``).
-          train: training mode (ADL active; needs ``rngs={"adl": key}`` when ADL is used).
-
-        Returns:
-          (logits [B, M] float32, features [B, h, w, K] float32) where ``features`` is the map
-          GAP consumes (h = H / 2^(number of pools)).
-        """
-        if images.ndim != 4:
-            raise ValueError(f"images must be [B, H, W, C], got shape {images.shape}")
-        conv_init = nn.initializers.variance_scaling(2.0, self.conv_fan, "normal")
-        x, _ = conv_stack(images.astype(self.dtype), train, self.blocks,
-                          tuple("M" if p else None for p in self.pools),
-                          adl_positions=self.adl_positions, adl_drop_rate=self.adl_drop_rate,
-                          adl_gamma=self.adl_gamma, dtype=self.dtype, conv_impl=self.conv_impl,
-                          conv_init=conv_init, batch_norm=self.batch_norm,
-                          axis_name=self.axis_name)
-        if self.extra_conv:
-            x = nn.relu(Conv(self.extra_conv, 3, dtype=self.dtype, impl=self.conv_impl,
-                             kernel_init=conv_init, name=f"conv{len(self.blocks) + 1}")(x))
-        features = x.astype(jnp.float32)
-        pooled = jnp.mean(features, axis=(1, 2))
-        head_init = (nn.initializers.lecun_normal() if self.head_std is None
-                     else nn.initializers.normal(self.head_std))
-        logits = nn.Dense(self.num_classes, name="head", kernel_init=head_init)(pooled)
-        return logits, features
-
-
-def vgg16_gap(num_classes: int, adl_positions: str = "", adl_drop_rate: float = 0.75,
-              adl_gamma: float = 0.9, dtype: Any = jnp.float32,
-              conv_impl: str = "auto", large_feature_map: bool = False) -> ConvGAP:
-    """VGG16-GAP for ``num_classes`` classes; see :class:`ConvGAP`.
-
-    ``large_feature_map=True`` drops pool4 (28x28 features at 224, the reference's option).
-    """
-    adl_lib.check_rates(adl_drop_rate, adl_gamma)
-    pools = VGG16_POOLS_LARGE if large_feature_map else VGG16_POOLS
-    codes = adl_lib.parse_positions(adl_positions, position_codes(VGG16_BLOCKS, pools),
-                                    "vgg16_gap")
-    return ConvGAP(num_classes, VGG16_BLOCKS, pools, VGG16_CONV6, codes, adl_drop_rate,
-                   adl_gamma, dtype, conv_impl)
-
-
 # --------------------------------------------------------------------------------------------
 # The spec the methods read (spec.py)
 # --------------------------------------------------------------------------------------------
-def _vgg_pools(method: str, large: bool) -> Tuple[Optional[str], ...]:
-    if method == "acol":
+def _vgg_pools(layout: str, large: bool) -> Tuple[Optional[str], ...]:
+    if layout == "erasing":
         return ("M1", "M1", "M1", "M2" if large else "M1", "M2")
-    if method == "spg":
+    if layout == "guidance":
         return ("M", "M", "M", None if large else "M1", None)
     return ("M", "M", "M", None if large else "M", None)
 
 
 def _vgg_trunk(x, train, opts: spec_lib.TrunkOptions):
     """conv1_1 .. conv5_3 with the method's pools; SPG taps after block 4 (+pool) and 5."""
-    taps = {"spg_b1": "4M" if opts.method == "spg" and not opts.large_feature_map else "43",
+    taps = {"spg_b1": "4M" if opts.layout == "guidance" and not opts.large_feature_map else "43",
             "spg_b2": "53"}
     return conv_stack(x.astype(opts.dtype), train, VGG16_BLOCKS,
-                      _vgg_pools(opts.method, opts.large_feature_map),
+                      _vgg_pools(opts.layout, opts.large_feature_map),
                       adl_positions=opts.adl_positions, adl_drop_rate=opts.adl_drop_rate,
                       adl_gamma=opts.adl_gamma, dtype=opts.dtype, conv_impl=opts.conv_impl,
                       taps=taps)
@@ -217,9 +136,9 @@ def avg_pool3_count_pad(x: jax.Array) -> jax.Array:
 
 def _vgg_neck(x, train, opts: spec_lib.TrunkOptions):  # pylint: disable=unused-argument
     """CAM/ADL: conv6 (1024) + ReLU; ACoL: 3x3 average pool; SPG: spg_a3_1, spg_a3_2 (512)."""
-    if opts.method == "acol":
+    if opts.layout == "erasing":
         return avg_pool3_count_pad(x)
-    if opts.method == "spg":
+    if opts.layout == "guidance":
         for i in (1, 2):
             x = nn.relu(Conv(512, 3, dtype=opts.dtype, impl=opts.conv_impl,
                              name=f"spg_a3_{i}")(x))
@@ -232,17 +151,17 @@ def _vgg_adl_codes(large: bool) -> Tuple[str, ...]:
     return position_codes(VGG16_BLOCKS, VGG16_POOLS_LARGE if large else VGG16_POOLS)
 
 
-def _vgg_is_new(top: str, method: str) -> bool:  # pylint: disable=unused-argument
+def _vgg_is_new(top: str, layout: str) -> bool:  # pylint: disable=unused-argument
     """The reference trains its ``features.*`` (conv1_1..conv5_3) at the base rate, all else
     (conv6, head, ACoL/SPG heads) at lr_ratio x. Its VGG-SPG keeps conv4/conv5 outside
     ``features`` (as SPG_A_1 / SPG_A_2), so they get the classifier rate there."""
     is_trunk_conv = top.startswith("conv") and top != "conv6"
-    if method == "spg" and top.startswith(("conv4_", "conv5_")):
+    if layout == "guidance" and top.startswith(("conv4_", "conv5_")):
         return True
     return not is_trunk_conv
 
 
 VGG16_SPEC = spec_lib.register(spec_lib.BackboneSpec(
-    name="vgg16_gap", methods=("cam", "adl", "acol", "spg"), trunk=_vgg_trunk,
+    name="vgg16_gap", layouts=spec_lib.LAYOUTS, trunk=_vgg_trunk,
     neck=_vgg_neck, adl_codes=_vgg_adl_codes, adl_default="3M 43 53", spg_b_width=512,
     spg_c_width=512, acol_width=1024, is_new_layer=_vgg_is_new))

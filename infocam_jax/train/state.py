@@ -96,10 +96,9 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], root_key: jax.
       loss_fn: (logits [b, M], batch) -> scalar mean loss over the shard.
       multi_label: whether targets are multi-hot (then no top-1 accuracy is reported).
       axis_name: the collective axis name of the wrapper.
-      method: None (CAM / ADL: the plain step above) or a `train_methods.TrainMethod`, whose
-        batch transform (HaS, CutMix; drawn from `fold_in(root_key, step)`, see
-        train_methods.py) runs before the forward pass and whose loss replaces `loss_fn`
-        (CutMix's label mix, ACoL / SPG's auxiliary terms). Accuracy is always top-1 of the
+      method: None (the plain step above) or a `methods.TrainMethod` (`Method.train_step`),
+        whose batch transform (drawn from `fold_in(root_key, step)`) runs before the forward
+        pass and whose loss replaces `loss_fn` (a label mix, auxiliary terms). Accuracy is always top-1 of the
         main logits against `batch["label"]`.
 
     Returns:

@@ -38,10 +38,10 @@ from infocam_jax import config as config_lib
 from infocam_jax import data
 from infocam_jax import devices
 from infocam_jax import losses
+from infocam_jax import methods
 from infocam_jax import models
 from infocam_jax.evaluation import evaluators, run_tables
 from infocam_jax.experiments import readings as rd
-from infocam_jax.methods import registry
 from infocam_jax.models import convert
 from infocam_jax.train import checkpoints
 from infocam_jax.train import optim
@@ -72,32 +72,32 @@ def _quiet_orbax_info_logs() -> None:
 
 
 def create_model(config: ml_collections.ConfigDict):
-    """`models.create(config.model, config.num_classes, method=config.method,
-    **config.model_options)` (plus the method's options, `registry.model_kwargs`), BN synced,
+    """`methods.create_model(config.model, config.num_classes, **methods.model_options(config))`
+    (config.model_options plus the method and its options), BN synced,
     computing in `config.dtype` ("float32" | "bfloat16"; model_options may not contradict it).
 
     The config is validated by the caller (`infocam_jax.config.validate`, at the edge).
 
     Raises:
-      ValueError naming the field for an unknown backbone, a method the backbone does not
-      support, or a dtype contradiction (nothing is built or written)."""
-    options = registry.model_options(config)
+      ValueError naming the field for an unknown backbone or method, a method the backbone does
+      not support, or an option out of range (nothing is built or written)."""
+    options = methods.model_options(config)
     options.setdefault("axis_name", ts.AXIS_NAME)
     dtype = str(config.get("dtype", "float32"))
     if str(options.setdefault("dtype", dtype)) != dtype:
         raise ValueError(f"config.model_options.dtype={options['dtype']!r} contradicts "
                          f"config.dtype={dtype!r}: set config.dtype only")
     try:
-        return models.create(config.model, int(config.num_classes), **options)
+        return methods.create_model(config.model, int(config.num_classes), **options)
     except ValueError as e:
         raise ValueError(f"config.model={config.model!r}, config.method="
-                         f"{config.get('method', 'cam')!r}: {e}") from e
+                         f"{methods.method_of(config)!r}: {e}") from e
 
 
 def make_classification_loss(config: ml_collections.ConfigDict, label_prior: np.ndarray | None):
     """(logits [b, M], targets, weights=None) -> weighted mean `config.loss` (priors bound).
 
-    The classification term handed to `models.method_loss` (ACoL / SPG) and, through
+    The classification term handed to a method's loss (`Method.loss`) and, through
     :func:`make_loss_fn`, the loss of every other method.
     """
     name = str(config.loss)
@@ -197,7 +197,7 @@ def _resume(ckpt, state, config, workdir: str):
         return state, 0, -math.inf, 0
     restored_vars, opt_state, extra = ckpt.restore_latest(state.variables, state.opt_state)
     for key, want in (("loss", config.loss), ("model", config.model),
-                      ("method", config.method)):
+                      ("method", methods.method_of(config))):
         if extra.get(key, want) != want:
             raise ValueError(f"{workdir} holds a run with {key}={extra[key]!r}, but "
                              f"config.{key}={want!r}: use another --workdir")
@@ -267,7 +267,7 @@ def _test_best(config, model, workdir: str, writer, checked: config_lib.Checked
                                                              "test"))
     results["epoch"] = float(extra["epoch"])
     if _is_main():
-        method = str(config.get("method", "cam") or "cam")
+        method = methods.method_of(config)
         model_name = config.model if method == "cam" else f"{config.model} + {method}"
         title = f"{config.dataset} / {model_name} / {config.loss} (epoch {extra['epoch']})"
         run_tables.write_results(results, workdir, title=title, settings=checked.settings)
@@ -288,7 +288,7 @@ def _checkpoint_extra(config, plan: loop.Plan, epoch: int, train_loss: float, va
         "best_val_accuracy": None if best_val == -math.inf else best_val,
         "best_epoch": best_epoch, "label_prior": label_prior.tolist(),
         "loss": str(config.loss), "model": str(config.model),
-        "method": str(config.method),
+        "method": methods.method_of(config),
         "num_classes": int(config.num_classes), "dataset": str(config.dataset),
     }
 
@@ -310,12 +310,14 @@ def train_single(config: ml_collections.ConfigDict, workdir: str,
                                bool(config.multi_label))
     image_shape = tuple(int(s) for s in info.image_shape)
     loss_fn = make_loss_fn(config, label_prior)
-    method = registry.build(config, loss_fn, make_classification_loss(config, label_prior))
+    wsol = checked.method
+    method = wsol.train_step(checked.method_options, loss_fn,
+                             make_classification_loss(config, label_prior))
     plan = loop.Plan.from_config(config, info)
     os.makedirs(workdir, exist_ok=True)
 
     variables = _init_variables(config, model, image_shape)
-    mask = models.new_layer_mask(config.model, variables["params"], method=config.method)
+    mask = models.new_layer_mask(config.model, variables["params"], layout=wsol.layout)
     tx, schedule = optim.create_optimizer(config.optimizer, plan.steps, mask)
     state = ts.create_train_state(variables, tx)
 
@@ -335,7 +337,7 @@ def train_single(config: ml_collections.ConfigDict, workdir: str,
     p_key = devices.replicate(jax.random.PRNGKey(int(config.seed) + 1))
     logging.info("Training %s (method %s, %s loss) on %s: %d epochs x %d steps, global batch "
                  "%d over %d device(s) in %d process(es).", config.model,
-                 config.method, config.loss, config.dataset, plan.num_epochs,
+                 wsol.name, config.loss, config.dataset, plan.num_epochs,
                  plan.steps, plan.global_batch, jax.device_count(), jax.process_count())
 
     for epoch in range(start_epoch, plan.num_epochs):

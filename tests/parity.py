@@ -16,7 +16,16 @@ import hashlib
 import json
 from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
 
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from infocam_jax import losses, methods
+from infocam_jax.methods import spg as spg_lib
+from infocam_jax.methods.acol import minmax_hw
+from infocam_jax.models import convert
 
 # How the reference's ``return_cam=True`` reads a model (its CAM), per network method.
 CAM_RULES = {
@@ -91,8 +100,6 @@ def _fixed_dropout(spec: Mapping[str, Any]):
     """An ``nn.intercept_methods`` interceptor: each Dropout module named in
     ``spec["modules"]`` (the reference's call order) applies ``x * mask / (1 - rate)`` with
     :func:`dropout_mask` of its index, whatever its ``deterministic`` flag."""
-    import flax.linen as nn  # pylint: disable=import-outside-toplevel
-    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
     modules = list(spec["modules"])
 
     def interceptor(next_fun, args, kwargs, context):
@@ -128,20 +135,17 @@ def build(meta: Mapping[str, Any]):
       ValueError: the conversion left a leaf of ours without a state-dict key (or the state
         dict has keys we do not map).
     """
-    import flax  # pylint: disable=import-outside-toplevel
-    import jax  # pylint: disable=import-outside-toplevel
-    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
-    from infocam_jax import models  # pylint: disable=import-outside-toplevel
-    from infocam_jax.models import convert  # pylint: disable=import-outside-toplevel
-    model = models.create(meta["backbone"], meta["num_classes"], method=meta["method"],
-                          large_feature_map=meta["large_feature_map"], **meta["options"])
+    model = methods.create_model(meta["backbone"], meta["num_classes"], method=meta["method"],
+                                 large_feature_map=meta["large_feature_map"], **meta["options"])
     shape = (1,) + tuple(meta["input"][1:3]) + (3,)
     abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(shape, jnp.float32))
     template = jax.tree_util.tree_map(lambda a: np.zeros(a.shape, np.float32), abstract)
     state = synthetic_state_dict(meta["state"], meta["salt"],
                                  meta.get("bn_weight", BN_WEIGHT))
     conv = dict(meta["convert"])
+    # The fixtures store the reference layout by method name; the converter takes its layout.
+    conv.update(methods.get(conv.pop("method", "cam")).convert_options())
     variables = convert.convert_state_dict(meta["arch"], state, template, include_head=True,
                                            **conv)
     mapping = convert.key_map(meta["arch"], include_head=True, **conv)
@@ -155,9 +159,7 @@ def build(meta: Mapping[str, Any]):
 
 
 def _cam(meta, readout, labels):
-    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
-    from infocam_jax.methods.acol import minmax_hw  # pylint: disable=import-outside-toplevel
     rule = meta["cam_rule"]
     idx = jnp.arange(labels.shape[0])
     maps = [jnp.einsum("bhwk,km->bmhw", b.features, b.kernel, precision="highest")
@@ -187,11 +189,7 @@ def run_ours(meta: Mapping[str, Any], images: np.ndarray, labels: np.ndarray,
     Returns:
       {name: float32 array} for the names in ``meta["outputs"]``.
     """
-    import jax  # pylint: disable=import-outside-toplevel
-    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
-    from infocam_jax import losses, models  # pylint: disable=import-outside-toplevel
-    from infocam_jax.methods import spg as spg_lib  # pylint: disable=import-outside-toplevel
     if model is None:
         model, variables = build(meta)
     method = meta["method"]
@@ -214,10 +212,9 @@ def run_ours(meta: Mapping[str, Any], images: np.ndarray, labels: np.ndarray,
     put("eval", evaluated)
     with_labels = (model.apply(variables, images, train=False, labels=labels)
                    if method == "acol" else evaluated)
-    out["cam"] = _cam(meta, models.readout(method, variables, with_labels), labels)
+    out["cam"] = _cam(meta, methods.get(method).readout(variables, with_labels), labels)
     key = jax.random.key(0)
     if meta.get("dropout"):  # the reference's masks (tools/method_parity_fixtures.py)
-        import flax.linen as nn  # pylint: disable=import-outside-toplevel
         with nn.intercept_methods(_fixed_dropout(meta["dropout"])):
             trained, _ = model.apply(variables, images, train=True, labels=labels,
                                      rngs={"adl": key, "dropout": key}, mutable=["batch_stats"])
@@ -225,7 +222,10 @@ def run_ours(meta: Mapping[str, Any], images: np.ndarray, labels: np.ndarray,
         trained, _ = model.apply(variables, images, train=True, labels=labels,
                                  rngs={"adl": key, "dropout": key}, mutable=["batch_stats"])
     put("train", trained)
-    out["train/loss"] = models.method_loss(method, trained, labels)
+    out["train/loss"] = methods.get(method).loss(
+        methods.get(method).options(), trained, {"label": labels}, None,
+        lambda logits, batch: losses.softmax_cross_entropy(logits, batch["label"]),
+        losses.softmax_cross_entropy)
     ce = losses.softmax_cross_entropy
     if method == "acol":
         terms = [ce(trained.logits, labels), ce(trained.logits_b, labels)]
