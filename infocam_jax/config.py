@@ -44,11 +44,11 @@ import jax
 from ml_collections import config_dict
 
 from infocam_jax import data
+from infocam_jax import devices
 from infocam_jax import methods
 from infocam_jax import models
 from infocam_jax.evaluation import evaluators
 from infocam_jax.evaluation.settings import EvalSettings
-from infocam_jax.train import state
 
 MNIST_DIR_ENV = "INFOCAM_MNIST_DIR"
 LOSSES = ("softmax", "pc_softmax", "sigmoid", "pc_sigmoid")
@@ -452,7 +452,7 @@ def _check_network(config) -> tuple:
 
 
 def _check_training(config) -> None:
-    state.check_batch_divisible(_get(config, "batch_size"), "config.batch_size")
+    devices.check_batch_divisible(_get(config, "batch_size"), "config.batch_size")
     for field in ("num_epochs", "eval_batch_size", "log_every_steps", "keep_checkpoints"):
         _check_int(config, field, 1)
     if config.eval_batch_size % jax.process_count():

@@ -77,3 +77,14 @@ def check_num_devices(num_devices: int | None) -> int:
         raise ValueError(f"num_devices must be in [1, {jax.local_device_count()}], "
                          f"got {num_devices}")
     return num_devices
+
+
+def check_batch_divisible(global_batch: int, what: str = "config.batch_size") -> int:
+    """Returns the per-device batch; raises when `global_batch` does not split over devices."""
+    n = jax.device_count()
+    if global_batch < n or global_batch % n:
+        raise ValueError(
+            f"{what}={global_batch} must be a positive multiple of the number of devices "
+            f"({n} = {jax.process_count()} process(es) x {jax.local_device_count()} local "
+            f"device(s)), so that every device gets the same number of examples")
+    return global_batch // n

@@ -166,7 +166,7 @@ WORKER = textwrap.dedent('''
     if mode == "local" and jax.device_count() == 4:
         for b in (6, 2):
             try:
-                ts.check_batch_divisible(b)
+                devices.check_batch_divisible(b)
             except ValueError as e:
                 errors[str(b)] = str(e)
         bad = ml_collections.ConfigDict(dict(loss="softmax", multi_label=False, batch_size=6,

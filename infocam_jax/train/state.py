@@ -145,14 +145,3 @@ def parallelize(step_fn: Callable, axis_name: str = AXIS_NAME) -> Callable:
     Args of the result: (replicated state [D, ...], sharded batch [D, b, ...], replicated key).
     """
     return jax.pmap(step_fn, axis_name=axis_name, donate_argnums=(0,))
-
-
-def check_batch_divisible(global_batch: int, what: str = "config.batch_size") -> int:
-    """Returns the per-device batch; raises when `global_batch` does not split over devices."""
-    n = jax.device_count()
-    if global_batch < n or global_batch % n:
-        raise ValueError(
-            f"{what}={global_batch} must be a positive multiple of the number of devices "
-            f"({n} = {jax.process_count()} process(es) x {jax.local_device_count()} local "
-            f"device(s)), so that every device gets the same number of examples")
-    return global_batch // n
