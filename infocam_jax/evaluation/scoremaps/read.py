@@ -29,6 +29,9 @@ evaluation is :mod:`infocam_jax.evaluation.scoremaps.score`; writing this layout
 """
 from __future__ import annotations
 
+import functools
+import io
+import math
 import os
 
 import numpy as np
@@ -110,7 +113,7 @@ def _check_layout(path: str, shape: tuple, dtype, expected: tuple | None, where:
     (when given); ``where`` is appended to the message."""
     if len(shape) != 2:
         raise ValueError(f"score map {path}{where} must be 2-D (H, W), got shape {shape}")
-    if not np.issubdtype(dtype, np.floating):
+    if np.dtype(dtype).kind != "f":  # np.issubdtype(dtype, np.floating), 20x cheaper
         raise ValueError(f"score map {path}{where} must have a floating-point dtype, got "
                          f"{dtype}")
     if expected is not None and tuple(shape) != tuple(expected):
@@ -120,6 +123,35 @@ def _check_layout(path: str, shape: tuple, dtype, expected: tuple | None, where:
 
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
                    (2, 0): np.lib.format.read_array_header_2_0}
+_MAX_HEADER = 12 + 10000  # numpy's read_array_header rejects longer headers (max_header_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_header(raw: bytes) -> tuple:
+    """``(shape, dtype)`` of the header bytes ``raw`` (magic, version, length, dict) by
+    ``read_magic`` + ``read_array_header_{1,2}_0``; cached: the maps of a tree share a few
+    headers, and parsing one (``ast.literal_eval``) costs far more than reading it."""
+    f = io.BytesIO(raw)
+    version = np.lib.format.read_magic(f)
+    if version not in _HEADER_READERS:
+        raise ValueError(f"unsupported .npy format version {version}")
+    shape, _, dtype = _HEADER_READERS[version](f)
+    if f.tell() != len(raw):
+        raise ValueError("header length mismatch")
+    return tuple(shape), dtype
+
+
+def _header_bytes(fd: int) -> bytes:
+    """The header bytes of the ``.npy`` file open as ``fd`` (shorter when the file is cut):
+    one read for headers up to 256 bytes (``np.save`` writes 128)."""
+    head = os.read(fd, 256)
+    if len(head) < 12 or head[:6] != np.lib.format.MAGIC_PREFIX:
+        return head
+    n = 10 + int.from_bytes(head[8:10], "little") if head[6] == 1 else \
+        12 + int.from_bytes(head[8:12], "little")
+    if n > len(head) == 256:
+        head += os.read(fd, min(n, _MAX_HEADER) - 256)
+    return head[:n]
 
 
 def npy_header(path: str, where: str = "") -> tuple:
@@ -131,17 +163,18 @@ def npy_header(path: str, where: str = "") -> tuple:
       announces (a truncated file).
     """
     try:
-        with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            if version not in _HEADER_READERS:
-                raise ValueError(f"unsupported .npy format version {version}")
-            shape, _, dtype = _HEADER_READERS[version](f)
-            offset, size = f.tell(), os.fstat(f.fileno()).st_size
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            raw, size = _header_bytes(fd), os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+        shape, dtype = _parse_header(raw)
+        offset = len(raw)
     except FileNotFoundError:
         raise ValueError(f"score map not found: {path}{where}") from None
-    except (OSError, ValueError, SyntaxError) as e:  # numpy's header parser raises these
+    except (OSError, ValueError, SyntaxError, TypeError) as e:  # the header parser raises these
         raise ValueError(f"score map {path}{where} could not be read as .npy: {e}") from None
-    need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    need = offset + math.prod(shape) * dtype.itemsize
     if size < need:
         raise ValueError(f"score map {path}{where} is truncated: its header announces "
                          f"{shape} {dtype} ({need} bytes in all), the file has {size}")
