@@ -29,18 +29,20 @@ import pathlib
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "benchmarks")]  # this checkout's package
 import scoremaps_vs_reference as tree_lib  # noqa: E402  pylint: disable=wrong-import-position
 
 from infocam_jax.data.wsol_metadata import read_metadata  # noqa: E402
 from infocam_jax.evaluation.scoremaps import read  # noqa: E402
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 _RUN = "import sys; from infocam_jax.cli.scoremaps import main; sys.exit(main(sys.argv[1:]))"
+_IMPORT_ONLY = "from infocam_jax.cli import scoremaps"
 _RUN_WITHOUT_PREPASS = (
     "import sys; from infocam_jax.evaluation.scoremaps import read, score; "
     "score.check_scoremap_files = lambda paths, where=None: read.npy_header(paths[0])[0]; "
@@ -71,13 +73,23 @@ def flags(root: pathlib.Path, args) -> list:
             f"--multi_iou_eval={args.multi_iou_eval}", "--quiet"]
 
 
-def run(code: str, argv: list) -> tuple:
-    """(wall seconds, exit code, stderr) of ``python -c code argv``."""
+def run(code: str, argv: list, cpu: bool = False) -> tuple:
+    """(wall seconds, exit code, stderr) of ``python -c code argv``; with ``cpu``, the wall
+    seconds are followed by the child's CPU seconds (user + system, ``os.wait4``), which a
+    busy machine disturbs far less than the wall time."""
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
-                          env=env, check=False)
-    return time.perf_counter() - start, proc.returncode, proc.stderr
+    with tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-c", code, *argv], env=env,
+                                stdout=subprocess.DEVNULL, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        err.seek(0)
+        text = err.read()
+    code = os.waitstatus_to_exitcode(status)
+    if cpu:
+        return wall, usage.ru_utime + usage.ru_stime, code, text
+    return wall, code, text
 
 
 def time_to_error(path: pathlib.Path, case: str, argv: list, repeats: int) -> list:
@@ -102,13 +114,14 @@ def time_to_error(path: pathlib.Path, case: str, argv: list, repeats: int) -> li
 
 def clean_runs(paths: list, argv: list, repeats: int) -> dict:
     """Interleaved clean runs with and without the pre-pass, and the pre-pass alone."""
-    out = {"with": [], "without": [], "prepass": []}
+    out = {"with": [], "without": [], "with_cpu": [], "without_cpu": [], "prepass": []}
     for _ in range(repeats):
         for name, code in (("with", _RUN), ("without", _RUN_WITHOUT_PREPASS)):
-            seconds, status, err = run(code, argv)
+            seconds, cpu, status, err = run(code, argv, cpu=True)
             if status != 0:
                 sys.exit(f"clean run {name} failed ({status}): {err}")
             out[name].append(seconds)
+            out[f"{name}_cpu"].append(cpu)
         start = time.perf_counter()
         read.check_scoremap_files(paths)
         out["prepass"].append(time.perf_counter() - start)
@@ -132,18 +145,24 @@ def main():
           f"multi_contour_eval={args.multi_contour_eval}, multi_iou_eval={args.multi_iou_eval}")
     print(f"before: {load()}")
     print("(a) time from start to the error (bound 2 s):")
+    imports = [run(_IMPORT_ONLY, [])[0] for _ in range(args.repeats)]
+    print(f"  for scale, start-up alone (python + the command's imports, no work): "
+          f"{statistics.median(imports):.3f} s (median of {args.repeats})")
     errors = {case: time_to_error(pathlib.Path(paths[-1]), case, argv, args.repeats)
               for case in ("missing", "corrupt")}
     print("(b) clean full run, with and without the pre-pass, interleaved (bound 5 %):")
     t = clean_runs(paths, argv, args.repeats)
     med = {k: statistics.median(v) for k, v in t.items()}
     for k in ("with", "without"):
-        print(f"  {k:8s} pre-pass: {med[k]:7.2f} s  (runs {', '.join(f'{v:.2f}' for v in t[k])})")
+        print(f"  {k:8s} pre-pass: wall {med[k]:7.2f} s (runs "
+              f"{', '.join(f'{v:.2f}' for v in t[k])}), CPU {med[k + '_cpu']:7.2f} s (runs "
+              f"{', '.join(f'{v:.2f}' for v in t[k + '_cpu'])})")
     print(f"  pre-pass alone: {med['prepass']:.3f} s (runs "
           f"{', '.join(f'{v:.3f}' for v in t['prepass'])}) = "
           f"{100 * med['prepass'] / med['with']:.2f} % of the clean run")
-    print(f"  with / without: {med['with'] / med['without']:.4f} "
-          f"({100 * (med['with'] / med['without'] - 1):+.2f} %, run-to-run noise included)")
+    for unit, a, b in (("wall", "with", "without"), ("CPU", "with_cpu", "without_cpu")):
+        print(f"  with / without ({unit}): {med[a] / med[b]:.4f} "
+              f"({100 * (med[a] / med[b] - 1):+.2f} %, run-to-run noise included)")
     print(f"after: {load()}")
     worst = max(max(v) for v in errors.values())
     print(f"summary: time to error <= {worst:.3f} s (bound 2 s: "

@@ -335,11 +335,12 @@ class TestFailFast:
     evaluates any map: exit 2, the file and line named, nothing written."""
     NUM = 5
 
-    def run_cli(self, root, capsys, monkeypatch):
-        def no_map_is_read(*_args, **_kwargs):
-            raise AssertionError("a map was read before the pre-pass finished")
+    @staticmethod
+    def no_read(*_args, **_kwargs):
+        raise AssertionError("a map or mask was read before the pre-pass finished")
 
-        monkeypatch.setattr(sf, "load_scoremap", no_map_is_read)
+    def run_cli(self, root, capsys, monkeypatch):
+        monkeypatch.setattr(sf, "load_scoremap", self.no_read)
         out = root / "out" / "r.json"
         code = scoremaps_cli.main([f"--scoremap_root={root / 'maps'}",
                                    f"--metadata_root={root / 'metadata'}", "--dataset_name=CUB",
@@ -401,6 +402,16 @@ class TestFailFast:
         err = self.run_cli(tmp_path, capsys, monkeypatch)
         assert re.search(match, err), err
         assert str(path) in err and str(path.parent / line) in err
+
+    def test_missing_last_mask(self, tmp_path, monkeypatch):
+        mask_tree(tmp_path, num=3)
+        path = tmp_path / "masks" / "OpenImages" / "val" / "c2" / "im2_ignore.png"
+        path.unlink()
+        monkeypatch.setattr(sf, "load_mask", self.no_read)
+        with pytest.raises(ValueError, match="mask not found") as err:
+            evaluate(tmp_path, "OpenImages")
+        ids = tmp_path / "metadata" / "OpenImages" / "val" / "image_ids.txt"
+        assert str(path) in str(err.value) and f"{ids}:3" in str(err.value)
 
     def test_box_on_the_exclusive_edge_passes(self, tmp_path):
         """x1 = width (the exclusive edge some annotations use) is inside the image."""

@@ -21,7 +21,8 @@ Inputs, as the reference reads them:
 Before any map is evaluated, :func:`check_scoremap_files` reads the ``.npy`` header (not the
 data) of every listed map: a missing, truncated or corrupt file, or one of the wrong rank, dtype
 or shape, is reported at once, naming the file and the ``image_ids.txt`` line of its id (the
-values, NaN and range, are checked as each map is read).
+values, NaN and range, are checked as each map is read); :func:`check_mask_files` does the same
+for the existence of every mask file.
 
 GT boxes are rescaled to 224x224 as ``int(float(x) * 224 / width)`` (truncation). The batched
 evaluation is :mod:`infocam_jax.evaluation.scoremaps.score`; writing this layout is
@@ -39,7 +40,8 @@ import numpy as np
 from infocam_jax.data.masks import RESIZE_LENGTH
 from infocam_jax.data.wsol_metadata import Metadata
 
-__all__ = ["MASK_DATASETS", "check_scoremap_files", "gt_boxes", "load_scoremap",
+__all__ = ["MASK_DATASETS", "check_mask_files", "check_scoremap_files", "gt_boxes",
+           "load_scoremap",
            "npy_header", "resize_boxes", "scoremap_path"]
 
 MASK_DATASETS = ("OpenImages",)
@@ -199,3 +201,20 @@ def check_scoremap_files(paths, where=None) -> tuple:
         _check_layout(path, s, dtype, shape, w)
         shape = s
     return shape
+
+
+def check_mask_files(mask_dir: str, metadata: Metadata) -> None:
+    """The pre-pass of a mask dataset: every instance and ignore mask that ``localization.txt``
+    names exists under ``mask_dir`` (decoding waits for the stream).
+
+    Raises:
+      ValueError naming the first missing file, its image id and ``image_ids.txt`` line.
+    """
+    ids_file = os.path.join(metadata.directory, "image_ids.txt")
+    for image_id in metadata.image_ids:
+        ignore = metadata.ignore_paths.get(image_id, "")
+        for p in metadata.mask_paths[image_id] + ([ignore] if ignore else []):
+            path = os.path.join(mask_dir, p)
+            if not os.path.isfile(path):
+                raise ValueError(f"mask not found: {path} (id {image_id!r}, "
+                                 f"{ids_file}:{metadata.id_lines[image_id]})")

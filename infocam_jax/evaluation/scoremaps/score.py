@@ -17,8 +17,8 @@ How it runs (a whole split streams through a fixed amount of memory):
 1. :func:`_plan`: the arguments are checked, the metadata is parsed and cross-checked once
    (:func:`~infocam_jax.data.wsol_metadata.read_metadata`), and the pre-pass reads the ``.npy``
    header of every map (:func:`~infocam_jax.evaluation.scoremaps.read.check_scoremap_files`):
-   a missing, truncated or misshapen map fails here, before any heavy work, naming the file and
-   its ``image_ids.txt`` line. The maps' shape fixes the one batch shape that is compiled (the
+   a missing, truncated or misshapen map (or a missing mask file) fails here, before any heavy
+   work, naming the file and its ``image_ids.txt`` line. The maps' shape fixes the one batch shape that is compiled (the
    last batch is padded).
 2. :class:`_Prefetch`: a thread pool reads, checks and quantises the maps (and masks) of the
    next ``ahead`` batches while the current one is evaluated; only those batches are held.
@@ -44,8 +44,9 @@ import numpy as np
 
 from infocam_jax.data.masks import RESIZE_LENGTH, load_mask
 from infocam_jax.data.wsol_metadata import Metadata, read_metadata
-from infocam_jax.evaluation.scoremaps.read import (MASK_DATASETS, check_scoremap_files,
-                                                   gt_boxes, load_scoremap, scoremap_path)
+from infocam_jax.evaluation.scoremaps.read import (MASK_DATASETS, check_mask_files,
+                                                   check_scoremap_files, gt_boxes,
+                                                   load_scoremap, scoremap_path)
 from infocam_jax.native import host, protocol
 
 __all__ = ["evaluate_scoremaps", "format_table", "write_report"]
@@ -121,6 +122,8 @@ def _plan(scoremap_root, metadata_root, dataset_name, split, mask_root, cam_curv
     if kind == "masks" and shape != (RESIZE_LENGTH, RESIZE_LENGTH):
         raise ValueError(f"score map {paths[0]} has shape {shape}; mask datasets need "
                          f"{RESIZE_LENGTH}x{RESIZE_LENGTH} maps")
+    if kind == "masks":
+        check_mask_files(os.path.join(mask_root, dataset_name), metadata)
     labels = np.zeros(len(ids), np.int32)
     if metadata.class_labels is not None:
         labels = np.asarray([metadata.class_labels[i] for i in ids], np.int32)
