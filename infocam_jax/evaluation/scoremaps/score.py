@@ -18,8 +18,8 @@ How it runs (a whole split streams through a fixed amount of memory):
    (:func:`~infocam_jax.data.wsol_metadata.read_metadata`), and the pre-pass reads the ``.npy``
    header of every map (:func:`~infocam_jax.evaluation.scoremaps.read.check_scoremap_files`):
    a missing, truncated or misshapen map (or a missing mask file) fails here, before any heavy
-   work, naming the file and its ``image_ids.txt`` line. The maps' shape fixes the one batch shape that is compiled (the
-   last batch is padded).
+   work, naming the file and its ``image_ids.txt`` line. The maps' shape fixes the one batch
+   shape that is compiled (the last batch is padded).
 2. :class:`_Prefetch`: a thread pool reads, checks and quantises the maps (and masks) of the
    next ``ahead`` batches while the current one is evaluated; only those batches are held.
 3. Box datasets with the compiled kernel (engine ``"host"``, the default when it loads): the
@@ -365,9 +365,9 @@ def evaluate_scoremaps(scoremap_root: str, metadata_root: str, dataset_name: str
 
     Raises:
       ValueError naming the offending file (and line) for bad metadata, maps or masks.
-      Inconsistent metadata and missing, truncated or misshapen maps are found before any
-      map is evaluated (the pre-pass reads only the headers); values (NaN, outside [0, 1])
-      and masks as they are read.
+      Inconsistent metadata, missing, truncated or misshapen maps and missing masks are found
+      before any map is evaluated (the pre-pass reads only the headers); values (NaN, outside
+      [0, 1]) and undecodable masks as they are read.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
