@@ -51,7 +51,7 @@ def results(tiny):
 def test_keys(results):
     per_kind = {"average_drop", "increase_in_confidence", "mean_absolute_drop", "road_combined"}
     for order in ("morf", "lerf"):
-        per_kind |= {f"road_{order}", f"road_{order}_accuracy"}
+        per_kind |= {f"road_{order}", f"road_{order}_accuracy", f"road_{order}_unconverged"}
         per_kind |= {f"road_{order}_p{p}{s}" for p in (50, 80) for s in ("", "_accuracy")}
     want = {k for k in t.SINGLE_KEYS if k.split("/")[0] not in eval_settings.MAP_KINDS}
     want |= {f"{kind}/{m}" for kind in KINDS
@@ -95,6 +95,32 @@ def test_matches_the_pieces(tiny, results):
             changes[order] = float(np.mean(np.asarray(road["score_change"])))
         assert results[f"{kind}/road_combined"] == pytest.approx(
             (changes["lerf"] - changes["morf"]) / 2, abs=1e-6)
+
+
+def test_road_converges_by_default(results):
+    for kind in KINDS:
+        for order in ("morf", "lerf"):
+            assert results[f"{kind}/road_{order}_unconverged"] == 0
+
+
+def test_road_unconverged_counted_through_the_eval_step(tiny, monkeypatch):
+    """A CG cap of one step leaves the solves above tol: the eval step counts them per order
+    (images x percentiles), where the default cap counts none (test above). The settings are
+    this test's own (one kind, percentile 60), so the step compiled here (with the capped
+    solver) is not the cached step of the other tests."""
+    model, variables, data = tiny
+    capped = faithfulness.road_images
+
+    def one_step(*args, **kwargs):
+        return capped(*args, max_iterations=1, **kwargs)
+
+    monkeypatch.setattr(faithfulness, "road_images", one_step)
+    config = faith_config(map_kinds=("cam",), eval_faithfulness=("road",),
+                          road_morf_percentiles=(60,), road_lerf_percentiles=(60,))
+    res = driver.evaluate(config, model, variables, [data], num_devices=1)
+    for order in ("morf", "lerf"):
+        assert 0 < res[f"cam/road_{order}_unconverged"] <= int(np.sum(data["valid"]))
+        assert isinstance(res[f"cam/road_{order}_unconverged"], int)
 
 
 def test_padding_and_splitting_change_nothing(tiny, results):

@@ -8,6 +8,7 @@ inclusive IoU in float64, ``np.histogram`` pixel histograms for PxAP.
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from infocam_jax.cli import scoremaps as scoremaps_cli
 from infocam_jax.data import masks, wsol_metadata
 from infocam_jax.evaluation.scoremaps import write as scoremap_write
 from infocam_jax.evaluation.scoremaps import score as sf
@@ -326,6 +328,129 @@ class TestErrors:
         path.write_text("".join(path.read_text().splitlines(keepends=True)[:2]))
         with pytest.raises(ValueError, match="no mask for 1 image"):
             evaluate(tmp_path, "OpenImages")
+
+
+class TestFailFast:
+    """The command checks every map's .npy header and the metadata's agreement before it
+    evaluates any map: exit 2, the file and line named, nothing written."""
+    NUM = 5
+
+    @staticmethod
+    def no_read(*_args, **_kwargs):
+        raise AssertionError("a map or mask was read before the pre-pass finished")
+
+    def run_cli(self, root, capsys, monkeypatch):
+        monkeypatch.setattr(sf, "load_scoremap", self.no_read)
+        out = root / "out" / "r.json"
+        code = scoremaps_cli.main([f"--scoremap_root={root / 'maps'}",
+                                   f"--metadata_root={root / 'metadata'}", "--dataset_name=CUB",
+                                   "--split=val", f"--output={out}", "--quiet"])
+        captured = capsys.readouterr()
+        assert code == 2 and captured.out == "", captured
+        assert not (root / "out").exists()
+        return captured.err
+
+    def last_map(self, root):
+        n = self.NUM - 1
+        return root / "maps" / f"c{n % 2}" / f"img{n}.jpg.npy"
+
+    @pytest.mark.parametrize("case,match", [
+        ("missing", "score map not found"), ("header", "could not be read as .npy"),
+        ("magic", "could not be read as .npy"), ("data", "is truncated"),
+        ("shape", r"has shape \(31, 32\), expected \(32, 32\)"), ("dtype", "floating"),
+        ("rank", "must be 2-D"),
+    ])
+    def test_bad_last_map(self, tmp_path, capsys, monkeypatch, case, match):
+        box_tree(tmp_path, num=self.NUM)
+        path = self.last_map(tmp_path)
+        blob = path.read_bytes()
+        path.unlink()
+        if case in ("header", "magic", "data"):
+            path.write_bytes({"header": blob[:40], "magic": b"not a npy file" + blob[14:],
+                              "data": blob[:-4]}[case])
+        elif case != "missing":
+            np.save(path, {"shape": np.zeros((31, 32), np.float32),
+                           "dtype": np.zeros((32, 32), np.uint8),
+                           "rank": np.zeros((1, 32, 32), np.float32)}[case])
+        err = self.run_cli(tmp_path, capsys, monkeypatch)
+        assert re.search(match, err), err
+        ids = tmp_path / "metadata" / "CUB" / "val" / "image_ids.txt"
+        assert str(path) in err and f"{ids}:{self.NUM}" in err
+
+    @pytest.mark.parametrize("file,edit,match,line", [
+        # an id of image_ids.txt without a class label: its image_ids.txt line is named
+        ("class_labels.txt", lambda rows: rows[:-1], "no class label for 1 image id",
+         "image_ids.txt:5"),
+        ("image_ids.txt", lambda rows: rows + rows[1:2], "duplicate image id 'c1/img1.jpg' "
+         r"\(first on line 2\)", "image_ids.txt:6"),
+        ("class_labels.txt", lambda rows: rows[:3] + rows[2:], "duplicate image id",
+         "class_labels.txt:4"),
+        ("image_sizes.txt", lambda rows: rows[:-1], "no image size for 1 image id",
+         "image_ids.txt:5"),
+        ("image_sizes.txt", lambda rows: rows + ["c9/img9.jpg,224,224\n"],
+         "'c9/img9.jpg' is not listed in", "image_sizes.txt:6"),
+        ("localization.txt", lambda rows: rows[:1] + ["c1/img1.jpg,10,10,230,20\n"] + rows[1:],
+         r"lies outside its 224x224 image \(.*image_sizes.txt:2\)", "localization.txt:2"),
+        ("localization.txt", lambda rows: ["c9/img9.jpg,1,1,2,2\n"] + rows,
+         "not listed in", "localization.txt:1"),
+    ])
+    def test_metadata_disagreement(self, tmp_path, capsys, monkeypatch, file, edit, match,
+                                   line):
+        box_tree(tmp_path, num=self.NUM)
+        path = tmp_path / "metadata" / "CUB" / "val" / file
+        path.write_text("".join(edit(path.read_text().splitlines(keepends=True))))
+        err = self.run_cli(tmp_path, capsys, monkeypatch)
+        assert re.search(match, err), err
+        assert str(path) in err and str(path.parent / line) in err
+
+    def test_missing_last_mask(self, tmp_path, monkeypatch):
+        mask_tree(tmp_path, num=3)
+        path = tmp_path / "masks" / "OpenImages" / "val" / "c2" / "im2_ignore.png"
+        path.unlink()
+        monkeypatch.setattr(sf, "load_mask", self.no_read)
+        with pytest.raises(ValueError, match="mask not found") as err:
+            evaluate(tmp_path, "OpenImages")
+        ids = tmp_path / "metadata" / "OpenImages" / "val" / "image_ids.txt"
+        assert str(path) in str(err.value) and f"{ids}:3" in str(err.value)
+
+    def test_box_on_the_exclusive_edge_passes(self, tmp_path):
+        """x1 = width (the exclusive edge some annotations use) is inside the image."""
+        box_tree(tmp_path, num=2)
+        path = tmp_path / "metadata" / "CUB" / "val" / "localization.txt"
+        path.write_text(path.read_text() + "c1/img1.jpg,100,100,224,224\n")
+        assert evaluate(tmp_path)["num_images"] == 2
+
+    def test_launcher_exit_code(self, tmp_path):
+        box_tree(tmp_path, num=self.NUM)
+        path = self.last_map(tmp_path)
+        path.write_bytes(path.read_bytes()[:40])
+        out = tmp_path / "out.json"
+        proc = TestLauncher().run(f"--scoremap_root={tmp_path / 'maps'}",
+                                  f"--metadata_root={tmp_path / 'metadata'}",
+                                  "--dataset_name=CUB", "--split=val", f"--output={out}")
+        assert proc.returncode == 2 and str(path) in proc.stderr, proc.stderr
+        assert "image_ids.txt:5" in proc.stderr and not out.exists()
+        assert "evaluating score maps" not in proc.stderr
+
+
+class TestHeader:
+    def test_header_equals_np_load(self, tmp_path):
+        for k, a in enumerate([np.zeros((3, 4), ">f8"), np.zeros((5, 2), np.float16),
+                               np.asfortranarray(np.ones((6, 7), np.float32))]):
+            path = tmp_path / f"{k}.npy"
+            np.save(path, a)
+            assert read.npy_header(str(path)) == (np.load(path).shape, np.load(path).dtype)
+
+    def test_format_2_0(self, tmp_path):
+        path = tmp_path / "v2.npy"
+        with open(path, "wb") as f:
+            np.lib.format.write_array(f, np.zeros((4, 4), np.float32), version=(2, 0))
+        assert read.npy_header(str(path)) == ((4, 4), np.dtype(np.float32))
+
+    def test_check_returns_the_shape(self, tmp_path):
+        box_tree(tmp_path, num=3)
+        paths = sorted(str(p) for p in (tmp_path / "maps").rglob("*.npy"))
+        assert read.check_scoremap_files(paths) == (32, 32)
 
 
 class TestSaveScoremaps:

@@ -133,3 +133,44 @@ class TestPipeline:
         batches = list(data.make_iterator(make_config(tmp_path), "train", training=True,
                                           batch_size=3))
         assert len(batches) == 2 and batches[0]["image"].shape == (3, 32, 32, 3)
+
+
+class TestAgreement:
+    """read_metadata cross-checks the files (the score-map tool's cases are in
+    test_scoremap_files.TestFailFast): the message names the file and the line."""
+
+    def test_duplicate_id_on_a_training_split(self, tmp_path):
+        make_tree(tmp_path)
+        path = tmp_path / "metadata" / "train" / "image_ids.txt"
+        path.write_text(path.read_text() + "train/c0/im0.jpg\n")
+        with pytest.raises(ValueError, match=f"{path}:7: duplicate image id .* line 1"):
+            wsol_metadata.read_metadata(str(path.parent), localization=False)
+
+    def test_class_label_of_an_unlisted_id(self, tmp_path):
+        make_tree(tmp_path)
+        path = tmp_path / "metadata" / "train" / "class_labels.txt"
+        path.write_text("other/x.jpg,0\n" + path.read_text())
+        with pytest.raises(ValueError, match=f"{path}:1: image id 'other/x.jpg' is not listed"):
+            wsol_metadata.read_metadata(str(path.parent), localization=False)
+
+    def test_mask_line_of_an_unlisted_id(self, tmp_path):
+        make_tree(tmp_path, kind="masks")
+        path = tmp_path / "metadata" / "val" / "localization.txt"
+        path.write_text(path.read_text() + "other/x.jpg,a.png,\n")
+        lines = len(path.read_text().splitlines())
+        with pytest.raises(ValueError, match=f"{path}:{lines}: image id 'other/x.jpg'"):
+            wsol_metadata.read_metadata(str(path.parent), "masks")
+
+    def test_box_outside_its_image(self, tmp_path):
+        expected = make_tree(tmp_path)
+        path = tmp_path / "metadata" / "val" / "localization.txt"
+        image_id = "val/c0/im0.jpg"
+        h, w = expected[image_id][2]
+        path.write_text(f"{image_id},0,0,{w - 1},{h + 1}\n" + path.read_text())
+        with pytest.raises(ValueError, match=f"{path}:1: box .* outside its {w}x{h} image"):
+            wsol_metadata.read_metadata(str(path.parent))
+
+    def test_id_lines(self, tmp_path):
+        make_tree(tmp_path)
+        md = wsol_metadata.read_metadata(str(tmp_path / "metadata" / "val"))
+        assert md.id_lines == {i: n + 1 for n, i in enumerate(md.image_ids)}

@@ -62,6 +62,7 @@ class Metadata:
       boxes: id -> list of (x0, y0, x1, y1) in original image pixels (box datasets).
       mask_paths: id -> list of instance mask paths (mask datasets).
       ignore_paths: id -> ignore mask path, "" for none (mask datasets).
+      id_lines: id -> its line number in ``image_ids.txt`` (for messages that name the line).
     """
     directory: str
     kind: str
@@ -71,6 +72,7 @@ class Metadata:
     boxes: dict
     mask_paths: dict
     ignore_paths: dict
+    id_lines: dict = dataclasses.field(default_factory=dict)
 
 
 def _lines(path: str, num_fields: int, what: str):
@@ -107,84 +109,136 @@ def read_metadata(directory: str, kind: str = "boxes", localization: bool = True
       localization: False skips ``image_sizes.txt`` and ``localization.txt`` (training splits
         need only the labels).
 
+    The files must agree with each other: every id of ``image_ids.txt`` once, and exactly the
+    ids it lists in the other files (once each in ``class_labels.txt`` and ``image_sizes.txt``,
+    one or more lines in ``localization.txt``), each box inside its image.
+
     Raises:
-      ValueError naming the file (and line) for a missing file, an unparsable line, an id
-      without boxes / masks / image size, or a box that is not ``0 <= x0 <= x1, 0 <= y0 <= y1``.
+      ValueError naming the file and line for a missing file, an unparsable line, a duplicate
+      id, an id that ``image_ids.txt`` does not list, an id of ``image_ids.txt`` without
+      boxes / masks / image size / label (naming its ``image_ids.txt`` line), or a box that is
+      not ``0 <= x0 <= x1 <= width, 0 <= y0 <= y1 <= height`` (original pixels; ``x1 = width``,
+      the exclusive edge some annotations use, passes).
     """
     if kind not in ("boxes", "masks"):
         raise ValueError(f"kind must be 'boxes' or 'masks', got {kind!r}")
     path = {name: os.path.join(directory, name) for name in _FILES}
     ids_file = path["image_ids.txt"]
-    image_ids = _read_image_ids(ids_file)
+    id_lines = _read_image_ids(ids_file)
+    ids = _Ids(id_lines, ids_file)
     class_labels = None
     if os.path.isfile(path["class_labels.txt"]):
-        class_labels = _read_class_labels(path["class_labels.txt"], image_ids, ids_file)
+        class_labels = _read_class_labels(path["class_labels.txt"], ids)
     sizes, boxes, mask_paths, ignore_paths = {}, {}, {}, {}
     loc = path["localization.txt"]
     if not localization:
         pass
     elif kind == "boxes":
-        sizes, boxes = _read_boxes(path["image_sizes.txt"], loc, image_ids, ids_file)
+        sizes, boxes = _read_boxes(path["image_sizes.txt"], loc, ids)
     else:
-        mask_paths, ignore_paths = _read_masks(loc, image_ids, ids_file)
-    return Metadata(directory, kind, image_ids, class_labels, sizes, boxes, mask_paths,
-                    ignore_paths)
+        mask_paths, ignore_paths = _read_masks(loc, ids)
+    return Metadata(directory, kind, tuple(id_lines), class_labels, sizes, boxes, mask_paths,
+                    ignore_paths, id_lines)
 
 
-def _read_image_ids(ids_file: str) -> tuple:
+def _read_image_ids(ids_file: str) -> dict:
+    """id -> line number, in file order; raises on a duplicate id or an empty list."""
     if not os.path.isfile(ids_file):
         raise ValueError(f"metadata file not found: {ids_file}")
+    id_lines = {}
     with open(ids_file, encoding="utf-8") as f:
-        image_ids = tuple(line.rstrip("\r\n") for line in f if line.strip())
-    if not image_ids:
+        for number, line in enumerate(f, 1):
+            image_id = line.rstrip("\r\n")
+            if not image_id.strip():
+                continue
+            if image_id in id_lines:
+                raise ValueError(f"{ids_file}:{number}: duplicate image id {image_id!r} "
+                                 f"(first on line {id_lines[image_id]})")
+            id_lines[image_id] = number
+    if not id_lines:
         raise ValueError(f"{ids_file} lists no image ids")
-    return image_ids
+    return id_lines
 
 
-def _check_all_ids(table: dict, image_ids, file: str, what: str, ids_file: str) -> None:
-    """Raises naming ``file`` when an id of ``image_ids`` has no entry in ``table``."""
-    missing = [i for i in image_ids if i not in table]
-    if missing:
-        raise ValueError(f"{file}: no {what} for {len(missing)} image id(s) of "
-                         f"{ids_file}, e.g. {missing[0]!r}")
+@dataclasses.dataclass(frozen=True)
+class _Ids:
+    """The ids of ``image_ids.txt`` (id -> line) that every other file must agree with."""
+    lines: dict
+    file: str
+
+    def check(self, path: str, number: int, image_id: str, seen: dict | None = None) -> None:
+        """Raises at ``path:number`` for an id this split does not list, or one already given
+        in ``seen`` (id -> first line; the id is then recorded there)."""
+        if image_id not in self.lines:
+            raise ValueError(f"{path}:{number}: image id {image_id!r} is not listed in "
+                             f"{self.file}")
+        if seen is None:
+            return
+        if image_id in seen:
+            raise ValueError(f"{path}:{number}: duplicate image id {image_id!r} (first on "
+                             f"line {seen[image_id]})")
+        seen[image_id] = number
+
+    def check_all(self, table: dict, file: str, what: str) -> None:
+        """Raises naming ``file`` and the ``image_ids.txt`` line of the first id without an
+        entry in ``table``."""
+        missing = [i for i in self.lines if i not in table]
+        if missing:
+            raise ValueError(f"{file}: no {what} for {len(missing)} image id(s) of "
+                             f"{self.file}, e.g. {missing[0]!r} ({self.file}:"
+                             f"{self.lines[missing[0]]})")
 
 
-def _read_class_labels(p: str, image_ids, ids_file: str) -> dict:
-    class_labels = {}
+def _read_class_labels(p: str, ids: _Ids) -> dict:
+    class_labels, seen = {}, {}
     for number, (image_id, label) in _lines(p, 2, "'<image_id>,<class_label>'"):
+        ids.check(p, number, image_id, seen)
         (value,) = _ints(p, number, [label], "the class label")
         if value < 0:
             raise ValueError(f"{p}:{number}: class labels must be >= 0, got {value}")
         class_labels[image_id] = value
-    _check_all_ids(class_labels, image_ids, p, "class label", ids_file)
+    ids.check_all(class_labels, p, "class label")
     return class_labels
 
 
-def _read_boxes(p: str, loc: str, image_ids, ids_file: str) -> tuple:
-    """(id -> (width, height), id -> list of boxes) of a box dataset."""
-    sizes, boxes = {}, {}
+def _read_sizes(p: str, ids: _Ids) -> tuple:
+    """(id -> (width, height), id -> its line)."""
+    sizes, seen = {}, {}
     for number, (image_id, *wh) in _lines(p, 3, "'<image_id>,<width>,<height>'"):
+        ids.check(p, number, image_id, seen)
         w, h = _ints(p, number, wh, "the image size")
         if w <= 0 or h <= 0:
             raise ValueError(f"{p}:{number}: image size must be positive, got {w}x{h}")
         sizes[image_id] = (w, h)
+    ids.check_all(sizes, p, "image size")
+    return sizes, seen
+
+
+def _read_boxes(p: str, loc: str, ids: _Ids) -> tuple:
+    """(id -> (width, height), id -> list of boxes) of a box dataset."""
+    (sizes, size_lines), boxes = _read_sizes(p, ids), {}
     for number, (image_id, *xy) in _lines(loc, 5, "'<image_id>,<x0>,<y0>,<x1>,<y1>'"):
+        ids.check(loc, number, image_id)
         box = _ints(loc, number, xy, "the box")
         x0, y0, x1, y1 = box
         if min(box) < 0 or x1 < x0 or y1 < y0:
             raise ValueError(f"{loc}:{number}: a box must satisfy 0 <= x0 <= x1 and "
                              f"0 <= y0 <= y1, got {box}")
+        w, h = sizes[image_id]
+        if x1 > w or y1 > h:
+            raise ValueError(f"{loc}:{number}: box {box} lies outside its {w}x{h} image "
+                             f"({p}:{size_lines[image_id]})")
         boxes.setdefault(image_id, []).append(box)
-    for table, file, what in ((sizes, p, "image size"), (boxes, loc, "box")):
-        _check_all_ids(table, image_ids, file, what, ids_file)
+    ids.check_all(boxes, loc, "box")
     return sizes, boxes
 
 
-def _read_masks(loc: str, image_ids, ids_file: str) -> tuple:
+def _read_masks(loc: str, ids: _Ids) -> tuple:
     """(id -> list of instance mask paths, id -> ignore mask path) of a mask dataset."""
     mask_paths, ignore_paths = {}, {}
     for number, (image_id, mask, ignore) in _lines(
             loc, 3, "'<image_id>,<mask_path>,<ignore_path>'"):
+        ids.check(loc, number, image_id)
         if not mask:
             raise ValueError(f"{loc}:{number}: empty mask path")
         if image_id not in mask_paths:
@@ -195,7 +249,7 @@ def _read_masks(loc: str, image_ids, ids_file: str) -> tuple:
                              f"ignore mask ({image_id!r} already has "
                              f"{ignore_paths[image_id]!r})")
         mask_paths[image_id].append(mask)
-    _check_all_ids(mask_paths, image_ids, loc, "mask", ids_file)
+    ids.check_all(mask_paths, loc, "mask")
     return mask_paths, ignore_paths
 
 

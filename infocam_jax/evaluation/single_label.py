@@ -18,6 +18,9 @@ Results (fractions in [0, 1]; ``K`` is a map kind such as ``cam``)::
                       imputed images (pytorch-grad-cam's value), per percentile p
   K/road_morf_p<p>_accuracy, ...       top-1 accuracy on the imputed images (the ROAD paper's)
   K/road_morf, K/road_lerf (+ _accuracy)   means over the percentiles
+  K/road_morf_unconverged, K/road_lerf_unconverged   imputations (images x percentiles) whose
+                      CG solve stopped at its cap above tol (0 normally; > 0 flags inexact
+                      ROAD values: ``RoadCounts.unconverged``)
   K/road_combined     (LeRF − MoRF) / 2 of those means (pytorch-grad-cam's ROADCombined; only
                       when both orders use the same percentiles)
 
@@ -97,12 +100,15 @@ def _faithfulness_update(settings: EvalSettings, apply_fn, images, labels, logit
         key = jax.random.PRNGKey(settings.road_seed)
         for order, percentiles in _road_orders(settings):
             def per_kind(s, order=order, percentiles=percentiles):
-                return jnp.stack([apply_fn(faithfulness.road_images(
-                    images, s, p, order, key, labels, noise=settings.road_noise))
-                    for p in percentiles])                                         # [P, B, M]
-            z = lax.map(per_kind, sm)                                              # [K, P, B, M]
-            out[f"road_{order}"] = jax.vmap(lambda c, z: c.add(y, z, labels, valid))(
-                counts[f"road_{order}"], z)
+                imputed = [faithfulness.road_images(images, s, p, order, key, labels,
+                                                    noise=settings.road_noise,
+                                                    with_residual=True) for p in percentiles]
+                return (jnp.stack([apply_fn(x) for x, _ in imputed]),              # [P, B, M]
+                        jnp.stack([r for _, r in imputed]))                        # [P, B]
+            z, r = lax.map(per_kind, sm)                              # [K, P, B, M], [K, P, B]
+            out[f"road_{order}"] = jax.vmap(
+                lambda c, z, r: c.add(y, z, labels, valid, residual=r))(
+                    counts[f"road_{order}"], z, r)
     return out
 
 
@@ -210,6 +216,7 @@ def _faithfulness_results(settings: EvalSettings, counts, i: int, kind: str) -> 
         means[order] = road
         res[f"{kind}/road_{order}"] = float(np.mean(change))
         res[f"{kind}/road_{order}_accuracy"] = float(np.mean(acc))
+        res[f"{kind}/road_{order}_unconverged"] = int(np.sum(np.asarray(road["unconverged"])))
     if len(means) == 2 and settings.road_morf_percentiles == settings.road_lerf_percentiles:
         res[f"{kind}/road_combined"] = faithfulness.road_combined(means["morf"], means["lerf"])
     return res

@@ -14,8 +14,12 @@ Inputs (metadata, ``.npy`` maps, masks) are read and checked by
 
 How it runs (a whole split streams through a fixed amount of memory):
 
-1. :func:`_plan`: the arguments are checked, the metadata is parsed once, the first map is read
-   (its shape fixes the one batch shape that is compiled; the last batch is padded).
+1. :func:`_plan`: the arguments are checked, the metadata is parsed and cross-checked once
+   (:func:`~infocam_jax.data.wsol_metadata.read_metadata`), and the pre-pass reads the ``.npy``
+   header of every map (:func:`~infocam_jax.evaluation.scoremaps.read.check_scoremap_files`):
+   a missing, truncated or misshapen map (or a missing mask file) fails here, before any heavy
+   work, naming the file and its ``image_ids.txt`` line. The maps' shape fixes the one batch
+   shape that is compiled (the last batch is padded).
 2. :class:`_Prefetch`: a thread pool reads, checks and quantises the maps (and masks) of the
    next ``ahead`` batches while the current one is evaluated; only those batches are held.
 3. Box datasets with the compiled kernel (engine ``"host"``, the default when it loads): the
@@ -40,8 +44,9 @@ import numpy as np
 
 from infocam_jax.data.masks import RESIZE_LENGTH, load_mask
 from infocam_jax.data.wsol_metadata import Metadata, read_metadata
-from infocam_jax.evaluation.scoremaps.read import (MASK_DATASETS, gt_boxes, load_scoremap,
-                                                   scoremap_path)
+from infocam_jax.evaluation.scoremaps.read import (MASK_DATASETS, check_mask_files,
+                                                   check_scoremap_files, gt_boxes,
+                                                   load_scoremap, scoremap_path)
 from infocam_jax.native import host, protocol
 
 __all__ = ["evaluate_scoremaps", "format_table", "write_report"]
@@ -92,7 +97,7 @@ class _Plan:
     shape: tuple              # (H, W) of every map
     batch: int
     mask_dir: str
-    first_read_s: float       # seconds since process start when the first map was read
+    first_read_s: float       # seconds since process start when every header was checked
 
 
 def _plan(scoremap_root, metadata_root, dataset_name, split, mask_root, cam_curve_interval,
@@ -110,11 +115,15 @@ def _plan(scoremap_root, metadata_root, dataset_name, split, mask_root, cam_curv
     metadata = read_metadata(os.path.join(metadata_root, dataset_name, split), kind)
     ids = metadata.image_ids
     paths = tuple(scoremap_path(scoremap_root, i) for i in ids)
-    shape = load_scoremap(paths[0]).shape
+    ids_file = os.path.join(metadata.directory, "image_ids.txt")
+    shape = check_scoremap_files(paths, (f" (id {i!r}, {ids_file}:{metadata.id_lines[i]})"
+                                         for i in ids))
     first_read_s = seconds_since_process_start()
     if kind == "masks" and shape != (RESIZE_LENGTH, RESIZE_LENGTH):
         raise ValueError(f"score map {paths[0]} has shape {shape}; mask datasets need "
                          f"{RESIZE_LENGTH}x{RESIZE_LENGTH} maps")
+    if kind == "masks":
+        check_mask_files(os.path.join(mask_root, dataset_name), metadata)
     labels = np.zeros(len(ids), np.int32)
     if metadata.class_labels is not None:
         labels = np.asarray([metadata.class_labels[i] for i in ids], np.int32)
@@ -350,12 +359,15 @@ def evaluate_scoremaps(scoremap_root: str, metadata_root: str, dataset_name: str
       box datasets ``max_box_acc`` / ``best_threshold`` per IoU threshold (keys "30", ...),
       ``per_class_max_box_acc`` (per IoU threshold, per class, at that IoU's best threshold) and
       ``per_class_num_images`` when ``class_labels.txt`` exists; ``pxap`` for mask datasets;
-      ``timings_s``: seconds since the process started when the first map was read
-      (``first_map_read``: imports, argument checks, metadata) and when every map was counted
-      (``counted``).
+      ``timings_s``: seconds since the process started when the maps were first read
+      (``first_map_read``: imports, argument checks, metadata, the header pre-pass over every
+      map) and when every map was counted (``counted``).
 
     Raises:
-      ValueError naming the offending file for bad metadata, maps or masks.
+      ValueError naming the offending file (and line) for bad metadata, maps or masks.
+      Inconsistent metadata, missing, truncated or misshapen maps and missing masks are found
+      before any map is evaluated (the pre-pass reads only the headers); values (NaN, outside
+      [0, 1]) and undecodable masks as they are read.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
