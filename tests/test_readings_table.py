@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from infocam_jax.experiments import readings_table, seed_tables
-from infocam_jax.evaluation import thresholds
+from infocam_jax.evaluation import run_tables, thresholds
 from infocam_jax.evaluation.settings import EvalSettings
 
 DATA = pathlib.Path(__file__).resolve().parents[1] / "docs" / "results_data"
@@ -94,13 +94,49 @@ def test_one_seed_table_cells():
     assert len(rows) == 2 + 6
 
 
-def test_main_job_prints_the_one_table(tmp_path):
-    """A heads run with eval_readings writes the readings table in this module's layout."""
+def test_valsel_table_cells_and_reading():
+    readings = _fake_readings(np.random.default_rng(3), MULTI, ("loc_acc",))
+    settings = EvalSettings(image_size=(16, 32), multi_label=True, map_kinds=MULTI,
+                            num_box_thresholds=5)
+    rows = readings_table.valsel_table(readings_table.flat(readings), settings).splitlines()
+    assert rows[0] == ("Localisation accuracy (%) per present digit, test split, threshold "
+                       "chosen on validation")
+    assert rows[2] == "| Map | max-normalised | min-max normalised |"
+    s = {m: readings[m]["selection"]["infocam"]["loc_acc"] for m in ("max", "minmax")}
+    assert rows[5] == (f"| infoCAM | {100 * s['max']['test']:.2f} (t {s['max']['threshold']:.2f})"
+                       f" | {100 * s['minmax']['test']:.2f} (t {s['minmax']['threshold']:.2f}) |")
+    assert rows[-1].startswith("Reading: threshold chosen on the validation split (in brackets) "
+                               "from np.arange(0, 1, 1/5), bicubic upsampling, IoU >= 0.5.")
+    assert "fixed readings are in the summary" in rows[-1]
+
+
+def test_classification_table_is_the_head_of_the_run_table():
+    results = {f"digit_acc/{c}": 0.5 + c / 100 for c in range(3)}
+    results.update({"cls_acc": 0.51, "exact_match": 0.4, "cam/loc_acc": 0.2,
+                    **{f"cam/loc_acc/{c}": 0.1 for c in range(3)}})
+    head = run_tables.classification_table(results)
+    assert head.endswith("Exact-match accuracy: 40.00 %\n")
+    assert run_tables.format_table(results).startswith(
+        head + "\nLocalisation accuracy (%) per present digit\n")
+
+
+def test_main_job_prints_the_one_table(tmp_path, capsys):
+    """A heads run with eval_readings prints per head the table at the threshold chosen on
+    validation first (the fixed-threshold one only in the summary), and writes the readings
+    table in this module's layout."""
     import tiny
     from infocam_jax.train import trainer
     c = tiny.tiny_config(heads=("pc_sigmoid",), eval_readings=True, num_box_thresholds=10)
     trainer.train_and_evaluate(c, str(tmp_path))
+    printed = capsys.readouterr().out
+    first = printed.index("\n## ")
+    assert printed[first:].startswith("\n## synthetic / digits_cnn / pc_sigmoid (epoch 1): maps "
+                                      "read at the threshold chosen on validation\n")
+    assert printed.index("threshold chosen on validation\n\n| Map | max-normalised |") < \
+        printed.index("# Summary over heads") < printed.index("t = 0.2 (protocol)")
+    assert "fixed threshold 0.2" not in printed  # the protocol's per-digit table is not printed
     text = (tmp_path / "results.md").read_text()
+    assert text in printed
     assert text.startswith("## CAM vs infoCAM under every reading\n\nTest split, %, mean ± std "
                            "over seeds [0]; largest box at IoU >= 0.5; R = 3; threshold grid "
                            "np.arange(0, 1, 1/10);")

@@ -32,6 +32,25 @@ def caption(settings: EvalSettings) -> str:
     return f"Reading: {settings.reading}."
 
 
+def classification_table(results: Mapping[str, float]) -> str:
+    """The classification part of :func:`format_table`, which does not depend on how the maps
+    are read. Multi-label: the per-digit accuracy table and the exact-match line (the lines
+    :func:`format_table` starts with); single-label: one line of Top-1 and Top-5 Cls."""
+    def get(key):
+        return results.get(key, float("nan"))
+
+    classes = sorted(int(k.split("/")[1]) for k in results if k.startswith("digit_acc/"))
+    if not classes:
+        return f"Top-1 Cls {pct(get('top1_cls'))} %, Top-5 Cls {pct(get('top5_cls'))} %.\n"
+    lines = ["Classification accuracy (%) per digit", "",
+             "| Type | " + " | ".join(str(c) for c in classes) + " | Mean |",
+             "|---|" + "---:|" * (len(classes) + 1),
+             "| accuracy | " + " | ".join(pct(get(f"digit_acc/{c}")) for c in classes)
+             + f" | {pct(get('cls_acc'))} |", "",
+             f"Exact-match accuracy: {pct(get('exact_match'))} %"]
+    return "\n".join(lines) + "\n"
+
+
 def format_table(results: Mapping[str, float], settings: EvalSettings | None = None) -> str:
     """Markdown tables of ``results`` in percent ("-" for missing or NaN values).
 
@@ -56,12 +75,7 @@ def format_table(results: Mapping[str, float], settings: EvalSettings | None = N
         return "\n".join(lines) + "\n" + tail
     header = "| " + " | ".join(str(c) for c in classes) + " |"
     rule = "|---|" + "---:|" * (len(classes) + 1)
-    lines = ["Classification accuracy (%) per digit", "",
-             "| Type " + header + " Mean |", rule,
-             "| accuracy | " + " | ".join(pct(get(f"digit_acc/{c}")) for c in classes)
-             + f" | {pct(get('cls_acc'))} |", "",
-             f"Exact-match accuracy: {pct(get('exact_match'))} %", "",
-             "Localisation accuracy (%) per present digit", "",
+    lines = [classification_table(results), "Localisation accuracy (%) per present digit", "",
              "| Map " + header + " All |", rule]
     for kind in _kinds_in(results, "loc_acc"):
         lines.append(f"| {DISPLAY_NAMES.get(kind, kind)} | "

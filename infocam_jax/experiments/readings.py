@@ -57,6 +57,18 @@ def write(readings_by_head: Mapping[str, Mapping[str, Any]], workdir: str) -> st
                              os.path.join(workdir, "readings.json"))
 
 
+def head_report(title: str, results: Mapping[str, float],
+                readings: Mapping[str, Mapping[str, Any]]) -> str:
+    """A heads run's first table per head: ``## {title}``, the classification part of its test
+    results (``run_tables.classification_table``), then CAM vs infoCAM at the threshold chosen
+    on validation under both normalisations (``readings_table.valsel_table``) with its reading.
+    The fixed-threshold readings are left to the summary (:func:`write_heads_summary`)."""
+    settings = next(iter(readings.values()))["settings"]
+    return (f"## {title}: maps read at the threshold chosen on validation\n\n"
+            f"{run_tables.classification_table(results)}\n"
+            f"{readings_table.valsel_table(readings_table.flat(readings), settings)}")
+
+
 def write_heads_summary(all_results: Mapping[str, Mapping[str, float]],
                         readings_by_head: Mapping[str, Mapping[str, Any]], workdir: str,
                         settings: EvalSettings, *, seed: int) -> str:

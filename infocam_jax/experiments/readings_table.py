@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from infocam_jax.experiments import seed_tables
-from infocam_jax.evaluation import thresholds
-from infocam_jax.evaluation.settings import EvalSettings
+from infocam_jax.evaluation import run_tables, thresholds
+from infocam_jax.evaluation.settings import DISPLAY_NAMES, NORMALIZE_NAMES, EvalSettings
 
 MODES = ("max", "minmax")
 # (row name, normalisation, what): the six readings, in the printed order.
@@ -37,6 +37,8 @@ _ROWS = (("max-normalised, t = {t} (paper)", "max", "fixed"),
          ("min-max, best t on test", "minmax", "best_test"))
 _CLASSIFICATION_KEYS = ("cls_acc", "exact_match", "top1_cls", "top5_cls")
 _TEST_MAXIMISED_KEYS = ("max_box_acc", "max_box_acc_v2")
+_METRIC_TITLES = {"loc_acc": "Localisation accuracy (%) per present digit",
+                  "gt_known_loc": "GT-known Loc (%)", "top1_loc": "Top-1 Loc (%)"}
 
 
 def _number(value) -> float:
@@ -142,3 +144,39 @@ def render(aggs: Mapping[str, Mapping], settings: EvalSettings, seeds: Sequence,
     if wall_seconds is not None:
         text += f"\nWall-clock: {wall_seconds:.0f} s.\n"
     return text
+
+
+def _valsel_cell(values: Mapping[str, float], base: str) -> str:
+    value = _number(values.get(f"{base}/valsel"))
+    t = _number(values.get(f"{base}/valsel_threshold"))
+    return run_tables.pct(value) + ("" if t != t else f" (t {t:.2f})")
+
+
+def valsel_caption(settings: EvalSettings) -> str:
+    """The reading of :func:`valsel_table`, and where the fixed-threshold readings are."""
+    return (f"Reading: threshold chosen on the validation split (in brackets) from np.arange(0, 1, "
+            f"1/{settings.num_box_thresholds}), {settings.upsample} upsampling, IoU >= "
+            f"{settings.iou_threshold:g}. The paper's (max-normalised, t = "
+            f"{settings.cam_threshold:g}) and the protocol's (min-max, t = "
+            f"{settings.cam_threshold:g}) fixed readings are in the summary.")
+
+
+def valsel_table(values: Mapping[str, float], settings: EvalSettings) -> str:
+    """One run's test localisation at the threshold chosen on validation (the reading we
+    recommend; the main job's first table per head): per swept metric, rows = map kinds,
+    columns = the normalisations, in percent with the chosen threshold in brackets.
+
+    Args:
+      values: :func:`flat` keys of one run (no prefix).
+      settings: the run's settings (map kinds, metrics, grid, IoU, upsampling).
+    """
+    parts = []
+    for metric in thresholds.metrics_of(settings):
+        lines = [f"{_METRIC_TITLES[metric]}, test split, threshold chosen on validation", "",
+                 "| Map | " + " | ".join(NORMALIZE_NAMES[m] for m in MODES) + " |",
+                 "|---|" + "---:|" * len(MODES)]
+        for kind in settings.map_kinds:
+            cells = [_valsel_cell(values, f"{mode}/{kind}/{metric}") for mode in MODES]
+            lines.append(f"| {DISPLAY_NAMES.get(kind, kind)} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts) + "\n" + valsel_caption(settings) + "\n"

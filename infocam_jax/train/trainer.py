@@ -51,7 +51,7 @@ from infocam_jax.train.loop import NonFiniteLossError
 
 PyTree = Any
 __all__ = ["NonFiniteLossError", "create_model", "make_loss_fn", "restore_variables",
-           "run_evaluation", "train_and_evaluate", "train_single", "usable_prior"]
+           "train_and_evaluate", "train_single", "usable_prior"]
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -179,17 +179,6 @@ def _init_variables(config, model, image_shape) -> dict:
 
 # ----------------------------------------------------------------------------- loops
 
-def run_evaluation(config, model, variables, split: str) -> dict[str, float]:
-    """`evaluation.driver.evaluate` on `split` with this process's shard; results are global."""
-    it = data.make_iterator(
-        config, split, training=False,
-        batch_size=int(config.eval_batch_size) // jax.process_count(),
-        process_index=jax.process_index(), process_count=jax.process_count())
-    max_batches = int(config.get("max_eval_batches", 0)) or None
-    return driver.evaluate(config, model, variables, it,
-                             num_devices=jax.local_device_count(), max_batches=max_batches)
-
-
 def _resume(ckpt, state, config, workdir: str):
     """(state, start_epoch, best_val, best_epoch) from the workdir's latest checkpoint, or the
     fresh `state` at epoch 0; raises ValueError when the workdir holds another loss / model."""
@@ -255,10 +244,16 @@ def _validate(config, model, variables, plan: loop.Plan, epoch: int, train_loss:
     return val_acc, is_best, (best_val, best_epoch)
 
 
-def _test_best(config, model, workdir: str, writer, checked: config_lib.Checked
-               ) -> dict[str, float]:
-    """Restores the best epoch, runs the final evaluators on the test split, writes and prints
-    the table (its reading: ``checked.settings``)."""
+def _title(config, epoch) -> str:
+    method = str(config.get("method", "cam") or "cam")
+    model_name = config.model if method == "cam" else f"{config.model} + {method}"
+    return f"{config.dataset} / {model_name} / {config.loss} (epoch {int(epoch)})"
+
+
+def _test_best(config, model, workdir: str, writer, checked: config_lib.Checked,
+               show: bool = True) -> dict[str, float]:
+    """Restores the best epoch, runs the final evaluators on the test split, writes and (with
+    ``show``) prints the table (its reading: ``checked.settings``)."""
     variables, extra = checkpoints.restore_variables_from(workdir, "best")
     logging.info("Evaluating epoch %d (validation accuracy %s) on the test split.",
                  extra["epoch"], extra.get("val_accuracy"))
@@ -267,15 +262,14 @@ def _test_best(config, model, workdir: str, writer, checked: config_lib.Checked
                                                              "test"))
     results["epoch"] = float(extra["epoch"])
     if _is_main():
-        method = methods.method_of(config)
-        model_name = config.model if method == "cam" else f"{config.model} + {method}"
-        title = f"{config.dataset} / {model_name} / {config.loss} (epoch {extra['epoch']})"
+        title = _title(config, extra["epoch"])
         run_tables.write_results(results, workdir, title=title, settings=checked.settings)
         loop.write_scalars(writer, int(extra["step"]), {"test/" + k: v for k, v in results.items()})
         table = run_tables.format_table(results, checked.settings)
         logging.info("Test results of %s written to %s (results.json, results.md).", title,
                      workdir)
-        print(f"\n## {title}\n\n{table}", flush=True)
+        if show:
+            print(f"\n## {title}\n\n{table}", flush=True)
     return results
 
 
@@ -294,13 +288,14 @@ def _checkpoint_extra(config, plan: loop.Plan, epoch: int, train_loss: float, va
 
 
 def train_single(config: ml_collections.ConfigDict, workdir: str,
-                 checked: config_lib.Checked) -> dict[str, float]:
+                 checked: config_lib.Checked, *, show: bool = True) -> dict[str, float]:
     """Trains one model (one loss) in `workdir`; returns its test results. See module doc.
 
     Args:
       config: a config checked by `infocam_jax.config.validate` (`train_and_evaluate` does).
       workdir: output directory.
       checked: what `validate` returned (its protocol and evaluators).
+      show: print the test table (a heads run with `eval_readings` prints its own instead).
     """
     _quiet_orbax_info_logs()
     # The backbone x method pair is checked here, still before the workdir is made.
@@ -352,7 +347,7 @@ def train_single(config: ml_collections.ConfigDict, workdir: str,
         ckpt.save(epoch + 1, host_state.variables, host_state.opt_state, extra, is_best)
     ckpt.close()
 
-    results = _test_best(config, model, workdir, writer, checked)
+    results = _test_best(config, model, workdir, writer, checked, show)
     if writer is not None:
         writer.close()
     return results
@@ -369,8 +364,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     Returns:
       The test results dict of `evaluation.driver.evaluate` (fractions in [0, 1]); when
       `config.heads` lists several losses, `{loss: results}` with each model in
-      `workdir/<loss>/`, and with `config.eval_readings` a CAM vs infoCAM table per head
-      under several readings of the maps (`evaluation.readings`) is printed.
+      `workdir/<loss>/`, and with `config.eval_readings` each head's table is printed read
+      at the threshold chosen on validation (`readings.head_report`), then a summary with
+      every reading, the fixed thresholds included (`readings.write_heads_summary`).
     """
     checked = config_lib.validate(config)  # the one check, before anything is built or written
     heads = tuple(config.get("heads", ()) or ())
@@ -380,15 +376,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     for head in heads:
         subs[head] = ml_collections.ConfigDict(config.to_dict())
         subs[head].loss, subs[head].heads = head, ()
-    all_results = {h: train_single(sub, os.path.join(workdir, h), checked)
+    with_readings = bool(config.get("eval_readings", False))
+    all_results = {h: train_single(sub, os.path.join(workdir, h), checked, show=not with_readings)
                    for h, sub in subs.items()}
     readings = {}
-    if config.get("eval_readings", False):
+    if with_readings:
         splits = rd.load_splits(config)
         for head, sub in subs.items():
             variables, _ = restore_variables(sub, os.path.join(workdir, head), "best")
             readings[head] = rd.evaluate_run(sub, create_model(sub), variables, splits)
     if _is_main():
+        for head, r in readings.items():
+            title = _title(subs[head], all_results[head]["epoch"])
+            print(f"\n{rd.head_report(title, all_results[head], r)}", flush=True)
         text = rd.write_heads_summary(all_results, readings, workdir, checked.settings,
                                       seed=int(config.seed))
         print("\n# Summary over heads\n\n" + text, flush=True)
