@@ -35,10 +35,8 @@ environment variable ``INFOCAM_MNIST_DIR`` (:func:`mnist_dir`); the big datasets
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
-from typing import Any
 
 import jax
 from ml_collections import config_dict
@@ -49,6 +47,7 @@ from infocam_jax import methods
 from infocam_jax import models
 from infocam_jax.evaluation import evaluators
 from infocam_jax.evaluation.settings import EvalSettings
+from infocam_jax.train.trainer import Checked
 
 MNIST_DIR_ENV = "INFOCAM_MNIST_DIR"
 LOSSES = ("softmax", "pc_softmax", "sigmoid", "pc_sigmoid")
@@ -467,23 +466,6 @@ def _check_training(config) -> None:
             raise ValueError(f"config.optimizer.{field} must be a finite number >= 0, got "
                              f"{value!r}")
     _check_int(config, "decay_epochs", 1, node=opt, prefix="config.optimizer.")
-
-
-@dataclasses.dataclass(frozen=True)
-class Checked:
-    """What :func:`validate` hands to the layers below: typed pieces, not the ConfigDict.
-
-    Attributes:
-      settings: the config's own evaluation protocol (``EvalSettings.from_config``, no
-        evaluator's overrides): what tables state as their reading.
-      evals: the evaluators of ``config.evals`` (``evaluation.evaluators``), in their order.
-      method: the WSOL method (``methods.Method``) of ``config.method``.
-      method_options: its options (the method's frozen options dataclass).
-    """
-    settings: EvalSettings
-    evals: tuple
-    method: methods.Method
-    method_options: Any
 
 
 def validate(config: config_dict.ConfigDict) -> Checked:

@@ -16,7 +16,7 @@ import pathlib
 import pytest
 
 from infocam_jax.experiments import readings_table
-from infocam_jax.train import trainer
+from infocam_jax.experiments import training
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SEED = 0
@@ -63,7 +63,7 @@ def claim_run(tmp_path_factory):
     config = claim_config(SEED, tmp_path_factory.mktemp("tfds"))
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        trainer.train_and_evaluate(config, str(workdir))
+        training.train_and_evaluate(config, str(workdir))
     return _flat(workdir), printed.getvalue()
 
 

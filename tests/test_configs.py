@@ -147,11 +147,11 @@ def test_runlocal_end_to_end_writes_results(name, tmp_path):
     if name not in DEFAULT_SMOKE and not FULL_SMOKE:
         pytest.skip("smoke runs are compile-bound (1-2 CPU-min each): one per code path runs "
                     "by default, INFOCAM_FULL_SMOKE=1 runs every config")
-    from infocam_jax.train import trainer  # pylint: disable=import-outside-toplevel
+    from infocam_jax.experiments import training
     _, c = load(name, "runlocal")
     c.dataset = "synthetic"
     c.num_test_examples = 16
-    results = trainer.train_and_evaluate(c, str(tmp_path))
+    results = training.train_and_evaluate(c, str(tmp_path))
     heads = tuple(c.heads)
     workdirs = [tmp_path / h for h in heads] if heads else [tmp_path]
     for wd in workdirs:

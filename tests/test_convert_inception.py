@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from infocam_jax import methods, models
+from infocam_jax import methods
 from infocam_jax.models import convert
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

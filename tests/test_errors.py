@@ -20,6 +20,7 @@ import pytest
 from infocam_jax import boxes, losses, metrics, models
 from infocam_jax import config as config_lib
 from infocam_jax.train import checkpoints, optim, trainer
+from infocam_jax.experiments import training
 from infocam_jax.metrics import multilabel
 from infocam_jax.train import state as ts
 from infocam_jax.data import pipeline, sources
@@ -229,14 +230,14 @@ def test_config_errors_write_nothing(tmp_path, overrides, match):
     """config.validate runs before the workdir is created."""
     workdir = tmp_path / "run"
     with pytest.raises(ValueError, match=match):
-        trainer.train_and_evaluate(_tiny_config(**overrides), str(workdir))
+        training.train_and_evaluate(_tiny_config(**overrides), str(workdir))
     assert not workdir.exists()
 
 
 def test_bad_loss_through_train_writes_no_checkpoint(tmp_path):
     workdir = tmp_path / "run"
     with pytest.raises(ValueError, match=r"config.loss='softmax' does not fit"):
-        trainer.train_and_evaluate(_tiny_config(loss="softmax"), str(workdir))
+        training.train_and_evaluate(_tiny_config(loss="softmax"), str(workdir))
     _no_checkpoints(workdir)
     assert not workdir.exists()
 
@@ -270,7 +271,7 @@ def test_resume_into_a_workdir_of_another_run(tmp_path, cached_init):
     with pytest.raises(ValueError, match=re.escape(
             f"{workdir} holds a run with loss='pc_sigmoid', but config.loss='sigmoid': use "
             f"another --workdir")):
-        trainer.train_and_evaluate(_tiny_config(loss="sigmoid"), str(workdir))
+        training.train_and_evaluate(_tiny_config(loss="sigmoid"), str(workdir))
     assert _listing(workdir) == before  # no new checkpoint, no results
     assert checkpoints.Checkpointer(str(workdir), 1).latest_epoch() == 1
     assert json.loads((workdir / "config.json").read_text()) == json.loads(config_before)
@@ -279,7 +280,7 @@ def test_resume_into_a_workdir_of_another_run(tmp_path, cached_init):
 def test_pretrained_missing_file(tmp_path, cached_init):
     path = tmp_path / "missing.npz"
     with pytest.raises(FileNotFoundError, match=re.escape(str(path))):
-        trainer.train_and_evaluate(_tiny_config(pretrained=str(path)), str(tmp_path / "run"))
+        training.train_and_evaluate(_tiny_config(pretrained=str(path)), str(tmp_path / "run"))
     _no_checkpoints(tmp_path / "run")
 
 
@@ -288,7 +289,7 @@ def test_pretrained_unknown_extension(tmp_path, cached_init):
     path.write_bytes(b"")
     with pytest.raises(ValueError, match=r"variables path must end in .npz or .msgpack, got "
                        + re.escape(repr(str(path)))):
-        trainer.train_and_evaluate(_tiny_config(pretrained=str(path)), str(tmp_path / "run"))
+        training.train_and_evaluate(_tiny_config(pretrained=str(path)), str(tmp_path / "run"))
     _no_checkpoints(tmp_path / "run")
 
 
@@ -297,7 +298,7 @@ def test_pretrained_with_wrong_keys_names_them(tmp_path, cached_init):
     np.savez(path, **{"params/bogus/kernel": np.zeros((3, 3), np.float32)})
     with pytest.raises(ValueError, match=r"pretrained variables do not match the model: missing "
                        r"\[.*'params/.*unexpected \['params/bogus/kernel'\]") as info:
-        trainer.train_and_evaluate(_tiny_config(pretrained=str(path)), str(tmp_path / "run"))
+        training.train_and_evaluate(_tiny_config(pretrained=str(path)), str(tmp_path / "run"))
     _no_checkpoints(tmp_path / "run")
     assert f"config.pretrained={str(path)!r}" in str(info.value)
 
@@ -305,7 +306,7 @@ def test_pretrained_with_wrong_keys_names_them(tmp_path, cached_init):
 def test_keep_checkpoints_below_one(tmp_path, cached_init):
     workdir = tmp_path / "run"
     with pytest.raises(ValueError, match=r"config.keep_checkpoints must be >= 1, got 0"):
-        trainer.train_and_evaluate(_tiny_config(keep_checkpoints=0), str(workdir))
+        training.train_and_evaluate(_tiny_config(keep_checkpoints=0), str(workdir))
     _no_checkpoints(workdir)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from infocam_jax.maps import cams
-from infocam_jax import methods, models
+from infocam_jax import methods
 from infocam_jax.evaluation import backends, driver, forward
 from infocam_jax.evaluation.settings import EvalSettings
 

@@ -7,7 +7,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from infocam_jax.train import trainer, loop
+from infocam_jax.train import loop
+from infocam_jax.experiments import training
 from infocam_jax.evaluation import evaluators
 
 import test_wsol_metadata as twm  # noqa: E402  (metadata trees)
@@ -74,12 +75,12 @@ def test_cheap_validation_keeps_the_final_numbers(tmp_path, monkeypatch):
     """The base list (classification per epoch) and a full-grid per-epoch validation pick the
     same epoch and give the same final test results."""
     base = dict(num_epochs=2, max_steps_per_epoch=2, num_box_thresholds=20)
-    cheap = trainer.train_and_evaluate(tiny.tiny_config(**base), str(tmp_path / "cheap"))
+    cheap = training.train_and_evaluate(tiny.tiny_config(**base), str(tmp_path / "cheap"))
     full_cfg = tiny.tiny_config(**base, evals=ml_collections.ConfigDict())
     full_cfg.evals.eval = dict(type="localization", every_epoch=True, final=False)
     full_cfg.evals.localization = dict(type="localization")
     logged = _logged(monkeypatch)
-    full = trainer.train_and_evaluate(full_cfg, str(tmp_path / "full"))
+    full = training.train_and_evaluate(full_cfg, str(tmp_path / "full"))
     assert cheap.keys() == full.keys()
     np.testing.assert_equal(cheap, full)  # exact, NaN where nothing was counted
     per_epoch = [s for s in logged if any(k.startswith("eval/") for k in s)]
@@ -117,7 +118,7 @@ def test_mask_dataset_logs_pxap_per_epoch_and_at_test(tmp_path, monkeypatch):
     c = _mask_config(tmp_path)
     assert [e.name for e in evaluators.build(c)] == ["classification", "localization", "pxap"]
     logged = _logged(monkeypatch)
-    results = trainer.train_and_evaluate(c, str(tmp_path / "work"))
+    results = training.train_and_evaluate(c, str(tmp_path / "work"))
     per_epoch = [s for s in logged if "pxap/cam/pxap" in s]
     assert len(per_epoch) == 2  # both validation epochs (pxap every_epoch)
     for key in ("pxap/cam/pxap", "pxap/infocam/pxap", "pxap/cam/piou/valsel",

@@ -22,7 +22,7 @@ import pytest
 
 import parity  # tests/parity.py (tests/ is on sys.path under pytest)
 
-from infocam_jax import methods, models
+from infocam_jax import methods
 from infocam_jax.models import convert
 from infocam_jax.methods import spg
 

@@ -125,9 +125,9 @@ def test_main_job_prints_the_one_table(tmp_path, capsys):
     validation first (the fixed-threshold one only in the summary), and writes the readings
     table in this module's layout."""
     import tiny
-    from infocam_jax.train import trainer
+    from infocam_jax.experiments import training
     c = tiny.tiny_config(heads=("pc_sigmoid",), eval_readings=True, num_box_thresholds=10)
-    trainer.train_and_evaluate(c, str(tmp_path))
+    training.train_and_evaluate(c, str(tmp_path))
     printed = capsys.readouterr().out
     first = printed.index("\n## ")
     assert printed[first:].startswith("\n## synthetic / digits_cnn / pc_sigmoid (epoch 1): maps "

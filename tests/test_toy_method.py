@@ -17,7 +17,7 @@ import tiny  # tests/tiny.py (tests/ is on sys.path under pytest)
 
 from infocam_jax import methods
 from infocam_jax.methods import base
-from infocam_jax.train import trainer
+from infocam_jax.experiments import training
 
 CALLS = []
 
@@ -80,7 +80,7 @@ def test_toy_trains_a_step_and_evaluates_cam_infocam_infocam_plus(registered, tm
     config = tiny.tiny_config(method="random_erasing", multi_label=False, loss="softmax",
                               map_kinds=("cam", "infocam", "infocam_plus"))
     config.method_options.erase_size = 5
-    results = trainer.train_and_evaluate(config, str(tmp_path))
+    results = training.train_and_evaluate(config, str(tmp_path))
     assert CALLS and set(CALLS) == {5}, "the train step must run the toy's transform"
     for kind in ("cam", "infocam", "infocam_plus"):
         values = {k: v for k, v in results.items() if k.startswith(kind + "/")}

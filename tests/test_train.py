@@ -22,7 +22,7 @@ import pytest
 
 from infocam_jax.train import optim
 from infocam_jax import devices
-from infocam_jax.train import state as ts
+from infocam_jax.experiments import training
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -125,6 +125,7 @@ WORKER = textwrap.dedent('''
     sys.path.insert(0, os.environ["REPO"])
     from infocam_jax import devices
     from infocam_jax.train import optim, trainer, state as ts
+    from infocam_jax.experiments import training
 
     class TinyBN(nn.Module):
         """Conv-BatchNorm-ReLU-GAP-Dense returning (logits, features), BN synced on "batch"."""
@@ -172,7 +173,7 @@ WORKER = textwrap.dedent('''
         bad = ml_collections.ConfigDict(dict(loss="softmax", multi_label=False, batch_size=6,
                                              eval_batch_size=8, num_epochs=1))
         try:
-            trainer.train_and_evaluate(bad, os.path.join(os.path.dirname(out), "bad_workdir"))
+            training.train_and_evaluate(bad, os.path.join(os.path.dirname(out), "bad_workdir"))
         except ValueError as e:
             errors["train_and_evaluate"] = str(e)
     np.savez(out, **flat)
@@ -343,7 +344,7 @@ def train_lib():
 @pytest.fixture(scope="module")
 def uninterrupted(train_lib, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("uninterrupted"))
-    results = train_lib.train_and_evaluate(_tiny_config(), workdir)
+    results = training.train_and_evaluate(_tiny_config(), workdir)
     return workdir, results
 
 
@@ -375,10 +376,10 @@ def test_kill_and_resume_reaches_the_uninterrupted_state(train_lib, uninterrupte
     # Killed in the middle of the third epoch (after two finished, checkpointed epochs).
     monkeypatch.setattr(data, "make_iterator", _killing_make_iterator(data.make_iterator, 2, 1))
     with pytest.raises(KeyboardInterrupt):
-        train_lib.train_and_evaluate(config, workdir_b)
+        training.train_and_evaluate(config, workdir_b)
     monkeypatch.undo()
     assert sorted(os.listdir(os.path.join(workdir_b, checkpoints.LATEST_DIR))) == ["1", "2"]
-    results_b = train_lib.train_and_evaluate(config, workdir_b)  # resumes at epoch 2
+    results_b = training.train_and_evaluate(config, workdir_b)  # resumes at epoch 2
     extras = {}
     for which in ("latest", "best"):
         va, ea = train_lib.restore_variables(config, workdir_a, which)
@@ -413,7 +414,7 @@ def test_best_checkpoint_is_the_best_validation_epoch(train_lib, tmp_path, monke
 
     monkeypatch.setattr(train_lib, "_run_evaluators", fake_run_evaluators)
     config = _tiny_config()
-    results = train_lib.train_and_evaluate(config, str(tmp_path))
+    results = training.train_and_evaluate(config, str(tmp_path))
     _, best = train_lib.restore_variables(config, str(tmp_path), "best")
     _, latest = train_lib.restore_variables(config, str(tmp_path), "latest")
     assert (best["epoch"], best["val_accuracy"]) == (2, 0.7)
@@ -437,7 +438,7 @@ def test_nan_loss_aborts_with_a_clear_message(train_lib, tmp_path, monkeypatch):
 
     monkeypatch.setattr(data, "make_iterator", poisoned)
     with pytest.raises(train_lib.NonFiniteLossError, match=r"training loss became nan by step 1"):
-        train_lib.train_and_evaluate(_tiny_config(), str(tmp_path))
+        training.train_and_evaluate(_tiny_config(), str(tmp_path))
     manager = checkpoints.Checkpointer(str(tmp_path), 1)
     assert manager.latest_epoch() is None  # nothing saved from the poisoned epoch
 

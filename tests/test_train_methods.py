@@ -19,6 +19,7 @@ import pytest
 from infocam_jax import methods, models
 from infocam_jax.methods import acol, base, cutmix, has, spg
 from infocam_jax.train import optim, trainer
+from infocam_jax.experiments import training
 from infocam_jax import devices
 from infocam_jax.train import state as ts
 
@@ -152,18 +153,18 @@ def test_bad_method_config_names_the_field_and_writes_nothing(field, value, matc
     workdir = tmp_path / "run"
     workdir.mkdir()
     with pytest.raises(ValueError, match=match):
-        trainer.train_and_evaluate(_bad(field, value), str(workdir))
+        training.train_and_evaluate(_bad(field, value), str(workdir))
     assert os.listdir(workdir) == []
     missing = tmp_path / "never"
     with pytest.raises(ValueError, match=match):
-        trainer.train_and_evaluate(_bad(field, value), str(missing))
+        training.train_and_evaluate(_bad(field, value), str(missing))
     assert not missing.exists()
 
 
 def test_single_label_methods_reject_multi_label(tmp_path):
     c = tiny.tiny_config(method="acol")  # multi-label pc_sigmoid
     with pytest.raises(ValueError, match=r"config.method='acol'.*config.multi_label"):
-        trainer.train_and_evaluate(c, str(tmp_path))
+        training.train_and_evaluate(c, str(tmp_path))
     assert os.listdir(tmp_path) == []
 
 
@@ -173,14 +174,14 @@ def test_method_impossible_on_backbone_is_refused_before_the_workdir(tmp_path):
     c = _single_label()
     c.model_options.large_feature_map = True  # no large-feature-map variant of digits_cnn
     with pytest.raises(ValueError, match=r"config.model='digits_cnn'.*large_feature_map"):
-        trainer.train_and_evaluate(c, str(tmp_path))
+        training.train_and_evaluate(c, str(tmp_path))
     for backbone, method in impossible:
         with pytest.raises(ValueError, match=rf"config.model={backbone!r}.*{method}"):
-            trainer.train_and_evaluate(_single_label(method=method), str(tmp_path))
+            training.train_and_evaluate(_single_label(method=method), str(tmp_path))
     assert os.listdir(tmp_path) == []
 
 
 def test_a_workdir_of_another_method_is_refused(tmp_path):
-    trainer.train_and_evaluate(_single_label(method="cam"), str(tmp_path))
+    training.train_and_evaluate(_single_label(method="cam"), str(tmp_path))
     with pytest.raises(ValueError, match=r"method='cam'.*config.method='has'"):
-        trainer.train_and_evaluate(_single_label(method="has", num_epochs=2), str(tmp_path))
+        training.train_and_evaluate(_single_label(method="has", num_epochs=2), str(tmp_path))

@@ -10,6 +10,7 @@ import pytest
 
 from infocam_jax import methods, models
 from infocam_jax.train import trainer
+from infocam_jax.experiments import training
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -48,7 +49,6 @@ def test_parameter_string_builds(arg):
     assert c.wsol_mask_root == ("" if dataset != "openimages" else c.manual_dir)
     if not ZOO and method in ("adl", "acol", "spg"):
         return  # the network is the zoo's; the config itself is checked above
-    from infocam_jax import models  # pylint: disable=import-outside-toplevel
     if WSOL.BACKBONES[backbone] not in models.MODEL_NAMES:
         pytest.skip(f"config checked; {WSOL.BACKBONES[backbone]!r} is not registered in "
                     "models.create yet (its trunk exists in models/inception.py)")
@@ -105,7 +105,7 @@ def test_runlocal_trains_a_step_on_synthetic_data(arg, full_only, tmp_path):
     c.image_size = (32, 32)
     c.num_classes = 8
     c.max_boxes = 1
-    results = trainer.train_and_evaluate(c, str(tmp_path))
+    results = training.train_and_evaluate(c, str(tmp_path))
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["method"] == arg.split(",")[1]
     assert 0.0 <= results["top1_cls"] <= 1.0 and results["num_images"] > 0

@@ -23,7 +23,7 @@ import jax
 from ml_collections import config_flags
 
 from infocam_jax.models import xla_cpu
-from infocam_jax.train import trainer
+from infocam_jax.experiments import training
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -70,7 +70,7 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     logging.info("JAX %s: %d process(es), %d device(s): %s", jax.__version__,
                  jax.process_count(), jax.device_count(), jax.devices())
-    trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    training.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 def run() -> None:

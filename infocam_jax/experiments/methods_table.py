@@ -36,6 +36,7 @@ from infocam_jax.evaluation.settings import DISPLAY_NAMES, MAP_KINDS, EvalSettin
 from infocam_jax.experiments import reproduction, seed_tables
 from infocam_jax.experiments.map_table import v2_selection
 from infocam_jax.train import trainer
+from infocam_jax.experiments import training
 
 EVAL_FILE = "methods_eval.json"
 
@@ -96,7 +97,7 @@ def _method_run(config, settings: EvalSettings, model, method: str, seed: int, r
         return record
     sub = method_config(config, method, seed)
     t0 = time.time()
-    trainer.train_and_evaluate(sub, run_dir)
+    training.train_and_evaluate(sub, run_dir)
     train_s = time.time() - t0
     variables, extra = trainer.restore_variables(sub, run_dir, "best")
     t0 = time.time()

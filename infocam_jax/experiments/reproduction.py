@@ -47,6 +47,7 @@ from infocam_jax.models import convert
 from infocam_jax.train import checkpoints
 from infocam_jax.train import state as ts
 from infocam_jax.train import trainer
+from infocam_jax.experiments import training
 from infocam_jax.evaluation import json_files, region_grid
 from infocam_jax.experiments import readings_table, seed_tables
 from infocam_jax.experiments import readings as rd
@@ -289,7 +290,7 @@ def _trained_record(config, model, plan: _Plan, head: str, seed: int, run_dir: s
     sub = training_config(config, head, seed)
     _initial_weights(sub, seed, run_dir, init_from=init_from, fan_in_init=fan_in_init, log=log)
     t0 = time.time()
-    trainer.train_and_evaluate(sub, run_dir)
+    training.train_and_evaluate(sub, run_dir)
     train_s = time.time() - t0
     variables, extra = trainer.restore_variables(sub, run_dir, "best")
     t0 = time.time()

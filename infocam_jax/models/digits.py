@@ -29,12 +29,10 @@ method="acol" | "spg")`` puts a method's head on it:
   reference's "3M 43 53" covers the last pool and the last convs of VGG16).
 * one learning rate for every layer (trained from scratch; ``is_new_layer`` is always False).
 """
-from typing import Any, Optional
+from typing import Any
 
 import flax.linen as nn
-import jax.numpy as jnp
 
-from infocam_jax.models import adl as adl_lib
 from infocam_jax.models import spec as spec_lib
 from infocam_jax.models.vgg import conv_stack, position_codes
 

@@ -22,7 +22,7 @@ also the reference WSOL evaluation's ADL positions).
 stem and layer1..layer4 for every method, taps ``spg_b1`` after layer3_0 (the reference's
 SPG_A1) and ``spg_b2`` after layer3_5 (end of SPG_A2); the neck is the identity.
 """
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 import flax.linen as nn
 import jax

@@ -16,7 +16,6 @@ import numpy as np
 
 from infocam_jax import data
 from infocam_jax import devices
-from infocam_jax.train import state as ts
 
 TRAIN_KEYS = ("image", "label", "labels")
 

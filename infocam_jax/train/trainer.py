@@ -1,14 +1,15 @@
-"""Training loop: data-parallel SGD over every device, orbax checkpoints, best-epoch selection.
+"""Training of one model: data-parallel SGD over every device, orbax checkpoints, best epoch.
 
-`train_and_evaluate(config, workdir)` trains `config.model` on `config.dataset` with the authors'
-optimiser (`optim.py`), runs the per-epoch evaluators (`evaluation.evaluators`; by default
-classification only) on validation after every `eval_every_epochs` epochs, keeps the last
-`keep_checkpoints` epochs and the best one by validation top-1 classification accuracy
-(`checkpointing.py`), then restores the best epoch, runs the final evaluators (by default the
+`train_single(config, workdir, checked)` (called by `experiments.training.train_and_evaluate`,
+which validates the config once: `infocam_jax.config.validate` -> `Checked`) trains
+`config.model` on `config.dataset` with the authors' optimiser (`optim.py`), runs the per-epoch
+evaluators (`evaluation.evaluators`; by default classification only) on validation after every
+`eval_every_epochs` epochs, keeps the last `keep_checkpoints` epochs and the best one by
+validation top-1 classification accuracy (`checkpoints.py`), then restores the best epoch, runs the final evaluators (by default the
 full protocol: CAM / infoCAM / infoCAM+, the whole threshold grid) on the test split, writes
 `results.json` / `results.md` and prints the table.
 
-Parallelism: `jax.pmap` of the per-device `train_state.train_step` over all devices of all
+Parallelism: `jax.pmap` of the per-device `train.state.train_step` over all devices of all
 processes (axis "batch"); each process reads its own shard of the data
 (`data.make_iterator(..., process_index, process_count)`) and splits it over its local devices.
 ResNet50's BatchNorm is synchronised across devices (the model's `axis_name`), so the result does
@@ -21,6 +22,7 @@ same state as an uninterrupted run.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging as std_logging
 import math
 import os
@@ -34,14 +36,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from infocam_jax import config as config_lib
 from infocam_jax import data
 from infocam_jax import devices
 from infocam_jax import losses
 from infocam_jax import methods
 from infocam_jax import models
 from infocam_jax.evaluation import evaluators, run_tables
-from infocam_jax.experiments import readings as rd
+from infocam_jax.evaluation.settings import EvalSettings
 from infocam_jax.models import convert
 from infocam_jax.train import checkpoints
 from infocam_jax.train import optim
@@ -51,7 +52,7 @@ from infocam_jax.train.loop import NonFiniteLossError
 
 PyTree = Any
 __all__ = ["NonFiniteLossError", "create_model", "make_loss_fn", "restore_variables",
-           "train_and_evaluate", "train_single", "usable_prior"]
+           "train_single", "usable_prior"]
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -244,13 +245,31 @@ def _validate(config, model, variables, plan: loop.Plan, epoch: int, train_loss:
     return val_acc, is_best, (best_val, best_epoch)
 
 
-def _title(config, epoch) -> str:
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    """What ``infocam_jax.config.validate`` hands to the layers below: typed pieces, not the ConfigDict.
+
+    Attributes:
+      settings: the config's own evaluation protocol (``EvalSettings.from_config``, no
+        evaluator's overrides): what tables state as their reading.
+      evals: the evaluators of ``config.evals`` (``evaluation.evaluators``), in their order.
+      method: the WSOL method (``methods.Method``) of ``config.method``.
+      method_options: its options (the method's frozen options dataclass).
+    """
+    settings: EvalSettings
+    evals: tuple
+    method: methods.Method
+    method_options: Any
+
+
+def run_title(config, epoch) -> str:
+    """`dataset / model [+ method] / loss (epoch e)`: the title of a run's tables."""
     method = str(config.get("method", "cam") or "cam")
     model_name = config.model if method == "cam" else f"{config.model} + {method}"
     return f"{config.dataset} / {model_name} / {config.loss} (epoch {int(epoch)})"
 
 
-def _test_best(config, model, workdir: str, writer, checked: config_lib.Checked,
+def _test_best(config, model, workdir: str, writer, checked: Checked,
                show: bool = True) -> dict[str, float]:
     """Restores the best epoch, runs the final evaluators on the test split, writes and (with
     ``show``) prints the table (its reading: ``checked.settings``)."""
@@ -262,7 +281,7 @@ def _test_best(config, model, workdir: str, writer, checked: config_lib.Checked,
                                                              "test"))
     results["epoch"] = float(extra["epoch"])
     if _is_main():
-        title = _title(config, extra["epoch"])
+        title = run_title(config, extra["epoch"])
         run_tables.write_results(results, workdir, title=title, settings=checked.settings)
         loop.write_scalars(writer, int(extra["step"]), {"test/" + k: v for k, v in results.items()})
         table = run_tables.format_table(results, checked.settings)
@@ -288,7 +307,7 @@ def _checkpoint_extra(config, plan: loop.Plan, epoch: int, train_loss: float, va
 
 
 def train_single(config: ml_collections.ConfigDict, workdir: str,
-                 checked: config_lib.Checked, *, show: bool = True) -> dict[str, float]:
+                 checked: Checked, *, show: bool = True) -> dict[str, float]:
     """Trains one model (one loss) in `workdir`; returns its test results. See module doc.
 
     Args:
@@ -351,48 +370,6 @@ def train_single(config: ml_collections.ConfigDict, workdir: str,
     if writer is not None:
         writer.close()
     return results
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Trains, selects the best validation epoch and evaluates it on the test split.
-
-    Args:
-      config: experiment config (docs/interfaces.md fields; `configs/*.py`).
-      workdir: output directory (checkpoints, TensorBoard logs, config.json, results.*).
-        Restarting with the same workdir resumes.
-
-    Returns:
-      The test results dict of `evaluation.driver.evaluate` (fractions in [0, 1]); when
-      `config.heads` lists several losses, `{loss: results}` with each model in
-      `workdir/<loss>/`, and with `config.eval_readings` each head's table is printed read
-      at the threshold chosen on validation (`readings.head_report`), then a summary with
-      every reading, the fixed thresholds included (`readings.write_heads_summary`).
-    """
-    checked = config_lib.validate(config)  # the one check, before anything is built or written
-    heads = tuple(config.get("heads", ()) or ())
-    if not heads:
-        return train_single(config, workdir, checked)
-    subs = {}
-    for head in heads:
-        subs[head] = ml_collections.ConfigDict(config.to_dict())
-        subs[head].loss, subs[head].heads = head, ()
-    with_readings = bool(config.get("eval_readings", False))
-    all_results = {h: train_single(sub, os.path.join(workdir, h), checked, show=not with_readings)
-                   for h, sub in subs.items()}
-    readings = {}
-    if with_readings:
-        splits = rd.load_splits(config)
-        for head, sub in subs.items():
-            variables, _ = restore_variables(sub, os.path.join(workdir, head), "best")
-            readings[head] = rd.evaluate_run(sub, create_model(sub), variables, splits)
-    if _is_main():
-        for head, r in readings.items():
-            title = _title(subs[head], all_results[head]["epoch"])
-            print(f"\n{rd.head_report(title, all_results[head], r)}", flush=True)
-        text = rd.write_heads_summary(all_results, readings, workdir, checked.settings,
-                                      seed=int(config.seed))
-        print("\n# Summary over heads\n\n" + text, flush=True)
-    return all_results
 
 
 def restore_variables(config: ml_collections.ConfigDict, workdir: str, which: str = "best"
