@@ -2,7 +2,7 @@
 
 The end-to-end test builds a few hundred double-digit canvases from real MNIST, trains the
 digits CNN-GAP with a PC-sigmoid head for a short while through ``reproduction.reproduce``
-(which calls ``train.train_and_evaluate``; ``launch/reproduce.py`` is its flag wrapper), and
+(which calls ``training.train_and_evaluate``; ``launch/reproduce.py`` is its flag wrapper), and
 checks on the test canvases that infoCAM localises at least as well as CAM and that both are
 far above an input-blind random box.
 """

@@ -2,7 +2,7 @@
 
 It proves that a method is one object: the toy registers a :class:`methods.Method` with its own
 options (read from ``config.method_options.erase_size``) and a batch transform, then trains a
-step through the real training code (``trainer.train_and_evaluate`` on the tiny config) and is
+step through the real training code (``training.train_and_evaluate`` on the tiny config) and is
 evaluated with CAM, infoCAM and infoCAM+. docs/interfaces.md walks through the same example.
 """
 import dataclasses

@@ -3,7 +3,7 @@ infoCAM+, under MaxBoxAccV2 with the score thresholds chosen on validation.
 
 ``infocam-reproduce`` runs a config with a non-empty ``config.methods`` here (the demonstration
 is configs/methods_cluttered.py; ``reproduction.reproduce`` refuses such a config). Layout:
-``<workdir>/<method>/seed<k>/`` holds one training run (``trainer.train_and_evaluate`` with
+``<workdir>/<method>/seed<k>/`` holds one training run (``training.train_and_evaluate`` with
 ``config.method = method``; restartable, a finished run is reused) and its
 ``methods_eval.json``; ``<workdir>/summary.{md,json}`` the table.
 

@@ -1,6 +1,6 @@
 """The one "CAM vs infoCAM under every reading" table: its flat keys and its Markdown layout.
 
-Every printout of the readings uses this module: the main job (``train.train_and_evaluate``
+Every printout of the readings uses this module: the main job (``training.train_and_evaluate``
 with ``config.eval_readings``), the reproduction (``reproduction.reproduce``), the saved-runs
 re-reader (``saved_runs.read_runs``) and the published ``docs/results_data/*_readings.md``.
 

@@ -2,7 +2,7 @@
 infoCAM region sizes (and score thresholds), aggregated into ``summary.{md,json}``.
 
 Layout: one training run per (head, seed) in ``<workdir>/<head>/seed<k>/`` through
-``train.train_and_evaluate`` (restartable: a finished run is not retrained), then the best
+``training.train_and_evaluate`` (restartable: a finished run is not retrained), then the best
 checkpoint by validation top-1 classification accuracy (the paper's model selection; nothing is
 selected on the test split) is evaluated on the validation and the test split with the full
 protocol, and ``<workdir>/summary.{md,json}`` gather every seed and the mean ± sample standard
