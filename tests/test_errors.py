@@ -384,13 +384,13 @@ def test_bad_batch_values_at_the_driver_and_evaluators(tiny_eval, entry, key, in
             evaluator.run(model, variables, {"test": [batch]}, num_devices=1)
 
 
-def test_batch_image_size_and_model_classes(tiny_eval):
+def test_batch_shapes_and_model_classes(tiny_eval):
     model, variables, data = tiny_eval
-    small = {**data, "image": data["image"][:, :12]}
+    short = {**data, "valid": data["valid"][:9]}
     with pytest.raises(ValueError, match=re.escape(
-            "batch['image'] must have shape [10, 16, 16, ?] (docs/interfaces.md; image_size "
-            "and num_classes from the settings), got (10, 12, 16, 1)")):
-        driver.evaluate(te.make_config(), model, variables, [small], num_devices=1)
+            "batch['image'] must have shape [9, ?, ?, ?] (docs/interfaces.md; M = "
+            "settings.num_classes), got (10, 16, 16, 1)")):
+        driver.evaluate(te.make_config(), model, variables, [short], num_devices=1)
     with pytest.raises(ValueError, match=re.escape(
             "the model has 5 classes (logits [B, M]) but settings.num_classes = 7")):
         driver.evaluate(te.make_config(num_classes=7), model, variables, [data], num_devices=1)

@@ -431,7 +431,8 @@ def _value_cases():
         (lambda: metrics.iou(np.array([[0, 0, 1, 1], [np.nan, 0, 1, 1]]), _GT[0, 0]),
          r"boxes_a must satisfy x0 <= x1 and y0 <= y1, got boxes_a\[1\] = \[nan, 0.0, 1.0, 1.0\]"),
         (ml(slot_labels=np.array([[0], [3]])),
-         r"slot_labels must lie in \[0, 3\) \(M = logits.shape\[1\]\), got slot_labels\[1, 0\] = 3"),
+         r"slot_labels must lie in \[0, 3\) \(M = logits.shape\[1\]\), got "
+         r"slot_labels\[1, 0\] = 3"),
         (ml(box_labels=np.array([[0, -1], [5, -1]])), r"got box_labels\[1, 0\] = 5"),
         (ml(targets=_put(targets, (1, 2), 0.5)),
          r"targets must be a bool mask \(0 or 1\), got targets\[1, 2\] = 0.5"),
