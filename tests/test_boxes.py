@@ -378,3 +378,70 @@ def test_bad_input_raises_clear_errors():
         boxes.upsample(good[0], (4, 4))
     with pytest.raises(ValueError, match="thresholds must be concrete"):
         jax.jit(lambda t: boxes.largest_box(good, t))(np.array([0.5]))
+
+
+# --------------------------------------------------------------------------------------------
+# Value checks on concrete inputs (first offending index and value named); traced: clipped
+# --------------------------------------------------------------------------------------------
+def _put(array, index, value):
+    out = np.array(array, copy=True)
+    out[index] = value
+    return out
+
+
+_MAPS = np.full((2, H, W), 0.5, np.float32)
+_GT = np.array([[[2, 3, 10, 12], [0, 0, 0, 0]], [[4, 1, 20, 9], [0, 0, 0, 0]]], np.int32)
+_GT_VALID = np.array([[True, False], [True, False]])
+
+
+@pytest.mark.parametrize("maps, gt, gt_valid, match", [
+    (_put(_MAPS, (1, 3, 5), np.nan), _GT, _GT_VALID,
+     r"scoremaps must lie in \[0, 1\] and be finite .*got scoremaps\[1, 3, 5\] = nan"),
+    (_put(_MAPS, (0, 23, 31), 1.5), _GT, _GT_VALID, r"got scoremaps\[0, 23, 31\] = 1.5"),
+    (_put(_MAPS, (1, 0, 0), -np.inf), _GT, _GT_VALID, r"got scoremaps\[1, 0, 0\] = -inf"),
+    (_put(_MAPS.astype(np.float64), (0, 2, 2), 1 + 1e-12), _GT, _GT_VALID,
+     r"got scoremaps\[0, 2, 2\] = 1.000000000001"),
+    (_MAPS, _put(_GT, (1, 0), [20, 1, 4, 9]), _GT_VALID,
+     r"gt_boxes must satisfy x0 <= x1 and y0 <= y1, got gt_boxes\[1, 0\] = \[20, 1, 4, 9\]"),
+    (_MAPS, _put(_GT, (0, 0), [2, 12, 10, 3]), _GT_VALID, r"gt_boxes\[0, 0\] = \[2, 12, 10, 3\]"),
+    (_MAPS, _put(_GT, (1, 0), [4, 1, W, 9]), _GT_VALID,
+     r"gt_boxes must satisfy 0 <= x0 <= x1 < W = 32 and 0 <= y0 <= y1 < H = 24 \(inside the "
+     r"24 x 32 image\), got gt_boxes\[1, 0\] = \[4, 1, 32, 9\]"),
+    (_MAPS, _put(_GT, (0, 0), [2, -1, 10, 12]), _GT_VALID, r"gt_boxes\[0, 0\] = \[2, -1, 10, 12\]"),
+    (_MAPS, _put(_GT, (0, 0), [2, 3, 10, H]), _GT_VALID, r"H = 24 .*\[2, 3, 10, 24\]"),
+    (_MAPS, _GT, _put(_GT_VALID.astype(np.int32), (1, 1), 2),
+     r"gt_valid must be a bool mask \(0 or 1\), got gt_valid\[1, 1\] = 2"),
+])
+@pytest.mark.parametrize("multi_contour", [False, True])
+def test_concrete_bad_values_name_the_first_index(backend, maps, gt, gt_valid, match,
+                                                  multi_contour):
+    with pytest.raises(ValueError, match=match):
+        boxes.max_contour_iou(maps, [0.2, 0.5], gt, gt_valid, multi_contour, backend=backend)
+    if gt is _GT and gt_valid is _GT_VALID:  # a map error: largest_box names it too
+        with pytest.raises(ValueError, match=match):
+            boxes.largest_box(maps, [0.2, 0.5], backend=backend)
+
+
+def test_padding_gt_rows_are_not_checked(backend):
+    """Rows with gt_valid False are padding: any coordinates (the pipeline writes zeros, or
+    keeps a box the crop removed) and they never score."""
+    garbage = _put(_GT, (slice(None), 1), [40, 30, -3, -7])
+    got = boxes.max_contour_iou(_MAPS, [0.2, 0.5], garbage, _GT_VALID, True, backend=backend)
+    want = boxes.max_contour_iou(_MAPS, [0.2, 0.5], _GT, _GT_VALID, True, backend=backend)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_traced_maps_are_clipped_not_checked(batch, backend):
+    """The documented traced behaviour: under jit values outside [0, 1] cannot be checked and
+    are clipped by the uint8 quantisation (concrete inputs raise, see above)."""
+    _, maps, gt, gt_valid = batch
+    wide = (maps * 3.0 - 1.0).astype(np.float32)                  # values in [-1, 2]
+    clipped = np.clip(wide, 0.0, 1.0)
+    jitted = jax.jit(lambda s: boxes.largest_box(s, THRESHOLDS, backend=backend))
+    np.testing.assert_array_equal(np.asarray(jitted(wide)),
+                                  np.asarray(boxes.largest_box(clipped, THRESHOLDS,
+                                                               backend=backend)))
+    iou = jax.jit(lambda s: boxes.max_contour_iou(s, THRESHOLDS, gt, gt_valid, True,
+                                                  backend=backend))
+    chex.assert_trees_all_equal(np.asarray(iou(wide)), np.asarray(
+        boxes.max_contour_iou(clipped, THRESHOLDS, gt, gt_valid, True, backend=backend)))

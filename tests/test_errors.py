@@ -3,7 +3,11 @@ rejected training run leaves no checkpoint (nothing half-written) behind.
 
 Covers EvalSettings ranges, merging counts of different settings, the loss / config checks of
 train.py, resuming a workdir that holds another run, ``config.pretrained``, malformed dataset
-records, ``losses.estimate_priors`` and the H·W limit of the box extraction.
+records, ``losses.estimate_priors``, the H·W limit of the box extraction, and the value
+checks of every public entry that takes concrete arrays (the evaluation driver and evaluators,
+``metrics``, ``boxes``): labels in [0, M), boxes ordered and inside the image, 0/1 masks, score
+maps finite and in [0, 1], image / map shapes; each error names the argument, the first
+offending index and its value.
 """
 import json
 import os
@@ -24,12 +28,13 @@ from infocam_jax.experiments import training
 from infocam_jax.metrics import multilabel
 from infocam_jax.train import state as ts
 from infocam_jax.data import pipeline, sources
-from infocam_jax.evaluation import driver
+from infocam_jax.evaluation import driver, evaluators
 from infocam_jax.evaluation.settings import EvalSettings
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import tiny  # noqa: E402  (tests/tiny.py)
+import test_evaluate as te  # noqa: E402  (its tiny (logits, features) model and batches)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -335,3 +340,88 @@ def test_evaluate_names_missing_batch_keys_and_bad_num_devices():
     with pytest.raises(ValueError, match=re.escape(f"num_devices must be in [1, {n}], got "
                                                    f"{n + 1}")):
         driver.evaluate(_eval_config(), object(), {}, [batch], num_devices=n + 1)
+
+
+# ----------------------------------------------------------------------------- values
+
+def _changed(data, key, index, value):
+    out = {k: np.array(v, copy=True) for k, v in data.items()}
+    out[key][index] = value
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_eval():
+    model = te.TinyNet(te.NUM_CLASSES)
+    return model, te.tiny_variables(model), te.make_data()
+
+
+_BATCH_CASES = [  # bad batches reaching the driver: (key, index, value, message)
+    ("label", 3, te.NUM_CLASSES, r"batch 0 of the iterator: batch\['label'\] must lie in "
+     r"\[0, 5\) \(M = settings.num_classes\), got batch\['label'\]\[3\] = 5"),
+    ("boxes", (2, 0), [9, 1, 3, 6], r"batch\['boxes'\] must satisfy x0 <= x1 and y0 <= y1, "
+     r"got batch\['boxes'\]\[2, 0\] = \[9, 1, 3, 6\]"),
+    ("boxes", (1, 0), [0, 0, 3, te.SIZE], r"0 <= y0 <= y1 < H = 16 .*\[0, 0, 3, 16\]"),
+    ("box_valid", (0, 0), 3, r"batch\['box_valid'\] must be a bool mask \(0 or 1\), got "
+     r"batch\['box_valid'\]\[0, 0\] = 3"),
+]
+
+
+@pytest.mark.parametrize("entry", ["driver", "localization", "classification"])
+@pytest.mark.parametrize("key, index, value, match", _BATCH_CASES)
+def test_bad_batch_values_at_the_driver_and_evaluators(tiny_eval, entry, key, index, value,
+                                                       match):
+    """Labels == M and x0 > x1 gave localisation numbers silently (MaxBoxAccV2 0.2 -> 0.0)."""
+    model, variables, data = tiny_eval
+    if key == "box_valid":
+        data = {**data, "box_valid": data["box_valid"].astype(np.int32)}
+    batch = _changed(data, key, index, value)
+    with pytest.raises(ValueError, match=match):
+        if entry == "driver":
+            driver.evaluate(te.make_config(), model, variables, [batch], num_devices=1)
+        else:
+            settings = EvalSettings.from_config(te.make_config())
+            evaluator = evaluators.REGISTRY[entry](entry, settings, False, True)
+            evaluator.run(model, variables, {"test": [batch]}, num_devices=1)
+
+
+def test_batch_shapes_and_model_classes(tiny_eval):
+    model, variables, data = tiny_eval
+    short = {**data, "valid": data["valid"][:9]}
+    with pytest.raises(ValueError, match=re.escape(
+            "batch['image'] must have shape [9, ?, ?, ?] (docs/interfaces.md; M = "
+            "settings.num_classes), got (10, 16, 16, 1)")):
+        driver.evaluate(te.make_config(), model, variables, [short], num_devices=1)
+    with pytest.raises(ValueError, match=re.escape(
+            "the model has 5 classes (logits [B, M]) but settings.num_classes = 7")):
+        driver.evaluate(te.make_config(num_classes=7), model, variables, [data], num_devices=1)
+
+
+_MAPS = np.full((2, 8, 8), 0.5, np.float32)
+_GT = np.array([[[0, 0, 3, 3]], [[1, 1, 4, 4]]], np.int32)
+_OK = np.ones((2, 1), bool)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: metrics.localization_counts(np.zeros((2, 3)), [1, 3], _MAPS, _GT, _OK),
+     r"labels must lie in \[0, 3\) \(M = logits.shape\[1\]\), got labels\[1\] = 3"),
+    (lambda: metrics.max_box_accuracy(_MAPS, _changed({"g": _GT}, "g", (1, 0), [1, 4, 4, 1])["g"],
+                                      _OK, [0.5]),
+     r"gt_boxes must satisfy x0 <= x1 and y0 <= y1, got gt_boxes\[1, 0\] = \[1, 4, 4, 1\]"),
+    (lambda: metrics.max_box_accuracy_v2(_MAPS, _GT + 4, _OK, [0.5]),
+     r"< W = 8 and 0 <= y0 <= y1 < H = 8 \(inside the 8 x 8 image\), got gt_boxes\[1, 0\] "
+     r"= \[5, 5, 8, 8\]"),
+    (lambda: metrics.gt_known_loc_correct(_changed({"m": _MAPS}, "m", (1, 2, 3), np.inf)["m"],
+                                          _GT, _OK),
+     r"scoremaps must lie in \[0, 1\] and be finite .*got scoremaps\[1, 2, 3\] = inf"),
+    (lambda: multilabel.multilabel_counts(
+        np.zeros((2, 3)), np.eye(3)[:2], _MAPS[:, None], np.array([[0], [4]]), _OK, _GT,
+        np.zeros((2, 1), int), _OK), r"slot_labels\[1, 0\] = 4"),
+    (lambda: boxes.largest_box(_changed({"m": _MAPS}, "m", (0, 7, 1), -0.5)["m"], [0.5]),
+     r"scoremaps must lie in \[0, 1\] and be finite .*got scoremaps\[0, 7, 1\] = -0.5"),
+    (lambda: boxes.max_contour_iou(_MAPS, [0.5], _GT - 2, _OK, multi_contour=True),
+     r"gt_boxes must satisfy 0 <= x0 .*got gt_boxes\[0, 0\] = \[-2, -2, 1, 1\]"),
+])
+def test_bad_values_at_metrics_and_boxes(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

@@ -366,3 +366,116 @@ def test_multilabel_grid_step_matches_the_eval_step_with_its_box_backend(backend
             assert grid[f"t{t:g}/R{r}/{kind}/loc_acc"] == pytest.approx(res[f"{kind}/loc_acc"])
             values.add(res[f"{kind}/loc_acc"])
     assert len(values) > 1  # the thresholds give different counts: the comparison can fail
+
+
+# ----------------------------------------------------------------------------- batch values
+def _with(data, key, index, value):
+    out = {k: v.copy() for k, v in data.items()}
+    out[key][index] = value
+    return out
+
+
+BAD_BATCHES = [  # (key, index, value, message): the first offending entry, named
+    ("label", 3, NUM_CLASSES,
+     r"batch 0 of the iterator: batch\['label'\] must lie in \[0, 5\) "
+     r"\(M = settings.num_classes\), got batch\['label'\]\[3\] = 5"),
+    ("label", 0, -1, r"batch\['label'\]\[0\] = -1"),
+    ("boxes", (2, 0), [9, 1, 3, 6],
+     r"batch\['boxes'\] must satisfy x0 <= x1 and y0 <= y1, got batch\['boxes'\]\[2, 0\] = "
+     r"\[9, 1, 3, 6\]"),
+    ("boxes", (2, 0), [1, 6, 3, 2], r"x0 <= x1 and y0 <= y1, got batch\['boxes'\]\[2, 0\]"),
+    ("boxes", (1, 0), [0, 0, SIZE, 5],
+     r"0 <= x0 <= x1 < W = 16 and 0 <= y0 <= y1 < H = 16 .*batch\['boxes'\]\[1, 0\] = "
+     r"\[0, 0, 16, 5\]"),
+    ("boxes", (1, 0), [-1, 0, 3, 5], r"inside the 16 x 16 image.*\[-1, 0, 3, 5\]"),
+    ("boxes", (4, 0), [0, 2, 3, SIZE], r"batch\['boxes'\]\[4, 0\] = \[0, 2, 3, 16\]"),
+]
+
+
+@pytest.mark.parametrize("key, index, value, match", BAD_BATCHES)
+def test_bad_batch_values_raise_instead_of_numbers(tiny, key, index, value, match):
+    """The measured bug: labels == M or x0 > x1 returned localisation numbers (MaxBoxAccV2
+    0.2 -> 0.0), silently. Now the host check names the key, the index and the value."""
+    model, variables, data = tiny
+    with pytest.raises(ValueError, match=match):
+        driver.evaluate(make_config(), model, variables, [_with(data, key, index, value)],
+                        num_devices=1)
+
+
+def test_one_based_labels_raise(tiny):
+    model, variables, data = tiny
+    shifted = _with(data, "label", 7, NUM_CLASSES - 1)
+    shifted["label"] = shifted["label"] + 1
+    with pytest.raises(ValueError, match=r"batch\['label'\]\[\d\] = 5"):
+        driver.evaluate(make_config(), model, variables, [shifted], num_devices=1)
+
+
+def test_error_names_the_batch_of_the_iterator(tiny):
+    model, variables, data = tiny
+    batches = split_batches(data, 4)
+    batches[2] = _with(batches[2], "label", 1, 7)
+    with pytest.raises(ValueError, match=r"^batch 2 of the iterator: .*\['label'\]\[1\] = 7"):
+        driver.evaluate(make_config(), model, variables, batches, num_devices=1)
+
+
+def test_padding_rows_are_not_checked(tiny, one_batch_results):
+    """Examples with valid False and boxes with box_valid False count nothing: any value."""
+    model, variables, data = tiny
+    padded = {k: np.concatenate([v, v[:2]]) for k, v in data.items()}
+    padded["valid"][-2:] = False
+    padded["label"][-2:] = [NUM_CLASSES, -3]
+    padded["boxes"][-2:, 0] = [[9, 9, 1, 1], [-5, 0, 40, 3]]
+    off = ~padded["box_valid"][:, 1]
+    padded["boxes"][off, 1] = [12, 3, 2, 99]
+    res = driver.evaluate(make_config(), model, variables, [padded], num_devices=1)
+    assert res == pytest.approx(one_batch_results, rel=1e-6)
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda d: {**d, "image": d["image"][:, :, :, 0]},
+     r"batch\['image'\] must have shape \[10, \?, \?, \?\].*got \(10, 16, 16\)"),
+    (lambda d: {**d, "image": d["image"][:9]},
+     r"batch\['image'\] must have shape \[10, \?, \?, \?\].*got \(9, 16, 16, 1\)"),
+    (lambda d: {**d, "label": d["label"][:9]}, r"batch\['label'\] must have shape \[10\]"),
+    (lambda d: {**d, "boxes": d["boxes"][..., :3]},
+     r"batch\['boxes'\] must have shape \[10, 2, 4\].*got \(10, 2, 3\)"),
+    (lambda d: {**d, "box_valid": d["box_valid"][:, :1]},
+     r"batch\['box_valid'\] must have shape \[10, 2\]"),
+    (lambda d: {**d, "label": d["label"].astype(np.float32)},
+     r"batch\['label'\] must be an integer array, got dtype float32"),
+    (lambda d: {**d, "boxes": d["boxes"] + 0.5},
+     r"batch\['boxes'\] must be an integer array, got dtype float64"),
+    (lambda d: _with({**d, "box_valid": d["box_valid"].astype(np.int32)}, "box_valid",
+                     (6, 1), 2),
+     r"batch\['box_valid'\] must be a bool mask \(0 or 1\), got batch\['box_valid'\]\[6, 1\] "
+     r"= 2"),
+    (lambda d: _with({**d, "valid": d["valid"].astype(np.float32)}, "valid", 8, 0.5),
+     r"batch\['valid'\] must be a bool mask \(0 or 1\), got batch\['valid'\]\[8\] = 0.5"),
+])
+def test_bad_batch_shapes_and_masks_raise(tiny, change, match):
+    model, variables, data = tiny
+    with pytest.raises(ValueError, match=match):
+        driver.evaluate(make_config(), model, variables, [change(data)], num_devices=1)
+
+
+def test_model_classes_must_match_num_classes(tiny):
+    model, variables, data = tiny
+    with pytest.raises(ValueError, match=r"the model has 5 classes \(logits \[B, M\]\) but "
+                                         r"settings.num_classes = 6"):
+        driver.evaluate(make_config(num_classes=6), model, variables, [data], num_devices=1)
+
+
+@pytest.mark.parametrize("key, index, value, match", [
+    ("box_labels", (0, 0), 3,
+     r"batch\['box_labels'\] must lie in \[0, 3\) .*got batch\['box_labels'\]\[0, 0\] = 3"),
+    ("labels", (1, 2), 0.5, r"batch\['labels'\] must be a bool mask .*\[1, 2\] = 0.5"),
+    ("label", 5, 3, r"batch\['label'\]\[5\] = 3"),
+])
+def test_bad_multi_label_batch_values_raise(key, index, value, match):
+    model = TinyNet(3)
+    variables = tiny_variables(model, channels=3)
+    data = _multi_label_data()
+    data["box_labels"][~data["box_valid"]] = -1  # what the composers write for padding
+    with pytest.raises(ValueError, match=match):
+        driver.evaluate(make_config(num_classes=3, multi_label=True), model, variables,
+                        [_with(data, key, index, value)], num_devices=1)

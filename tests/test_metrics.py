@@ -382,3 +382,97 @@ def test_bad_input_raises(case):
     with pytest.raises(ValueError, match=match):
         call()
 
+
+
+# ------------------------------------------------------------------ value checks (first index)
+_MAPS = np.full((2, 8, 8), 0.5, np.float32)
+_GT = np.array([[[0, 0, 3, 3], [0, 0, 0, 0]], [[1, 1, 4, 4], [0, 0, 0, 0]]], np.int32)
+_GT_VALID = np.array([[True, False], [True, False]])
+_LOGITS = np.zeros((2, 3), np.float32)
+
+
+def _put(array, index, value):
+    out = np.array(array, copy=True)
+    out[index] = value
+    return out
+
+
+def _value_cases():
+    """(call, message): concrete bad values at every metrics entry."""
+    bad_gt = _put(_GT, (1, 0), [4, 1, 1, 4])
+    outside = _put(_GT, (1, 0), [1, 1, 8, 4])
+    nan_maps = _put(_MAPS, (0, 1, 2), np.nan)
+    ml_maps = np.full((2, 1, 8, 8), 0.5, np.float32)
+    targets = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
+    slots, slot_valid = np.array([[0], [1]]), np.ones((2, 1), bool)
+    box_labels = np.array([[0, -1], [1, -1]])                  # -1: padding, not checked
+
+    def ml(**kw):
+        args = dict(logits=_LOGITS, targets=targets, scoremaps=ml_maps, slot_labels=slots,
+                    slot_valid=slot_valid, gt_boxes=_GT, box_labels=box_labels,
+                    box_valid=_GT_VALID)
+        return lambda: multilabel.multilabel_counts(**{**args, **kw})
+
+    return [
+        (lambda: metrics.localization_counts(_LOGITS, [0, 3], _MAPS, _GT, _GT_VALID),
+         r"labels must lie in \[0, 3\) \(M = logits.shape\[1\]\), got labels\[1\] = 3"),
+        (lambda: metrics.topk_correct(_LOGITS, [-1, 0]), r"got labels\[0\] = -1"),
+        (lambda: metrics.max_box_accuracy(_MAPS, bad_gt, _GT_VALID, [0.5]),
+         r"gt_boxes must satisfy x0 <= x1 and y0 <= y1, got gt_boxes\[1, 0\] = \[4, 1, 1, 4\]"),
+        (lambda: metrics.max_box_accuracy_v2(_MAPS, outside, _GT_VALID, [0.5]),
+         r"< W = 8 .*inside the 8 x 8 image.*gt_boxes\[1, 0\] = \[1, 1, 8, 4\]"),
+        (lambda: metrics.gt_known_loc_correct(nan_maps, _GT, _GT_VALID),
+         r"scoremaps must lie in \[0, 1\] and be finite .*scoremaps\[0, 1, 2\] = nan"),
+        (lambda: metrics.box_accuracy_counts(_MAPS, _GT, _GT_VALID, [0.5],
+                                             valid=np.array([1, 2])),
+         r"valid must be a bool mask \(0 or 1\), got valid\[1\] = 2"),
+        (lambda: metrics.box_accuracy_counts(_MAPS, _GT, _GT_VALID.astype(np.int8) * 3, [0.5]),
+         r"gt_valid must be a bool mask .*gt_valid\[0, 0\] = 3"),
+        (lambda: metrics.iou(np.array([[0, 0, 1, 1], [np.nan, 0, 1, 1]]), _GT[0, 0]),
+         r"boxes_a must satisfy x0 <= x1 and y0 <= y1, got boxes_a\[1\] = \[nan, 0.0, 1.0, 1.0\]"),
+        (ml(slot_labels=np.array([[0], [3]])),
+         r"slot_labels must lie in \[0, 3\) \(M = logits.shape\[1\]\), got "
+         r"slot_labels\[1, 0\] = 3"),
+        (ml(box_labels=np.array([[0, -1], [5, -1]])), r"got box_labels\[1, 0\] = 5"),
+        (ml(targets=_put(targets, (1, 2), 0.5)),
+         r"targets must be a bool mask \(0 or 1\), got targets\[1, 2\] = 0.5"),
+        (ml(slot_valid=np.array([[1], [2]])), r"slot_valid must be a bool mask .*\[1, 0\] = 2"),
+        (ml(box_valid=_GT_VALID.astype(np.int32) * 2),
+         r"box_valid must be a bool mask .*box_valid\[0, 0\] = 2"),
+        (ml(gt_boxes=outside), r"gt_boxes\[1, 0\] = \[1, 1, 8, 4\]"),
+        (ml(scoremaps=_put(ml_maps, (1, 0, 7, 7), 1.25)), r"scoremaps\[1, 0, 7, 7\] = 1.25"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_value_cases())))
+def test_concrete_bad_values_name_the_first_index(case):
+    call, match = _value_cases()[case]
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_padding_rows_are_not_checked():
+    """Masked-out GT rows (any coordinates) and multi-label box labels of -1 are padding."""
+    garbage = _put(_GT, (slice(None), 1), [9, 9, -2, 40])
+    np.testing.assert_array_equal(
+        metrics.max_box_accuracy(_MAPS, garbage, _GT_VALID, [0.2, 0.5])["box_acc"],
+        metrics.max_box_accuracy(_MAPS, _GT, _GT_VALID, [0.2, 0.5])["box_acc"])
+    counts = multilabel.multilabel_counts(
+        _LOGITS, np.eye(3, dtype=np.float32)[:2], np.full((2, 1, 8, 8), 0.5, np.float32),
+        np.array([[0], [1]]), np.ones((2, 1), bool), garbage, np.array([[0, -1], [1, 7]]),
+        _GT_VALID)
+    assert int(counts.count) == 2
+
+
+def test_traced_values_keep_the_documented_behaviour():
+    """Under jit values cannot be checked: an out-of-range label matches no logit (never
+    correct) and maps outside [0, 1] are clipped by the box extraction."""
+    labels = jnp.array([0, 3])
+    logits = jnp.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    top1 = jax.jit(lambda y: metrics.topk_correct(logits, y, 1))(labels)
+    chex.assert_trees_all_equal(np.asarray(top1), np.array([True, False]))
+    wide = _MAPS * 4.0 - 1.0
+    loc = jax.jit(lambda m: metrics.gt_known_loc_correct(m, _GT, _GT_VALID))(wide)
+    chex.assert_trees_all_equal(
+        np.asarray(loc), np.asarray(metrics.gt_known_loc_correct(np.clip(wide, 0, 1), _GT,
+                                                                 _GT_VALID)))

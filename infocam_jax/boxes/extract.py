@@ -45,8 +45,14 @@ the largest-box pass runs on the grayscale hole-filled map (whose level sets are
 filled top-level components; nested components are never the largest).
 
 Thresholds are host-side values (Python/NumPy, float64): the ``[T, 256]`` table of
-``int(t * m)`` is built on the host with NumPy. Under ``jit`` the score maps cannot be checked
-for range or NaN: values outside [0, 1] then give boxes of the clipped quantisation, silently.
+``int(t * m)`` is built on the host with NumPy.
+
+Checks (``infocam_jax._checks``; a ``ValueError`` names the argument, the first offending index
+and its value): concrete score maps must be finite and in [0, 1]; concrete valid GT boxes must
+have ``x0 <= x1``, ``y0 <= y1`` and lie inside the ``H x W`` map (rows with ``gt_valid`` False
+are padding and are not checked), ``gt_valid`` 0/1. Under ``jit`` traced values cannot be
+checked: score maps outside [0, 1] are then clipped to [0, 1] by the quantisation, silently
+(NaN quantises to an unspecified level), and GT boxes are used as given.
 """
 from __future__ import annotations
 
@@ -68,9 +74,6 @@ _CUBIC_A = -0.75
 # --------------------------------------------------------------------------------------------
 # Input checks
 # --------------------------------------------------------------------------------------------
-_is_concrete = _checks.is_concrete
-
-
 def _check_map_shape(maps, name: str, unit_range: bool):
     if maps.ndim != 3:
         raise ValueError(f"{name} must have shape [B, H, W] (rank 3), got shape {maps.shape}")
@@ -80,14 +83,6 @@ def _check_map_shape(maps, name: str, unit_range: bool):
         raise ValueError(f"{name} must have H * W < 2**23 pixels, got shape {maps.shape}")
 
 
-def _range_error(values, name: str) -> ValueError:
-    finite = values[np.isfinite(values)]
-    span = f"[{finite.min()}, {finite.max()}]" if finite.size else "(none finite)"
-    return ValueError(
-        f"{name} must lie in [0, 1] (use boxes.scoremaps / boxes.normalize), got finite "
-        f"values in {span}, NaN present: {bool(np.isnan(values).any())}")
-
-
 def _check_maps(maps, name: str, unit_range: bool):
     # A NumPy input is checked on the host and transferred once with device_put (jnp.asarray
     # of a large host array costs several times a plain transfer).
@@ -95,11 +90,8 @@ def _check_maps(maps, name: str, unit_range: bool):
     if not host:
         maps = jnp.asarray(maps)
     _check_map_shape(maps, name, unit_range)
-    if unit_range and (host or _is_concrete(maps)) and maps.size:
-        values = maps if host else np.asarray(maps)
-        # Two reductions, no temporaries; a NaN makes the minimum NaN and fails the test.
-        if not (values.min() >= 0 and values.max() <= 1):
-            raise _range_error(values, name)
+    if unit_range:  # concrete maps only; two reductions, no temporaries
+        _checks.check_unit_interval(maps, name)
     if host:
         return jax.device_put(maps.astype(np.float32, copy=False))
     return maps.astype(jnp.float32)
@@ -112,15 +104,15 @@ def _host_maps(maps, name: str, backend: str, *others):
     Float32 maps are range-checked by the kernel itself while it quantises them (one pass);
     other dtypes are checked here, before the cast, as :func:`_check_maps` does.
     """
-    if backend != "native" or not all(_is_concrete(x) for x in (maps, *others)):
+    if backend != "native" or not all(_checks.is_concrete(x) for x in (maps, *others)):
         return None
     if not (isinstance(maps, np.ndarray) and maps.dtype != object):
         if not isinstance(maps, jax.Array):
             return None
         maps = np.asarray(maps)
     _check_map_shape(maps, name, unit_range=True)
-    if maps.dtype != np.float32 and maps.size and not (maps.min() >= 0 and maps.max() <= 1):
-        raise _range_error(maps, name)
+    if maps.dtype != np.float32:
+        _checks.check_unit_interval(maps, name)
     return np.ascontiguousarray(maps, np.float32)
 
 
@@ -128,39 +120,7 @@ def _host_call(fn, maps, name, *args):
     try:
         return jnp.asarray(fn(maps, *args))
     except ffi.MapRangeError:
-        raise _range_error(maps, name) from None
-
-
-def _check_thresholds(thresholds) -> np.ndarray:
-    if isinstance(thresholds, jax.core.Tracer):
-        raise ValueError(  # noqa: TRY004 (a value error for the caller, as in metrics)
-            "thresholds must be concrete host values (Python/NumPy [T]), not traced")
-    values = np.asarray(thresholds, np.float64)
-    if values.ndim != 1 or values.size == 0:
-        raise ValueError(f"thresholds must be a non-empty 1-D array [T], got shape {values.shape}")
-    if not np.all((values >= 0) & (values <= 1)):
-        raise ValueError(f"thresholds must lie in [0, 1], got values in "
-                         f"[{np.nanmin(values)}, {np.nanmax(values)}]")
-    return values
-
-
-def _check_gt(gt_boxes, gt_valid, batch: int):
-    gt_boxes = jnp.asarray(gt_boxes)
-    gt_valid = jnp.asarray(gt_valid)
-    if gt_boxes.ndim != 3 or gt_boxes.shape[0] != batch or gt_boxes.shape[2] != 4:
-        raise ValueError(f"gt_boxes must have shape [B, G, 4] with B = {batch}, "
-                         f"got shape {gt_boxes.shape}")
-    if gt_valid.shape != gt_boxes.shape[:2]:
-        raise ValueError(f"gt_valid must have shape [B, G] = {gt_boxes.shape[:2]}, "
-                         f"got shape {gt_valid.shape}")
-    if _is_concrete(gt_boxes) and _is_concrete(gt_valid):
-        b, ok = np.asarray(gt_boxes), np.asarray(gt_valid, bool)
-        bad = ok & ((b[..., 2] < b[..., 0]) | (b[..., 3] < b[..., 1]))
-        if bad.any():
-            i, g = np.argwhere(bad)[0]
-            raise ValueError(f"gt_boxes must satisfy x0 <= x1 and y0 <= y1, got "
-                             f"gt_boxes[{i}, {g}] = {b[i, g].tolist()}")
-    return gt_boxes.astype(jnp.int32), gt_valid.astype(bool)
+        raise _checks.unit_interval_error(maps, name) from None
 
 
 def level_table(thresholds) -> np.ndarray:
@@ -168,7 +128,7 @@ def level_table(thresholds) -> np.ndarray:
 
     Computed in float64 exactly as the protocol's ``int(threshold * np.max(uint8_map))``.
     """
-    return protocol.level_table(_check_thresholds(thresholds))
+    return protocol.level_table(np.asarray(_checks.check_thresholds(thresholds)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -355,7 +315,8 @@ def largest_box(scoremaps, thresholds, backend: str = "auto"):
     """Box of the largest contour at each threshold, as the WSOL protocol extracts it.
 
     Args:
-      scoremaps: float ``[B, H, W]`` in [0, 1] (see :func:`scoremaps`).
+      scoremaps: float ``[B, H, W]`` in [0, 1] (see :func:`scoremaps`); concrete maps outside
+        [0, 1] or NaN raise ValueError, traced ones are clipped (module docstring).
       thresholds: host array ``[T]`` in [0, 1] (Python/NumPy values, converted to float64).
       backend: ``"auto"`` | ``"native"`` | ``"xla"`` (see :func:`resolve_backend`); all give
         the same boxes.
@@ -409,10 +370,13 @@ def max_contour_iou(scoremaps, thresholds, gt_boxes, gt_valid, multi_contour: bo
     MaxBoxAccV2). No foreground gives the box ``(0, 0, 0, 0)``, which is then scored.
 
     Args:
-      scoremaps: float ``[B, H, W]`` in [0, 1].
+      scoremaps: float ``[B, H, W]`` in [0, 1]; concrete maps outside [0, 1] or NaN raise
+        ValueError, traced ones are clipped (module docstring).
       thresholds: host array ``[T]`` in [0, 1].
-      gt_boxes: int ``[B, G, 4]`` ``(x0, y0, x1, y1)``, inclusive pixel coordinates.
-      gt_valid: bool ``[B, G]``; an image without a valid GT box scores 0.
+      gt_boxes: int ``[B, G, 4]`` ``(x0, y0, x1, y1)``, inclusive pixel coordinates; concrete
+        valid boxes must have ``x0 <= x1``, ``y0 <= y1`` and lie inside the ``H x W`` map.
+      gt_valid: bool ``[B, G]`` (or 0/1); an image without a valid GT box scores 0; rows
+        with False are padding and are not checked.
       multi_contour: static bool.
       backend: ``"auto"`` | ``"native"`` | ``"xla"`` (see :func:`resolve_backend`).
 
@@ -422,14 +386,16 @@ def max_contour_iou(scoremaps, thresholds, gt_boxes, gt_valid, multi_contour: bo
     backend = resolve_backend(backend)
     host = _host_maps(scoremaps, "scoremaps", backend, gt_boxes, gt_valid)
     if host is not None:  # concrete inputs: quantise, boxes and gather in one kernel call
-        gt_boxes, gt_valid = _check_gt(gt_boxes, gt_valid, host.shape[0])
+        gt_boxes, gt_valid = _checks.check_gt(gt_boxes, gt_valid, host.shape[0],
+                                              host.shape[1:])
         if not multi_contour:
             return components.iou_with_gt(_largest_box_any(host, thresholds, backend),
                                            gt_boxes, gt_valid)
         return _host_call(ffi.host_contour_iou, host, "scoremaps", level_table(thresholds),
                           np.asarray(gt_boxes), np.asarray(gt_valid))
     scoremaps = _check_maps(scoremaps, "scoremaps", unit_range=True)
-    gt_boxes, gt_valid = _check_gt(gt_boxes, gt_valid, scoremaps.shape[0])
+    gt_boxes, gt_valid = _checks.check_gt(gt_boxes, gt_valid, scoremaps.shape[0],
+                                          scoremaps.shape[1:])
     table = jnp.asarray(level_table(thresholds))
     if not multi_contour:
         return components.iou_with_gt(_largest_box_fn(backend)(scoremaps, table), gt_boxes,

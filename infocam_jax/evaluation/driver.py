@@ -29,13 +29,21 @@ def evaluate_counts(settings: EvalSettings, model, variables, iterator: Iterable
       settings: evaluation settings.
       model: Flax module, ``apply(variables, images, train=False) -> (logits, features)``.
       variables: unreplicated model variables.
-      iterator: yields per-process global batches (docs/interfaces.md); a batch whose size
+      iterator: yields per-process global batches (docs/interfaces.md) of host (NumPy)
+        arrays; each is checked on the host before it goes to the device
+        (``step.check_batch``: keys, shapes, labels in ``[0, M)``, real boxes ordered and
+        inside the image, 0/1 masks; padding rows are not checked). A batch whose size
         does not divide by ``num_devices``, or is smaller than the first, is padded with
         invalid examples, so any iterator works and no batch triggers a recompile.
       num_devices: local devices to split each batch over (default: all local devices).
       kernel_fn: ``variables -> [K,M]`` classifier kernel (default
         ``models.classifier_kernel``).
       max_batches: stop after this many batches (None: exhaust the iterator).
+
+    Raises:
+      ValueError: a batch that fails ``step.check_batch`` (the message starts with its index
+        in the iterator, names the key, the first offending index and its value), or a model
+        whose class count is not ``settings.num_classes``.
     """
     num_devices = devices.check_num_devices(num_devices)
     p_step = step.make_eval_step(settings, model, num_devices=num_devices, kernel_fn=kernel_fn)
@@ -43,7 +51,10 @@ def evaluate_counts(settings: EvalSettings, model, variables, iterator: Iterable
     p_counts = devices.replicate(step.init_counts(settings), num_devices)
     size = None
     for i, batch in enumerate(itertools.islice(iterator, max_batches)):
-        step.check_batch(batch, settings)
+        try:
+            step.check_batch(batch, settings)
+        except ValueError as err:
+            raise ValueError(f"batch {i} of the iterator: {err}") from None
         b = len(batch["valid"])
         if size is None:
             size = -(-b // num_devices) * num_devices

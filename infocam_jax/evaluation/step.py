@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from infocam_jax import _checks
 from infocam_jax.evaluation import backends, multi_label, single_label
 from infocam_jax.evaluation.settings import EvalSettings
 
@@ -42,10 +43,80 @@ def curves(settings: EvalSettings, counts: Mapping[str, Any]) -> dict[str, dict[
 
 
 def check_batch(batch: Mapping[str, Any], settings: EvalSettings) -> None:
-    """Raises ValueError naming the keys of docs/interfaces.md that ``batch`` lacks."""
+    """Checks one per-process host batch (docs/interfaces.md) before it goes to the device.
+
+    The eval step is traced, so it cannot look at values: out-of-range labels would gather a
+    clamped class map and score it, reversed boxes would give meaningless IoUs, silently. This
+    host check (a few vectorised NumPy ops on the small arrays, the image's shape only: about
+    0.25 ms for a batch of 256) is where they are caught.
+
+    Checked, with ``M = settings.num_classes`` (the eval step checks that the model has M
+    classes) and ``(H, W) = settings.image_size``:
+
+    * the evaluator's keys are present (``REQUIRED_KEYS``);
+    * shapes: ``image [b, h, w, C]``, ``label [b]``, ``boxes [b, G, 4]``, ``box_valid [b, G]``,
+      ``valid [b]``; multi-label also ``labels [b, M]`` and ``box_labels [b, G]``; ``label``,
+      ``boxes`` and ``box_labels`` integer. The image's ``h, w`` are not compared with
+      ``(H, W)``: the maps are upsampled to ``(H, W)``, and the boxes, in those coordinates,
+      are checked against it (test stubs feed feature-size "images");
+    * values: ``valid`` and ``box_valid`` are 0/1; on real examples (``valid`` True) ``label``
+      is in ``[0, M)``, multi-hot ``labels`` are 0/1, and every real box (``box_valid`` True)
+      has ``0 <= x0 <= x1 < W``, ``0 <= y0 <= y1 < H`` and (multi-label) its label in
+      ``[0, M)``. Padding is not checked: examples with ``valid`` False (the pipeline and
+      ``devices.pad_to`` fill them with zeros) and box rows with ``box_valid`` False (zeros,
+      or the coordinates of a box the crop removed; multi-label box labels -1) count nothing.
+
+    Raises:
+      ValueError: naming the key, the first offending index and its value, e.g.
+        ``batch['label'] must lie in [0, 5) (M = settings.num_classes), got batch['label'][3]
+        = 5``.
+    """
     missing = [k for k in _evaluator(settings).REQUIRED_KEYS if k not in batch]
     if missing:
         raise ValueError(f"batch is missing keys {missing} (see docs/interfaces.md)")
+    arrays = {k: np.asarray(batch[k]) for k in _evaluator(settings).REQUIRED_KEYS
+              if k != "image"}
+    _check_batch_shapes(np.shape(batch["image"]), arrays, settings)
+    _check_batch_values(arrays, settings)
+
+
+def _check_batch_shapes(image_shape, arrays: Mapping[str, np.ndarray],
+                        settings: EvalSettings) -> None:
+    """Shapes and integer dtypes of :func:`check_batch` (None: any size)."""
+    b = arrays["valid"].shape[0] if arrays["valid"].ndim == 1 else None
+    g = arrays["boxes"].shape[1] if arrays["boxes"].ndim == 3 else None
+    expected = {"image": (b, None, None, None), "label": (b,), "boxes": (b, g, 4),
+                "box_valid": (b, g), "valid": (b,), "labels": (b, settings.num_classes),
+                "box_labels": (b, g)}
+    shapes = {"image": tuple(image_shape), **{k: v.shape for k, v in arrays.items()}}
+    for key, shape in shapes.items():
+        want = expected[key]
+        if len(shape) != len(want) or any(e is not None and e != n for e, n in zip(want, shape)):
+            dims = ", ".join("?" if e is None else str(e) for e in want)
+            raise ValueError(f"batch[{key!r}] must have shape [{dims}] (docs/interfaces.md; "
+                             f"M = settings.num_classes), got {shape}")
+    for key in ("label", "boxes", "box_labels"):
+        if key in arrays and not np.issubdtype(arrays[key].dtype, np.integer):
+            raise ValueError(f"batch[{key!r}] must be an integer array, got dtype "
+                             f"{arrays[key].dtype}")
+
+
+def _check_batch_values(arrays: Mapping[str, np.ndarray], settings: EvalSettings) -> None:
+    """Values of :func:`check_batch`, on the real examples and boxes only."""
+    for key in ("valid", "box_valid"):
+        _checks.check_mask_values(arrays[key], f"batch[{key!r}]")
+    real = arrays["valid"].astype(bool)
+    real_boxes = arrays["box_valid"].astype(bool) & real[:, None]
+    m, classes_from = settings.num_classes, "M = settings.num_classes"
+    _checks.check_label_values(arrays["label"], m, name="batch['label']",
+                               classes_from=classes_from, where=real)
+    _checks.check_box_values(arrays["boxes"], real_boxes, "batch['boxes']",
+                             tuple(settings.image_size))
+    if settings.multi_label:
+        _checks.check_mask_values(np.where(real[:, None], arrays["labels"], 0),
+                                  "batch['labels']")
+        _checks.check_label_values(arrays["box_labels"], m, name="batch['box_labels']",
+                                   classes_from=classes_from, where=real_boxes)
 
 
 def eval_step(settings: EvalSettings, model, kernel_fn, variables, batch, counts):
@@ -64,7 +135,9 @@ def eval_step(settings: EvalSettings, model, kernel_fn, variables, batch, counts
       variables: model variables.
       batch: dict of docs/interfaces.md (``image`` ``[B,H,W,C]``, ``label`` ``[B]``,
         ``boxes`` ``[B,G,4]``, ``box_valid`` ``[B,G]``, ``valid`` ``[B]``, multi-label also
-        ``labels`` ``[B,M]`` and ``box_labels`` ``[B,G]``).
+        ``labels`` ``[B,M]`` and ``box_labels`` ``[B,G]``). Traced: its values are not checked
+        here (the driver checks each host batch with :func:`check_batch` first); the model's
+        class count must equal ``settings.num_classes`` (checked at trace time).
       counts: counters as made by :func:`init_counts`.
 
     Returns:
@@ -74,6 +147,9 @@ def eval_step(settings: EvalSettings, model, kernel_fn, variables, batch, counts
     logits, readout = backends.forward_readout(model, variables, batch["image"],
                                                batch["label"].astype("int32"),
                                                kernel_fn=kernel_fn)
+    if logits.shape[-1] != settings.num_classes:  # shapes are static: checked at trace time
+        raise ValueError(f"the model has {logits.shape[-1]} classes (logits [B, M]) but "
+                         f"settings.num_classes = {settings.num_classes}")
     features, kernel = readout.branches[0].features, readout.branches[0].kernel
     valid = batch["valid"].astype(bool)
     extra = {} if settings.multi_label else {"readout": readout}

@@ -32,9 +32,14 @@ settings (thresholds, ...) live in the pytree structure, so counts with differen
 refuse to merge.
 
 Checks. Shapes/ranks are checked at trace time (``ValueError`` naming the argument).
-Value checks (labels in range, x0 <= x1 and y0 <= y1 on valid GT boxes, score maps in
-[0, 1]) run only on concrete values; under ``jit`` they cannot run. Score and IoU thresholds
-are compile-time constants: they must be concrete (Python / NumPy) values in [0, 1].
+Value checks run on concrete values (``infocam_jax._checks``; the error names the argument,
+the first offending index and its value): labels in ``[0, M)`` on every row (padded rows
+included: pad with 0), valid GT boxes with ``x0 <= x1``, ``y0 <= y1`` inside the ``H x W``
+score map (rows with ``gt_valid`` False are padding and not checked), masks of 0/1, score maps
+finite and in [0, 1]. Under ``jit`` traced values cannot be checked: out-of-range labels then
+match no logit (never correct), and maps outside [0, 1] are clipped by the box extraction's
+quantisation (``boxes.extract``). Score and IoU thresholds are compile-time constants: they
+must be concrete (Python / NumPy) values in [0, 1].
 
 Box extraction lives in ``infocam_jax.boxes`` (imported when first needed).
 """
@@ -72,16 +77,6 @@ DEFAULT_THRESHOLDS = np.arange(0, 1, 0.001)
 V2_IOU_THRESHOLDS = (0.3, 0.5, 0.7)
 
 
-_is_concrete = _checks.is_concrete
-
-_check_thresholds = _checks.check_thresholds
-_check_scoremaps = _checks.check_scoremaps
-_check_boxes_valid = _checks.check_boxes_valid
-_check_gt = _checks.check_gt
-_check_valid = _checks.check_valid
-_check_logits_labels = _checks.check_logits_labels
-
-
 # --------------------------------------------------------------------------------------------
 # Basic metrics
 # --------------------------------------------------------------------------------------------
@@ -103,7 +98,7 @@ def iou(boxes_a, boxes_b):
     for name, x in (("boxes_a", a), ("boxes_b", b)):
         if x.ndim < 1 or x.shape[-1] != 4:
             raise ValueError(f"{name} must have shape [..., 4] (x0, y0, x1, y1), got {x.shape}")
-        _check_boxes_valid(x, True, name)
+        _checks.check_box_values(x, True, name)
     a = a.astype(jnp.float32)
     b = b.astype(jnp.float32)
     iw = jnp.maximum(jnp.minimum(a[..., 2], b[..., 2]) - jnp.maximum(a[..., 0], b[..., 0]) + 1, 0)
@@ -125,7 +120,7 @@ def topk_correct(logits, labels, k: int = 1):
     Returns:
       bool ``[B]``.
     """
-    logits, labels = _check_logits_labels(logits, labels)
+    logits, labels = _checks.check_logits_labels(logits, labels)
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be an int >= 1, got {k!r}")
     _, top = lax.top_k(logits, min(int(k), logits.shape[1]))
@@ -155,10 +150,11 @@ def gt_known_loc_correct(scoremaps, gt_boxes, gt_valid, cam_threshold: float = 0
     Returns:
       bool ``[B]``.
     """
-    scoremaps = _check_scoremaps(scoremaps)
-    gt_boxes, gt_valid = _check_gt(gt_boxes, gt_valid, scoremaps.shape[0])
-    (t,) = _check_thresholds([cam_threshold], "cam_threshold")
-    (delta,) = _check_thresholds([iou_threshold], "iou_threshold")
+    scoremaps = _checks.check_scoremaps(scoremaps)
+    gt_boxes, gt_valid = _checks.check_gt(gt_boxes, gt_valid, scoremaps.shape[0],
+                                          scoremaps.shape[1:])
+    (t,) = _checks.check_thresholds([cam_threshold], "cam_threshold")
+    (delta,) = _checks.check_thresholds([iou_threshold], "iou_threshold")
     return _max_iou(scoremaps, gt_boxes, gt_valid, (t,), False, backend)[:, 0] >= delta
 
 
@@ -201,8 +197,8 @@ class BoxAccuracyCounts:
     @classmethod
     def empty(cls, thresholds=DEFAULT_THRESHOLDS, iou_thresholds=(0.5,),
               multi_contour: bool = False) -> BoxAccuracyCounts:
-        thresholds = _check_thresholds(thresholds)
-        iou_thresholds = _check_thresholds(iou_thresholds, "iou_thresholds")
+        thresholds = _checks.check_thresholds(thresholds)
+        iou_thresholds = _checks.check_thresholds(iou_thresholds, "iou_thresholds")
         return cls(jnp.zeros((len(iou_thresholds), len(thresholds)), jnp.int32),
                    jnp.zeros((), jnp.int32), thresholds, iou_thresholds, bool(multi_contour))
 
@@ -261,12 +257,12 @@ def box_accuracy_counts(scoremaps, gt_boxes, gt_valid, thresholds=DEFAULT_THRESH
     Returns:
       :class:`BoxAccuracyCounts`.
     """
-    scoremaps = _check_scoremaps(scoremaps)
+    scoremaps = _checks.check_scoremaps(scoremaps)
     batch = scoremaps.shape[0]
-    gt_boxes, gt_valid = _check_gt(gt_boxes, gt_valid, batch)
-    thresholds = _check_thresholds(thresholds)
-    iou_thresholds = _check_thresholds(iou_thresholds, "iou_thresholds")
-    valid = _check_valid(valid, batch)
+    gt_boxes, gt_valid = _checks.check_gt(gt_boxes, gt_valid, batch, scoremaps.shape[1:])
+    thresholds = _checks.check_thresholds(thresholds)
+    iou_thresholds = _checks.check_thresholds(iou_thresholds, "iou_thresholds")
+    valid = _checks.check_valid(valid, batch)
     best_iou = _max_iou(scoremaps, gt_boxes, gt_valid, thresholds, multi_contour,
                         backend)                                              # [B, T]
     return BoxAccuracyCounts.empty(thresholds, iou_thresholds, multi_contour).add_iou(
@@ -332,8 +328,8 @@ class LocalizationCounts:
     @classmethod
     def empty(cls, cam_threshold: float = 0.2, iou_threshold: float = 0.5):
         zero = jnp.zeros((), jnp.int32)
-        (cam_threshold,) = _check_thresholds([cam_threshold], "cam_threshold")
-        (iou_threshold,) = _check_thresholds([iou_threshold], "iou_threshold")
+        (cam_threshold,) = _checks.check_thresholds([cam_threshold], "cam_threshold")
+        (iou_threshold,) = _checks.check_thresholds([iou_threshold], "iou_threshold")
         return cls(zero, zero, zero, zero, zero, cam_threshold, iou_threshold)
 
     def merge(self, other: LocalizationCounts) -> LocalizationCounts:
@@ -378,8 +374,8 @@ def localization_counts(logits, labels, scoremaps, gt_boxes, gt_valid, valid=Non
     Returns:
       :class:`LocalizationCounts`.
     """
-    logits, labels = _check_logits_labels(logits, labels)
-    valid = _check_valid(valid, logits.shape[0])
+    logits, labels = _checks.check_logits_labels(logits, labels)
+    valid = _checks.check_valid(valid, logits.shape[0])
     if jnp.asarray(scoremaps).shape[:1] != (logits.shape[0],):
         raise ValueError(
             f"scoremaps must have shape [B, H, W] with B = {logits.shape[0]}, got "

@@ -14,6 +14,14 @@ Definitions (the paper's §3.3 and ``infocam_jax.metrics``' box and IoU conventi
 Every ``*_counts`` function returns a ``flax.struct.dataclass`` of int32 counts (a pytree):
 merge batches with ``.merge``, sum devices with ``lax.psum``, ``.result()`` gives fractions in
 [0, 1] (NaN when nothing was counted). Thresholds are static (compile-time) values.
+
+Checks on concrete values, as in ``metrics.localization`` (``infocam_jax._checks``; the
+``ValueError`` names the argument, the first offending index and its value): multi-hot
+``targets`` and the masks are 0/1, score maps finite and in [0, 1], valid GT boxes ordered and
+inside the ``H x W`` map, and in :func:`multilabel_counts` the valid slots' and boxes' labels in
+``[0, M)`` (rows whose mask is False are padding: the pipeline writes -1 there, not checked).
+Under ``jit`` nothing of that can be checked: out-of-range labels then match no GT box and no
+one-hot column (they count nothing), maps outside [0, 1] are clipped by the box extraction.
 """
 from __future__ import annotations
 
@@ -59,6 +67,7 @@ def _check_multihot(logits, targets):
     if targets.shape != logits.shape:
         raise ValueError(
             f"targets must have shape [B, M] = {logits.shape} (multi-hot), got {targets.shape}")
+    _checks.check_mask_values(targets, "targets")
     return logits, targets
 
 
@@ -127,7 +136,9 @@ def multilabel_loc_correct(scoremaps, slot_labels, slot_valid, gt_boxes, box_lab
     for name, x in (("slot_labels", slot_labels), ("slot_valid", slot_valid)):
         if x.shape != (batch, slots):
             raise ValueError(f"{name} must have shape [B, L] = {(batch, slots)}, got {x.shape}")
-    gt_boxes, box_valid = _checks.check_gt(gt_boxes, box_valid, batch)
+    _checks.check_mask_values(slot_valid, "slot_valid")
+    gt_boxes, box_valid = _checks.check_gt(gt_boxes, box_valid, batch, (height, width),
+                                           valid_name="box_valid")
     box_labels = jnp.asarray(box_labels)
     if box_labels.shape != box_valid.shape:
         raise ValueError(
@@ -207,7 +218,11 @@ def multilabel_counts(logits, targets, scoremaps, slot_labels, slot_valid, gt_bo
     batch, num_labels = logits.shape
     valid = _checks.check_valid(valid, batch)
     loc = multilabel_loc_correct(scoremaps, slot_labels, slot_valid, gt_boxes, box_labels,
-                                 box_valid, cam_threshold, iou_threshold)
+                                 box_valid, cam_threshold, iou_threshold)  # checks the shapes
+    for name, labels, where in (("slot_labels", slot_labels, slot_valid),
+                                ("box_labels", box_labels, box_valid)):
+        _checks.check_label_values(labels, num_labels, name=name,
+                                   classes_from="M = logits.shape[1]", where=where)
     return counts_from_slots(multilabel_cls_correct(logits, targets), valid, loc, slot_labels,
                              slot_valid, cam_threshold, iou_threshold)
 
