@@ -24,7 +24,8 @@ libubsan="$("$CXX" -print-file-name=libubsan.so)"
 cat > "$work/check.py" <<'PY'
 import numpy as np
 import jax
-from infocam_jax import _native, boxes
+from infocam_jax import boxes
+from infocam_jax.native import ffi as _native
 
 assert _native.available(), _native.unavailable_reason()
 lib = _native.library()
