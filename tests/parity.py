@@ -114,6 +114,25 @@ def _fixed_dropout(spec: Mapping[str, Any]):
     return interceptor
 
 
+PROVENANCE_KEYS = ("repository", "commit", "torch", "numpy", "script", "date")
+
+
+def provenance(fixture: Mapping[str, Any]) -> Dict[str, Any]:
+    """The ``provenance`` JSON entry of a loaded fixture (``tools/fixture_provenance.py``): the
+    reference's repository and commit, the torch / numpy versions, script and date; {} when
+    the fixture has none."""
+    return json.loads(str(fixture["provenance"])) if "provenance" in fixture else {}
+
+
+def provenance_line(fixture: Mapping[str, Any]) -> str:
+    """One line naming where a fixture's numbers came from, for failure messages."""
+    record = provenance(fixture)
+    if not record:
+        return "fixture provenance: none recorded"
+    return "fixture provenance: " + ", ".join(f"{k} {record.get(k, '?')}"
+                                              for k in PROVENANCE_KEYS)
+
+
 def case_names(fixture: Mapping[str, Any]) -> List[str]:
     """The case names of a loaded fixture (keys ``"<case>/meta"``), sorted."""
     return sorted(k[:-len("/meta")] for k in fixture.keys() if k.endswith("/meta"))

@@ -15,6 +15,8 @@ import ml_collections
 import numpy as np
 import pytest
 
+import parity  # tests/parity.py (tests/ is on sys.path under pytest): provenance_line
+
 from infocam_jax.methods import cutmix, has
 from infocam_jax.train import trainer
 
@@ -93,7 +95,8 @@ def test_has_equals_the_reference_on_square_inputs(ref, case):
     hide = ref[p + "u"] <= rate
     assert np.any(ref[p + "u"] == rate), "the fixture holds exact ties (u == drop_rate)"
     got = jax.jit(has.has_apply, static_argnums=2)(_nhwc(ref[p + "images"]), hide, g)
-    np.testing.assert_array_equal(np.asarray(got), _nhwc(ref[p + "out"]))
+    np.testing.assert_array_equal(np.asarray(got), _nhwc(ref[p + "out"]),
+                                  err_msg=parity.provenance_line(ref))
     assert 0 < np.mean(np.asarray(got) == 0) < 1
 
 
@@ -104,7 +107,8 @@ def test_has_on_non_square_inputs_documents_the_reference_quirk(ref, case):
     images, ref_out = _nhwc(ref[p + "images"]), _nhwc(ref[p + "out"])
     h, w = images.shape[1:3]
     # The reference's transform is exactly the quirk our docstring states ...
-    np.testing.assert_array_equal(ref_out, np_has_reference_quirk(images, ref[p + "u"] <= rate, g))
+    np.testing.assert_array_equal(ref_out, np_has_reference_quirk(images, ref[p + "u"] <= rate, g),
+                                  err_msg=parity.provenance_line(ref))
     rows = min(h, -(-w // g) * g)
     untouched = np.ones((h, w), bool)
     untouched[:rows, :min(h, w)] = False
@@ -165,17 +169,20 @@ def test_cutmix_equals_the_reference(ref, case):
     images = _nhwc(ref[p + "images"])
     draw = _draw(lam0, ref[p + "perm"], cx, cy)
     mixed, lam = jax.jit(cutmix.cutmix_apply)(images, draw)
-    np.testing.assert_array_equal(np.asarray(mixed), _nhwc(ref[p + "out"]))
-    np.testing.assert_allclose(float(lam), float(ref[p + "lam"]), rtol=1e-6)
+    source = parity.provenance_line(ref)
+    np.testing.assert_array_equal(np.asarray(mixed), _nhwc(ref[p + "out"]), err_msg=source)
+    np.testing.assert_allclose(float(lam), float(ref[p + "lam"]), rtol=1e-6, err_msg=source)
     # Targets (y_a, y_b) and the label-mixed softmax loss of the reference's main.py.
     batch = {"label": jnp.asarray(ref[p + "labels"], jnp.int32), "image": mixed}
     permuted = cutmix.permute_targets(batch, draw.perm)
-    np.testing.assert_array_equal(np.asarray(permuted["label"]), ref[p + "targets"][1])
-    np.testing.assert_array_equal(np.asarray(batch["label"]), ref[p + "targets"][0])
+    np.testing.assert_array_equal(np.asarray(permuted["label"]), ref[p + "targets"][1],
+                                  err_msg=source)
+    np.testing.assert_array_equal(np.asarray(batch["label"]), ref[p + "targets"][0],
+                                  err_msg=source)
     config = ml_collections.ConfigDict(dict(loss="softmax", multi_label=False))
     loss = cutmix.cutmix_loss(trainer.make_loss_fn(config, None), jnp.asarray(ref[p + "logits"]),
                                batch, draw.perm, lam)
-    np.testing.assert_allclose(float(loss), float(ref[p + "loss"]), rtol=1e-5)
+    np.testing.assert_allclose(float(loss), float(ref[p + "loss"]), rtol=1e-5, err_msg=source)
 
 
 def test_cutmix_fixture_exercises_the_clip():

@@ -23,6 +23,7 @@ import pytest
 import parity  # tests/parity.py (tests/ is on sys.path under pytest)
 
 from infocam_jax import methods
+from infocam_jax.evaluation import backends, forward
 from infocam_jax.models import convert
 from infocam_jax.methods import spg
 
@@ -73,6 +74,21 @@ def _cases():
     return out
 
 
+ALL_FIXTURES = sorted(glob.glob(os.path.join(FIXTURE_DIR, "*.npz")))
+
+
+@pytest.mark.parametrize("path", ALL_FIXTURES, ids=os.path.basename)
+def test_fixture_states_its_provenance(path):
+    """Every reference fixture names the reference's repository and commit, the torch / numpy
+    versions, the script and the date that made it (``tools/fixture_provenance.py``; entries a
+    fixture made before provenance was stored say "unrecorded ...", never an invented value)."""
+    record = parity.provenance(_fixture(path))
+    assert record, f"{os.path.basename(path)} has no 'provenance' entry"
+    missing = [k for k in parity.PROVENANCE_KEYS if not str(record.get(k, "")).strip()]
+    assert not missing, f"{os.path.basename(path)}: provenance lacks {missing}: {record}"
+    assert "clovaai/wsolevaluation" in record["repository"], record
+
+
 def test_fixtures_present():
     assert FIXTURES, f"no method_parity*.npz in {FIXTURE_DIR}"
     names = [p.id for p in _cases()]
@@ -84,14 +100,70 @@ def test_reference_parity(path, case):
     fixture = _fixture(path)
     meta = parity.case_meta(fixture, case)
     ours = parity.run_ours(meta, fixture[f"{case}/images"], fixture[f"{case}/labels"])
-    assert sorted(ours) == sorted(meta["outputs"])
+    source = parity.provenance_line(fixture)
+    assert sorted(ours) == sorted(meta["outputs"]), source
     rtol, atol_frac = meta["tolerance"]["rtol"], meta["tolerance"]["atol_frac"]
     for name in meta["outputs"]:
         ref = fixture[f"{case}/ref/{name}"]
-        assert ours[name].shape == ref.shape, (case, name, ours[name].shape, ref.shape)
+        assert ours[name].shape == ref.shape, (case, name, ours[name].shape, ref.shape, source)
         np.testing.assert_allclose(ours[name], ref, rtol=rtol,
                                    atol=atol_frac * float(np.max(np.abs(ref))),
-                                   err_msg=f"{case}: {name}")
+                                   err_msg=f"{case}: {name}; {source}")
+
+
+def _minmax_per_image(maps):
+    """float64 ``(m - min m) / (max m - min m)`` of each image's ``[h, w]`` map."""
+    maps = np.asarray(maps, np.float64)
+    lo = maps.min(axis=(1, 2), keepdims=True)
+    span = maps.max(axis=(1, 2), keepdims=True) - lo
+    assert np.all(span > 0), "a constant map: min-max is undefined"
+    return (maps - lo) / span, span[:, 0, 0]
+
+
+@pytest.mark.parametrize("path,case", _cases())
+def test_production_cam_equals_reference(path, case):
+    """The maps the eval step reads (``backends.forward_readout`` with the case's labels, then
+    the "cam" kind of ``forward.readout_class_maps``, fusion included, region size 1) equal the
+    reference's ``return_cam`` maps (``<case>/ref/cam``) at the features' resolution (no
+    upsampling), after a per-image min-max normalisation of both.
+
+    Why min-max is the right equivalence. Per image, our CAM is ``P = g·w_y`` (no bias,
+    ``cams.cam``) for single-branch methods and ``max_i minmax(g_i·w_iy)`` for ACoL. The
+    reference's map differs from it only by what its own rule adds:
+
+    * ``channel_mean`` (CAM / ADL on VGG16 / ResNet50): ``(1/K) Σ_k w_yk g_k = P / K``, a
+      positive scale;
+    * ``class_map`` (SPG, and every InceptionV3 method): ``S_y = P + b_y``, an additive
+      constant per image;
+    * ``max_minmax`` (ACoL): ``max_i minmax(g_i·w_iy + b_iy)``; min-max removes each branch's
+      bias, so it equals ``P`` itself.
+
+    A per-image min-max ``(m - min m) / (max m - min m)`` is invariant to exactly a positive
+    scale and an additive constant and to nothing else (a sign flip, a wrong branch, fusion or
+    class changes it), so ``minmax(P) == minmax(ref)`` is the statement "equal up to the
+    reference's normalisation". Tolerance: the parity test's bound on the raw map,
+    ``rtol·|ref| + atol_frac·max|ref|`` <= ``(rtol + atol_frac)·max|ref|``, carried through the
+    min-max (division by the map's span, two terms: the value and the minimum), i.e.
+    ``atol = 2 (rtol + atol_frac) max|ref| / span(ref)`` per image, plus 1e-6.
+    """
+    fixture = _fixture(path)
+    meta = parity.case_meta(fixture, case)
+    images = jnp.asarray(fixture[f"{case}/images"], jnp.float32)
+    labels = jnp.asarray(fixture[f"{case}/labels"], jnp.int32)
+    model, variables = parity.build(meta)
+    _, readout = backends.forward_readout(model, variables, images, labels)
+    ours = np.asarray(forward.readout_class_maps(("cam",), readout, labels, region_size=1)["cam"])
+    ref = fixture[f"{case}/ref/cam"]
+    context = (f"{case} ({meta['cam_rule']}, fusion {readout.fusion}); "
+               f"{parity.provenance_line(fixture)}")
+    assert ours.shape == ref.shape, (context, ours.shape, ref.shape)
+    ours_n, _ = _minmax_per_image(ours)
+    ref_n, span = _minmax_per_image(ref)
+    rtol, atol_frac = meta["tolerance"]["rtol"], meta["tolerance"]["atol_frac"]
+    scale = np.max(np.abs(ref), axis=(1, 2))
+    atol = 2.0 * (rtol + atol_frac) * scale / span + 1e-6
+    err = np.max(np.abs(ours_n - ref_n), axis=(1, 2))
+    assert np.all(err <= atol), f"{context}: max |error| per image {err}, allowed {atol}"
 
 
 @pytest.mark.parametrize("path,case", _cases())

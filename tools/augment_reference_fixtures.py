@@ -22,6 +22,8 @@ import sys
 import numpy as np
 import torch
 
+import fixture_provenance  # tools/fixture_provenance.py
+
 
 def _load_reference(path):
     sys.path.insert(0, path)
@@ -71,7 +73,8 @@ def main():
     args = parser.parse_args()
     has_module, cutmix_module = _load_reference(args.reference)
     rng = np.random.default_rng(20261203)
-    out = {}
+    out = {fixture_provenance.KEY: fixture_provenance.entry(
+        args.reference, "tools/augment_reference_fixtures.py", torch.__version__)}
 
     # HaS. Square cases match ours; the non-square case records the reference's quirk.
     has_cases = [("square_g4", 3, 12, 12, 4, 0.5), ("square_g5", 2, 12, 12, 5, 0.3),

@@ -38,6 +38,8 @@ import time
 
 import numpy as np
 
+import fixture_provenance  # tools/fixture_provenance.py
+
 REFERENCE_BUILDERS = {
     "vgg16_gap": ("wsol.vgg", "vgg16"),
     "resnet50": ("wsol.resnet", "resnet50"),
@@ -251,7 +253,8 @@ def main(argv=None):
     sys.path.insert(0, args.reference)
     importlib.import_module("wsol.method")
     spg_module = sys.modules["wsol.method.spg"]
-    stored = {}
+    stored = {fixture_provenance.KEY: fixture_provenance.entry(
+        args.reference, "tools/method_parity_fixtures.py", torch.__version__)}
     for case in cases:
         start = time.time()
         meta, images, labels, arrays = _run_case(case, parity, torch, spg_module)
