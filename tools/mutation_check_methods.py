@@ -125,6 +125,35 @@ MUTANTS += [
    PARITY, "resnet50-cam"),
 ]
 
+# The production readout of the eval step (backends.forward_readout ->
+# forward.readout_class_maps -> cams.fuse) against the reference's return_cam maps
+# (test_production_cam_equals_reference). A swapped branch order is not a mutant of ACoL's
+# fusion: the elementwise max is symmetric in the branches.
+PRODUCTION = "production_cam and acol"
+MUTANTS += [
+  ("production fusion: ACoL max -> mean of the min-max maps", "infocam_jax/maps/cams.py",
+   "return jnp.max(jnp.stack([_minmax_hw(m) for m in branch_maps]), axis=0)",
+   "return jnp.mean(jnp.stack([_minmax_hw(m) for m in branch_maps]), axis=0)",
+   PARITY, PRODUCTION),
+  ("production fusion: ACoL branches not min-max normalised", "infocam_jax/maps/cams.py",
+   "return jnp.max(jnp.stack([_minmax_hw(m) for m in branch_maps]), axis=0)",
+   "return jnp.max(jnp.stack(branch_maps), axis=0)", PARITY, PRODUCTION),
+  ("production readout: ACoL fuses branch A only", "infocam_jax/evaluation/forward.py",
+   'branches = readout.branches[:1] if readout.fusion == "single" else readout.branches',
+   'branches = readout.branches[:1]', PARITY, PRODUCTION),
+  ("production readout: ACoL branch B read with branch A's features",
+   "infocam_jax/methods/acol.py",
+   "base.Branch(outputs.features_b,", "base.Branch(outputs.features_a,", PARITY, PRODUCTION),
+  ("production forward: ACoL erases its top-1 class, not the label",
+   "infocam_jax/evaluation/backends.py",
+   'kwargs = {"labels": labels} if method.reads_labels else {}', "kwargs = {}",
+   PARITY, PRODUCTION),
+  ("production CAM: the class map negated (single-branch methods)",
+   "infocam_jax/maps/cams.py",
+   "    cam_map = _weighted_map(features, own)\n",
+   "    cam_map = -_weighted_map(features, own)\n", PARITY, "production_cam and not acol"),
+]
+
 
 def _tests(test: str, kexpr: str = "") -> tuple:
     """pytest arguments of a row: its test file and -k expression (the train-step mutants run
