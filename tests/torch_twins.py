@@ -1,10 +1,12 @@
 """PyTorch twins of the WSOL VGG16-GAP and ResNet50 (torchvision layout, no torchvision needed),
 for the parity tests of tests/test_convert.py and tests/test_posthoc.py.
 
-Imports torch: import this module only after ``pytest.importorskip("torch", ...)``.
+Needs torch: importing this module without it skips the importing test (``importorskip``).
 """
 import numpy as np
-import torch
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is not installed: PyTorch twins skipped")
 
 from test_convert import RESNET50_LAYERS, VGG16_CFG
 
