@@ -144,7 +144,7 @@ def _eval_fields(c: config_dict.ConfigDict) -> None:
     # Post-hoc maps: the layer (module path; "features" = the map GAP consumes) and Score-CAM's
     # channels per forward pass (B * chunk images at once).
     c.posthoc_layer = "features"
-    c.scorecam_chunk_size = 32
+    c.posthoc_chunk_size = 32
     # Faithfulness metrics counted per map kind (infocam_jax.metrics.faithfulness, single-label
     # only): "confidence" (average drop / increase in confidence), "road" (ROAD MoRF / LeRF at
     # these percentiles, pytorch-grad-cam's convention: p = percent of pixels kept).

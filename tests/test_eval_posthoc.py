@@ -152,7 +152,7 @@ def test_one_cached_step(tiny):
 
 def test_from_config_reads_the_fields():
     s = eval_settings.EvalSettings.from_config(faith_config(
-        posthoc_layer="conv", scorecam_chunk_size=3, map_kinds=["scorecam", "cam"]))
+        posthoc_layer="conv", posthoc_chunk_size=3, map_kinds=["scorecam", "cam"]))
     assert s.map_kinds == ("scorecam", "cam") and s.posthoc_kinds == ("scorecam",)
     assert s.faithfulness == FAITH and s.road_morf_percentiles == (50.0, 80.0)
     assert s.posthoc_options("scorecam") == {"layer": "conv", "chunk_size": 3}
@@ -173,7 +173,7 @@ def test_from_config_reads_the_fields():
     ({"road_morf_percentiles": (0,)}, "road_morf_percentiles"),
     ({"road_lerf_percentiles": ()}, "road_lerf_percentiles"),
     ({"road_noise": -0.1}, "road_noise"),
-    ({"scorecam_chunk_size": 0}, "scorecam_chunk_size"),
+    ({"posthoc_chunk_size": 0}, "posthoc_chunk_size"),
     ({"posthoc_layer": ""}, "posthoc_layer"),
 ])
 def test_bad_settings(overrides, match):

@@ -117,14 +117,14 @@ def test_xgradcam_layercam_gradcampp_on_gap(small):
     features, kernel, cam, z = _cam_terms(small)
     w = kernel[:, targets].T                                              # [B, K]
     s = jnp.sum(features, axis=(1, 2))                                    # S_k
-    xgrad = jnp.einsum("bhwk,bk->bhw", features, w * s / (s + posthoc.XGRADCAM_EPS)) / z
+    xgrad = jnp.einsum("bhwk,bk->bhw", features, w * s / (s + posthoc.gradient.XGRADCAM_EPS)) / z
     _close(posthoc.xgradcam(model, variables, images, targets), np.maximum(xgrad, 0), 1e-5)
     _close(posthoc.xgradcam(model, variables, images, targets), np.maximum(cam, 0) / z, 1e-4)
     layer = jnp.einsum("bhwk,bk->bhw", features, np.maximum(w, 0)) / z
     _close(posthoc.layercam(model, variables, images, targets), layer, 1e-5)
     # Grad-CAM++ with g = W/Z at every position: w_k = [g]_+ Z g^2 / (2 g^2 + S g^3 + eps) ...
     g = w / z
-    wpp = np.maximum(g, 0) * z * g ** 2 / (2 * g ** 2 + s * g ** 3 + posthoc.GRADCAMPP_EPS)
+    wpp = np.maximum(g, 0) * z * g ** 2 / (2 * g ** 2 + s * g ** 3 + posthoc.gradient.GRADCAMPP_EPS)
     _close(posthoc.gradcampp(model, variables, images, targets),
            np.maximum(jnp.einsum("bhwk,bk->bhw", features, wpp), 0), 1e-5)
     # ... -> [W]_+ / (2 + W GAP(A)_k) once g^2 >> eps (head weights scaled up 100x).
@@ -164,7 +164,7 @@ def test_scorecam_zero_activation_gives_zero_map(small):
         np.testing.assert_array_equal(out, 0.0)
 
 
-def test_scorecam_chunk_size_does_not_change_the_map(small):
+def test_posthoc_chunk_size_does_not_change_the_map(small):
     model, variables, images, targets, _, _ = small
     ref = posthoc.scorecam(model, variables, images, targets, chunk_size=16)
     for chunk in (1, 5, 100):

@@ -9,9 +9,9 @@ import dataclasses
 
 import numpy as np
 
-from infocam_jax.metrics import faithfulness as faithfulness_lib
 from infocam_jax import metrics
 from infocam_jax.maps import posthoc
+from infocam_jax.metrics import faithfulness as faithfulness_lib
 
 # The one list of map kinds and their display names (tables, figures and drivers read these).
 MAP_KINDS = ("cam", "infocam", "infocam_plus")
@@ -56,7 +56,8 @@ class EvalSettings:
       box_backend: box extraction backend, "auto" | "native" | "xla" (config ``box_backend``).
       posthoc_layer: module path of the post-hoc maps' layer (``posthoc``'s ``layer=``; config
         ``posthoc_layer``, default "features", the map GAP consumes).
-      scorecam_chunk_size: channels per Score-CAM forward pass (config ``scorecam_chunk_size``).
+      posthoc_chunk_size: perturbed copies of each image per forward pass of the perturbation
+        maps (Score-CAM, ...; config ``posthoc_chunk_size``).
       faithfulness: subset of ``FAITHFULNESS_METRICS`` counted for every map kind (config
         ``eval_faithfulness``, default none; single-label only). Each costs extra forward
         passes per map kind: "confidence" one, "road" one per percentile and a CG solve.
@@ -78,7 +79,7 @@ class EvalSettings:
     normalize: str = "minmax"
     box_backend: str = "auto"
     posthoc_layer: str = posthoc.DEFAULT_LAYER
-    scorecam_chunk_size: int = posthoc.SCORECAM_CHUNK
+    posthoc_chunk_size: int = posthoc.DEFAULT_CHUNK_SIZE
     faithfulness: tuple[str, ...] = ()
     road_morf_percentiles: tuple[float, ...] = faithfulness_lib.DEFAULT_MORF_PERCENTILES
     road_lerf_percentiles: tuple[float, ...] = faithfulness_lib.DEFAULT_LERF_PERCENTILES
@@ -112,10 +113,10 @@ class EvalSettings:
         if not isinstance(self.posthoc_layer, str) or not self.posthoc_layer:
             raise ValueError(f"posthoc_layer must be a module path string, got "
                              f"{self.posthoc_layer!r}")
-        if isinstance(self.scorecam_chunk_size, bool) or not isinstance(
-                self.scorecam_chunk_size, (int, np.integer)) or self.scorecam_chunk_size < 1:
-            raise ValueError(f"scorecam_chunk_size must be an int >= 1, got "
-                             f"{self.scorecam_chunk_size!r}")
+        if isinstance(self.posthoc_chunk_size, bool) or not isinstance(
+                self.posthoc_chunk_size, (int, np.integer)) or self.posthoc_chunk_size < 1:
+            raise ValueError(f"posthoc_chunk_size must be an int >= 1, got "
+                             f"{self.posthoc_chunk_size!r}")
         if not 0.0 <= self.cam_threshold < 1.0:
             raise ValueError(f"cam_threshold must be in [0, 1), got {self.cam_threshold}")
         if not 0.0 < self.iou_threshold <= 1.0:
@@ -151,8 +152,8 @@ class EvalSettings:
             "normalize": str(config.get("normalize", "minmax")),
             "box_backend": str(config.get("box_backend", "auto")),
             "posthoc_layer": str(config.get("posthoc_layer", posthoc.DEFAULT_LAYER)),
-            "scorecam_chunk_size": int(config.get("scorecam_chunk_size",
-                                                  posthoc.SCORECAM_CHUNK)),
+            "posthoc_chunk_size": int(config.get("posthoc_chunk_size",
+                                                 posthoc.DEFAULT_CHUNK_SIZE)),
             "faithfulness": tuple(config.get("eval_faithfulness", ())),
             "road_morf_percentiles": tuple(float(p) for p in config.get(
                 "road_morf_percentiles", faithfulness_lib.DEFAULT_MORF_PERCENTILES)),
@@ -168,11 +169,10 @@ class EvalSettings:
         return tuple(k for k in self.map_kinds if k in POSTHOC_MAP_KINDS)
 
     def posthoc_options(self, kind: str) -> dict:
-        """Keyword options of ``posthoc.compute(kind, ...)`` (layer; Score-CAM's chunk)."""
-        options = {"layer": self.posthoc_layer}
-        if kind == "scorecam":
-            options["chunk_size"] = int(self.scorecam_chunk_size)
-        return options
+        """Keyword options of ``posthoc.compute(kind, ...)``: the layer, and the chunk size for
+        the methods that take one (``posthoc.registry.applicable_options``)."""
+        return posthoc.registry.applicable_options(
+            kind, {"layer": self.posthoc_layer, "chunk_size": int(self.posthoc_chunk_size)})
 
     @property
     def box_thresholds(self) -> np.ndarray:
