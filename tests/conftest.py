@@ -8,9 +8,9 @@ parity tests can never drop out silently.
 import os
 import pathlib
 
-import pytest
-
 import gradcam_peer
+import posthoc_harness
+import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -61,3 +61,12 @@ def grad_cam():
     if pgc is None:
         pytest.skip(f"pytorch-grad-cam parity skipped: {note}")
     return pgc
+
+
+@pytest.fixture(scope="session")
+def posthoc_nets():
+    """``{arch: (model, variables, torch net)}``: VGG16-GAP and ResNet50 on the same converted
+    weights in our models and in PyTorch twins (``posthoc_harness.make_nets``), built once per
+    process for every post-hoc parity module. Skips, with the reason, without torch."""
+    pytest.importorskip("torch", reason=posthoc_harness.TORCH_REASON)
+    return posthoc_harness.make_nets()

@@ -13,27 +13,17 @@ The torch tests skip, with the reason, when torch is absent; the peer tests (the
 fixture of ``conftest.py``) when torch or pytorch-grad-cam is absent. On CI both must run.
 """
 import chex
+import gradcam_peer
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from posthoc_harness import NUM_CLASSES, close, torch_layer
 
-from infocam_jax.maps import cams, posthoc
 from infocam_jax import models
-from infocam_jax.models import convert
+from infocam_jax.maps import cams, posthoc
 
-import gradcam_peer
-
-TORCH_REASON = "torch is not installed: PyTorch parity tests (autograd statements) skipped"
 GRADIENT = posthoc.GRADIENT_METHODS
-NUM_CLASSES = 6
-
-
-def _close(actual, expected, rtol=2e-4):
-    """Agreement relative to the reference's magnitude (float32 through a deep network)."""
-    expected = np.asarray(expected, np.float64)
-    np.testing.assert_allclose(np.asarray(actual, np.float64), expected, rtol=rtol,
-                               atol=rtol * max(float(np.abs(expected).max()), 1e-12))
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,12 +94,12 @@ def test_gradcam_and_hirescam_are_cam_over_hw(small):
     features, kernel, cam, z = _cam_terms(small)
     assert np.asarray(cam).min() < 0 < np.asarray(cam).max()  # the ReLU matters here
     for fn in (posthoc.gradcam, posthoc.hirescam):
-        _close(fn(model, variables, images, targets, relu=False), cam / z, rtol=1e-5)
-        _close(fn(model, variables, images, targets), np.maximum(cam, 0) / z, rtol=1e-5)
+        close(fn(model, variables, images, targets, relu=False), cam / z, rtol=1e-5)
+        close(fn(model, variables, images, targets), np.maximum(cam, 0) / z, rtol=1e-5)
     # HiResCAM before the ReLU sums to the target logit minus the bias.
     raw = posthoc.hirescam(model, variables, images, targets, relu=False)
     bias = variables["params"]["head"]["bias"][targets]
-    _close(jnp.sum(raw, axis=(1, 2)), logits[jnp.arange(3), targets] - bias, rtol=1e-5)
+    close(jnp.sum(raw, axis=(1, 2)), logits[jnp.arange(3), targets] - bias, rtol=1e-5)
 
 
 def test_xgradcam_layercam_gradcampp_on_gap(small):
@@ -118,21 +108,21 @@ def test_xgradcam_layercam_gradcampp_on_gap(small):
     w = kernel[:, targets].T                                              # [B, K]
     s = jnp.sum(features, axis=(1, 2))                                    # S_k
     xgrad = jnp.einsum("bhwk,bk->bhw", features, w * s / (s + posthoc.gradient.XGRADCAM_EPS)) / z
-    _close(posthoc.xgradcam(model, variables, images, targets), np.maximum(xgrad, 0), 1e-5)
-    _close(posthoc.xgradcam(model, variables, images, targets), np.maximum(cam, 0) / z, 1e-4)
+    close(posthoc.xgradcam(model, variables, images, targets), np.maximum(xgrad, 0), 1e-5)
+    close(posthoc.xgradcam(model, variables, images, targets), np.maximum(cam, 0) / z, 1e-4)
     layer = jnp.einsum("bhwk,bk->bhw", features, np.maximum(w, 0)) / z
-    _close(posthoc.layercam(model, variables, images, targets), layer, 1e-5)
+    close(posthoc.layercam(model, variables, images, targets), layer, 1e-5)
     # Grad-CAM++ with g = W/Z at every position: w_k = [g]_+ Z g^2 / (2 g^2 + S g^3 + eps) ...
     g = w / z
     wpp = np.maximum(g, 0) * z * g ** 2 / (2 * g ** 2 + s * g ** 3 + posthoc.gradient.GRADCAMPP_EPS)
-    _close(posthoc.gradcampp(model, variables, images, targets),
+    close(posthoc.gradcampp(model, variables, images, targets),
            np.maximum(jnp.einsum("bhwk,bk->bhw", features, wpp), 0), 1e-5)
     # ... -> [W]_+ / (2 + W GAP(A)_k) once g^2 >> eps (head weights scaled up 100x).
     big = jax.tree_util.tree_map(lambda v: v, variables)
     big["params"]["head"]["kernel"] = 100 * variables["params"]["head"]["kernel"]
     w = 100 * w
     wpp = np.maximum(w, 0) / (2 + w * s / z)
-    _close(posthoc.gradcampp(model, big, images, targets),
+    close(posthoc.gradcampp(model, big, images, targets),
            np.maximum(jnp.einsum("bhwk,bk->bhw", features, wpp), 0), 1e-3)
 
 
@@ -146,8 +136,8 @@ def test_eigencam_is_class_agnostic_with_fixed_sign(small):
     _, _, vt = np.linalg.svd(x, full_matrices=False)
     proj = np.einsum("bnk,bk->bn", x, vt[:, 0])
     proj *= np.where(np.sum(proj * x.sum(-1), axis=-1) < 0, -1, 1)[:, None]
-    _close(a, proj.reshape(a.shape), 1e-3)
-    _close(posthoc.eigencam(model, variables, images, targets), np.maximum(a, 0), 1e-6)
+    close(a, proj.reshape(a.shape), 1e-3)
+    close(posthoc.eigencam(model, variables, images, targets), np.maximum(a, 0), 1e-6)
 
 
 def test_scorecam_zero_activation_gives_zero_map(small):
@@ -168,7 +158,7 @@ def test_posthoc_chunk_size_does_not_change_the_map(small):
     model, variables, images, targets, _, _ = small
     ref = posthoc.scorecam(model, variables, images, targets, chunk_size=16)
     for chunk in (1, 5, 100):
-        _close(posthoc.scorecam(model, variables, images, targets, chunk_size=chunk), ref, 1e-5)
+        close(posthoc.scorecam(model, variables, images, targets, chunk_size=chunk), ref, 1e-5)
 
 
 def test_layer_paths_and_submodule_layers(small):
@@ -246,80 +236,17 @@ def test_ci_fails_without_the_peers(ci):
         assert "SKIPPED" in out and "torch is not installed" in out, out[-3000:]
 
 
-def _logits_net(twin):
-    """A twin that returns only the logits, its GAP input passing an ``Identity`` module
-    (``gap_input``) so that hooks can name the features."""
-    import torch  # pylint: disable=import-outside-toplevel  # after importorskip (nets)
-    import torch_twins  # pylint: disable=import-outside-toplevel
-
-    class Logits(torch.nn.Module):
-        def __init__(self, twin):
-            super().__init__()
-            self.twin = twin
-            self.gap_input = torch.nn.Identity()
-            for m in twin.modules():  # in-place ReLUs would overwrite hooked activations
-                if isinstance(m, torch.nn.ReLU):
-                    m.inplace = False
-
-        def forward(self, x):
-            t = self.twin
-            if isinstance(t, torch_twins.TorchVGG16GAP):
-                f = torch.relu(t.conv6(t.features(x)))
-            else:
-                x = t.maxpool(torch.relu(t.bn1(t.conv1(x))))
-                for L in range(1, 5):
-                    x = getattr(t, f"layer{L}")(x)
-                f = x
-            return t.fc(self.gap_input(f).mean(dim=(2, 3)))
-
-    return Logits(twin)
-
-
-def _torch_layer(net, path):
-    """Our layer path -> the twin's module (the wrapper's gap_input for "features")."""
-    import torch_twins  # pylint: disable=import-outside-toplevel  # after importorskip (nets)
-    if path == "features":
-        return net.gap_input
-    t = net.twin
-    if isinstance(t, torch_twins.TorchVGG16GAP):
-        names = [f"conv{b}_{l}" for b, layers in enumerate(
-            models.vgg.VGG16_BLOCKS, start=1) for l in range(1, len(layers) + 1)]
-        if path == "conv6":
-            return t.conv6
-        return t.features[convert.VGG16_FEATURE_INDICES[names.index(path)]]
-    module = t
-    for part in path.split("/"):
-        if part.startswith("layer"):
-            L, i = part[len("layer"):].split("_")
-            module = getattr(module, f"layer{L}")[int(i)]
-        else:
-            module = getattr(module, part)
-    return module
-
-
 @pytest.fixture(scope="module")
-def nets():
-    """{arch: (our model, our variables, torch wrapper)} on the same converted weights."""
-    pytest.importorskip("torch", reason=TORCH_REASON)
-    import test_convert as tc  # pylint: disable=import-outside-toplevel  # state dicts
-    import torch_twins  # pylint: disable=import-outside-toplevel  # imports torch
-    out = {}
-    for arch, name, state in (("vgg16", "vgg16_gap", tc.vgg16_state(3, NUM_CLASSES)),
-                              ("resnet50", "resnet50", tc.resnet50_state(4, NUM_CLASSES))):
-        twin = (torch_twins.TorchVGG16GAP if arch == "vgg16"
-                else torch_twins.TorchResNet50)(NUM_CLASSES)
-        net = _logits_net(torch_twins.load_torch(twin, state)).eval()
-        model, variables = tc.template(name, NUM_CLASSES)
-        variables = convert.convert_state_dict(arch, state, variables, include_head=True)
-        out[name] = (model, jax.tree_util.tree_map(jnp.asarray, variables), net)
-    return out
+def nets(posthoc_nets):
+    """{arch: (our model, our variables, torch wrapper)} (conftest ``posthoc_nets``)."""
+    return posthoc_nets
 
 
 def _torch_statement(method, net, layer, x, targets, chunk=16):
     """The method's formula in PyTorch autograd, [B, h, w] after the ReLU (NumPy)."""
     import torch  # pylint: disable=import-outside-toplevel  # after importorskip (nets)
     store = {}
-    handle = _torch_layer(net, layer).register_forward_hook(
+    handle = torch_layer(net, layer).register_forward_hook(
         lambda m, i, o: store.setdefault("a", o))
     try:
         logits = net(x)
@@ -399,11 +326,11 @@ def _check_method(nets, arch, method, layer, size, batch=2, seed=0, **options):
                                           **options)
     if method == "eigencam":  # compare the projection, up to the singular vector's sign
         sign = np.sign(np.sum(raw * statement, axis=(1, 2)))[:, None, None]
-        _close(raw, sign * statement, rtol=1e-3)
-        _close(ours, np.maximum(sign * statement, 0), rtol=1e-3)
+        close(raw, sign * statement, rtol=1e-3)
+        close(ours, np.maximum(sign * statement, 0), rtol=1e-3)
     else:
         assert np.abs(statement).max() > 0
-        _close(ours, statement)
+        close(ours, statement)
     return ours
 
 
@@ -412,17 +339,17 @@ def _check_peer(grad_cam, nets, arch, method, layer, size, batch=2, seed=0, **op
     x, targets, chunk, ours, statement, _ = _case(nets, arch, method, layer, size, batch, seed,
                                                   **options)
     net = nets[arch][2]
-    peer = gradcam_peer.raw_maps(grad_cam, method, net, _torch_layer(net, layer), x, targets,
+    peer = gradcam_peer.raw_maps(grad_cam, method, net, torch_layer(net, layer), x, targets,
                                  batch_size=chunk)
     if method == "eigencam":
         # peer = ReLU(± projection): equal to ours where both signs agree, else to the
         # other half-wave; the pre-ReLU projection is compared with ours in test_parity.
         sign = np.where(np.sum(np.maximum(statement, 0) * peer, axis=(1, 2)) >=
                         np.sum(np.maximum(-statement, 0) * peer, axis=(1, 2)), 1, -1)
-        _close(peer, np.maximum(sign[:, None, None] * statement, 0), rtol=1e-3)
+        close(peer, np.maximum(sign[:, None, None] * statement, 0), rtol=1e-3)
     else:
         assert np.abs(peer).max() > 0
-        _close(ours, peer)
+        close(ours, peer)
 
 
 
@@ -472,5 +399,5 @@ def test_default_layer_is_the_gap_input(nets):
     images = np.random.default_rng(7).standard_normal((2, 64, 64, 3)).astype(np.float32)
     targets = jnp.array([2, 5])
     for method in ("gradcam", "hirescam"):
-        _close(posthoc.compute(method, model, variables, images, targets, layer="layer4_2"),
+        close(posthoc.compute(method, model, variables, images, targets, layer="layer4_2"),
                posthoc.compute(method, model, variables, images, targets), rtol=1e-5)
