@@ -280,9 +280,9 @@ class DropStub(MapStub):
 
 
 @pytest.mark.parametrize("drop, match", [
-    ("features", r"the model's branch 0 features must have shape \[B, h, w, K\] with B = 4 "
-                 r"\(the images' batch, images shape \(4, 16, 16, 6\)\), got shape "
-                 r"\(3, 4, 4, 1\)"),
+    ("features", (r"the model's branch 0 features must have shape \[B, h, w, K\] with B = 4 "
+                  r"\(the images' batch, images shape \(4, 16, 16, 6\)\), got shape "
+                  r"\(3, 4, 4, 1\)")),
     ("logits", r"the model's logits must have shape \[B, M\] with B = 4 .*got shape \(3, 5\)"),
 ])
 def test_maps_of_another_batch_size_are_refused(drop, match):
