@@ -26,10 +26,11 @@ from infocam_jax import boxes, losses, metrics, models
 from infocam_jax import config as config_lib
 from infocam_jax.train import checkpoints, optim, trainer
 from infocam_jax.experiments import training
-from infocam_jax.metrics import multilabel, pxap
+from infocam_jax.metrics import faithfulness, multilabel, pxap
 from infocam_jax.train import state as ts
 from infocam_jax.data import pipeline, sources
-from infocam_jax.evaluation import driver, evaluators, pxap as pxap_eval
+from infocam_jax.evaluation import driver, evaluators, region_grid
+from infocam_jax.evaluation import pxap as pxap_eval
 from infocam_jax.evaluation.settings import EvalSettings
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -536,7 +537,35 @@ _OK = np.ones((2, 1), bool)
                                                   (1, 7, 7), 12)["b"], _MAPS > 0,
                                          thresholds=np.arange(0, 1, 0.1)),
      r"bins must lie in \[0, T \+ 2\) = \[0, 12\), got bins\[1, 7, 7\] = 12"),
+    (lambda: faithfulness.explanation_images(np.ones((2, 8, 8, 1)), _MAPS * 3),
+     r"scoremaps must lie in \[0, 1\] and be finite .*got scoremaps\[0, 0, 0\] = 1.5"),
+    (lambda: faithfulness.confidence_counts(
+        lambda x: jnp.zeros((x.shape[0], 3)), np.ones((2, 8, 8, 1)),
+        _changed({"m": _MAPS}, "m", (1, 4, 4), -np.inf)["m"], [0, 1]),
+     r"scoremaps must lie in \[0, 1\] and be finite .*got scoremaps\[1, 4, 4\] = -inf"),
 ])
 def test_bad_values_at_metrics_and_boxes(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("key, index, value, match", [
+    ("box_labels", (2, 0), 3, (r"batch 0 of batches: batch\['box_labels'\] must lie in "
+                               r"\[0, 3\) \(M = settings.num_classes\), got "
+                               r"batch\['box_labels'\]\[2, 0\] = 3")),
+    ("labels", (1, 2), 0.5, (r"batch\['labels'\] must be a bool mask \(0 or 1\), got "
+                             r"batch\['labels'\]\[1, 2\] = 0.5")),
+    ("boxes", (0, 0), [5, 5, 4, 9], (r"batch\['boxes'\] must satisfy x0 <= x1 and y0 <= y1, "
+                                     r"got batch\['boxes'\]\[0, 0\] = \[5, 5, 4, 9\]")),
+])
+def test_bad_batches_at_the_multilabel_grid(key, index, value, match):
+    """region_grid's (map, R) x threshold step checks its host batches as the driver does."""
+    model = te.TinyNet(3)
+    settings = EvalSettings.from_config(te.make_config(num_classes=3, multi_label=True))
+    kinds_r, thresholds = (("cam", 1),), (0.5,)
+    grid_step = region_grid.make_multilabel_grid_step(settings, model, kinds_r=kinds_r,
+                                                      thresholds=thresholds)
+    batch = _changed(te._multi_label_data(), key, index, value)
+    with pytest.raises(ValueError, match=match):
+        region_grid.multilabel_grid(grid_step, {}, [batch], kinds_r=kinds_r,
+                                    thresholds=thresholds)
