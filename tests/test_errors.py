@@ -537,6 +537,12 @@ _OK = np.ones((2, 1), bool)
                                                   (1, 7, 7), 12)["b"], _MAPS > 0,
                                          thresholds=np.arange(0, 1, 0.1)),
      r"bins must lie in \[0, T \+ 2\) = \[0, 12\), got bins\[1, 7, 7\] = 12"),
+    (lambda: multilabel.counts_from_slots(np.ones((2, 3), bool), _OK[:, 0], _OK, [[1], [3]],
+                                          _OK),
+     (r"slot_labels must lie in \[0, 3\) \(M = cls_correct.shape\[1\]\), got "
+      r"slot_labels\[1, 0\] = 3")),
+    (lambda: multilabel.counts_from_slots(np.ones((2, 3), bool), [1, 2], _OK, [[1], [2]], _OK),
+     r"valid must be a bool mask \(0 or 1\), got valid\[1\] = 2"),
     (lambda: faithfulness.explanation_images(np.ones((2, 8, 8, 1)), _MAPS * 3),
      r"scoremaps must lie in \[0, 1\] and be finite .*got scoremaps\[0, 0, 0\] = 1.5"),
     (lambda: faithfulness.confidence_counts(
