@@ -15,6 +15,7 @@ import pathlib
 import re
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -25,10 +26,11 @@ from infocam_jax import boxes, losses, metrics, models
 from infocam_jax import config as config_lib
 from infocam_jax.train import checkpoints, optim, trainer
 from infocam_jax.experiments import training
-from infocam_jax.metrics import multilabel
+from infocam_jax.metrics import faithfulness, multilabel, pxap
 from infocam_jax.train import state as ts
 from infocam_jax.data import pipeline, sources
-from infocam_jax.evaluation import driver, evaluators
+from infocam_jax.evaluation import driver, evaluators, region_grid
+from infocam_jax.evaluation import pxap as pxap_eval
 from infocam_jax.evaluation.settings import EvalSettings
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -390,11 +392,110 @@ def test_batch_shapes_and_model_classes(tiny_eval):
     short = {**data, "valid": data["valid"][:9]}
     with pytest.raises(ValueError, match=re.escape(
             "batch['image'] must have shape [9, ?, ?, ?] (docs/interfaces.md; M = "
-            "settings.num_classes), got (10, 16, 16, 1)")):
+            "settings.num_classes, (H, W) = settings.image_size), got (10, 16, 16, 1)")):
         driver.evaluate(te.make_config(), model, variables, [short], num_devices=1)
     with pytest.raises(ValueError, match=re.escape(
             "the model has 5 classes (logits [B, M]) but settings.num_classes = 7")):
         driver.evaluate(te.make_config(num_classes=7), model, variables, [data], num_devices=1)
+
+
+@pytest.mark.parametrize("entry", ["driver", "pxap"])
+def test_images_of_another_size_than_settings(tiny_eval, entry):
+    """Images whose (H, W) is not settings.image_size: the boxes and masks, in image_size
+    coordinates, would be scored against maps of another image."""
+    model, variables, data = tiny_eval
+    batch = {**data, **_pxap_data(data), "image": data["image"][:, :8, :12]}
+    with pytest.raises(ValueError, match=re.escape(
+            "batch 0 of the iterator: batch['image'] (the images [B, H, W, C]) must have "
+            "(H, W) = settings.image_size = (16, 16), got shape (10, 8, 12, 1)")):
+        if entry == "driver":
+            driver.evaluate(te.make_config(), model, variables, [batch], num_devices=1)
+        else:
+            pxap_eval.evaluate_counts(_pxap_settings(), model, variables, [batch],
+                                      num_devices=1)
+
+
+class _DropLast(nn.Module):
+    """TinyNet whose features (maps) or logits lose the batch's last example."""
+    num_classes: int
+    drop: str
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        features = nn.relu(nn.Conv(8, (3, 3), strides=2, name="conv")(x))
+        logits = nn.Dense(self.num_classes, name="head")(features.mean((1, 2)))
+        return (logits, features[:-1]) if self.drop == "features" else (logits[:-1], features)
+
+
+@pytest.mark.parametrize("entry", ["driver", "pxap"])
+@pytest.mark.parametrize("drop, match", [
+    ("features", (r"the model's branch 0 features must have shape \[B, h, w, K\] with B = 10 "
+                  r"\(the images' batch, images shape \(10, 16, 16, 1\)\), got shape "
+                  r"\(9, 8, 8, 8\)")),
+    ("logits", r"the model's logits must have shape \[B, M\] with B = 10 .* got shape \(9, 5\)"),
+])
+def test_model_outputs_of_another_batch_size(tiny_eval, entry, drop, match):
+    _, _, data = tiny_eval
+    model = _DropLast(te.NUM_CLASSES, drop)
+    variables = model.init(jax.random.PRNGKey(0), data["image"][:1])
+    with pytest.raises(ValueError, match=match):
+        if entry == "driver":
+            driver.evaluate(te.make_config(), model, variables, [data], num_devices=1)
+        else:
+            pxap_eval.evaluate_counts(_pxap_settings(), model, variables, [_pxap_data(data)],
+                                      num_devices=1)
+
+
+def _pxap_settings():
+    return EvalSettings(image_size=(te.SIZE, te.SIZE), map_kinds=("cam",),
+                        num_box_thresholds=10, num_classes=te.NUM_CLASSES)
+
+
+def _pxap_data(data):
+    rng = np.random.default_rng(5)
+    n = len(data["valid"])
+    return {"image": data["image"], "label": data["label"], "valid": data["valid"],
+            "mask": rng.uniform(size=(n, te.SIZE, te.SIZE)) < 0.3,
+            "ignore": rng.uniform(size=(n, te.SIZE, te.SIZE)) < 0.1}
+
+
+_PXAP_CASES = [  # bad PxAP batches: (key, change, message)
+    ("label", lambda d: _changed(d, "label", 4, te.NUM_CLASSES),
+     (r"batch 0 of the iterator: batch\['label'\] must lie in \[0, 5\) \(M = "
+      r"settings.num_classes\), got batch\['label'\]\[4\] = 5")),
+    ("label", lambda d: {**d, "label": d["label"].astype(np.float32)},
+     r"batch\['label'\] must be an integer array, got dtype float32"),
+    ("mask", lambda d: _changed({**d, "mask": d["mask"].astype(np.uint8)}, "mask", (2, 3, 4), 2),
+     r"batch\['mask'\] must be a bool mask \(0 or 1\), got batch\['mask'\]\[2, 3, 4\] = 2"),
+    ("ignore", lambda d: {**d, "ignore": np.full(d["ignore"].shape, 0.5, np.float32)},
+     r"batch\['ignore'\] must be a bool mask \(0 or 1\), got batch\['ignore'\]\[0, 0, 0\] = 0.5"),
+    ("mask", lambda d: {**d, "mask": d["mask"][:, :8]},
+     r"batch\['mask'\] must have shape \[10, 16, 16\] .*got \(10, 8, 16\)"),
+    ("valid", lambda d: _changed({**d, "valid": d["valid"].astype(np.int32)}, "valid", 1, 3),
+     r"batch\['valid'\] must be a bool mask \(0 or 1\), got batch\['valid'\]\[1\] = 3"),
+]
+
+
+@pytest.mark.parametrize("key, change, match", _PXAP_CASES)
+def test_bad_pxap_batches(tiny_eval, key, change, match):
+    """PxAP's evaluator checks its batches with step.check_batch (its own keys)."""
+    model, variables, data = tiny_eval
+    with pytest.raises(ValueError, match=match):
+        pxap_eval.evaluate_counts(_pxap_settings(), model, variables,
+                                  [change(_pxap_data(data))], num_devices=1)
+
+
+def test_pxap_padding_rows_are_not_checked(tiny_eval):
+    """Values of examples marked invalid (padding) are not checked, as in the driver."""
+    model, variables, data = tiny_eval
+    batch = _pxap_data(data)
+    batch["valid"][-1] = False
+    batch["label"][-1] = -1
+    batch["mask"] = batch["mask"].astype(np.uint8)
+    batch["mask"][-1] = 7
+    counts = pxap_eval.evaluate_counts(_pxap_settings(), model, variables, [batch],
+                                       num_devices=1)
+    assert int(np.sum(counts.positive)) == int(batch["mask"][:-1].sum())
 
 
 _MAPS = np.full((2, 8, 8), 0.5, np.float32)
@@ -421,7 +522,56 @@ _OK = np.ones((2, 1), bool)
      r"scoremaps must lie in \[0, 1\] and be finite .*got scoremaps\[0, 7, 1\] = -0.5"),
     (lambda: boxes.max_contour_iou(_MAPS, [0.5], _GT - 2, _OK, multi_contour=True),
      r"gt_boxes must satisfy 0 <= x0 .*got gt_boxes\[0, 0\] = \[-2, -2, 1, 1\]"),
+    (lambda: pxap.pixel_counts(_changed({"m": _MAPS}, "m", (1, 0, 2), np.nan)["m"], _MAPS > 0),
+     r"scoremaps must lie in \[0, 1\] and be finite .*got scoremaps\[1, 0, 2\] = nan"),
+    (lambda: pxap.pxap(_MAPS + 0.75, _MAPS > 0),
+     r"scoremaps must lie in \[0, 1\] and be finite .*got scoremaps\[0, 0, 0\] = 1.25"),
+    (lambda: pxap.pixel_counts(_MAPS, _changed({"f": np.ones((2, 8, 8), int)}, "f", (0, 1, 1),
+                                               2)["f"]),
+     r"foreground must be a bool mask \(0 or 1\), got foreground\[0, 1, 1\] = 2"),
+    (lambda: pxap.pixel_counts(_MAPS, _MAPS > 0, np.full((2, 8, 8), -1)),
+     r"ignore must be a bool mask \(0 or 1\), got ignore\[0, 0, 0\] = -1"),
+    (lambda: pxap.pixel_counts(_MAPS, _MAPS > 0, valid=np.array([1, 2])),
+     r"valid must be a bool mask \(0 or 1\), got valid\[1\] = 2"),
+    (lambda: pxap.pixel_counts_from_bins(_changed({"b": np.zeros((2, 8, 8), np.int32)}, "b",
+                                                  (1, 7, 7), 12)["b"], _MAPS > 0,
+                                         thresholds=np.arange(0, 1, 0.1)),
+     r"bins must lie in \[0, T \+ 2\) = \[0, 12\), got bins\[1, 7, 7\] = 12"),
+    (lambda: multilabel.counts_from_slots(np.ones((2, 3), bool), _OK[:, 0], _OK, [[1], [3]],
+                                          _OK),
+     (r"slot_labels must lie in \[0, 3\) \(M = cls_correct.shape\[1\]\), got "
+      r"slot_labels\[1, 0\] = 3")),
+    (lambda: multilabel.counts_from_slots(np.ones((2, 3), bool), [1, 2], _OK, [[1], [2]], _OK),
+     r"valid must be a bool mask \(0 or 1\), got valid\[1\] = 2"),
+    (lambda: faithfulness.explanation_images(np.ones((2, 8, 8, 1)), _MAPS * 3),
+     r"scoremaps must lie in \[0, 1\] and be finite .*got scoremaps\[0, 0, 0\] = 1.5"),
+    (lambda: faithfulness.confidence_counts(
+        lambda x: jnp.zeros((x.shape[0], 3)), np.ones((2, 8, 8, 1)),
+        _changed({"m": _MAPS}, "m", (1, 4, 4), -np.inf)["m"], [0, 1]),
+     r"scoremaps must lie in \[0, 1\] and be finite .*got scoremaps\[1, 4, 4\] = -inf"),
 ])
 def test_bad_values_at_metrics_and_boxes(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("key, index, value, match", [
+    ("box_labels", (2, 0), 3, (r"batch 0 of batches: batch\['box_labels'\] must lie in "
+                               r"\[0, 3\) \(M = settings.num_classes\), got "
+                               r"batch\['box_labels'\]\[2, 0\] = 3")),
+    ("labels", (1, 2), 0.5, (r"batch\['labels'\] must be a bool mask \(0 or 1\), got "
+                             r"batch\['labels'\]\[1, 2\] = 0.5")),
+    ("boxes", (0, 0), [5, 5, 4, 9], (r"batch\['boxes'\] must satisfy x0 <= x1 and y0 <= y1, "
+                                     r"got batch\['boxes'\]\[0, 0\] = \[5, 5, 4, 9\]")),
+])
+def test_bad_batches_at_the_multilabel_grid(key, index, value, match):
+    """region_grid's (map, R) x threshold step checks its host batches as the driver does."""
+    model = te.TinyNet(3)
+    settings = EvalSettings.from_config(te.make_config(num_classes=3, multi_label=True))
+    kinds_r, thresholds = (("cam", 1),), (0.5,)
+    grid_step = region_grid.make_multilabel_grid_step(settings, model, kinds_r=kinds_r,
+                                                      thresholds=thresholds)
+    batch = _changed(te._multi_label_data(), key, index, value)
+    with pytest.raises(ValueError, match=match):
+        region_grid.multilabel_grid(grid_step, {}, [batch], kinds_r=kinds_r,
+                                    thresholds=thresholds)

@@ -3,6 +3,7 @@ NumPy statement of the reference's ACoL fusion, and ACoL / SPG digits models thr
 step (one and two devices) and ``predict_maps``, whose maps must equal the maps fused by hand
 from the model applied with the ground-truth labels."""
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
@@ -140,12 +141,16 @@ def make_config():
 
 @dataclasses.dataclass(frozen=True)
 class MapStub:
-    """``(logits, features)`` stub: ``image[..., 0]`` = a map at image size (features with one
-    channel), ``image[:, 0, 0, 1:]`` = logits; with an all-ones kernel its CAM is the map."""
+    """``(logits, features)`` stub fed image-size images ``[B, SIZE, SIZE, 1 + M]``: its
+    features are the ``grid = (h, w)`` top-left corner of ``image[..., :1]`` (a map at feature
+    size, one channel), its logits ``image[:, 0, 0, 1:]``; with an all-ones kernel its CAM is
+    that map."""
+    grid: tuple[int, int]
 
     def apply(self, variables, images, train=False):
         del variables, train
-        return images[:, 0, 0, 1:], images[..., :1]
+        h, w = self.grid
+        return images[:, 0, 0, 1:], images[:, :h, :w, :1]
 
 
 def stub_kernel(variables):
@@ -153,19 +158,28 @@ def stub_kernel(variables):
     return jnp.ones((1, M))
 
 
+def stub_images(maps, logits):
+    """``[B, SIZE, SIZE, 1 + M]`` images carrying feature-size ``maps [B, h, w]`` in the
+    top-left corner of channel 0 (zeros elsewhere) and ``logits [B, M]`` in channels 1:."""
+    b, h, w = maps.shape
+    images = np.zeros((b, SIZE, SIZE, 1 + M), np.float32)
+    images[:, :h, :w, 0] = maps
+    images[..., 1:] = np.asarray(logits)[:, None, None, :]
+    return images
+
+
 def stub_results(method, data):
     """Eval-step results of each kind K of ``method``'s model, computed instead from the map K
-    fused by hand and read as the stub's CAM (maps at feature size, so the stub's "image" is
-    that small grid: upsampling and boxes then run exactly as for the model)."""
+    fused by hand and read as the stub's CAM (the stub returns it at feature size, so
+    upsampling and boxes then run exactly as for the model)."""
     model, variables = make_model(method)
     logits, maps = hand_maps(method, model, variables, data["image"], data["label"])
     out = {}
     for kind in KINDS:
-        m = maps[kind].astype(np.float32)[..., None]
-        tiled = np.broadcast_to(np.asarray(logits)[:, None, None, :], m.shape[:3] + (M,))
-        stub_data = dict(data, image=np.concatenate([m, tiled], -1))
-        res = driver.evaluate(make_config(), MapStub(), None, [stub_data], num_devices=1,
-                              kernel_fn=stub_kernel, map_kinds=("cam",))
+        m = maps[kind].astype(np.float32)
+        stub_data = dict(data, image=stub_images(m, logits))
+        res = driver.evaluate(make_config(), MapStub(m.shape[1:]), None, [stub_data],
+                              num_devices=1, kernel_fn=stub_kernel, map_kinds=("cam",))
         out[kind] = {k.split("/", 1)[1]: v for k, v in res.items() if k.startswith("cam/")}
         out["top1_cls"] = res["top1_cls"]
     return out
@@ -238,3 +252,43 @@ def test_posthoc_and_multi_label_are_refused_by_method(method):
     from infocam_jax.maps import posthoc
     with pytest.raises(ValueError, match=method):
         posthoc.compute("gradcam", model, variables, data["image"], data["label"])
+
+
+def test_images_of_another_size_than_settings_are_refused():
+    """The stub fed its feature-size grid as the "image" (the old test shortcut) is refused:
+    the images' (H, W) must be settings.image_size, where the boxes live."""
+    data = make_data(4)
+    maps = np.random.default_rng(0).uniform(size=(4, 4, 4)).astype(np.float32)
+    small = dict(data, image=stub_images(maps, np.zeros((4, M)))[:, :4, :4])
+    with pytest.raises(ValueError, match=re.escape(
+            "batch 0 of the iterator: batch['image'] (the images [B, H, W, C]) must have "
+            "(H, W) = settings.image_size = (16, 16), got shape (4, 4, 4, 6)")):
+        driver.evaluate(make_config(), MapStub((4, 4)), None, [small], num_devices=1,
+                        kernel_fn=stub_kernel, map_kinds=("cam",))
+
+
+@dataclasses.dataclass(frozen=True)
+class DropStub(MapStub):
+    """A stub whose features ("maps") or logits lose the last example of the batch."""
+    drop: str = "features"
+
+    def apply(self, variables, images, train=False):
+        logits, features = super().apply(variables, images, train)
+        if self.drop == "features":
+            return logits, features[:-1]
+        return logits[:-1], features
+
+
+@pytest.mark.parametrize("drop, match", [
+    ("features", (r"the model's branch 0 features must have shape \[B, h, w, K\] with B = 4 "
+                  r"\(the images' batch, images shape \(4, 16, 16, 6\)\), got shape "
+                  r"\(3, 4, 4, 1\)")),
+    ("logits", r"the model's logits must have shape \[B, M\] with B = 4 .*got shape \(3, 5\)"),
+])
+def test_maps_of_another_batch_size_are_refused(drop, match):
+    data = make_data(4)
+    maps = np.random.default_rng(0).uniform(size=(4, 4, 4)).astype(np.float32)
+    batch = dict(data, image=stub_images(maps, np.zeros((4, M))))
+    with pytest.raises(ValueError, match=match):
+        driver.evaluate(make_config(), DropStub((4, 4), drop), None, [batch], num_devices=1,
+                        kernel_fn=stub_kernel, map_kinds=("cam",))

@@ -74,7 +74,30 @@ def forward_readout(model, variables, images, labels=None, *, kernel_fn=None):
     if method is not None:
         kwargs = {"labels": labels} if method.reads_labels else {}
         outputs = model.apply(variables, images, train=False, **kwargs)
-        return methods.main_logits(outputs), method.readout(variables, outputs)
-    logits, features = model.apply(variables, images, train=False)
-    kernel = (kernel_fn or default_kernel_fn())(variables)
-    return logits, methods.Readout((methods.Branch(features, kernel, None, logits),), "single")
+        logits, readout = methods.main_logits(outputs), method.readout(variables, outputs)
+    else:
+        logits, features = model.apply(variables, images, train=False)
+        kernel = (kernel_fn or default_kernel_fn())(variables)
+        readout = methods.Readout((methods.Branch(features, kernel, None, logits),), "single")
+    check_readout_shapes(images, logits, readout)
+    return logits, readout
+
+
+def check_readout_shapes(images, logits, readout) -> None:
+    """The model's outputs agree with its ``images [B, H, W, C]`` in batch size: ``logits
+    [B, M]`` and every branch's feature maps ``[B, h, w, K]`` (static shapes: checked at trace
+    time). A model returning another batch size would otherwise be broadcast or gathered
+    against the batch's labels and boxes silently.
+
+    Raises:
+      ValueError: naming the output, the expected batch size and the received shape.
+    """
+    b = images.shape[0]
+    outputs = [("logits", logits, 2)] + [
+        (f"branch {i} features", branch.features, 4) for i, branch in enumerate(readout.branches)]
+    for name, value, rank in outputs:
+        if value.ndim != rank or value.shape[0] != b:
+            dims = "[B, M]" if rank == 2 else "[B, h, w, K]"
+            raise ValueError(f"the model's {name} must have shape {dims} with B = {b} (the "
+                             f"images' batch, images shape {tuple(images.shape)}), got shape "
+                             f"{tuple(value.shape)}")

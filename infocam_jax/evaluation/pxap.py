@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from infocam_jax import devices
-from infocam_jax.evaluation import backends, forward, thresholds
+from infocam_jax.evaluation import backends, forward, step, thresholds
 from infocam_jax.metrics import pxap
 from infocam_jax.devices import Batch
 from infocam_jax.evaluation.settings import EvalSettings
@@ -74,7 +74,19 @@ def _make_step(settings, model, num_devices, kernel_fn):
 def evaluate_counts(settings: EvalSettings, model, variables, iterator: Iterable[Batch], *,
                     num_devices: int | None = None, kernel_fn=None,
                     max_batches: int | None = None) -> pxap.PixelCounts:
-    """Summed ``PixelCounts`` (leading map-kind axis, int64 on the host) of ``iterator``."""
+    """Summed ``PixelCounts`` (leading map-kind axis, int64 on the host) of ``iterator``.
+
+    Each host batch is checked before it goes to the device (``step.check_batch`` with
+    ``REQUIRED_KEYS``): ``image [b, H, W, C]`` with ``(H, W) = settings.image_size``,
+    ``label`` integer in ``[0, M)`` and ``mask`` / ``ignore`` 0/1 ``[b, H, W]`` on the real
+    examples, ``valid`` 0/1 ``[b]``. The score maps are made on device from the model and
+    normalised there (``settings.normalize``), so they are in ``[0, 1]`` by construction.
+
+    Raises:
+      ValueError: a batch without ``mask`` / ``ignore`` (not a mask dataset), or one that fails
+        ``step.check_batch`` (the message starts with its index in the iterator, names the key,
+        the first offending index and its value).
+    """
     _check(settings)
     num_devices = devices.check_num_devices(num_devices)
     p_step = _make_step(settings, model, num_devices, kernel_fn or backends.default_kernel_fn())
@@ -87,6 +99,10 @@ def evaluate_counts(settings: EvalSettings, model, variables, iterator: Iterable
             raise ValueError(f"PxAP batch is missing keys {missing}: a mask dataset "
                              "(config.dataset='wsol_metadata' with masks, square image_size, "
                              "eval_protocol='resize') gives them")
+        try:
+            step.check_batch(batch, settings, REQUIRED_KEYS)
+        except ValueError as err:
+            raise ValueError(f"batch {i} of the iterator: {err}") from None
         b = len(batch["valid"])
         size = size or -(-b // num_devices) * num_devices
         if b > size:

@@ -42,6 +42,9 @@ def threshold_sweep(config, model, variables, split_batches, *,
     return out
 
 
+_GRID_KEYS = ("image", "boxes", "box_labels", "box_valid", "labels", "valid")
+
+
 def make_multilabel_grid_step(settings: EvalSettings, model, *,
                               kinds_r: Sequence[tuple[str, int]], thresholds: Sequence[float]):
     """One jitted step counting multi-label localisation hits on a (map, R) x threshold grid.
@@ -62,7 +65,10 @@ def make_multilabel_grid_step(settings: EvalSettings, model, *,
       thresholds: ``[T]`` score thresholds in [0, 1].
 
     Returns:
-      ``step(variables, batch) -> {"hits": int32 [len(kinds_r), T], "pairs": int32 []}``.
+      ``step(variables, batch) -> {"hits": int32 [len(kinds_r), T], "pairs": int32 []}``; it
+      checks the host ``batch`` first (``step.check_batch``: shapes, image size, labels in
+      ``[0, M)``, real boxes ordered and inside the image, 0/1 masks; ValueError naming the
+      key, the first offending index and its value), then runs the jitted grid.
     """
     table_thresholds = np.asarray(thresholds, np.float64)
     image_size = tuple(settings.image_size)
@@ -95,17 +101,30 @@ def make_multilabel_grid_step(settings: EvalSettings, model, *,
             hits.append(jnp.sum(counts.correct, axis=0))
         return {"hits": jnp.stack(hits), "pairs": jnp.sum(slot_valid, dtype=jnp.int32)}
 
-    return jax.jit(grid_step)
+    jitted = jax.jit(grid_step)
+
+    def checked_step(variables, batch):
+        step.check_batch(batch, settings)
+        return jitted(variables, {k: batch[k] for k in _GRID_KEYS})
+
+    return checked_step
 
 
 def multilabel_grid(grid_step, variables, batches, *, kinds_r, thresholds
                     ) -> dict[str, float]:
-    """Runs :func:`make_multilabel_grid_step`'s step over ``batches``; flat fractions
-    ``{"t{t}/R{r}/{kind}/loc_acc": f}`` over all (image, present label) pairs."""
+    """Runs :func:`make_multilabel_grid_step`'s step over ``batches`` (host batches of the
+    multi-label keys, docs/interfaces.md, each checked by the step); flat fractions
+    ``{"t{t}/R{r}/{kind}/loc_acc": f}`` over all (image, present label) pairs.
+
+    Raises:
+      ValueError: a batch that fails ``step.check_batch`` (the message starts with its index).
+    """
     hits, pairs = 0, 0
-    for batch in batches:
-        out = grid_step(variables, {k: batch[k] for k in
-                               ("image", "boxes", "box_labels", "box_valid", "labels", "valid")})
+    for i, batch in enumerate(batches):
+        try:
+            out = grid_step(variables, batch)
+        except ValueError as err:
+            raise ValueError(f"batch {i} of batches: {err}") from None
         hits = hits + np.asarray(out["hits"], np.int64)
         pairs += int(out["pairs"])
     flat = {}

@@ -42,7 +42,8 @@ def curves(settings: EvalSettings, counts: Mapping[str, Any]) -> dict[str, dict[
     return _evaluator(settings).curves(settings, counts)
 
 
-def check_batch(batch: Mapping[str, Any], settings: EvalSettings) -> None:
+def check_batch(batch: Mapping[str, Any], settings: EvalSettings,
+                required_keys: tuple[str, ...] | None = None) -> None:
     """Checks one per-process host batch (docs/interfaces.md) before it goes to the device.
 
     The eval step is traced, so it cannot look at values: out-of-range labels would gather a
@@ -53,29 +54,33 @@ def check_batch(batch: Mapping[str, Any], settings: EvalSettings) -> None:
     Checked, with ``M = settings.num_classes`` (the eval step checks that the model has M
     classes) and ``(H, W) = settings.image_size``:
 
-    * the evaluator's keys are present (``REQUIRED_KEYS``);
-    * shapes: ``image [b, h, w, C]``, ``label [b]``, ``boxes [b, G, 4]``, ``box_valid [b, G]``,
-      ``valid [b]``; multi-label also ``labels [b, M]`` and ``box_labels [b, G]``; ``label``,
-      ``boxes`` and ``box_labels`` integer. The image's ``h, w`` are not compared with
-      ``(H, W)``: the maps are upsampled to ``(H, W)``, and the boxes, in those coordinates,
-      are checked against it (test stubs feed feature-size "images");
+    * the keys ``required_keys`` are present (default: the evaluator's ``REQUIRED_KEYS``; the
+      PxAP evaluator passes its own: ``image``, ``label``, ``mask``, ``ignore``, ``valid``);
+      only those keys are checked;
+    * shapes: ``image [b, H, W, C]`` (the maps are upsampled to ``(H, W)`` and the boxes and
+      masks are in those coordinates), ``label [b]``, ``boxes [b, G, 4]``, ``box_valid
+      [b, G]``, ``valid [b]``, ``mask`` and ``ignore [b, H, W]``; multi-label also ``labels
+      [b, M]`` and ``box_labels [b, G]``; ``label``, ``boxes`` and ``box_labels`` integer;
     * values: ``valid`` and ``box_valid`` are 0/1; on real examples (``valid`` True) ``label``
-      is in ``[0, M)``, multi-hot ``labels`` are 0/1, and every real box (``box_valid`` True)
-      has ``0 <= x0 <= x1 < W``, ``0 <= y0 <= y1 < H`` and (multi-label) its label in
-      ``[0, M)``. Padding is not checked: examples with ``valid`` False (the pipeline and
-      ``devices.pad_to`` fill them with zeros) and box rows with ``box_valid`` False (zeros,
-      or the coordinates of a box the crop removed; multi-label box labels -1) count nothing.
+      is in ``[0, M)``, ``mask`` and ``ignore`` are 0/1, multi-hot ``labels`` are 0/1, and
+      every real box (``box_valid`` True) has ``0 <= x0 <= x1 < W``, ``0 <= y0 <= y1 < H``
+      and (multi-label) its label in ``[0, M)``. Padding is not checked: examples with
+      ``valid`` False (the pipeline and ``devices.pad_to`` fill them with zeros) and box rows
+      with ``box_valid`` False (zeros, or the coordinates of a box the crop removed;
+      multi-label box labels -1) count nothing.
 
     Raises:
       ValueError: naming the key, the first offending index and its value, e.g.
         ``batch['label'] must lie in [0, 5) (M = settings.num_classes), got batch['label'][3]
-        = 5``.
+        = 5``; or the expected and received shape, e.g. ``batch['image'] (the images
+        [B, H, W, C]) must have (H, W) = settings.image_size = (16, 16), got shape
+        (8, 4, 4, 6)``.
     """
-    missing = [k for k in _evaluator(settings).REQUIRED_KEYS if k not in batch]
+    keys = tuple(required_keys or _evaluator(settings).REQUIRED_KEYS)
+    missing = [k for k in keys if k not in batch]
     if missing:
         raise ValueError(f"batch is missing keys {missing} (see docs/interfaces.md)")
-    arrays = {k: np.asarray(batch[k]) for k in _evaluator(settings).REQUIRED_KEYS
-              if k != "image"}
+    arrays = {k: np.asarray(batch[k]) for k in keys if k != "image"}
     _check_batch_shapes(np.shape(batch["image"]), arrays, settings)
     _check_batch_values(arrays, settings)
 
@@ -84,17 +89,22 @@ def _check_batch_shapes(image_shape, arrays: Mapping[str, np.ndarray],
                         settings: EvalSettings) -> None:
     """Shapes and integer dtypes of :func:`check_batch` (None: any size)."""
     b = arrays["valid"].shape[0] if arrays["valid"].ndim == 1 else None
-    g = arrays["boxes"].shape[1] if arrays["boxes"].ndim == 3 else None
+    g = arrays["boxes"].shape[1] if "boxes" in arrays and arrays["boxes"].ndim == 3 else None
+    hw = tuple(int(n) for n in settings.image_size)
     expected = {"image": (b, None, None, None), "label": (b,), "boxes": (b, g, 4),
                 "box_valid": (b, g), "valid": (b,), "labels": (b, settings.num_classes),
-                "box_labels": (b, g)}
+                "box_labels": (b, g), "mask": (b, *hw), "ignore": (b, *hw)}
     shapes = {"image": tuple(image_shape), **{k: v.shape for k, v in arrays.items()}}
     for key, shape in shapes.items():
         want = expected[key]
         if len(shape) != len(want) or any(e is not None and e != n for e, n in zip(want, shape)):
             dims = ", ".join("?" if e is None else str(e) for e in want)
             raise ValueError(f"batch[{key!r}] must have shape [{dims}] (docs/interfaces.md; "
-                             f"M = settings.num_classes), got {shape}")
+                             f"M = settings.num_classes, (H, W) = settings.image_size), got "
+                             f"{shape}")
+    if tuple(image_shape[1:3]) != hw:
+        raise ValueError(f"batch['image'] (the images [B, H, W, C]) must have (H, W) = "
+                         f"settings.image_size = {hw}, got shape {tuple(image_shape)}")
     for key in ("label", "boxes", "box_labels"):
         if key in arrays and not np.issubdtype(arrays[key].dtype, np.integer):
             raise ValueError(f"batch[{key!r}] must be an integer array, got dtype "
@@ -104,12 +114,19 @@ def _check_batch_shapes(image_shape, arrays: Mapping[str, np.ndarray],
 def _check_batch_values(arrays: Mapping[str, np.ndarray], settings: EvalSettings) -> None:
     """Values of :func:`check_batch`, on the real examples and boxes only."""
     for key in ("valid", "box_valid"):
-        _checks.check_mask_values(arrays[key], f"batch[{key!r}]")
+        if key in arrays:
+            _checks.check_mask_values(arrays[key], f"batch[{key!r}]")
     real = arrays["valid"].astype(bool)
-    real_boxes = arrays["box_valid"].astype(bool) & real[:, None]
     m, classes_from = settings.num_classes, "M = settings.num_classes"
     _checks.check_label_values(arrays["label"], m, name="batch['label']",
                                classes_from=classes_from, where=real)
+    for key in ("mask", "ignore"):
+        if key in arrays:
+            _checks.check_mask_values(np.where(real[:, None, None], arrays[key], 0),
+                                      f"batch[{key!r}]")
+    if "boxes" not in arrays:
+        return
+    real_boxes = arrays["box_valid"].astype(bool) & real[:, None]
     _checks.check_box_values(arrays["boxes"], real_boxes, "batch['boxes']",
                              tuple(settings.image_size))
     if settings.multi_label:

@@ -187,9 +187,16 @@ def class_scores(logits, labels):
 
 
 def explanation_images(images, scoremaps):
-    """``E = L ∘ I``: ``images [B,H,W,C]`` times ``scoremaps [B,H,W]`` on every channel."""
+    """``E = L ∘ I``: ``images [B,H,W,C]`` times ``scoremaps [B,H,W]`` on every channel.
+
+    The maps ``L`` must be finite and in [0, 1] (Grad-CAM++'s explanation map): concrete maps
+    are checked (``_checks.check_unit_interval``; ValueError naming ``scoremaps``, the first
+    offending index and its value), traced ones are used as given.
+    """
     images = _check_images(images)
-    scoremaps = _check_maps_like(scoremaps, images, "scoremaps").astype(jnp.float32)
+    scoremaps = _check_maps_like(scoremaps, images, "scoremaps")
+    _checks.check_unit_interval(scoremaps, "scoremaps")
+    scoremaps = scoremaps.astype(jnp.float32)
     return images * scoremaps[..., None]
 
 
@@ -251,7 +258,8 @@ def confidence_counts(apply_fn: Callable[[jax.Array], jax.Array], images, scorem
     Args:
       apply_fn: ``images [B,H,W,C] -> logits [B,M]`` (the model, variables bound).
       images: float ``[B,H,W,C]``, as the model sees them.
-      scoremaps: float ``[B,H,W]`` in [0, 1], the maps of class ``labels``.
+      scoremaps: float ``[B,H,W]`` in [0, 1], the maps of class ``labels`` (concrete maps
+        are checked: :func:`explanation_images`).
       labels: int ``[B]``: the explained class per image.
       valid: optional bool ``[B]``.
       logits: optional ``apply_fn(images)`` when already computed.

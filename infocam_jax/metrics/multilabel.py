@@ -238,10 +238,18 @@ def counts_from_slots(cls_correct, valid, loc_correct, slot_labels, slot_valid,
       loc_correct: bool ``[B, L]`` slots localised (e.g. :func:`slot_max_iou` >= IoU threshold).
       slot_labels: int ``[B, L]``; slot_valid: bool ``[B, L]``.
       cam_threshold, iou_threshold: static floats recorded in the counts.
+
+    Concrete values are checked (traced ones are not: a label outside ``[0, M)`` then counts
+    nothing): ``valid`` and ``slot_valid`` are 0/1, and the labels of the counted slots lie in
+    ``[0, M)`` (ValueError naming the argument, the first offending index and its value).
     """
     num_labels = cls_correct.shape[1]
+    _checks.check_mask_values(valid, "valid")
+    _checks.check_mask_values(slot_valid, "slot_valid")
     valid = jnp.asarray(valid).astype(bool)
     counted = jnp.asarray(slot_valid).astype(bool) & valid[:, None]
+    _checks.check_label_values(slot_labels, num_labels, name="slot_labels",
+                               classes_from="M = cls_correct.shape[1]", where=counted)
     onehot = jax.nn.one_hot(jnp.asarray(slot_labels), num_labels, dtype=jnp.int32)  # [B,L,M]
     (cam_threshold,) = _checks.check_thresholds([cam_threshold], "cam_threshold")
     (iou_threshold,) = _checks.check_thresholds([iou_threshold], "iou_threshold")

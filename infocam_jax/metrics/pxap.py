@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from infocam_jax import _checks
+
 __all__ = [
     "DEFAULT_THRESHOLDS",
     "PixelCounts",
@@ -127,6 +129,7 @@ class PixelCounts:
 
 
 def _check_pixels(foreground, ignore, valid, shape):
+    """Shapes, and (concrete values) 0/1 masks (``_checks.check_mask_values``)."""
     foreground = jnp.asarray(foreground)
     if foreground.shape != shape:
         raise ValueError(f"foreground must have the score maps' shape {shape}, got "
@@ -134,10 +137,10 @@ def _check_pixels(foreground, ignore, valid, shape):
     ignore = jnp.zeros(shape, bool) if ignore is None else jnp.asarray(ignore)
     if ignore.shape != shape:
         raise ValueError(f"ignore must have the score maps' shape {shape}, got {ignore.shape}")
-    valid = jnp.ones(shape[:1], bool) if valid is None else jnp.asarray(valid)
-    if valid.shape != shape[:1]:
-        raise ValueError(f"valid must have shape [B] = {shape[:1]}, got {valid.shape}")
-    return foreground.astype(bool), ignore.astype(bool), valid.astype(bool)
+    valid = _checks.check_valid(valid, shape[0])
+    for name, mask in (("foreground", foreground), ("ignore", ignore)):
+        _checks.check_mask_values(mask, name)
+    return foreground.astype(bool), ignore.astype(bool), valid
 
 
 @functools.partial(jax.jit, static_argnames=("num_bins",))
@@ -155,7 +158,7 @@ def pixel_counts_from_bins(bins, foreground, ignore=None, thresholds=DEFAULT_THR
 
     Args:
       bins: int ``[B, H, W]`` in ``[0, T + 2)``.
-      foreground: bool ``[B, H, W]``: the union of the instance masks.
+      foreground: bool (or 0/1) ``[B, H, W]``: the union of the instance masks.
       ignore: optional bool ``[B, H, W]``; ignored pixels count in neither histogram (the
         protocol's ignore region is the ignore box minus the foreground, so an ignore pixel
         that is also foreground is not counted either: pass ``ignore & ~foreground`` for it).
@@ -164,6 +167,12 @@ def pixel_counts_from_bins(bins, foreground, ignore=None, thresholds=DEFAULT_THR
 
     Returns:
       :class:`PixelCounts`.
+
+    Raises:
+      ValueError: shapes that disagree with ``bins``; concrete values only (traced values are
+        not checked: :func:`score_bins` makes bins in range, masks are cast to bool): a bin
+        outside ``[0, T + 2)``, or a ``foreground`` / ``ignore`` / ``valid`` value other than
+        0 / 1, naming the argument, the first offending index and its value.
     """
     thresholds = _check_thresholds(thresholds)
     bins = jnp.asarray(bins)
@@ -171,6 +180,13 @@ def pixel_counts_from_bins(bins, foreground, ignore=None, thresholds=DEFAULT_THR
         raise ValueError(f"bins must be an integer array [B, H, W], got {bins.dtype} "
                          f"{bins.shape}")
     foreground, ignore, valid = _check_pixels(foreground, ignore, valid, bins.shape)
+    if _checks.is_concrete(bins):
+        values = np.asarray(bins)
+        bad = (values < 0) | (values >= len(thresholds) + 2)
+        if bad.any():
+            i = _checks.first_index(bad)
+            raise ValueError(f"bins must lie in [0, T + 2) = [0, {len(thresholds) + 2}), got "
+                             f"bins[{', '.join(map(str, i))}] = {values[i]}")
     positive, negative = _histograms(bins.astype(jnp.int32), foreground, ignore, valid,
                                      len(thresholds) + 2)
     return PixelCounts(positive, negative, thresholds)
@@ -181,15 +197,19 @@ def pixel_counts(scoremaps, foreground, ignore=None, thresholds=DEFAULT_THRESHOL
     """PxAP counts of one batch of float32 score maps.
 
     Args:
-      scoremaps: float ``[B, H, W]`` in [0, 1] (cast to float32).
+      scoremaps: float ``[B, H, W]`` in [0, 1] (cast to float32); concrete maps must be
+        finite and in [0, 1] (``_checks.check_scoremaps``), traced ones are binned as given
+        (a score below 0 falls in bin 0, one above 1 in the top bin).
       foreground, ignore, thresholds, valid: as in :func:`pixel_counts_from_bins`.
 
     Returns:
       :class:`PixelCounts`.
+
+    Raises:
+      ValueError: as :func:`pixel_counts_from_bins`, or concrete maps outside [0, 1] / not
+        finite (naming ``scoremaps``, the first offending index and its value).
     """
-    scoremaps = jnp.asarray(scoremaps)
-    if scoremaps.ndim != 3:
-        raise ValueError(f"scoremaps must have shape [B, H, W] (rank 3), got {scoremaps.shape}")
+    scoremaps = _checks.check_scoremaps(scoremaps)
     return pixel_counts_from_bins(score_bins(scoremaps, thresholds), foreground, ignore,
                                   thresholds, valid)
 
