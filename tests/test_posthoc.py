@@ -23,7 +23,8 @@ from posthoc_harness import NUM_CLASSES, close, torch_layer
 from infocam_jax import models
 from infocam_jax.maps import cams, posthoc
 
-GRADIENT = posthoc.GRADIENT_METHODS
+# The gradient maps whose formulas _torch_statement writes (the others: test_posthoc_gradient_zoo).
+GRADIENT = ("gradcam", "hirescam", "gradcampp", "xgradcam", "layercam")
 
 
 # --------------------------------------------------------------------------------------------
@@ -66,12 +67,15 @@ def jit_maps(small):
 
 def test_shapes_registry_and_jit(small, jit_maps):
     model, variables, images, targets, _, features = small
-    assert posthoc.METHOD_NAMES == ("gradcam", "hirescam", "gradcampp", "xgradcam", "layercam",
-                                    "scorecam", "eigencam")
+    assert posthoc.METHOD_NAMES == (
+        "gradcam", "hirescam", "gradcampp", "xgradcam", "layercam", "gradcamew", "eigengradcam",
+        "segeigencam", "finercam", "smoothgradcampp", "scorecam", "eigencam", "kpcacam", "fem",
+        "randomcam", "shapleycam", "fullgrad")
     for name in posthoc.METHOD_NAMES:
         opts = {"chunk_size": 5} if name == "scorecam" else {}
         out = posthoc.compute(name, model, variables, images, targets, **opts)
-        chex.assert_shape(out, features.shape[:3])
+        # FullGrad sums maps of every layer at the input resolution.
+        chex.assert_shape(out, images.shape[:3] if name == "fullgrad" else features.shape[:3])
         assert out.dtype == jnp.float32
         assert np.all(np.isfinite(out)) and np.all(np.asarray(out) >= 0), name
         assert np.asarray(out).max() > 0, name

@@ -11,9 +11,14 @@ so ``boxes.scoremaps`` and the eval step take them unchanged. Everything traces 
 Layout: :mod:`.core` (reading, perturbing and differentiating a layer: the shared
 ``(activations, gradients)`` core), :mod:`.registry` (one :class:`~.registry.PosthocMap` per
 method; :func:`compute`, :func:`jitted`), and one module per method or family, each registering
-its maps on import: :mod:`.gradient` (Grad-CAM, HiResCAM, Grad-CAM++, XGrad-CAM, LayerCAM),
-:mod:`.perturbation` (Score-CAM), :mod:`.activation` (Eigen-CAM). Adding a map is one function
-registered in its family's module, or one new module plus its import below.
+its maps on import: :mod:`.gradient` (Grad-CAM, HiResCAM, Grad-CAM++, XGrad-CAM, LayerCAM,
+Grad-CAM element-wise, Eigen-Grad-CAM, Seg-Eigen-CAM, FinerCAM, Smooth Grad-CAM++),
+:mod:`.perturbation` (Score-CAM), :mod:`.activation` (Eigen-CAM, KPCA-CAM, FEM, RandomCAM),
+:mod:`.second_order` (ShapleyCAM: gradient and Hessian-vector product), :mod:`.fullgrad`
+(FullGrad: the bias gradients of every layer, at the input resolution). Adding a map is one
+function registered in its family's module, or one new module plus its import below.
+The maps that offer pytorch-grad-cam's ``eigen_smooth`` list it in their registry
+``options``.
 
 The layer (``layer=``) is a path in the module tree:
 
@@ -30,21 +35,28 @@ The layer (``layer=``) is a path in the module tree:
 """
 # Registration order is the order of ``METHOD_NAMES`` (and of the tables' rows).
 from infocam_jax.maps.posthoc import gradient, perturbation, activation  # noqa: I001
+from infocam_jax.maps.posthoc import second_order, fullgrad  # noqa: I001
 from infocam_jax.maps.posthoc import core, registry
-from infocam_jax.maps.posthoc.activation import eigencam
+from infocam_jax.maps.posthoc.activation import eigencam, fem, kpcacam, randomcam
 from infocam_jax.maps.posthoc.core import (DEFAULT_CHUNK_SIZE, DEFAULT_LAYER,
                                            activations_and_gradients, layer_paths)
-from infocam_jax.maps.posthoc.gradient import gradcam, gradcampp, hirescam, layercam, xgradcam
+from infocam_jax.maps.posthoc.gradient import (eigengradcam, finercam, gradcam, gradcamew,
+                                               gradcampp, hirescam, layercam, segeigencam,
+                                               smoothgradcampp, xgradcam)
 from infocam_jax.maps.posthoc.perturbation import scorecam
 from infocam_jax.maps.posthoc.registry import PosthocMap, compute, jitted, register
+from infocam_jax.maps.posthoc.second_order import shapleycam
 
 METHOD_NAMES = registry.names()
 GRADIENT_METHODS = registry.names("gradient")
 DISPLAY_NAMES = registry.display_names()
 
+# FullGrad's function is ``fullgrad.fullgrad`` (the name ``fullgrad`` here is its module).
 __all__ = [
     "DEFAULT_CHUNK_SIZE", "DEFAULT_LAYER", "DISPLAY_NAMES", "GRADIENT_METHODS", "METHOD_NAMES",
     "PosthocMap", "activation", "activations_and_gradients", "compute", "core", "eigencam",
-    "gradcam", "gradcampp", "gradient", "hirescam", "jitted", "layer_paths", "layercam",
-    "perturbation", "register", "registry", "scorecam", "xgradcam",
+    "eigengradcam", "fem", "finercam", "fullgrad", "gradcam", "gradcamew", "gradcampp",
+    "gradient", "hirescam", "jitted", "kpcacam", "layer_paths", "layercam", "perturbation",
+    "randomcam", "register", "registry", "scorecam", "second_order", "segeigencam",
+    "shapleycam", "smoothgradcampp", "xgradcam",
 ]

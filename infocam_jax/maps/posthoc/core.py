@@ -8,6 +8,8 @@ docstring); its activations ``A [B, h, w, K]`` are read and perturbed through
 """
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -44,6 +46,19 @@ def check_chunk_size(chunk_size) -> int:
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     return int(chunk_size)
+
+
+def check_key(key):
+    """An int seed or a JAX PRNG key (typed, or raw ``uint32 [2]``) -> a typed key."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
+        return jax.random.key(int(key))
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape == ():
+            return key
+    elif isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32 and key.shape == (2,):
+        return jax.random.wrap_key_data(key)
+    raise ValueError(f"key must be an int seed or one JAX PRNG key (jax.random.key(seed)), got "
+                     f"{key!r}")
 
 
 def valid_targets(targets, num_classes):
@@ -185,39 +200,75 @@ def activations_and_gradients(model, variables, images, targets, layer: str = DE
     return layer_gradients(model, variables, images, targets, layer, num_classes)
 
 
-def layer_gradients(model, variables, images, targets, layer, num_classes):
+def layer_gradients(model, variables, images, targets, layer, num_classes, objective=None):
+    """``(logits, A, G)`` of checked inputs (:func:`activations_and_gradients`).
+
+    ``objective(logits [B, M]) -> [B]`` replaces the target logit as the differentiated score
+    (FinerCAM's weighted logit differences); ``G[b] = ∂ objective(logits)[b] / ∂ A[b]``.
+    """
     _, _, delta_shape = layer_shapes(model, variables, images, layer)
     delta = jnp.zeros(delta_shape.shape, delta_shape.dtype)
 
     def f(d):
         logits, activation = forward_at_layer(model, variables, images, layer, delta=d)
-        return logits.astype(jnp.float32), activation
+        logits = logits.astype(jnp.float32)
+        return (logits if objective is None else objective(logits)), (logits, activation)
 
-    logits, pullback, activation = jax.vjp(f, delta, has_aux=True)
-    cotangent = nan_where_invalid(jax.nn.one_hot(targets, num_classes, dtype=jnp.float32),
-                                   targets, num_classes)
+    scores, pullback, (logits, activation) = jax.vjp(f, delta, has_aux=True)
+    if objective is None:
+        cotangent = nan_where_invalid(jax.nn.one_hot(targets, num_classes, dtype=jnp.float32),
+                                       targets, num_classes)
+    else:
+        cotangent = nan_where_invalid(jnp.ones(scores.shape, jnp.float32), targets, num_classes)
     (grad,) = pullback(cotangent)
     grad = grad.astype(jnp.float32)
     activation = activation.astype(jnp.float32)
     if layer == DEFAULT_LAYER:  # vjp of the mean: d pooled / d features = 1 / (h w)
-        _, h, w, _ = activation.shape
-        grad = jnp.broadcast_to(grad[:, None, None, :] / (h * w), activation.shape)
+        grad = spread_pooled(grad, activation.shape)
     return logits, activation, grad
 
 
-def weighted_sum(weights, activations, relu: bool):
-    """``ReLU(Σ_k W_k ⊙ A_k)``: ``W`` broadcastable to ``A [B,h,w,K]`` -> ``[B,h,w]``."""
-    if weights.ndim == 2:
+def spread_pooled(pooled, shape):
+    """``[B, K]`` (a vector at the GAP output) -> ``[B, h, w, K]`` through the transpose of the
+    mean over positions: every position gets ``pooled / (h w)``."""
+    _, h, w, _ = shape
+    return jnp.broadcast_to(pooled[:, None, None, :] / (h * w), shape)
+
+
+def weighted_sum(weights, activations, relu: bool, eigen_smooth: bool = False):
+    """``ReLU(Σ_k W_k ⊙ A_k)``: ``W`` broadcastable to ``A [B,h,w,K]`` -> ``[B,h,w]``.
+
+    ``eigen_smooth``: instead of the channel sum, the projection of the weighted activations
+    ``W ⊙ A`` on their first principal component (:func:`first_component_projection`;
+    pytorch-grad-cam's ``eigen_smooth=True``, up to its arbitrary sign).
+    """
+    if eigen_smooth:
+        weights = weights.reshape(weights.shape[:1] + (1,) * (activations.ndim - weights.ndim)
+                                  + weights.shape[1:])
+        maps = first_component_projection(weights * activations)
+    elif weights.ndim == 2:
         maps = jnp.einsum("bhwk,bk->bhw", activations, weights, precision=HIGHEST)
     else:
         maps = jnp.sum(jnp.broadcast_to(weights, activations.shape) * activations, axis=-1)
     return jnp.maximum(maps, 0.0) if relu else maps
 
 
-def gradient_map(rule, model, variables, images, targets, layer, relu):
+def gradient_map(rule, model, variables, images, targets, layer, relu, eigen_smooth=False,
+                 objective=None):
+    """``ReLU(Σ_k W_k ⊙ A_k)`` with ``W = rule(A, G)`` (``[B, K]`` or ``[B, h, w, K]``), ``G``
+    the gradient of the target logit (or of ``objective``, :func:`layer_gradients`) at
+    ``layer``; ``eigen_smooth`` as :func:`weighted_sum`. Returns float32 ``[B, h, w]``."""
     images, layer, targets, num_classes = prepare(model, variables, images, targets, layer)
-    _, a, g = layer_gradients(model, variables, images, targets, layer, num_classes)
-    return weighted_sum(rule(a, g), a, relu)
+    if objective is not None:
+        objective = functools.partial(objective, targets=targets)
+    _, a, g = layer_gradients(model, variables, images, targets, layer, num_classes, objective)
+    return weighted_sum(rule(a, g), a, relu, check_flag(eigen_smooth, "eigen_smooth"))
+
+
+def check_flag(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be a bool, got {value!r}")
+    return bool(value)
 
 
 def align_corners_matrix(out_size: int, in_size: int) -> np.ndarray:
