@@ -575,3 +575,41 @@ def test_bad_batches_at_the_multilabel_grid(key, index, value, match):
     with pytest.raises(ValueError, match=match):
         region_grid.multilabel_grid(grid_step, {}, [batch], kinds_r=kinds_r,
                                     thresholds=thresholds)
+
+
+# --- post-hoc gradient-map zoo (issue 29): options of the new maps -------------------------
+from infocam_jax.maps import posthoc  # noqa: E402  (appended section)
+
+
+@pytest.fixture(scope="module")
+def zoo_net():
+    """digits_cnn (width 2, M = 5) on 2 images 16x16: (model, variables, images, targets)."""
+    model = models.create("digits_cnn", 5, width=2)
+    images = jax.random.normal(jax.random.key(0), (2, 16, 16, 1))
+    return model, model.init(jax.random.key(1), images), images, jnp.array([1, 4])
+
+
+@pytest.mark.parametrize("method, options, match", [
+    ("fem", {"eigen_smooth": True}, r"unknown option\(s\) \['eigen_smooth'\] for method 'fem'"),
+    ("kpcacam", {"k": 2}, r"unknown option\(s\) \['k'\] for method 'kpcacam'"),
+    ("randomcam", {"key": 1.5}, r"key must be an int seed or one JAX PRNG key .*got 1.5"),
+    ("randomcam", {"key": "seed"}, r"key must be .*got 'seed'"),
+    ("randomcam", {"key": jax.random.split(jax.random.key(0))}, r"key must be"),
+    ("smoothgradcampp", {"key": True}, r"key must be .*got True"),
+    ("smoothgradcampp", {"num_samples": 0}, r"num_samples must be a Python int >= 1.*got 0"),
+    ("smoothgradcampp", {"std": -0.1}, r"std must be a number >= 0, got -0.1"),
+    ("kpcacam", {"kernel": "laplace"}, r"kernel must be one of .*got 'laplace'"),
+    ("kpcacam", {"gamma": 0.0}, r"gamma must be None or a number > 0, got 0.0"),
+    ("fem", {"k": "2"}, r"k must be a real number, got '2'"),
+    ("finercam", {"comparison_ranks": (0, 1)}, r"comparison_ranks must be .*\[1, 5\).*got \(0, 1\)"),
+    ("finercam", {"comparison_ranks": (5,)}, r"comparison_ranks must be .*got \(5,\)"),
+    ("finercam", {"comparison_ranks": ()}, r"comparison_ranks must be .*got \(\)"),
+    ("finercam", {"alpha": None}, r"alpha must be a real number, got None"),
+    ("gradcam", {"eigen_smooth": 1}, r"eigen_smooth must be a bool, got 1"),
+    ("fullgrad", {"layer": "conv2_1"}, r"layer must be 'features' for FullGrad .*got 'conv2_1'"),
+    ("shapleycam", {"layer": "conv9"}, r"layer 'conv9' is not a module path"),
+])
+def test_posthoc_zoo_bad_options(zoo_net, method, options, match):
+    model, variables, images, targets = zoo_net
+    with pytest.raises(ValueError, match=match):
+        posthoc.compute(method, model, variables, images, targets, **options)
