@@ -38,6 +38,10 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # Score-CAM's per-image progress bar
 PEER_CLASSES = {"gradcam": "GradCAM", "hirescam": "HiResCAM", "gradcampp": "GradCAMPlusPlus",
                 "xgradcam": "XGradCAM", "layercam": "LayerCAM", "scorecam": "ScoreCAM",
                 "eigencam": "EigenCAM"}
+PEER_CLASSES.update({"gradcamew": "GradCAMElementWise", "eigengradcam": "EigenGradCAM",
+                     "segeigencam": "SegEigenCAM", "finercam": "FinerCAM", "kpcacam": "KPCA_CAM",
+                     "fem": "FEM", "randomcam": "RandomCAM", "shapleycam": "ShapleyCAM",
+                     "fullgrad": "FullGrad"})
 
 
 class _Unavailable(types.ModuleType):
@@ -95,19 +99,25 @@ def load():
 @contextlib.contextmanager
 def _unscaled(pgc):
     """Replaces the peer's ``scale_cam_image`` (min-max scaling + resize) by the identity."""
-    base_cam = sys.modules["pytorch_grad_cam.base_cam"]
-    original = base_cam.scale_cam_image
-    base_cam.scale_cam_image = lambda cam, target_size=None: np.float32(cam)
+    # FullGrad's own final scaling too (its per-channel scaling, part of the method, stays).
+    modules = [sys.modules[m] for m in ("pytorch_grad_cam.base_cam",
+                                        "pytorch_grad_cam.fullgrad_cam") if m in sys.modules]
+    originals = [m.scale_cam_image for m in modules]
+    for m in modules:
+        m.scale_cam_image = lambda cam, target_size=None: np.float32(cam)
     try:
         yield
     finally:
-        base_cam.scale_cam_image = original
+        for m, original in zip(modules, originals):
+            m.scale_cam_image = original
     del pgc
 
 
-def make_cam(pgc, method: str, model, target_layer, batch_size: int | None = None):
-    """The peer's CAM object for ``method`` (our name) on ``target_layer`` of ``model``."""
-    cam = getattr(pgc, PEER_CLASSES[method])(model=model, target_layers=[target_layer])
+def make_cam(pgc, method: str, model, target_layer, batch_size: int | None = None,
+             **options):
+    """The peer's CAM object for ``method`` (our name) on ``target_layer`` of ``model``;
+    ``options`` go to its constructor (e.g. KPCA_CAM's ``kernel``, FEM's ``k``)."""
+    cam = getattr(pgc, PEER_CLASSES[method])(model=model, target_layers=[target_layer], **options)
     if batch_size is not None:
         cam.batch_size = batch_size  # Score-CAM: masked images per forward pass
     return cam
@@ -122,7 +132,8 @@ def targets_of(pgc, classes):
 
 
 def raw_maps(pgc, method: str, model, target_layer, images_nchw, classes,
-             batch_size: int | None = None) -> np.ndarray:
+             batch_size: int | None = None, eigen_smooth: bool = False,
+             **options) -> np.ndarray:
     """The peer's maps ``[B, h, w]`` before its scaling and resizing (after its ReLU).
 
     Args:
@@ -133,10 +144,26 @@ def raw_maps(pgc, method: str, model, target_layer, images_nchw, classes,
       images_nchw: float tensor ``[B, C, H, W]``.
       classes: ints ``[B]``.
       batch_size: Score-CAM's masked images per forward pass (peer default 16).
+      eigen_smooth: the peer's ``eigen_smooth``.
+      **options: the CAM class's constructor options (:func:`make_cam`).
     """
-    cam = make_cam(pgc, method, model, target_layer, batch_size)
+    cam = make_cam(pgc, method, model, target_layer, batch_size, **options)
     try:
         with _unscaled(pgc):
-            return np.asarray(cam(input_tensor=images_nchw, targets=targets_of(pgc, classes)))
+            return np.asarray(cam(input_tensor=images_nchw, targets=targets_of(pgc, classes),
+                                  eigen_smooth=eigen_smooth))
     finally:
         cam.activations_and_grads.release()
+
+
+def finer_maps(pgc, model, target_layer, images_nchw, classes, **call_options) -> np.ndarray:
+    """The peer's FinerCAM maps ``[B, h, w]`` (unscaled), one image at a time with
+    ``target_idx = classes[b]`` (its own choice of the comparison classes)."""
+    cam = make_cam(pgc, "finercam", model, target_layer)
+    try:
+        with _unscaled(pgc):
+            return np.concatenate([np.asarray(cam(images_nchw[b:b + 1], target_idx=int(c),
+                                                  **call_options))
+                                   for b, c in enumerate(classes)])
+    finally:
+        cam.base_cam.activations_and_grads.release()
