@@ -15,7 +15,11 @@ its maps on import: :mod:`.gradient` (Grad-CAM, HiResCAM, Grad-CAM++, XGrad-CAM,
 :mod:`.perturbation` (Score-CAM), :mod:`.activation` (Eigen-CAM). Adding a map is one function
 registered in its family's module, or one new module plus its import below.
 
-The layer (``layer=``) is a path in the module tree:
+Targets (:mod:`.targets`): ``None`` (the default: the predicted class), int ``[B]``, a callable
+of the logits, or (:func:`compute`) multi-label int ``[B, T]`` / bool ``[B, M]``.
+
+The layer (``layer=``) is a path in the module tree (torch spellings such as ``"layer3[-1]"``
+or ``"features.28"`` are translated, :mod:`.layer_names`):
 
 * ``"features"`` (the default): the map global average pooling consumes, the model's second
   output. Its gradient is the vjp through the head module ``"head"``: the models compute
@@ -30,13 +34,14 @@ The layer (``layer=``) is a path in the module tree:
 """
 # Registration order is the order of ``METHOD_NAMES`` (and of the tables' rows).
 from infocam_jax.maps.posthoc import gradient, perturbation, activation  # noqa: I001
-from infocam_jax.maps.posthoc import core, registry
+from infocam_jax.maps.posthoc import core, layer_names, registry, targets
 from infocam_jax.maps.posthoc.activation import eigencam
 from infocam_jax.maps.posthoc.core import (DEFAULT_CHUNK_SIZE, DEFAULT_LAYER,
                                            activations_and_gradients, layer_paths)
 from infocam_jax.maps.posthoc.gradient import gradcam, gradcampp, hirescam, layercam, xgradcam
 from infocam_jax.maps.posthoc.perturbation import scorecam
 from infocam_jax.maps.posthoc.registry import PosthocMap, compute, jitted, register
+from infocam_jax.maps.posthoc.targets import Score
 
 METHOD_NAMES = registry.names()
 GRADIENT_METHODS = registry.names("gradient")
@@ -47,4 +52,5 @@ __all__ = [
     "PosthocMap", "activation", "activations_and_gradients", "compute", "core", "eigencam",
     "gradcam", "gradcampp", "gradient", "hirescam", "jitted", "layer_paths", "layercam",
     "perturbation", "register", "registry", "scorecam", "xgradcam",
+    "Score", "layer_names", "targets",
 ]

@@ -11,7 +11,7 @@ from infocam_jax.maps.posthoc.core import DEFAULT_LAYER
 
 
 @registry.register("eigencam", "Eigen-CAM", family="activation")
-def eigencam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
+def eigencam(model, variables, images, targets=None, *, layer: str = DEFAULT_LAYER,
              relu: bool = True):
     """Eigen-CAM (Muhammad & Yeasin, IJCNN 2020, eq. 5-6).
 

@@ -63,7 +63,7 @@ def _layercam_weights(a, g):
 
 
 @registry.register("gradcam", "Grad-CAM")
-def gradcam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
+def gradcam(model, variables, images, targets=None, *, layer: str = DEFAULT_LAYER,
             relu: bool = True):
     """Grad-CAM (Selvaraju et al., ICCV 2017, eqs. 1-2).
 
@@ -83,7 +83,7 @@ def gradcam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
 
 
 @registry.register("hirescam", "HiResCAM")
-def hirescam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
+def hirescam(model, variables, images, targets=None, *, layer: str = DEFAULT_LAYER,
              relu: bool = True):
     """HiResCAM (Draelos & Carin, 2020, "Use HiResCAM instead of Grad-CAM", eq. 5).
 
@@ -100,7 +100,7 @@ def hirescam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
 
 
 @registry.register("gradcampp", "Grad-CAM++")
-def gradcampp(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
+def gradcampp(model, variables, images, targets=None, *, layer: str = DEFAULT_LAYER,
               relu: bool = True):
     """Grad-CAM++ (Chattopadhyay et al., WACV 2018, eqs. 10 and 19).
 
@@ -119,7 +119,7 @@ def gradcampp(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
 
 
 @registry.register("xgradcam", "XGrad-CAM")
-def xgradcam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
+def xgradcam(model, variables, images, targets=None, *, layer: str = DEFAULT_LAYER,
              relu: bool = True):
     """XGrad-CAM (Fu et al., BMVC 2020, eq. 14).
 
@@ -135,7 +135,7 @@ def xgradcam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
 
 
 @registry.register("layercam", "LayerCAM")
-def layercam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
+def layercam(model, variables, images, targets=None, *, layer: str = DEFAULT_LAYER,
              relu: bool = True):
     """LayerCAM (Jiang et al., IEEE TIP 2021, eqs. 5-6).
 
