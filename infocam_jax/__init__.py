@@ -2,7 +2,7 @@
 
 The user-facing modules, by their short names::
 
-    from infocam_jax import cams, posthoc, boxes, metrics, losses, models, data
+    from infocam_jax import cams, posthoc, display, boxes, metrics, losses, models, data
 
 Layers (docs/interfaces.md): ``maps`` / ``boxes`` / ``metrics`` / ``losses`` (the maths),
 ``native`` (the compiled box kernel), ``models`` (backbones), ``methods`` (WSOL methods),
@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "cams": "infocam_jax.maps.cams",
     "posthoc": "infocam_jax.maps.posthoc",
+    "display": "infocam_jax.maps.display",
     "boxes": "infocam_jax.boxes",
     "metrics": "infocam_jax.metrics",
     "losses": "infocam_jax.losses",
@@ -28,7 +29,7 @@ _PUBLIC = {
 
 if TYPE_CHECKING:
     from infocam_jax import boxes, data, losses, metrics, models
-    from infocam_jax.maps import cams, posthoc
+    from infocam_jax.maps import cams, display, posthoc
 
 
 def __getattr__(name):

@@ -37,6 +37,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from infocam_jax import models
 from infocam_jax.models import inception as inception_lib
@@ -317,6 +318,10 @@ def convert_state_dict(arch: str, state_dict: Mapping[str, Any], variables: Mapp
         raise ValueError(
             f"state dict does not match {arch} ({layout} layout): missing keys {missing}; "
             f"unexpected keys {unexpected}; shape mismatches {mismatched}")
+    kept = sorted(k for k in head_keys if k in state)
+    if kept:
+        logging.warning("convert_state_dict(%r): the state dict's head keys %s were not imported "
+                        "(include_head=False): the template's head is kept", arch, kept)
     return out
 
 
@@ -369,6 +374,16 @@ def convert_file(arch: str, path: str, num_classes: int, seed: int = 0,
         raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(ARCHS)}")
     state = load_state_dict(path)
     model = models.create(ARCHS[arch], num_classes, large_feature_map)
+    return convert_state_dict(arch, state, fresh_variables(arch, model, seed), include_head,
+                              large_feature_map=large_feature_map)
+
+
+def fresh_variables(arch: str, model, seed: int = 0) -> Dict[str, Any]:
+    """Initialised variables of ``model`` (a ``models.create(ARCHS[arch], ...)`` network) from a
+    NumPy generator seeded with ``seed``, as the models initialise (conv kernels He-normal on
+    fan-out, Dense kernel N(0, 0.01^2), zero biases, unit BatchNorm scale / variance;
+    InceptionV3: every kernel Xavier-uniform, the reference's ``initialize_weights(...,
+    'xavier')``), without compiling the model's init (``jax.eval_shape`` gives the shapes)."""
     abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     rng = np.random.default_rng(seed)
 
@@ -384,9 +399,79 @@ def convert_file(arch: str, path: str, num_classes: int, seed: int = 0,
         value = 1.0 if name in ("scale", "var") else 0.0
         return np.full(leaf.shape, value, np.float32)
 
-    variables = jax.tree_util.tree_map_with_path(fresh, abstract)
-    return convert_state_dict(arch, state, variables, include_head,
-                              large_feature_map=large_feature_map)
+    return jax.tree_util.tree_map_with_path(fresh, abstract)
+
+
+def _head_classes(head: Mapping[str, Any], state: Mapping[str, Any]):
+    """The number of classes of the state dict's classifier (the rows of its class layer)."""
+    for key, (_, kind) in head.items():
+        if kind in ("dense", "conv1x1_dense") and key in state:
+            return int(np.shape(state[key])[0])
+    return None
+
+
+def from_torch(arch: str, state_dict: Mapping[str, Any], num_classes: int | None = None, *,
+               drop_head: bool = False, seed: int = 0, large_feature_map: bool = False):
+    """``(model, variables)`` from an in-memory torchvision-layout state dict, in one call.
+
+    ``model = models.create(ARCHS[arch], M, large_feature_map)`` (the WSOL GAP network: VGG16
+    without pool5 plus ``conv6``; ResNet50 with layer4 at stride 1; InceptionV3 up to
+    Mixed_6e), variables built here (:func:`fresh_variables`) and filled by
+    :func:`convert_state_dict`.
+
+    The classifier: when the state dict holds our head's keys (ResNet's ``fc.*``; VGG's
+    ``conv6.*`` and ``fc.*``, as a WSOL checkpoint or the PyTorch twin) they are imported and
+    ``M`` is read from them. Dropping them is explicit: ``drop_head=True`` (logged with absl
+    logging at WARNING) initialises a fresh head for ``num_classes``; so is dropping keys that
+    have no counterpart here (torchvision VGG16's fully connected ``classifier.*``).
+
+    Args:
+      arch: ``"vgg16"``, ``"resnet50"`` or ``"inception_v3"`` (torchvision's names).
+      state_dict: key -> array (torch tensors or NumPy), e.g. ``torch_model.state_dict()``;
+        a ``module.`` prefix (DataParallel) is removed.
+      num_classes: ``M``; None reads it from the imported head.
+      drop_head: initialise the head afresh (needs ``num_classes``) instead of importing it.
+      seed: seed of the fresh layers; large_feature_map: see :func:`key_map`.
+
+    Returns:
+      ``(model, variables)`` with ``model.apply(variables, images, train=False) -> (logits
+      [B, M], features [B, h, w, K])`` on NHWC float32 images.
+
+    Raises:
+      ValueError: unknown ``arch``; ``num_classes`` missing or different from the state dict's
+        head without ``drop_head``; classifier keys without a counterpart and no ``drop_head``;
+        keys that do not match (listed).
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {tuple(ARCHS)} (torchvision's names), got {arch!r}")
+    state = {k[len("module."):] if k.startswith("module.") else k: v
+             for k, v in state_dict.items()}
+    _, head = _layout(arch, "cam", large_feature_map, None)
+    has_head = all(k in state for k in head)
+    stray = sorted(k for k in state if k in head or k.startswith("fc.")
+                   or (arch == "vgg16" and k.startswith("classifier.")))
+    import_head = has_head and not drop_head
+    if import_head:
+        head_m = _head_classes(head, state)
+        if num_classes is not None and num_classes != head_m:
+            raise ValueError(f"num_classes={num_classes}, but the state dict's head has "
+                             f"{head_m} classes; pass drop_head=True for a fresh head")
+        num_classes = head_m
+    else:
+        if num_classes is None:
+            raise ValueError("num_classes is required when the head is not imported "
+                             f"(drop_head={drop_head}, head keys present: {has_head})")
+        if stray and not drop_head:
+            raise ValueError(f"the state dict holds classifier keys with no counterpart here "
+                             f"({', '.join(stray[:6])}{', ...' if len(stray) > 6 else ''}); "
+                             "pass drop_head=True to drop them and train a fresh head")
+        log = logging.warning if stray else logging.info
+        log("from_torch(%r): classifier not imported (dropped keys: %s); a fresh head for %d "
+            "classes (seed %d)", arch, ", ".join(stray) or "none", num_classes, seed)
+    model = models.create(ARCHS[arch], num_classes, large_feature_map)
+    variables = convert_state_dict(arch, state, fresh_variables(arch, model, seed),
+                                   include_head=import_head, large_feature_map=large_feature_map)
+    return model, jax.tree_util.tree_map(jnp.asarray, variables)
 
 
 def _xavier_uniform(rng: np.random.Generator, shape: Tuple[int, ...]) -> np.ndarray:

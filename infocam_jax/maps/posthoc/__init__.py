@@ -20,7 +20,11 @@ function registered in its family's module, or one new module plus its import be
 The maps that offer pytorch-grad-cam's ``eigen_smooth`` list it in their registry
 ``options``.
 
-The layer (``layer=``) is a path in the module tree:
+Targets (:mod:`.targets`): ``None`` (the default: the predicted class), int ``[B]``, a callable
+of the logits, or (:func:`compute`) multi-label int ``[B, T]`` / bool ``[B, M]``.
+
+The layer (``layer=``) is a path in the module tree (torch spellings such as ``"layer3[-1]"``
+or ``"features.28"`` are translated, :mod:`.layer_names`):
 
 * ``"features"`` (the default): the map global average pooling consumes, the model's second
   output. Its gradient is the vjp through the head module ``"head"``: the models compute
@@ -36,7 +40,7 @@ The layer (``layer=``) is a path in the module tree:
 # Registration order is the order of ``METHOD_NAMES`` (and of the tables' rows).
 from infocam_jax.maps.posthoc import gradient, perturbation, activation  # noqa: I001
 from infocam_jax.maps.posthoc import second_order, fullgrad  # noqa: I001
-from infocam_jax.maps.posthoc import core, registry
+from infocam_jax.maps.posthoc import core, layer_names, registry, targets
 from infocam_jax.maps.posthoc.activation import eigencam, fem, kpcacam, randomcam
 from infocam_jax.maps.posthoc.core import (DEFAULT_CHUNK_SIZE, DEFAULT_LAYER,
                                            activations_and_gradients, layer_paths)
@@ -46,6 +50,7 @@ from infocam_jax.maps.posthoc.gradient import (eigengradcam, finercam, gradcam, 
 from infocam_jax.maps.posthoc.perturbation import scorecam
 from infocam_jax.maps.posthoc.registry import PosthocMap, compute, jitted, register
 from infocam_jax.maps.posthoc.second_order import shapleycam
+from infocam_jax.maps.posthoc.targets import Score
 
 METHOD_NAMES = registry.names()
 GRADIENT_METHODS = registry.names("gradient")
@@ -58,5 +63,5 @@ __all__ = [
     "eigengradcam", "fem", "finercam", "fullgrad", "gradcam", "gradcamew", "gradcampp",
     "gradient", "hirescam", "jitted", "kpcacam", "layer_paths", "layercam", "perturbation",
     "randomcam", "register", "registry", "scorecam", "second_order", "segeigencam",
-    "shapleycam", "smoothgradcampp", "xgradcam",
+    "shapleycam", "smoothgradcampp", "xgradcam", "Score", "layer_names", "targets",
 ]

@@ -15,7 +15,7 @@ from infocam_jax.maps.posthoc.core import DEFAULT_LAYER
 
 
 @registry.register("eigencam", "Eigen-CAM", family="activation")
-def eigencam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
+def eigencam(model, variables, images, targets=None, *, layer: str = DEFAULT_LAYER,
              relu: bool = True):
     """Eigen-CAM (Muhammad & Yeasin, IJCNN 2020, eq. 5-6).
 
@@ -96,7 +96,7 @@ def kernel_first_component(activation, kernel: str, gamma):
 
 
 @registry.register("kpcacam", "KPCA-CAM", options=("kernel", "gamma"), family="activation")
-def kpcacam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
+def kpcacam(model, variables, images, targets=None, *, layer: str = DEFAULT_LAYER,
             relu: bool = True, kernel: str = "sigmoid", gamma=None):
     """KPCA-CAM (Karmani et al., 2024, "KPCA-CAM: Visual explainability of deep computer vision
     models using kernel PCA"): Eigen-CAM with kernel PCA.
@@ -132,7 +132,7 @@ def fem_weights(activation, k: float):
 
 
 @registry.register("fem", "FEM", options=("k",), family="activation")
-def fem(model, variables, images, targets, *, layer: str = DEFAULT_LAYER, relu: bool = True,
+def fem(model, variables, images, targets=None, *, layer: str = DEFAULT_LAYER, relu: bool = True,
         k: float = 2.0):
     """FEM, Feature Explanation Method (Fuad et al., IPTA 2020, eqs. 1-3).
 
@@ -161,7 +161,7 @@ def random_weights(key, batch: int, channels: int):
 
 @registry.register("randomcam", "RandomCAM", options=("key", "eigen_smooth"),
                    family="activation")
-def randomcam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
+def randomcam(model, variables, images, targets=None, *, layer: str = DEFAULT_LAYER,
               relu: bool = True, key=0, eigen_smooth: bool = False):
     """RandomCAM (pytorch-grad-cam's ``RandomCAM``): channel weights drawn from ``U(-1, 1)``.
 

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from infocam_jax import _checks
+from infocam_jax.maps.posthoc import layer_names
+from infocam_jax.maps.posthoc import targets as targets_lib
 
 DEFAULT_LAYER = "features"
 HEAD = "head"
@@ -61,19 +62,17 @@ def check_key(key):
                      f"{key!r}")
 
 
-def valid_targets(targets, num_classes):
-    """[B] bool: ``targets`` in ``[0, M)`` (the traced-target guard)."""
-    return (targets >= 0) & (targets < num_classes)
-
-
 def nan_where_invalid(values, targets, num_classes):
-    """``values [B, ...]`` with the rows of out-of-range targets set to NaN.
+    """``values [B, ...]`` with the rows of out-of-range int targets set to NaN (the
+    traced-target guard; ``None`` and :class:`~.targets.Score` targets are always valid).
 
     (``jnp.where``, not a product with NaN: XLA folds ``one_hot * x`` into a select and would
     drop the NaN.)
     """
-    valid = valid_targets(targets, num_classes).reshape((-1,) + (1,) * (values.ndim - 1))
-    return jnp.where(valid, values, jnp.nan)
+    valid = targets_lib.valid(targets, num_classes)
+    if valid is None:
+        return values
+    return jnp.where(valid.reshape((-1,) + (1,) * (values.ndim - 1)), values, jnp.nan)
 
 
 def _module_path(context) -> str:
@@ -165,29 +164,43 @@ def check_model(model):
 
 
 def prepare(model, variables, images, targets, layer):
+    """Checks a map's arguments; returns ``(images, layer, targets, M)`` with ``layer`` our module
+    path (a torch spelling translated, :mod:`.layer_names`) and ``targets`` None, a
+    :class:`~.targets.Score` or int32 ``[B]`` (:func:`.targets.check`)."""
     check_model(model)
     images = check_images(images)
-    layer = check_layer(layer)
+    layer = layer_names.resolve(check_layer(layer),
+                                lambda: layer_paths(model, variables, images))
     logits_shape, _, _ = layer_shapes(model, variables, images, layer)
     batch, num_classes = logits_shape.shape
-    targets = _checks.check_labels(targets, batch, num_classes, name="targets",
-                                   classes_from="the model's number of classes M")
+    targets = targets_lib.check(targets, batch, num_classes)
     return images, layer, targets, num_classes
 
 
-def activations_and_gradients(model, variables, images, targets, layer: str = DEFAULT_LAYER):
-    """The layer's activations and the gradient of each image's target logit with respect to them.
+def num_classes_of(model, variables, images):
+    """``(B, M)`` of the model's logits for ``images`` (an abstract trace)."""
+    check_model(model)
+    images = check_images(images)
+    logits = jax.eval_shape(lambda v, x: model.apply(v, x, train=False)[0], variables, images)
+    return logits.shape
+
+
+def activations_and_gradients(model, variables, images, targets=None,
+                              layer: str = DEFAULT_LAYER):
+    """The layer's activations and the gradient of each image's target score with respect to them.
 
     One forward pass and one vjp (through the part of the network after ``layer`` only):
-    ``G[b] = ∂ logits[b, targets[b]] / ∂ A[b]`` (images are independent in evaluation mode, so
-    the vjp of ``Σ_b logits[b, targets[b]]`` gives every image's gradient at once).
+    ``G[b] = ∂ y[b] / ∂ A[b]`` with ``y[b] = logits[b, targets[b]]`` (or a
+    :class:`~.targets.Score` of the logits; images are independent in evaluation mode, so the
+    vjp of ``Σ_b y[b]`` gives every image's gradient at once).
 
     Args:
       model: Flax module, ``apply(variables, images, train=False) -> (logits, features)``.
       variables: its variables.
       images: float ``[B, H, W, C]``.
-      targets: int ``[B]`` in ``[0, M)`` (checked when concrete; under ``jit`` an out-of-range
-        target gives NaN gradients, hence NaN maps).
+      targets: ``None`` (the predicted class), int ``[B]`` in ``[0, M)`` (checked when
+        concrete; under ``jit`` an out-of-range target gives NaN gradients, hence NaN maps) or
+        a :class:`~.targets.Score` (:mod:`.targets`).
       layer: module path (module docstring), static.
 
     Returns:
@@ -212,16 +225,15 @@ def layer_gradients(model, variables, images, targets, layer, num_classes, objec
     def f(d):
         logits, activation = forward_at_layer(model, variables, images, layer, delta=d)
         logits = logits.astype(jnp.float32)
-        return (logits if objective is None else objective(logits)), (logits, activation)
+        if objective is None:
+            score = targets_lib.scores(targets_lib.resolve(targets, logits), logits)
+        else:
+            score = objective(logits)
+        return score, (logits, activation)
 
-    scores, pullback, (logits, activation) = jax.vjp(f, delta, has_aux=True)
-    if objective is None:
-        cotangent = nan_where_invalid(jax.nn.one_hot(targets, num_classes, dtype=jnp.float32),
-                                       targets, num_classes)
-    else:
-        cotangent = nan_where_invalid(jnp.ones(scores.shape, jnp.float32), targets, num_classes)
-    (grad,) = pullback(cotangent)
-    grad = grad.astype(jnp.float32)
+    score, pullback, (logits, activation) = jax.vjp(f, delta, has_aux=True)
+    (grad,) = pullback(jnp.ones_like(score))
+    grad = nan_where_invalid(grad.astype(jnp.float32), targets, num_classes)
     activation = activation.astype(jnp.float32)
     if layer == DEFAULT_LAYER:  # vjp of the mean: d pooled / d features = 1 / (h w)
         grad = spread_pooled(grad, activation.shape)
@@ -260,9 +272,24 @@ def gradient_map(rule, model, variables, images, targets, layer, relu, eigen_smo
     ``layer``; ``eigen_smooth`` as :func:`weighted_sum`. Returns float32 ``[B, h, w]``."""
     images, layer, targets, num_classes = prepare(model, variables, images, targets, layer)
     if objective is not None:
-        objective = functools.partial(objective, targets=targets)
+        objective = functools.partial(_resolved_objective, objective, targets)
     _, a, g = layer_gradients(model, variables, images, targets, layer, num_classes, objective)
     return weighted_sum(rule(a, g), a, relu, check_flag(eigen_smooth, "eigen_smooth"))
+
+
+def _resolved_objective(objective, targets, logits):
+    """``objective(logits, targets=int [B])`` with ``None`` targets read as the predicted class."""
+    return objective(logits, targets=targets_lib.resolve(targets, logits))
+
+
+def target_cotangent(targets, logits, num_classes):
+    """``∂ Σ_b y[b] / ∂ logits`` float32 ``[B, M]``: the one-hot of each image's target class
+    (``None``: the predicted class), or the gradient of a :class:`~.targets.Score`; rows of
+    out-of-range int targets are NaN. The cotangent of a vjp whose primal output is the logits."""
+    resolved = targets_lib.resolve(targets, jax.lax.stop_gradient(logits))
+    cotangent = jax.grad(lambda z: jnp.sum(targets_lib.scores(resolved, z)))(
+        jax.lax.stop_gradient(logits).astype(jnp.float32))
+    return nan_where_invalid(cotangent, targets, num_classes)
 
 
 def check_flag(value, name: str) -> bool:

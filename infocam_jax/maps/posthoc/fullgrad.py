@@ -95,9 +95,8 @@ def fullgrad_terms(model, variables, images, targets, num_classes):
         logits, biases, _ = forward_with_bias_deltas(model, variables, x, d)
         return logits, biases
 
-    _, pullback, biases = jax.vjp(f, images, deltas, has_aux=True)
-    cotangent = core.nan_where_invalid(jax.nn.one_hot(targets, num_classes, dtype=jnp.float32),
-                                       targets, num_classes)
+    logits, pullback, biases = jax.vjp(f, images, deltas, has_aux=True)
+    cotangent = core.target_cotangent(targets, logits, num_classes).astype(logits.dtype)
     grad_x, grad_d = pullback(cotangent)
     product = jnp.abs(grad_x.astype(jnp.float32) * images.astype(jnp.float32))
     input_term = jnp.sum(min_max(product, (1, 2)), axis=-1)
@@ -109,7 +108,7 @@ def fullgrad_terms(model, variables, images, targets, num_classes):
 
 
 @registry.register("fullgrad", "FullGrad")
-def fullgrad(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
+def fullgrad(model, variables, images, targets=None, *, layer: str = DEFAULT_LAYER,
              relu: bool = True):
     """FullGrad (Srinivas & Fleuret, NeurIPS 2019, eq. 6) as pytorch-grad-cam's ``FullGrad``.
 

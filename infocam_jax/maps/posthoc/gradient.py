@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from infocam_jax.maps.posthoc import core, registry
+from infocam_jax.maps.posthoc import targets as targets_lib
 from infocam_jax.maps.posthoc.core import DEFAULT_LAYER
 
 GRADCAMPP_EPS = 1e-6
@@ -86,7 +87,7 @@ def _layercam_weights(a, g):
 
 
 @registry.register("gradcam", "Grad-CAM", options=SMOOTH)
-def gradcam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
+def gradcam(model, variables, images, targets=None, *, layer: str = DEFAULT_LAYER,
             relu: bool = True, eigen_smooth: bool = False):
     """Grad-CAM (Selvaraju et al., ICCV 2017, eqs. 1-2).
 
@@ -110,7 +111,7 @@ def gradcam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
 
 
 @registry.register("hirescam", "HiResCAM", options=SMOOTH)
-def hirescam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
+def hirescam(model, variables, images, targets=None, *, layer: str = DEFAULT_LAYER,
              relu: bool = True, eigen_smooth: bool = False):
     """HiResCAM (Draelos & Carin, 2020, "Use HiResCAM instead of Grad-CAM", eq. 5).
 
@@ -128,7 +129,7 @@ def hirescam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
 
 
 @registry.register("gradcampp", "Grad-CAM++", options=SMOOTH)
-def gradcampp(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
+def gradcampp(model, variables, images, targets=None, *, layer: str = DEFAULT_LAYER,
               relu: bool = True, eigen_smooth: bool = False):
     """Grad-CAM++ (Chattopadhyay et al., WACV 2018, eqs. 10 and 19).
 
@@ -148,7 +149,7 @@ def gradcampp(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
 
 
 @registry.register("xgradcam", "XGrad-CAM", options=SMOOTH)
-def xgradcam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
+def xgradcam(model, variables, images, targets=None, *, layer: str = DEFAULT_LAYER,
              relu: bool = True, eigen_smooth: bool = False):
     """XGrad-CAM (Fu et al., BMVC 2020, eq. 14).
 
@@ -165,7 +166,7 @@ def xgradcam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
 
 
 @registry.register("layercam", "LayerCAM", options=SMOOTH)
-def layercam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
+def layercam(model, variables, images, targets=None, *, layer: str = DEFAULT_LAYER,
              relu: bool = True, eigen_smooth: bool = False):
     """LayerCAM (Jiang et al., IEEE TIP 2021, eqs. 5-6).
 
@@ -182,7 +183,7 @@ def layercam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
 
 
 @registry.register("gradcamew", "Grad-CAM element-wise", options=SMOOTH)
-def gradcamew(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
+def gradcamew(model, variables, images, targets=None, *, layer: str = DEFAULT_LAYER,
               relu: bool = True, eigen_smooth: bool = False):
     """Grad-CAM element-wise (pytorch-grad-cam's ``GradCAMElementWise``).
 
@@ -196,7 +197,7 @@ def gradcamew(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
 
 
 @registry.register("eigengradcam", "Eigen-Grad-CAM")
-def eigengradcam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
+def eigengradcam(model, variables, images, targets=None, *, layer: str = DEFAULT_LAYER,
                  relu: bool = True):
     """Eigen-Grad-CAM (pytorch-grad-cam's ``EigenGradCAM``: Eigen-CAM of ``G ⊙ A``).
 
@@ -212,7 +213,7 @@ def eigengradcam(model, variables, images, targets, *, layer: str = DEFAULT_LAYE
 
 
 @registry.register("segeigencam", "Seg-Eigen-CAM")
-def segeigencam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
+def segeigencam(model, variables, images, targets=None, *, layer: str = DEFAULT_LAYER,
                 relu: bool = True):
     """Seg-Eigen-CAM (Chung & Ying, Appl. Sci. 2025, eqs. 10-13).
 
@@ -259,8 +260,9 @@ def finer_objective(logits, *, targets, ranks, alpha):
     return jnp.sum(p * (y_t - alpha * y_j), axis=-1) / (jnp.sum(p, axis=-1) + FINERCAM_EPS)
 
 
-@registry.register("finercam", "FinerCAM", options=("comparison_ranks", "alpha") + SMOOTH)
-def finercam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
+@registry.register("finercam", "FinerCAM", options=("comparison_ranks", "alpha") + SMOOTH,
+                   callable_targets=False)
+def finercam(model, variables, images, targets=None, *, layer: str = DEFAULT_LAYER,
              relu: bool = True, comparison_ranks=None, alpha: float = 1.0,
              eigen_smooth: bool = False):
     """FinerCAM (Zhang et al., CVPR 2025): Grad-CAM of a logit difference to similar classes.
@@ -313,8 +315,8 @@ def check_noise(num_samples, std):
 
 
 @registry.register("smoothgradcampp", "Smooth Grad-CAM++",
-                   options=("num_samples", "std", "key"))
-def smoothgradcampp(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
+                   options=("num_samples", "std", "key"), callable_targets=False)
+def smoothgradcampp(model, variables, images, targets=None, *, layer: str = DEFAULT_LAYER,
                     relu: bool = True, num_samples: int = 4, std: float = 0.3, key=0):
     """Smooth Grad-CAM++ (Omeiza et al., 2019, arXiv:1908.01224) as torch-cam 0.5.0 computes it.
 
@@ -340,9 +342,10 @@ def smoothgradcampp(model, variables, images, targets, *, layer: str = DEFAULT_L
     key = core.check_key(key)
     noise = std * jax.random.normal(key, (num_samples,) + images.shape, jnp.float32)
     noisy = (images[None] + noise.astype(images.dtype)).reshape((-1,) + images.shape[1:])
+    logits, a = core.forward_at_layer(model, variables, images, layer)
+    targets = targets_lib.resolve(targets, logits)
     _, a_noisy, g = core.layer_gradients(model, variables, noisy, jnp.tile(targets, num_samples),
                                          layer, num_classes)
-    _, a = core.forward_at_layer(model, variables, images, layer)
     g = g.reshape((num_samples,) + a.shape)
     weights = smooth_gradcampp_weights(a.astype(jnp.float32), g, g[-1])
     return core.weighted_sum(weights, a_noisy[-images.shape[0]:], relu)

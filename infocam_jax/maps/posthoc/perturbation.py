@@ -10,19 +10,23 @@ import jax.numpy as jnp
 from jax import lax
 
 from infocam_jax.maps.posthoc import core, registry
+from infocam_jax.maps.posthoc import targets as targets_lib
 from infocam_jax.maps.posthoc.core import DEFAULT_LAYER
 
 SCORECAM_EPS = 1e-8
 
 
-@registry.register("scorecam", "Score-CAM", options=("chunk_size",), family="perturbation")
-def scorecam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
+@registry.register("scorecam", "Score-CAM", options=("chunk_size",), family="perturbation",
+                   callable_targets=True)
+def scorecam(model, variables, images, targets=None, *, layer: str = DEFAULT_LAYER,
              relu: bool = True, chunk_size: int = core.DEFAULT_CHUNK_SIZE):
     """Score-CAM (Wang et al., CVPR-W 2020, eqs. 4-6 with the softmax normalisation of §4).
 
     Each channel becomes a mask ``H_k = s(Up(A_k))`` (bilinear upsampling to the input size,
     ``align_corners=True``, then min-max normalisation ``s(x) = (x - min)/(max - min + 1e-8)``);
-    its score is the target logit of the masked image, ``C_k = y^c(X ∘ H_k)``; the weights are
+    its score is the target logit of the masked image, ``C_k = y^c(X ∘ H_k)`` (a callable target,
+:mod:`.targets`, is applied to the masked image's logits, as the peer does; ``None`` is the class
+predicted for the unmasked image); the weights are
     ``α = softmax_k(C)`` (the paper's ``C_k = f(X ∘ H_k) - f(X_b)`` gives the same weights: a
     per-image constant cancels in the softmax), and ``L = ReLU(Σ_k α_k A_k)``. As
     pytorch-grad-cam, the score is the logit.
@@ -42,7 +46,8 @@ def scorecam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
     """
     images, layer, targets, num_classes = core.prepare(model, variables, images, targets, layer)
     chunk_size = core.check_chunk_size(chunk_size)
-    _, activation = core.forward_at_layer(model, variables, images, layer)
+    logits, activation = core.forward_at_layer(model, variables, images, layer)
+    targets = targets_lib.resolve(targets, logits)
     activation = activation.astype(jnp.float32)
     batch, height, width, channels_in = images.shape
     _, h, w, k = activation.shape
@@ -52,7 +57,6 @@ def scorecam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
     up_w = jnp.asarray(core.align_corners_matrix(width, w))
     padded = jnp.pad(activation, ((0, 0), (0, 0), (0, 0), (0, num_chunks * chunk_size - k)))
     chunks = jnp.moveaxis(padded.reshape(batch, h, w, num_chunks, chunk_size), 3, 0)
-    safe_targets = jnp.clip(targets, 0, num_classes - 1)
 
     def chunk_scores(a):  # [B, h, w, c] -> [B, c]
         up = jnp.einsum("Hh,bhwc,Ww->bcHW", up_h, a, up_w, precision=core.HIGHEST)
@@ -63,7 +67,7 @@ def scorecam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
         logits, _ = model.apply(variables, masked.reshape(-1, height, width, channels_in),
                                 train=False)
         logits = logits.astype(jnp.float32).reshape(batch, chunk_size, num_classes)
-        return jnp.take_along_axis(logits, safe_targets[:, None, None], axis=2)[..., 0]
+        return targets_lib.scores(targets, logits)
 
     scores = lax.map(chunk_scores, chunks)                        # [n, B, c]
     scores = jnp.moveaxis(scores, 0, 1).reshape(batch, -1)[:, :k]

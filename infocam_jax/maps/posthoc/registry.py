@@ -14,6 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+
+from infocam_jax.maps.posthoc import core
+from infocam_jax.maps.posthoc import targets as targets_lib
 
 COMMON_OPTIONS = ("layer", "relu")
 FAMILIES = ("gradient", "perturbation", "activation")
@@ -30,12 +34,15 @@ class PosthocMap:
       options: keyword options beyond ``COMMON_OPTIONS``.
       family: one of ``FAMILIES`` (gradient: one vjp; perturbation: forward passes of
         perturbed inputs; activation: activations only).
+      callable_targets: whether ``fn`` takes a :class:`~.targets.Score` target (a function of
+        the logits) besides ``None`` and class indices.
     """
     name: str
     display_name: str
     fn: Callable[..., Any]
     options: tuple[str, ...] = ()
     family: str = "gradient"
+    callable_targets: bool = True
 
     @property
     def accepted_options(self) -> tuple[str, ...]:
@@ -46,8 +53,12 @@ _REGISTRY: dict[str, PosthocMap] = {}
 
 
 def register(name: str, display_name: str, *, options: tuple[str, ...] = (),
-             family: str = "gradient"):
+             family: str = "gradient", callable_targets: bool | None = None):
     """Decorator: registers ``fn`` under ``name`` and returns it unchanged.
+
+    ``callable_targets`` defaults to True for the gradient and activation families (the shared
+    core differentiates any score) and False for perturbation maps, which read a class's logit
+    unless they say otherwise.
 
     Raises:
       ValueError: ``name`` already registered, or ``family`` not in ``FAMILIES``.
@@ -58,7 +69,9 @@ def register(name: str, display_name: str, *, options: tuple[str, ...] = (),
     def decorate(fn):
         if name in _REGISTRY:
             raise ValueError(f"post-hoc map {name!r} is already registered")
-        _REGISTRY[name] = PosthocMap(name, display_name, fn, tuple(options), family)
+        takes_score = family != "perturbation" if callable_targets is None else callable_targets
+        _REGISTRY[name] = PosthocMap(name, display_name, fn, tuple(options), family,
+                                     takes_score)
         return fn
     return decorate
 
@@ -95,28 +108,55 @@ def applicable_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k in accepted}
 
 
-def compute(method: str, model, variables, images, targets, **options):
-    """Map ``method`` of ``images``: ``get(method).fn(model, variables, images, targets, **options)``.
+def compute(method: str, model, variables, images, targets=None, **options):
+    """Map ``method`` of ``images`` for ``targets``.
 
     Args:
       method: a registered name (:func:`names`).
-      **options: ``layer``, ``relu`` and the method's own options.
+      model, variables, images: as the map functions (``images`` float ``[B, H, W, C]``).
+      targets: (:mod:`.targets`) ``None`` (default: the predicted class), int ``[B]``, a
+        callable ``fn(logits [M]) -> scalar`` differentiated instead of the one-hot, or
+        multi-label int ``[B, T]`` (``-1`` pads) / bool ``[B, M]``.
+      **options: ``layer`` (our path or a torch spelling, :mod:`.layer_names`), ``relu`` and
+        the method's own options.
+
+    Returns:
+      float32 ``[B, h, w]`` at the layer's resolution; for multi-label targets
+      ``(maps [B, T, h, w], valid [B, T] bool)``, zeros in the padded slots. The slots are a
+      ``vmap`` of the map over ``T``: the forward pass runs once, the vjp (or the score
+      readout) ``T`` times.
 
     Raises:
-      ValueError: unknown ``method`` or an option it does not take (naming both), and the
-        method's own errors.
+      ValueError: unknown ``method``, an option it does not take, a callable ``targets`` for a
+        map that reads a class index, bad ``targets`` (shape, dtype, concrete values outside
+        ``[0, M)``), and the method's own errors, each naming the argument.
     """
     entry = get(method)
     unknown = sorted(set(options) - set(entry.accepted_options))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for method {method!r}; valid: "
                          f"{', '.join(entry.accepted_options)}")
-    return entry.fn(model, variables, images, targets, **options)
+    targets = targets_lib.as_score(targets)
+    if isinstance(targets, targets_lib.Score) and not entry.callable_targets:
+        raise ValueError(f"targets: method {method!r} reads one class's logit and takes no "
+                         "callable target; pass class indices [B] or None (predicted class)")
+    if not targets_lib.is_multilabel(targets):
+        return entry.fn(model, variables, images, targets, **options)
+    batch, num_classes = core.num_classes_of(model, variables, images)
+    slots, valid = targets_lib.slots(targets, batch, num_classes)
+    maps = jax.vmap(lambda t: entry.fn(model, variables, images, t, **options),
+                    in_axes=1, out_axes=1)(slots)
+    return jnp.where(valid[:, :, None, None], maps, 0.0), valid
 
 
 @functools.cache
 def jitted(method: str, model, **options):
-    """A cached ``jax.jit`` of ``(variables, images, targets) -> maps`` for one method, model
-    and options (hashable; Flax modules are)."""
+    """A cached ``jax.jit`` of ``(variables, images, targets=None) -> maps`` for one method,
+    model and options (hashable; Flax modules are). A callable target is static: each new
+    function compiles once; a bool ``[B, M]`` mask gives ``T = M`` slots under ``jit``."""
     get(method)
-    return jax.jit(functools.partial(compute, method, model, **options))
+    fn = jax.jit(functools.partial(compute, method, model, **options))
+
+    def run(variables, images, targets=None):
+        return fn(variables, images, targets_lib.as_score(targets))
+    return run

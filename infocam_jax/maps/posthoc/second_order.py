@@ -22,12 +22,12 @@ def gradient_and_hvp(model, variables, images, targets, layer, num_classes):
     image there is its mean over positions, and ``G`` and ``H A`` are spread back through the
     mean's transpose (:func:`core.spread_pooled`).
     """
-    _, a, _ = core.layer_gradients(model, variables, images, targets, layer, num_classes)
+    logits, a = core.forward_at_layer(model, variables, images, layer)
+    a = a.astype(jnp.float32)
     _, _, delta_shape = core.layer_shapes(model, variables, images, layer)
     delta = jnp.zeros(delta_shape.shape, delta_shape.dtype)
     tangent = jnp.mean(a, axis=(1, 2)) if layer == DEFAULT_LAYER else a
-    cotangent = core.nan_where_invalid(jax.nn.one_hot(targets, num_classes, dtype=jnp.float32),
-                                       targets, num_classes)
+    cotangent = core.target_cotangent(targets, logits, num_classes)
 
     def grad_at(d):
         _, pullback = jax.vjp(lambda e: core.forward_at_layer(
@@ -46,8 +46,8 @@ def shapley_weights(g, hvp):
     return jnp.mean(g - 0.5 * hvp, axis=(1, 2))
 
 
-@registry.register("shapleycam", "ShapleyCAM", options=("eigen_smooth",))
-def shapleycam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
+@registry.register("shapleycam", "ShapleyCAM", options=("eigen_smooth",), callable_targets=False)
+def shapleycam(model, variables, images, targets=None, *, layer: str = DEFAULT_LAYER,
                relu: bool = True, eigen_smooth: bool = False):
     """ShapleyCAM (Cai et al., ICLR 2025, "CAMs as Shapley value-based explainers", eq. 9).
 
