@@ -274,7 +274,8 @@ def test_eigen_smooth_parity_with_peer(grad_cam, nets, monkeypatch, arch, layer,
         _random_draws(monkeypatch, nets, arch, size, layer, key=7)
         options["key"] = 7
     ours = _ours(nets, arch, size, method, layer=layer, relu=False, **options)
-    peer = _peer(grad_cam, nets, arch, size, method, layer, **options)
+    peer = _peer(grad_cam, nets, arch, size, method, layer,
+                 eigen_smooth=options.get("eigen_smooth", False))
     _check_half_wave(ours, peer)
 
 
