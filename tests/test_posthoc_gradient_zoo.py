@@ -82,6 +82,13 @@ def test_eigen_smooth_of_channel_weights(arrays):
     close(ours, np.maximum(sign[:, None, None] * proj, 0), 1e-4)
 
 
+def test_seg_eigen_sign_rule():
+    proj = np.array([[[1.0, -3.0], [0.5, 0.0]], [[2.0, -1.0], [0.0, 0.0]],
+                     [[-2.0, 2.0], [0.0, 1.0]]], np.float32)
+    expected = proj * np.array([-1, 1, 1], np.float32)[:, None, None]
+    np.testing.assert_array_equal(gradient.max_positive(jnp.asarray(proj)), expected)
+
+
 @pytest.mark.parametrize("k", [0.0, 0.5, 1.0])
 def test_fem_weights(arrays, k):
     a, _, a64, _ = arrays
