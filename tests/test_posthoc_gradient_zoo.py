@@ -82,6 +82,13 @@ def test_eigen_smooth_of_channel_weights(arrays):
     close(ours, np.maximum(sign[:, None, None] * proj, 0), 1e-4)
 
 
+def test_seg_eigen_sign_rule():
+    proj = np.array([[[1.0, -3.0], [0.5, 0.0]], [[2.0, -1.0], [0.0, 0.0]],
+                     [[-2.0, 2.0], [0.0, 1.0]]], np.float32)
+    expected = proj * np.array([-1, 1, 1], np.float32)[:, None, None]
+    np.testing.assert_array_equal(gradient.max_positive(jnp.asarray(proj)), expected)
+
+
 @pytest.mark.parametrize("k", [0.0, 0.5, 1.0])
 def test_fem_weights(arrays, k):
     a, _, a64, _ = arrays
@@ -274,7 +281,8 @@ def test_eigen_smooth_parity_with_peer(grad_cam, nets, monkeypatch, arch, layer,
         _random_draws(monkeypatch, nets, arch, size, layer, key=7)
         options["key"] = 7
     ours = _ours(nets, arch, size, method, layer=layer, relu=False, **options)
-    peer = _peer(grad_cam, nets, arch, size, method, layer, **options)
+    peer = _peer(grad_cam, nets, arch, size, method, layer,
+                 eigen_smooth=options.get("eigen_smooth", False))
     _check_half_wave(ours, peer)
 
 

@@ -11,7 +11,9 @@ from mutation_check import Mutant, main
 PKG = "infocam_jax/maps/posthoc/"
 CORE, GRADIENT, PERTURBATION, ACTIVATION = (PKG + m + ".py" for m in (
     "core", "gradient", "perturbation", "activation"))
+SECOND_ORDER, FULLGRAD = PKG + "second_order.py", PKG + "fullgrad.py"
 TEST = "tests/test_posthoc.py"
+ZOO = "tests/test_posthoc_gradient_zoo.py"
 MUTANTS = [Mutant(name, source, old, new, (TEST,)) for name, source, old, new in [
     ("wrong gradient sign (cotangent -one_hot)", CORE,
      "cotangent = nan_where_invalid(jax.nn.one_hot(",
@@ -35,6 +37,66 @@ MUTANTS = [Mutant(name, source, old, new, (TEST,)) for name, source, old, new in
      "weights = core.nan_where_invalid(scores, targets, num_classes)"),
     ("Eigen-CAM: activations not centred", CORE, "x = x - jnp.mean(x, axis=1, keepdims=True)",
      "x = x"),
+]]
+
+# The maps of issue 29 (tests/test_posthoc_gradient_zoo.py, a -k selection each).
+MUTANTS += [Mutant(name, source, old, new, (ZOO, "-k", select)) for name, source, old, new, select in [
+    ("eigen_smooth: projection of A, not of W ⊙ A", CORE,
+     "maps = first_component_projection(weights * activations)",
+     "maps = first_component_projection(activations)", "eigen_smooth"),
+    ("objective's cotangent doubled", CORE,
+     "cotangent = nan_where_invalid(jnp.ones(scores.shape, jnp.float32)",
+     "cotangent = nan_where_invalid(2 * jnp.ones(scores.shape, jnp.float32)", "finercam"),
+    ("Grad-CAM element-wise: products not rectified", GRADIENT,
+     "return jnp.where(g * a <= 0, 0.0, g)", "return g", "elementwise or gradcamew"),
+    ("Seg-Eigen-CAM: signed gradient", GRADIENT, "    return jnp.abs(g)\n", "    return g\n",
+     "segeigencam"),
+    ("Seg-Eigen-CAM: no sign correction", GRADIENT,
+     "return jnp.where(flip[:, None, None], -proj, proj)", "return proj",
+     "segeigencam or sign_rule"),
+    ("Eigen-Grad-CAM: channel sum instead of the projection", GRADIENT,
+     "layer, relu,\n                             eigen_smooth=True)\n\n\n@registry.register(\"segeigencam\"",
+     "layer, relu,\n                             eigen_smooth=False)\n\n\n@registry.register(\"segeigencam\"",
+     "eigengradcam"),
+    ("FinerCAM: comparison weights not the softmax", GRADIENT,
+     "p = jnp.take_along_axis(jax.nn.softmax(logits, axis=-1), others, axis=-1)",
+     "p = jnp.ones(others.shape)", "finer"),
+    ("FinerCAM: alpha dropped", GRADIENT, "(y_t - alpha * y_j)", "(y_t - y_j)", "finer"),
+    ("FinerCAM: ranks off by one", GRADIENT, "others = order[:, jnp.asarray(ranks)]",
+     "others = order[:, jnp.asarray(ranks) - 1]", "finer"),
+    ("Smooth Grad-CAM++: gradient not rectified", GRADIENT,
+     "jnp.sum(alpha * jnp.maximum(g_last, 0.0), axis=(1, 2))", "jnp.sum(alpha * g_last, axis=(1, 2))",
+     "smooth"),
+    ("Smooth Grad-CAM++: D3 is the mean of G²", GRADIENT, "d3 = jnp.mean(g * g * g, axis=0)",
+     "d3 = jnp.mean(g * g, axis=0)", "smooth"),
+    ("Smooth Grad-CAM++: map of the clean activations", GRADIENT,
+     "return core.weighted_sum(weights, a_noisy[-images.shape[0]:], relu)",
+     "return core.weighted_sum(weights, a, relu)", "smoothgradcampp"),
+    ("KPCA: no sign rule", ACTIVATION, "u = u * jnp.where(pivot < 0, -1.0, 1.0)", "u = u", "kpca or kernel"),
+    ("KPCA: sqrt(lambda) dropped", ACTIVATION,
+     "return (u * jnp.sqrt(jnp.maximum(values[..., -1:], 0.0))).reshape(b, h, w)",
+     "return u.reshape(b, h, w)", "kpca or kernel"),
+    ("KPCA: sigmoid without coef0", ACTIVATION, "return jnp.tanh(gamma * dot + KPCA_COEF0)",
+     "return jnp.tanh(gamma * dot)", "kpca or kernel"),
+    ("KPCA: kernel not centred", ACTIVATION,
+     "gram = (gram - jnp.mean(gram, axis=1, keepdims=True)", "gram = (gram - 0", "kpca or kernel"),
+    ("FEM: variance instead of std", ACTIVATION, "std = jnp.std(activation", "std = jnp.var(activation",
+     "fem"),
+    ("RandomCAM: U(0, 1)", ACTIVATION, "jnp.float32, -1.0, 1.0)", "jnp.float32, 0.0, 1.0)", "random"),
+    ("ShapleyCAM: Hessian term dropped", SECOND_ORDER,
+     "return jnp.mean(g - 0.5 * hvp, axis=(1, 2))", "return jnp.mean(g, axis=(1, 2))", "shapley"),
+    ("ShapleyCAM: tangent 2A", SECOND_ORDER,
+     "tangent = jnp.mean(a, axis=(1, 2)) if layer == DEFAULT_LAYER else a",
+     "tangent = jnp.mean(a, axis=(1, 2)) if layer == DEFAULT_LAYER else 2 * a", "shapley"),
+    ("FullGrad: BatchNorm bias not folded", FULLGRAD,
+     "return params[\"bias\"] - stats[\"mean\"] * scale / jnp.sqrt(stats[\"var\"] + module.epsilon)",
+     "return params[\"bias\"]", "fullgrad or folded"),
+    ("FullGrad: input term dropped", FULLGRAD, "maps = input_term + sum(bias_terms.values())",
+     "maps = sum(bias_terms.values())", "fullgrad"),
+    ("FullGrad: bias gradients not absolute", FULLGRAD,
+     "jnp.abs(grad.astype(jnp.float32) * biases[path])", "grad.astype(jnp.float32) * biases[path]",
+     "fullgrad"),
+    ("FullGrad: nearest resize", FULLGRAD, 'method="linear")', 'method="nearest")', "fullgrad"),
 ]]
 
 

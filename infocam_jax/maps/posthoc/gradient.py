@@ -226,9 +226,14 @@ def segeigencam(model, variables, images, targets=None, *, layer: str = DEFAULT_
     """
     proj = core.gradient_map(_segeigencam_weights, model, variables, images, targets, layer,
                              relu=False, eigen_smooth=True)
-    flip = jnp.abs(jnp.min(proj, axis=(1, 2))) > jnp.abs(jnp.max(proj, axis=(1, 2)))
-    proj = jnp.where(flip[:, None, None], -proj, proj)
+    proj = max_positive(proj)
     return jnp.maximum(proj, 0.0) if relu else proj
+
+
+def max_positive(proj):
+    """``[B, h, w]`` maps, each negated where ``|min| > |max|`` (Seg-Eigen-CAM's eq. 13)."""
+    flip = jnp.abs(jnp.min(proj, axis=(1, 2))) > jnp.abs(jnp.max(proj, axis=(1, 2)))
+    return jnp.where(flip[:, None, None], -proj, proj)
 
 
 def check_comparison_ranks(ranks, num_classes):
