@@ -33,6 +33,14 @@ def small():
     variables = jax.tree_util.tree_map_with_path(
         lambda p, v: v + 0.3 * rng.standard_normal(v.shape).astype(np.float32)
         if p[-1].key in ("mean", "bias") else v, variables)
+    # A head whose logits are random with predicted classes [1, 4, 2] (a least-squares fit on
+    # the pooled features), so that the default target differs between the images.
+    _, features = model.apply(variables, images)
+    pooled = np.asarray(jnp.mean(features, axis=(1, 2)), np.float64)
+    wanted = rng.standard_normal((3, 5)) + 6 * np.eye(5)[[1, 4, 2]]
+    bias = np.asarray(variables["params"]["head"]["bias"], np.float64)
+    kernel = np.linalg.lstsq(pooled, wanted - bias, rcond=None)[0]
+    variables["params"]["head"]["kernel"] = jnp.asarray(kernel, jnp.float32)
     logits, features = model.apply(variables, images)
     return model, variables, images, np.asarray(logits), np.asarray(features)
 
