@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from posthoc_harness import NUM_CLASSES, close
 
-from infocam_jax import display, models, posthoc
+from infocam_jax import boxes, display, models, posthoc
 from infocam_jax.maps.posthoc import layer_names, registry
 from infocam_jax.models import convert
 
@@ -201,10 +201,18 @@ def test_scale_maps_equals_the_peer(grad_cam, shape, size):
     maps = np.random.default_rng(sum(shape)).standard_normal(shape).astype(np.float32)
     maps[0, 0] = 0.0  # a row of ties at the minimum
     flat = maps.reshape((-1,) + shape[-2:])
-    expected = scale_cam_image(np.maximum(flat, 0), (size[1], size[0]))
+    expected = scale_cam_image(scale_cam_image(np.maximum(flat, 0), (size[1], size[0])))
     ours = display.scale_maps(maps, size)
     chex.assert_shape(ours, shape[:-2] + size)
-    np.testing.assert_allclose(np.asarray(ours).reshape(expected.shape), expected, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(ours).reshape(expected.shape), expected, atol=5e-6)
+
+
+def test_scale_maps_is_the_protocols_bilinear_scoremap():
+    """min-max after a linear resize absorbs the first min-max: ``boxes.scoremaps`` of the ReLU."""
+    maps = np.random.default_rng(3).standard_normal((2, 5, 6)).astype(np.float32)
+    np.testing.assert_allclose(display.scale_maps(maps, (20, 18)),
+                               boxes.scoremaps(np.maximum(maps, 0), (20, 18), "bilinear"),
+                               atol=1e-5)
 
 
 def test_jet_table_equals_opencv():
