@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from infocam_jax import boxes, losses, metrics, models
+from infocam_jax import boxes, display, losses, metrics, models, posthoc
 from infocam_jax import config as config_lib
 from infocam_jax.train import checkpoints, optim, trainer
 from infocam_jax.experiments import training
@@ -32,6 +32,7 @@ from infocam_jax.data import pipeline, sources
 from infocam_jax.evaluation import driver, evaluators, region_grid
 from infocam_jax.evaluation import pxap as pxap_eval
 from infocam_jax.evaluation.settings import EvalSettings
+from infocam_jax.models import convert
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -578,7 +579,6 @@ def test_bad_batches_at_the_multilabel_grid(key, index, value, match):
 
 
 # --- post-hoc gradient-map zoo (issue 29): options of the new maps -------------------------
-from infocam_jax.maps import posthoc  # noqa: E402  (appended section)
 
 
 @pytest.fixture(scope="module")
@@ -613,3 +613,75 @@ def test_posthoc_zoo_bad_options(zoo_net, method, options, match):
     model, variables, images, targets = zoo_net
     with pytest.raises(ValueError, match=match):
         posthoc.compute(method, model, variables, images, targets, **options)
+
+
+# --------------------------------------------------------------------------------------------
+# Post-hoc maps as a pytorch-grad-cam user calls them (issue 29): method, layer, options,
+# targets, display, weight import
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def posthoc_net():
+    """digits_cnn (width 4, M = 5) on two 16x16 images."""
+    model = models.create("digits_cnn", 5, width=4)
+    images = np.random.default_rng(0).standard_normal((2, 16, 16, 1)).astype(np.float32)
+    return model, jax.jit(model.init)(jax.random.key(0), images), images
+
+
+_POSTHOC_CASES = [
+    (dict(method="gradkam"), r"method must be one of \('gradcam', .*\), got 'gradkam'"),
+    (dict(layer="layer9_9"), r"layer 'layer9_9' is not a module path of this model; valid "
+                             r"layers: features, conv1_1, "),
+    (dict(layer="layer3[9]"), r"layer 'layer3\[9\]' \(a torch spelling, read as our path "
+                              r"'layer3_9'\) is not a module path of this model; valid layers: "
+                              r"features, conv1_1, "),
+    (dict(layer="features.28"), r"layer 'features.28' \(a torch spelling, read as our path "
+                                r"'features/28'\) is not a module path"),
+    (dict(chunk_size=4), r"unknown option\(s\) \['chunk_size'\] for method 'gradcam'; valid: "
+                         r"layer, relu"),
+    (dict(targets=np.array([1, 7])), r"targets must lie in \[0, 5\) \(the model's number of "
+                                     r"classes M\), got targets\[1\] = 7"),
+    (dict(targets=np.array([1, 2, 3])), r"targets must have shape \[B\] = \(2,\), got shape "
+                                        r"\(3,\)"),
+    (dict(targets=np.array([[1, 9], [2, -1]])), r"targets must lie in \[0, 5\) \(the model's "
+                                                r"number of classes M; -1 pads\), got "
+                                                r"targets\[0, 1\] = 9"),
+    (dict(targets=np.array([[1, -2], [2, -1]])), r"got targets\[0, 1\] = -2"),
+    (dict(targets=np.ones((2, 4), bool)), r"targets as a bool mask must have shape \[B, M\] = "
+                                          r"\(2, 5\), got \(2, 4\)"),
+    (dict(targets=lambda z: z[:2]), r"targets \(a callable of the logits \[M\]\) must return a "
+                                    r"scalar, got shape \(2,\)"),
+]
+
+
+@pytest.mark.parametrize("kwargs, match", _POSTHOC_CASES)
+def test_posthoc_bad_input(posthoc_net, kwargs, match):
+    model, variables, images = posthoc_net
+    kwargs = dict(kwargs)
+    method = kwargs.pop("method", "gradcam")
+    targets = kwargs.pop("targets", None)
+    with pytest.raises(ValueError, match=match):
+        posthoc.compute(method, model, variables, images, targets, **kwargs)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: display.overlay(np.zeros((1, 4, 4, 3)), np.zeros((1, 4, 4)), image_weight=1.5),
+     r"image_weight must lie in \[0, 1\], got 1.5"),
+    (lambda: display.overlay(np.full((1, 4, 4, 3), 255.0), np.zeros((1, 4, 4))),
+     r"images must lie in \[0, 1\] .*got images\[0, 0, 0, 0\] = 255.0"),
+    (lambda: display.overlay(np.zeros((1, 4, 4, 3)), np.zeros((1, 2, 2))),
+     r"maps must have shape \[B, H, W\] = \(1, 4, 4\) \(the images'; see display.scale_maps\), "
+     r"got \(1, 2, 2\)"),
+    (lambda: display.scale_maps(np.zeros((1, 2, 2)), (0, 4)),
+     r"size must be \(H, W\) with H, W >= 1, got \(0, 4\)"),
+    (lambda: display.scale_maps(np.zeros(3), (4, 4)),
+     r"maps must have shape \[..., h, w\] \(rank >= 2\), got \(3,\)"),
+    (lambda: convert.from_torch("resnet18", {}),
+     r"arch must be one of \('vgg16', 'resnet50', 'inception_v3'\) \(torchvision's names\), "
+     r"got 'resnet18'"),
+    (lambda: convert.from_torch("resnet50", {"conv1.weight": np.zeros((64, 3, 7, 7))}),
+     r"num_classes is required when the head is not imported \(drop_head=False, head keys "
+     r"present: False\)"),
+])
+def test_display_and_import_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

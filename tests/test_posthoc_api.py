@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from posthoc_harness import NUM_CLASSES, close
 
-from infocam_jax import display, models, posthoc
+from infocam_jax import boxes, display, models, posthoc
 from infocam_jax.maps.posthoc import layer_names, registry
 from infocam_jax.models import convert
 
@@ -33,6 +33,14 @@ def small():
     variables = jax.tree_util.tree_map_with_path(
         lambda p, v: v + 0.3 * rng.standard_normal(v.shape).astype(np.float32)
         if p[-1].key in ("mean", "bias") else v, variables)
+    # A head whose logits are random with predicted classes [1, 4, 2] (a least-squares fit on
+    # the pooled features), so that the default target differs between the images.
+    _, features = model.apply(variables, images)
+    pooled = np.asarray(jnp.mean(features, axis=(1, 2)), np.float64)
+    wanted = rng.standard_normal((3, 5)) + 6 * np.eye(5)[[1, 4, 2]]
+    bias = np.asarray(variables["params"]["head"]["bias"], np.float64)
+    kernel = np.linalg.lstsq(pooled, wanted - bias, rcond=None)[0]
+    variables["params"]["head"]["kernel"] = jnp.asarray(kernel, jnp.float32)
     logits, features = model.apply(variables, images)
     return model, variables, images, np.asarray(logits), np.asarray(features)
 
@@ -193,10 +201,18 @@ def test_scale_maps_equals_the_peer(grad_cam, shape, size):
     maps = np.random.default_rng(sum(shape)).standard_normal(shape).astype(np.float32)
     maps[0, 0] = 0.0  # a row of ties at the minimum
     flat = maps.reshape((-1,) + shape[-2:])
-    expected = scale_cam_image(np.maximum(flat, 0), (size[1], size[0]))
+    expected = scale_cam_image(scale_cam_image(np.maximum(flat, 0), (size[1], size[0])))
     ours = display.scale_maps(maps, size)
     chex.assert_shape(ours, shape[:-2] + size)
-    np.testing.assert_allclose(np.asarray(ours).reshape(expected.shape), expected, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(ours).reshape(expected.shape), expected, atol=5e-6)
+
+
+def test_scale_maps_is_the_protocols_bilinear_scoremap():
+    """min-max after a linear resize absorbs the first min-max: ``boxes.scoremaps`` of the ReLU."""
+    maps = np.random.default_rng(3).standard_normal((2, 5, 6)).astype(np.float32)
+    np.testing.assert_allclose(display.scale_maps(maps, (20, 18)),
+                               boxes.scoremaps(np.maximum(maps, 0), (20, 18), "bilinear"),
+                               atol=1e-5)
 
 
 def test_jet_table_equals_opencv():

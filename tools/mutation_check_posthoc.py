@@ -14,10 +14,11 @@ CORE, GRADIENT, PERTURBATION, ACTIVATION = (PKG + m + ".py" for m in (
 SECOND_ORDER, FULLGRAD = PKG + "second_order.py", PKG + "fullgrad.py"
 TEST = "tests/test_posthoc.py"
 ZOO = "tests/test_posthoc_gradient_zoo.py"
+TARGETS, DISPLAY = PKG + "targets.py", "infocam_jax/maps/display.py"
+API_TEST = "tests/test_posthoc_api.py"
 MUTANTS = [Mutant(name, source, old, new, (TEST,)) for name, source, old, new in [
-    ("wrong gradient sign (cotangent -one_hot)", CORE,
-     "cotangent = nan_where_invalid(jax.nn.one_hot(",
-     "cotangent = nan_where_invalid(-jax.nn.one_hot("),
+    ("wrong gradient sign (cotangent -1)", CORE,
+     "(grad,) = pullback(jnp.ones_like(score))", "(grad,) = pullback(-jnp.ones_like(score))"),
     ("missing final ReLU", CORE, "return jnp.maximum(maps, 0.0) if relu else maps", "return maps"),
     ("wrong layer (always the GAP input)", CORE,
      "activation = features if layer == DEFAULT_LAYER else seen[0]", "activation = features"),
@@ -37,6 +38,17 @@ MUTANTS = [Mutant(name, source, old, new, (TEST,)) for name, source, old, new in
      "weights = core.nan_where_invalid(scores, targets, num_classes)"),
     ("Eigen-CAM: activations not centred", CORE, "x = x - jnp.mean(x, axis=1, keepdims=True)",
      "x = x"),
+]] + [Mutant(name, source, old, new, (API_TEST,)) for name, source, old, new in [
+    ("default target: the least likely class", TARGETS,
+     "return jnp.argmax(logits, axis=-1).astype(jnp.int32)",
+     "return jnp.argmin(logits, axis=-1).astype(jnp.int32)"),
+    ("layer names: negative stage index not resolved", PKG + "layer_names.py",
+     "if index < 0 and -index <= len(blocks):", "if False:"),
+    ("scale_maps: no second min-max at the image size", DISPLAY,
+     "return _min_max(jax.image.resize(", "return (jax.image.resize("),
+    ("overlay: heat and image weights swapped", DISPLAY,
+     "mixed = (1 - image_weight) * heat + image_weight * images",
+     "mixed = image_weight * heat + (1 - image_weight) * images"),
 ]]
 
 # The maps of issue 29 (tests/test_posthoc_gradient_zoo.py, a -k selection each).
@@ -45,8 +57,7 @@ MUTANTS += [Mutant(name, source, old, new, (ZOO, "-k", select)) for name, source
      "maps = first_component_projection(weights * activations)",
      "maps = first_component_projection(activations)", "eigen_smooth"),
     ("objective's cotangent doubled", CORE,
-     "cotangent = nan_where_invalid(jnp.ones(scores.shape, jnp.float32)",
-     "cotangent = nan_where_invalid(2 * jnp.ones(scores.shape, jnp.float32)", "finercam"),
+     "score = objective(logits)", "score = 2 * objective(logits)", "finercam"),
     ("Grad-CAM element-wise: products not rectified", GRADIENT,
      "return jnp.where(g * a <= 0, 0.0, g)", "return g", "elementwise or gradcamew"),
     ("Seg-Eigen-CAM: signed gradient", GRADIENT, "    return jnp.abs(g)\n", "    return g\n",

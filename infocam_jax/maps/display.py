@@ -1,19 +1,21 @@
 """Maps for people to look at: pytorch-grad-cam's scaling and overlay, jitted and batched.
 
-* :func:`scale_maps` is the peer's reading of a map (``scale_cam_image`` after its ReLU):
-  ``ReLU``, per-map min-max ``(m - min) / (max - min + 1e-7)``, then a bilinear resize to the
-  image (half-pixel centres, edges clamped, no antialiasing: ``cv2.resize``'s ``INTER_LINEAR``).
+* :func:`scale_maps` is the reading the peer's ``cam(input_tensor, targets)`` returns: its
+  ReLU, then ``scale_cam_image`` (per-map min-max ``(m - min) / (max - min + 1e-7)`` and a
+  bilinear resize to the image: half-pixel centres, edges clamped, no antialiasing, as
+  ``cv2.resize``'s ``INTER_LINEAR``), then ``scale_cam_image`` once more at the image's size
+  (``aggregate_multi_layers``: the resize does not reach the map's extremes, so the second
+  min-max stretches it back to ``[0, 1]``).
 * :func:`overlay` is the peer's ``show_cam_on_image(image, map, use_rgb=True)``: the map
   quantised to uint8, coloured with OpenCV's JET colormap, mixed with the image and rescaled so
   its brightest value is 255.
 
 How they relate to :func:`infocam_jax.boxes.scoremaps` (the WSOL evaluation protocol's
-normalisation, the one to score boxes with): ``scoremaps`` resizes first (bicubic by default)
-and min-max normalises after, without a ReLU or an eps, as the reference evaluation does;
-``scale_maps`` clips negatives, normalises at the layer's resolution and resizes last. On a
-non-negative map with ``method="bilinear"`` the two differ only by the ``1e-7`` and by the
-resize not reaching the map's exact extremes; use ``scoremaps`` for numbers, ``scale_maps`` for
-pictures that match the peer's.
+normalisation, the one to score boxes with): min-max is invariant under the affine first
+scaling and the resize is linear, so ``scale_maps(m, size)`` equals
+``boxes.scoremaps(ReLU(m), size, method="bilinear")`` up to the two ``1e-7`` and float
+rounding. The protocol's default is bicubic and has no ReLU: use ``scoremaps`` for numbers,
+``scale_maps`` for pictures that match the peer's.
 """
 from __future__ import annotations
 
@@ -43,7 +45,8 @@ JET = _jet_table()
 
 
 def scale_maps(maps, size):
-    """pytorch-grad-cam's ``scale_cam_image(np.maximum(maps, 0), (W, H))``, batched.
+    """pytorch-grad-cam's reading, batched: ``scale_cam_image(scale_cam_image(np.maximum(maps,
+    0), (W, H)))``, what its ``cam(input_tensor, targets)`` returns for one target layer.
 
     Args:
       maps: float ``[..., h, w]`` (e.g. ``[B, h, w]`` from ``posthoc.compute``, or
@@ -65,12 +68,15 @@ def scale_maps(maps, size):
     return _scale(maps, size)
 
 
+def _min_max(maps):
+    maps = maps - jnp.min(maps, axis=(-2, -1), keepdims=True)
+    return maps / (SCALE_EPS + jnp.max(maps, axis=(-2, -1), keepdims=True))
+
+
 @functools.partial(jax.jit, static_argnames=("size",))
 def _scale(maps, size):
-    maps = jnp.maximum(maps, 0.0)
-    maps = maps - jnp.min(maps, axis=(-2, -1), keepdims=True)
-    maps = maps / (SCALE_EPS + jnp.max(maps, axis=(-2, -1), keepdims=True))
-    return jax.image.resize(maps, maps.shape[:-2] + size, "linear", antialias=False)
+    maps = _min_max(jnp.maximum(maps, 0.0))
+    return _min_max(jax.image.resize(maps, maps.shape[:-2] + size, "linear", antialias=False))
 
 
 def overlay(images, maps, image_weight: float = 0.5):

@@ -66,7 +66,7 @@ def translate(layer: str, paths: Sequence[str]) -> str:
             out.append(f"{part}_{index}")
             i += 2
         elif is_int and part == "features" and not out:
-            out.append(vgg_feature_indices(paths).get(int(nxt), f"features.{nxt}"))
+            out.append(vgg_feature_indices(paths).get(int(nxt), f"features/{nxt}"))
             i += 2
         else:
             out.append(part)
