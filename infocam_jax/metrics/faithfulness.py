@@ -350,8 +350,38 @@ def road_keep_mask(scoremaps, percentile: float, order: str):
     if maps.ndim != 3:
         raise ValueError(f"scoremaps must have shape [B, H, W] (rank 3), got {maps.shape}")
     relevance = maps if order == "morf" else 1.0 - maps
-    q = jnp.percentile(relevance.reshape(maps.shape[0], -1), p, axis=1)
-    return relevance < q[:, None, None]
+    flat = relevance.reshape(maps.shape[0], -1)
+    return _below_percentile(flat, p).reshape(maps.shape)
+
+
+def _below_percentile(values, p: float):
+    """``values[b] < np.percentile(values[b], p)`` (linear) of float32 ``values [B, N]``, bit
+    for bit. NumPy interpolates between neighbours ``a <= b`` of the sorted row in float32,
+    ``q = a + (b − a) g`` below ``g = 0.5`` and ``b − (b − a)(1 − g)`` above. No value lies
+    strictly between ``a`` and ``b``, so ``v < q`` is ``v <= a`` when ``q > a`` and ``v < a``
+    otherwise, and ``q > a`` is decided from the rounded product by comparisons alone: under
+    ``jit`` XLA fuses the product and the sum into one FMA (one rounding), which moves ``q``
+    across a pixel where NumPy's two roundings tie (``jnp.percentile`` too).
+    """
+    n = values.shape[1]
+    virtual = (n - 1) * (p / 100)
+    i = int(np.floor(virtual))
+    gamma = virtual - i
+    ordered = jnp.sort(values, axis=1)
+    a, b = ordered[:, i, None], ordered[:, min(i + 1, n - 1), None]
+    a_even = (lax.bitcast_convert_type(a, jnp.int32) & 1) == 0
+    if gamma < 0.5:
+        # q = RN(a + t) > a  iff  t is over half the spacing above a, or at it with a odd
+        t = (b - a) * np.float32(gamma)
+        half = (jnp.nextafter(a, jnp.inf) - a) * 0.5
+        above = (t > half) | ((t == half) & ~a_even)
+    else:
+        # q = RN(b − t), t <= (b − a) / 2: q falls to a only from the next float above a,
+        # at the tie t = (b − a) / 2, with a even
+        t = (b - a) * np.float32(1 - gamma)
+        tie = (jnp.nextafter(b, -jnp.inf) == a) & (t == (b - a) * 0.5) & a_even
+        above = (b > a) & ~tie
+    return jnp.where(above, values <= a, values < a)
 
 
 def _neighbour_sum(x):
