@@ -36,6 +36,7 @@ from infocam_jax import boxes
 from infocam_jax.evaluation import driver
 from infocam_jax.evaluation import settings as eval_settings
 from infocam_jax.maps import posthoc
+from infocam_jax.metrics import arcc as A
 from infocam_jax.metrics import deletion_insertion as D
 from infocam_jax.metrics import faithfulness as F
 
@@ -337,3 +338,62 @@ def test_settings_read_the_causal_fields():
     assert (s.causal_steps, s.causal_chunk_size) == (9, 3)
     assert (s.deletion_baseline, s.insertion_baseline) == ("zeros", "blur")
     assert s.faithfulness == eval_settings.FAITHFULNESS_METRICS
+
+
+# --------------------------------------------------------------------------------------------
+# Coherency and ARCC (pytorch-grad-cam's metrics.arcc)
+# --------------------------------------------------------------------------------------------
+def _energy_maps(x):
+    """A stand-in map method of NHWC images: channel-mean of x², divided by its image max."""
+    e = jnp.mean(jnp.asarray(x) ** 2, axis=-1)
+    return e / jnp.max(e, axis=(1, 2), keepdims=True)
+
+
+def _peer_energy_maps(input_tensor, targets):
+    """The same map method as the peer's ``base_method(input_tensor=, targets=)``."""
+    del targets
+    return np.asarray(_energy_maps(input_tensor.numpy().transpose(0, 2, 3, 1)))
+
+
+def test_pearson_coherency_matches_numpy():
+    rng = np.random.default_rng(25)
+    a, b = rng.uniform(size=(2, 4, 7, 5)).astype(np.float32)
+    b[1] = a[1]                                                         # coherency 1
+    got = np.asarray(A.pearson_coherency(a, b))
+    want = [(np.corrcoef(x.ravel(), y.ravel())[0, 1] + 1) / 2 for x, y in zip(a, b)]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert got[1] == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("model,percentiles", [("linear", (20, 40, 60, 80)), ("mlp", (30, 70))])
+def test_coherency_and_arcc_equal_peer(grad_cam, model, percentiles):
+    """``Coherency`` and ``ARCC`` per image with the same map method on both sides and the
+    ROAD imputation noiseless (the peer's ``noise`` attribute)."""
+    del grad_cam
+    arcc_mod, road = _peer_module("metrics.arcc"), _peer_module("metrics.road")
+    images, maps, labels = peer_case(26)
+    maps = np.array(_energy_maps(images))                # the map method's own maps
+    apply_fn, net = peer_models(model, images.shape[1:])
+    x, targets = _peer_inputs(images, labels)
+    coh = arcc_mod.Coherency()(x, maps, targets, net, _peer_energy_maps)
+    peer = arcc_mod.ARCC(_peer_energy_maps, list(percentiles))
+    for averager, cls in ((peer.road.morf_averager, road.ROADMostRelevantFirst),
+                          (peer.road.lerf_averager, road.ROADLeastRelevantFirst)):
+        averager.imputer = lambda p, cls=cls: noiseless(cls(p))
+    theirs = peer(x, maps, targets, net)
+
+    def maps_fn(images, labels):
+        del labels
+        return _energy_maps(images)
+
+    ours = jax.jit(A.arcc_per_image, static_argnums=(0, 1),
+                   static_argnames=("percentiles", "noise"))(
+        apply_fn, maps_fn, images, maps, labels, jax.random.PRNGKey(0),
+        percentiles=percentiles, noise=0.0)
+    np.testing.assert_allclose(np.asarray(ours["coherency"]), coh, atol=1e-5)
+    assert np.max(np.asarray(ours["road"])) > 0          # the ROAD term is not clipped away
+    np.testing.assert_allclose(np.asarray(ours["arcc"]), theirs, atol=1e-4)
+    counts = A.arcc_counts(apply_fn, maps_fn, images, maps, labels, jax.random.PRNGKey(0),
+                           np.arange(5) != 2, percentiles=percentiles, noise=0.0)
+    np.testing.assert_allclose(float(counts.result()["arcc"]), np.mean(np.delete(theirs, 2)),
+                               atol=1e-4)
