@@ -306,16 +306,19 @@ def test_eval_step_runs_every_metric():
     res = driver.evaluate(config, model, variables, te.split_batches(data, 4), num_devices=1)
     settings = eval_settings.EvalSettings.from_config(config)
     images, labels = jnp.asarray(data["image"]), jnp.asarray(data["label"])
-    logits, features = model.apply(variables, images, train=False)
     kernel = variables["params"]["head"]["kernel"]
 
     def apply_fn(x):
         return model.apply(variables, x, train=False)[0]
 
-    for kind in ZOO_KINDS:
+    def scoremaps_of(kind, x, labels):
+        features = model.apply(variables, x, train=False)[1]
         maps = (jnp.einsum("bhwk,kb->bhw", features, kernel[:, labels]) if kind == "cam"
-                else posthoc.compute(kind, model, variables, images, labels))
-        sm = boxes.scoremaps(maps, settings.image_size, settings.upsample)
+                else posthoc.compute(kind, model, variables, x, labels))
+        return boxes.scoremaps(maps, settings.image_size, settings.upsample)
+
+    for kind in ZOO_KINDS:
+        sm = scoremaps_of(kind, images, labels)
         want = {**F.confidence_counts(apply_fn, images, sm, labels).result(),
                 **F.complexity_counts(sm).result()}
         for mode in D.CAUSAL_MODES:
@@ -326,11 +329,13 @@ def test_eval_step_runs_every_metric():
                 for order in F.ROAD_ORDERS}
         want["road_morf"] = road["morf"]["score_change"][0]
         want["road_combined"] = F.road_combined(road["morf"], road["lerf"])
+        want.update(A.arcc_counts(apply_fn, lambda x, y, kind=kind: scoremaps_of(kind, x, y),
+                                  images, sm, labels, key).result())
         for name, value in want.items():
             assert res[f"{kind}/{name}"] == pytest.approx(float(value), abs=2e-6), name
     assert {k.split("/", 1)[1] for k in res if k.startswith("cam/")} >= {
         "deletion_auc", "insertion_auc", "complexity", "mean_confidence_change",
-        "road_combined"}
+        "road_combined", "arcc", "coherency"}
 
 
 def test_settings_read_the_causal_fields():

@@ -11,10 +11,13 @@ map kind ``K`` (the maps are the eval's score maps, the explained class the grou
       K/road_<order>_unconverged, K/road_combined (ROADCombined; equal percentile lists only)
   "deletion", "insertion" -> same names (CausalCounts): K/deletion_auc, K/insertion_auc
   "complexity" -> ``complexity`` (ComplexityCounts): K/complexity
+  "arcc" -> ``arcc`` (ArccCounts): K/arcc, K/coherency (pytorch-grad-cam's ARCC, Coherency;
+      ROAD at ``arcc.ARCC_PERCENTILES`` with ``road_noise`` / ``road_seed``)
 
 Cost per map kind: "confidence" one forward pass of B images, "road" one per percentile and a
 CG solve, "deletion" / "insertion" ``J + 1`` (``causal_steps`` + 1 at most) in chunks of
-``causal_chunk_size``, "complexity" none. The kinds run one after another (``lax.map``).
+``causal_chunk_size``, "complexity" none, "arcc" the kind's maps again (``maps_fns``) and
+8 ROAD passes. The kinds run one after another (``lax.map``; "arcc": a loop over kinds).
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from jax import lax
 
 from infocam_jax.evaluation.kind_counts import kind_slice
 from infocam_jax.evaluation.settings import EvalSettings
-from infocam_jax.metrics import deletion_insertion, faithfulness
+from infocam_jax.metrics import arcc, deletion_insertion, faithfulness
 
 
 def _stack(trees):
@@ -55,6 +58,8 @@ def init_counts(settings: EvalSettings) -> dict[str, Any]:
                 int(np.prod(settings.image_size)), mode, settings.causal_steps)
     if "complexity" in names:
         empty["complexity"] = faithfulness.ComplexityCounts.empty()
+    if "arcc" in names:
+        empty["arcc"] = arcc.ArccCounts.empty()
     n = len(settings.map_kinds)
     return {name: _stack([c] * n) for name, c in empty.items()}
 
@@ -75,14 +80,27 @@ def _road_update(settings, apply_fn, images, labels, y, sm, valid, counts) -> di
     return out
 
 
+def _arcc_update(settings, apply_fn, maps_fns, images, labels, sm, valid, counts) -> dict:
+    key = jax.random.PRNGKey(settings.road_seed)
+    per_kind = [arcc.arcc_per_image(apply_fn, maps_fn, images, s, labels, key,
+                                    noise=settings.road_noise)
+                for maps_fn, s in zip(maps_fns, sm)]
+    scores = jnp.stack([p["arcc"] for p in per_kind])                           # [K, B]
+    coherency = jnp.stack([p["coherency"] for p in per_kind])                   # [K, B]
+    return {"arcc": jax.vmap(lambda c, a, h: c.add(a, h, valid))(counts["arcc"], scores,
+                                                                  coherency)}
+
+
 def update(settings: EvalSettings, apply_fn: Callable[[jax.Array], jax.Array], images, labels,
-           logits, sm, valid, counts: Mapping[str, Any]) -> dict[str, Any]:
+           logits, sm, valid, counts: Mapping[str, Any], maps_fns=None) -> dict[str, Any]:
     """The faithfulness counters after one batch (traced in the eval step).
 
     Args:
       apply_fn: ``images [n,H,W,C] -> logits [n,M]``; images float ``[B,H,W,C]``;
       labels: int ``[B]``; logits: ``apply_fn(images)``; sm: float ``[kinds, B, H, W]``
         score maps; valid: bool ``[B]``; counts: :func:`init_counts`'s structure.
+      maps_fns: per map kind, ``(images, labels) -> [B, H, W]`` score maps of that kind
+        (needed by "arcc": its coherency maps the explanation images again).
     """
     names = settings.faithfulness
     out = {}
@@ -103,6 +121,11 @@ def update(settings: EvalSettings, apply_fn: Callable[[jax.Array], jax.Array], i
         out[mode] = jax.vmap(lambda c, z: c.add(z, valid))(counts[mode], curves)
     if "complexity" in names:
         out["complexity"] = jax.vmap(lambda c, s: c.add(s, valid))(counts["complexity"], sm)
+    if "arcc" in names:
+        if maps_fns is None or len(maps_fns) != sm.shape[0]:
+            raise ValueError("faithfulness metric 'arcc' needs maps_fns, one per map kind")
+        out.update(_arcc_update(settings, apply_fn, maps_fns, images, labels, sm, valid,
+                                counts))
     return out
 
 
@@ -127,7 +150,7 @@ def results(settings: EvalSettings, counts: Mapping[str, Any], i: int, kind: str
     """The flat results (module docstring) of map kind ``kind``, index ``i`` of the kinds."""
     names = settings.faithfulness
     res = {}
-    for name in ("confidence", "complexity"):
+    for name in ("confidence", "complexity", "arcc"):
         if name in names:
             for key, value in kind_slice(counts[name], i).result().items():
                 res[f"{kind}/{key}"] = float(np.asarray(value))

@@ -26,8 +26,9 @@ DISPLAY_NAMES = {"cam": "CAM", "infocam": "infoCAM", "infocam_plus": "infoCAM+",
                  "infocam_plus_region": "infoCAM+ (region rival)", **posthoc.DISPLAY_NAMES}
 # Faithfulness metrics of the eval step (``evaluation.faithfulness_counts``): "confidence" = average
 # drop and increase in confidence; "road" = ROAD most- and least-relevant-first; "deletion",
-# "insertion" = RISE's AUCs (``metrics.deletion_insertion``); "complexity" = mean |map|.
-FAITHFULNESS_METRICS = ("confidence", "road", "deletion", "insertion", "complexity")
+# "insertion" = RISE's AUCs (``metrics.deletion_insertion``); "complexity" = mean |map|;
+# "arcc" = ARCC and coherency (``metrics.arcc``).
+FAITHFULNESS_METRICS = ("confidence", "road", "deletion", "insertion", "complexity", "arcc")
 NORMALIZE_MODES = ("minmax", "max")
 NORMALIZE_NAMES = {"minmax": "min-max normalised", "max": "max-normalised"}
 BOX_BACKENDS = ("auto", "native", "xla")
@@ -63,7 +64,8 @@ class EvalSettings:
       faithfulness: subset of ``FAITHFULNESS_METRICS`` counted for every map kind (config
         ``eval_faithfulness``, default none; single-label only). Each costs extra forward
         passes per map kind: "confidence" one, "road" one per percentile and a CG solve,
-        "deletion" / "insertion" ``causal_steps + 1`` at most, "complexity" none.
+        "deletion" / "insertion" ``causal_steps + 1`` at most, "complexity" none, "arcc"
+        the kind's maps of B images again plus ROAD at ``metrics.arcc.ARCC_PERCENTILES``.
       road_morf_percentiles, road_lerf_percentiles: ROAD's percentiles (``faithfulness``; the
         defaults (80,) and (20,) are pytorch-grad-cam's: they remove 20 % and 80 %).
       road_noise: ROAD imputation noise (0.01); road_seed: its PRNG seed.

@@ -25,6 +25,7 @@ the predicted class as well would double the box work for the same number.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -91,8 +92,9 @@ def update(settings: EvalSettings, logits, features, kernel, batch, valid, count
         def apply_fn(x):  # main logits (outputs[0]) of every method
             return model.apply(variables, x, train=False)[0]
 
-        faith = faithfulness_counts.update(settings, apply_fn, batch["image"], labels, logits,
-                                           sm, valid, counts)
+        faith = faithfulness_counts.update(
+            settings, apply_fn, batch["image"], labels, logits, sm, valid, counts,
+            maps_fns=_kind_maps_fns(settings, model, variables, kernel, readout))
 
     top1 = metrics.topk_correct(logits, labels, 1)
     top5 = metrics.topk_correct(logits, labels, settings.top_k)
@@ -120,6 +122,26 @@ def update(settings: EvalSettings, logits, features, kernel, batch, valid, count
     loc, box, box_top1, box_v2 = jax.vmap(per_kind)(
         counts["loc"], counts["box"], counts["box_top1"], counts["box_v2"], sm)
     return {"loc": loc, "box": box, "box_top1": box_top1, "box_v2": box_v2, **faith}
+
+
+def _kind_maps_fns(settings: EvalSettings, model, variables, kernel, readout):
+    """Per map kind, ``(images, labels) -> [B, H, W]``: that kind's score maps of new images,
+    as this step reads them (the forward pass, the maps, ``forward.kind_scoremaps``). The
+    classifier kernel does not depend on the images: the batch's ``kernel`` serves."""
+    def maps_fn(kind):
+        one = dataclasses.replace(settings, map_kinds=(kind,))
+
+        def fn(images, labels):
+            logits, out = backends.forward_readout(model, variables, images, labels,
+                                                   kernel_fn=lambda _: kernel)
+            branch = out.branches[0]
+            maps = forward.single_label_maps(
+                one, model, variables, images, labels, logits=logits, features=branch.features,
+                kernel=branch.kernel, readout=None if readout is None else out)
+            return forward.kind_scoremaps(one, maps)[0]
+        return fn
+
+    return [maps_fn(kind) for kind in settings.map_kinds]
 
 
 def _float(x) -> float:
