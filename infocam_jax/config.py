@@ -146,7 +146,8 @@ def _eval_fields(c: config_dict.ConfigDict) -> None:
     # only): "confidence" (average drop / increase in confidence), "road" (ROAD MoRF / LeRF at
     # these percentiles, pytorch-grad-cam's convention: p = percent of pixels kept),
     # "deletion" / "insertion" (RISE's AUCs: causal_steps steps, baselines "zeros" | "blur",
-    # causal_chunk_size curve points per forward pass), "complexity" (mean |score map|).
+    # causal_chunk_size curve points per forward pass), "complexity" (mean |score map|),
+    # "arcc" (pytorch-grad-cam's ARCC and coherency).
     c.eval_faithfulness = ()
     c.road_morf_percentiles = (80,)
     c.road_lerf_percentiles = (20,)

@@ -26,7 +26,7 @@ from infocam_jax import boxes, losses, metrics, models
 from infocam_jax import config as config_lib
 from infocam_jax.train import checkpoints, optim, trainer
 from infocam_jax.experiments import training
-from infocam_jax.metrics import deletion_insertion, faithfulness, multilabel, pxap
+from infocam_jax.metrics import arcc, deletion_insertion, faithfulness, multilabel, pxap
 from infocam_jax.train import state as ts
 from infocam_jax.data import pipeline, sources
 from infocam_jax.evaluation import driver, evaluators, region_grid
@@ -629,3 +629,17 @@ def test_eval_settings_name_the_faithfulness_fields(field, value, match):
 def test_validate_names_the_causal_config_field():
     with pytest.raises(ValueError, match=r"config: causal_steps must be an int >= 1, got -3"):
         config_lib.validate(_tiny_config(causal_steps=-3))
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: arcc.pearson_coherency(_MAPS, _MAPS[:1]),
+     r"maps must be two \[B, H, W\] arrays of one shape, got \(2, 8, 8\), \(1, 8, 8\)"),
+    (lambda: arcc.ArccCounts.empty().add(np.ones(3), np.ones(2)),
+     r"arcc and coherency must have one shape \[B\], got \(3,\), \(2,\)"),
+    (lambda: arcc.coherency_per_image(lambda x, y: _MAPS, np.ones((2, 8, 8, 1)), _MAPS * 3,
+                                      [0, 1]),
+     r"scoremaps must lie in \[0, 1\] and be finite .*got scoremaps\[0, 0, 0\] = 1.5"),
+])
+def test_bad_input_at_arcc(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

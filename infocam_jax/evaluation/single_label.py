@@ -12,7 +12,7 @@ Results (fractions in [0, 1]; ``K`` is a map kind such as ``cam``)::
   K/max_box_acc_v2_iou30, _iou50, _iou70
   (the max_box_acc keys only with ``settings.box_accuracy``)
   with ``settings.faithfulness``: each metric's results per kind (average drop / increase
-  in confidence, ROAD, deletion / insertion AUC, complexity), listed in
+  in confidence, ROAD, deletion / insertion AUC, complexity, coherency / ARCC), listed in
   ``evaluation.faithfulness_counts``; the maps are the score maps above, the explained class
   is the ground truth
 
