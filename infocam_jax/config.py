@@ -41,10 +41,7 @@ import os
 import jax
 from ml_collections import config_dict
 
-from infocam_jax import data
-from infocam_jax import devices
-from infocam_jax import methods
-from infocam_jax import models
+from infocam_jax import data, devices, methods, models
 from infocam_jax.evaluation import evaluators
 from infocam_jax.evaluation.settings import EvalSettings
 from infocam_jax.train.trainer import Checked
@@ -147,10 +144,17 @@ def _eval_fields(c: config_dict.ConfigDict) -> None:
     c.posthoc_chunk_size = 32
     # Faithfulness metrics counted per map kind (infocam_jax.metrics.faithfulness, single-label
     # only): "confidence" (average drop / increase in confidence), "road" (ROAD MoRF / LeRF at
-    # these percentiles, pytorch-grad-cam's convention: p = percent of pixels kept).
+    # these percentiles, pytorch-grad-cam's convention: p = percent of pixels kept),
+    # "deletion" / "insertion" (RISE's AUCs: causal_steps steps, baselines "zeros" | "blur",
+    # causal_chunk_size curve points per forward pass), "complexity" (mean |score map|),
+    # "arcc" (pytorch-grad-cam's ARCC and coherency).
     c.eval_faithfulness = ()
     c.road_morf_percentiles = (80,)
     c.road_lerf_percentiles = (20,)
+    c.causal_steps = 20
+    c.deletion_baseline = "zeros"
+    c.insertion_baseline = "blur"
+    c.causal_chunk_size = 4
     c.eval_readings = False
     # The evaluations, by name (infocam_jax/evaluation/evaluators.py), the only way to choose
     # them: config.evals.<name> = dict(type="classification" | "localization" | "pxap",

@@ -26,7 +26,7 @@ from infocam_jax import boxes, display, losses, metrics, models, posthoc
 from infocam_jax import config as config_lib
 from infocam_jax.train import checkpoints, optim, trainer
 from infocam_jax.experiments import training
-from infocam_jax.metrics import faithfulness, multilabel, pxap
+from infocam_jax.metrics import arcc, deletion_insertion, faithfulness, multilabel, pxap
 from infocam_jax.train import state as ts
 from infocam_jax.data import pipeline, sources
 from infocam_jax.evaluation import driver, evaluators, region_grid
@@ -683,5 +683,75 @@ def test_posthoc_bad_input(posthoc_net, kwargs, match):
      r"present: False\)"),
 ])
 def test_display_and_import_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+
+
+# Deletion / insertion, complexity and their eval settings (tests/test_faithfulness_zoo.py).
+def _linear_logits(x):
+    return jnp.zeros((x.shape[0], 3)) + x.reshape(x.shape[0], -1)[:, :3]
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: deletion_insertion.causal_curves(_linear_logits, np.ones((2, 8, 8, 1)), _MAPS,
+                                              [0, 1], "removal"),
+     r"mode must be one of \('deletion', 'insertion'\), got 'removal'"),
+    (lambda: deletion_insertion.causal_curves(_linear_logits, np.ones((2, 8, 8, 1)), _MAPS,
+                                              [0, 1], "insertion", baseline="mean"),
+     r"baseline must be one of \('zeros', 'blur'\), got 'mean'"),
+    (lambda: deletion_insertion.causal_curves(_linear_logits, np.ones((2, 8, 8, 1)), _MAPS,
+                                              [0, 1], "deletion", steps=0),
+     r"steps must be an int >= 1, got 0"),
+    (lambda: deletion_insertion.causal_curves(_linear_logits, np.ones((2, 8, 8, 1)), _MAPS,
+                                              [0, 1], "deletion", chunk_size=2.5),
+     r"chunk_size must be an int >= 1, got 2.5"),
+    (lambda: deletion_insertion.causal_curves(_linear_logits, np.ones((2, 8, 8, 1)),
+                                              np.ones((2, 8, 7)), [0, 1], "deletion"),
+     r"scoremaps must have shape \[B, H, W\] = \(2, 8, 8\) \(the images'\), got \(2, 8, 7\)"),
+    (lambda: deletion_insertion.causal_curves(_linear_logits, np.ones((8, 8, 1)), _MAPS,
+                                              [0, 1], "deletion"),
+     r"images must have shape \[B, H, W, C\] \(rank 4\), got \(8, 8, 1\)"),
+    (lambda: deletion_insertion.CausalCounts.empty(64, "deletion", 20).add(np.ones((20, 2))),
+     r"curves must have shape \[J \+ 1, B\] = \(17, B\), got \(20, 2\)"),
+    (lambda: deletion_insertion.blur_kernel(10, 5.0), r"size must be odd, got 10"),
+    (lambda: deletion_insertion.blur_kernel(11, 0.0), r"sigma must be > 0, got 0.0"),
+    (lambda: faithfulness.complexity_counts(np.ones((8, 8))),
+     r"scoremaps must have shape \[B, H, W\] \(rank 3\), got \(8, 8\)"),
+])
+def test_bad_input_at_deletion_insertion_and_complexity(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("causal_steps", 0, r"causal_steps must be an int >= 1, got 0"),
+    ("causal_chunk_size", True, r"causal_chunk_size must be an int >= 1, got True"),
+    ("deletion_baseline", "blurred",
+     r"deletion_baseline must be one of \('zeros', 'blur'\), got 'blurred'"),
+    ("insertion_baseline", None, r"insertion_baseline must be one of \('zeros', 'blur'\), got None"),
+    ("faithfulness", ("deletion", "rise"), r"faithfulness must be distinct names from "),
+])
+def test_eval_settings_name_the_faithfulness_fields(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        EvalSettings(image_size=(8, 8), **{field: value})
+
+
+def test_validate_names_the_causal_config_field():
+    with pytest.raises(ValueError, match=r"config: causal_steps must be an int >= 1, got -3"):
+        config_lib.validate(_tiny_config(causal_steps=-3))
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: arcc.pearson_coherency(_MAPS, _MAPS[:1]),
+     r"maps must be two \[B, H, W\] arrays of one shape, got \(2, 8, 8\), \(1, 8, 8\)"),
+    (lambda: arcc.ArccCounts.empty().add(np.ones(3), np.ones(2)),
+     r"arcc and coherency must have one shape \[B\], got \(3,\), \(2,\)"),
+    (lambda: arcc.coherency_per_image(lambda x, y: _MAPS, np.ones((2, 8, 8, 1)), _MAPS * 3,
+                                      [0, 1]),
+     r"scoremaps must lie in \[0, 1\] and be finite .*got scoremaps\[0, 0, 0\] = 1.5"),
+])
+def test_bad_input_at_arcc(call, match):
     with pytest.raises(ValueError, match=match):
         call()

@@ -49,7 +49,8 @@ def results(tiny):
 
 
 def test_keys(results):
-    per_kind = {"average_drop", "increase_in_confidence", "mean_absolute_drop", "road_combined"}
+    per_kind = {"average_drop", "increase_in_confidence", "mean_absolute_drop",
+                "mean_confidence_change", "road_combined"}
     for order in ("morf", "lerf"):
         per_kind |= {f"road_{order}", f"road_{order}_accuracy", f"road_{order}_unconverged"}
         per_kind |= {f"road_{order}_p{p}{s}" for p in (50, 80) for s in ("", "_accuracy")}

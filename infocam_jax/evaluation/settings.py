@@ -11,6 +11,7 @@ import numpy as np
 
 from infocam_jax import metrics
 from infocam_jax.maps import posthoc
+from infocam_jax.metrics import deletion_insertion
 from infocam_jax.metrics import faithfulness as faithfulness_lib
 
 # The one list of map kinds and their display names (tables, figures and drivers read these).
@@ -23,9 +24,11 @@ POSTHOC_MAP_KINDS = posthoc.METHOD_NAMES
 KNOWN_MAP_KINDS = CAM_FAMILY_KINDS + POSTHOC_MAP_KINDS
 DISPLAY_NAMES = {"cam": "CAM", "infocam": "infoCAM", "infocam_plus": "infoCAM+",
                  "infocam_plus_region": "infoCAM+ (region rival)", **posthoc.DISPLAY_NAMES}
-# Faithfulness metrics of the eval step (``infocam_jax.metrics.faithfulness``): "confidence" = average
-# drop and increase in confidence; "road" = ROAD most- and least-relevant-first.
-FAITHFULNESS_METRICS = ("confidence", "road")
+# Faithfulness metrics of the eval step (``evaluation.faithfulness_counts``): "confidence" = average
+# drop and increase in confidence; "road" = ROAD most- and least-relevant-first; "deletion",
+# "insertion" = RISE's AUCs (``metrics.deletion_insertion``); "complexity" = mean |map|;
+# "arcc" = ARCC and coherency (``metrics.arcc``).
+FAITHFULNESS_METRICS = ("confidence", "road", "deletion", "insertion", "complexity", "arcc")
 NORMALIZE_MODES = ("minmax", "max")
 NORMALIZE_NAMES = {"minmax": "min-max normalised", "max": "max-normalised"}
 BOX_BACKENDS = ("auto", "native", "xla")
@@ -60,10 +63,15 @@ class EvalSettings:
         maps (Score-CAM, ...; config ``posthoc_chunk_size``).
       faithfulness: subset of ``FAITHFULNESS_METRICS`` counted for every map kind (config
         ``eval_faithfulness``, default none; single-label only). Each costs extra forward
-        passes per map kind: "confidence" one, "road" one per percentile and a CG solve.
+        passes per map kind: "confidence" one, "road" one per percentile and a CG solve,
+        "deletion" / "insertion" ``causal_steps + 1`` at most, "complexity" none, "arcc"
+        the kind's maps of B images again plus ROAD at ``metrics.arcc.ARCC_PERCENTILES``.
       road_morf_percentiles, road_lerf_percentiles: ROAD's percentiles (``faithfulness``; the
         defaults (80,) and (20,) are pytorch-grad-cam's: they remove 20 % and 80 %).
       road_noise: ROAD imputation noise (0.01); road_seed: its PRNG seed.
+      causal_steps: deletion / insertion steps S (``ceil(HW / S)`` pixels each; 20).
+      deletion_baseline, insertion_baseline: "zeros" | "blur" (RISE's: zeros, blur).
+      causal_chunk_size: deletion / insertion curve points per forward pass (4).
     """
     image_size: tuple[int, int]
     upsample: str = "bicubic"
@@ -85,6 +93,10 @@ class EvalSettings:
     road_lerf_percentiles: tuple[float, ...] = faithfulness_lib.DEFAULT_LERF_PERCENTILES
     road_noise: float = faithfulness_lib.DEFAULT_NOISE
     road_seed: int = 0
+    causal_steps: int = deletion_insertion.DEFAULT_STEPS
+    deletion_baseline: str = deletion_insertion.DEFAULT_BASELINES["deletion"]
+    insertion_baseline: str = deletion_insertion.DEFAULT_BASELINES["insertion"]
+    causal_chunk_size: int = 4
 
     def __post_init__(self):
         for name in ("map_kinds", "faithfulness", "road_morf_percentiles",
@@ -110,6 +122,7 @@ class EvalSettings:
                 raise ValueError(f"{name} must be a non-empty tuple in (0, 100), got {values}")
         if not self.road_noise >= 0:
             raise ValueError(f"road_noise must be >= 0, got {self.road_noise}")
+        self._check_causal()
         if not isinstance(self.posthoc_layer, str) or not self.posthoc_layer:
             raise ValueError(f"posthoc_layer must be a module path string, got "
                              f"{self.posthoc_layer!r}")
@@ -132,6 +145,16 @@ class EvalSettings:
         if self.box_backend not in BOX_BACKENDS:
             raise ValueError(f"box_backend must be one of {BOX_BACKENDS}, got "
                              f"{self.box_backend!r}")
+
+    def _check_causal(self) -> None:
+        for name in ("causal_steps", "causal_chunk_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        for name in ("deletion_baseline", "insertion_baseline"):
+            if getattr(self, name) not in deletion_insertion.BASELINES:
+                raise ValueError(f"{name} must be one of {deletion_insertion.BASELINES}, got "
+                                 f"{getattr(self, name)!r}")
 
     @classmethod
     def from_config(cls, config, **overrides) -> EvalSettings:
@@ -160,6 +183,10 @@ class EvalSettings:
             "road_lerf_percentiles": tuple(float(p) for p in config.get(
                 "road_lerf_percentiles", faithfulness_lib.DEFAULT_LERF_PERCENTILES)),
         }
+        for name in ("causal_steps", "deletion_baseline", "insertion_baseline",
+                     "causal_chunk_size"):
+            if name in config:
+                fields[name] = config[name]
         fields.update(overrides)
         return cls(**fields)
 

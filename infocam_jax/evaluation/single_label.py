@@ -11,18 +11,10 @@ Results (fractions in [0, 1]; ``K`` is a map kind such as ``cam``)::
   K/max_box_acc_v2    MaxBoxAccV2: every contour's box, mean over IoU 0.3 / 0.5 / 0.7
   K/max_box_acc_v2_iou30, _iou50, _iou70
   (the max_box_acc keys only with ``settings.box_accuracy``)
-  with ``settings.faithfulness`` (``infocam_jax.metrics.faithfulness``; the maps are the score maps
-  above, the explained class is the ground truth):
-  K/average_drop, K/increase_in_confidence, K/mean_absolute_drop       ("confidence")
-  K/road_morf_p<p>, K/road_lerf_p<p>   ROAD: mean change of the class's softmax score on the
-                      imputed images (pytorch-grad-cam's value), per percentile p
-  K/road_morf_p<p>_accuracy, ...       top-1 accuracy on the imputed images (the ROAD paper's)
-  K/road_morf, K/road_lerf (+ _accuracy)   means over the percentiles
-  K/road_morf_unconverged, K/road_lerf_unconverged   imputations (images x percentiles) whose
-                      CG solve stopped at its cap above tol (0 normally; > 0 flags inexact
-                      ROAD values: ``RoadCounts.unconverged``)
-  K/road_combined     (LeRF − MoRF) / 2 of those means (pytorch-grad-cam's ROADCombined; only
-                      when both orders use the same percentiles)
+  with ``settings.faithfulness``: each metric's results per kind (average drop / increase
+  in confidence, ROAD, deletion / insertion AUC, complexity, coherency / ARCC), listed in
+  ``evaluation.faithfulness_counts``; the maps are the score maps above, the explained class
+  is the ground truth
 
 Curves (:func:`curves`, with ``box_accuracy``): per kind, GT-known Loc and Top-1 Loc at every
 grid threshold. GT-known Loc at grid threshold t *is* BoxAcc(t) of MaxBoxAcc.
@@ -33,17 +25,16 @@ the predicted class as well would double the box work for the same number.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from infocam_jax import boxes, metrics
-from infocam_jax.metrics import faithfulness
-from infocam_jax.evaluation import backends, forward
+from infocam_jax.evaluation import backends, faithfulness_counts, forward
 from infocam_jax.evaluation.kind_counts import kind_slice, per_kind_curves
 from infocam_jax.evaluation.settings import V2_IOU_THRESHOLDS, EvalSettings
 
@@ -60,18 +51,12 @@ def init_counts(settings: EvalSettings) -> dict[str, Any]:
     ``loc``: ``LocalizationCounts`` at ``cam_threshold``; with ``box_accuracy`` also ``box``
     (largest box, IoU ``iou_threshold``, grid: GT-known Loc per threshold / MaxBoxAcc),
     ``box_top1`` (the same and top-1 right: Top-1 Loc per threshold) and ``box_v2`` (every
-    contour, IoU 0.3/0.5/0.7: MaxBoxAccV2). With ``settings.faithfulness``: ``confidence``
-    (``faithfulness.ConfidenceCounts``), ``road_morf`` and ``road_lerf``
-    (``faithfulness.RoadCounts``).
+    contour, IoU 0.3/0.5/0.7: MaxBoxAccV2). With ``settings.faithfulness``: the counters of
+    ``faithfulness_counts.init_counts``.
     """
     n = len(settings.map_kinds)
     loc = metrics.LocalizationCounts.empty(settings.cam_threshold, settings.iou_threshold)
-    out = {"loc": _stack([loc] * n)}
-    if "confidence" in settings.faithfulness:
-        out["confidence"] = _stack([faithfulness.ConfidenceCounts.empty()] * n)
-    if "road" in settings.faithfulness:
-        for order, percentiles in _road_orders(settings):
-            out[f"road_{order}"] = _stack([faithfulness.RoadCounts.empty(percentiles, order)] * n)
+    out = {"loc": _stack([loc] * n), **faithfulness_counts.init_counts(settings)}
     if not settings.box_accuracy:
         return out
     grid = settings.box_thresholds
@@ -79,36 +64,6 @@ def init_counts(settings: EvalSettings) -> dict[str, Any]:
     out.update({"box": _stack([box] * n), "box_top1": _stack([box] * n),
                 "box_v2": _stack([metrics.BoxAccuracyCounts.empty(grid, V2_IOU_THRESHOLDS,
                                                                   True)] * n)})
-    return out
-
-
-def _road_orders(settings: EvalSettings):
-    return (("morf", settings.road_morf_percentiles), ("lerf", settings.road_lerf_percentiles))
-
-
-def _faithfulness_update(settings: EvalSettings, apply_fn, images, labels, logits, sm, valid,
-                         counts) -> dict[str, Any]:
-    """The faithfulness counters of one batch; ``sm`` ``[kinds, B, H, W]`` score maps. The
-    kinds run one after another (``lax.map``): each perturbed batch is one forward pass of B."""
-    out = {}
-    y = faithfulness.class_scores(logits, labels)
-    if "confidence" in settings.faithfulness:
-        o = lax.map(lambda s: faithfulness.class_scores(
-            apply_fn(faithfulness.explanation_images(images, s)), labels), sm)      # [K, B]
-        out["confidence"] = jax.vmap(lambda c, o: c.add(y, o, valid))(counts["confidence"], o)
-    if "road" in settings.faithfulness:
-        key = jax.random.PRNGKey(settings.road_seed)
-        for order, percentiles in _road_orders(settings):
-            def per_kind(s, order=order, percentiles=percentiles):
-                imputed = [faithfulness.road_images(images, s, p, order, key, labels,
-                                                    noise=settings.road_noise,
-                                                    with_residual=True) for p in percentiles]
-                return (jnp.stack([apply_fn(x) for x, _ in imputed]),              # [P, B, M]
-                        jnp.stack([r for _, r in imputed]))                        # [P, B]
-            z, r = lax.map(per_kind, sm)                              # [K, P, B, M], [K, P, B]
-            out[f"road_{order}"] = jax.vmap(
-                lambda c, z, r: c.add(y, z, labels, valid, residual=r))(
-                    counts[f"road_{order}"], z, r)
     return out
 
 
@@ -137,8 +92,9 @@ def update(settings: EvalSettings, logits, features, kernel, batch, valid, count
         def apply_fn(x):  # main logits (outputs[0]) of every method
             return model.apply(variables, x, train=False)[0]
 
-        faith = _faithfulness_update(settings, apply_fn, batch["image"], labels, logits, sm,
-                                     valid, counts)
+        faith = faithfulness_counts.update(
+            settings, apply_fn, batch["image"], labels, logits, sm, valid, counts,
+            maps_fns=_kind_maps_fns(settings, model, variables, kernel, readout))
 
     top1 = metrics.topk_correct(logits, labels, 1)
     top5 = metrics.topk_correct(logits, labels, settings.top_k)
@@ -168,6 +124,26 @@ def update(settings: EvalSettings, logits, features, kernel, batch, valid, count
     return {"loc": loc, "box": box, "box_top1": box_top1, "box_v2": box_v2, **faith}
 
 
+def _kind_maps_fns(settings: EvalSettings, model, variables, kernel, readout):
+    """Per map kind, ``(images, labels) -> [B, H, W]``: that kind's score maps of new images,
+    as this step reads them (the forward pass, the maps, ``forward.kind_scoremaps``). The
+    classifier kernel does not depend on the images: the batch's ``kernel`` serves."""
+    def maps_fn(kind):
+        one = dataclasses.replace(settings, map_kinds=(kind,))
+
+        def fn(images, labels):
+            logits, out = backends.forward_readout(model, variables, images, labels,
+                                                   kernel_fn=lambda _: kernel)
+            branch = out.branches[0]
+            maps = forward.single_label_maps(
+                one, model, variables, images, labels, logits=logits, features=branch.features,
+                kernel=branch.kernel, readout=None if readout is None else out)
+            return forward.kind_scoremaps(one, maps)[0]
+        return fn
+
+    return [maps_fn(kind) for kind in settings.map_kinds]
+
+
 def _float(x) -> float:
     return float(np.asarray(x))
 
@@ -195,30 +171,7 @@ def finalize(settings: EvalSettings, counts: Mapping[str, Any]) -> dict[str, flo
             res[f"{kind}/max_box_acc_v2_iou{round(100 * iou)}"] = _float(v2["max_box_acc"][j])
         res[f"{kind}/max_box_acc_v2"] = _float(v2["mean_max_box_acc"])
     for i, kind in enumerate(settings.map_kinds):
-        res.update(_faithfulness_results(settings, counts, i, kind))
-    return res
-
-
-def _faithfulness_results(settings: EvalSettings, counts, i: int, kind: str) -> dict:
-    res = {}
-    if "confidence" in counts:
-        for name, value in kind_slice(counts["confidence"], i).result().items():
-            res[f"{kind}/{name}"] = _float(value)
-    means = {}
-    for order, percentiles in _road_orders(settings):
-        if f"road_{order}" not in counts:
-            continue
-        road = kind_slice(counts[f"road_{order}"], i).result()
-        change, acc = np.asarray(road["score_change"]), np.asarray(road["accuracy"])
-        for j, p in enumerate(percentiles):
-            res[f"{kind}/road_{order}_p{p:g}"] = float(change[j])
-            res[f"{kind}/road_{order}_p{p:g}_accuracy"] = float(acc[j])
-        means[order] = road
-        res[f"{kind}/road_{order}"] = float(np.mean(change))
-        res[f"{kind}/road_{order}_accuracy"] = float(np.mean(acc))
-        res[f"{kind}/road_{order}_unconverged"] = int(np.sum(np.asarray(road["unconverged"])))
-    if len(means) == 2 and settings.road_morf_percentiles == settings.road_lerf_percentiles:
-        res[f"{kind}/road_combined"] = faithfulness.road_combined(means["morf"], means["lerf"])
+        res.update(faithfulness_counts.results(settings, counts, i, kind))
     return res
 
 

@@ -122,7 +122,11 @@ def format_table(results: Mapping[str, float], map_kinds: Sequence[str] = DEFAUL
     optional = [("Average drop ↓", "average_drop"),
                 ("Increase in confidence ↑", "increase_in_confidence"),
                 ("ROAD MoRF score change ↓", "road_morf"),
-                ("ROAD LeRF score change ↑", "road_lerf")]
+                ("ROAD LeRF score change ↑", "road_lerf"),
+                ("ROAD combined ↑", "road_combined"),
+                ("Deletion AUC ↓", "deletion_auc"),
+                ("Insertion AUC ↑", "insertion_auc"),
+                ("Complexity ↓", "complexity")]
     columns += [c for c in optional if any(f"{k}/{c[1]}" in results for k in map_kinds)]
     lines = ["| Map | " + " | ".join(name for name, _ in columns) + " |",
              "|---|" + "---:|" * len(columns)]
@@ -134,7 +138,9 @@ def format_table(results: Mapping[str, float], map_kinds: Sequence[str] = DEFAUL
               "mean over IoU 0.3/0.5/0.7 of the box accuracy of every contour's box, at the "
               "score threshold chosen per IoU on validation (or the best on test). Average drop "
               "/ increase in confidence: Chattopadhay et al. 2018, softmax score of the "
-              "ground-truth class on the image times the score map. Top-1 Cls "
+              "ground-truth class on the image times the score map. Deletion / insertion "
+              "AUC: RISE (Petsiuk et al. 2018), that score as the most relevant pixels are set "
+              "to zero / put back on the blurred image. Top-1 Cls "
               f"{_pct(get('top1_cls'))} %.")
     if settings is not None:
         legend += f" Reading: {settings.reading}."

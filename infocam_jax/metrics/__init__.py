@@ -3,7 +3,8 @@
 ``localization``: IoU, top-k, GT-known / Top-1 Loc, MaxBoxAcc(V2) (its names are re-exported
 here: ``metrics.max_box_accuracy``, ...); ``multilabel``: per-digit classification and
 localisation; ``pxap``: PxAP pixel histograms; ``faithfulness``: average drop / increase in
-confidence and ROAD.
+confidence, ROAD and complexity; ``deletion_insertion``: RISE's deletion / insertion AUC;
+``arcc``: coherency and ARCC.
 """
 from infocam_jax.metrics.localization import (DEFAULT_THRESHOLDS, V2_IOU_THRESHOLDS,
                                               BoxAccuracyCounts, LocalizationCounts,

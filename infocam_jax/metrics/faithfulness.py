@@ -1,4 +1,5 @@
-"""Faithfulness metrics of explanation maps: average drop / increase in confidence, and ROAD.
+"""Faithfulness metrics of explanation maps: average drop / increase in confidence, ROAD, and
+the map's complexity (deletion / insertion: ``infocam_jax.metrics.deletion_insertion``).
 
 Every metric is a streaming count pytree (``flax.struct.dataclass``), like the counters of
 ``infocam_jax.metrics``: add batches with ``a.merge(b)``, sum devices with ``lax.psum`` or on
@@ -22,8 +23,13 @@ every channel; :func:`explanation_images`), ``O_c = softmax(f(E_c))_c``, and
 (An image with ``Y_c = 0``, float underflow only, adds 0 to the drop.) pytorch-grad-cam's
 ``DropInConfidence`` / ``IncreaseInConfidence`` with ``ClassifierOutputSoftmaxTarget`` return
 ``max(0, Y_c − O_c)`` (not divided by ``Y_c``) and ``1[O_c > Y_c]`` per image on
-``input_tensor * cam``; :class:`ConfidenceCounts` also keeps the former's sum
-(``mean_absolute_drop``).
+``input_tensor * cam``, and their base ``CamMultImageConfidenceChange`` the signed change
+``O_c − Y_c``; :class:`ConfidenceCounts` also keeps the sums of these two
+(``mean_absolute_drop``, ``mean_confidence_change``).
+
+Complexity (Rong et al.'s ARCC, pytorch-grad-cam's ``metrics.arcc.Complexity``): the mean of
+``|L|`` over the pixels of each map, averaged over images (:class:`ComplexityCounts`); with
+maps in [0, 1] it is the fraction of the image the map marks, 0 for an all-zero map.
 
 ROAD, RemOve And Debias (Rong, Leemann, Borisov, Kasneci & Kasneci, "A Consistent and Efficient
 Evaluation Strategy for Attribution Methods", ICML 2022): a fraction of the pixels, the most
@@ -85,9 +91,11 @@ __all__ = [
     "ImputationNotConverged",
     "NEIGHBOUR_WEIGHTS",
     "ROAD_ORDERS",
+    "ComplexityCounts",
     "ConfidenceCounts",
     "RoadCounts",
     "class_scores",
+    "complexity_counts",
     "confidence_counts",
     "explanation_images",
     "linear_imputation",
@@ -210,18 +218,20 @@ class ConfidenceCounts:
     Attributes:
       drop: float32 ``[]``: Σ max(0, Y − O) / Y.
       absolute_drop: float32 ``[]``: Σ max(0, Y − O) (pytorch-grad-cam's DropInConfidence).
+      change: float32 ``[]``: Σ (O − Y) (pytorch-grad-cam's CamMultImageConfidenceChange).
       increase: int32 ``[]``: #images with O > Y.
       count: int32 ``[]``: images counted.
     """
     drop: jax.Array
     absolute_drop: jax.Array
+    change: jax.Array
     increase: jax.Array
     count: jax.Array
 
     @classmethod
     def empty(cls) -> ConfidenceCounts:
         zf, zi = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32)
-        return cls(zf, zf, zi, zi)
+        return cls(drop=zf, absolute_drop=zf, change=zf, increase=zi, count=zi)
 
     def merge(self, other: ConfidenceCounts) -> ConfidenceCounts:
         return jax.tree.map(jnp.add, self, other)
@@ -240,15 +250,18 @@ class ConfidenceCounts:
         return self.merge(ConfidenceCounts(
             drop=jnp.sum(jnp.where(valid, rel, zero)),
             absolute_drop=jnp.sum(jnp.where(valid, fall, zero)),
+            change=jnp.sum(jnp.where(valid, o - y, zero)),
             increase=jnp.sum(valid & (o > y), dtype=jnp.int32),
             count=jnp.sum(valid, dtype=jnp.int32)))
 
     def result(self) -> dict:
-        """``average_drop``, ``increase_in_confidence``, ``mean_absolute_drop`` (fractions)."""
+        """``average_drop``, ``increase_in_confidence``, ``mean_absolute_drop`` (fractions) and
+        ``mean_confidence_change`` (mean O − Y, in [−1, 1])."""
         n = self.count.astype(jnp.float32)
         return {"average_drop": self.drop / n,
                 "increase_in_confidence": self.increase.astype(jnp.float32) / n,
-                "mean_absolute_drop": self.absolute_drop / n}
+                "mean_absolute_drop": self.absolute_drop / n,
+                "mean_confidence_change": self.change / n}
 
 
 def confidence_counts(apply_fn: Callable[[jax.Array], jax.Array], images, scoremaps, labels,
@@ -275,6 +288,48 @@ def confidence_counts(apply_fn: Callable[[jax.Array], jax.Array], images, scorem
 
 
 # --------------------------------------------------------------------------------------------
+# Complexity
+# --------------------------------------------------------------------------------------------
+@flax.struct.dataclass
+class ComplexityCounts:
+    """Streaming sum of the maps' complexity (module docstring).
+
+    Attributes:
+      total: float32 ``[]``: Σ over images of mean(|L|) over the map's pixels.
+      count: int32 ``[]``: images counted.
+    """
+    total: jax.Array
+    count: jax.Array
+
+    @classmethod
+    def empty(cls) -> ComplexityCounts:
+        return cls(total=jnp.zeros((), jnp.float32), count=jnp.zeros((), jnp.int32))
+
+    def merge(self, other: ComplexityCounts) -> ComplexityCounts:
+        return jax.tree.map(jnp.add, self, other)
+
+    def add(self, scoremaps, valid=None) -> ComplexityCounts:
+        """Adds the maps ``scoremaps`` float ``[B, H, W]``."""
+        maps = jnp.asarray(scoremaps, jnp.float32)
+        if maps.ndim != 3:
+            raise ValueError(f"scoremaps must have shape [B, H, W] (rank 3), got {maps.shape}")
+        valid = _check_valid(valid, maps.shape[0])
+        per_image = jnp.mean(jnp.abs(maps), axis=(1, 2))
+        return self.merge(ComplexityCounts(
+            total=jnp.sum(jnp.where(valid, per_image, 0.0)),
+            count=jnp.sum(valid, dtype=jnp.int32)))
+
+    def result(self) -> dict:
+        """``complexity``: the mean over images of mean(|L|)."""
+        return {"complexity": self.total / self.count.astype(jnp.float32)}
+
+
+def complexity_counts(scoremaps, valid=None) -> ComplexityCounts:
+    """Complexity counts of one batch of maps ``[B, H, W]`` (optional bool ``valid [B]``)."""
+    return ComplexityCounts.empty().add(scoremaps, valid)
+
+
+# --------------------------------------------------------------------------------------------
 # ROAD: removal masks and noisy linear imputation
 # --------------------------------------------------------------------------------------------
 def road_keep_mask(scoremaps, percentile: float, order: str):
@@ -295,8 +350,38 @@ def road_keep_mask(scoremaps, percentile: float, order: str):
     if maps.ndim != 3:
         raise ValueError(f"scoremaps must have shape [B, H, W] (rank 3), got {maps.shape}")
     relevance = maps if order == "morf" else 1.0 - maps
-    q = jnp.percentile(relevance.reshape(maps.shape[0], -1), p, axis=1)
-    return relevance < q[:, None, None]
+    flat = relevance.reshape(maps.shape[0], -1)
+    return _below_percentile(flat, p).reshape(maps.shape)
+
+
+def _below_percentile(values, p: float):
+    """``values[b] < np.percentile(values[b], p)`` (linear) of float32 ``values [B, N]``, bit
+    for bit. NumPy interpolates between neighbours ``a <= b`` of the sorted row in float32,
+    ``q = a + (b − a) g`` below ``g = 0.5`` and ``b − (b − a)(1 − g)`` above. No value lies
+    strictly between ``a`` and ``b``, so ``v < q`` is ``v <= a`` when ``q > a`` and ``v < a``
+    otherwise, and ``q > a`` is decided from the rounded product by comparisons alone: under
+    ``jit`` XLA fuses the product and the sum into one FMA (one rounding), which moves ``q``
+    across a pixel where NumPy's two roundings tie (``jnp.percentile`` too).
+    """
+    n = values.shape[1]
+    virtual = (n - 1) * (p / 100)
+    i = int(np.floor(virtual))
+    gamma = virtual - i
+    ordered = jnp.sort(values, axis=1)
+    a, b = ordered[:, i, None], ordered[:, min(i + 1, n - 1), None]
+    a_even = (lax.bitcast_convert_type(a, jnp.int32) & 1) == 0
+    if gamma < 0.5:
+        # q = RN(a + t) > a  iff  t is over half the spacing above a, or at it with a odd
+        t = (b - a) * np.float32(gamma)
+        half = (jnp.nextafter(a, jnp.inf) - a) * 0.5
+        above = (t > half) | ((t == half) & ~a_even)
+    else:
+        # q = RN(b − t), t <= (b − a) / 2: q falls to a only from the next float above a,
+        # at the tie t = (b − a) / 2, with a even
+        t = (b - a) * np.float32(1 - gamma)
+        tie = (jnp.nextafter(b, -jnp.inf) == a) & (t == (b - a) * 0.5) & a_even
+        above = (b > a) & ~tie
+    return jnp.where(above, values <= a, values < a)
 
 
 def _neighbour_sum(x):
