@@ -35,7 +35,7 @@ from infocam_jax.maps.posthoc.activation import eigencam
 from infocam_jax.maps.posthoc.core import (DEFAULT_CHUNK_SIZE, DEFAULT_LAYER,
                                            activations_and_gradients, layer_paths)
 from infocam_jax.maps.posthoc.gradient import gradcam, gradcampp, hirescam, layercam, xgradcam
-from infocam_jax.maps.posthoc.perturbation import scorecam
+from infocam_jax.maps.posthoc.perturbation import ablationcam, iscam, scorecam, sscam
 from infocam_jax.maps.posthoc.registry import PosthocMap, compute, jitted, register
 
 METHOD_NAMES = registry.names()
@@ -44,7 +44,7 @@ DISPLAY_NAMES = registry.display_names()
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE", "DEFAULT_LAYER", "DISPLAY_NAMES", "GRADIENT_METHODS", "METHOD_NAMES",
-    "PosthocMap", "activation", "activations_and_gradients", "compute", "core", "eigencam",
-    "gradcam", "gradcampp", "gradient", "hirescam", "jitted", "layer_paths", "layercam",
-    "perturbation", "register", "registry", "scorecam", "xgradcam",
+    "PosthocMap", "ablationcam", "activation", "activations_and_gradients", "compute", "core", "eigencam",
+    "gradcam", "gradcampp", "gradient", "hirescam", "iscam", "jitted", "layer_paths", "layercam",
+    "perturbation", "register", "registry", "scorecam", "sscam", "xgradcam",
 ]
