@@ -37,7 +37,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # Score-CAM's per-image progress bar
 # our method name -> pytorch_grad_cam class name
 PEER_CLASSES = {"gradcam": "GradCAM", "hirescam": "HiResCAM", "gradcampp": "GradCAMPlusPlus",
                 "xgradcam": "XGradCAM", "layercam": "LayerCAM", "scorecam": "ScoreCAM",
-                "eigencam": "EigenCAM"}
+                "eigencam": "EigenCAM", "ablationcam": "AblationCAM"}
 
 
 class _Unavailable(types.ModuleType):
