@@ -122,7 +122,7 @@ def targets_of(pgc, classes):
 
 
 def raw_maps(pgc, method: str, model, target_layer, images_nchw, classes,
-             batch_size: int | None = None) -> np.ndarray:
+             batch_size: int | None = None, aug_smooth: bool = False) -> np.ndarray:
     """The peer's maps ``[B, h, w]`` before its scaling and resizing (after its ReLU).
 
     Args:
@@ -133,10 +133,12 @@ def raw_maps(pgc, method: str, model, target_layer, images_nchw, classes,
       images_nchw: float tensor ``[B, C, H, W]``.
       classes: ints ``[B]``.
       batch_size: Score-CAM's masked images per forward pass (peer default 16).
+      aug_smooth: the peer's test-time augmentation (its views' maps flipped back, averaged).
     """
     cam = make_cam(pgc, method, model, target_layer, batch_size)
     try:
         with _unscaled(pgc):
-            return np.asarray(cam(input_tensor=images_nchw, targets=targets_of(pgc, classes)))
+            return np.asarray(cam(input_tensor=images_nchw, targets=targets_of(pgc, classes),
+                                  aug_smooth=aug_smooth))
     finally:
         cam.activations_and_grads.release()

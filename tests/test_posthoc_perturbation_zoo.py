@@ -217,3 +217,39 @@ def test_sscam_parity_with_torchcam(posthoc_nets, arch, layer):
                           num_samples=2, std=std)
     assert np.abs(peer).max() > 0
     close(ours, peer, rtol=5e-4)
+
+
+# --------------------------------------------------------------------------------------------
+# aug_smooth (every map, through registry.compute)
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["gradcam", "ablationcam", "eigencam"])
+def test_aug_smooth_is_the_mean_of_the_views(small, method):
+    """NumPy statement: six separate calls, flipped back, averaged; jit gives the same."""
+    model, variables, images, targets = small
+    maps = []
+    for flip in (False, True):
+        for factor in (0.9, 1.0, 1.1):
+            x = np.asarray(images)[:, :, ::-1] if flip else np.asarray(images)
+            m = np.asarray(posthoc.compute(method, model, variables, factor * x, targets))
+            maps.append(m[:, :, ::-1] if flip else m)
+    expected = np.mean(maps, axis=0)
+    out = posthoc.compute(method, model, variables, images, targets, aug_smooth=True)
+    close(out, expected, rtol=1e-5)
+    assert np.abs(expected - maps[1]).max() > 1e-3 * np.abs(expected).max()  # flips matter
+    close(posthoc.jitted(method, model, aug_smooth=True)(variables, images, targets),
+          expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch, method, layer, size", [
+    ("vgg16_gap", "gradcam", "conv5_3", 32), ("resnet50", "layercam", "layer3_5", 64)])
+def test_aug_smooth_parity_with_peer(grad_cam, posthoc_nets, arch, method, layer, size):
+    """pytorch-grad-cam's ``aug_smooth=True`` (its ttach views), scaling replaced by the
+    identity."""
+    model, variables, net = posthoc_nets[arch]
+    images, x, targets = _inputs(posthoc_nets, arch, seed=3, size=size)
+    ours = posthoc.compute(method, model, variables, images, jnp.asarray(targets), layer=layer,
+                           aug_smooth=True)
+    peer = gradcam_peer.raw_maps(grad_cam, method, net, torch_layer(net, layer), x, targets,
+                                 aug_smooth=True)
+    assert np.abs(peer).max() > 0
+    close(ours, peer)

@@ -3,7 +3,8 @@
 A map module defines ``f(model, variables, images, targets, *, layer=..., relu=..., **options)
 -> float32 [B, h, w]`` and decorates it with :func:`register`; the package ``__init__`` imports
 the module, and :func:`compute`, :func:`jitted`, the evaluation settings and the tables find it by
-name. Every method takes ``layer`` and ``relu``; ``options`` names the keywords it takes beyond
+name. Every method takes ``layer`` and ``relu`` (and, through :func:`compute`, ``aug_smooth``);
+``options`` names the keywords it takes beyond
 them (e.g. ``chunk_size`` for the perturbation maps), so a caller can pass only what applies.
 """
 from __future__ import annotations
@@ -15,7 +16,9 @@ from typing import Any
 
 import jax
 
-COMMON_OPTIONS = ("layer", "relu")
+from infocam_jax.maps.posthoc import augment
+
+COMMON_OPTIONS = ("layer", "relu", "aug_smooth")
 FAMILIES = ("gradient", "perturbation", "activation")
 
 
@@ -100,7 +103,8 @@ def compute(method: str, model, variables, images, targets, **options):
 
     Args:
       method: a registered name (:func:`names`).
-      **options: ``layer``, ``relu`` and the method's own options.
+      **options: ``layer``, ``relu``, ``aug_smooth`` (bool, default False: the map averaged
+        over flipped and brightness-scaled views, :mod:`.augment`) and the method's own options.
 
     Raises:
       ValueError: unknown ``method`` or an option it does not take (naming both), and the
@@ -111,6 +115,8 @@ def compute(method: str, model, variables, images, targets, **options):
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for method {method!r}; valid: "
                          f"{', '.join(entry.accepted_options)}")
+    if augment.check_aug_smooth(options.pop("aug_smooth", False)):
+        return augment.smoothed(entry.fn, model, variables, images, targets, **options)
     return entry.fn(model, variables, images, targets, **options)
 
 
