@@ -253,3 +253,112 @@ def test_aug_smooth_parity_with_peer(grad_cam, posthoc_nets, arch, method, layer
                                  aug_smooth=True)
     assert np.abs(peer).max() > 0
     close(ours, peer)
+
+
+# --------------------------------------------------------------------------------------------
+# Deep Feature Factorization: NMF against scikit-learn, concept maps against the peer
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape, rank, seed", [((20, 30), 4, 0), ((7, 40), 3, 1),
+                                               ((16, 9), 5, 2)])
+def test_nmf_equals_sklearn(shape, rank, seed):
+    nmf_lib = pytest.importorskip("sklearn.decomposition._nmf",
+                                  reason="scikit-learn is not installed: NMF parity skipped")
+    rng = np.random.default_rng(seed)
+    x = (np.abs(rng.standard_normal(shape)) * (rng.random(shape) > 0.3)).astype(np.float32)
+    w0, h0 = nmf_lib._initialize_nmf(x, rank, init="random", random_state=seed)
+    ref = nmf_lib.NMF(rank, init="custom", solver="cd", max_iter=200, tol=1e-4)
+    w_ref = ref.fit_transform(x, W=w0.copy(), H=h0.copy())
+    w, h, n_iter = posthoc.factorization.nmf(x, w0, h0)
+    assert int(n_iter) == ref.n_iter_
+    close(w, w_ref, rtol=1e-4)
+    close(h, ref.components_, rtol=1e-4)
+
+
+def test_dff_random_init_and_errors(small):
+    model, variables, images, _ = small
+    concepts, maps = posthoc.deep_feature_factorization(model, variables, images,
+                                                        n_components=3, key=1)
+    assert concepts.shape == (16, 3) and maps.shape == (2, 3, 4, 4)
+    assert np.all(np.asarray(maps) >= 0) and np.asarray(maps).max() > 0
+    again = posthoc.deep_feature_factorization(model, variables, images, n_components=3,
+                                               key=jax.random.key(1))
+    np.testing.assert_array_equal(again[1], maps)
+    with pytest.raises(ValueError, match="init must be"):
+        posthoc.deep_feature_factorization(model, variables, images, n_components=3,
+                                           init=(np.ones((16, 3)), np.ones((3, 5))))
+
+
+@pytest.mark.parametrize("arch, layer, size", [("vgg16_gap", "conv5_3", 64),
+                                               ("resnet50", "layer3_5", 64)])
+def test_dff_parity_with_peer(grad_cam, posthoc_nets, arch, layer, size):
+    """The peer's ``dff`` (its NMF with ``init="random", random_state=0``) on the twin's
+    activations; ours from the same initial factors (scikit-learn's random init)."""
+    import torch  # pylint: disable=import-outside-toplevel  # after importorskip (nets)
+    nmf_lib = pytest.importorskip("sklearn.decomposition._nmf")
+    dff = pytest.importorskip("pytorch_grad_cam.feature_factorization."
+                              "deep_feature_factorization")
+    del grad_cam  # imported the peer with its torchvision stand-in
+    model, variables, net = posthoc_nets[arch]
+    images, x, _ = _inputs(posthoc_nets, arch, seed=4, size=size)
+    store = {}
+    handle = torch_layer(net, layer).register_forward_hook(lambda m, i, o: store.setdefault("a", o))
+    try:
+        with torch.no_grad():
+            net(x)
+    finally:
+        handle.remove()
+    peer_concepts, peer_maps = dff.dff(store["a"].numpy().copy(), n_components=4)
+    _, a, _ = posthoc.activations_and_gradients(model, variables, images, jnp.zeros(2, int),
+                                                layer)
+    matrix, _ = posthoc.factorization.dff_matrix(a)
+    init = nmf_lib._initialize_nmf(np.asarray(matrix), 4, init="random", random_state=0)
+    concepts, maps = posthoc.deep_feature_factorization(model, variables, images, layer=layer,
+                                                        n_components=4, init=init)
+    assert np.abs(peer_maps).max() > 0
+    close(maps, peer_maps, rtol=2e-3)
+    close(concepts, peer_concepts, rtol=2e-3)
+
+
+# --------------------------------------------------------------------------------------------
+# Guided backpropagation and Guided Grad-CAM ([B, H, W, C], not map kinds)
+# --------------------------------------------------------------------------------------------
+def test_guided_relu_rule():
+    x = jnp.array([-1.0, 2.0, 3.0, 0.0])
+    out, pullback = jax.vjp(posthoc.guided.guided_relu, x)
+    np.testing.assert_array_equal(out, [0.0, 2.0, 3.0, 0.0])
+    np.testing.assert_array_equal(pullback(jnp.array([5.0, -4.0, 6.0, 7.0]))[0],
+                                  [0.0, 0.0, 6.0, 0.0])
+
+
+def test_guided_gradcam_statement_and_registry(small):
+    model, variables, images, targets = small
+    gb = np.asarray(posthoc.guided_backprop(model, variables, images, targets))
+    assert gb.shape == images.shape and np.abs(gb).max() > 0
+    cam = np.asarray(posthoc.gradcam(model, variables, images, targets, layer="conv2_2"))
+    expected = gb * _up_half_pixel(cam[..., None], 16)
+    close(posthoc.guided_gradcam(model, variables, images, targets, layer="conv2_2"),
+          expected, rtol=1e-5)
+    assert posthoc.IMAGE_METHODS == ("guided_backprop", "guided_gradcam")
+    assert not set(posthoc.IMAGE_METHODS) & set(posthoc.METHOD_NAMES)
+    close(posthoc.jitted("guided_backprop", model)(variables, images, targets), gb, rtol=1e-6)
+    # guided, so not the plain input gradient
+    plain = jax.grad(lambda x: jnp.sum(model.apply(variables, x)[0][jnp.arange(2), targets]))(
+        images)
+    assert np.abs(np.asarray(plain) - gb).max() > 1e-3 * np.abs(gb).max()
+
+
+@pytest.mark.parametrize("arch", ["vgg16_gap", "resnet50"])
+def test_guided_backprop_parity_with_peer(grad_cam, posthoc_nets, arch, monkeypatch):
+    """pytorch-grad-cam's ``GuidedBackpropReLUModel`` (one image per call, as it takes image
+    0); the twins' functional ``torch.relu`` calls get its ``GuidedBackpropReLU`` too."""
+    import torch  # pylint: disable=import-outside-toplevel  # after importorskip (nets)
+    guided_lib = pytest.importorskip("pytorch_grad_cam.guided_backprop")
+    del grad_cam
+    model, variables, net = posthoc_nets[arch]
+    images, x, targets = _inputs(posthoc_nets, arch, seed=5)
+    ours = posthoc.guided_backprop(model, variables, images, jnp.asarray(targets))
+    monkeypatch.setattr(torch, "relu", guided_lib.GuidedBackpropReLU.apply)
+    peer = np.stack([guided_lib.GuidedBackpropReLUModel(net, device="cpu")(
+        x[b:b + 1].clone(), target_category=int(targets[b])) for b in range(len(targets))])
+    assert np.abs(peer).max() > 0
+    close(ours, peer, rtol=5e-4)

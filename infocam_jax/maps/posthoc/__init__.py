@@ -12,8 +12,28 @@ Layout: :mod:`.core` (reading, perturbing and differentiating a layer: the share
 ``(activations, gradients)`` core), :mod:`.registry` (one :class:`~.registry.PosthocMap` per
 method; :func:`compute`, :func:`jitted`), and one module per method or family, each registering
 its maps on import: :mod:`.gradient` (Grad-CAM, HiResCAM, Grad-CAM++, XGrad-CAM, LayerCAM),
-:mod:`.perturbation` (Score-CAM), :mod:`.activation` (Eigen-CAM). Adding a map is one function
-registered in its family's module, or one new module plus its import below.
+:mod:`.perturbation` (Score-CAM, SS-CAM, IS-CAM, Ablation-CAM), :mod:`.activation`
+(Eigen-CAM), :mod:`.guided` (guided backpropagation, Guided Grad-CAM). Adding a map is one
+function registered in its family's module, or one new module plus its import below.
+
+Beside the maps:
+
+* ``aug_smooth=True`` (any method, through :func:`compute` / :func:`jitted`): the map averaged
+  over pytorch-grad-cam's six flipped / brightness-scaled views (:mod:`.augment`).
+* ``IMAGE_METHODS`` (guided backpropagation, Guided Grad-CAM) return ``[B, H, W, C]`` at the
+  input: registered with ``output="image"``, so they are not in ``METHOD_NAMES`` and the
+  evaluation (which takes ``[B, h, w]`` map kinds) leaves them out.
+* :func:`deep_feature_factorization` (:mod:`.factorization`): concepts and one map per concept
+  (NMF of the batch's activations), not one map per target: not registered.
+
+Left out, and why: pytorch-grad-cam's ``sobel_cam`` is an edge filter of the image (OpenCV
+Sobel on the grey image), no function of the network or class, so no CAM of a classifier (a
+baseline for faithfulness metrics at most); RefineCAM multiplies the min-max scaled maps of
+several layers (its paper targets early-layer denoising), outside the one-layer ``layer=``
+contract; SESS (the image resized to several scales, a sliding window's patches mapped
+by a base method, weighted by their class scores, pasted back and fused) is a pipeline around a
+base map with data-dependent patch counts per scale and optional score pre-filtering, not a
+map of one layer; both stay with their peer until a batched, static-shape form is needed.
 
 The layer (``layer=``) is a path in the module tree:
 
@@ -29,22 +49,27 @@ The layer (``layer=``) is a path in the module tree:
   paths of a model.
 """
 # Registration order is the order of ``METHOD_NAMES`` (and of the tables' rows).
-from infocam_jax.maps.posthoc import gradient, perturbation, activation  # noqa: I001
-from infocam_jax.maps.posthoc import core, registry
+from infocam_jax.maps.posthoc import gradient, perturbation, activation, guided  # noqa: I001
+from infocam_jax.maps.posthoc import augment, core, factorization, registry
 from infocam_jax.maps.posthoc.activation import eigencam
+from infocam_jax.maps.posthoc.factorization import deep_feature_factorization
 from infocam_jax.maps.posthoc.core import (DEFAULT_CHUNK_SIZE, DEFAULT_LAYER,
                                            activations_and_gradients, layer_paths)
+from infocam_jax.maps.posthoc.guided import guided_backprop, guided_gradcam
 from infocam_jax.maps.posthoc.gradient import gradcam, gradcampp, hirescam, layercam, xgradcam
 from infocam_jax.maps.posthoc.perturbation import ablationcam, iscam, scorecam, sscam
 from infocam_jax.maps.posthoc.registry import PosthocMap, compute, jitted, register
 
 METHOD_NAMES = registry.names()
 GRADIENT_METHODS = registry.names("gradient")
+IMAGE_METHODS = registry.names(output="image")
 DISPLAY_NAMES = registry.display_names()
 
 __all__ = [
-    "DEFAULT_CHUNK_SIZE", "DEFAULT_LAYER", "DISPLAY_NAMES", "GRADIENT_METHODS", "METHOD_NAMES",
-    "PosthocMap", "ablationcam", "activation", "activations_and_gradients", "compute", "core", "eigencam",
-    "gradcam", "gradcampp", "gradient", "hirescam", "iscam", "jitted", "layer_paths", "layercam",
-    "perturbation", "register", "registry", "scorecam", "sscam", "xgradcam",
+    "DEFAULT_CHUNK_SIZE", "DEFAULT_LAYER", "DISPLAY_NAMES", "GRADIENT_METHODS", "IMAGE_METHODS",
+    "METHOD_NAMES", "PosthocMap", "ablationcam", "activation", "activations_and_gradients",
+    "augment", "compute", "core", "deep_feature_factorization", "eigencam", "factorization",
+    "gradcam", "gradcampp", "gradient", "guided", "guided_backprop", "guided_gradcam",
+    "hirescam", "iscam", "jitted", "layer_paths", "layercam", "perturbation", "register",
+    "registry", "scorecam", "sscam", "xgradcam",
 ]

@@ -20,6 +20,9 @@ from infocam_jax.maps.posthoc import augment
 
 COMMON_OPTIONS = ("layer", "relu", "aug_smooth")
 FAMILIES = ("gradient", "perturbation", "activation")
+# "map": [B, h, w] at the layer (a WSOL map kind); "image": [B, H, W, C] at the input, e.g. guided
+# backpropagation (no map kind: ``names()`` and the eval settings leave these out).
+OUTPUTS = ("map", "image")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,35 +36,44 @@ class PosthocMap:
       options: keyword options beyond ``COMMON_OPTIONS``.
       family: one of ``FAMILIES`` (gradient: one vjp; perturbation: forward passes of
         perturbed inputs; activation: activations only).
+      output: one of ``OUTPUTS``.
+      common: the shared options it takes (``COMMON_OPTIONS`` unless it has no layer).
     """
     name: str
     display_name: str
     fn: Callable[..., Any]
     options: tuple[str, ...] = ()
     family: str = "gradient"
+    output: str = "map"
+    common: tuple[str, ...] = COMMON_OPTIONS
 
     @property
     def accepted_options(self) -> tuple[str, ...]:
-        return COMMON_OPTIONS + self.options
+        return self.common + self.options
 
 
 _REGISTRY: dict[str, PosthocMap] = {}
 
 
 def register(name: str, display_name: str, *, options: tuple[str, ...] = (),
-             family: str = "gradient"):
+             family: str = "gradient", output: str = "map",
+             common: tuple[str, ...] = COMMON_OPTIONS):
     """Decorator: registers ``fn`` under ``name`` and returns it unchanged.
 
     Raises:
-      ValueError: ``name`` already registered, or ``family`` not in ``FAMILIES``.
+      ValueError: ``name`` already registered, ``family`` not in ``FAMILIES`` or ``output``
+        not in ``OUTPUTS``.
     """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
 
     def decorate(fn):
         if name in _REGISTRY:
             raise ValueError(f"post-hoc map {name!r} is already registered")
-        _REGISTRY[name] = PosthocMap(name, display_name, fn, tuple(options), family)
+        _REGISTRY[name] = PosthocMap(name, display_name, fn, tuple(options), family, output,
+                                     tuple(common))
         return fn
     return decorate
 
@@ -71,9 +83,11 @@ def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
-def names(family: str | None = None) -> tuple[str, ...]:
-    """Registered names in registration order, optionally only one ``family``."""
-    return tuple(n for n, m in _REGISTRY.items() if family is None or m.family == family)
+def names(family: str | None = None, *, output: str = "map") -> tuple[str, ...]:
+    """Registered names of one ``output`` kind (default the maps) in registration order,
+    optionally only one ``family``."""
+    return tuple(n for n, m in _REGISTRY.items()
+                 if (family is None or m.family == family) and m.output == output)
 
 
 def get(name: str) -> PosthocMap:
@@ -88,7 +102,7 @@ def get(name: str) -> PosthocMap:
 
 
 def display_names() -> dict[str, str]:
-    """``{name: display_name}`` of every registered map."""
+    """``{name: display_name}`` of every registered method (maps and image outputs)."""
     return {n: m.display_name for n, m in _REGISTRY.items()}
 
 
