@@ -37,7 +37,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # Score-CAM's per-image progress bar
 # our method name -> pytorch_grad_cam class name
 PEER_CLASSES = {"gradcam": "GradCAM", "hirescam": "HiResCAM", "gradcampp": "GradCAMPlusPlus",
                 "xgradcam": "XGradCAM", "layercam": "LayerCAM", "scorecam": "ScoreCAM",
-                "eigencam": "EigenCAM"}
+                "eigencam": "EigenCAM", "ablationcam": "AblationCAM"}
 PEER_CLASSES.update({"gradcamew": "GradCAMElementWise", "eigengradcam": "EigenGradCAM",
                      "segeigencam": "SegEigenCAM", "finercam": "FinerCAM", "kpcacam": "KPCA_CAM",
                      "fem": "FEM", "randomcam": "RandomCAM", "shapleycam": "ShapleyCAM",
@@ -133,7 +133,7 @@ def targets_of(pgc, classes):
 
 def raw_maps(pgc, method: str, model, target_layer, images_nchw, classes,
              batch_size: int | None = None, eigen_smooth: bool = False,
-             **options) -> np.ndarray:
+             aug_smooth: bool = False, **options) -> np.ndarray:
     """The peer's maps ``[B, h, w]`` before its scaling and resizing (after its ReLU).
 
     Args:
@@ -145,13 +145,14 @@ def raw_maps(pgc, method: str, model, target_layer, images_nchw, classes,
       classes: ints ``[B]``.
       batch_size: Score-CAM's masked images per forward pass (peer default 16).
       eigen_smooth: the peer's ``eigen_smooth``.
+      aug_smooth: the peer's test-time augmentation (its views' maps flipped back, averaged).
       **options: the CAM class's constructor options (:func:`make_cam`).
     """
     cam = make_cam(pgc, method, model, target_layer, batch_size, **options)
     try:
         with _unscaled(pgc):
             return np.asarray(cam(input_tensor=images_nchw, targets=targets_of(pgc, classes),
-                                  eigen_smooth=eigen_smooth))
+                                  eigen_smooth=eigen_smooth, aug_smooth=aug_smooth))
     finally:
         cam.activations_and_grads.release()
 

@@ -755,3 +755,52 @@ def test_validate_names_the_causal_config_field():
 def test_bad_input_at_arcc(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+
+
+# --------------------------------------------------------------------------------------------
+# Post-hoc perturbation, guided and factorisation maps, aug_smooth
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def posthoc_small():
+    model = models.create("digits_cnn", 5, width=4)
+    images = jax.random.normal(jax.random.key(0), (2, 16, 16, 1))
+    return model, jax.jit(model.init)(jax.random.key(1), images), images, jnp.array([1, 4])
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda m, v, x, t: posthoc.ablationcam(m, v, x, t, chunk_size=0),
+     "chunk_size must be >= 1, got 0"),
+    (lambda m, v, x, t: posthoc.sscam(m, v, x, t, num_samples=0),
+     "num_samples must be >= 1, got 0"),
+    (lambda m, v, x, t: posthoc.iscam(m, v, x, t, num_samples=1.5),
+     r"num_samples must be a Python int >= 1 \(static\), got 1.5"),
+    (lambda m, v, x, t: posthoc.sscam(m, v, x, t, std=-1.0),
+     "std must be a finite float >= 0, got -1.0"),
+    (lambda m, v, x, t: posthoc.sscam(m, v, x, t, std=float("nan")), "std must be"),
+    (lambda m, v, x, t: posthoc.sscam(m, v, x, t, key="seven"),
+     "key must be an int seed or a scalar typed PRNG key"),
+    (lambda m, v, x, t: posthoc.sscam(m, v, x, t, key=jax.random.PRNGKey(0)),
+     "key must be"),
+    (lambda m, v, x, t: posthoc.iscam(m, v, x, t.at[0].set(5)), r"targets must lie in \[0, 5\)"),
+    (lambda m, v, x, t: posthoc.compute("gradcam", m, v, x, t, aug_smooth=1),
+     "aug_smooth must be a Python bool"),
+    (lambda m, v, x, t: posthoc.compute("gradcam", m, v, x, t[:1], aug_smooth=True),
+     r"targets must have shape \[B\] = \(2,\), got \(1,\)"),
+    (lambda m, v, x, t: posthoc.compute("guided_backprop", m, v, x, t, layer="conv2_2"),
+     r"unknown option\(s\) \['layer'\] for method 'guided_backprop'"),
+    (lambda m, v, x, t: posthoc.guided_backprop(te.TinyNet(5), v, x, t),
+     "guided backpropagation needs a model with an `activation` field"),
+    (lambda m, v, x, t: posthoc.guided_gradcam(m, v, x, t, layer="conv9"), "layer"),
+    (lambda m, v, x, t: posthoc.deep_feature_factorization(m, v, x, n_components=0),
+     "n_components must be a Python int >= 1"),
+    (lambda m, v, x, t: posthoc.deep_feature_factorization(m, v, x[0]), "images"),
+    (lambda m, v, x, t: posthoc.register("x", "X", output="maps"),
+     r"output must be one of \('map', 'image'\), got 'maps'"),
+])
+def test_bad_posthoc_zoo_input(posthoc_small, call, match):
+    with pytest.raises(ValueError, match=match):
+        call(*posthoc_small)

@@ -53,13 +53,18 @@ def _cam_terms(small):
     return features, kernel, cams.cam(features, kernel, targets), z
 
 
+def _small_options(name):
+    """Few forward passes for the perturbation maps."""
+    return posthoc.registry.applicable_options(name, {"chunk_size": 5, "num_samples": 2})
+
+
 @pytest.fixture(scope="module")
 def jit_maps(small):
     """{method: (maps for the targets, maps with targets [0, 5, 1])} from one jit per method."""
     model, variables, images, targets, _, _ = small
     out = {}
     for name in posthoc.METHOD_NAMES:
-        fn = posthoc.jitted(name, model, **({"chunk_size": 5} if name == "scorecam" else {}))
+        fn = posthoc.jitted(name, model, **_small_options(name))
         out[name] = (np.asarray(fn(variables, images, targets)),
                      np.asarray(fn(variables, images, jnp.array([0, 5, 1]))))
     return out
@@ -69,10 +74,10 @@ def test_shapes_registry_and_jit(small, jit_maps):
     model, variables, images, targets, _, features = small
     assert posthoc.METHOD_NAMES == (
         "gradcam", "hirescam", "gradcampp", "xgradcam", "layercam", "gradcamew", "eigengradcam",
-        "segeigencam", "finercam", "smoothgradcampp", "scorecam", "eigencam", "kpcacam", "fem",
-        "randomcam", "shapleycam", "fullgrad")
+        "segeigencam", "finercam", "smoothgradcampp", "scorecam", "sscam", "iscam", "ablationcam",
+        "eigencam", "kpcacam", "fem", "randomcam", "shapleycam", "fullgrad")
     for name in posthoc.METHOD_NAMES:
-        opts = {"chunk_size": 5} if name == "scorecam" else {}
+        opts = _small_options(name)
         out = posthoc.compute(name, model, variables, images, targets, **opts)
         # FullGrad sums maps of every layer at the input resolution.
         chex.assert_shape(out, images.shape[:3] if name == "fullgrad" else features.shape[:3])

@@ -1,4 +1,5 @@
-"""Mutation check of the post-hoc maps (infocam_jax/maps/posthoc/): each mutant must make tests/test_posthoc.py fail.
+"""Mutation check of the post-hoc maps (infocam_jax/maps/posthoc/): each mutant must make tests/test_posthoc.py
+(or, for the perturbation / guided / factorisation maps, tests/test_posthoc_perturbation_zoo.py) fail.
 
     python tools/mutation_check_posthoc.py [index ...]
 
@@ -108,6 +109,45 @@ MUTANTS += [Mutant(name, source, old, new, (ZOO, "-k", select)) for name, source
      "jnp.abs(grad.astype(jnp.float32) * biases[path])", "grad.astype(jnp.float32) * biases[path]",
      "fullgrad"),
     ("FullGrad: nearest resize", FULLGRAD, 'method="linear")', 'method="nearest")', "fullgrad"),
+]]
+
+# Perturbation / guided / factorisation maps and aug_smooth (tests/test_posthoc_perturbation_zoo.py).
+AUGMENT, GUIDED, FACTORIZATION = (PKG + m + ".py" for m in ("augment", "guided", "factorization"))
+ZOO = "tests/test_posthoc_perturbation_zoo.py"
+MUTANTS += [Mutant(name, source, old, new, (ZOO, "-k", tests)) for name, source, old, new, tests in [
+    ("Ablation-CAM: weights y - y_k, not divided by y", PERTURBATION,
+     "weights = core.nan_where_invalid((y - scores) / y, targets, num_classes)",
+     "weights = core.nan_where_invalid(y - scores, targets, num_classes)", "ablation"),
+    ("Ablation-CAM: ablated value min(A), not min(A) - 1e7", PERTURBATION,
+     "return jnp.where(lo == 0, 0.0, lo - ABLATION_VALUE)", "return jnp.where(lo == 0, 0.0, lo)",
+     "ablation"),
+    ("Ablation-CAM: the next channel ablated", PERTURBATION,
+     "ablate = jnp.tile(jax.nn.one_hot(channels, k, dtype=bool)",
+     "ablate = jnp.tile(jax.nn.one_hot(channels + 1, k, dtype=bool)", "ablation"),
+    ("SS-CAM: no noise", PERTURBATION,
+     "return up + sscam_noise(key, i, channels, up.shape[:3], std)", "return up", "sscam"),
+    ("IS-CAM: coefficient i(i-1)/2N (torch-cam's docstring), not its code's i(i+1)/2N",
+     PERTURBATION, "return up * ((i + 1) * (i + 2) / (2.0 * num_samples))",
+     "return up * ((i + 1) * i / (2.0 * num_samples))", "iscam"),
+    ("torch-cam masks: not min-max normalised", PERTURBATION,
+     "normed = shifted / (jnp.max(shifted, axis=(1, 2), keepdims=True) + TORCHCAM_EPS)",
+     "normed = shifted", "iscam_statement"),
+    ("SS-CAM / IS-CAM: sum over samples, not mean", PERTURBATION,
+     "return jnp.mean(lax.map(one_sample, jnp.arange(num_samples)), axis=0)",
+     "return jnp.sum(lax.map(one_sample, jnp.arange(num_samples)), axis=0)", "iscam_statement"),
+    ("aug_smooth: flipped views not flipped back", AUGMENT,
+     "maps = jnp.stack([maps[0], jnp.flip(maps[1], axis=3)])",
+     "maps = jnp.stack([maps[0], maps[1]])", "aug_smooth_is"),
+    ("aug_smooth: no brightness factors", AUGMENT, "FACTORS = (0.9, 1.0, 1.1)",
+     "FACTORS = (1.0, 1.0, 1.0)", "aug_smooth_is"),
+    ("guided ReLU: negative gradients pass", GUIDED,
+     "jnp.where((x > 0) & (g > 0), g, jnp.zeros_like(g))", "jnp.where(x > 0, g, jnp.zeros_like(g))",
+     "guided_relu_rule or guided_gradcam_statement"),
+    ("NMF: coordinate step not clipped at 0", FACTORIZATION,
+     "step = jnp.maximum(w[:, t] - grad / jnp.where(hess != 0, hess, 1.0), 0.0)",
+     "step = w[:, t] - grad / jnp.where(hess != 0, hess, 1.0)", "nmf"),
+    ("DFF: channel offsets not added back to the concepts", FACTORIZATION,
+     "return factors + offset[:, None], maps", "return factors, maps", "dff_parity and vgg"),
 ]]
 
 

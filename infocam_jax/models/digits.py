@@ -64,7 +64,7 @@ def _digits_trunk(x, train, opts: spec_lib.TrunkOptions):
                       adl_positions=opts.adl_positions, adl_drop_rate=opts.adl_drop_rate,
                       adl_gamma=opts.adl_gamma, dtype=opts.dtype, conv_impl=opts.conv_impl,
                       batch_norm=True, axis_name=opts.axis_name,
-                      taps={"spg_b1": "2M", "spg_b2": "31"})
+                      taps={"spg_b1": "2M", "spg_b2": "31"}, activation=opts.activation)
 
 
 def _identity_neck(x, train, opts):  # pylint: disable=unused-argument

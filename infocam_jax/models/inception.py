@@ -105,6 +105,7 @@ class BasicConv2d(nn.Module):
     axis_name: Optional[str] = None
     dtype: Any = jnp.float32
     conv_impl: str = "auto"
+    activation: Any = nn.relu
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -114,7 +115,7 @@ class BasicConv2d(nn.Module):
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=BN_EPSILON,
                          axis_name=self.axis_name if train else None, dtype=self.dtype,
                          name="bn")(x)
-        return nn.relu(x)
+        return self.activation(x)
 
 
 class _Block(nn.Module):
@@ -122,10 +123,11 @@ class _Block(nn.Module):
     axis_name: Optional[str] = None
     dtype: Any = jnp.float32
     conv_impl: str = "auto"
+    activation: Any = nn.relu
 
     def unit(self, name, features, kernel_size, strides=1, padding=0):
         return BasicConv2d(features, kernel_size, strides, padding, self.axis_name, self.dtype,
-                           self.conv_impl, name=name)
+                           self.conv_impl, self.activation, name=name)
 
 
 class InceptionA(_Block):
@@ -198,7 +200,7 @@ def inception_trunk(images: jax.Array, train: bool, opts: spec_lib.TrunkOptions
     """
     def unit(name, features, k, strides=1, padding=0):
         return BasicConv2d(features, k, strides, padding, opts.axis_name, opts.dtype,
-                           opts.conv_impl, name=name)
+                           opts.conv_impl, opts.activation, name=name)
 
     def adl(x, code):
         if code in opts.adl_positions:
@@ -213,7 +215,8 @@ def inception_trunk(images: jax.Array, train: bool, opts: spec_lib.TrunkOptions
     x = unit("Conv2d_3b_1x1", 80, 1)(x, train)
     x = unit("Conv2d_4a_3x3", 192, 3)(x, train)
     x = max_pool(x, 3, 2, 1, impl=opts.conv_impl, ceil_mode=True)
-    common = dict(axis_name=opts.axis_name, dtype=opts.dtype, conv_impl=opts.conv_impl)
+    common = dict(axis_name=opts.axis_name, dtype=opts.dtype, conv_impl=opts.conv_impl,
+                  activation=opts.activation)
     taps = {}
     for name, kind, option in MIXED_BLOCKS:
         if kind == "A":
@@ -254,7 +257,7 @@ def inception_neck(x: jax.Array, train: bool, opts: spec_lib.TrunkOptions) -> ja
 
     for name in NECK_CONVS:
         x = drop(x, name)
-        x = nn.relu(Conv(HEAD_WIDTH, 3, dtype=opts.dtype, impl=opts.conv_impl,
+        x = opts.activation(Conv(HEAD_WIDTH, 3, dtype=opts.dtype, impl=opts.conv_impl,
                          kernel_init=_INIT, name=name)(x))
         if name in opts.adl_positions:
             x = adl_lib.ADL(opts.adl_drop_rate, opts.adl_gamma, name=f"adl_{name}")(x, train)

@@ -51,6 +51,7 @@ class Network(nn.Module):
       adl_positions, adl_drop_rate, adl_gamma: ADL.
       dtype, conv_impl, axis_name: as for the other models.
       width: base width of backbones that have one (digits_cnn; None = its default).
+      activation: the backbone's ReLU (``spec.TrunkOptions.activation``; default ``nn.relu``).
     """
     backbone: str
     num_classes: int
@@ -64,6 +65,7 @@ class Network(nn.Module):
     conv_impl: str = "auto"
     axis_name: Optional[str] = None
     width: Optional[int] = None
+    activation: Callable[[Any], Any] = nn.relu
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False,
@@ -77,7 +79,8 @@ class Network(nn.Module):
         spec = spec_lib.get(self.backbone)
         opts = spec_lib.TrunkOptions(self.layout, self.large_feature_map, self.adl_positions,
                                      self.adl_drop_rate, self.adl_gamma, self.dtype,
-                                     self.conv_impl, self.axis_name, self.width)
+                                     self.conv_impl, self.axis_name, self.width,
+                                     self.activation)
         x, taps = spec.trunk(images.astype(self.dtype), train, opts)
         x = spec.neck(x, train, opts)
         head = self.method_head

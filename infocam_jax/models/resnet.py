@@ -49,6 +49,7 @@ class Bottleneck(nn.Module):
     axis_name: Optional[str] = None
     dtype: Any = jnp.float32
     conv_impl: str = "auto"
+    activation: Any = nn.relu
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -61,13 +62,13 @@ class Bottleneck(nn.Module):
                                 axis_name=self.axis_name if train else None, dtype=self.dtype,
                                 name=name)
 
-        out = nn.relu(bn("bn1")(conv(self.width, 1, 1, "conv1")(x)))
-        out = nn.relu(bn("bn2")(conv(self.width, 3, self.strides, "conv2")(out)))
+        out = self.activation(bn("bn1")(conv(self.width, 1, 1, "conv1")(x)))
+        out = self.activation(bn("bn2")(conv(self.width, 3, self.strides, "conv2")(out)))
         out = bn("bn3")(conv(self.width * EXPANSION, 1, 1, "conv3")(out))
         if self.downsample:
             x = bn("downsample_bn")(conv(self.width * EXPANSION, 1, self.strides,
                                          "downsample_conv")(x))
-        return nn.relu(out + x)
+        return self.activation(out + x)
 
 
 def resnet_trunk(images: jax.Array, train: bool, opts: spec_lib.TrunkOptions,
@@ -91,14 +92,15 @@ def resnet_trunk(images: jax.Array, train: bool, opts: spec_lib.TrunkOptions,
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                      axis_name=opts.axis_name if train else None, dtype=opts.dtype,
                      name="bn1")(x)
-    x = nn.relu(x)
+    x = opts.activation(x)
     x = max_pool(x, 3, 2, 1, impl=opts.conv_impl)
     strides = RESNET50_STRIDES_LARGE if opts.large_feature_map else RESNET50_STRIDES
     for L, (n, width, stride) in enumerate(zip(RESNET50_LAYERS, RESNET50_WIDTHS, strides),
                                            start=1):
         for i in range(n):
             x = Bottleneck(width, stride if i == 0 else 1, i == 0, opts.axis_name,
-                           opts.dtype, opts.conv_impl, name=f"layer{L}_{i}")(x, train)
+                           opts.dtype, opts.conv_impl, opts.activation,
+                           name=f"layer{L}_{i}")(x, train)
             code = f"{L}{i}"
             if code in opts.adl_positions:
                 x = adl_lib.ADL(opts.adl_drop_rate, opts.adl_gamma, name=f"adl_{code}")(x, train)

@@ -45,6 +45,9 @@ class TrunkOptions:
       axis_name: BatchNorm sync axis in training (None = none).
       width: base channel count of backbones that have one (digits_cnn; None = the
         backbone's default).
+      activation: the trunk's and neck's ReLU, ``x -> relu(x)`` (default ``nn.relu``); a
+        function with the same forward and another gradient (guided backpropagation's,
+        ``maps.posthoc.guided``) changes the backward pass without new parameters.
     """
     layout: str = "cam"
     large_feature_map: bool = False
@@ -55,6 +58,7 @@ class TrunkOptions:
     conv_impl: str = "auto"
     axis_name: Optional[str] = None
     width: Optional[int] = None
+    activation: Callable[[Any], Any] = nn.relu
 
 
 def _never_new(top: str, layout: str) -> bool:  # pylint: disable=unused-argument

@@ -56,7 +56,8 @@ def conv_stack(x: jax.Array, train: bool, blocks: Sequence[Sequence[int]],
                adl_drop_rate: float = 0.75, adl_gamma: float = 0.9, dtype: Any = jnp.float32,
                conv_impl: str = "auto", conv_init: Any = None, batch_norm: bool = False,
                axis_name: Optional[str] = None,
-               taps: Optional[Dict[str, str]] = None) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+               taps: Optional[Dict[str, str]] = None,
+               activation: Any = nn.relu) -> Tuple[jax.Array, Dict[str, jax.Array]]:
     """The VGG conv stack, built in the CALLING module's scope (call inside ``nn.compact``).
 
     Block b: conv{b}_{l} (3x3, pad 1) [+ bn{b}_{l}] + ReLU [+ ADL "{b}{l}"] for each l, then the
@@ -97,7 +98,7 @@ def conv_stack(x: jax.Array, train: bool, blocks: Sequence[Sequence[int]],
                 x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                                  axis_name=axis_name if train else None, dtype=dtype,
                                  name=f"bn{b}_{l}")(x)
-            x = after(nn.relu(x), f"{b}{l}")
+            x = after(activation(x), f"{b}{l}")
         if pool is not None:
             window, stride, padding = POOL_KINDS[pool]
             x = after(max_pool(x, window, stride, padding, impl=conv_impl), f"{b}M")
@@ -123,7 +124,7 @@ def _vgg_trunk(x, train, opts: spec_lib.TrunkOptions):
                       _vgg_pools(opts.layout, opts.large_feature_map),
                       adl_positions=opts.adl_positions, adl_drop_rate=opts.adl_drop_rate,
                       adl_gamma=opts.adl_gamma, dtype=opts.dtype, conv_impl=opts.conv_impl,
-                      taps=taps)
+                      taps=taps, activation=opts.activation)
 
 
 def avg_pool3_count_pad(x: jax.Array) -> jax.Array:
@@ -140,10 +141,10 @@ def _vgg_neck(x, train, opts: spec_lib.TrunkOptions):  # pylint: disable=unused-
         return avg_pool3_count_pad(x)
     if opts.layout == "guidance":
         for i in (1, 2):
-            x = nn.relu(Conv(512, 3, dtype=opts.dtype, impl=opts.conv_impl,
+            x = opts.activation(Conv(512, 3, dtype=opts.dtype, impl=opts.conv_impl,
                              name=f"spg_a3_{i}")(x))
         return x
-    return nn.relu(Conv(VGG16_CONV6, 3, dtype=opts.dtype, impl=opts.conv_impl,
+    return opts.activation(Conv(VGG16_CONV6, 3, dtype=opts.dtype, impl=opts.conv_impl,
                         name="conv6")(x))
 
 

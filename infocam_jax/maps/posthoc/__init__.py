@@ -13,12 +13,32 @@ Layout: :mod:`.core` (reading, perturbing and differentiating a layer: the share
 method; :func:`compute`, :func:`jitted`), and one module per method or family, each registering
 its maps on import: :mod:`.gradient` (Grad-CAM, HiResCAM, Grad-CAM++, XGrad-CAM, LayerCAM,
 Grad-CAM element-wise, Eigen-Grad-CAM, Seg-Eigen-CAM, FinerCAM, Smooth Grad-CAM++),
-:mod:`.perturbation` (Score-CAM), :mod:`.activation` (Eigen-CAM, KPCA-CAM, FEM, RandomCAM),
+:mod:`.perturbation` (Score-CAM, SS-CAM, IS-CAM, Ablation-CAM), :mod:`.activation` (Eigen-CAM,
+KPCA-CAM, FEM, RandomCAM), :mod:`.guided` (guided backpropagation, Guided Grad-CAM),
 :mod:`.second_order` (ShapleyCAM: gradient and Hessian-vector product), :mod:`.fullgrad`
 (FullGrad: the bias gradients of every layer, at the input resolution). Adding a map is one
 function registered in its family's module, or one new module plus its import below.
 The maps that offer pytorch-grad-cam's ``eigen_smooth`` list it in their registry
 ``options``.
+
+Beside the maps:
+
+* ``aug_smooth=True`` (any method, through :func:`compute` / :func:`jitted`): the map averaged
+  over pytorch-grad-cam's six flipped / brightness-scaled views (:mod:`.augment`).
+* ``IMAGE_METHODS`` (guided backpropagation, Guided Grad-CAM) return ``[B, H, W, C]`` at the
+  input: registered with ``output="image"``, so they are not in ``METHOD_NAMES`` and the
+  evaluation (which takes ``[B, h, w]`` map kinds) leaves them out.
+* :func:`deep_feature_factorization` (:mod:`.factorization`): concepts and one map per concept
+  (NMF of the batch's activations), not one map per target: not registered.
+
+Left out, and why: pytorch-grad-cam's ``sobel_cam`` is an edge filter of the image (OpenCV
+Sobel on the grey image), no function of the network or class, so no CAM of a classifier (a
+baseline for faithfulness metrics at most); RefineCAM multiplies the min-max scaled maps of
+several layers (its paper targets early-layer denoising), outside the one-layer ``layer=``
+contract; SESS (the image resized to several scales, a sliding window's patches mapped
+by a base method, weighted by their class scores, pasted back and fused) is a pipeline around a
+base map with data-dependent patch counts per scale and optional score pre-filtering, not a
+map of one layer; both stay with their peer until a batched, static-shape form is needed.
 
 Targets (:mod:`.targets`): ``None`` (the default: the predicted class), int ``[B]``, a callable
 of the logits, or (:func:`compute`) multi-label int ``[B, T]`` / bool ``[B, M]``.
@@ -38,30 +58,35 @@ or ``"features.28"`` are translated, :mod:`.layer_names`):
   paths of a model.
 """
 # Registration order is the order of ``METHOD_NAMES`` (and of the tables' rows).
-from infocam_jax.maps.posthoc import gradient, perturbation, activation  # noqa: I001
+from infocam_jax.maps.posthoc import gradient, perturbation, activation, guided  # noqa: I001
 from infocam_jax.maps.posthoc import second_order, fullgrad  # noqa: I001
-from infocam_jax.maps.posthoc import core, layer_names, registry, targets
+from infocam_jax.maps.posthoc import augment, core, factorization, layer_names, registry, targets
 from infocam_jax.maps.posthoc.activation import eigencam, fem, kpcacam, randomcam
 from infocam_jax.maps.posthoc.core import (DEFAULT_CHUNK_SIZE, DEFAULT_LAYER,
                                            activations_and_gradients, layer_paths)
+from infocam_jax.maps.posthoc.factorization import deep_feature_factorization
 from infocam_jax.maps.posthoc.gradient import (eigengradcam, finercam, gradcam, gradcamew,
                                                gradcampp, hirescam, layercam, segeigencam,
                                                smoothgradcampp, xgradcam)
-from infocam_jax.maps.posthoc.perturbation import scorecam
+from infocam_jax.maps.posthoc.guided import guided_backprop, guided_gradcam
+from infocam_jax.maps.posthoc.perturbation import ablationcam, iscam, scorecam, sscam
 from infocam_jax.maps.posthoc.registry import PosthocMap, compute, jitted, register
 from infocam_jax.maps.posthoc.second_order import shapleycam
 from infocam_jax.maps.posthoc.targets import Score
 
 METHOD_NAMES = registry.names()
 GRADIENT_METHODS = registry.names("gradient")
+IMAGE_METHODS = registry.names(output="image")
 DISPLAY_NAMES = registry.display_names()
 
 # FullGrad's function is ``fullgrad.fullgrad`` (the name ``fullgrad`` here is its module).
 __all__ = [
-    "DEFAULT_CHUNK_SIZE", "DEFAULT_LAYER", "DISPLAY_NAMES", "GRADIENT_METHODS", "METHOD_NAMES",
-    "PosthocMap", "activation", "activations_and_gradients", "compute", "core", "eigencam",
-    "eigengradcam", "fem", "finercam", "fullgrad", "gradcam", "gradcamew", "gradcampp",
-    "gradient", "hirescam", "jitted", "kpcacam", "layer_paths", "layercam", "perturbation",
-    "randomcam", "register", "registry", "scorecam", "second_order", "segeigencam",
-    "shapleycam", "smoothgradcampp", "xgradcam", "Score", "layer_names", "targets",
+    "DEFAULT_CHUNK_SIZE", "DEFAULT_LAYER", "DISPLAY_NAMES", "GRADIENT_METHODS", "IMAGE_METHODS",
+    "METHOD_NAMES", "PosthocMap", "Score", "ablationcam", "activation",
+    "activations_and_gradients", "augment", "compute", "core", "deep_feature_factorization",
+    "eigencam", "eigengradcam", "factorization", "fem", "finercam", "fullgrad", "gradcam",
+    "gradcamew", "gradcampp", "gradient", "guided", "guided_backprop", "guided_gradcam",
+    "hirescam", "iscam", "jitted", "kpcacam", "layer_names", "layer_paths", "layercam",
+    "perturbation", "randomcam", "register", "registry", "scorecam", "second_order",
+    "segeigencam", "shapleycam", "smoothgradcampp", "sscam", "targets", "xgradcam",
 ]

@@ -79,11 +79,13 @@ def _module_path(context) -> str:
     return "/".join(context.module.path)
 
 
-def forward_at_layer(model, variables, images, layer, delta=None, record_paths=None):
+def forward_at_layer(model, variables, images, layer, delta=None, record_paths=None,
+                     edit=None):
     """``model.apply`` in evaluation mode that reads (and perturbs) the output of ``layer``.
 
     Returns ``(logits, activation)``; with ``delta`` the layer's output is replaced by
-    ``output + delta`` (``layer="features"``: the head's input ``pooled + delta``).
+    ``output + delta`` (``layer="features"``: the head's input ``pooled + delta``); with
+    ``edit`` (a function of an array) by ``edit(output)`` (``"features"``: ``edit(pooled)``).
     ``record_paths`` (a list) collects the paths of every submodule whose ``__call__`` returns a
     rank-4 array.
     """
@@ -98,6 +100,8 @@ def forward_at_layer(model, variables, images, layer, delta=None, record_paths=N
             seen.append(args[0])
             if delta is not None:
                 args = (args[0] + delta.astype(args[0].dtype),) + tuple(args[1:])
+            if edit is not None:
+                args = (edit(args[0]),) + tuple(args[1:])
             return next_fun(*args, **kwargs)
         out = next_fun(*args, **kwargs)
         if record_paths is not None and path and getattr(out, "ndim", None) == 4:
@@ -109,6 +113,8 @@ def forward_at_layer(model, variables, images, layer, delta=None, record_paths=N
             seen.append(out)
             if delta is not None:
                 out = out + delta.astype(out.dtype)
+            if edit is not None:
+                out = edit(out)
         return out
 
     with nn.intercept_methods(interceptor):

@@ -3,7 +3,8 @@
 A map module defines ``f(model, variables, images, targets, *, layer=..., relu=..., **options)
 -> float32 [B, h, w]`` and decorates it with :func:`register`; the package ``__init__`` imports
 the module, and :func:`compute`, :func:`jitted`, the evaluation settings and the tables find it by
-name. Every method takes ``layer`` and ``relu``; ``options`` names the keywords it takes beyond
+name. Every method takes ``layer`` and ``relu`` (and, through :func:`compute`, ``aug_smooth``);
+``options`` names the keywords it takes beyond
 them (e.g. ``chunk_size`` for the perturbation maps), so a caller can pass only what applies.
 """
 from __future__ import annotations
@@ -16,11 +17,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from infocam_jax.maps.posthoc import core
+from infocam_jax.maps.posthoc import augment, core
 from infocam_jax.maps.posthoc import targets as targets_lib
 
-COMMON_OPTIONS = ("layer", "relu")
+COMMON_OPTIONS = ("layer", "relu", "aug_smooth")
 FAMILIES = ("gradient", "perturbation", "activation")
+# "map": [B, h, w] at the layer (a WSOL map kind); "image": [B, H, W, C] at the input, e.g. guided
+# backpropagation (no map kind: ``names()`` and the eval settings leave these out).
+OUTPUTS = ("map", "image")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +38,8 @@ class PosthocMap:
       options: keyword options beyond ``COMMON_OPTIONS``.
       family: one of ``FAMILIES`` (gradient: one vjp; perturbation: forward passes of
         perturbed inputs; activation: activations only).
+      output: one of ``OUTPUTS``.
+      common: the shared options it takes (``COMMON_OPTIONS`` unless it has no layer).
       callable_targets: whether ``fn`` takes a :class:`~.targets.Score` target (a function of
         the logits) besides ``None`` and class indices.
     """
@@ -42,18 +48,21 @@ class PosthocMap:
     fn: Callable[..., Any]
     options: tuple[str, ...] = ()
     family: str = "gradient"
+    output: str = "map"
+    common: tuple[str, ...] = COMMON_OPTIONS
     callable_targets: bool = True
 
     @property
     def accepted_options(self) -> tuple[str, ...]:
-        return COMMON_OPTIONS + self.options
+        return self.common + self.options
 
 
 _REGISTRY: dict[str, PosthocMap] = {}
 
 
 def register(name: str, display_name: str, *, options: tuple[str, ...] = (),
-             family: str = "gradient", callable_targets: bool | None = None):
+             family: str = "gradient", output: str = "map",
+             common: tuple[str, ...] = COMMON_OPTIONS, callable_targets: bool | None = None):
     """Decorator: registers ``fn`` under ``name`` and returns it unchanged.
 
     ``callable_targets`` defaults to True for the gradient and activation families (the shared
@@ -61,17 +70,20 @@ def register(name: str, display_name: str, *, options: tuple[str, ...] = (),
     unless they say otherwise.
 
     Raises:
-      ValueError: ``name`` already registered, or ``family`` not in ``FAMILIES``.
+      ValueError: ``name`` already registered, ``family`` not in ``FAMILIES`` or ``output``
+        not in ``OUTPUTS``.
     """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
 
     def decorate(fn):
         if name in _REGISTRY:
             raise ValueError(f"post-hoc map {name!r} is already registered")
         takes_score = family != "perturbation" if callable_targets is None else callable_targets
-        _REGISTRY[name] = PosthocMap(name, display_name, fn, tuple(options), family,
-                                     takes_score)
+        _REGISTRY[name] = PosthocMap(name, display_name, fn, tuple(options), family, output,
+                                     tuple(common), takes_score)
         return fn
     return decorate
 
@@ -81,9 +93,11 @@ def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
-def names(family: str | None = None) -> tuple[str, ...]:
-    """Registered names in registration order, optionally only one ``family``."""
-    return tuple(n for n, m in _REGISTRY.items() if family is None or m.family == family)
+def names(family: str | None = None, *, output: str = "map") -> tuple[str, ...]:
+    """Registered names of one ``output`` kind (default the maps) in registration order,
+    optionally only one ``family``."""
+    return tuple(n for n, m in _REGISTRY.items()
+                 if (family is None or m.family == family) and m.output == output)
 
 
 def get(name: str) -> PosthocMap:
@@ -98,7 +112,7 @@ def get(name: str) -> PosthocMap:
 
 
 def display_names() -> dict[str, str]:
-    """``{name: display_name}`` of every registered map."""
+    """``{name: display_name}`` of every registered method (maps and image outputs)."""
     return {n: m.display_name for n, m in _REGISTRY.items()}
 
 
@@ -117,8 +131,9 @@ def compute(method: str, model, variables, images, targets=None, **options):
       targets: (:mod:`.targets`) ``None`` (default: the predicted class), int ``[B]``, a
         callable ``fn(logits [M]) -> scalar`` differentiated instead of the one-hot, or
         multi-label int ``[B, T]`` (``-1`` pads) / bool ``[B, M]``.
-      **options: ``layer`` (our path or a torch spelling, :mod:`.layer_names`), ``relu`` and
-        the method's own options.
+      **options: ``layer`` (our path or a torch spelling, :mod:`.layer_names`), ``relu``,
+        ``aug_smooth`` (bool, default False: the map averaged over flipped and
+        brightness-scaled views, :mod:`.augment`) and the method's own options.
 
     Returns:
       float32 ``[B, h, w]`` at the layer's resolution; for multi-label targets
@@ -140,11 +155,14 @@ def compute(method: str, model, variables, images, targets=None, **options):
     if isinstance(targets, targets_lib.Score) and not entry.callable_targets:
         raise ValueError(f"targets: method {method!r} reads one class's logit and takes no "
                          "callable target; pass class indices [B] or None (predicted class)")
+    fn = entry.fn
+    if augment.check_aug_smooth(options.pop("aug_smooth", False)):
+        fn = functools.partial(augment.smoothed, entry.fn)
     if not targets_lib.is_multilabel(targets):
-        return entry.fn(model, variables, images, targets, **options)
+        return fn(model, variables, images, targets, **options)
     batch, num_classes = core.num_classes_of(model, variables, images)
     slots, valid = targets_lib.slots(targets, batch, num_classes)
-    maps = jax.vmap(lambda t: entry.fn(model, variables, images, t, **options),
+    maps = jax.vmap(lambda t: fn(model, variables, images, t, **options),
                     in_axes=1, out_axes=1)(slots)
     return jnp.where(valid[:, :, None, None], maps, 0.0), valid
 
