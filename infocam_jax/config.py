@@ -41,10 +41,7 @@ import os
 import jax
 from ml_collections import config_dict
 
-from infocam_jax import data
-from infocam_jax import devices
-from infocam_jax import methods
-from infocam_jax import models
+from infocam_jax import data, devices, methods, models
 from infocam_jax.evaluation import evaluators
 from infocam_jax.evaluation.settings import EvalSettings
 from infocam_jax.train.trainer import Checked
@@ -466,6 +463,9 @@ def _check_training(config) -> None:
             raise ValueError(f"config.optimizer.{field} must be a finite number >= 0, got "
                              f"{value!r}")
     _check_int(config, "decay_epochs", 1, node=opt, prefix="config.optimizer.")
+    if opt.get("name", "sgd") not in ("sgd", "adamw"):
+        raise ValueError(f"config.optimizer.name must be 'sgd' or 'adamw', got "
+                         f"{opt.get('name')!r}")
 
 
 def validate(config: config_dict.ConfigDict) -> Checked:

@@ -8,18 +8,24 @@
   another input size (the bicubic position-embedding resampling against torch's).
 * CAM, HaS and CutMix train a DeiT one step; ADL, ACoL and SPG are refused naming both.
 """
+import importlib.util
+import pathlib
+
 import chex
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 import tiny  # noqa: E402  (tests/tiny.py)
 
+from infocam_jax import config as config_lib
 from infocam_jax import devices, methods, models
 from infocam_jax.models import convert
 from infocam_jax.train import optim, trainer
 from infocam_jax.train import state as ts
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = dict(patch_size=8, depth=2, embed_dim=48, num_heads=3, img_size=32)
 # published sizes (Touvron et al. 2021, Table 1) and the exact counts of timm's models
 PUBLISHED = {"deit_tiny": (5.7e6, 5_717_416), "deit_small": (22.1e6, 22_050_664),
@@ -124,6 +130,8 @@ def _deit_config(method):
     c = tiny.tiny_config(multi_label=False, loss="softmax", image_size=(16, 16), method=method,
                          model="deit_tiny")
     c.model_options = dict(patch_size=8, depth=2, embed_dim=16, num_heads=2, img_size=16)
+    if method == "cam":  # TS-CAM's optimiser
+        c.optimizer.name = "adamw"
     return c
 
 
@@ -162,3 +170,51 @@ class TestMethods:
         mask = models.new_layer_mask("deit_small_distilled", params["params"])
         assert {k for k, v in mask.items() if all(jax.tree_util.tree_leaves(v))} == {
             "head", "head_dist"}
+
+
+@pytest.fixture(scope="module")
+def wsol():
+    """configs/wsol.py as a module."""
+    spec = importlib.util.spec_from_file_location("cfg_wsol", REPO / "configs" / "wsol.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class TestTscamRecipe:
+
+    @pytest.mark.parametrize("dataset, lr, batch, epochs", [("cub", 5e-5, 128, 60),
+                                                            ("ilsvrc", 5e-4, 256, 20)])
+    def test_config(self, wsol, dataset, lr, batch, epochs):
+        c = wsol.get_config(f"deit_small,cam,{dataset}")
+        config_lib.validate(c)
+        assert (c.model, c.model_options.head, c.image_size, c.resize_size) == (
+            "deit_small", "tokens_gap", (224, 224), 256)
+        assert (c.optimizer.name, c.optimizer.learning_rate, c.optimizer.weight_decay,
+                c.optimizer.lr_ratio, c.batch_size, c.num_epochs) == (
+                    "adamw", lr, 0.05, 1.0, batch, epochs)
+        assert "configs/wsol.py:deit_small,cam,cub" in wsol.__doc__
+
+    def test_cnn_position_methods_refused(self, wsol):
+        with pytest.raises(ValueError, match="method 'spg' is not available for backbone "
+                                             "'deit_small'"):
+            wsol.get_config("deit_small,spg,cub")
+
+    def test_adamw_first_step(self):
+        """torch.optim.AdamW's first step: p - lr (g / (|g| + eps) + wd p); only kernels
+        decay."""
+        oc = ml_collections.ConfigDict(dict(name="adamw", learning_rate=0.1, lr_ratio=1.0,
+                                            momentum=0.9, nesterov=True, weight_decay=0.05,
+                                            decay_epochs=10, decay_factor=0.1))
+        tx, _ = optim.create_optimizer(oc, 1)
+        rng = np.random.default_rng(0)
+        params = {"fc": {"kernel": rng.normal(size=(3, 2)), "bias": rng.normal(size=2)},
+                  "tokens": {"cls_token": rng.normal(size=(1, 1, 2))}}
+        grads = jax.tree.map(lambda p: rng.normal(size=p.shape), params)
+        updates, _ = tx.update(grads, tx.init(params), params)
+        for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
+            p = params[path[0].key][path[1].key]
+            decay = 0.05 * p if path[-1].key == "kernel" else 0.0
+            expected = -0.1 * (g / (np.abs(g) + 1e-8) + decay)
+            np.testing.assert_allclose(updates[path[0].key][path[1].key], expected,
+                                       rtol=1e-5, atol=1e-6)

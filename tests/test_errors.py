@@ -24,20 +24,20 @@ import pytest
 
 from infocam_jax import boxes, losses, metrics, models
 from infocam_jax import config as config_lib
-from infocam_jax.train import checkpoints, optim, trainer
-from infocam_jax.experiments import training
-from infocam_jax.metrics import faithfulness, multilabel, pxap
-from infocam_jax.train import state as ts
 from infocam_jax.data import pipeline, sources
 from infocam_jax.evaluation import driver, evaluators, region_grid
 from infocam_jax.evaluation import pxap as pxap_eval
 from infocam_jax.evaluation.settings import EvalSettings
+from infocam_jax.experiments import training
+from infocam_jax.metrics import faithfulness, multilabel, pxap
+from infocam_jax.models import convert
+from infocam_jax.train import checkpoints, optim, trainer
+from infocam_jax.train import state as ts
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-import tiny  # noqa: E402  (tests/tiny.py)
 import test_evaluate as te  # noqa: E402  (its tiny (logits, features) model and batches)
-
+import tiny  # noqa: E402  (tests/tiny.py)
 
 # ----------------------------------------------------------------------------- evaluation
 
@@ -575,3 +575,37 @@ def test_bad_batches_at_the_multilabel_grid(key, index, value, match):
     with pytest.raises(ValueError, match=match):
         region_grid.multilabel_grid(grid_step, {}, [batch], kinds_r=kinds_r,
                                     thresholds=thresholds)
+
+
+# DeiT (models/deit.py), its weight import and TS-CAM's optimiser.
+_DEIT = dict(patch_size=8, depth=1, embed_dim=16, num_heads=2, img_size=16)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: models.create("deit_small", 5, head="gap"),
+     r"head must be one of \('tokens_gap', 'cls'\), got 'gap'"),
+    (lambda: models.create("deit_tiny", 5, patch_size=0),
+     r"patch_size must be a positive int, got 0"),
+    (lambda: models.create("deit_tiny", 5, mlp_ratio=-1.0),
+     r"mlp_ratio must be a positive number, got -1.0"),
+    (lambda: models.create("deit_tiny", 5, embed_dim=10, num_heads=3),
+     r"embed_dim \(10\) must be a multiple of num_heads \(3\)"),
+    (lambda: models.create("deit_tiny", 5, img_size=20, patch_size=8),
+     r"img_size \(20\) must be a multiple of patch_size \(8\)"),
+    (lambda: models.create("deit_tiny", 5, width=4),
+     r"unknown option\(s\) \['width'\] for model 'deit_tiny'"),
+    (lambda: models.create("deit_tiny", 5, large_feature_map=True),
+     r"large_feature_map=True is not defined for deit_tiny"),
+    (lambda: models.create("deit_tiny", 5, **_DEIT).init(jax.random.key(0),
+                                                         jnp.zeros((1, 20, 16, 3))),
+     r"images must have H and W divisible by patch_size=8, got shape \(1, 20, 16, 3\)"),
+    (lambda: convert.key_map("deit_small_patch16_224", layout="erasing"),
+     r"layout 'erasing' is not defined for DeiT state dicts"),
+    (lambda: optim.create_optimizer(ml_collections.ConfigDict(dict(
+        name="adam", learning_rate=0.1, lr_ratio=1.0, momentum=0.9, nesterov=True,
+        weight_decay=0.0, decay_epochs=1, decay_factor=0.1)), 1),
+     r"optimizer.name must be one of \('sgd', 'adamw'\), got 'adam'"),
+])
+def test_bad_deit_options(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
