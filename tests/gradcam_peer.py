@@ -105,9 +105,12 @@ def _unscaled(pgc):
     del pgc
 
 
-def make_cam(pgc, method: str, model, target_layer, batch_size: int | None = None):
-    """The peer's CAM object for ``method`` (our name) on ``target_layer`` of ``model``."""
-    cam = getattr(pgc, PEER_CLASSES[method])(model=model, target_layers=[target_layer])
+def make_cam(pgc, method: str, model, target_layer, batch_size: int | None = None,
+             reshape_transform=None):
+    """The peer's CAM object for ``method`` (our name) on ``target_layer`` of ``model``
+    (``reshape_transform``: the peer's, e.g. its ``vit_reshape_transform`` for tokens)."""
+    cam = getattr(pgc, PEER_CLASSES[method])(model=model, target_layers=[target_layer],
+                                              reshape_transform=reshape_transform)
     if batch_size is not None:
         cam.batch_size = batch_size  # Score-CAM: masked images per forward pass
     return cam
@@ -115,14 +118,13 @@ def make_cam(pgc, method: str, model, target_layer, batch_size: int | None = Non
 
 def targets_of(pgc, classes):
     """``ClassifierOutputTarget`` per image (the logit of that class)."""
-    from pytorch_grad_cam.utils.model_targets import (  # pylint: disable=import-outside-toplevel
-        ClassifierOutputTarget)
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # pylint: disable=import-outside-toplevel
     del pgc
     return [ClassifierOutputTarget(int(c)) for c in classes]
 
 
 def raw_maps(pgc, method: str, model, target_layer, images_nchw, classes,
-             batch_size: int | None = None) -> np.ndarray:
+             batch_size: int | None = None, reshape_transform=None) -> np.ndarray:
     """The peer's maps ``[B, h, w]`` before its scaling and resizing (after its ReLU).
 
     Args:
@@ -133,8 +135,9 @@ def raw_maps(pgc, method: str, model, target_layer, images_nchw, classes,
       images_nchw: float tensor ``[B, C, H, W]``.
       classes: ints ``[B]``.
       batch_size: Score-CAM's masked images per forward pass (peer default 16).
+      reshape_transform: the peer's ``reshape_transform`` (None: a CNN layer).
     """
-    cam = make_cam(pgc, method, model, target_layer, batch_size)
+    cam = make_cam(pgc, method, model, target_layer, batch_size, reshape_transform)
     try:
         with _unscaled(pgc):
             return np.asarray(cam(input_tensor=images_nchw, targets=targets_of(pgc, classes)))

@@ -12,7 +12,8 @@ Layout: :mod:`.core` (reading, perturbing and differentiating a layer: the share
 ``(activations, gradients)`` core), :mod:`.registry` (one :class:`~.registry.PosthocMap` per
 method; :func:`compute`, :func:`jitted`), and one module per method or family, each registering
 its maps on import: :mod:`.gradient` (Grad-CAM, HiResCAM, Grad-CAM++, XGrad-CAM, LayerCAM),
-:mod:`.perturbation` (Score-CAM), :mod:`.activation` (Eigen-CAM). Adding a map is one function
+:mod:`.perturbation` (Score-CAM), :mod:`.activation` (Eigen-CAM), :mod:`.attention`
+(attention rollout, TS-CAM's map: transformers only, ValueError otherwise). Adding a map is one function
 registered in its family's module, or one new module plus its import below.
 
 The layer (``layer=``) is a path in the module tree:
@@ -27,24 +28,32 @@ The layer (``layer=``) is a path in the module tree:
   The submodule's ``__call__`` output must be one ``[B, h, w, K]`` array; it is read and
   perturbed through ``flax.linen.intercept_methods``. :func:`layer_paths` lists the valid
   paths of a model.
+* a transformer block (``"blocks_3"`` of ``models.deit``): its tokens ``[B, N, D]`` are read on
+  the patch grid ``[B, h, w, D]``, the class / distillation tokens dropped
+  (``core.token_grid``, as pytorch-grad-cam's ``vit_reshape_transform``).
 """
 # Registration order is the order of ``METHOD_NAMES`` (and of the tables' rows).
 from infocam_jax.maps.posthoc import gradient, perturbation, activation  # noqa: I001
+from infocam_jax.maps.posthoc import attention  # noqa: I001
 from infocam_jax.maps.posthoc import core, registry
 from infocam_jax.maps.posthoc.activation import eigencam
+from infocam_jax.maps.posthoc.attention import rollout, tscam
 from infocam_jax.maps.posthoc.core import (DEFAULT_CHUNK_SIZE, DEFAULT_LAYER,
                                            activations_and_gradients, layer_paths)
 from infocam_jax.maps.posthoc.gradient import gradcam, gradcampp, hirescam, layercam, xgradcam
 from infocam_jax.maps.posthoc.perturbation import scorecam
 from infocam_jax.maps.posthoc.registry import PosthocMap, compute, jitted, register
 
-METHOD_NAMES = registry.names()
+# The maps of any backbone; the attention maps need a transformer (models.deit).
+ATTENTION_METHODS = registry.names("attention")
+METHOD_NAMES = tuple(n for n in registry.names() if n not in ATTENTION_METHODS)
 GRADIENT_METHODS = registry.names("gradient")
 DISPLAY_NAMES = registry.display_names()
 
 __all__ = [
-    "DEFAULT_CHUNK_SIZE", "DEFAULT_LAYER", "DISPLAY_NAMES", "GRADIENT_METHODS", "METHOD_NAMES",
+    "ATTENTION_METHODS", "DEFAULT_CHUNK_SIZE", "DEFAULT_LAYER", "DISPLAY_NAMES", "GRADIENT_METHODS", "METHOD_NAMES",
     "PosthocMap", "activation", "activations_and_gradients", "compute", "core", "eigencam",
     "gradcam", "gradcampp", "gradient", "hirescam", "jitted", "layer_paths", "layercam",
     "perturbation", "register", "registry", "scorecam", "xgradcam",
+    "attention", "rollout", "tscam",
 ]

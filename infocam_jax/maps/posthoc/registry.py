@@ -16,7 +16,7 @@ from typing import Any
 import jax
 
 COMMON_OPTIONS = ("layer", "relu")
-FAMILIES = ("gradient", "perturbation", "activation")
+FAMILIES = ("gradient", "perturbation", "activation", "attention")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +29,8 @@ class PosthocMap:
       fn: ``fn(model, variables, images, targets, *, layer, relu, **options) -> [B, h, w]``.
       options: keyword options beyond ``COMMON_OPTIONS``.
       family: one of ``FAMILIES`` (gradient: one vjp; perturbation: forward passes of
-        perturbed inputs; activation: activations only).
+        perturbed inputs; activation: activations only; attention: a transformer's attention
+        probabilities).
     """
     name: str
     display_name: str
