@@ -29,6 +29,7 @@ from infocam_jax.evaluation import driver, evaluators, region_grid
 from infocam_jax.evaluation import pxap as pxap_eval
 from infocam_jax.evaluation.settings import EvalSettings
 from infocam_jax.experiments import training
+from infocam_jax.maps import posthoc
 from infocam_jax.metrics import faithfulness, multilabel, pxap
 from infocam_jax.models import convert
 from infocam_jax.train import checkpoints, optim, trainer
@@ -607,5 +608,32 @@ _DEIT = dict(patch_size=8, depth=1, embed_dim=16, num_heads=2, img_size=16)
      r"optimizer.name must be one of \('sgd', 'adamw'\), got 'adam'"),
 ])
 def test_bad_deit_options(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def _deit(head="tokens_gap"):
+    model = models.create("deit_tiny", 3, head=head, **_DEIT)
+    return model, model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: posthoc.compute("gradcam", *_deit("cls"), jnp.zeros((1, 16, 16, 3)), [0]),
+     r"layer 'features' needs logits = GAP\(features\) @ head .*name a block, e.g. "
+     r"layer='blocks_11'"),
+    (lambda: posthoc.compute("tscam", *_deit("cls"), jnp.zeros((1, 16, 16, 3)), [0]),
+     r"tscam needs the token-GAP head"),
+    (lambda: posthoc.compute("rollout", *_deit(), jnp.zeros((1, 16, 16, 3)), [0],
+                             layer="patch_embed"),
+     r"layer 'patch_embed' holds no attention module; valid layers: features, blocks_0"),
+    (lambda: posthoc.compute("rollout", *_deit(), jnp.zeros((1, 16, 16, 3)), [3]),
+     r"targets"),
+    (lambda: posthoc.compute("rollout", models.create("digits_cnn", 3, width=4),
+                             models.create("digits_cnn", 3, width=4).init(
+                                 jax.random.key(0), jnp.zeros((1, 16, 16, 1))),
+                             jnp.zeros((1, 16, 16, 1)), [0]),
+     r"attention maps need a transformer .* this model sows none"),
+])
+def test_bad_deit_maps(call, match):
     with pytest.raises(ValueError, match=match):
         call()
