@@ -211,7 +211,8 @@ def _inception_v3_layout(layout: str, large_feature_map: bool,  # pylint: disabl
 
 def _deit_layout(layout: str, large_feature_map: bool,  # pylint: disable=unused-argument
                  adl_positions: Tuple[str, ...],  # pylint: disable=unused-argument
-                 head_layout=None, *, distilled: bool, depth: int = 12):  # pylint: disable=unused-argument
+                 head_layout=None,  # pylint: disable=unused-argument
+                 *, distilled: bool, depth: int = 12):
     """(trunk, head) key maps of timm's DeiT with ``depth`` blocks (layout "cam" only)."""
     if layout != "cam":
         raise ValueError(f"layout {layout!r} is not defined for DeiT state dicts (only 'cam')")

@@ -13,8 +13,8 @@ Layout: :mod:`.core` (reading, perturbing and differentiating a layer: the share
 method; :func:`compute`, :func:`jitted`), and one module per method or family, each registering
 its maps on import: :mod:`.gradient` (Grad-CAM, HiResCAM, Grad-CAM++, XGrad-CAM, LayerCAM),
 :mod:`.perturbation` (Score-CAM), :mod:`.activation` (Eigen-CAM), :mod:`.attention`
-(attention rollout, TS-CAM's map: transformers only, ValueError otherwise). Adding a map is one function
-registered in its family's module, or one new module plus its import below.
+(attention rollout, TS-CAM's map: transformers only, ValueError otherwise). Adding a map is
+one function registered in its family's module, or one new module plus its import below.
 
 The layer (``layer=``) is a path in the module tree:
 
@@ -51,7 +51,8 @@ GRADIENT_METHODS = registry.names("gradient")
 DISPLAY_NAMES = registry.display_names()
 
 __all__ = [
-    "ATTENTION_METHODS", "DEFAULT_CHUNK_SIZE", "DEFAULT_LAYER", "DISPLAY_NAMES", "GRADIENT_METHODS", "METHOD_NAMES",
+    "ATTENTION_METHODS",
+    "DEFAULT_CHUNK_SIZE", "DEFAULT_LAYER", "DISPLAY_NAMES", "GRADIENT_METHODS", "METHOD_NAMES",
     "PosthocMap", "activation", "activations_and_gradients", "compute", "core", "eigencam",
     "gradcam", "gradcampp", "gradient", "hirescam", "jitted", "layer_paths", "layercam",
     "perturbation", "register", "registry", "scorecam", "xgradcam",

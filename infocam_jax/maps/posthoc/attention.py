@@ -55,7 +55,8 @@ def _patch_row(matrix, features):
 @registry.register("rollout", "Attention rollout", family="attention")
 def rollout(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
             relu: bool = True):
-    """Attention rollout (Abnar & Zuidema, ACL 2020, "Quantifying attention flow", sec. 3).
+    """Attention rollout (Abnar & Zuidema, ACL 2020, "Quantifying attention flow in
+    transformers").
 
     ``Ã_l = 0.5 mean_heads(A_l) + 0.5 I`` (the residual connection; rows still sum to 1) and
     ``R = Ã_L ⋯ Ã_1``; the map is the class token's row of ``R`` over the patch tokens.
@@ -83,7 +84,8 @@ def rollout(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
 @registry.register("tscam", "TS-CAM", family="attention")
 def tscam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
           relu: bool = False):
-    """TS-CAM's semantic-coupled map (Gao et al., ICCV 2021, eqs. 7-9).
+    """TS-CAM's semantic-coupled map (Gao et al., ICCV 2021, "TS-CAM: token semantic coupled
+    attention map"; as its released code computes it at evaluation).
 
     ``M^c = (Σ_l mean_heads(A_l)[cls, patches]) ⊙ (F W[:, c] + b_c)``: the class token's
     attention to each patch summed over the blocks (the semantic-agnostic map), times the

@@ -85,8 +85,8 @@ def forward_at_layer(model, variables, images, layer, delta=None, record_paths=N
     Returns ``(logits, activation)``; with ``delta`` the layer's output is replaced by
     ``output + delta`` (``layer="features"``: the head's input ``pooled + delta``). A
     transformer block's tokens are read on the patch grid (:func:`token_grid`) and ``delta``
-    is added to its patch tokens. ``record_paths`` (a list) collects the paths of every submodule whose ``__call__`` returns a
-    rank-4 array.
+    is added to its patch tokens. ``record_paths`` (a list) collects the paths of every
+    submodule whose ``__call__`` returns a rank-4 array (or a block's tokens).
     """
     target = HEAD if layer == DEFAULT_LAYER else layer
     seen = []
