@@ -68,11 +68,35 @@ be reached from this machine; nothing below is taken from it. So:
 OpenImages is a mask dataset: the training loop's table reads boxes (the instance masks'
 bounding rectangles); the reference's PxAP comes from exported score maps
 (``infocam_jax.evaluation.scoremaps.read`` / launch/evaluate_scoremaps.py).
+
+DeiT-S (``deit_small``, token-GAP head) with TS-CAM's recipe (vasgaowei/TS-CAM: its
+configs/{CUB,ILSVRC}/deit_tscam_small_patch16_224.yaml, train_val_{cub,ilsvrc}.sh and the
+timm-based tools_cam/train_cam.py), methods cam, has, cutmix (ADL / ACoL / SPG need CNN
+positions and are refused for a DeiT):
+    resize 256, crop 224 (flip), evaluation 224   (its DATA.RESIZE_SIZE / CROP_SIZE)
+    AdamW, eps 1e-8, weight decay 0.05 on the     (timm's create_optimizer with TS-CAM's
+      weight matrices only, one LR group            argument defaults; ``optimizer.name``)
+    CUB: LR 5e-5, batch 128, 60 epochs, x0.1 at epoch 30 (its LR_STEPS [30]; it also decays at
+      60, the last epoch; ours decays every 29 epochs: epochs 30 and 59)
+    ILSVRC: LR 5e-4, batch 256, 20 epochs, x0.1 at epochs 10, 12 and 20 (LR_STEPS [10, 12]);
+      ours decays every 9 epochs (10 and 19): our schedule has one decay interval
+  TS-CAM's other training options are not reproduced: drop-path 0.1, its 3x3 conv head (ours:
+  the token-GAP Dense head, a 1x1 conv), RandAugment / mixup of timm's argument defaults are
+  unused by its loader. Pretrained DeiT-S weights: the timm / DeiT release
+  (deit_small_patch16_224-cd65a155.pth, not downloadable here), converted with
+  ``models.convert.convert_state_dict("deit_small_patch16_224", ...)``. GPU command:
+    python launch/train.py --config=configs/wsol.py:deit_small,cam,cub \
+        --workdir=workdirs/wsol/cub_deit_small_cam \
+        --config.manual_dir=/path/to/wsolevaluation/dataset/CUB \
+        --config.wsol_metadata_root=/path/to/wsolevaluation/metadata/CUB \
+        --config.pretrained=/path/to/deit_small.npz
+  (ILSVRC: ``deit_small,cam,ilsvrc`` and the ILSVRC folders.) Expected runtime: GPU-hours
+  (CUB) to GPU-days (ILSVRC).
 """
 from infocam_jax import config as base
 
 BACKBONES = {"vgg16": "vgg16_gap", "vgg16_gap": "vgg16_gap", "resnet50": "resnet50",
-             "inception_v3": "inception_v3"}
+             "inception_v3": "inception_v3", "deit_small": "deit_small"}
 METHODS = ("cam", "adl", "has", "acol", "spg", "cutmix")
 
 # dataset: (reference name, num_classes, max boxes (or instance masks) per image, epochs,
@@ -84,7 +108,10 @@ DATASETS = {
 }
 # The README example's learning rate (OpenImages / VGG16 / CAM); the others are chosen.
 README_LR = 0.00227913316
-LEARNING_RATES = {"vgg16_gap": README_LR, "resnet50": 2e-4, "inception_v3": 2e-4}
+LEARNING_RATES = {"vgg16_gap": README_LR, "resnet50": 2e-4, "inception_v3": 2e-4,
+                  "deit_small": 5e-5}  # deit_small: replaced by TSCAM_RECIPE
+# TS-CAM's DeiT-S recipe per dataset: (LR, batch size, epochs, decay every); module docstring.
+TSCAM_RECIPE = {"cub": (5e-5, 128, 60, 29), "ilsvrc": (5e-4, 256, 20, 9)}
 
 
 def parse(arg: str | None) -> tuple[str, str, str, bool]:
@@ -112,6 +139,26 @@ def all_parameter_strings() -> list[str]:
             for d in DATASETS]
 
 
+def _tscam_recipe(c, dataset: str, method: str) -> None:
+    """TS-CAM's DeiT-S training recipe (module docstring) on ``c``."""
+    if dataset not in TSCAM_RECIPE:
+        raise ValueError(f"deit_small has TS-CAM's recipe for {sorted(TSCAM_RECIPE)} only, "
+                         f"got dataset {dataset!r}")
+    if method not in ("cam", "has", "cutmix"):
+        raise ValueError(f"method {method!r} is not available for backbone 'deit_small' (it "
+                         "needs CNN positions); use cam, has or cutmix")
+    lr, batch, epochs, decay = TSCAM_RECIPE[dataset]
+    c.optimizer.name = "adamw"
+    c.optimizer.learning_rate = lr
+    c.optimizer.lr_ratio = 1.0
+    c.optimizer.weight_decay = 0.05
+    c.optimizer.decay_epochs = decay
+    c.batch_size = batch
+    c.num_epochs = epochs
+    del c.model_options["large_feature_map"]
+    c.model_options.head = "tokens_gap"
+
+
 def get_config(arg: str | None = None):
     """The config of one (backbone, method, dataset); see the module docstring."""
     model, method, dataset, runlocal = parse(arg)
@@ -131,4 +178,6 @@ def get_config(arg: str | None = None):
     c.model_options.adl_gamma = 0.9
     c.model_options.adl_positions = ""  # method "adl": the backbone's reference positions
     c.checkpoint_best = False
+    if model == "deit_small":
+        _tscam_recipe(c, dataset, method)
     return base.finish(c, "runlocal" if runlocal else None)

@@ -470,6 +470,9 @@ def _check_training(config) -> None:
             raise ValueError(f"config.optimizer.{field} must be a finite number >= 0, got "
                              f"{value!r}")
     _check_int(config, "decay_epochs", 1, node=opt, prefix="config.optimizer.")
+    if opt.get("name", "sgd") not in ("sgd", "adamw"):
+        raise ValueError(f"config.optimizer.name must be 'sgd' or 'adamw', got "
+                         f"{opt.get('name')!r}")
 
 
 def validate(config: config_dict.ConfigDict) -> Checked:

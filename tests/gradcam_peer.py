@@ -116,7 +116,8 @@ def _unscaled(pgc):
 def make_cam(pgc, method: str, model, target_layer, batch_size: int | None = None,
              **options):
     """The peer's CAM object for ``method`` (our name) on ``target_layer`` of ``model``;
-    ``options`` go to its constructor (e.g. KPCA_CAM's ``kernel``, FEM's ``k``)."""
+    ``options`` go to its constructor (e.g. KPCA_CAM's ``kernel``, FEM's ``k``,
+    ``reshape_transform``: the peer's, e.g. its ``vit_reshape_transform`` for tokens)."""
     cam = getattr(pgc, PEER_CLASSES[method])(model=model, target_layers=[target_layer], **options)
     if batch_size is not None:
         cam.batch_size = batch_size  # Score-CAM: masked images per forward pass
@@ -125,8 +126,7 @@ def make_cam(pgc, method: str, model, target_layer, batch_size: int | None = Non
 
 def targets_of(pgc, classes):
     """``ClassifierOutputTarget`` per image (the logit of that class)."""
-    from pytorch_grad_cam.utils.model_targets import (  # pylint: disable=import-outside-toplevel
-        ClassifierOutputTarget)
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # pylint: disable=import-outside-toplevel
     del pgc
     return [ClassifierOutputTarget(int(c)) for c in classes]
 
@@ -146,7 +146,8 @@ def raw_maps(pgc, method: str, model, target_layer, images_nchw, classes,
       batch_size: Score-CAM's masked images per forward pass (peer default 16).
       eigen_smooth: the peer's ``eigen_smooth``.
       aug_smooth: the peer's test-time augmentation (its views' maps flipped back, averaged).
-      **options: the CAM class's constructor options (:func:`make_cam`).
+      **options: the CAM class's constructor options (:func:`make_cam`; e.g.
+        ``reshape_transform``, None for a CNN layer).
     """
     cam = make_cam(pgc, method, model, target_layer, batch_size, **options)
     try:

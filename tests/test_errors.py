@@ -804,3 +804,66 @@ def posthoc_small():
 def test_bad_posthoc_zoo_input(posthoc_small, call, match):
     with pytest.raises(ValueError, match=match):
         call(*posthoc_small)
+
+
+
+
+# DeiT (models/deit.py), its weight import and TS-CAM's optimiser.
+_DEIT = dict(patch_size=8, depth=1, embed_dim=16, num_heads=2, img_size=16)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: models.create("deit_small", 5, head="gap"),
+     r"head must be one of \('tokens_gap', 'cls'\), got 'gap'"),
+    (lambda: models.create("deit_tiny", 5, patch_size=0),
+     r"patch_size must be a positive int, got 0"),
+    (lambda: models.create("deit_tiny", 5, mlp_ratio=-1.0),
+     r"mlp_ratio must be a positive number, got -1.0"),
+    (lambda: models.create("deit_tiny", 5, embed_dim=10, num_heads=3),
+     r"embed_dim \(10\) must be a multiple of num_heads \(3\)"),
+    (lambda: models.create("deit_tiny", 5, img_size=20, patch_size=8),
+     r"img_size \(20\) must be a multiple of patch_size \(8\)"),
+    (lambda: models.create("deit_tiny", 5, width=4),
+     r"unknown option\(s\) \['width'\] for model 'deit_tiny'"),
+    (lambda: models.create("deit_tiny", 5, large_feature_map=True),
+     r"large_feature_map=True is not defined for deit_tiny"),
+    (lambda: models.create("deit_tiny", 5, **_DEIT).init(jax.random.key(0),
+                                                         jnp.zeros((1, 20, 16, 3))),
+     r"images must have H and W divisible by patch_size=8, got shape \(1, 20, 16, 3\)"),
+    (lambda: convert.key_map("deit_small_patch16_224", layout="erasing"),
+     r"layout 'erasing' is not defined for DeiT state dicts"),
+    (lambda: optim.create_optimizer(ml_collections.ConfigDict(dict(
+        name="adam", learning_rate=0.1, lr_ratio=1.0, momentum=0.9, nesterov=True,
+        weight_decay=0.0, decay_epochs=1, decay_factor=0.1)), 1),
+     r"optimizer.name must be one of \('sgd', 'adamw'\), got 'adam'"),
+])
+def test_bad_deit_options(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def _deit(head="tokens_gap"):
+    model = models.create("deit_tiny", 3, head=head, **_DEIT)
+    return model, model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: posthoc.compute("gradcam", *_deit("cls"), jnp.zeros((1, 16, 16, 3)), [0]),
+     r"layer 'features' needs logits = GAP\(features\) @ head .*name a block, e.g. "
+     r"layer='blocks_11'"),
+    (lambda: posthoc.compute("tscam", *_deit("cls"), jnp.zeros((1, 16, 16, 3)), [0]),
+     r"tscam needs the token-GAP head"),
+    (lambda: posthoc.compute("rollout", *_deit(), jnp.zeros((1, 16, 16, 3)), [0],
+                             layer="patch_embed"),
+     r"layer 'patch_embed' holds no attention module; valid layers: features, blocks_0"),
+    (lambda: posthoc.compute("rollout", *_deit(), jnp.zeros((1, 16, 16, 3)), [3]),
+     r"targets"),
+    (lambda: posthoc.compute("rollout", models.create("digits_cnn", 3, width=4),
+                             models.create("digits_cnn", 3, width=4).init(
+                                 jax.random.key(0), jnp.zeros((1, 16, 16, 1))),
+                             jnp.zeros((1, 16, 16, 1)), [0]),
+     r"attention maps need a transformer .* this model sows none"),
+])
+def test_bad_deit_maps(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

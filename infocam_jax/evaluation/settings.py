@@ -20,7 +20,9 @@ MULTI_LABEL_MAP_KINDS = ("cam", "infocam")
 # The CAM family: infoCAM+ with the image rival (the paper's) and with the region rival (Eq. 3).
 CAM_FAMILY_KINDS = MAP_KINDS + ("infocam_plus_region",)
 # Post-hoc maps of the model (``infocam_jax.maps.posthoc``), single-label evaluation only.
-POSTHOC_MAP_KINDS = posthoc.METHOD_NAMES
+POSTHOC_MAP_KINDS = posthoc.METHOD_NAMES + posthoc.ATTENTION_METHODS
+# ... of which these need a transformer (attention rollout, TS-CAM's map; not in the defaults).
+ATTENTION_MAP_KINDS = posthoc.ATTENTION_METHODS
 KNOWN_MAP_KINDS = CAM_FAMILY_KINDS + POSTHOC_MAP_KINDS
 DISPLAY_NAMES = {"cam": "CAM", "infocam": "infoCAM", "infocam_plus": "infoCAM+",
                  "infocam_plus_region": "infoCAM+ (region rival)", **posthoc.DISPLAY_NAMES}

@@ -18,12 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from infocam_jax.evaluation import driver, single_label, step, thresholds
 from infocam_jax.devices import Batch
-from infocam_jax.evaluation.settings import (DISPLAY_NAMES, MAP_KINDS, POSTHOC_MAP_KINDS,
-                                             V2_IOU_THRESHOLDS, EvalSettings)
+from infocam_jax.evaluation import driver, single_label, step, thresholds
+from infocam_jax.evaluation.settings import (
+    ATTENTION_MAP_KINDS,
+    DISPLAY_NAMES,
+    MAP_KINDS,
+    POSTHOC_MAP_KINDS,
+    V2_IOU_THRESHOLDS,
+    EvalSettings,
+)
 
-DEFAULT_KINDS = MAP_KINDS + POSTHOC_MAP_KINDS
+DEFAULT_KINDS = MAP_KINDS + tuple(k for k in POSTHOC_MAP_KINDS if k not in ATTENTION_MAP_KINDS)
 DEFAULT_FAITHFULNESS = ("confidence",)
 
 

@@ -1,6 +1,7 @@
 """Flax linen backbones for WSOL: VGG16-GAP, ResNet50 (layer4 stride 1), a digits CNN-GAP,
-InceptionV3, each a spec (trunk, neck, taps, ADL positions, layouts); one ``Network`` takes a
-method's head (built by ``infocam_jax.methods``).
+InceptionV3, DeiT-Ti/S/B (``deit.py``; token-GAP or class-token head), each a spec (trunk,
+neck, taps, ADL positions, layouts); one ``Network`` takes a method's head (built by
+``infocam_jax.methods``).
 
 Usage::
 
@@ -44,6 +45,7 @@ from infocam_jax.models import vgg  # noqa: F401 pylint: disable=unused-import
 from infocam_jax.models import resnet  # noqa: F401 pylint: disable=unused-import
 from infocam_jax.models import digits as digits_lib
 from infocam_jax.models import inception  # noqa: F401 pylint: disable=unused-import
+from infocam_jax.models import deit  # noqa: F401 pylint: disable=unused-import
 
 __all__ = ["create", "classifier_kernel", "new_layer_mask", "adl_maps", "MODEL_NAMES",
            "DTYPES", "ADL", "Network", "Head"]
@@ -61,7 +63,8 @@ def create(name: str, num_classes: int, large_feature_map: bool = False, *,
     """Builds a backbone network: the GAP + Dense head, or a method's head.
 
     Args:
-      name: one of ``MODEL_NAMES`` ("vgg16_gap", "resnet50", "digits_cnn", "inception_v3").
+      name: one of ``MODEL_NAMES`` ("vgg16_gap", "resnet50", "digits_cnn", "inception_v3",
+        "deit_tiny", "deit_small", "deit_base", "deit_{tiny,small,base}_distilled").
       num_classes: M >= 1, outputs of the classifier head.
       large_feature_map: the reference WSOL evaluation's option: vgg16_gap without pool4,
         resnet50 with layer3 stride 1 (28x28 features at 224 for both; default False: 14x14).
@@ -79,7 +82,9 @@ def create(name: str, num_classes: int, large_feature_map: bool = False, *,
         conv_impl ("auto" (default): "explicit" on the CPU backend, "xla" on GPU/TPU;
         "explicit": convolution kernel gradients as explicit matmuls, faster on XLA:CPU;
         "xla": plain autodiff, what cuDNN wants; same values up to rounding), width
-        (digits_cnn only, base channel count, 16).
+        (digits_cnn only, base channel count, 16); DeiT only: head ("tokens_gap" default or
+        "cls"), patch_size, embed_dim, depth, num_heads, mlp_ratio, img_size
+        (``models/deit.py``).
 
     Returns:
       A flax.linen Module. GAP head: ``apply(variables, images, train=...)`` returns
@@ -98,10 +103,12 @@ def create(name: str, num_classes: int, large_feature_map: bool = False, *,
     width = options.get("width")
     if width is not None:
         digits_lib.check_width(width)
+    extra = {k: v for k, v in options.items() if k not in _COMMON and k != "width"}
+    spec.SPECS[name].check_options(extra)
     return Network(name, num_classes, layout, method_head, large_feature_map, codes,
                    options.get("adl_drop_rate", 0.75), options.get("adl_gamma", 0.9),
                    options.get("dtype", jnp.float32), options.get("conv_impl", "auto"),
-                   options.get("axis_name"), width)
+                   options.get("axis_name"), width, tuple(sorted(extra.items())))
 
 
 def _check_create(name, num_classes, large_feature_map, layout, options) -> dict:

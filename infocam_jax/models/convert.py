@@ -1,5 +1,6 @@
-"""Import torchvision-format state dicts (``vgg16``, ``resnet50``, ``inception_v3``) into our
-Flax variables.
+"""Import torchvision-format state dicts (``vgg16``, ``resnet50``, ``inception_v3``) and
+timm / DeiT state dicts (``deit_{tiny,small,base}[_distilled]_patch16_224``) into our Flax
+variables.
 
 A state dict is a mapping ``name -> array`` with torchvision's names and layouts
 (``features.0.weight``, ``layer1.0.conv1.weight``, ``bn1.running_mean``, ...). Conversion:
@@ -24,12 +25,21 @@ A state dict is a mapping ``name -> array`` with torchvision's names and layouts
   With ``include_head=True`` the reference's neck and method head are imported too:
   ``SPG_A3_1b.0`` / ``SPG_A3_2b.0`` -> ``A3_1b`` / ``A3_2b``, the 1x1 convolution ``SPG_A4``
   -> the Dense ``head`` (layouts cam, adl) or the method head's class conv.
+* DeiT (timm's and facebookresearch/deit's names: ``cls_token``, ``pos_embed``,
+  ``patch_embed.proj.weight``, ``blocks.{i}.attn.qkv.weight``, ``norm.weight``, ``head.weight``,
+  ...): the patch convolution OIHW -> our ``patch_embed`` Dense kernel [(y, x, c), D], Linear
+  weights transposed, LayerNorm weight / bias -> scale / bias, tokens and position embeddings
+  as they are. ``head.*`` (and ``head_dist.*``) only with ``include_head=True``; the number of
+  blocks is read from the variables (``depth``), 12 in the released files. The released
+  DeiT weights (dl.fbaipublicfiles.com / the Hugging Face hub) cannot be downloaded on this
+  machine; the conversion is tested on a PyTorch twin with timm's names and synthetic weights.
 
 Files: ``.pth`` / ``.pt`` (read with torch, only if it is installed) or ``.npz`` with the same
 keys. Converted variables are written as ``.npz`` (keys ``"params/conv1/kernel"``, ...) or
 ``.msgpack`` (flax serialisation) and read back with :func:`load_variables`. Nothing here
 downloads anything.
 """
+import functools
 import os
 from typing import Any, Dict, Mapping, Tuple
 
@@ -40,12 +50,14 @@ import numpy as np
 from absl import logging
 
 from infocam_jax import models
+from infocam_jax.models import deit as deit_lib
 from infocam_jax.models import inception as inception_lib
 from infocam_jax.models import resnet as resnet_lib
 from infocam_jax.models import spec as spec_lib
 from infocam_jax.models import vgg as vgg_lib
 
-ARCHS = {"vgg16": "vgg16_gap", "resnet50": "resnet50", "inception_v3": "inception_v3"}
+ARCHS = {"vgg16": "vgg16_gap", "resnet50": "resnet50", "inception_v3": "inception_v3",
+         **{f"{name}_patch16_224": name for name in deit_lib.ARCHS}}
 VGG16_FEATURE_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 
 # kind -> (collection, leaf name, array transform)
@@ -59,6 +71,12 @@ _KINDS = {
     "bn_bias": ("params", "bias", lambda w: w),
     "bn_mean": ("batch_stats", "mean", lambda w: w),
     "bn_var": ("batch_stats", "var", lambda w: w),
+    # a patch convolution [D, C, p, p] as our Dense kernel on (y, x, c)-flattened patches
+    "patch_dense": ("params", "kernel",
+                    lambda w: np.transpose(w, (2, 3, 1, 0)).reshape(-1, w.shape[0])),
+    "cls_token": ("params", "cls_token", lambda w: w),
+    "dist_token": ("params", "dist_token", lambda w: w),
+    "pos_embed": ("params", "pos_embed", lambda w: w),
 }
 _BN = (("weight", "bn_weight"), ("bias", "bn_bias"), ("running_mean", "bn_mean"),
        ("running_var", "bn_var"))
@@ -192,13 +210,57 @@ def _inception_v3_layout(layout: str, large_feature_map: bool,  # pylint: disabl
     return trunk, head
 
 
+def _deit_layout(layout: str, large_feature_map: bool,  # pylint: disable=unused-argument
+                 adl_positions: Tuple[str, ...],  # pylint: disable=unused-argument
+                 head_layout=None,  # pylint: disable=unused-argument
+                 *, distilled: bool, depth: int = 12):
+    """(trunk, head) key maps of timm's DeiT with ``depth`` blocks (layout "cam" only)."""
+    if layout != "cam":
+        raise ValueError(f"layout {layout!r} is not defined for DeiT state dicts (only 'cam')")
+    trunk, head = {}, {}
+
+    def dense(table, key, path):
+        table[f"{key}.weight"] = (path, "dense")
+        table[f"{key}.bias"] = (path, "bias")
+
+    def norm(key, path):
+        trunk[f"{key}.weight"] = (path, "bn_weight")
+        trunk[f"{key}.bias"] = (path, "bn_bias")
+
+    for token in ("cls_token", "pos_embed") + (("dist_token",) if distilled else ()):
+        trunk[token] = (("tokens",), token)
+    trunk["patch_embed.proj.weight"] = (("patch_embed",), "patch_dense")
+    trunk["patch_embed.proj.bias"] = (("patch_embed",), "bias")
+    for i in range(depth):
+        b = f"blocks_{i}"
+        norm(f"blocks.{i}.norm1", (b, "norm1"))
+        norm(f"blocks.{i}.norm2", (b, "norm2"))
+        dense(trunk, f"blocks.{i}.attn.qkv", (b, "attn", "qkv"))
+        dense(trunk, f"blocks.{i}.attn.proj", (b, "attn", "proj"))
+        dense(trunk, f"blocks.{i}.mlp.fc1", (b, "fc1"))
+        dense(trunk, f"blocks.{i}.mlp.fc2", (b, "fc2"))
+    norm("norm", ("norm",))
+    dense(head, "head", ("head",))
+    if distilled:
+        dense(head, "head_dist", ("head_dist",))
+    return trunk, head
+
+
 # arch -> layout(layout, large_feature_map, adl_positions, head_layout) -> (trunk key map,
 # head key map). A backbone adds its layout here.
 LAYOUTS = {"vgg16": _vgg16_layout, "resnet50": _resnet50_layout,
-           "inception_v3": _inception_v3_layout}
+           "inception_v3": _inception_v3_layout,
+           **{arch: functools.partial(_deit_layout, distilled=deit_lib.ARCHS[name].distilled)
+              for arch, name in ARCHS.items() if name in deit_lib.ARCHS}}
 
 
-def _layout(arch: str, layout: str, large_feature_map: bool, adl_positions, head_layout=None):
+def _block_count(variables: Mapping[str, Any]) -> int:
+    """The number of ``blocks_{i}`` of a DeiT's variables."""
+    return sum(1 for k in variables.get("params", {}) if k.startswith("blocks_"))
+
+
+def _layout(arch: str, layout: str, large_feature_map: bool, adl_positions, head_layout=None,
+            depth=None):
     if arch not in LAYOUTS:
         raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(LAYOUTS)}")
     if layout not in spec_lib.LAYOUTS:
@@ -214,12 +276,14 @@ def _layout(arch: str, layout: str, large_feature_map: bool, adl_positions, head
     if not isinstance(adl_positions, str):
         raise ValueError(f"adl_positions must be a space-separated string, got "
                          f"{adl_positions!r}")
-    return LAYOUTS[arch](layout, large_feature_map, tuple(adl_positions.split()), head_layout)
+    extra = {} if depth is None else {"depth": depth}
+    return LAYOUTS[arch](layout, large_feature_map, tuple(adl_positions.split()), head_layout,
+                         **extra)
 
 
 def key_map(arch: str, include_head: bool = False, layout: str = "cam",
-            large_feature_map: bool = False, adl_positions: Any = None, head_layout=None
-            ) -> Dict[str, Tuple[Tuple[str, ...], str]]:
+            large_feature_map: bool = False, adl_positions: Any = None, head_layout=None,
+            depth=None) -> Dict[str, Tuple[Tuple[str, ...], str]]:
     """State-dict key -> (our module path, kind) for every imported tensor.
 
     The state dict's layout is the reference WSOL evaluation's model of ``(layout,
@@ -228,7 +292,8 @@ def key_map(arch: str, include_head: bool = False, layout: str = "cam",
     use it for torchvision's pretrained weights whatever model they go into.
 
     Args:
-      arch: "vgg16", "resnet50" or "inception_v3" (a key of :data:`LAYOUTS`).
+      arch: "vgg16", "resnet50", "inception_v3" or "deit_small_patch16_224", ... (a key of
+        :data:`LAYOUTS`).
       include_head: also map the new layers: VGG ``conv6.*`` and ``fc.*`` onto ``conv6`` /
         ``head`` (layouts cam, adl); a method head's keys from its ``head_layout`` (given the
         backbone's class-conv key: VGG ``SPG_A_4``, ResNet / InceptionV3 ``SPG_A4``); VGG's
@@ -247,11 +312,12 @@ def key_map(arch: str, include_head: bool = False, layout: str = "cam",
       large_feature_map: the reference's option the state dict was built with.
       adl_positions: ADL position codes of an ``"adl"`` layout (default: the reference's,
         vgg16 "3M 43 53", resnet50 "30 40 42"); only with layout "adl".
+      depth: DeiT only, its number of blocks (None: 12, the released models').
 
     Raises:
       ValueError: unknown arch or layout, or a bad option (naming it).
     """
-    trunk, head = _layout(arch, layout, large_feature_map, adl_positions, head_layout)
+    trunk, head = _layout(arch, layout, large_feature_map, adl_positions, head_layout, depth)
     return {**trunk, **head} if include_head else trunk
 
 
@@ -273,7 +339,8 @@ def convert_state_dict(arch: str, state_dict: Mapping[str, Any], variables: Mapp
     initialised Flax variables.
 
     Args:
-      arch: "vgg16", "resnet50" or "inception_v3".
+      arch: a key of :data:`ARCHS` ("vgg16", "resnet50", "inception_v3",
+        "deit_small_patch16_224", ...).
       state_dict: key -> array (NumPy or torch tensor), float.
       variables: variables of ``methods.create_model(ARCHS[arch], num_classes, method=...)``
         (from ``init`` or zeros of its shapes); the layers not imported (the new layers
@@ -288,7 +355,8 @@ def convert_state_dict(arch: str, state_dict: Mapping[str, Any], variables: Mapp
     Raises:
       ValueError: listing missing keys, unexpected keys and shape mismatches.
     """
-    trunk, head = _layout(arch, layout, large_feature_map, adl_positions, head_layout)
+    depth = _block_count(variables) if ARCHS.get(arch) in deit_lib.ARCHS else None
+    trunk, head = _layout(arch, layout, large_feature_map, adl_positions, head_layout, depth)
     mapping = {**trunk, **head} if include_head else trunk
     head_keys = () if include_head else head
     state = {k[len("module."):] if k.startswith("module.") else k: v

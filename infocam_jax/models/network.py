@@ -51,6 +51,8 @@ class Network(nn.Module):
       adl_positions, adl_drop_rate, adl_gamma: ADL.
       dtype, conv_impl, axis_name: as for the other models.
       width: base width of backbones that have one (digits_cnn; None = its default).
+      backbone_options: ``((name, value), ...)`` of the backbone's other options
+        (``TrunkOptions.backbone_options``; DeiT's head and sizes).
       activation: the backbone's ReLU (``spec.TrunkOptions.activation``; default ``nn.relu``).
     """
     backbone: str
@@ -65,7 +67,21 @@ class Network(nn.Module):
     conv_impl: str = "auto"
     axis_name: Optional[str] = None
     width: Optional[int] = None
+    backbone_options: Tuple[Tuple[str, Any], ...] = ()
     activation: Callable[[Any], Any] = nn.relu
+
+    def trunk_options(self) -> spec_lib.TrunkOptions:
+        return spec_lib.TrunkOptions(self.layout, self.large_feature_map, self.adl_positions,
+                                     self.adl_drop_rate, self.adl_gamma, self.dtype,
+                                     self.conv_impl, self.axis_name, self.width,
+                                     self.backbone_options, self.activation)
+
+    @property
+    def logits_from_gap(self) -> bool:
+        """Whether ``logits == mean(features, (1, 2)) @ head.kernel + head.bias`` (the GAP
+        head; False for a method head or a backbone head such as DeiT's class token)."""
+        spec = spec_lib.get(self.backbone)
+        return self.method_head is None and spec.gap_logits(self.trunk_options())
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False,
@@ -77,10 +93,7 @@ class Network(nn.Module):
         if images.ndim != 4:
             raise ValueError(f"images must be [B, H, W, C], got shape {images.shape}")
         spec = spec_lib.get(self.backbone)
-        opts = spec_lib.TrunkOptions(self.layout, self.large_feature_map, self.adl_positions,
-                                     self.adl_drop_rate, self.adl_gamma, self.dtype,
-                                     self.conv_impl, self.axis_name, self.width,
-                                     self.activation)
+        opts = self.trunk_options()
         x, taps = spec.trunk(images.astype(self.dtype), train, opts)
         x = spec.neck(x, train, opts)
         head = self.method_head
@@ -88,6 +101,8 @@ class Network(nn.Module):
             return head.fn(self, x, taps, head.attention_size or images.shape[1:3], labels,
                            spec_lib.head_widths(spec, opts))
         features = x.astype(jnp.float32)
+        if spec.head is not None:
+            return spec.head(features, taps, self.num_classes, opts), features
         logits = nn.Dense(self.num_classes, name="head",
                           kernel_init=spec.head_init)(jnp.mean(features, (1, 2)))
         return logits, features

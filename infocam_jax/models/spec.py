@@ -45,6 +45,8 @@ class TrunkOptions:
       axis_name: BatchNorm sync axis in training (None = none).
       width: base channel count of backbones that have one (digits_cnn; None = the
         backbone's default).
+      backbone_options: ``((name, value), ...)``: the options of ``BackboneSpec.options``
+        beyond ``width`` (e.g. DeiT's ``head``, ``patch_size``), sorted by name.
       activation: the trunk's and neck's ReLU, ``x -> relu(x)`` (default ``nn.relu``); a
         function with the same forward and another gradient (guided backpropagation's,
         ``maps.posthoc.guided``) changes the backward pass without new parameters.
@@ -58,11 +60,24 @@ class TrunkOptions:
     conv_impl: str = "auto"
     axis_name: Optional[str] = None
     width: Optional[int] = None
+    backbone_options: Tuple[Tuple[str, Any], ...] = ()
     activation: Callable[[Any], Any] = nn.relu
 
 
 def _never_new(top: str, layout: str) -> bool:  # pylint: disable=unused-argument
     return False
+
+
+def _gap_logits(opts: TrunkOptions) -> bool:  # pylint: disable=unused-argument
+    return True
+
+
+def _no_check(options: Dict[str, Any]) -> None:  # pylint: disable=unused-argument
+    return None
+
+
+# torchvision's initialiser of a classifier's Dense kernel, N(0, 0.01^2).
+DEFAULT_HEAD_INIT = nn.initializers.normal(0.01)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +104,13 @@ class BackboneSpec:
       head_widths: optional ``opts -> (acol_width, spg_b_width, spg_c_width)`` for backbones
         whose width is an option (digits_cnn: all three are 4 x ``opts.width``); when given it
         replaces the three fixed widths above (:func:`head_widths`).
+      head: optional ``head(features, taps, num_classes, opts) -> logits [B, M]``, built in the
+        network's scope (named ``head``, ...), replacing the GAP + Dense head of a network
+        without a method head (DeiT's class-token head); None = GAP + Dense ``head``.
+      gap_logits: ``opts -> bool``: whether the logits are ``mean(features) @ head + bias``
+        (what CAMs and the post-hoc layer "features" assume; default True).
+      check_options: ``options -> None``: validates the values of ``options`` (ValueError
+        naming the option).
     """
     name: str
     layouts: Tuple[str, ...]
@@ -102,8 +124,11 @@ class BackboneSpec:
     is_new_layer: Callable[[str, str], bool] = _never_new
     large_feature_map_ok: bool = True
     head_widths: Optional[Callable[[TrunkOptions], Tuple[int, int, int]]] = None
-    head_init: Callable[..., Any] = nn.initializers.normal(0.01)
+    head_init: Callable[..., Any] = DEFAULT_HEAD_INIT
     options: Tuple[str, ...] = ()
+    head: Optional[Callable[..., Any]] = None
+    gap_logits: Callable[[TrunkOptions], bool] = _gap_logits
+    check_options: Callable[[Dict[str, Any]], None] = _no_check
 
 
 def head_widths(spec: BackboneSpec, opts: TrunkOptions) -> Tuple[int, int, int]:

@@ -13,6 +13,12 @@ and multiplies every group's lr by 0.1 at each multiple of `LR_decay` epochs. He
 (`models.new_layer_mask`) get `lr_ratio * schedule` through `optax.multi_transform`. Because the
 decay term sits before the learning-rate scaling, the new layers' weight decay is also scaled by
 `lr_ratio`, exactly as in PyTorch's per-group lr.
+
+`optimizer.name = "adamw"` (default "sgd") gives TS-CAM's transformer recipe instead: AdamW
+(`torch.optim.AdamW`, betas (0.9, 0.999), eps 1e-8, decoupled weight decay `lr * wd * p`) with
+the same step schedule and groups; as timm's `create_optimizer`, only kernels (weight matrices)
+decay, not biases, norm scales, class / distillation tokens or position embeddings; `momentum`
+and `nesterov` are unused.
 """
 from typing import Any, Callable
 
@@ -20,6 +26,7 @@ import jax
 import optax
 
 Schedule = Callable[[Any], Any]
+OPTIMIZERS = ("sgd", "adamw")
 
 
 def step_decay_schedule(learning_rate: float, steps_per_epoch: int, decay_epochs: int,
@@ -72,7 +79,7 @@ def create_optimizer(optimizer_config, steps_per_epoch: int, new_layer_mask: Any
 
     Args:
       optimizer_config: the `config.optimizer` ConfigDict (learning_rate, lr_ratio, momentum,
-        nesterov, weight_decay, decay_epochs, decay_factor).
+        nesterov, weight_decay, decay_epochs, decay_factor; optional name, "sgd" or "adamw").
       steps_per_epoch: optimiser steps per epoch.
       new_layer_mask: pytree of bools with the structure of the params, True for the layers
         that get `lr_ratio` x the learning rate (`models.new_layer_mask`); None = one group.
@@ -84,8 +91,14 @@ def create_optimizer(optimizer_config, steps_per_epoch: int, new_layer_mask: Any
     schedule = step_decay_schedule(oc.learning_rate, steps_per_epoch, oc.decay_epochs,
                                    oc.decay_factor)
 
+    name = oc.get("name", "sgd")
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer.name must be one of {OPTIMIZERS}, got {name!r}")
+
     def sgd(scale: float) -> optax.GradientTransformation:
         lr = schedule if scale == 1.0 else (lambda count: scale * schedule(count))
+        if name == "adamw":
+            return optax.adamw(lr, eps=1e-8, weight_decay=oc.weight_decay, mask=_kernels)
         return pytorch_sgd(lr, oc.momentum, bool(oc.nesterov), oc.weight_decay)
 
     ratio = float(oc.lr_ratio)
@@ -96,3 +109,8 @@ def create_optimizer(optimizer_config, steps_per_epoch: int, new_layer_mask: Any
     labels = jax.tree.map(lambda new: "new" if new else "pretrained", new_layer_mask)
     tx = optax.multi_transform({"pretrained": sgd(1.0), "new": sgd(ratio)}, labels)
     return tx, schedule
+
+
+def _kernels(params):
+    """True for the leaves named ``kernel`` (the weight decay mask of AdamW)."""
+    return jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key == "kernel", params)

@@ -16,7 +16,8 @@ Grad-CAM element-wise, Eigen-Grad-CAM, Seg-Eigen-CAM, FinerCAM, Smooth Grad-CAM+
 :mod:`.perturbation` (Score-CAM, SS-CAM, IS-CAM, Ablation-CAM), :mod:`.activation` (Eigen-CAM,
 KPCA-CAM, FEM, RandomCAM), :mod:`.guided` (guided backpropagation, Guided Grad-CAM),
 :mod:`.second_order` (ShapleyCAM: gradient and Hessian-vector product), :mod:`.fullgrad`
-(FullGrad: the bias gradients of every layer, at the input resolution). Adding a map is one
+(FullGrad: the bias gradients of every layer, at the input resolution), :mod:`.attention`
+(attention rollout, TS-CAM's map: transformers only, ValueError otherwise). Adding a map is one
 function registered in its family's module, or one new module plus its import below.
 The maps that offer pytorch-grad-cam's ``eigen_smooth`` list it in their registry
 ``options``.
@@ -56,12 +57,16 @@ or ``"features.28"`` are translated, :mod:`.layer_names`):
   The submodule's ``__call__`` output must be one ``[B, h, w, K]`` array; it is read and
   perturbed through ``flax.linen.intercept_methods``. :func:`layer_paths` lists the valid
   paths of a model.
+* a transformer block (``"blocks_3"`` of ``models.deit``): its tokens ``[B, N, D]`` are read on
+  the patch grid ``[B, h, w, D]``, the class / distillation tokens dropped
+  (``core.token_grid``, as pytorch-grad-cam's ``vit_reshape_transform``).
 """
 # Registration order is the order of ``METHOD_NAMES`` (and of the tables' rows).
 from infocam_jax.maps.posthoc import gradient, perturbation, activation, guided  # noqa: I001
-from infocam_jax.maps.posthoc import second_order, fullgrad  # noqa: I001
+from infocam_jax.maps.posthoc import second_order, fullgrad, attention  # noqa: I001
 from infocam_jax.maps.posthoc import augment, core, factorization, layer_names, registry, targets
 from infocam_jax.maps.posthoc.activation import eigencam, fem, kpcacam, randomcam
+from infocam_jax.maps.posthoc.attention import rollout, tscam
 from infocam_jax.maps.posthoc.core import (DEFAULT_CHUNK_SIZE, DEFAULT_LAYER,
                                            activations_and_gradients, layer_paths)
 from infocam_jax.maps.posthoc.factorization import deep_feature_factorization
@@ -74,19 +79,22 @@ from infocam_jax.maps.posthoc.registry import PosthocMap, compute, jitted, regis
 from infocam_jax.maps.posthoc.second_order import shapleycam
 from infocam_jax.maps.posthoc.targets import Score
 
-METHOD_NAMES = registry.names()
+# The maps of any backbone; the attention maps need a transformer (models.deit).
+ATTENTION_METHODS = registry.names("attention")
+METHOD_NAMES = tuple(n for n in registry.names() if n not in ATTENTION_METHODS)
 GRADIENT_METHODS = registry.names("gradient")
 IMAGE_METHODS = registry.names(output="image")
 DISPLAY_NAMES = registry.display_names()
 
 # FullGrad's function is ``fullgrad.fullgrad`` (the name ``fullgrad`` here is its module).
 __all__ = [
-    "DEFAULT_CHUNK_SIZE", "DEFAULT_LAYER", "DISPLAY_NAMES", "GRADIENT_METHODS", "IMAGE_METHODS",
-    "METHOD_NAMES", "PosthocMap", "Score", "ablationcam", "activation",
-    "activations_and_gradients", "augment", "compute", "core", "deep_feature_factorization",
-    "eigencam", "eigengradcam", "factorization", "fem", "finercam", "fullgrad", "gradcam",
-    "gradcamew", "gradcampp", "gradient", "guided", "guided_backprop", "guided_gradcam",
-    "hirescam", "iscam", "jitted", "kpcacam", "layer_names", "layer_paths", "layercam",
-    "perturbation", "randomcam", "register", "registry", "scorecam", "second_order",
-    "segeigencam", "shapleycam", "smoothgradcampp", "sscam", "targets", "xgradcam",
+    "ATTENTION_METHODS", "DEFAULT_CHUNK_SIZE", "DEFAULT_LAYER", "DISPLAY_NAMES",
+    "GRADIENT_METHODS", "IMAGE_METHODS", "METHOD_NAMES", "PosthocMap", "Score", "ablationcam",
+    "activation", "activations_and_gradients", "attention", "augment", "compute", "core",
+    "deep_feature_factorization", "eigencam", "eigengradcam", "factorization", "fem",
+    "finercam", "fullgrad", "gradcam", "gradcamew", "gradcampp", "gradient", "guided",
+    "guided_backprop", "guided_gradcam", "hirescam", "iscam", "jitted", "kpcacam",
+    "layer_names", "layer_paths", "layercam", "perturbation", "randomcam", "register",
+    "registry", "rollout", "scorecam", "second_order", "segeigencam", "shapleycam",
+    "smoothgradcampp", "sscam", "targets", "tscam", "xgradcam",
 ]

@@ -79,15 +79,39 @@ def _module_path(context) -> str:
     return "/".join(context.module.path)
 
 
+def token_grid(module, out):
+    """A transformer block's tokens ``[B, N, D]`` on its patch grid ``[B, h, w, D]``, or None.
+
+    A module with ``token_grid`` (h, w) and ``num_prefix_tokens`` (``models.deit.Block``) maps
+    tokens ``[:, num_prefix_tokens:]`` row-major onto the grid, dropping the class (and
+    distillation) tokens, as pytorch-grad-cam's ``vit_reshape_transform`` does; other modules
+    and outputs give None.
+    """
+    grid = getattr(module, "token_grid", None)
+    if grid is None or getattr(out, "ndim", None) != 3:
+        return None
+    return out[:, module.num_prefix_tokens:].reshape(out.shape[0], *grid, out.shape[-1])
+
+
+def _edit_tokens(out, edit, module):
+    """``edit`` applied to a block's patch tokens on their grid ``[B, h, w, D]``, the prefix
+    (class / distillation) tokens kept."""
+    prefix = module.num_prefix_tokens
+    grid = edit(token_grid(module, out))
+    return out.at[:, prefix:].set(grid.reshape(out.shape[0], -1, out.shape[-1]).astype(out.dtype))
+
+
 def forward_at_layer(model, variables, images, layer, delta=None, record_paths=None,
                      edit=None):
     """``model.apply`` in evaluation mode that reads (and perturbs) the output of ``layer``.
 
     Returns ``(logits, activation)``; with ``delta`` the layer's output is replaced by
     ``output + delta`` (``layer="features"``: the head's input ``pooled + delta``); with
-    ``edit`` (a function of an array) by ``edit(output)`` (``"features"``: ``edit(pooled)``).
-    ``record_paths`` (a list) collects the paths of every submodule whose ``__call__`` returns a
-    rank-4 array.
+    ``edit`` (a function of an array) by ``edit(output)`` (``"features"``: ``edit(pooled)``;
+    a transformer block: ``edit`` of its patch tokens on the grid). A
+    transformer block's tokens are read on the patch grid (:func:`token_grid`) and ``delta``
+    is added to its patch tokens. ``record_paths`` (a list) collects the paths of every
+    submodule whose ``__call__`` returns a rank-4 array (or a block's tokens).
     """
     target = HEAD if layer == DEFAULT_LAYER else layer
     seen = []
@@ -104,17 +128,23 @@ def forward_at_layer(model, variables, images, layer, delta=None, record_paths=N
                 args = (edit(args[0]),) + tuple(args[1:])
             return next_fun(*args, **kwargs)
         out = next_fun(*args, **kwargs)
-        if record_paths is not None and path and getattr(out, "ndim", None) == 4:
+        grid = token_grid(context.module, out)
+        value = out if grid is None else grid
+        if record_paths is not None and path and getattr(value, "ndim", None) == 4:
             record_paths.append(path)
         if path == target:
-            if getattr(out, "ndim", None) != 4:
+            if getattr(value, "ndim", None) != 4:
                 raise ValueError(f"layer {layer!r} must output one [B, h, w, K] array, got "
                                  f"{jax.tree_util.tree_map(jnp.shape, out)}")
-            seen.append(out)
-            if delta is not None:
+            seen.append(value)
+            if delta is not None and grid is None:
                 out = out + delta.astype(out.dtype)
+            elif delta is not None:
+                prefix = context.module.num_prefix_tokens
+                out = out.at[:, prefix:].add(
+                    delta.reshape(out.shape[0], -1, out.shape[-1]).astype(out.dtype))
             if edit is not None:
-                out = edit(out)
+                out = edit(out) if grid is None else _edit_tokens(out, edit, context.module)
         return out
 
     with nn.intercept_methods(interceptor):
@@ -138,7 +168,7 @@ def layer_paths(model, variables, images) -> tuple[str, ...]:
 
     Returns:
       ``("features",) +`` the ``/``-joined paths of every submodule whose ``__call__`` returns
-      a rank-4 array, in call order.
+      a rank-4 array or a transformer block's tokens (:func:`token_grid`), in call order.
     """
     images = check_images(images)
     paths = []
@@ -177,6 +207,10 @@ def prepare(model, variables, images, targets, layer):
     images = check_images(images)
     layer = layer_names.resolve(check_layer(layer),
                                 lambda: layer_paths(model, variables, images))
+    if layer == DEFAULT_LAYER and not getattr(model, "logits_from_gap", True):
+        raise ValueError(f"layer {DEFAULT_LAYER!r} needs logits = GAP(features) @ head (e.g. "
+                         "DeiT's head='tokens_gap'); this model's head reads other inputs "
+                         "(DeiT's head='cls'): name a block, e.g. layer='blocks_11'")
     logits_shape, _, _ = layer_shapes(model, variables, images, layer)
     batch, num_classes = logits_shape.shape
     targets = targets_lib.check(targets, batch, num_classes)

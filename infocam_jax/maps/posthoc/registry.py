@@ -21,7 +21,7 @@ from infocam_jax.maps.posthoc import augment, core
 from infocam_jax.maps.posthoc import targets as targets_lib
 
 COMMON_OPTIONS = ("layer", "relu", "aug_smooth")
-FAMILIES = ("gradient", "perturbation", "activation")
+FAMILIES = ("gradient", "perturbation", "activation", "attention")
 # "map": [B, h, w] at the layer (a WSOL map kind); "image": [B, H, W, C] at the input, e.g. guided
 # backpropagation (no map kind: ``names()`` and the eval settings leave these out).
 OUTPUTS = ("map", "image")
@@ -37,7 +37,8 @@ class PosthocMap:
       fn: ``fn(model, variables, images, targets, *, layer, relu, **options) -> [B, h, w]``.
       options: keyword options beyond ``COMMON_OPTIONS``.
       family: one of ``FAMILIES`` (gradient: one vjp; perturbation: forward passes of
-        perturbed inputs; activation: activations only).
+        perturbed inputs; activation: activations only; attention: a transformer's attention
+        probabilities).
       output: one of ``OUTPUTS``.
       common: the shared options it takes (``COMMON_OPTIONS`` unless it has no layer).
       callable_targets: whether ``fn`` takes a :class:`~.targets.Score` target (a function of
