@@ -1,10 +1,11 @@
 """Shared test set-up. Tests run on CPU; multi-device tests spawn subprocesses with XLA_FLAGS.
 
-The PyTorch peers (torch, pytorch-grad-cam) are optional: every test that needs one asks for it
+The PyTorch peers (torch, pytorch-grad-cam, torch-cam) are optional: every test that needs one asks for it
 through ``pytest.importorskip`` or the ``grad_cam`` fixture and skips with the reason when it is
 absent. On CI (``CI=true``) they must be there: ``peers_on_ci`` fails the run otherwise, so the
 parity tests can never drop out silently.
 """
+import importlib
 import os
 import pathlib
 
@@ -14,6 +15,8 @@ import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+# torch-cam's parts the tests compare with (SS-CAM, IS-CAM, Smooth Grad-CAM++, deletion / insertion).
+TORCHCAM_MODULES = ("torchcam.methods", "torchcam.metrics")
 MNIST_DIR_ENV = "INFOCAM_MNIST_DIR"  # infocam_jax.config.MNIST_DIR_ENV; .ci/run sets it
 
 
@@ -37,7 +40,7 @@ def _on_ci() -> bool:
 
 @pytest.fixture(scope="session", autouse=True)
 def peers_on_ci():
-    """On CI (``CI=true``): fails the run unless torch and pytorch-grad-cam both import.
+    """On CI (``CI=true``): fails the run unless torch, pytorch-grad-cam and torch-cam import.
 
     pytorch-grad-cam is imported the way every peer test imports it (``gradcam_peer.load``,
     with the torchvision stand-in where torchvision does not load)."""
@@ -48,6 +51,12 @@ def peers_on_ci():
         pytest.fail(f"CI=true but a PyTorch peer is missing ({note}): the parity tests with "
                     "torch and pytorch-grad-cam must run on CI (.ci/run installs them)",
                     pytrace=False)
+    for name in TORCHCAM_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            pytest.fail(f"CI=true but torch-cam does not import ({name}: {error}): its parity "
+                        "tests must run on CI (.ci/run installs it)", pytrace=False)
 
 
 @pytest.fixture(scope="session")

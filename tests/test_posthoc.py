@@ -245,6 +245,25 @@ def test_ci_fails_without_the_peers(ci):
         assert "SKIPPED" in out and "torch is not installed" in out, out[-3000:]
 
 
+def test_ci_fails_without_torchcam():
+    """conftest's ``peers_on_ci``: with torch-cam blocked, CI=true fails the run, naming it."""
+    import os  # pylint: disable=import-outside-toplevel
+    import pathlib  # pylint: disable=import-outside-toplevel
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    pytest.importorskip("torch", reason="torch is not installed: the CI peer check needs it")
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    code = ("import sys; sys.modules['torchcam'] = None; import pytest; sys.exit(pytest.main("
+            "['-q', '-p', 'no:cacheprovider', '-p', 'no:xdist', "
+            "'tests/test_posthoc.py::test_peer_imports']))")
+    env = dict(os.environ, CI="true", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert "CI=true but torch-cam does not import (torchcam.methods" in out, out[-3000:]
+
+
 @pytest.fixture(scope="module")
 def nets(posthoc_nets):
     """{arch: (our model, our variables, torch wrapper)} (conftest ``posthoc_nets``)."""
