@@ -1,29 +1,35 @@
-r"""Post-hoc maps per image: ``infocam_jax.maps.posthoc`` (jitted, batched) beside pytorch-grad-cam.
+r"""Post-hoc maps per image: ``infocam_jax.maps.posthoc`` (jitted, batched) beside its peers.
 
-    python benchmarks/posthoc_vs_gradcam.py                      # ResNet50, batch 16, 224x224
+    python benchmarks/posthoc_vs_gradcam.py                      # every method, ResNet50, 224x224
     python benchmarks/posthoc_vs_gradcam.py --methods=gradcam,scorecam --rounds=3
-    python benchmarks/posthoc_vs_gradcam.py --size=64 --batch=4 --scorecam_images=1   # quick
+    python benchmarks/posthoc_vs_gradcam.py --size=64 --batch=4 --perturbation_images=1  # quick
 
-For each method both libraries compute the maps of one target class per image on the same CPU,
-the two measurements alternating within every round (the machine may be shared, so only the
-ratios measured together mean anything); the median over rounds is printed as seconds per
-image and the ratio peer / ours (> 1: ours is faster), with the load average before and after.
+Every registered map that has a peer is timed: pytorch-grad-cam 1.5.7's class
+(``tests/gradcam_peer.py``: ``PEER_CLASSES``) or torch-cam 0.5.0's (``TORCHCAM_CLASSES`` below:
+Smooth Grad-CAM++, SS-CAM, IS-CAM). For each method both libraries compute the maps of one
+target class per image on the same CPU, the two measurements alternating within every round (the
+machine may be shared, so only the ratios measured together mean anything); the median over
+rounds is printed as seconds per image and the ratio peer / ours (> 1: ours is faster), with the
+load average before and after.
 
-* Ours: ``posthoc.compute(method, model, variables, images, targets, layer=...)`` under one
-  ``jax.jit`` (compiled before timing), the maps at the layer's resolution.
-* Peer: the pip ``grad-cam`` package's CAM object called as a user calls it
-  (``cam(input_tensor=x, targets=[ClassifierOutputTarget(c), ...])``: its hooks, backward,
-  weights, ReLU, min-max scaling and resizing to the input), on the PyTorch twin of the same
-  network (``benchmarks/torch_nets.py``) in eval mode. It is loaded through
-  ``tests/gradcam_peer.py`` (the torchvision stand-in where torchvision does not load).
+* Ours: ``posthoc.compute(method, model, variables, images, targets, layer=..., **options)``
+  under one ``jax.jit`` (compiled before timing), the maps at the layer's resolution.
+* pytorch-grad-cam: the CAM object called as a user calls it (``cam(input_tensor=x,
+  targets=[ClassifierOutputTarget(c), ...])``: its hooks, backward, weights, ReLU, min-max
+  scaling and resizing to the input). FinerCAM takes one ``target_idx`` per call, so it runs
+  image by image, as its users must.
+* torch-cam: the extractor on the model's scores (``extractor(class_idx=[...], scores=...)``),
+  the forward pass included in the time.
 
-Both networks have their own random weights: speed does not depend on the values (the maps'
-equality on converted weights is ``tests/test_posthoc.py``). The gradient methods and
-Eigen-CAM read the GAP input (``--layer``, default ``features``: ResNet50's last block).
-Score-CAM runs one forward pass per channel of its layer, 2048 per image on ``features``
-(hours on two cores for a batch of 16), so it reads ``--scorecam_layer`` (default ``bn1``, the
-64-channel stem) for ``--scorecam_images`` images, both libraries with ``--scorecam_chunk``
-masked images per forward pass. Results go to stdout only.
+The peers run on the PyTorch twin of the same network (``benchmarks/torch_nets.py``) in eval
+mode; each network has its own random weights (speed does not depend on the values; the maps'
+equality on converted weights is the parity tests'). The gradient and activation maps read the
+GAP input (``--layer``, default ``features``: ResNet50's last block) for ``--batch`` images. The
+perturbation maps (Score-CAM, Ablation-CAM, SS-CAM, IS-CAM) run one forward pass per channel
+(per sample) of their layer, 2048 channels per image on ``features`` (hours on two cores), so
+they read ``--perturbation_layer`` (default ``bn1``, the 64-channel stem) for
+``--perturbation_images`` images, both libraries with ``--chunk`` masked images per forward
+pass and ``--samples`` noise samples (SS-CAM, IS-CAM, Smooth Grad-CAM++). Results go to stdout.
 """
 from __future__ import annotations
 
@@ -41,34 +47,37 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))  # gradcam_peer, the test suite's peer helper
 
+# our method name -> torch-cam class name (torchcam.methods)
+TORCHCAM_CLASSES = {"smoothgradcampp": "SmoothGradCAMpp", "sscam": "SSCAM", "iscam": "ISCAM"}
+
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("arch", "resnet50", ["resnet50", "vgg16_gap"], "backbone.")
-flags.DEFINE_integer("batch", 16, "images per call (gradient methods, Eigen-CAM).")
+flags.DEFINE_integer("batch", 16, "images per call (gradient and activation maps).")
 flags.DEFINE_integer("size", 224, "square input size.")
 flags.DEFINE_integer("num_classes", 200, "classes of the head.")
-flags.DEFINE_list("methods", ["gradcam", "hirescam", "gradcampp", "xgradcam", "layercam",
-                              "eigencam", "scorecam"], "methods to time.")
-flags.DEFINE_string("layer", "features", "layer of the gradient methods and Eigen-CAM.")
-flags.DEFINE_string("scorecam_layer", "bn1", "Score-CAM's layer (our path; the twin's module "
-                    "of the same name).")
-flags.DEFINE_integer("scorecam_images", 2, "images of the Score-CAM measurement.")
-flags.DEFINE_integer("scorecam_chunk", 32, "masked images per forward pass, both libraries.")
+flags.DEFINE_list("methods", [], "methods to time (default: every registered map with a peer).")
+flags.DEFINE_string("layer", "features", "layer of the gradient and activation maps.")
+flags.DEFINE_string("perturbation_layer", "bn1", "the perturbation maps' layer (our path; the "
+                    "twin's module of the same name).")
+flags.DEFINE_integer("perturbation_images", 2, "images of the perturbation maps' measurement.")
+flags.DEFINE_integer("chunk", 32, "masked images per forward pass, both libraries.")
+flags.DEFINE_integer("samples", 4, "noise samples of SS-CAM, IS-CAM and Smooth Grad-CAM++.")
 flags.DEFINE_integer("rounds", 3, "alternating measurement rounds (median is reported).")
 
 
 def _torch_layer(net, path: str):
     """Our layer path -> the twin's module: "features" = the trunk's output, "bn1" = the stem
-    BatchNorm (ResNet50) or a conv index (VGG16-GAP ``features.N``)."""
+    BatchNorm (ResNet50)."""
     if path == "features":
         return net.features
     if FLAGS.arch == "resnet50" and path == "bn1":
         return net.features[1]
-    raise SystemExit(f"--layer / --scorecam_layer {path!r}: only 'features' and (ResNet50) "
+    raise SystemExit(f"--layer / --perturbation_layer {path!r}: only 'features' and (ResNet50) "
                      "'bn1' are mapped to the PyTorch twin here")
 
 
 def _ours(method, model, variables, images, targets, layer, **options):
-    """A runner that computes our maps once (compiled on the first call) and blocks."""
+    """A runner that computes our maps once (compiled before it is returned) and blocks."""
     import jax  # pylint: disable=import-outside-toplevel
 
     from infocam_jax.maps import posthoc  # pylint: disable=import-outside-toplevel
@@ -79,14 +88,30 @@ def _ours(method, model, variables, images, targets, layer, **options):
     return lambda: jax.block_until_ready(compiled(variables, x, t))
 
 
-def _peer(pgc, method, net, images, targets, layer, chunk):
-    import torch  # pylint: disable=import-outside-toplevel
-
+def _grad_cam_peer(pgc, method, net, x, targets, layer):
     import gradcam_peer  # pylint: disable=import-outside-toplevel
-    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
-    cam = gradcam_peer.make_cam(pgc, method, net, _torch_layer(net.twin, layer), chunk)
+    cam = gradcam_peer.make_cam(pgc, method, net, _torch_layer(net.twin, layer), FLAGS.chunk)
+    if method == "finercam":
+        return (lambda: [cam(x[b:b + 1], target_idx=int(c)) for b, c in enumerate(targets)],
+                cam.base_cam.activations_and_grads.release)
     tgts = gradcam_peer.targets_of(pgc, targets)
-    return lambda: cam(input_tensor=x, targets=tgts)
+    return lambda: cam(input_tensor=x, targets=tgts), cam.activations_and_grads.release
+
+
+def _torchcam_peer(method, net, x, targets, layer):
+    import torchcam.methods  # pylint: disable=import-outside-toplevel
+    cls = getattr(torchcam.methods, TORCHCAM_CLASSES[method])
+    options = {"num_samples": FLAGS.samples}
+    if method != "smoothgradcampp":
+        options["batch_size"] = FLAGS.chunk
+    extractor = cls(net, target_layer=_torch_layer(net.twin, layer),
+                    input_shape=tuple(x.shape[1:]), **options)
+    classes = [int(c) for c in targets]
+
+    def run():
+        scores = net(x)
+        return extractor(class_idx=classes, scores=scores)
+    return run, extractor.remove_hooks
 
 
 def _time(fn) -> float:
@@ -101,7 +126,7 @@ def _torch_net():
     import torch_nets  # pylint: disable=import-outside-toplevel
 
     class Logits(torch.nn.Module):
-        """The twin returning only its logits (what the peer's targets read)."""
+        """The twin returning only its logits (what the peers' targets read)."""
 
         def __init__(self, twin):
             super().__init__()
@@ -117,6 +142,12 @@ def _torch_net():
     return Logits(torch_nets.build(FLAGS.arch, FLAGS.num_classes)).eval()
 
 
+def _options(method, registry):
+    """Our options matching the peer's settings (chunk, samples); the rest default."""
+    wanted = {"chunk_size": FLAGS.chunk, "num_samples": FLAGS.samples}
+    return registry.applicable_options(method, wanted)
+
+
 def main(argv):
     del argv
     os.environ.setdefault("TQDM_DISABLE", "1")
@@ -125,9 +156,16 @@ def main(argv):
 
     import gradcam_peer  # pylint: disable=import-outside-toplevel
     from infocam_jax import models  # pylint: disable=import-outside-toplevel
+    from infocam_jax.maps import posthoc  # pylint: disable=import-outside-toplevel
     pgc, note = gradcam_peer.load()
     if pgc is None:
         raise SystemExit(f"pytorch-grad-cam unavailable: {note}")
+    peers = {**{m: "pytorch-grad-cam" for m in gradcam_peer.PEER_CLASSES},
+             **{m: "torch-cam" for m in TORCHCAM_CLASSES}}
+    methods = FLAGS.methods or [m for m in posthoc.METHOD_NAMES if m in peers]
+    unknown = [m for m in methods if m not in peers]
+    if unknown:
+        raise SystemExit(f"--methods: no peer for {unknown}; with a peer: {sorted(peers)}")
     load_before = os.getloadavg()
     rng = np.random.default_rng(0)
     images = rng.standard_normal((FLAGS.batch, FLAGS.size, FLAGS.size, 3)).astype(np.float32)
@@ -139,25 +177,30 @@ def main(argv):
           f"threads={torch.get_num_threads()}, pytorch-grad-cam ({note}); {FLAGS.arch} "
           f"{FLAGS.size}x{FLAGS.size}; median of {FLAGS.rounds} rounds; load average "
           f"{load_before[0]:.2f} at start", flush=True)
-    print("| method | layer | images | ours s/img | pytorch-grad-cam s/img | ratio |")
-    print("|---|---|---|---|---|---|")
-    for method in FLAGS.methods:
-        score = method == "scorecam"
-        n = FLAGS.scorecam_images if score else FLAGS.batch
-        layer = FLAGS.scorecam_layer if score else FLAGS.layer
-        options = {"chunk_size": FLAGS.scorecam_chunk} if score else {}
-        ours = _ours(method, model, variables, images[:n], targets[:n], layer, **options)
-        peer = _peer(pgc, method, net, images[:n], targets[:n], layer, FLAGS.scorecam_chunk)
+    print("| method | peer | layer | images | ours s/img | peer s/img | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for method in methods:
+        perturbation = posthoc.registry.get(method).family == "perturbation"
+        n = FLAGS.perturbation_images if perturbation else FLAGS.batch
+        layer = FLAGS.perturbation_layer if perturbation else FLAGS.layer
+        ours = _ours(method, model, variables, images[:n], targets[:n], layer,
+                     **_options(method, posthoc.registry))
+        x = torch.from_numpy(np.ascontiguousarray(images[:n].transpose(0, 3, 1, 2)))
+        if peers[method] == "torch-cam":
+            peer, release = _torchcam_peer(method, net, x, targets[:n], layer)
+        else:
+            peer, release = _grad_cam_peer(pgc, method, net, x, targets[:n], layer)
         ours()  # first run after compiling
         peer()  # hooks, allocator warm-up
         times = {"ours": [], "peer": []}
         for _ in range(FLAGS.rounds):
             times["ours"].append(_time(ours))
             times["peer"].append(_time(peer))
+        release()  # the peer's hooks off the shared twin
         t_ours = statistics.median(times["ours"]) / n
         t_peer = statistics.median(times["peer"]) / n
-        print(f"| {method} | {layer} | {n} | {t_ours:.4f} | {t_peer:.4f} | "
-              f"{t_peer / t_ours:.2f}x |", flush=True)
+        print(f"| {posthoc.DISPLAY_NAMES[method]} | {peers[method]} | {layer} | {n} | "
+              f"{t_ours:.4f} | {t_peer:.4f} | {t_peer / t_ours:.2f}x |", flush=True)
     load_after = os.getloadavg()
     print(f"load average {load_after[0]:.2f} at end")
 
