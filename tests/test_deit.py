@@ -93,7 +93,7 @@ class TestTwinParity:
         torch = twin.torch
         model, variables, net = _tiny_pair(twin, head, distilled)
         images = np.random.default_rng(1).normal(size=(2, *size, 3)).astype(np.float32)
-        logits, features = jax.jit(model.apply)(variables, images)
+        logits, features = model.apply(variables, images)
         with torch.no_grad():
             t_logits, t_tokens = net(torch.from_numpy(images).permute(0, 3, 1, 2))
         prefix = 2 if distilled else 1
@@ -129,7 +129,7 @@ class TestTwinParity:
 def _deit_config(method):
     c = tiny.tiny_config(multi_label=False, loss="softmax", image_size=(16, 16), method=method,
                          model="deit_tiny")
-    c.model_options = dict(patch_size=8, depth=2, embed_dim=16, num_heads=2, img_size=16)
+    c.model_options = dict(patch_size=8, depth=1, embed_dim=16, num_heads=2, img_size=16)
     if method == "cam":  # TS-CAM's optimiser
         c.optimizer.name = "adamw"
     return c
@@ -137,9 +137,11 @@ def _deit_config(method):
 
 class TestMethods:
 
-    @pytest.mark.parametrize("method", ["cam", "has", "cutmix"])
-    def test_one_train_step(self, method):
+    @pytest.mark.parametrize("method, dtype", [("cam", "float32"), ("cam", "bfloat16"),
+                                               ("has", "float32"), ("cutmix", "float32")])
+    def test_one_train_step(self, method, dtype):
         config = _deit_config(method)
+        config.dtype = dtype
         model = trainer.create_model(config)
         variables = ts.init_variables(model, jax.random.key(0), (16, 16, 1))
         tx, _ = optim.create_optimizer(config.optimizer, 1,

@@ -6,6 +6,13 @@ variables.
         --output=pretrained/resnet50.npz --num_classes=200
     infocam-convert-weights --arch=inception_v3 --input=inception_v3_google.pth \
         --output=pretrained/inception_v3.npz --num_classes=200
+    infocam-convert-weights --arch=deit_small_patch16_224 \
+        --input=deit_small_patch16_224-cd65a155.pth --output=pretrained/deit_small.npz \
+        --num_classes=200
+
+DeiT (timm / facebookresearch/deit state dicts, ``{"model": ...}`` unwrapped): the token-GAP
+network of ``models.create("deit_small", num_classes)``; ``head.*`` / ``head_dist.*`` are dropped
+unless ``--include_head``. The released DeiT files cannot be downloaded on this machine.
 
 For inception_v3, torchvision's Mixed_7*, AuxLogits.* and fc.* are dropped (as the reference
 WSOL evaluation does) and the WSOL neck (A3_1b, A3_2b) and head are freshly initialised.
@@ -13,9 +20,9 @@ WSOL evaluation does) and the WSOL neck (A3_1b, A3_2b) and head are freshly init
 The input is a local ``.pth``/``.pt`` (needs torch) or ``.npz`` with torchvision's keys; the
 output (``.npz`` or ``.msgpack``) is what ``config.pretrained`` points to. Nothing is downloaded.
 """
-from absl import app, flags, logging
 import jax
 import numpy as np
+from absl import app, flags, logging
 
 from infocam_jax.models import convert
 
