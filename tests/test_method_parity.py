@@ -18,14 +18,13 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
-
 import parity  # tests/parity.py (tests/ is on sys.path under pytest)
+import pytest
 
 from infocam_jax import methods
 from infocam_jax.evaluation import backends, forward
-from infocam_jax.models import convert
 from infocam_jax.methods import spg
+from infocam_jax.models import convert
 
 FIXTURE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 FIXTURES = sorted(glob.glob(os.path.join(FIXTURE_DIR, "method_parity*.npz")))
@@ -95,11 +94,21 @@ def test_fixtures_present():
     assert len(names) == len(set(names)), "a case name appears in two fixtures"
 
 
-@pytest.mark.parametrize("path,case", _cases())
-def test_reference_parity(path, case):
+@pytest.fixture(scope="module", params=[pytest.param(p.values, id=p.id) for p in _cases()])
+def built(request):
+    """``(path, case, meta, model, variables)`` of one case: ``parity.build`` (synthetic weights
+    and their conversion, seconds for a full backbone) once for every test of the case; pytest
+    runs a case's tests one after another and frees the variables before the next case."""
+    path, case = request.param
+    meta = parity.case_meta(_fixture(path), case)
+    return (path, case, meta) + tuple(parity.build(meta))
+
+
+def test_reference_parity(built):
+    path, case, meta, model, variables = built
     fixture = _fixture(path)
-    meta = parity.case_meta(fixture, case)
-    ours = parity.run_ours(meta, fixture[f"{case}/images"], fixture[f"{case}/labels"])
+    ours = parity.run_ours(meta, fixture[f"{case}/images"], fixture[f"{case}/labels"], model,
+                           variables)
     source = parity.provenance_line(fixture)
     assert sorted(ours) == sorted(meta["outputs"]), source
     rtol, atol_frac = meta["tolerance"]["rtol"], meta["tolerance"]["atol_frac"]
@@ -120,8 +129,7 @@ def _minmax_per_image(maps):
     return (maps - lo) / span, span[:, 0, 0]
 
 
-@pytest.mark.parametrize("path,case", _cases())
-def test_production_cam_equals_reference(path, case):
+def test_production_cam_equals_reference(built):
     """The maps the eval step reads (``backends.forward_readout`` with the case's labels, then
     the "cam" kind of ``forward.readout_class_maps``, fusion included, region size 1) equal the
     reference's ``return_cam`` maps (``<case>/ref/cam``) at the features' resolution (no
@@ -146,11 +154,10 @@ def test_production_cam_equals_reference(path, case):
     min-max (division by the map's span, two terms: the value and the minimum), i.e.
     ``atol = 2 (rtol + atol_frac) max|ref| / span(ref)`` per image, plus 1e-6.
     """
+    path, case, meta, model, variables = built
     fixture = _fixture(path)
-    meta = parity.case_meta(fixture, case)
     images = jnp.asarray(fixture[f"{case}/images"], jnp.float32)
     labels = jnp.asarray(fixture[f"{case}/labels"], jnp.int32)
-    model, variables = parity.build(meta)
     _, readout = backends.forward_readout(model, variables, images, labels)
     ours = np.asarray(forward.readout_class_maps(("cam",), readout, labels, region_size=1)["cam"])
     ref = fixture[f"{case}/ref/cam"]

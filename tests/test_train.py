@@ -5,7 +5,8 @@ Multi-device runs happen in subprocesses (XLA_FLAGS must be set before JAX is im
 use a tiny stand-in Conv-BatchNorm-GAP-Dense network defined in the worker below (a real
 model's BatchNorm at this size; VGG/ResNet would only add compile time) with the library's
 optimiser, loss and per-device step. The two-process tests (lockstep, launcher) skip only when a
-one-off probe finds that this JAX cannot run CPU multi-process collectives.
+probe, run after a failed two-process run, finds that this JAX cannot run CPU multi-process
+collectives.
 """
 import json
 import os
@@ -20,9 +21,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from infocam_jax.train import optim
 from infocam_jax import devices
 from infocam_jax.experiments import training
+from infocam_jax.train import optim
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -204,16 +205,16 @@ def parallel_runs(tmp_path_factory):
     script = tmp / "worker.py"
     script.write_text(WORKER)
     procs, outs = {}, {}
-    for devices in (1, 4):
-        outs[devices] = str(tmp / f"local{devices}.npz")
-        procs[devices] = subprocess.Popen(
-            [sys.executable, str(script), "local", outs[devices]], env=_worker_env(devices),
+    for count in (1, 4):
+        outs[count] = str(tmp / f"local{count}.npz")
+        procs[count] = subprocess.Popen(
+            [sys.executable, str(script), "local", outs[count]], env=_worker_env(count),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     results = {}
-    for devices, proc in procs.items():
+    for count, proc in procs.items():
         log, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 0, f"{devices}-device worker failed:\n{log[-3000:]}"
-        results[devices] = _load(outs[devices])
+        assert proc.returncode == 0, f"{count}-device worker failed:\n{log[-3000:]}"
+        results[count] = _load(outs[count])
     return tmp, script, results
 
 
@@ -281,14 +282,29 @@ def _run_two_processes(argv, cwd, timeout):
     return [p.returncode for p in procs], logs
 
 
-@pytest.fixture(scope="module")
-def cpu_collectives(tmp_path_factory):
-    """Probes once whether this JAX runs CPU multi-process collectives (2-process psum).
+def _two_process_run(argv, cwd, timeout, tmp):
+    """``_run_two_processes``; where a process failed or timed out, probes whether this JAX runs
+    CPU multi-process collectives at all (a 2-process psum) and skips when it does not.
 
-    The only reason the multi-process tests below may skip: any failure after a passing probe
-    is a failure of the code under test.
+    The probe runs only after a failure, never on a passing run: the only reason the
+    multi-process tests below may skip is a failing probe; any failure after a passing probe is
+    a failure of the code under test.
     """
-    script = tmp_path_factory.mktemp("probe") / "probe.py"
+    try:
+        codes, logs = _run_two_processes(argv, cwd, timeout)
+    except subprocess.TimeoutExpired:
+        codes, logs = None, None
+    if codes == [0, 0]:
+        return codes, logs
+    _skip_without_cpu_collectives(tmp)
+    if codes is None:
+        pytest.fail(f"the two processes did not finish in {timeout} s, though a 2-process psum "
+                    "probe passed")
+    return codes, logs
+
+
+def _skip_without_cpu_collectives(tmp):
+    script = tmp / "probe.py"
     script.write_text(PROBE)
     port = str(_free_port())
     try:
@@ -303,12 +319,12 @@ def cpu_collectives(tmp_path_factory):
                     + logs[0][-1500:])
 
 
-def test_two_processes_train_in_lockstep(parallel_runs, cpu_collectives):
+def test_two_processes_train_in_lockstep(parallel_runs):
     tmp, script, results = parallel_runs
     port = str(_free_port())
     outs = [str(tmp / f"dist{i}.npz") for i in range(2)]
-    codes, logs = _run_two_processes(
-        lambda i: [sys.executable, str(script), "dist", outs[i], str(i), port], None, 300)
+    codes, logs = _two_process_run(
+        lambda i: [sys.executable, str(script), "dist", outs[i], str(i), port], None, 300, tmp)
     for i, code in enumerate(codes):
         assert code == 0, f"process {i} failed:\n{logs[i][-3000:]}"
     (d0, i0), (d1, i1) = _load(outs[0]), _load(outs[1])
@@ -368,8 +384,8 @@ def _killing_make_iterator(real, kill_epoch, after_batches):
 
 def test_kill_and_resume_reaches_the_uninterrupted_state(train_lib, uninterrupted, tmp_path,
                                                          monkeypatch):
-    from infocam_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
     from infocam_jax import data
+    from infocam_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
     workdir_a, results_a = uninterrupted
     workdir_b = str(tmp_path)
     config = _tiny_config()
@@ -425,8 +441,8 @@ def test_best_checkpoint_is_the_best_validation_epoch(train_lib, tmp_path, monke
 
 
 def test_nan_loss_aborts_with_a_clear_message(train_lib, tmp_path, monkeypatch):
-    from infocam_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
     from infocam_jax import data
+    from infocam_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
     real = data.make_iterator
 
     def poisoned(config, split, **kw):
@@ -444,7 +460,7 @@ def test_nan_loss_aborts_with_a_clear_message(train_lib, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_launcher_with_two_processes_and_jax_distributed(tmp_path, cpu_collectives):
+def test_launcher_with_two_processes_and_jax_distributed(tmp_path):
     """launch/train.py --jax_distributed on localhost: shared orbax checkpoints, one results.json.
 
     The digits runlocal smoke run at 16x32 (one epoch of 2 steps, validation and test).
@@ -454,7 +470,7 @@ def test_launcher_with_two_processes_and_jax_distributed(tmp_path, cpu_collectiv
            "--config.dataset=synthetic", "--config.heads=('pc_sigmoid',)",
            "--config.image_size=(16, 32)", f"--workdir={tmp_path}", "--jax_distributed",
            f"--coordinator_address=localhost:{port}", "--num_processes=2"]
-    codes, logs = _run_two_processes(lambda i: cmd + [f"--process_id={i}"], REPO, 600)
+    codes, logs = _two_process_run(lambda i: cmd + [f"--process_id={i}"], REPO, 600, tmp_path)
     for i, code in enumerate(codes):
         assert code == 0, f"process {i} failed:\n{logs[i][-3000:]}"
     assert "2 global devices" in logs[0]
