@@ -676,8 +676,8 @@ def test_posthoc_bad_input(posthoc_net, kwargs, match):
     (lambda: display.scale_maps(np.zeros(3), (4, 4)),
      r"maps must have shape \[..., h, w\] \(rank >= 2\), got \(3,\)"),
     (lambda: convert.from_torch("resnet18", {}),
-     r"arch must be one of \('vgg16', 'resnet50', 'inception_v3'\) \(torchvision's names\), "
-     r"got 'resnet18'"),
+     r"arch must be one of \('vgg16', 'resnet50', 'inception_v3', 'deit_tiny_patch16_224', .*\) "
+     r"\(torchvision's / timm's names\), got 'resnet18'"),
     (lambda: convert.from_torch("resnet50", {"conv1.weight": np.zeros((64, 3, 7, 7))}),
      r"num_classes is required when the head is not imported \(drop_head=False, head keys "
      r"present: False\)"),

@@ -511,7 +511,8 @@ def from_torch(arch: str, state_dict: Mapping[str, Any], num_classes: int | None
         keys that do not match (listed).
     """
     if arch not in ARCHS:
-        raise ValueError(f"arch must be one of {tuple(ARCHS)} (torchvision's names), got {arch!r}")
+        raise ValueError(f"arch must be one of {tuple(ARCHS)} (torchvision's / timm's names), "
+                         f"got {arch!r}")
     state = {k[len("module."):] if k.startswith("module.") else k: v
              for k, v in state_dict.items()}
     _, head = _layout(arch, "cam", large_feature_map, None)
