@@ -347,6 +347,20 @@ def test_guided_gradcam_statement_and_registry(small):
     assert np.abs(np.asarray(plain) - gb).max() > 1e-3 * np.abs(gb).max()
 
 
+@pytest.mark.parametrize("method", ["guided_backprop", "guided_gradcam"])
+def test_guided_default_and_callable_targets(small, method):
+    """``targets=None`` is the predicted class; a callable of the logits is differentiated."""
+    model, variables, images, _ = small
+    predicted = jnp.argmax(model.apply(variables, images)[0], axis=-1)
+    close(posthoc.compute(method, model, variables, images),
+          posthoc.compute(method, model, variables, images, predicted), rtol=1e-6)
+    # Guided Grad-CAM multiplies two maps that each scale with the score: 2 · 2.
+    scale = 2.0 if method == "guided_backprop" else 4.0
+    close(posthoc.compute(method, model, variables, images, lambda z: 2.0 * z[1]),
+          scale * posthoc.compute(method, model, variables, images, jnp.ones(2, jnp.int32)),
+          rtol=1e-5)
+
+
 @pytest.mark.parametrize("arch", ["vgg16_gap", "resnet50"])
 def test_guided_backprop_parity_with_peer(grad_cam, posthoc_nets, arch, monkeypatch):
     """pytorch-grad-cam's ``GuidedBackpropReLUModel`` (one image per call, as it takes image

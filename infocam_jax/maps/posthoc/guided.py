@@ -57,12 +57,13 @@ def guided_model(model):
 
 @registry.register("guided_backprop", "Guided Backprop", family="gradient", output="image",
                    common=("aug_smooth",))
-def guided_backprop(model, variables, images, targets):
+def guided_backprop(model, variables, images, targets=None):
     """Guided backpropagation: ``∂y^c/∂X`` through guided ReLUs (module docstring).
 
     Args:
       model: a backbone with an ``activation`` field; variables; images float ``[B, H, W, C]``;
-      targets: int ``[B]`` in ``[0, M)`` (under ``jit`` an out-of-range target gives NaN).
+      targets: ``None`` (the predicted class), int ``[B]`` in ``[0, M)`` (under ``jit`` an
+        out-of-range target gives NaN) or a :class:`~.targets.Score` (:mod:`.targets`).
 
     Returns:
       float32 ``[B, H, W, C]``, the input's shape (pytorch-grad-cam's
@@ -75,14 +76,12 @@ def guided_backprop(model, variables, images, targets):
     def logits(x):
         return guided.apply(variables, x, train=False)[0].astype(jnp.float32)
 
-    _, pullback = jax.vjp(logits, images.astype(jnp.float32))
-    cotangent = core.nan_where_invalid(jax.nn.one_hot(targets, num_classes, dtype=jnp.float32),
-                                       targets, num_classes)
-    return pullback(cotangent)[0].astype(jnp.float32)
+    out, pullback = jax.vjp(logits, images.astype(jnp.float32))
+    return pullback(core.target_cotangent(targets, out, num_classes))[0].astype(jnp.float32)
 
 
 @registry.register("guided_gradcam", "Guided Grad-CAM", family="gradient", output="image")
-def guided_gradcam(model, variables, images, targets, *, layer: str = DEFAULT_LAYER,
+def guided_gradcam(model, variables, images, targets=None, *, layer: str = DEFAULT_LAYER,
                    relu: bool = True):
     """Guided Grad-CAM (Selvaraju et al., ICCV 2017, §3.2): guided backpropagation times the
     Grad-CAM map upsampled bilinearly to the input (``jax.image.resize`` "linear", half-pixel
