@@ -235,6 +235,23 @@ def check_gt(gt_boxes, gt_valid, batch: int, image_hw: tuple[int, int] | None = 
     return gt_boxes.astype(jnp.int32), gt_valid.astype(bool)
 
 
+def check_images(images, name: str = "images"):
+    """float ``[B, H, W, C]`` (rank 4), returned as float32."""
+    images = jnp.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"{name} must have shape [B, H, W, C] (rank 4), got {images.shape}")
+    return images.astype(jnp.float32)
+
+
+def check_maps_like(maps, images, name: str):
+    """``maps`` of shape ``[B, H, W]`` = the images' (``images [B, H, W, C]``)."""
+    maps = jnp.asarray(maps)
+    if maps.shape != images.shape[:3]:
+        raise ValueError(f"{name} must have shape [B, H, W] = {images.shape[:3]} (the images'), "
+                         f"got {maps.shape}")
+    return maps
+
+
 def check_valid(valid, batch: int):
     """Optional bool ``[B]`` example mask (None: all True); concrete values must be 0/1."""
     if valid is None:

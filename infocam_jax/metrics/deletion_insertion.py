@@ -105,28 +105,13 @@ def blur_kernel(size: int = RISE_BLUR_SIZE, sigma: float = RISE_BLUR_SIGMA) -> n
 def blurred_images(images, size: int = RISE_BLUR_SIZE, sigma: float = RISE_BLUR_SIGMA):
     """RISE's insertion baseline: every channel of ``images [B,H,W,C]`` convolved with
     ``outer(k, k)`` (:func:`blur_kernel`), zero padding ``size // 2``: float32 ``[B,H,W,C]``."""
-    images = _check_images(images)
+    images = _checks.check_images(images)
     k = jnp.asarray(np.outer(*(2 * [blur_kernel(size, sigma)])), jnp.float32)
     c = images.shape[-1]
     kernel = jnp.broadcast_to(k[:, :, None, None], (size, size, 1, c))
     return lax.conv_general_dilated(images, kernel, (1, 1), "SAME",
                                     dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                     feature_group_count=c, precision=lax.Precision.HIGHEST)
-
-
-def _check_images(images):
-    images = jnp.asarray(images)
-    if images.ndim != 4:
-        raise ValueError(f"images must have shape [B, H, W, C] (rank 4), got {images.shape}")
-    return images.astype(jnp.float32)
-
-
-def _check_maps(scoremaps, images):
-    scoremaps = jnp.asarray(scoremaps)
-    if scoremaps.shape != images.shape[:3]:
-        raise ValueError(f"scoremaps must have shape [B, H, W] = {images.shape[:3]} (the "
-                         f"images'), got {scoremaps.shape}")
-    return scoremaps.astype(jnp.float32)
 
 
 def pixel_ranks(scoremaps):
@@ -162,8 +147,8 @@ def causal_curves(apply_fn: Callable[[jax.Array], jax.Array], images, scoremaps,
       float32 ``[J + 1, B]``: the class score at each point ``k_j`` (:func:`causal_points`).
     """
     mode = _check_mode(mode)
-    images = _check_images(images)
-    scoremaps = _check_maps(scoremaps, images)
+    images = _checks.check_images(images)
+    scoremaps = _checks.check_maps_like(scoremaps, images, "scoremaps").astype(jnp.float32)
     labels = jnp.asarray(labels, jnp.int32)
     chunk_size = _check_positive_int(chunk_size, "chunk_size")
     points = causal_points(images.shape[1] * images.shape[2], steps)
@@ -235,7 +220,7 @@ def causal_counts(apply_fn: Callable[[jax.Array], jax.Array], images, scoremaps,
                   baseline: str | None = None, chunk_size: int = 4) -> CausalCounts:
     """Deletion or insertion counts of one batch (:func:`causal_curves`; ``valid`` optional
     bool ``[B]``): :class:`CausalCounts`."""
-    images = _check_images(images)
+    images = _checks.check_images(images)
     curves = causal_curves(apply_fn, images, scoremaps, labels, mode, steps=steps,
                            baseline=baseline, chunk_size=chunk_size)
     return CausalCounts.empty(images.shape[1] * images.shape[2], mode, steps).add(curves, valid)

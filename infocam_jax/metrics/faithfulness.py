@@ -120,21 +120,6 @@ DEFAULT_TOL = 1e-5
 # --------------------------------------------------------------------------------------------
 # Checks
 # --------------------------------------------------------------------------------------------
-def _check_images(images, name: str = "images"):
-    images = jnp.asarray(images)
-    if images.ndim != 4:
-        raise ValueError(f"{name} must have shape [B, H, W, C] (rank 4), got {images.shape}")
-    return images.astype(jnp.float32)
-
-
-def _check_maps_like(maps, images, name: str):
-    maps = jnp.asarray(maps)
-    if maps.shape != images.shape[:3]:
-        raise ValueError(f"{name} must have shape [B, H, W] = {images.shape[:3]} (the images'), "
-                         f"got {maps.shape}")
-    return maps
-
-
 def _check_valid(valid, batch: int):
     return _checks.check_valid(valid, batch)
 
@@ -201,8 +186,8 @@ def explanation_images(images, scoremaps):
     are checked (``_checks.check_unit_interval``; ValueError naming ``scoremaps``, the first
     offending index and its value), traced ones are used as given.
     """
-    images = _check_images(images)
-    scoremaps = _check_maps_like(scoremaps, images, "scoremaps")
+    images = _checks.check_images(images)
+    scoremaps = _checks.check_maps_like(scoremaps, images, "scoremaps")
     _checks.check_unit_interval(scoremaps, "scoremaps")
     scoremaps = scoremaps.astype(jnp.float32)
     return images * scoremaps[..., None]
@@ -280,7 +265,7 @@ def confidence_counts(apply_fn: Callable[[jax.Array], jax.Array], images, scorem
     Returns:
       :class:`ConfidenceCounts`.
     """
-    images = _check_images(images)
+    images = _checks.check_images(images)
     logits = apply_fn(images) if logits is None else logits
     y = class_scores(logits, labels)
     o = class_scores(apply_fn(explanation_images(images, scoremaps)), labels)
@@ -411,8 +396,8 @@ def linear_imputation(images, removed, *, tol: float = DEFAULT_TOL,
       nothing is imputed): above ``tol``, that image's solve stopped at the cap unconverged.
       This function never raises on non-convergence (see :func:`noisy_linear_imputation`).
     """
-    images = _check_images(images)
-    removed = _check_maps_like(removed, images, "removed").astype(bool)
+    images = _checks.check_images(images)
+    removed = _checks.check_maps_like(removed, images, "removed").astype(bool)
     h, w = images.shape[1:3]
     max_iterations = _max_iterations(images.shape, max_iterations)
     if not tol > 0:
@@ -499,7 +484,7 @@ def noisy_linear_imputation(images, removed, key, labels=None, *, noise: float =
     """
     if not noise >= 0:
         raise ValueError(f"noise must be >= 0, got {noise!r}")
-    images = _check_images(images)
+    images = _checks.check_images(images)
     labels = (jnp.zeros(images.shape[0], jnp.int32) if labels is None
               else jnp.asarray(labels))
     imputed, _, residual = linear_imputation(images, removed, tol=tol,
@@ -520,8 +505,8 @@ def road_images(images, scoremaps, percentile: float, order: str, key, labels=No
     (:func:`noisy_linear_imputation`, which raises :class:`ImputationNotConverged` on concrete
     inputs); float32 ``[B,H,W,C]``, and the solve's residual ``[B]`` with ``with_residual``
     (for :meth:`RoadCounts.add`; nothing is raised then)."""
-    images = _check_images(images)
-    scoremaps = _check_maps_like(scoremaps, images, "scoremaps")
+    images = _checks.check_images(images)
+    scoremaps = _checks.check_maps_like(scoremaps, images, "scoremaps")
     removed = ~road_keep_mask(scoremaps, percentile, order)
     return noisy_linear_imputation(images, removed, key, labels, noise=noise, tol=tol,
                                    max_iterations=max_iterations, with_residual=with_residual)
@@ -623,7 +608,7 @@ def road_counts(apply_fn: Callable[[jax.Array], jax.Array], images, scoremaps, l
         ``max_iterations`` above ``tol``; traced, it is counted instead.
     """
     counts = RoadCounts.empty(percentiles, order)
-    images = _check_images(images)
+    images = _checks.check_images(images)
     labels = jnp.asarray(labels)
     logits = apply_fn(images) if logits is None else logits
     y = class_scores(logits, labels)

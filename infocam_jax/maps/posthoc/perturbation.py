@@ -25,6 +25,18 @@ ABLATION_VALUE = 1e7
 SSCAM_SAMPLES, SSCAM_STD, ISCAM_SAMPLES = 35, 2.0, 10
 
 
+def _read_layer(model, variables, images, targets, layer, chunk_size):
+    """The shared start of every perturbation map: checked arguments and one clean forward
+    pass. Returns ``(images, layer, targets, M, chunk_size, logits [B, M], A [B, h, w, K])``
+    with ``None`` targets resolved to the predicted class and ``A`` in float32."""
+    images, layer, targets, num_classes = core.prepare(model, variables, images, targets, layer)
+    chunk_size = core.check_chunk_size(chunk_size)
+    logits, activation = core.forward_at_layer(model, variables, images, layer)
+    targets = targets_lib.resolve(targets, logits)
+    return (images, layer, targets, num_classes, chunk_size, logits,
+            activation.astype(jnp.float32))
+
+
 def _per_channel_scores(score_chunk, activation, chunk_size):
     """``[B, K]``: ``score_chunk(a [B, h, w, c], channels [c]) -> [B, c]`` over chunks of ``c``
     channels (the last chunk zero-padded, channels ``>= K``; their scores are dropped)."""
@@ -88,11 +100,8 @@ def scorecam(model, variables, images, targets=None, *, layer: str = DEFAULT_LAY
     Returns:
       float32 ``[B, h, w]``.
     """
-    images, layer, targets, num_classes = core.prepare(model, variables, images, targets, layer)
-    chunk_size = core.check_chunk_size(chunk_size)
-    logits, activation = core.forward_at_layer(model, variables, images, layer)
-    targets = targets_lib.resolve(targets, logits)
-    activation = activation.astype(jnp.float32)
+    images, layer, targets, num_classes, chunk_size, logits, activation = _read_layer(
+        model, variables, images, targets, layer, chunk_size)
     batch, height, width, _ = images.shape
     _, h, w, _ = activation.shape
     up_h = jnp.asarray(core.align_corners_matrix(height, h))
@@ -166,11 +175,8 @@ def _sampled_score_map(sample_masks, model, variables, images, targets, layer, r
                        chunk_size, num_samples):
     """``softmax_k((1/N) Σ_i y^c(X ∘ M_ik) - y^c(X))`` weights on ``A``; ``sample_masks(i,
     U(s(A)) chunk [B, H, W, c], channels [c]) -> M_i [B, H, W, c]``."""
-    images, layer, targets, num_classes = core.prepare(model, variables, images, targets, layer)
-    chunk_size = core.check_chunk_size(chunk_size)
-    logits, activation = core.forward_at_layer(model, variables, images, layer)
-    targets = targets_lib.resolve(targets, logits)
-    activation = activation.astype(jnp.float32)
+    images, layer, targets, num_classes, chunk_size, logits, activation = _read_layer(
+        model, variables, images, targets, layer, chunk_size)
     batch, height, width, _ = images.shape
     baseline = _pick(logits, targets, batch)                                  # [B, 1]
 
@@ -278,11 +284,8 @@ def ablationcam(model, variables, images, targets=None, *, layer: str = DEFAULT_
     Returns:
       float32 ``[B, h, w]``. Cost: ``K`` forward passes per image.
     """
-    images, layer, targets, num_classes = core.prepare(model, variables, images, targets, layer)
-    chunk_size = core.check_chunk_size(chunk_size)
-    logits, activation = core.forward_at_layer(model, variables, images, layer)
-    targets = targets_lib.resolve(targets, logits)
-    activation = activation.astype(jnp.float32)
+    images, layer, targets, num_classes, chunk_size, logits, activation = _read_layer(
+        model, variables, images, targets, layer, chunk_size)
     batch = images.shape[0]
     y = _pick(logits, targets, batch)                                         # [B, 1]
     values = ablation_values(activation)
