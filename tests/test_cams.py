@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from scipy import signal
 
+from infocam_jax.evaluation import forward
+from infocam_jax.evaluation.settings import CAM_FAMILY_KINDS
 from infocam_jax.maps import cams
 
 B, H, W, K, M = 3, 5, 6, 4, 7
@@ -191,6 +193,27 @@ def test_all_maps_matches_individual_functions(data, rival):
         "infocam": cams.infocam(features, kernel, labels, 3, "full"),
         "infocam_plus": cams.infocam_plus(features, kernel, labels, 3, "full", rival, logits),
     }, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("r", [1, 2, 3])
+def test_eval_step_class_maps_equal_numpy(data, r):
+    """Every CAM-family kind of the eval step: "cam_region" (R on, subtraction off: Table 5's
+    ablation) is the R x R sum of CAM; it equals CAM at R = 1."""
+    features, kernel, labels, logits = data
+    out = forward.class_maps(CAM_FAMILY_KINDS, features, kernel, labels, logits=logits,
+                             region_size=r)
+    cam = np_class_maps(features, kernel)[np.arange(B), ..., labels]
+    rival = np.argmin(logits, axis=1)
+    plus = cam - np_class_maps(features, kernel)[np.arange(B), ..., rival]
+    want = {"cam": cam, "cam_region": np_region_sum(cam, r, "same"),
+            "infocam": np_infocam(features, kernel, labels, r, "same"),
+            "infocam_plus": np_region_sum(plus, r, "same"),
+            "infocam_plus_region": np_infocam_plus_region(features, kernel, labels, r, "same")}
+    assert set(out) == set(CAM_FAMILY_KINDS)
+    for kind, ref in want.items():
+        np.testing.assert_allclose(out[kind], ref, err_msg=kind, **TOL)
+    if r == 1:
+        np.testing.assert_allclose(out["cam_region"], out["cam"], **TOL)
 
 
 # ------------------------------------------------------------------ multi-label

@@ -49,33 +49,85 @@ def test_v2_selection_equals_numpy(seed):
 
 def test_methods_table_end_to_end(tmp_path):
     c = tiny.tiny_config(multi_label=False, loss="softmax", image_size=(16, 16),
-                         methods=("has", "cutmix"), num_box_thresholds=10,
+                         methods=("has",), num_box_thresholds=10,
                          map_kinds=("cam", "infocam", "infocam_plus"), eval_every_epochs=0,
-                         checkpoint_best=False)
+                         checkpoint_best=False, learning_rates=(0.05, 0.01),
+                         ablation_methods=("has",), ablation_region_sizes=(1, 2))
     logs = []
     with pytest.raises(ValueError, match="config.methods=.*methods_table.reproduce_methods"):
         reproduction.reproduce(c, str(tmp_path), seeds=[0], region_sizes=[])
-    out = methods_table.reproduce_methods(c, str(tmp_path), seeds=[0], log=logs.append)
+    figure = tmp_path / "maps.png"
+    out = methods_table.reproduce_methods(c, str(tmp_path), seeds=[0, 1], log=logs.append,
+                                          figure=str(figure))
     text = (tmp_path / "summary.md").read_text()
-    for name in ("| has |", "| cutmix |", "CAM", "infoCAM", "infoCAM+",
-                 "chosen on the validation split"):
-        assert name in text
-    assert out["methods"] == ["has", "cutmix"]
-    for method in ("has", "cutmix"):
-        record = json.loads((tmp_path / method / "seed0" / methods_table.EVAL_FILE).read_text())
-        assert record["method"] == method
-        saved = json.loads((tmp_path / method / "seed0" / "config.json").read_text())
+    for name in ("| has |", "CAM", "infoCAM", "infoCAM+",
+                 "chosen on the validation split", "validation top-1", "Table 5",
+                 "| has | 2 | off (R x R sum of CAM) |", "GT-known Loc", "Top-1 Loc"):
+        assert name in text, name
+    assert out["methods"] == ["has"]
+    assert figure.stat().st_size > 0
+    for method in ("has",):
+        grid = {rate: json.loads((tmp_path / method / f"lr{rate:g}" / "seed0"
+                                  / methods_table.EVAL_FILE).read_text()) for rate in (0.05, 0.01)}
+        chosen = out["learning_rates"][method]
+        val = {r: g["eval"]["validation"]["top1_cls"] for r, g in grid.items()}
+        assert val[chosen] == max(val.values())
+        assert chosen == min(r for r in val if val[r] == max(val.values()))
+        # Only the chosen rate trains the other seeds.
+        assert (tmp_path / method / f"lr{chosen:g}" / "seed1" / methods_table.EVAL_FILE).exists()
+        other = 0.05 if chosen == 0.01 else 0.01
+        assert not (tmp_path / method / f"lr{other:g}" / "seed1").exists()
+        record = grid[chosen]
+        assert record["method"] == method and record["learning_rate"] == chosen
+        saved = json.loads((tmp_path / method / f"lr{chosen:g}" / "seed0"
+                            / "config.json").read_text())
         assert saved["method"] == method and saved["methods"] == []
+        assert saved["optimizer"]["learning_rate"] == chosen and saved["learning_rates"] == []
         for kind in ("cam", "infocam", "infocam_plus"):
             assert 0.0 <= record["eval"]["selection"][kind]["valsel"] <= 1.0
-    # A second invocation reuses every run.
+            for metric in ("gt_known_loc", "top1_loc"):
+                assert 0.0 <= record["eval"]["loc"][f"{kind}/{metric}/valsel"] <= 1.0
+        assert set(record["eval"]["ablation"]) == {"1", "2"}
+        one = record["eval"]["ablation"]["1"]["selection"]
+        # R = 1 without subtraction is CAM itself.
+        assert one["cam_region"] == record["eval"]["selection"]["cam"]
+    # A second invocation reuses every run (2 rates + 1 more seed).
     logs.clear()
-    methods_table.reproduce_methods(c, str(tmp_path), seeds=[0], log=logs.append)
-    assert sum("reusing" in line for line in logs) == 2
+    methods_table.reproduce_methods(c, str(tmp_path), seeds=[0, 1], log=logs.append)
+    assert sum("reusing" in line for line in logs) == 3
 
 
-def test_methods_table_checks_every_method_before_the_workdir(tmp_path):
-    c = tiny.tiny_config(multi_label=False, loss="softmax", methods=("cam", "gradcam"))
-    with pytest.raises(ValueError, match="config.method must be one of"):
+@pytest.mark.parametrize("scores, want", [
+    ({0.1: 0.9, 0.3: 0.95}, 0.3), ({0.1: 0.95, 0.3: 0.95}, 0.1), ({0.3: 0.5, 0.03: 0.7}, 0.03)])
+def test_rate_with_the_best_validation_top1_lowest_on_ties(scores, want):
+    by_rate = {r: {"eval": {"validation": {"top1_cls": v}}} for r, v in scores.items()}
+    assert methods_table.choose_rate(by_rate) == want
+
+
+def _record(values, rate=0.1):
+    return {"eval": {"selection": {k: {"valsel": v} for k, v in values.items()},
+                     "loc": {}, "test": {"top1_cls": 0.9}},
+            "train_seconds": 10.0, "learning_rate": rate}
+
+
+def test_gain_is_marked_only_beyond_both_seed_spreads():
+    recs = {"cam": [_record({"cam": 0.50, "infocam": 0.60}), _record({"cam": 0.52, "infocam": 0.62})],
+            "adl": [_record({"cam": 0.50, "infocam": 0.51}), _record({"cam": 0.52, "infocam": 0.53})]}
+    text = methods_table.table(recs, ("cam", "infocam"))
+    assert "| cam | 51.0 ± 1.4 | 61.0 ± 1.4 † |" in text
+    assert "| adl | 51.0 ± 1.4 | 52.0 ± 1.4 |" in text
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (dict(methods=("cam", "gradcam")), "config.method must be one of"),
+    (dict(methods=("cam",), learning_rates=(0.1, 0.1)), "config.learning_rates must be distinct"),
+    (dict(methods=("cam",), learning_rates=(0.0,)), "config.learning_rates must be distinct"),
+    (dict(methods=("cam",), ablation_methods=("adl",)), "config.ablation_methods must be among"),
+    (dict(methods=("cam",), ablation_methods=("cam",), ablation_region_sizes=(0,)),
+     "config.ablation_region_sizes ints >= 1"),
+])
+def test_methods_table_checks_every_method_before_the_workdir(tmp_path, overrides, match):
+    c = tiny.tiny_config(multi_label=False, loss="softmax", **overrides)
+    with pytest.raises(ValueError, match=match):
         methods_table.reproduce_methods(c, str(tmp_path / "run"), seeds=[0])
     assert not (tmp_path / "run").exists()

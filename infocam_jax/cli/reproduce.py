@@ -28,7 +28,8 @@ flags.DEFINE_list("region_sizes", None,
                   "infoCAM region sizes to evaluate (config.region_size always included).")
 flags.DEFINE_list("map_kinds", None, "Map kinds (default: by label type).")
 flags.DEFINE_integer("baseline_draws", 10, "Random boxes per ground-truth box.")
-flags.DEFINE_string("figure", "", "PNG path of a Figure-4-style grid ('' = none).")
+flags.DEFINE_string("figure", "", "PNG path of a Figure-4-style grid, or of the method "
+                    "study's maps for a config listing methods ('' = none).")
 flags.DEFINE_integer("figure_digit", 0, "Digit whose maps the multi-label figure shows.")
 flags.DEFINE_bool("reevaluate", False, "Re-evaluate runs that already have results.")
 flags.DEFINE_list("heads", None, "Losses to train (default: config.heads or config.loss).")
@@ -42,7 +43,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 # What the method table (a config listing `methods`) does not read: refused there, not ignored.
-NOT_FOR_METHODS = ("region_sizes", "map_kinds", "baseline_draws", "figure", "figure_digit",
+NOT_FOR_METHODS = ("region_sizes", "map_kinds", "baseline_draws", "figure_digit",
                    "heads", "eval_splits", "cam_thresholds", "init_from", "fan_in_init")
 
 
@@ -58,7 +59,7 @@ def main(argv):
                                  f"{', '.join(given)}: drop them (or config.methods)")
         methods_table.reproduce_methods(FLAGS.config, FLAGS.workdir,
                                         seeds=[int(s) for s in FLAGS.seeds],
-                                        reevaluate=FLAGS.reevaluate,
+                                        reevaluate=FLAGS.reevaluate, figure=FLAGS.figure,
                                         log=lambda s: print(s, flush=True))
         return
     reproduction.reproduce(

@@ -45,7 +45,8 @@ def check_model_settings(settings, model) -> None:
     if settings.posthoc_kinds and not method.posthoc:
         raise ValueError(f"post-hoc map kinds {list(settings.posthoc_kinds)} are not defined "
                          f"for method {method.name!r} (its class maps come from several heads); "
-                         "use map kinds cam / infocam / infocam_plus / infocam_plus_region")
+                         "use the CAM-family map kinds (cam, infocam, infocam_plus, "
+                         "infocam_plus_region, cam_region)")
 
 
 def forward_readout(model, variables, images, labels=None, *, kernel_fn=None):

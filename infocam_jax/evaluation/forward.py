@@ -49,6 +49,8 @@ def class_maps(map_kinds: tuple[str, ...], features: jax.Array, kernel: jax.Arra
     if "infocam_plus_region" in map_kinds:
         maps["infocam_plus_region"] = cams.infocam_plus(features, kernel, labels, region_size,
                                                         rival="region")
+    if "cam_region" in map_kinds:
+        maps["cam_region"] = cams.region_sum(cams.cam(features, kernel, labels), region_size)
     return {k: maps[k] for k in map_kinds}
 
 

@@ -17,15 +17,18 @@ from infocam_jax.metrics import faithfulness as faithfulness_lib
 # The one list of map kinds and their display names (tables, figures and drivers read these).
 MAP_KINDS = ("cam", "infocam", "infocam_plus")
 MULTI_LABEL_MAP_KINDS = ("cam", "infocam")
-# The CAM family: infoCAM+ with the image rival (the paper's) and with the region rival (Eq. 3).
-CAM_FAMILY_KINDS = MAP_KINDS + ("infocam_plus_region",)
+# The CAM family: infoCAM+ with the image rival (the paper's) and with the region rival (Eq. 3),
+# and CAM summed over the R x R region without a subtraction term (the paper's Table 5 ablation:
+# R on, subtraction off).
+CAM_FAMILY_KINDS = MAP_KINDS + ("infocam_plus_region", "cam_region")
 # Post-hoc maps of the model (``infocam_jax.maps.posthoc``), single-label evaluation only.
 POSTHOC_MAP_KINDS = posthoc.METHOD_NAMES + posthoc.ATTENTION_METHODS
 # ... of which these need a transformer (attention rollout, TS-CAM's map; not in the defaults).
 ATTENTION_MAP_KINDS = posthoc.ATTENTION_METHODS
 KNOWN_MAP_KINDS = CAM_FAMILY_KINDS + POSTHOC_MAP_KINDS
 DISPLAY_NAMES = {"cam": "CAM", "infocam": "infoCAM", "infocam_plus": "infoCAM+",
-                 "infocam_plus_region": "infoCAM+ (region rival)", **posthoc.DISPLAY_NAMES}
+                 "infocam_plus_region": "infoCAM+ (region rival)", "cam_region": "CAM (R x R sum)",
+                 **posthoc.DISPLAY_NAMES}
 # Faithfulness metrics of the eval step (``evaluation.faithfulness_counts``): "confidence" = average
 # drop and increase in confidence; "road" = ROAD most- and least-relevant-first; "deletion",
 # "insertion" = RISE's AUCs (``metrics.deletion_insertion``); "complexity" = mean |map|;

@@ -26,7 +26,7 @@ _PAD = 4          # pixels between cells and around the grid
 _LABEL_WIDTH = 96  # left margin holding the row names
 _MIN_CELL = 128   # small images (digits) are upscaled by an integer factor to at least this
 ROW_NAMES = {"image": "image", "cam": "CAM", "infocam": "infoCAM", "infocam_plus": "infoCAM+",
-             "infocam_plus_region": "infoCAM+ (R)"}
+             "infocam_plus_region": "infoCAM+ (R)", "cam_region": "CAM (R sum)"}
 
 
 def _cell_scale(height: int, width: int) -> int:
