@@ -222,4 +222,11 @@ def test_map_table_selection_on_the_test_split_is_the_protocol(tiny):
         assert other[f"{kind}/max_box_acc_v2/valsel"] <= other[f"{kind}/max_box_acc_v2"] + 1e-9
         assert f"{kind}/average_drop" in same
     text = map_table.format_table(same, kinds)
-    assert "| Grad-CAM |" in text and "Average drop" in text
+    assert "| Grad-CAM |" in text and "Average drop" in text and "ms / image" not in text
+    speed = map_table.seconds_per_image(settings, model, variables, data, kinds, repeats=1)
+    assert set(speed) == set(kinds) and all(0 < v < 60 for v in speed.values())
+    timed = map_table.format_table({**same, **{f"{k}/seconds_per_image": v
+                                               for k, v in speed.items()}}, kinds)
+    assert "ms / image |" in timed.splitlines()[0]
+    with pytest.raises(ValueError, match="repeats must be >= 1"):
+        map_table.seconds_per_image(settings, model, variables, data, kinds, repeats=0)

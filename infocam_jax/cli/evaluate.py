@@ -60,6 +60,8 @@ def map_table(config, settings: EvalSettings, model, variables, out_dir: str) ->
     splits = readings.load_splits(config)
     results = table_lib.evaluate(settings, model, variables, splits["validation"],
                                  splits["test"], map_kinds=kinds, faithfulness=faith)
+    speed = table_lib.seconds_per_image(settings, model, variables, splits["test"][0], kinds)
+    results.update({f"{k}/seconds_per_image": v for k, v in speed.items()})
     text = table_lib.format_table(results, kinds, settings)
     print(text)
     if jax.process_index() == 0:

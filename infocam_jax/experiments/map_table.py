@@ -12,14 +12,17 @@ validation pass skips the faithfulness metrics, the test pass counts them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
 from infocam_jax.devices import Batch
-from infocam_jax.evaluation import driver, single_label, step, thresholds
+from infocam_jax.evaluation import driver, forward, single_label, step, thresholds
 from infocam_jax.evaluation.settings import (
     ATTENTION_MAP_KINDS,
     DISPLAY_NAMES,
@@ -110,6 +113,41 @@ def evaluate(settings: EvalSettings, model, variables, validation: Iterable[Batc
     return results
 
 
+def seconds_per_image(settings: EvalSettings, model, variables, batch: Batch,
+                      map_kinds: Sequence[str], repeats: int = 3) -> dict[str, float]:
+    """Wall-clock seconds per image of each map kind alone: the jitted forward pass, the map of
+    the ground-truth class and its score map at image size (``forward.predict_maps`` with that
+    one kind), on ``batch`` (compiled and run once before timing; the median of ``repeats``
+    runs, divided by the batch size).
+
+    Args:
+      settings: single-label evaluation settings.
+      model, variables: the trained model.
+      batch: ``{"image": [B,H,W,C], "label": [B]}`` (host arrays).
+      map_kinds: kinds to time.
+      repeats: timed runs per kind (>= 1).
+
+    Returns:
+      ``{kind: seconds per image}``.
+    """
+    if int(repeats) < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    images = jax.device_put(np.asarray(batch["image"]))
+    labels = jax.device_put(np.asarray(batch["label"], np.int32))
+    out = {}
+    for kind in map_kinds:
+        s_k = dataclasses.replace(settings, map_kinds=(kind,), faithfulness=())
+        run = jax.jit(functools.partial(forward.predict_maps, s_k, model))
+        jax.block_until_ready(run(variables, images, labels)["scoremaps"])
+        times = []
+        for _ in range(int(repeats)):
+            t0 = time.perf_counter()
+            jax.block_until_ready(run(variables, images, labels)["scoremaps"])
+            times.append(time.perf_counter() - t0)
+        out[kind] = float(np.median(times)) / images.shape[0]
+    return out
+
+
 def _pct(value) -> str:
     return "-" if value is None or math.isnan(value) else f"{100 * value:.1f}"
 
@@ -134,11 +172,16 @@ def format_table(results: Mapping[str, float], map_kinds: Sequence[str] = DEFAUL
                 ("Insertion AUC ↑", "insertion_auc"),
                 ("Complexity ↓", "complexity")]
     columns += [c for c in optional if any(f"{k}/{c[1]}" in results for k in map_kinds)]
-    lines = ["| Map | " + " | ".join(name for name, _ in columns) + " |",
-             "|---|" + "---:|" * len(columns)]
+    timed = any(f"{k}/seconds_per_image" in results for k in map_kinds)
+    lines = ["| Map | " + " | ".join(name for name, _ in columns)
+             + (" | ms / image |" if timed else " |"),
+             "|---|" + "---:|" * (len(columns) + timed)]
     for kind in map_kinds:
-        lines.append(f"| {DISPLAY_NAMES.get(kind, kind)} | "
-                     + " | ".join(_pct(get(f"{kind}/{key}")) for _, key in columns) + " |")
+        cells = [_pct(get(f"{kind}/{key}")) for _, key in columns]
+        if timed:
+            ms = 1e3 * get(f"{kind}/seconds_per_image")
+            cells.append("-" if math.isnan(ms) else f"{ms:.2f}")
+        lines.append(f"| {DISPLAY_NAMES.get(kind, kind)} | " + " | ".join(cells) + " |")
     n = results.get("num_images", float("nan"))
     legend = (f"Test split ({int(n) if not math.isnan(n) else '-'} images), %. MaxBoxAccV2: "
               "mean over IoU 0.3/0.5/0.7 of the box accuracy of every contour's box, at the "
@@ -148,6 +191,9 @@ def format_table(results: Mapping[str, float], map_kinds: Sequence[str] = DEFAUL
               "AUC: RISE (Petsiuk et al. 2018), that score as the most relevant pixels are set "
               "to zero / put back on the blurred image. Top-1 Cls "
               f"{_pct(get('top1_cls'))} %.")
+    if timed:
+        legend += (" ms / image: the map of one kind alone with the forward pass and its score "
+                   "map, jitted, on one evaluation batch (``seconds_per_image``).")
     if settings is not None:
         legend += f" Reading: {settings.reading}."
     return "\n".join(lines) + "\n\n" + legend + "\n"

@@ -19,8 +19,9 @@ KPCA-CAM, FEM, RandomCAM), :mod:`.guided` (guided backpropagation, Guided Grad-C
 (FullGrad: the bias gradients of every layer, at the input resolution), :mod:`.attention`
 (attention rollout, TS-CAM's map: transformers only, ValueError otherwise). Adding a map is one
 function registered in its family's module, or one new module plus its import below.
-The maps that offer pytorch-grad-cam's ``eigen_smooth`` list it in their registry
-``options``.
+The maps that offer pytorch-grad-cam's ``eigen_smooth`` (every one of its CAM classes that
+reads the flag, Score-CAM, Ablation-CAM and FullGrad included) list it in their registry
+``options``; torch-cam's Smooth Grad-CAM++, SS-CAM and IS-CAM have no such option.
 
 Beside the maps:
 

@@ -80,8 +80,10 @@ def bias_layer_shapes(model, variables, images):
     return found
 
 
-def fullgrad_terms(model, variables, images, targets, num_classes):
-    """FullGrad's terms at the input resolution: ``(input term [B, H, W], {path: [B, H, W]})``.
+def fullgrad_terms(model, variables, images, targets, num_classes,
+                   keep_input_channels: bool = False):
+    """FullGrad's terms at the input resolution: ``(input term [B, H, W], {path: [B, H, W]})``
+    (``keep_input_channels``: the input term per channel, ``[B, H, W, C]``, unsummed).
 
     input term: ``Σ_c s(|x ⊙ ∂y/∂x|_c)``; bias term of a layer: ``up(Σ_k s(|b_k ⊙ ∂y/∂z_k|))``
     with ``z`` the layer's output, ``b`` its (folded) bias, ``s`` the per-channel min-max
@@ -99,17 +101,34 @@ def fullgrad_terms(model, variables, images, targets, num_classes):
     cotangent = core.target_cotangent(targets, logits, num_classes).astype(logits.dtype)
     grad_x, grad_d = pullback(cotangent)
     product = jnp.abs(grad_x.astype(jnp.float32) * images.astype(jnp.float32))
-    input_term = jnp.sum(min_max(product, (1, 2)), axis=-1)
+    input_term = min_max(product, (1, 2))                                    # [B, H, W, C]
+    if not keep_input_channels:
+        input_term = jnp.sum(input_term, axis=-1)
     bias_terms = {}
     for path, grad in grad_d.items():
         term = jnp.sum(min_max(jnp.abs(grad.astype(jnp.float32) * biases[path]), (1, 2)), axis=-1)
-        bias_terms[path] = jax.image.resize(term, input_term.shape, method="linear")
+        bias_terms[path] = jax.image.resize(term, images.shape[:3], method="linear")
     return input_term, bias_terms
 
 
-@registry.register("fullgrad", "FullGrad")
+def eigen_smooth_terms(input_channels, bias_terms):
+    """pytorch-grad-cam's ``FullGrad`` with ``eigen_smooth``: every term a channel (the input's
+    ``C`` channels and one per bias layer), each min-max scaled and resized to ``H/8 x W/8``
+    (bilinear, half-pixel centres, no antialiasing: OpenCV's ``INTER_LINEAR``), their first
+    principal component (``core.first_component_projection``, sign fixed by the channel sum),
+    min-max scaled, resized back to ``H x W``. Returns float32 ``[B, H, W]`` in [0, 1]."""
+    b, h, w, _ = input_channels.shape
+    stacked = jnp.concatenate([input_channels] + [t[..., None] for t in bias_terms.values()],
+                              axis=-1)
+    small = jax.image.resize(min_max(stacked, (1, 2)), (b, h // 8, w // 8, stacked.shape[-1]),
+                             method="linear", antialias=False)
+    projection = core.first_component_projection(small)
+    return jax.image.resize(min_max(projection, (1, 2)), (b, h, w), method="linear")
+
+
+@registry.register("fullgrad", "FullGrad", options=("eigen_smooth",))
 def fullgrad(model, variables, images, targets=None, *, layer: str = DEFAULT_LAYER,
-             relu: bool = True):
+             relu: bool = True, eigen_smooth: bool = False):
     """FullGrad (Srinivas & Fleuret, NeurIPS 2019, eq. 6) as pytorch-grad-cam's ``FullGrad``.
 
     ``L = Σ_c s(|x ⊙ ∇_x y^c|_c) + Σ_layers up(Σ_k s(|b_k ⊙ ∇_z y^c|_k))`` over every layer
@@ -123,14 +142,25 @@ def fullgrad(model, variables, images, targets=None, *, layer: str = DEFAULT_LAY
       model, variables, images, targets: as :func:`~.gradient.gradcam`.
       layer: must be ``"features"`` (the default).
       relu: accepted for the common signature; the map is non-negative.
+      eigen_smooth: the first principal component of the terms instead of their sum, read as
+        pytorch-grad-cam does (:func:`eigen_smooth_terms`: at ``H/8 x W/8``, already min-max
+        scaled).
 
     Returns:
       float32 ``[B, H, W]``.
     """
+    eigen_smooth = core.check_flag(eigen_smooth, "eigen_smooth")
     if layer != DEFAULT_LAYER:
         raise ValueError(f"layer must be {DEFAULT_LAYER!r} for FullGrad (it reads every layer "
                          f"with a bias), got {layer!r}")
+    images = core.check_images(images)
+    if eigen_smooth and min(images.shape[1:3]) < 8:
+        raise ValueError(f"eigen_smooth of FullGrad resizes its terms to H/8 x W/8: images must "
+                         f"be at least 8 x 8, got {images.shape[1]} x {images.shape[2]}")
     images, layer, targets, num_classes = core.prepare(model, variables, images, targets, layer)
-    input_term, bias_terms = fullgrad_terms(model, variables, images, targets, num_classes)
+    input_term, bias_terms = fullgrad_terms(model, variables, images, targets, num_classes,
+                                            keep_input_channels=eigen_smooth)
+    if eigen_smooth:
+        return eigen_smooth_terms(input_term, bias_terms)
     maps = input_term + sum(bias_terms.values())
     return jnp.maximum(maps, 0.0) if relu else maps

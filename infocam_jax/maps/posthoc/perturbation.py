@@ -69,15 +69,16 @@ def _masked_images(images, masks):
     return masked.reshape((-1,) + images.shape[1:])
 
 
-def _softmax_map(scores, activation, targets, num_classes, relu):
+def _softmax_map(scores, activation, targets, num_classes, relu, eigen_smooth=False):
     weights = core.nan_where_invalid(jax.nn.softmax(scores, axis=-1), targets, num_classes)
-    return core.weighted_sum(weights, activation, relu)
+    return core.weighted_sum(weights, activation, relu, eigen_smooth)
 
 
-@registry.register("scorecam", "Score-CAM", options=("chunk_size",), family="perturbation",
-                   callable_targets=True)
+@registry.register("scorecam", "Score-CAM", options=("chunk_size", "eigen_smooth"),
+                   family="perturbation", callable_targets=True)
 def scorecam(model, variables, images, targets=None, *, layer: str = DEFAULT_LAYER,
-             relu: bool = True, chunk_size: int = core.DEFAULT_CHUNK_SIZE):
+             relu: bool = True, chunk_size: int = core.DEFAULT_CHUNK_SIZE,
+             eigen_smooth: bool = False):
     """Score-CAM (Wang et al., CVPR-W 2020, eqs. 4-6 with the softmax normalisation of §4).
 
     Each channel becomes a mask ``H_k = s(Up(A_k))`` (bilinear upsampling to the input size,
@@ -96,10 +97,13 @@ def scorecam(model, variables, images, targets=None, *, layer: str = DEFAULT_LAY
     Args:
       model, variables, images, targets, layer, relu: as :func:`gradcam`.
       chunk_size: static int >= 1, channels per forward pass (default 32).
+      eigen_smooth: the first principal component of ``α_k A_k`` instead of their sum
+        (``core.weighted_sum``; pytorch-grad-cam's ``eigen_smooth``).
 
     Returns:
       float32 ``[B, h, w]``.
     """
+    eigen_smooth = core.check_flag(eigen_smooth, "eigen_smooth")
     images, layer, targets, num_classes, chunk_size, logits, activation = _read_layer(
         model, variables, images, targets, layer, chunk_size)
     batch, height, width, _ = images.shape
@@ -116,7 +120,7 @@ def scorecam(model, variables, images, targets=None, *, layer: str = DEFAULT_LAY
         return _target_logits(model, variables, _masked_images(images, masks), targets, batch)
 
     scores = _per_channel_scores(chunk_scores, activation, chunk_size)
-    return _softmax_map(scores, activation, targets, num_classes, relu)
+    return _softmax_map(scores, activation, targets, num_classes, relu, eigen_smooth)
 
 
 def check_num_samples(num_samples) -> int:
@@ -261,10 +265,11 @@ def ablation_values(activation):
     return jnp.where(lo == 0, 0.0, lo - ABLATION_VALUE)
 
 
-@registry.register("ablationcam", "Ablation-CAM", options=("chunk_size",),
+@registry.register("ablationcam", "Ablation-CAM", options=("chunk_size", "eigen_smooth"),
                    family="perturbation")
 def ablationcam(model, variables, images, targets=None, *, layer: str = DEFAULT_LAYER,
-                relu: bool = True, chunk_size: int = core.DEFAULT_CHUNK_SIZE):
+                relu: bool = True, chunk_size: int = core.DEFAULT_CHUNK_SIZE,
+                eigen_smooth: bool = False):
     """Ablation-CAM (Desai & Ramaswamy, WACV 2020, eq. 3), as pytorch-grad-cam 1.5.7.
 
     Channel ``k`` of the layer is ablated, i.e. set to the constant ``v`` of
@@ -280,10 +285,12 @@ def ablationcam(model, variables, images, targets=None, *, layer: str = DEFAULT_
     Args:
       model, variables, images, targets, layer, relu: as :func:`gradcam`.
       chunk_size: static int >= 1, ablated channels per image per forward pass (default 32).
+      eigen_smooth: as :func:`scorecam`.
 
     Returns:
       float32 ``[B, h, w]``. Cost: ``K`` forward passes per image.
     """
+    eigen_smooth = core.check_flag(eigen_smooth, "eigen_smooth")
     images, layer, targets, num_classes, chunk_size, logits, activation = _read_layer(
         model, variables, images, targets, layer, chunk_size)
     batch = images.shape[0]
@@ -308,4 +315,4 @@ def ablationcam(model, variables, images, targets=None, *, layer: str = DEFAULT_
 
     scores = _per_channel_scores(chunk_scores, activation, chunk_size)
     weights = core.nan_where_invalid((y - scores) / y, targets, num_classes)
-    return core.weighted_sum(weights, activation, relu)
+    return core.weighted_sum(weights, activation, relu, eigen_smooth)
