@@ -142,8 +142,11 @@ def test_sscam_key_and_chunks(small):
 # --------------------------------------------------------------------------------------------
 # Parity with pytorch-grad-cam and torch-cam (VGG16-GAP, ResNet50)
 # --------------------------------------------------------------------------------------------
-# 64-channel pre-ReLU layers at 32x32: VGG16-GAP conv1_2 (32x32 maps), ResNet50 bn1 (16x16).
+# 64-channel pre-ReLU layers at 16x16: VGG16-GAP conv1_2 (16x16 maps), ResNet50 bn1 (8x8).
+# These maps are N · K forward passes of the whole network per image (K = 64): the cost goes
+# with the image area, and 16x16 runs every layer of both backbones (1x1 at their last stage).
 PARITY_NETS = [("vgg16_gap", "conv1_2"), ("resnet50", "bn1")]
+PARITY_SIZE = 16
 
 
 def _inputs(nets, arch, seed=0, batch=2, size=32):
@@ -160,7 +163,7 @@ def _inputs(nets, arch, seed=0, batch=2, size=32):
 @pytest.mark.parametrize("arch, layer", PARITY_NETS)
 def test_ablationcam_parity_with_peer(grad_cam, posthoc_nets, arch, layer):
     model, variables, net = posthoc_nets[arch]
-    images, x, targets = _inputs(posthoc_nets, arch)
+    images, x, targets = _inputs(posthoc_nets, arch, size=PARITY_SIZE)
     ours = posthoc.ablationcam(model, variables, images, jnp.asarray(targets), layer=layer,
                                chunk_size=24)
     peer = gradcam_peer.raw_maps(grad_cam, "ablationcam", net, torch_layer(net, layer), x,
@@ -192,7 +195,7 @@ def test_iscam_parity_with_torchcam(posthoc_nets, arch, layer):
     methods = pytest.importorskip("torchcam.methods", reason="torch-cam is not installed "
                                   "(pip install --no-deps torchcam): IS-CAM parity skipped")
     model, variables, net = posthoc_nets[arch]
-    images, x, targets = _inputs(posthoc_nets, arch, seed=1)
+    images, x, targets = _inputs(posthoc_nets, arch, seed=1, size=PARITY_SIZE)
     ours = posthoc.iscam(model, variables, images, jnp.asarray(targets), layer=layer,
                          num_samples=2, chunk_size=24)
     peer = _torchcam_maps(methods.ISCAM, net, layer, x, targets, batch_size=24, num_samples=2)
@@ -206,13 +209,14 @@ def test_sscam_parity_with_torchcam(posthoc_nets, arch, layer):
     methods = pytest.importorskip("torchcam.methods", reason="torch-cam is not installed "
                                   "(pip install --no-deps torchcam): SS-CAM parity skipped")
     model, variables, net = posthoc_nets[arch]
-    images, x, targets = _inputs(posthoc_nets, arch, seed=2)
+    images, x, targets = _inputs(posthoc_nets, arch, seed=2, size=PARITY_SIZE)
     key, std = jax.random.key(5), 0.3
     ours = posthoc.sscam(model, variables, images, jnp.asarray(targets), layer=layer,
                          num_samples=2, std=std, key=key, chunk_size=24)
     k = 64  # channels of conv1_2 and bn1
+    shape = (2, PARITY_SIZE, PARITY_SIZE)
     noise = [torch.from_numpy(np.moveaxis(np.asarray(perturbation.sscam_noise(
-        key, i, jnp.arange(k), (2, 32, 32), std)), -1, 1).copy()) for i in range(2)]
+        key, i, jnp.arange(k), shape, std)), -1, 1).copy()) for i in range(2)]
     peer = _torchcam_maps(methods.SSCAM, net, layer, x, targets, noise=noise, batch_size=24,
                           num_samples=2, std=std)
     assert np.abs(peer).max() > 0
