@@ -3,7 +3,7 @@
     python benchmarks/models.py                       # both backbones, batch 8, 224x224
     python benchmarks/models.py --arch=resnet50 --rounds=5 --dtype=bfloat16
     python benchmarks/models.py --variants=explicit,taps,xla --cpu_convolutions=ynn
-    python benchmarks/models.py --arch=deit_small --batch=8    # DeiT-S vs the PyTorch twin
+    python benchmarks/models.py --arch=deit_small --batch=8,32 # DeiT-S vs the PyTorch twin
 
 JAX variants (``--variants``), each its own runner in the same run:
 
@@ -57,7 +57,7 @@ FLAGS = flags.FLAGS
 DEIT_ARCHS = ("deit_tiny", "deit_small", "deit_base")
 flags.DEFINE_list("arch", ["resnet50", "vgg16_gap"], "backbones to measure (resnet50, "
                   "vgg16_gap, deit_tiny, deit_small, deit_base).")
-flags.DEFINE_integer("batch", 8, "batch size.")
+flags.DEFINE_list("batch", ["8"], "batch sizes, each measured in turn (e.g. 8,32).")
 flags.DEFINE_integer("size", 224, "square input size.")
 flags.DEFINE_integer("num_classes", 200, "classes of the head.")
 flags.DEFINE_integer("rounds", 3, "alternating measurement rounds (median is reported).")
@@ -223,6 +223,42 @@ def _rate(fn, iters, batch):
     return iters * batch / (time.perf_counter() - start)
 
 
+def _measure(arch: str, batch: int, have_torch: bool) -> None:
+    """Times ``arch`` at ``batch``: every JAX runner and PyTorch alternating within each round;
+    prints the medians (img/s) and the ratios, then the load average."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, FLAGS.size, FLAGS.size, 3)).astype(np.float32)
+    y = rng.integers(0, FLAGS.num_classes, batch).astype(np.int32)
+    if arch in DEIT_ARCHS:  # no convolution variants (module docstring)
+        runners = {"jax": jax_steps(arch, jnp.asarray(x), jnp.asarray(y), "explicit")}
+    else:
+        runners = {f"jax[{v}]": jax_variant(arch, jnp.asarray(x), jnp.asarray(y), v)
+                   for v in FLAGS.variants}
+    if have_torch:
+        runners["torch"] = torch_steps(arch, x, y)
+        if arch in DEIT_ARCHS:
+            _check_same_size(arch, x)
+    for fwd, train in runners.values():  # warm-up / compile
+        fwd()
+        train()
+    rates = {(lib, kind): [] for lib in runners for kind in ("forward", "train")}
+    for _ in range(FLAGS.rounds):
+        for kind, idx in (("forward", 0), ("train", 1)):
+            for lib, fns in runners.items():
+                rates[(lib, kind)].append(_rate(fns[idx], FLAGS.iters, batch))
+    for kind in ("forward", "train"):
+        for lib in runners:
+            if lib == "torch":
+                continue
+            j = statistics.median(rates[(lib, kind)])
+            line = f"{arch:10s} b{batch:<3d} {kind:8s} {lib:14s} {j:7.2f} img/s"
+            if have_torch:
+                t = statistics.median(rates[("torch", kind)])
+                line += f"   torch eager {t:7.2f} img/s   ratio jax/torch {j / t:5.2f}x"
+            print(line, flush=True)
+    print(f"  ({arch}, batch {batch} done: {_load()})", flush=True)
+
+
 def _load() -> str:
     """The 1 / 5 / 15-minute load averages and the UTC time, for the printed figures."""
     one, five, fifteen = os.getloadavg()
@@ -240,42 +276,16 @@ def main(argv):
         torch_info = f"torch {torch.__version__} threads={torch.get_num_threads()}"
     except ImportError:
         have_torch, torch_info = False, "torch not installed"
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((FLAGS.batch, FLAGS.size, FLAGS.size, 3)).astype(np.float32)
-    y = rng.integers(0, FLAGS.num_classes, FLAGS.batch).astype(np.int32)
+    batches = [int(b) for b in FLAGS.batch]
+    if not batches or min(batches) < 1:
+        raise ValueError(f"--batch must list positive batch sizes, got {FLAGS.batch}")
     print(f"jax {jax.__version__} {jax.devices()[0].platform} dtype={FLAGS.dtype}; {torch_info}; "
-          f"batch {FLAGS.batch}, {FLAGS.size}x{FLAGS.size}, median of {FLAGS.rounds} rounds "
-          f"x {FLAGS.iters} steps; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; "
-          f"{_load()}")
+          f"batch {','.join(map(str, batches))}, {FLAGS.size}x{FLAGS.size}, median of "
+          f"{FLAGS.rounds} rounds x {FLAGS.iters} steps; "
+          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; {_load()}")
     for arch in FLAGS.arch:
-        if arch in DEIT_ARCHS:  # no convolution variants (module docstring)
-            fwd, train = jax_steps(arch, jnp.asarray(x), jnp.asarray(y), "explicit")
-            runners = {"jax": (fwd, train)}
-        else:
-            runners = {f"jax[{v}]": jax_variant(arch, jnp.asarray(x), jnp.asarray(y), v)
-                       for v in FLAGS.variants}
-        if have_torch:
-            runners["torch"] = torch_steps(arch, x, y)
-            if arch in DEIT_ARCHS:
-                _check_same_size(arch, x)
-        for fwd, train in runners.values():  # warm-up / compile
-            fwd()
-            train()
-        rates = {(lib, kind): [] for lib in runners for kind in ("forward", "train")}
-        for _ in range(FLAGS.rounds):
-            for kind, idx in (("forward", 0), ("train", 1)):
-                for lib, fns in runners.items():
-                    rates[(lib, kind)].append(_rate(fns[idx], FLAGS.iters, FLAGS.batch))
-        for kind in ("forward", "train"):
-            for lib in runners:
-                if lib == "torch":
-                    continue
-                j = statistics.median(rates[(lib, kind)])
-                line = f"{arch:10s} {kind:8s} {lib:14s} {j:7.2f} img/s"
-                if have_torch:
-                    t = statistics.median(rates[("torch", kind)])
-                    line += f"   torch eager {t:7.2f} img/s   ratio jax/torch {j / t:5.2f}x"
-                print(line, flush=True)
+        for batch in batches:
+            _measure(arch, batch, have_torch)
     print(f"end: {_load()}", flush=True)
 
 

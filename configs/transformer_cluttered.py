@@ -28,7 +28,8 @@ Command (from the repository root; 3 seeds):
 Expected runtime: about 10 minutes of training per run (4 runs: both rates with seed 0, then
 seeds 1 and 2) plus under a minute of evaluation each, on the shared 2-core machine under load
 (the measured figures are in docs/results.md §4.3).
-Smoke run: --config=configs/transformer_cluttered.py:runlocal --config.dataset=synthetic.
+Smoke run (one rate, two steps): --config=configs/transformer_cluttered.py:runlocal
+--config.dataset=synthetic.
 """
 from infocam_jax import config as base
 
@@ -65,4 +66,6 @@ def get_config(arg: str | None = None):
     # validation top-1 stays for the training curve.
     c.checkpoint_best = False
     c.log_every_steps = 50
+    if arg == "runlocal":
+        c.learning_rates = LEARNING_RATES[-1:]  # a smoke run trains one rate
     return base.finish(c, arg)

@@ -28,6 +28,7 @@ def test_config_is_the_small_deit_with_six_map_kinds():
     assert c.model_options.head == "tokens_gap" and c.model_options.depth == 4
     assert c.posthoc_layer == "blocks_3"
     assert c.optimizer.name == "adamw" and c.optimizer.lr_ratio == 1.0
+    assert tuple(c.learning_rates) == module.LEARNING_RATES and len(c.learning_rates) >= 2
     assert (c.num_train_examples, c.num_epochs, c.batch_size) == (20000, 3, 64)
     assert "launch/reproduce.py" in module.__doc__ and "Expected runtime:" in module.__doc__
     for arg in (None, "runlocal"):
@@ -48,6 +49,7 @@ def test_config_is_the_small_deit_with_six_map_kinds():
 def test_runlocal_runs_the_method_table_with_every_kind(tmp_path):
     _, c = _load("runlocal")
     assert c.runlocal and c.num_epochs == 1 and c.max_steps_per_epoch <= 2
+    assert len(c.learning_rates) == 1
     c.dataset = "synthetic"
     out = methods_table.reproduce_methods(c, str(tmp_path), seeds=[0], log=lambda s: None)
     record = out["runs"]["cam"][0]
@@ -56,5 +58,5 @@ def test_runlocal_runs_the_method_table_with_every_kind(tmp_path):
         assert 0.0 <= sel["valsel"] <= 1.0, (kind, sel)
     assert 0.0 <= record["eval"]["test"]["top1_cls"] <= 1.0
     assert (tmp_path / "summary.md").exists()
-    assert json.loads((tmp_path / "cam" / "seed0" / "config.json").read_text())["model"] == \
-        "deit_tiny"
+    run = pathlib.Path(methods_table.run_dir(str(tmp_path), "cam", c.learning_rates[0], 0))
+    assert json.loads((run / "config.json").read_text())["model"] == "deit_tiny"
