@@ -3,6 +3,7 @@
     python benchmarks/models.py                       # both backbones, batch 8, 224x224
     python benchmarks/models.py --arch=resnet50 --rounds=5 --dtype=bfloat16
     python benchmarks/models.py --variants=explicit,taps,xla --cpu_convolutions=ynn
+    python benchmarks/models.py --arch=deit_small --batch=8,32 # DeiT-S vs the PyTorch twin
 
 JAX variants (``--variants``), each its own runner in the same run:
 
@@ -15,6 +16,12 @@ JAX variants (``--variants``), each its own runner in the same run:
 * ``xla``: plain autodiff of XLA's convolution and ``flax.linen.max_pool`` (``conv_impl="xla"``).
 
 ``matmul`` and ``taps`` are rebuilt here by patching ``layers`` while they compile.
+
+DeiT (``deit_tiny`` / ``deit_small`` / ``deit_base``, token-GAP head, position embeddings for
+``--size``) has no convolution but its patch embedding, so the variants do not apply: it runs
+one JAX runner, ``jax``, against ``benchmarks/torch_nets.py``'s DeiT (timm's blocks, attention
+through ``F.scaled_dot_product_attention`` as timm's fused path; the same parameter count,
+checked before timing).
 
 ``--cpu_convolutions`` picks the XLA:CPU convolution library for the whole process (XLA reads
 it once, at start-up): ``eigen`` (``xla_cpu.use_eigen_convolutions()``, what the launchers
@@ -29,6 +36,7 @@ stdout only.
 """
 import contextlib
 import functools
+import gc
 import os
 import pathlib
 import statistics
@@ -47,8 +55,10 @@ from infocam_jax.models import xla_cpu
 from infocam_jax.models import layers  # noqa: E402  pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("arch", ["resnet50", "vgg16_gap"], "backbones to measure.")
-flags.DEFINE_integer("batch", 8, "batch size.")
+DEIT_ARCHS = ("deit_tiny", "deit_small", "deit_base")
+flags.DEFINE_list("arch", ["resnet50", "vgg16_gap"], "backbones to measure (resnet50, "
+                  "vgg16_gap, deit_tiny, deit_small, deit_base).")
+flags.DEFINE_list("batch", ["8"], "batch sizes, each measured in turn (e.g. 8,32).")
 flags.DEFINE_integer("size", 224, "square input size.")
 flags.DEFINE_integer("num_classes", 200, "classes of the head.")
 flags.DEFINE_integer("rounds", 3, "alternating measurement rounds (median is reported).")
@@ -66,7 +76,9 @@ flags.DEFINE_bool("torch", True, "also measure PyTorch eager when torch is impor
 
 def jax_steps(arch, x, y, conv_impl):
     """Returns (forward(), train_step()) closures that run one jitted step each and block."""
-    model = models.create(arch, FLAGS.num_classes, dtype=FLAGS.dtype, conv_impl=conv_impl)
+    extra = {"img_size": FLAGS.size} if arch in DEIT_ARCHS else {}
+    model = models.create(arch, FLAGS.num_classes, dtype=FLAGS.dtype, conv_impl=conv_impl,
+                          **extra)
     variables = jax.jit(model.init)(jax.random.key(0), x[:1])
     has_bn = "batch_stats" in variables
     tx = optax.sgd(0.01, momentum=0.9)
@@ -171,7 +183,8 @@ def torch_steps(arch, x, y):
     from torch import nn  # pylint: disable=import-outside-toplevel
 
     import torch_nets  # pylint: disable=import-outside-toplevel
-    net = torch_nets.build(arch, FLAGS.num_classes)
+    net = torch_nets.build(arch, FLAGS.num_classes, **(
+        {"img_size": FLAGS.size} if arch in DEIT_ARCHS else {}))
     tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     ty = torch.from_numpy(y.astype(np.int64))
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
@@ -191,11 +204,72 @@ def torch_steps(arch, x, y):
     return run_forward, run_train
 
 
+def _check_same_size(arch, x):
+    """ValueError unless ours and the PyTorch twin of ``arch`` have equal parameter counts."""
+    import torch_nets  # pylint: disable=import-outside-toplevel
+    model = models.create(arch, FLAGS.num_classes, img_size=FLAGS.size)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.asarray(x[:1]))
+    ours = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(shapes["params"]))
+    net = torch_nets.build(arch, FLAGS.num_classes, img_size=FLAGS.size)
+    theirs = sum(p.numel() for p in net.parameters())
+    if ours != theirs:
+        raise ValueError(f"arch {arch!r}: {ours} parameters here, {theirs} in the PyTorch twin")
+    print(f"{arch}: {ours:,} parameters on both sides", flush=True)
+
+
 def _rate(fn, iters, batch):
     start = time.perf_counter()
     for _ in range(iters):
         fn()
     return iters * batch / (time.perf_counter() - start)
+
+
+def _measure(arch: str, batch: int, have_torch: bool) -> None:
+    """Times ``arch`` at ``batch``: every JAX runner and PyTorch alternating within each round;
+    prints the medians (img/s) and the ratios, then the load average."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, FLAGS.size, FLAGS.size, 3)).astype(np.float32)
+    y = rng.integers(0, FLAGS.num_classes, batch).astype(np.int32)
+    if arch in DEIT_ARCHS:  # no convolution variants (module docstring)
+        runners = {"jax": jax_steps(arch, jnp.asarray(x), jnp.asarray(y), "explicit")}
+    else:
+        runners = {f"jax[{v}]": jax_variant(arch, jnp.asarray(x), jnp.asarray(y), v)
+                   for v in FLAGS.variants}
+    if have_torch:
+        runners["torch"] = torch_steps(arch, x, y)
+        if arch in DEIT_ARCHS:
+            _check_same_size(arch, x)
+    for fwd, train in runners.values():  # warm-up / compile
+        fwd()
+        train()
+    rates = {(lib, kind): [] for lib in runners for kind in ("forward", "train")}
+    for _ in range(FLAGS.rounds):
+        for kind, idx in (("forward", 0), ("train", 1)):
+            for lib, fns in runners.items():
+                rates[(lib, kind)].append(_rate(fns[idx], FLAGS.iters, batch))
+    for kind in ("forward", "train"):
+        for lib in runners:
+            if lib == "torch":
+                continue
+            j = statistics.median(rates[(lib, kind)])
+            line = f"{arch:10s} b{batch:<3d} {kind:8s} {lib:14s} {j:7.2f} img/s"
+            if have_torch:
+                t = statistics.median(rates[("torch", kind)])
+                line += f"   torch eager {t:7.2f} img/s   ratio jax/torch {j / t:5.2f}x"
+            print(line, flush=True)
+    print(f"  ({arch}, batch {batch} done: {_load()})", flush=True)
+    # Free this batch's networks, optimiser states and executables before the next one (DeiT-S
+    # at batch 32 next to batch 8's leftovers ran out of memory on a 23 GB shared machine).
+    runners.clear()
+    jax.clear_caches()
+    gc.collect()
+
+
+def _load() -> str:
+    """The 1 / 5 / 15-minute load averages and the UTC time, for the printed figures."""
+    one, five, fifteen = os.getloadavg()
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} at {stamp}"
 
 
 def main(argv):
@@ -208,35 +282,17 @@ def main(argv):
         torch_info = f"torch {torch.__version__} threads={torch.get_num_threads()}"
     except ImportError:
         have_torch, torch_info = False, "torch not installed"
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((FLAGS.batch, FLAGS.size, FLAGS.size, 3)).astype(np.float32)
-    y = rng.integers(0, FLAGS.num_classes, FLAGS.batch).astype(np.int32)
+    batches = [int(b) for b in FLAGS.batch]
+    if not batches or min(batches) < 1:
+        raise ValueError(f"--batch must list positive batch sizes, got {FLAGS.batch}")
     print(f"jax {jax.__version__} {jax.devices()[0].platform} dtype={FLAGS.dtype}; {torch_info}; "
-          f"batch {FLAGS.batch}, {FLAGS.size}x{FLAGS.size}, median of {FLAGS.rounds} rounds "
-          f"x {FLAGS.iters} steps; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+          f"batch {','.join(map(str, batches))}, {FLAGS.size}x{FLAGS.size}, median of "
+          f"{FLAGS.rounds} rounds x {FLAGS.iters} steps; "
+          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; {_load()}")
     for arch in FLAGS.arch:
-        runners = {f"jax[{v}]": jax_variant(arch, jnp.asarray(x), jnp.asarray(y), v)
-                   for v in FLAGS.variants}
-        if have_torch:
-            runners["torch"] = torch_steps(arch, x, y)
-        for fwd, train in runners.values():  # warm-up / compile
-            fwd()
-            train()
-        rates = {(lib, kind): [] for lib in runners for kind in ("forward", "train")}
-        for _ in range(FLAGS.rounds):
-            for kind, idx in (("forward", 0), ("train", 1)):
-                for lib, fns in runners.items():
-                    rates[(lib, kind)].append(_rate(fns[idx], FLAGS.iters, FLAGS.batch))
-        for kind in ("forward", "train"):
-            for lib in runners:
-                if lib == "torch":
-                    continue
-                j = statistics.median(rates[(lib, kind)])
-                line = f"{arch:10s} {kind:8s} {lib:14s} {j:7.2f} img/s"
-                if have_torch:
-                    t = statistics.median(rates[("torch", kind)])
-                    line += f"   torch eager {t:7.2f} img/s   ratio jax/torch {j / t:5.2f}x"
-                print(line, flush=True)
+        for batch in batches:
+            _measure(arch, batch, have_torch)
+    print(f"end: {_load()}", flush=True)
 
 
 if __name__ == "__main__":

@@ -107,3 +107,32 @@ def test_draw_model_maps_writes_the_grid_of_the_requested_class(tmp_path):
     assert drawn.tolist() == [1, 1]
     with Image.open(tmp_path / "g.png") as im:
         assert im.size == size == figures.grid_size(2, 3, 16, 16)
+
+
+def test_draw_model_maps_keeps_the_settings_order_and_display_names(tmp_path, monkeypatch):
+    """Rows follow ``settings.map_kinds`` (not the sorted keys of the jitted output) and are
+    labelled with the kinds' display names."""
+    import flax.linen as nn
+    import jax.numpy as jnp
+
+    from infocam_jax.evaluation.settings import EvalSettings
+
+    class PassThrough(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            return nn.Dense(2, name="head")(x.mean((1, 2))), x
+
+    variables = {"params": {"head": {"kernel": jnp.array([[1.0, -1.0]]), "bias": jnp.zeros(2)}}}
+    images, _, gt, gt_valid, _ = _inputs(b=2)
+    batch = {"image": images, "boxes": gt, "box_valid": gt_valid}
+    kinds = ("infocam", "cam", "gradcam")
+    settings = EvalSettings(image_size=(16, 16), map_kinds=kinds, num_classes=2)
+    seen = []
+    render = figures.render_grid
+    monkeypatch.setattr(figures, "render_grid",
+                        lambda images, maps, *a, **k: seen.append(list(maps))
+                        or render(images, maps, *a, **k))
+    figures.draw_model_maps(settings, PassThrough(), variables, batch, np.array([0, 1]),
+                            tmp_path / "g.png")
+    assert seen == [list(kinds)]
+    assert [figures.ROW_NAMES[k] for k in kinds] == ["infoCAM", "CAM", "Grad-CAM"]

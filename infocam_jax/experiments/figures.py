@@ -19,14 +19,16 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from infocam_jax.evaluation import forward
+from infocam_jax.evaluation.settings import DISPLAY_NAMES
 
 GT_COLOUR = (255, 0, 0)
 PRED_COLOUR = (0, 255, 0)
 _PAD = 4          # pixels between cells and around the grid
 _LABEL_WIDTH = 96  # left margin holding the row names
 _MIN_CELL = 128   # small images (digits) are upscaled by an integer factor to at least this
-ROW_NAMES = {"image": "image", "cam": "CAM", "infocam": "infoCAM", "infocam_plus": "infoCAM+",
-             "infocam_plus_region": "infoCAM+ (R)", "cam_region": "CAM (R sum)"}
+# Row labels: the map kinds' display names (evaluation.settings), shortened to fit the margin.
+ROW_NAMES = {"image": "image", **DISPLAY_NAMES, "infocam_plus_region": "infoCAM+ (R)",
+             "cam_region": "CAM (R sum)", "rollout": "rollout"}
 
 
 def _cell_scale(height: int, width: int) -> int:
@@ -198,6 +200,7 @@ def draw_model_maps(settings, model, variables, batch: Mapping[str, np.ndarray],
     gt_valid = np.asarray(batch["box_valid"], bool)
     if label_boxes_only:
         gt_valid = gt_valid & (np.asarray(batch["box_labels"]) == out["labels"][:, None])
-    size = render_grid(batch["image"], out["scoremaps"], batch["boxes"], gt_valid,
-                       out["boxes"], path)
+    # Rows in the settings' order (the pytree round trip sorts the dict's keys).
+    scoremaps = {k: out["scoremaps"][k] for k in settings.map_kinds}
+    size = render_grid(batch["image"], scoremaps, batch["boxes"], gt_valid, out["boxes"], path)
     return size, np.asarray(out["labels"])
