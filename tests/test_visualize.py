@@ -1,9 +1,25 @@
 """Tests of infocam_jax.experiments.figures: PNG grid size, box colours, heat-map colours, bad input."""
+import flax.linen as nn
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
+from infocam_jax.evaluation.settings import EvalSettings
 from infocam_jax.experiments import figures
+
+
+class PassThrough(nn.Module):
+    """``(logits = Dense(GAP(x)), features = x)``: the images are their own feature maps."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        return nn.Dense(2, name="head")(x.mean((1, 2))), x
+
+
+# One input channel into 2 classes, opposite weights: class 1's CAM is minus class 0's.
+PASS_THROUGH_VARIABLES = {"params": {"head": {"kernel": jnp.array([[1.0, -1.0]]),
+                                              "bias": jnp.zeros(2)}}}
 
 
 def _inputs(b=3, h=16, w=16, c=1):
@@ -85,17 +101,7 @@ def test_bad_inputs_raise(tmp_path):
 
 
 def test_draw_model_maps_writes_the_grid_of_the_requested_class(tmp_path):
-    import flax.linen as nn
-    import jax.numpy as jnp
-
-    from infocam_jax.evaluation.settings import EvalSettings
-
-    class PassThrough(nn.Module):
-        @nn.compact
-        def __call__(self, x, train=False):
-            return nn.Dense(2, name="head")(x.mean((1, 2))), x
-
-    variables = {"params": {"head": {"kernel": jnp.array([[1.0, -1.0]]), "bias": jnp.zeros(2)}}}
+    variables = PASS_THROUGH_VARIABLES
     images, _, gt, gt_valid, _ = _inputs(b=2)
     batch = {"image": images, "boxes": gt, "box_valid": gt_valid,
              "box_labels": np.array([[1, 0], [0, 0]], np.int32)}
@@ -112,17 +118,7 @@ def test_draw_model_maps_writes_the_grid_of_the_requested_class(tmp_path):
 def test_draw_model_maps_keeps_the_settings_order_and_display_names(tmp_path, monkeypatch):
     """Rows follow ``settings.map_kinds`` (not the sorted keys of the jitted output) and are
     labelled with the kinds' display names."""
-    import flax.linen as nn
-    import jax.numpy as jnp
-
-    from infocam_jax.evaluation.settings import EvalSettings
-
-    class PassThrough(nn.Module):
-        @nn.compact
-        def __call__(self, x, train=False):
-            return nn.Dense(2, name="head")(x.mean((1, 2))), x
-
-    variables = {"params": {"head": {"kernel": jnp.array([[1.0, -1.0]]), "bias": jnp.zeros(2)}}}
+    variables = PASS_THROUGH_VARIABLES
     images, _, gt, gt_valid, _ = _inputs(b=2)
     batch = {"image": images, "boxes": gt, "box_valid": gt_valid}
     kinds = ("infocam", "cam", "gradcam")
