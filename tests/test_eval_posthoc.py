@@ -217,6 +217,14 @@ def test_map_table_selection_on_the_test_split_is_the_protocol(tiny):
                               map_kinds=kinds, num_devices=1)
     other = map_table.evaluate(settings, model, variables, [t.make_data(seed=5)], [data],
                                map_kinds=kinds, num_devices=1)
+    grouped = map_table.evaluate(settings, model, variables, iter([data]), iter([data]),
+                                 map_kinds=kinds, num_devices=1, kinds_per_pass=1)
+    assert grouped.keys() == same.keys()
+    for key, value in same.items():  # one kind per step: the same numbers (float rounding)
+        np.testing.assert_allclose(grouped[key], value, rtol=1e-6, atol=1e-12, err_msg=key)
+    with pytest.raises(ValueError, match="kinds_per_pass must be >= 1"):
+        map_table.evaluate(settings, model, variables, [data], [data], map_kinds=kinds,
+                           num_devices=1, kinds_per_pass=0)
     for kind in kinds:
         assert same[f"{kind}/max_box_acc_v2/valsel"] == pytest.approx(same[f"{kind}/max_box_acc_v2"])
         assert other[f"{kind}/max_box_acc_v2/valsel"] <= other[f"{kind}/max_box_acc_v2"] + 1e-9

@@ -48,6 +48,9 @@ _SAVE_SCOREMAPS = flags.DEFINE_string(
 _MAP_TABLE = flags.DEFINE_bool(
     "map_table", False, "Compare every map kind (CAM family and post-hoc) on validation + test: "
     "MaxBoxAccV2 at the threshold chosen on validation, and faithfulness (map_table.{md,json}).")
+_KINDS_PER_PASS = flags.DEFINE_integer(
+    "kinds_per_pass", 0, "--map_table: map kinds per compiled eval step (0 = all in one step; "
+    "smaller groups bound compile time and memory, the numbers are the same).", lower_bound=0)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -59,7 +62,8 @@ def map_table(config, settings: EvalSettings, model, variables, out_dir: str) ->
         config.max_eval_batches = _MAX_BATCHES.value
     splits = readings.load_splits(config)
     results = table_lib.evaluate(settings, model, variables, splits["validation"],
-                                 splits["test"], map_kinds=kinds, faithfulness=faith)
+                                 splits["test"], map_kinds=kinds, faithfulness=faith,
+                                 kinds_per_pass=_KINDS_PER_PASS.value or None)
     speed = table_lib.seconds_per_image(settings, model, variables, splits["test"][0], kinds)
     results.update({f"{k}/seconds_per_image": v for k, v in speed.items()})
     text = table_lib.format_table(results, kinds, settings)
