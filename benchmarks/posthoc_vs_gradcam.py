@@ -18,6 +18,12 @@ load average before and after.
   targets=[ClassifierOutputTarget(c), ...])``: its hooks, backward, weights, ReLU, min-max
   scaling and resizing to the input). FinerCAM takes one ``target_idx`` per call, so it runs
   image by image, as its users must.
+* Guided backpropagation, Guided Grad-CAM and Deep Feature Factorization (not CAM classes in
+  the peer): its ``GuidedBackpropReLUModel`` one image per call (it reads image 0), Guided
+  Grad-CAM as its README builds it (its Grad-CAM mask times those guided gradients), and its
+  ``DeepFeatureFactorization`` object (forward, NMF with ``--dff_components`` concepts, maps
+  scaled to the image); ours: ``compute("guided_backprop" | "guided_gradcam", ...)`` and
+  ``deep_feature_factorization`` under ``jax.jit``.
 * torch-cam: the extractor on the model's scores (``extractor(class_idx=[...], scores=...)``),
   the forward pass included in the time.
 
@@ -63,6 +69,13 @@ flags.DEFINE_integer("perturbation_images", 2, "images of the perturbation maps'
 flags.DEFINE_integer("chunk", 32, "masked images per forward pass, both libraries.")
 flags.DEFINE_integer("samples", 4, "noise samples of SS-CAM, IS-CAM and Smooth Grad-CAM++.")
 flags.DEFINE_integer("rounds", 3, "alternating measurement rounds (median is reported).")
+flags.DEFINE_integer("dff_components", 16, "Deep Feature Factorization's concepts (the peer's "
+                     "default 16).")
+
+# Beyond the CAM classes: our name -> the peer's entry point (``_guided_peer`` / ``_dff_peer``).
+EXTRA_PEERS = {"guided_backprop": "GuidedBackpropReLUModel",
+               "guided_gradcam": "GradCAM x GuidedBackpropReLUModel",
+               "dff": "DeepFeatureFactorization"}
 
 
 def _torch_layer(net, path: str):
@@ -81,11 +94,25 @@ def _ours(method, model, variables, images, targets, layer, **options):
     import jax  # pylint: disable=import-outside-toplevel
 
     from infocam_jax.maps import posthoc  # pylint: disable=import-outside-toplevel
-    fn = jax.jit(lambda v, x, t: posthoc.compute(method, model, v, x, t, layer=layer,
-                                                 **options))
+    if layer is not None:
+        options = dict(options, layer=layer)
+    fn = jax.jit(lambda v, x, t: posthoc.compute(method, model, v, x, t, **options))
     x, t = jax.device_put(images), jax.device_put(targets)
     compiled = fn.lower(variables, x, t).compile()
     return lambda: jax.block_until_ready(compiled(variables, x, t))
+
+
+def _ours_dff(model, variables, images, layer):
+    """Our Deep Feature Factorization (jitted; the peer's NMF settings: random init, 200
+    iterations at most, tolerance 1e-4), compiled before it is returned."""
+    import jax  # pylint: disable=import-outside-toplevel
+
+    from infocam_jax.maps import posthoc  # pylint: disable=import-outside-toplevel
+    fn = jax.jit(lambda v, x: posthoc.deep_feature_factorization(
+        model, v, x, layer=layer, n_components=FLAGS.dff_components))
+    x = jax.device_put(images)
+    compiled = fn.lower(variables, x).compile()
+    return lambda: jax.block_until_ready(compiled(variables, x))
 
 
 def _grad_cam_peer(pgc, method, net, x, targets, layer):
@@ -96,6 +123,40 @@ def _grad_cam_peer(pgc, method, net, x, targets, layer):
                 cam.base_cam.activations_and_grads.release)
     tgts = gradcam_peer.targets_of(pgc, targets)
     return lambda: cam(input_tensor=x, targets=tgts), cam.activations_and_grads.release
+
+
+def _guided_peer(pgc, net, x, targets, gradcam_layer=None):
+    """pytorch-grad-cam's guided backpropagation as its users call it: ``GuidedBackpropReLUModel``
+    on one image per call (it reads image 0); with ``gradcam_layer``, Guided Grad-CAM as the
+    peer's README builds it (its Grad-CAM mask times the guided gradients). The twin's functional
+    ``torch.relu`` calls get the peer's ``GuidedBackpropReLU`` during the call."""
+    import torch  # pylint: disable=import-outside-toplevel
+
+    import gradcam_peer  # pylint: disable=import-outside-toplevel
+    from pytorch_grad_cam import guided_backprop  # pylint: disable=import-outside-toplevel
+    cam = (gradcam_peer.make_cam(pgc, "gradcam", net, _torch_layer(net.twin, gradcam_layer),
+                                 FLAGS.chunk) if gradcam_layer else None)
+    tgts = gradcam_peer.targets_of(pgc, targets)
+
+    def run():
+        relu, torch.relu = torch.relu, guided_backprop.GuidedBackpropReLU.apply
+        try:
+            gb = np.stack([guided_backprop.GuidedBackpropReLUModel(net, device="cpu")(
+                x[b:b + 1].clone(), target_category=int(c)) for b, c in enumerate(targets)])
+        finally:
+            torch.relu = relu
+        if cam is None:
+            return gb
+        return cam(input_tensor=x, targets=tgts)[..., None] * gb
+    return run, (cam.activations_and_grads.release if cam else (lambda: None))
+
+
+def _dff_peer(net, x, layer):
+    """pytorch-grad-cam's ``DeepFeatureFactorization`` (forward, NMF, maps scaled to the image)."""
+    from pytorch_grad_cam import DeepFeatureFactorization  # pylint: disable=import-outside-toplevel
+    dff = DeepFeatureFactorization(net, _torch_layer(net.twin, layer))
+    return (lambda: dff(x, n_components=FLAGS.dff_components),
+            dff.activations_and_grads.release)
 
 
 def _torchcam_peer(method, net, x, targets, layer):
@@ -161,8 +222,10 @@ def main(argv):
     if pgc is None:
         raise SystemExit(f"pytorch-grad-cam unavailable: {note}")
     peers = {**{m: "pytorch-grad-cam" for m in gradcam_peer.PEER_CLASSES},
-             **{m: "torch-cam" for m in TORCHCAM_CLASSES}}
-    methods = FLAGS.methods or [m for m in posthoc.METHOD_NAMES if m in peers]
+             **{m: "torch-cam" for m in TORCHCAM_CLASSES},
+             **{m: "pytorch-grad-cam" for m in EXTRA_PEERS}}
+    methods = FLAGS.methods or ([m for m in posthoc.METHOD_NAMES if m in peers]
+                                + list(EXTRA_PEERS))
     unknown = [m for m in methods if m not in peers]
     if unknown:
         raise SystemExit(f"--methods: no peer for {unknown}; with a peer: {sorted(peers)}")
@@ -180,13 +243,24 @@ def main(argv):
     print("| method | peer | layer | images | ours s/img | peer s/img | ratio |")
     print("|---|---|---|---|---|---|---|")
     for method in methods:
-        perturbation = posthoc.registry.get(method).family == "perturbation"
+        perturbation = (method not in ("dff", "guided_backprop")
+                        and posthoc.registry.get(method).family == "perturbation")
         n = FLAGS.perturbation_images if perturbation else FLAGS.batch
         layer = FLAGS.perturbation_layer if perturbation else FLAGS.layer
-        ours = _ours(method, model, variables, images[:n], targets[:n], layer,
-                     **_options(method, posthoc.registry))
         x = torch.from_numpy(np.ascontiguousarray(images[:n].transpose(0, 3, 1, 2)))
-        if peers[method] == "torch-cam":
+        if method == "dff":
+            ours = _ours_dff(model, variables, images[:n], layer)
+        elif method == "guided_backprop":  # no layer: the gradient at the input
+            ours = _ours(method, model, variables, images[:n], targets[:n], None)
+        else:
+            ours = _ours(method, model, variables, images[:n], targets[:n], layer,
+                         **_options(method, posthoc.registry))
+        if method == "dff":
+            peer, release = _dff_peer(net, x, layer)
+        elif method in ("guided_backprop", "guided_gradcam"):
+            peer, release = _guided_peer(pgc, net, x, targets[:n],
+                                         layer if method == "guided_gradcam" else None)
+        elif peers[method] == "torch-cam":
             peer, release = _torchcam_peer(method, net, x, targets[:n], layer)
         else:
             peer, release = _grad_cam_peer(pgc, method, net, x, targets[:n], layer)
@@ -199,7 +273,9 @@ def main(argv):
         release()  # the peer's hooks off the shared twin
         t_ours = statistics.median(times["ours"]) / n
         t_peer = statistics.median(times["peer"]) / n
-        print(f"| {posthoc.DISPLAY_NAMES[method]} | {peers[method]} | {layer} | {n} | "
+        name = "Deep Feature Factorization" if method == "dff" else posthoc.DISPLAY_NAMES[method]
+        shown = "input" if method == "guided_backprop" else layer
+        print(f"| {name} | {peers[method]} | {shown} | {n} | "
               f"{t_ours:.4f} | {t_peer:.4f} | {t_peer / t_ours:.2f}x |", flush=True)
     load_after = os.getloadavg()
     print(f"load average {load_after[0]:.2f} at end")
