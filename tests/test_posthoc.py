@@ -71,21 +71,23 @@ def jit_maps(small):
 
 
 def test_shapes_registry_and_jit(small, jit_maps):
+    """Every registered method under ``jit`` (one compile each, ``jit_maps``): shape, dtype,
+    finite, non-negative, not all zero. That ``jit`` gives the eager maps is checked once per
+    method in tests/test_posthoc_api.py (``test_default_target_is_the_predicted_class``: the
+    eager map for the predicted classes against the jitted map with the default target), so
+    the eager maps are not recomputed here."""
     model, variables, images, targets, _, features = small
     assert posthoc.METHOD_NAMES == (
         "gradcam", "hirescam", "gradcampp", "xgradcam", "layercam", "gradcamew", "eigengradcam",
         "segeigencam", "finercam", "smoothgradcampp", "scorecam", "sscam", "iscam", "ablationcam",
         "eigencam", "kpcacam", "fem", "randomcam", "shapleycam", "fullgrad")
     for name in posthoc.METHOD_NAMES:
-        opts = _small_options(name)
-        out = posthoc.compute(name, model, variables, images, targets, **opts)
+        out = jit_maps[name][0]
         # FullGrad sums maps of every layer at the input resolution.
         chex.assert_shape(out, images.shape[:3] if name == "fullgrad" else features.shape[:3])
-        assert out.dtype == jnp.float32
-        assert np.all(np.isfinite(out)) and np.all(np.asarray(out) >= 0), name
-        assert np.asarray(out).max() > 0, name
-        np.testing.assert_allclose(jit_maps[name][0], out, rtol=1e-5,
-                                   atol=1e-6 * float(np.abs(out).max()))
+        assert out.dtype == np.float32, name
+        assert np.all(np.isfinite(out)) and np.all(out >= 0), name
+        assert out.max() > 0, name
     chex.assert_shape(posthoc.gradcam(model, variables, images, targets, layer="conv2_2"),
                       (3, 12, 16))
 

@@ -46,7 +46,13 @@ def small():
 
 
 def _opts(method):
-    return {"chunk_size": 8} if method == "scorecam" else {}
+    """Few forward passes for the sampled maps: SS-CAM, IS-CAM and Smooth Grad-CAM++ draw
+    ``num_samples`` noisy copies (defaults 35, 10 and 4), and what these tests check (which
+    class the targets resolve to, and the slots) is read before any sample is drawn, so two
+    samples check it as well as the defaults."""
+    if method == "scorecam":
+        return {"chunk_size": 8}
+    return registry.applicable_options(method, {"num_samples": 2})
 
 
 # --------------------------------------------------------------------------------------------
