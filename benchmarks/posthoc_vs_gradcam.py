@@ -13,7 +13,8 @@ rounds is printed as seconds per image and the ratio peer / ours (> 1: ours is f
 load average before and after.
 
 * Ours: ``posthoc.compute(method, model, variables, images, targets, layer=..., **options)``
-  under one ``jax.jit`` (compiled before timing), the maps at the layer's resolution.
+  under one ``jax.jit`` (compiled before timing), the maps at the layer's resolution, with
+  XLA:CPU's convolutions on Eigen as the launchers run them (``xla_cpu.use_eigen_convolutions``).
 * pytorch-grad-cam: the CAM object called as a user calls it (``cam(input_tensor=x,
   targets=[ClassifierOutputTarget(c), ...])``: its hooks, backward, weights, ReLU, min-max
   scaling and resizing to the input). FinerCAM takes one ``target_idx`` per call, so it runs
@@ -212,6 +213,8 @@ def _options(method, registry):
 def main(argv):
     del argv
     os.environ.setdefault("TQDM_DISABLE", "1")
+    from infocam_jax.models import xla_cpu  # pylint: disable=import-outside-toplevel
+    xla_cpu.use_eigen_convolutions()  # as the launchers: before the first computation
     import jax  # pylint: disable=import-outside-toplevel
     import torch  # pylint: disable=import-outside-toplevel
 
