@@ -90,30 +90,30 @@ def _torch_layer(net, path: str):
                      "'bn1' are mapped to the PyTorch twin here")
 
 
-def _ours(method, model, variables, images, targets, layer, **options):
-    """A runner that computes our maps once (compiled before it is returned) and blocks."""
+def _compiled(fn, *args):
+    """``fn`` under ``jax.jit``, compiled for ``args`` before it is returned, as a runner that
+    computes it once and blocks."""
     import jax  # pylint: disable=import-outside-toplevel
+    args = tuple(jax.device_put(a) for a in args)
+    compiled = jax.jit(fn).lower(*args).compile()
+    return lambda: jax.block_until_ready(compiled(*args))
 
+
+def _ours(method, model, variables, images, targets, layer, **options):
+    """Our maps of ``method`` (``posthoc.compute``; ``layer=None``: the method takes none)."""
     from infocam_jax.maps import posthoc  # pylint: disable=import-outside-toplevel
     if layer is not None:
         options = dict(options, layer=layer)
-    fn = jax.jit(lambda v, x, t: posthoc.compute(method, model, v, x, t, **options))
-    x, t = jax.device_put(images), jax.device_put(targets)
-    compiled = fn.lower(variables, x, t).compile()
-    return lambda: jax.block_until_ready(compiled(variables, x, t))
+    return _compiled(lambda v, x, t: posthoc.compute(method, model, v, x, t, **options),
+                     variables, images, targets)
 
 
 def _ours_dff(model, variables, images, layer):
-    """Our Deep Feature Factorization (jitted; the peer's NMF settings: random init, 200
-    iterations at most, tolerance 1e-4), compiled before it is returned."""
-    import jax  # pylint: disable=import-outside-toplevel
-
+    """Our Deep Feature Factorization (the peer's NMF settings: random init, 200 iterations at
+    most, tolerance 1e-4)."""
     from infocam_jax.maps import posthoc  # pylint: disable=import-outside-toplevel
-    fn = jax.jit(lambda v, x: posthoc.deep_feature_factorization(
-        model, v, x, layer=layer, n_components=FLAGS.dff_components))
-    x = jax.device_put(images)
-    compiled = fn.lower(variables, x).compile()
-    return lambda: jax.block_until_ready(compiled(variables, x))
+    return _compiled(lambda v, x: posthoc.deep_feature_factorization(
+        model, v, x, layer=layer, n_components=FLAGS.dff_components), variables, images)
 
 
 def _grad_cam_peer(pgc, method, net, x, targets, layer):
