@@ -12,6 +12,7 @@ import pytest
 from infocam_jax.experiments import map_table, methods_table, reproduction
 from infocam_jax import metrics
 from infocam_jax.evaluation.settings import EvalSettings
+from infocam_jax.train import loop
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -102,6 +103,54 @@ def test_methods_table_end_to_end(tmp_path):
 def test_rate_with_the_best_validation_top1_lowest_on_ties(scores, want):
     by_rate = {r: {"eval": {"validation": {"top1_cls": v}}} for r, v in scores.items()}
     assert methods_table.choose_rate(by_rate) == want
+
+
+def test_diverged_rates_are_out_of_the_choice_and_all_diverged_is_an_error():
+    ok = {"eval": {"validation": {"top1_cls": 0.5}}}
+    assert methods_table.choose_rate({0.3: {"diverged": "nan"}, 0.1: ok}) == 0.1
+    with pytest.raises(ValueError, match="every learning rate of the grid diverged"):
+        methods_table.choose_rate({0.3: {"diverged": "nan"}, 0.1: {"diverged": "inf"}})
+
+
+def _saved_run(path, rate, top1=0.9):
+    """A finished run's methods_eval.json (every reading the tables take), so no training runs."""
+    kinds = ("cam", "infocam", "infocam_plus")
+    ev = {"selection": {k: {"valsel": 0.5, "oracle": 0.6, "validation": 0.55} for k in kinds},
+          "loc": {f"{k}/{m}/{key}": 0.5 for k in kinds for m in methods_table.LOC_METRICS
+                  for key in ("valsel", "best_test")},
+          "validation": {"top1_cls": top1}, "test": {"top1_cls": top1}, "ablation": {}}
+    path.mkdir(parents=True)
+    (path / methods_table.EVAL_FILE).write_text(json.dumps(
+        {"method": "cam", "learning_rate": rate, "seed": 0, "train_seconds": 1.0,
+         "eval_seconds": 1.0, "best_epoch": 1, "eval": ev}))
+
+
+def test_a_diverged_grid_rate_is_recorded_and_skipped(tmp_path, monkeypatch):
+    c = tiny.tiny_config(multi_label=False, loss="softmax", image_size=(16, 16),
+                         methods=("cam",), num_box_thresholds=10, eval_every_epochs=0,
+                         checkpoint_best=False, learning_rates=(0.05, 0.01))
+    _saved_run(tmp_path / "cam" / "lr0.01" / "seed0", 0.01)
+    calls = []
+
+    def diverging(sub, directory):
+        calls.append((float(sub.optimizer.learning_rate), int(sub.seed)))
+        raise loop.NonFiniteLossError("training loss became nan by step 3 (epoch 1)")
+
+    monkeypatch.setattr(methods_table.training, "train_and_evaluate", diverging)
+    out = methods_table.reproduce_methods(c, str(tmp_path), seeds=[0], log=lambda _: None)
+    assert calls == [(0.05, 0)] and out["learning_rates"]["cam"] == 0.01
+    record = json.loads((tmp_path / "cam" / "lr0.05" / "seed0" / methods_table.EVAL_FILE)
+                        .read_text())
+    assert "nan by step 3" in record["diverged"] and "eval" not in record
+    assert "| cam | 0.05 | diverged |" in (tmp_path / "summary.md").read_text()
+    # Resumed: the diverged rate is reused, not trained again.
+    calls.clear()
+    methods_table.reproduce_methods(c, str(tmp_path), seeds=[0], log=lambda _: None)
+    assert calls == []
+    # Outside the grid, a diverged seed at the chosen rate stops the study.
+    with pytest.raises(loop.NonFiniteLossError, match="nan by step 3"):
+        methods_table.reproduce_methods(c, str(tmp_path), seeds=[0, 1], log=lambda _: None)
+    assert calls == [(0.01, 1)]
 
 
 def _record(values, rate=0.1):

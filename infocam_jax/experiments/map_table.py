@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from absl import logging
 
 from infocam_jax.devices import Batch
 from infocam_jax.evaluation import driver, forward, single_label, step, thresholds
@@ -114,9 +115,11 @@ def evaluate(settings: EvalSettings, model, variables, validation: Iterable[Batc
     validation, test = list(validation), list(test)  # read once per group
     results: dict[str, float] = {}
     for start in range(0, len(kinds), size):
-        results.update(_evaluate_kinds(settings, model, variables, validation, test,
-                                       kinds[start:start + size], faithfulness, num_devices,
-                                       overrides))
+        group, t0 = kinds[start:start + size], time.perf_counter()
+        results.update(_evaluate_kinds(settings, model, variables, validation, test, group,
+                                       faithfulness, num_devices, overrides))
+        logging.info("map table: %s scored in %.0f s (%d of %d kinds)", ", ".join(group),
+                     time.perf_counter() - t0, min(start + size, len(kinds)), len(kinds))
     return results
 
 

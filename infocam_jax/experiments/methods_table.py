@@ -11,7 +11,9 @@ and its ``methods_eval.json``; ``<workdir>/summary.{md,json}`` the tables.
 **Learning rate.** For each method, every rate of ``config.learning_rates`` (empty: the one
 ``config.optimizer.learning_rate``) is trained with the first seed; the rate with the highest
 *validation* top-1 classification is chosen (the lowest rate on ties), and the other seeds are
-trained with it. The criterion is the classifier's, so the choice favours no map kind.
+trained with it. A grid rate whose loss becomes NaN or infinite is recorded as diverged and
+left out of the choice (the study stops only when every rate diverges, or when a later seed
+diverges at the chosen rate). The criterion is the classifier's, so the choice favours no map kind.
 
 **Readings** (one per map kind K of ``config.map_kinds`` and run): the maps of the ground-truth
 class become score maps (``config.normalize``), every contour's box is scored against the
@@ -52,7 +54,7 @@ from infocam_jax.evaluation import driver, forward, json_files, single_label, th
 from infocam_jax.evaluation.settings import DISPLAY_NAMES, MAP_KINDS, EvalSettings
 from infocam_jax.experiments import figures, reproduction, seed_tables, training
 from infocam_jax.experiments.map_table import v2_selection
-from infocam_jax.train import trainer
+from infocam_jax.train import loop, trainer
 
 EVAL_FILE = "methods_eval.json"
 # The study's own fields of the experiment config (not read by a training run).
@@ -183,9 +185,12 @@ def grid_table(grid: Mapping[str, Mapping[float, Mapping[str, Any]]],
               "validation MaxBoxAccV2 (CAM) | chosen |"), "|---|---:|---:|---:|---:|:---:|"]
     for method, by_rate in grid.items():
         for rate, rec in by_rate.items():
-            ev = rec["eval"]
             pick = rate == chosen[method]
             lr = f"**{rate:g}**" if pick else f"{rate:g}"
+            if "diverged" in rec:
+                lines.append(f"| {method} | {lr} | diverged | - | - | |")
+                continue
+            ev = rec["eval"]
             lines.append(f"| {method} | {lr} | {100 * ev['validation']['top1_cls']:.1f} | "
                          f"{100 * ev['test']['top1_cls']:.1f} | "
                          f"{100 * ev['selection']['cam']['validation']:.1f} | "
@@ -215,19 +220,35 @@ def ablation_table(records: Mapping[str, Sequence[Mapping[str, Any]]],
 # ----------------------------------------------------------------------------- the study
 
 def _method_run(config, settings: EvalSettings, model, method: str, rate: float, seed: int,
-                workdir: str, split_batches, *, reevaluate: bool, log) -> dict:
+                workdir: str, split_batches, *, reevaluate: bool, log,
+                allow_divergence: bool = False) -> dict:
     """One (method, rate, seed): trains it (restartable) and reads it, or reuses its
-    ``methods_eval.json``; returns that record."""
+    ``methods_eval.json``; returns that record.
+
+    With ``allow_divergence`` (the learning-rate grid), a training whose loss becomes NaN or
+    infinite (``loop.NonFiniteLossError``) is a result, not a failure: its record is
+    ``{"method", "learning_rate", "seed", "train_seconds", "diverged": message}`` (no
+    ``eval``), written like any other so that a resumed study does not train it again.
+    """
     directory = run_dir(workdir, method, rate, seed)
     path = os.path.join(directory, EVAL_FILE)
-    if os.path.exists(path) and not reevaluate:
+    if os.path.exists(path) and not (reevaluate and not _diverged(path)):
         with open(path) as f:
             record = json.load(f)
         log(f"[{method} lr {rate:g} seed {seed}] reusing {path}")
         return record
     sub = method_config(config, method, seed, rate)
     t0 = time.time()
-    training.train_and_evaluate(sub, directory)
+    try:
+        training.train_and_evaluate(sub, directory)
+    except loop.NonFiniteLossError as e:
+        if not allow_divergence:
+            raise
+        record = {"method": method, "learning_rate": float(rate), "seed": int(seed),
+                  "train_seconds": time.time() - t0, "diverged": str(e)}
+        json_files.write_json(record, path)
+        log(f"[{method} lr {rate:g} seed {seed}] diverged: {e}")
+        return record
     train_s = time.time() - t0
     previous = os.path.join(directory, "train_seconds.json")
     if os.path.exists(previous):  # a re-evaluation keeps the training's own wall-clock
@@ -252,9 +273,19 @@ def _method_run(config, settings: EvalSettings, model, method: str, rate: float,
     return record
 
 
+def _diverged(path: str) -> bool:
+    with open(path) as f:
+        return "diverged" in json.load(f)
+
+
 def choose_rate(by_rate: Mapping[float, Mapping[str, Any]]) -> float:
-    """The rate with the highest validation top-1 classification (the lowest on ties)."""
-    rates = sorted(by_rate)
+    """The rate with the highest validation top-1 classification (the lowest on ties); rates
+    whose training diverged (records with ``"diverged"``) are out."""
+    rates = sorted(r for r, rec in by_rate.items() if "diverged" not in rec)
+    if not rates:
+        raise ValueError(f"every learning rate of the grid diverged ({sorted(by_rate)}): "
+                         f"{[by_rate[r]['diverged'] for r in sorted(by_rate)]}; add lower "
+                         f"rates to config.learning_rates")
     scores = [by_rate[r]["eval"]["validation"]["top1_cls"] for r in rates]
     return rates[int(np.argmax(scores))]
 
@@ -377,13 +408,15 @@ def reproduce_methods(config, workdir: str, *, seeds: Sequence[int], reevaluate:
     counts = {s: sum(int(np.sum(b["valid"])) for b in bs) for s, bs in split_batches.items()}
     log(f"loaded {counts} evaluation examples in {time.time() - t_start:.1f}s")
 
-    def run(method, rate, seed):
+    def run(method, rate, seed, allow_divergence=False):
         return _method_run(config, settings, models[method], method, rate, seed, workdir,
-                           split_batches, reevaluate=reevaluate, log=log)
+                           split_batches, reevaluate=reevaluate, log=log,
+                           allow_divergence=allow_divergence)
 
     grid, chosen, records = {}, {}, {}
     for m in methods:
-        grid[m] = {rate: run(m, rate, seeds[0]) for rate in learning_rates(config)}
+        grid[m] = {rate: run(m, rate, seeds[0], allow_divergence=True)
+                   for rate in learning_rates(config)}
         chosen[m] = choose_rate(grid[m])
         records[m] = [grid[m][chosen[m]]] + [run(m, chosen[m], s) for s in seeds[1:]]
     out, report = _write_report(config, workdir, records, grid, chosen, methods, kinds, seeds,
