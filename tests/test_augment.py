@@ -212,21 +212,30 @@ def test_cutmix_not_applied_is_the_identity_with_lambda_one():
     assert float(lam) == 1.0
 
 
+@jax.jit
+def _cutmix_draws(keys):
+    """Every draw the test below reads, as one jitted program: eagerly, each of the five calls
+    compiled the Beta draw's rejection loop again (~5 CPU-s each). Only the ``apply`` flags of
+    the prob 0 / 1 draws are returned (their other draws are dead code to XLA)."""
+    def draws(prob, **kw):
+        return jax.vmap(lambda k: cutmix.cutmix_draw(k, 6, 10, 14, 1.0, prob, **kw))
+
+    return (draws(0.3)(keys), draws(0.0)(keys[:200]).apply, draws(1.0)(keys[:200]).apply,
+            cutmix.cutmix_draw(keys[0], 6, 10, 14),
+            cutmix.cutmix_draw(keys[0], 6, 10, 14, perm_key=keys[1]))
+
+
 def test_cutmix_draw_ranges_and_probability():
     keys = jax.random.split(jax.random.PRNGKey(0), 2000)
-    draws = jax.vmap(lambda k: cutmix.cutmix_draw(k, 6, 10, 14, 1.0, 0.3))(keys)
+    draws, apply0, apply1, a, b = _cutmix_draws(keys)
     assert np.all((draws.row >= 0) & (draws.row < 10)) and np.all((draws.col >= 0) & (draws.col < 14))
     assert set(np.asarray(draws.row).tolist()) == set(range(10))
     assert set(np.asarray(draws.col).tolist()) == set(range(14))
     assert np.all(np.sort(np.asarray(draws.perm), axis=1) == np.arange(6))
     assert abs(float(np.mean(draws.apply)) - 0.3) < 0.05
     assert abs(float(np.mean(draws.lam0)) - 0.5) < 0.03  # Beta(1, 1) = U(0, 1)
-    for prob, expected in ((0.0, False), (1.0, True)):
-        d = jax.vmap(lambda k, p=prob: cutmix.cutmix_draw(k, 6, 10, 14, 1.0, p))(keys[:200])
-        assert np.all(np.asarray(d.apply) == expected)
+    assert not np.any(apply0) and np.all(apply1)  # prob 0: never, prob 1: always
     # A separate permutation key changes only the permutation.
-    a = cutmix.cutmix_draw(keys[0], 6, 10, 14)
-    b = cutmix.cutmix_draw(keys[0], 6, 10, 14, perm_key=keys[1])
     assert (a.lam0, a.row, a.col) == (b.lam0, b.row, b.col)
 
 
