@@ -142,11 +142,14 @@ def test_sscam_key_and_chunks(small):
 # --------------------------------------------------------------------------------------------
 # Parity with pytorch-grad-cam and torch-cam (VGG16-GAP, ResNet50)
 # --------------------------------------------------------------------------------------------
-# 64-channel pre-ReLU layers at 16x16: VGG16-GAP conv1_2 (16x16 maps), ResNet50 bn1 (8x8).
-# These maps are N · K forward passes of the whole network per image (K = 64): the cost goes
-# with the image area, and 16x16 runs every layer of both backbones (1x1 at their last stage).
+# 64-channel pre-ReLU layers: VGG16-GAP conv1_2 at 24x24 (24x24 maps), ResNet50 bn1 at 16x16
+# (8x8). These maps are N · K forward passes of the whole network per image (K = 64), and both
+# sizes run every layer of their backbone (1x1 at the last stage). The sizes keep every 3x3
+# convolution off a 2x2 map, where XLA:CPU's convolution is ~25x slower than at 3x3 (VGG16-GAP
+# at 16x16 has block 4 at 2x2: its whole forward pass took 6x longer than at 24x24; ResNet50
+# at 20-32 has layer3 at 2x2).
 PARITY_NETS = [("vgg16_gap", "conv1_2"), ("resnet50", "bn1")]
-PARITY_SIZE = 16
+PARITY_SIZES = {"vgg16_gap": 24, "resnet50": 16}
 
 
 def _inputs(nets, arch, seed=0, batch=2, size=32):
@@ -163,7 +166,7 @@ def _inputs(nets, arch, seed=0, batch=2, size=32):
 @pytest.mark.parametrize("arch, layer", PARITY_NETS)
 def test_ablationcam_parity_with_peer(grad_cam, posthoc_nets, arch, layer):
     model, variables, net = posthoc_nets[arch]
-    images, x, targets = _inputs(posthoc_nets, arch, size=PARITY_SIZE)
+    images, x, targets = _inputs(posthoc_nets, arch, size=PARITY_SIZES[arch])
     ours = posthoc.ablationcam(model, variables, images, jnp.asarray(targets), layer=layer,
                                chunk_size=24)
     peer = gradcam_peer.raw_maps(grad_cam, "ablationcam", net, torch_layer(net, layer), x,
@@ -195,7 +198,7 @@ def test_iscam_parity_with_torchcam(posthoc_nets, arch, layer):
     methods = pytest.importorskip("torchcam.methods", reason="torch-cam is not installed "
                                   "(pip install --no-deps torchcam): IS-CAM parity skipped")
     model, variables, net = posthoc_nets[arch]
-    images, x, targets = _inputs(posthoc_nets, arch, seed=1, size=PARITY_SIZE)
+    images, x, targets = _inputs(posthoc_nets, arch, seed=1, size=PARITY_SIZES[arch])
     ours = posthoc.iscam(model, variables, images, jnp.asarray(targets), layer=layer,
                          num_samples=2, chunk_size=24)
     peer = _torchcam_maps(methods.ISCAM, net, layer, x, targets, batch_size=24, num_samples=2)
@@ -209,12 +212,12 @@ def test_sscam_parity_with_torchcam(posthoc_nets, arch, layer):
     methods = pytest.importorskip("torchcam.methods", reason="torch-cam is not installed "
                                   "(pip install --no-deps torchcam): SS-CAM parity skipped")
     model, variables, net = posthoc_nets[arch]
-    images, x, targets = _inputs(posthoc_nets, arch, seed=2, size=PARITY_SIZE)
+    images, x, targets = _inputs(posthoc_nets, arch, seed=2, size=PARITY_SIZES[arch])
     key, std = jax.random.key(5), 0.3
     ours = posthoc.sscam(model, variables, images, jnp.asarray(targets), layer=layer,
                          num_samples=2, std=std, key=key, chunk_size=24)
     k = 64  # channels of conv1_2 and bn1
-    shape = (2, PARITY_SIZE, PARITY_SIZE)
+    shape = (2, PARITY_SIZES[arch], PARITY_SIZES[arch])
     noise = [torch.from_numpy(np.moveaxis(np.asarray(perturbation.sscam_noise(
         key, i, jnp.arange(k), shape, std)), -1, 1).copy()) for i in range(2)]
     peer = _torchcam_maps(methods.SSCAM, net, layer, x, targets, noise=noise, batch_size=24,
@@ -245,12 +248,13 @@ def test_aug_smooth_is_the_mean_of_the_views(small, method):
 
 
 @pytest.mark.parametrize("arch, method, layer, size", [
-    ("vgg16_gap", "gradcam", "conv5_3", 32), ("resnet50", "layercam", "layer3_5", 32)])
+    ("vgg16_gap", "gradcam", "conv5_3", 32), ("resnet50", "layercam", "layer3_5", 40)])
 def test_aug_smooth_parity_with_peer(grad_cam, posthoc_nets, arch, method, layer, size):
     """pytorch-grad-cam's ``aug_smooth=True`` (its ttach views), scaling replaced by the
-    identity. Both backbones at 32x32: 2x2 maps at conv5_3 and layer3_5, so the flipped views
-    differ from the plain ones and must be flipped back (the mean of the six views is per
-    position whatever the map size)."""
+    identity. VGG16-GAP at 32x32 and ResNet50 at 40x40: 2x2 maps at conv5_3 and 3x3 at
+    layer3_5, so the flipped views differ from the plain ones and must be flipped back (the
+    mean of the six views is per position whatever the map size). ResNet50 at 32x32 would put
+    every 3x3 convolution of layer3 on a 2x2 map, XLA:CPU's slow case (see PARITY_NETS)."""
     model, variables, net = posthoc_nets[arch]
     images, x, targets = _inputs(posthoc_nets, arch, seed=3, size=size)
     ours = posthoc.compute(method, model, variables, images, jnp.asarray(targets), layer=layer,
@@ -375,9 +379,9 @@ def test_guided_backprop_parity_with_peer(grad_cam, posthoc_nets, arch, monkeypa
     guided_lib = pytest.importorskip("pytorch_grad_cam.guided_backprop")
     del grad_cam
     model, variables, net = posthoc_nets[arch]
-    # 16x16 (PARITY_SIZE): the input gradient passes every guided ReLU of both backbones at
-    # any input size; the peer runs the whole network once per image.
-    images, x, targets = _inputs(posthoc_nets, arch, seed=5, size=PARITY_SIZE)
+    # PARITY_SIZES: the input gradient passes every guided ReLU of both backbones at any input
+    # size; the peer runs the whole network once per image.
+    images, x, targets = _inputs(posthoc_nets, arch, seed=5, size=PARITY_SIZES[arch])
     ours = posthoc.guided_backprop(model, variables, images, jnp.asarray(targets))
     monkeypatch.setattr(torch, "relu", guided_lib.GuidedBackpropReLU.apply)
     peer = np.stack([guided_lib.GuidedBackpropReLUModel(net, device="cpu")(
