@@ -38,7 +38,10 @@ def _half_wave(ours_projection, peer, rtol):
 @pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
 def test_perturbation_eigen_smooth_parity_with_peer(grad_cam, posthoc_nets, method):
     model, variables, net = posthoc_nets["resnet50"]
-    images, x, targets = _inputs(posthoc_nets, "resnet50", 32)
+    # 40x40: bn1 at 20x20, more positions than its 64 channels (the projection's n > K path),
+    # and layer3 at 3x3 (at 20-32 every 3x3 convolution of layer3 runs on a 2x2 map, XLA:CPU's
+    # slow case: tests/test_posthoc_perturbation_zoo.py, PARITY_NETS; 128 forward passes).
+    images, x, targets = _inputs(posthoc_nets, "resnet50", 40)
     ours = np.asarray(posthoc.compute(method, model, variables, images, jnp.asarray(targets),
                                       layer="bn1", relu=False, eigen_smooth=True,
                                       chunk_size=32))
