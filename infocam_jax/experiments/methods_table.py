@@ -13,7 +13,8 @@ and its ``methods_eval.json``; ``<workdir>/summary.{md,json}`` the tables.
 *validation* top-1 classification is chosen (the lowest rate on ties), and the other seeds are
 trained with it. A grid rate whose loss becomes NaN or infinite is recorded as diverged and
 left out of the choice (the study stops only when every rate diverges, or when a later seed
-diverges at the chosen rate). The criterion is the classifier's, so the choice favours no map kind.
+diverges at the chosen rate). The criterion is the classifier's, so the choice favours no map
+kind.
 
 **Readings** (one per map kind K of ``config.map_kinds`` and run): the maps of the ground-truth
 class become score maps (``config.normalize``), every contour's box is scored against the
