@@ -233,11 +233,12 @@ def _method_run(config, settings: EvalSettings, model, method: str, rate: float,
     """
     directory = run_dir(workdir, method, rate, seed)
     path = os.path.join(directory, EVAL_FILE)
-    if os.path.exists(path) and not (reevaluate and not _diverged(path)):
+    if os.path.exists(path):
         with open(path) as f:
             record = json.load(f)
-        log(f"[{method} lr {rate:g} seed {seed}] reusing {path}")
-        return record
+        if not reevaluate or "diverged" in record:  # a diverged run has nothing to re-read
+            log(f"[{method} lr {rate:g} seed {seed}] reusing {path}")
+            return record
     sub = method_config(config, method, seed, rate)
     t0 = time.time()
     try:
@@ -272,11 +273,6 @@ def _method_run(config, settings: EvalSettings, model, method: str, rate: float,
         + ", ".join(f"{DISPLAY_NAMES.get(k, k)} {100 * v['valsel']:.1f}"
                     for k, v in result["selection"].items()))
     return record
-
-
-def _diverged(path: str) -> bool:
-    with open(path) as f:
-        return "diverged" in json.load(f)
 
 
 def choose_rate(by_rate: Mapping[float, Mapping[str, Any]]) -> float:
